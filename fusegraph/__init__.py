@@ -1,0 +1,17 @@
+"""fusegraph: a compiler from a small layer-graph DSL to fused Triton kernels, checked against PyTorch."""
+
+from . import ir
+from .ir import FusegraphError, GraphError, InputError
+from .nn import (
+    GRU, LSTM, Activation, Add, AvgPool1D, AvgPool2D, Concatenate, Conv1D, Conv2D, Dense, Dropout, Embedding,
+    Flatten, GlobalAvgPool1D, GlobalAvgPool2D, Input, Layer, MaxPool1D, MaxPool2D, Model, Sequential, SimpleRNN,
+)
+from .nn import zoo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "Concatenate", "Conv1D", "Conv2D", "Dense",
+    "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError", "Input",
+    "InputError", "Layer", "MaxPool1D", "MaxPool2D", "Model", "Sequential", "SimpleRNN", "ir", "zoo",
+]

@@ -1,0 +1,82 @@
+"""GraphBuilder: append nodes one by one, running each op's shape rule as they go."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import GraphError
+from .graph import Graph, Node, Value
+from .ops import get_op
+from .types import TensorType
+
+
+class GraphBuilder:
+    def __init__(self, name: str = "graph") -> None:
+        self.name = name
+        self.nodes: list[Node] = []
+        self.values: dict[str, Value] = {}
+        self._params: dict[str, Value] = {}
+
+    def fresh(self, base: str) -> str:
+        """`base`, or `base_1`, `base_2`, … if taken."""
+        name, i = base, 0
+        while name in self.values:
+            i += 1
+            name = f"{base}_{i}"
+        return name
+
+    def input(self, name: str, type: TensorType, layer: str | None = None) -> Value:
+        return self._argument("input", name, type, layer, {})
+
+    def parameter(self, name: str, type: TensorType, init: str, *, trainable: bool = True,
+                  layer: str | None = None, **init_args: Any) -> Value:
+        """A weight; asking again for the same name (a layer called twice) returns the same value."""
+        if name in self._params:
+            if self._params[name].type != type:
+                raise GraphError(f"parameter {name} is {self._params[name].type} but is asked for as {type}")
+            return self._params[name]
+        value = self._argument("parameter", name, type, layer,
+                               {"init": init, "trainable": trainable, **init_args})
+        self._params[name] = value
+        return value
+
+    def _argument(self, op: str, name: str, type: TensorType, layer: str | None, attrs: dict) -> Value:
+        if name in self.values:
+            raise GraphError(f"the name {name!r} is used twice; give each input and layer a unique name")
+        value = Value(name, type)
+        node = Node(op, (), (value,), {"type": type, **attrs}, layer)
+        get_op(op).infer([], node.attrs)
+        self.nodes.append(node)
+        self.values[name] = value
+        return value
+
+    def op(self, op: str, inputs: Sequence[Value], *, name: str, layer: str | None = None,
+           output_names: Sequence[str] | None = None, **attrs: Any) -> Value | tuple[Value, ...]:
+        """Append `op(inputs, **attrs)`; one output is returned as a Value, several as a tuple
+        (named `name.<output_names[i]>`, or `name.<i>`)."""
+        opdef = get_op(op)
+        if opdef.num_inputs is not None and len(inputs) != opdef.num_inputs:
+            raise GraphError(f"{op} takes {opdef.num_inputs} inputs, got {len(inputs)}")
+        name = self.fresh(name)
+        probe = Node(op, tuple(inputs), (), attrs, layer)
+        try:
+            types = opdef.infer([v.type for v in inputs], probe.attrs)
+        except GraphError as error:
+            where = f"layer '{layer}'" if layer else f"node %{name}"
+            raise GraphError(f"{where} ({op}): {error}") from None
+        if len(types) == 1:
+            names = [name]
+        else:
+            suffixes = output_names or [str(i) for i in range(len(types))]
+            if len(suffixes) != len(types):
+                raise GraphError(f"{op} has {len(types)} outputs but {len(suffixes)} output names were given")
+            names = [self.fresh(f"{name}.{s}") for s in suffixes]
+        outputs = tuple(Value(n, t) for n, t in zip(names, types))
+        for v in outputs:
+            self.values[v.name] = v
+        self.nodes.append(Node(op, tuple(inputs), outputs, probe.attrs, layer))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def build(self, outputs: Sequence[Value]) -> Graph:
+        return Graph(tuple(self.nodes), tuple(outputs), self.name)

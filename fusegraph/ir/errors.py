@@ -1,0 +1,13 @@
+"""The errors fusegraph raises for user mistakes: one type each, a message naming where and what to change."""
+
+
+class FusegraphError(Exception):
+    """Base of every error fusegraph raises on purpose."""
+
+
+class GraphError(FusegraphError, ValueError):
+    """A malformed model or graph: the message names the layer/node and what to change."""
+
+
+class InputError(FusegraphError, ValueError):
+    """A tensor handed to a model that does not match what the model expects."""

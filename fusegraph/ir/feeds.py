@@ -1,0 +1,36 @@
+"""Checking the tensors a caller feeds a graph against the graph's inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import InputError
+from .graph import Graph
+
+
+def check_feeds(graph: Graph, feeds: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The feeds as a list, one per graph input, each a tensor of the declared dtype and feature shape."""
+    inputs = graph.inputs
+    tensors = [feeds] if isinstance(feeds, torch.Tensor) else list(feeds)
+    if len(tensors) != len(inputs):
+        names = ", ".join(v.name for v in inputs)
+        raise InputError(f"the model takes {len(inputs)} input(s) ({names}), got {len(tensors)}")
+    batches = set()
+    for value, tensor in zip(inputs, tensors):
+        expected = "(batch, " + ", ".join(str(d) for d in value.type.feature_shape) + f") {value.type.dtype}"
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"input '{value.name}' expects a torch.Tensor of shape {expected}, got {type(tensor).__name__}")
+        given = f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
+        if tuple(tensor.shape[1:]) != value.type.feature_shape or tensor.dim() != value.type.rank:
+            raise InputError(f"input '{value.name}' expects shape {expected}, got {given}; the batch comes first")
+        if str(tensor.dtype).removeprefix("torch.") != value.type.dtype:
+            raise InputError(f"input '{value.name}' expects dtype {value.type.dtype}, got {given}; "
+                             f"convert it with .to(torch.{value.type.dtype})")
+        if tensor.shape[0] == 0:
+            raise InputError(f"input '{value.name}' has an empty batch")
+        batches.add(tensor.shape[0])
+    if len(batches) > 1:
+        raise InputError(f"inputs have different batch sizes {sorted(batches)}")
+    return tensors

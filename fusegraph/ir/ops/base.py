@@ -1,0 +1,89 @@
+"""How an op is declared: its arity, shape rule and torch reference, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import GraphError
+from ..types import BATCH, FLOAT_DTYPES, TensorType
+
+
+@dataclass(frozen=True)
+class RefContext:
+    """What a torch reference may need beyond its inputs: the mode and a way to run sub-graphs."""
+
+    training: bool
+    seed: int
+    run_graph: Callable[[Any, list[torch.Tensor]], list[torch.Tensor]]
+
+
+ShapeRule = Callable[[Sequence[TensorType], Mapping[str, Any]], list[TensorType]]
+Reference = Callable[[list[torch.Tensor], Mapping[str, Any], RefContext], list[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    num_inputs: int | None  # None: variadic
+    infer: ShapeRule
+    reference: Reference
+    doc: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register_op(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise RuntimeError(f"op {op.name!r} is defined twice")
+    OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise GraphError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
+
+
+def require_float(t: TensorType, what: str = "input") -> None:
+    if not t.is_float:
+        raise GraphError(f"{what} has dtype {t.dtype}; this op takes {', '.join(FLOAT_DTYPES)}")
+
+
+def require_rank(t: TensorType, rank: int, what: str, hint: str = "") -> None:
+    if t.rank != rank:
+        raise GraphError(f"{what} must have rank {rank}, got shape {_shape(t)}{'; ' + hint if hint else ''}")
+
+
+def require_same_dtype(types: Sequence[TensorType]) -> None:
+    dtypes = {t.dtype for t in types}
+    if len(dtypes) > 1:
+        raise GraphError(f"inputs have different dtypes {sorted(dtypes)}; cast them to one dtype")
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise GraphError(f"axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
+def _shape(t: TensorType) -> str:
+    return "(" + ", ".join(str(d) for d in t.shape) + ")"
+
+
+def same_type_unary(types: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    require_float(types[0])
+    return [types[0]]
+
+
+def batch_of(t: TensorType) -> str | int:
+    return t.shape[0] if t.shape else BATCH
+
+
+shape_str = _shape

@@ -1,0 +1,49 @@
+"""embedding: gather rows of a (num_embeddings, dim) table by int64 ids; dropout."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import GraphError, InputError
+from .base import OpDef, register_op, require_float, require_rank
+
+
+def _embedding_rule(types, attrs):
+    ids, table = types
+    if ids.dtype != "int64":
+        raise GraphError(f"embedding ids must be int64 token ids, got {ids.dtype}; declare Input(..., dtype='int64')")
+    require_rank(table, 2, "embedding table")
+    require_float(table, "embedding table")
+    return [table.with_shape((*ids.shape, table.shape[1]))]
+
+
+def _embedding_reference(inputs, attrs, ctx):
+    ids, table = inputs
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= table.shape[0]):
+        raise InputError(
+            f"token ids must lie in [0, {table.shape[0]}), got values in [{int(ids.min())}, {int(ids.max())}]"
+        )
+    return [F.embedding(ids, table)]
+
+
+def _dropout_rule(types, attrs):
+    (x,) = types
+    require_float(x)
+    if not 0.0 <= attrs["rate"] < 1.0:
+        raise GraphError(f"dropout rate must be in [0, 1), got {attrs['rate']}")
+    return [x]
+
+
+def _dropout_reference(inputs, attrs, ctx):
+    x = inputs[0]
+    if not ctx.training or attrs["rate"] == 0.0:
+        return [x]
+    generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + attrs["seed"])
+    keep = torch.rand(x.shape, generator=generator) >= attrs["rate"]
+    return [x * keep.to(x.device, x.dtype) / (1.0 - attrs["rate"])]
+
+
+register_op(OpDef("embedding", 2, _embedding_rule, _embedding_reference, "rows of the table by id"))
+register_op(OpDef("dropout", 1, _dropout_rule, _dropout_reference,
+                  "identity at inference; in training a seeded mask scaled by 1/(1-rate); attrs rate, seed"))

@@ -1,0 +1,61 @@
+"""Ops that move data without arithmetic: reshape (a view), concat and split along an axis."""
+
+from __future__ import annotations
+
+from math import prod
+
+import torch
+
+from ..errors import GraphError
+from ..types import BATCH
+from .base import OpDef, normalize_axis, register_op, require_same_dtype, shape_str
+
+
+def _reshape_rule(types, attrs):
+    (x,) = types
+    shape = tuple(attrs["shape"])
+    if x.batched != (bool(shape) and shape[0] == BATCH):
+        raise GraphError(f"reshape of {shape_str(x)} to {shape} must keep the batch dimension first")
+    if prod(x.feature_shape) != prod(d for d in shape if d != BATCH):
+        raise GraphError(f"reshape of {shape_str(x)} to {shape} changes the number of elements")
+    return [x.with_shape(shape)]
+
+
+def _reshape_reference(inputs, attrs, ctx):
+    x = inputs[0]
+    return [x.reshape([x.shape[0] if d == BATCH else d for d in attrs["shape"]])]
+
+
+def _concat_rule(types, attrs):
+    if len(types) < 2:
+        raise GraphError(f"concat needs at least 2 inputs, got {len(types)}")
+    require_same_dtype(types)
+    first = types[0]
+    axis = normalize_axis(attrs["axis"], first.rank)
+    if first.batched and axis == 0:
+        raise GraphError("concat along the batch axis 0 is not supported; concatenate features (axis >= 1)")
+    for t in types[1:]:
+        if t.rank != first.rank or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
+            raise GraphError(
+                f"cannot concatenate {shape_str(first)} and {shape_str(t)} along axis {axis}: "
+                "every other dimension must match"
+            )
+    size = sum(t.shape[axis] for t in types)
+    return [first.with_shape((*first.shape[:axis], size, *first.shape[axis + 1:]))]
+
+
+def _split_rule(types, attrs):
+    (x,) = types
+    axis = normalize_axis(attrs["axis"], x.rank)
+    sizes = tuple(attrs["sizes"])
+    if sum(sizes) != x.shape[axis] or any(s <= 0 for s in sizes):
+        raise GraphError(f"split sizes {sizes} must be positive and add up to axis {axis} of {shape_str(x)}")
+    return [x.with_shape((*x.shape[:axis], s, *x.shape[axis + 1:])) for s in sizes]
+
+
+register_op(OpDef("reshape", 1, _reshape_rule, _reshape_reference, "a view; attrs shape (batch first)"))
+register_op(OpDef("concat", None, _concat_rule,
+                  lambda inputs, attrs, ctx: [torch.cat(inputs, attrs["axis"])], "attrs axis"))
+register_op(OpDef("split", 1, _split_rule,
+                  lambda inputs, attrs, ctx: list(torch.split(inputs[0], list(attrs["sizes"]), attrs["axis"])),
+                  "attrs axis, sizes"))

@@ -1,0 +1,63 @@
+"""Tensor types of IR values: a shape (with a symbolic batch dimension) and a dtype."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from .errors import GraphError
+
+BATCH = "N"
+"""The symbolic batch dimension; only ever the first dimension of an activation."""
+
+Dim = int | str
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+INT_DTYPES = ("int64",)
+DTYPES = FLOAT_DTYPES + INT_DTYPES
+SHORT_DTYPE = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64"}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise GraphError(f"dtype {self.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        for axis, dim in enumerate(self.shape):
+            if dim == BATCH:
+                if axis != 0:
+                    raise GraphError(f"the batch dimension may only be the first of {self.shape}")
+            elif not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+                raise GraphError(f"dimension {axis} of shape {self.shape} must be a positive integer, got {dim!r}")
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.shape) and self.shape[0] == BATCH
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """The shape without the batch dimension."""
+        return tuple(self.shape[1:]) if self.batched else tuple(self.shape)  # type: ignore[arg-type]
+
+    def numel_per_sample(self) -> int:
+        return prod(self.feature_shape)
+
+    def with_shape(self, shape: tuple[Dim, ...]) -> TensorType:
+        return TensorType(tuple(shape), self.dtype)
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        return tuple(batch if d == BATCH else d for d in self.shape)  # type: ignore[misc]
+
+    def __str__(self) -> str:
+        return f"{SHORT_DTYPE[self.dtype]}[{','.join(str(d) for d in self.shape)}]"

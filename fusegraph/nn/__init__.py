@@ -1,0 +1,16 @@
+"""The DSL: Keras-named layers that build fusegraph IR, the functional Model and Sequential."""
+
+from .conv import Conv1D, Conv2D
+from .core import Activation, Dense, Dropout, Embedding, Flatten
+from .layer import Layer
+from .merge import Add, Concatenate
+from .model import Input, Model, Sequential
+from .pool import AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
+from .recurrent import GRU, LSTM, SimpleRNN
+from .tensor import SymbolicTensor
+
+__all__ = [
+    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "Concatenate", "Conv1D", "Conv2D", "Dense",
+    "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "MaxPool1D",
+    "MaxPool2D", "Model", "Sequential", "SimpleRNN", "SymbolicTensor",
+]

@@ -1,0 +1,128 @@
+"""Dense, Flatten, Activation, Dropout and Embedding."""
+
+from __future__ import annotations
+
+import zlib
+from math import prod
+
+from torch import nn
+
+from ..ir import BATCH, GraphError, TensorType
+from .activations import activation_module, activation_step, check_activation, weight_init
+from .conv import param_dtype
+from .layer import Layer, copy_into, positive_int
+
+
+class Dense(Layer):
+    """y = activation(x @ W.T + b) over the last axis; W is (units, in_features) like nn.Linear."""
+
+    def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        self.units, self.activation, self.use_bias = units, activation, use_bias
+        positive_int(units, "units", self.describe())
+        self.act = check_activation(activation, self.describe())
+        self.in_features = 0
+
+    def config(self):
+        return {"units": self.units, "activation": self.activation}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        if x.type.rank not in (2, 3):
+            raise GraphError(f"layer '{name}' (Dense) takes (batch, features) or (batch, time, features), "
+                             f"got {x.type}; add Flatten() before it")
+        self.in_features = x.type.shape[-1]
+        dtype = param_dtype(x.type)
+        w = b.parameter(f"{name}.weight", TensorType((self.units, self.in_features), dtype),
+                        weight_init(self.act), layer=name)
+        steps = [("matmul", [w], {"transpose_b": True}, "matmul")]
+        if self.use_bias:
+            bias = b.parameter(f"{name}.bias", TensorType((self.units,), dtype), "zeros", layer=name)
+            steps.append(("bias_add", [bias], {"axis": x.type.rank - 1}, "bias_add"))
+        if (act := activation_step(self.act)) is not None:
+            steps.append((act[0], [], act[1], "act"))
+        return [self.pipeline(b, x, name, steps)]
+
+    def torch_module(self, params):
+        linear = nn.Linear(self.in_features, self.units, bias=self.use_bias)
+        mapping = {"weight": f"{self.name}.weight"} | ({"bias": f"{self.name}.bias"} if self.use_bias else {})
+        return nn.Sequential(copy_into(linear, params, mapping), activation_module(self.act))
+
+
+class Flatten(Layer):
+    """(batch, d1, d2, ...) → (batch, d1*d2*...), in PyTorch's (C-order) element order; a view."""
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        if not x.type.batched:
+            raise GraphError(f"layer '{name}' (Flatten) needs a batched input, got {x.type}")
+        return [b.op("reshape", [x], name=name, layer=name, shape=(BATCH, prod(x.type.feature_shape)))]
+
+    def torch_module(self, params):
+        return nn.Flatten()
+
+
+class Activation(Layer):
+    def __init__(self, activation: str, name: str | None = None) -> None:
+        super().__init__(name)
+        self.activation = activation
+        self.act = check_activation(activation, self.describe())
+
+    def config(self):
+        return {"activation": self.activation}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        act = activation_step(self.act)
+        if act is None:
+            return [x]
+        return [b.op(act[0], [x], name=name, layer=name, **act[1])]
+
+    def torch_module(self, params):
+        return activation_module(self.act)
+
+
+class Dropout(Layer):
+    """Identity at inference; in training zeroes each element with probability `rate` (seeded)."""
+
+    def __init__(self, rate: float, seed: int | None = None, name: str | None = None) -> None:
+        super().__init__(name)
+        self.rate, self.seed = rate, seed
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
+            raise self.fail(f"rate must be a number in [0, 1), got {rate!r}")
+
+    def config(self):
+        return {"rate": self.rate}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        seed = self.seed if self.seed is not None else zlib.crc32(name.encode())
+        return [b.op("dropout", [x], name=name, layer=name, rate=float(self.rate), seed=seed)]
+
+    def torch_module(self, params):
+        return nn.Dropout(self.rate)
+
+
+class Embedding(Layer):
+    """int64 token ids (batch, ...) → vectors (batch, ..., dim); the table is (num_embeddings, dim)."""
+
+    def __init__(self, num_embeddings: int, dim: int, trainable: bool = True, name: str | None = None) -> None:
+        super().__init__(name, trainable)
+        self.num_embeddings, self.dim = num_embeddings, dim
+        positive_int(num_embeddings, "num_embeddings", self.describe())
+        positive_int(dim, "dim", self.describe())
+
+    def config(self):
+        return {"num_embeddings": self.num_embeddings, "dim": self.dim}
+
+    def emit(self, b, inputs, name):
+        (ids,) = inputs
+        table = b.parameter(f"{name}.weight", TensorType((self.num_embeddings, self.dim)), "normal",
+                            trainable=self.trainable, layer=name)
+        return [b.op("embedding", [ids, table], name=name, layer=name)]
+
+    def torch_module(self, params):
+        module = copy_into(nn.Embedding(self.num_embeddings, self.dim), params, {"weight": f"{self.name}.weight"})
+        module.weight.requires_grad_(self.trainable)
+        return module

@@ -1,0 +1,93 @@
+"""The Layer base class: validate config, emit IR for a call, build the equivalent torch module."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..ir import GraphBuilder, GraphError, TensorType, Value
+from .tensor import Call, SymbolicTensor
+
+
+def positive_int(value: Any, what: str, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise GraphError(f"{where}: {what} must be a positive integer, got {value!r}")
+    return value
+
+
+def default_name(cls: type) -> str:
+    """Conv2D → conv2d, MaxPool2D → max_pool2d, SimpleRNN → simple_rnn, LSTM → lstm."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", cls.__name__).lower()
+
+
+class Layer:
+    """Subclasses implement `emit` (IR for one call) and `torch_module` (the PyTorch equivalent)."""
+
+    def __init__(self, name: str | None = None, trainable: bool = True) -> None:
+        if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*", name)):
+            raise GraphError(f"{type(self).__name__}: name must be an identifier (letters, digits, _), got {name!r}")
+        self.name = name
+        self.trainable = trainable
+        self.input_types: tuple[TensorType, ...] | None = None
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def emit(self, b: GraphBuilder, inputs: Sequence[Value], name: str) -> list[Value]:
+        raise NotImplementedError
+
+    def torch_module(self, params: Mapping[str, torch.Tensor]) -> nn.Module:
+        raise NotImplementedError
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def describe(self) -> str:
+        if self.name:
+            return f"layer '{self.name}' ({type(self).__name__})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def fail(self, message: str) -> GraphError:
+        return GraphError(f"{self.describe()}: {message}")
+
+    def __call__(self, *args: SymbolicTensor | Sequence[SymbolicTensor]) -> SymbolicTensor | list[SymbolicTensor]:
+        tensors = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) else tuple(args)
+        for t in tensors:
+            if not isinstance(t, SymbolicTensor):
+                raise self.fail(f"call it on the output of fg.Input or of another layer, got {type(t).__name__}")
+        types = tuple(t.type for t in tensors)
+        if self.input_types is not None and types != self.input_types:
+            raise self.fail(f"was built for inputs {[str(t) for t in self.input_types]} and cannot be reused "
+                            f"on {[str(t) for t in types]}; create a new layer")
+        scratch = GraphBuilder()
+        values = [scratch.input(f"input{i}", t) for i, t in enumerate(types)]
+        outputs = self.emit(scratch, values, self.name or default_name(type(self)))
+        self.input_types = types
+        call = Call(self, tensors)
+        call.outputs = tuple(SymbolicTensor(v.type, call) for v in outputs)
+        return call.outputs[0] if len(call.outputs) == 1 else list(call.outputs)
+
+    def pipeline(self, b: GraphBuilder, x: Value, name: str, steps: list[tuple[str, list[Value], dict, str]]) -> Value:
+        """Emit ops one after another, feeding each the previous result; the last is named `name`."""
+        for i, (op, extra, attrs, suffix) in enumerate(steps):
+            result = b.op(op, [x, *extra], name=name if i == len(steps) - 1 else f"{name}.{suffix}",
+                          layer=name, **attrs)
+            assert isinstance(result, Value)
+            x = result
+        return x
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+def copy_into(module: nn.Module, params: Mapping[str, torch.Tensor], mapping: Mapping[str, str]) -> nn.Module:
+    """Copy `params[ours]` into `module`'s parameter `theirs` for each (theirs, ours)."""
+    own = dict(module.named_parameters())
+    with torch.no_grad():
+        for theirs, ours in mapping.items():
+            own[theirs].copy_(params[ours])
+    return module

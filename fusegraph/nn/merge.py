@@ -1,0 +1,62 @@
+"""Layers that combine several tensors: Add and Concatenate."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ir import GraphError
+from .layer import Layer
+
+
+class Sum(nn.Module):
+    """The torch side of Add: elementwise sum of its inputs."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total
+
+
+class Cat(nn.Module):
+    """The torch side of Concatenate: torch.cat along one axis."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.axis)
+
+
+class Add(Layer):
+    """Elementwise sum of two or more tensors of the same shape (no broadcasting)."""
+
+    def emit(self, b, inputs, name):
+        if len(inputs) < 2:
+            raise GraphError(f"layer '{name}' (Add) needs at least two inputs, got {len(inputs)}")
+        total = inputs[0]
+        for i, x in enumerate(inputs[1:], start=1):
+            total = b.op("add", [total, x], name=name if i == len(inputs) - 1 else f"{name}.{i}", layer=name)
+        return [total]
+
+    def torch_module(self, params):
+        return Sum()
+
+
+class Concatenate(Layer):
+    """Concatenate along `axis` (counting the batch as axis 0): 1 is channels / features in PyTorch layout."""
+
+    def __init__(self, axis: int = 1, name: str | None = None) -> None:
+        super().__init__(name)
+        self.axis = axis
+
+    def config(self):
+        return {"axis": self.axis}
+
+    def emit(self, b, inputs, name):
+        return [b.op("concat", list(inputs), name=name, layer=name, axis=self.axis)]
+
+    def torch_module(self, params):
+        return Cat(self.axis)

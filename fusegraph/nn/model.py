@@ -1,0 +1,219 @@
+"""Input, the functional Model and Sequential: trace layer calls into one IR graph."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from math import prod
+
+import torch
+
+from ..ir import BATCH, DTYPES, Graph, GraphBuilder, GraphError, Interpreter, TensorType, check_feeds, verify
+from .init import initialise
+from .layer import Layer, default_name
+from .tensor import Call, SymbolicTensor
+from .torch_module import TorchModel
+
+
+class InputLayer(Layer):
+    """Where a model's data comes in; emitted as the graph's `input` nodes."""
+
+
+def Input(shape: int | Sequence[int], dtype: str = "float32", name: str | None = None) -> SymbolicTensor:  # noqa: N802
+    """A model input of the given shape without the batch dimension (NCHW / NCL / (time, features))."""
+    layer = InputLayer(name)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if dtype not in DTYPES:
+        raise GraphError(f"Input: dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise GraphError(f"Input: shape must be positive integers without the batch dimension, got {shape!r}")
+    call = Call(layer, ())
+    call.outputs = (SymbolicTensor(TensorType((BATCH, *dims), dtype), call),)
+    return call.outputs[0]
+
+
+def _as_list(x, what: str) -> list[SymbolicTensor]:
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    for item in items:
+        if not isinstance(item, SymbolicTensor):
+            raise GraphError(f"Model {what} must be outputs of fg.Input or of layers, got {type(item).__name__}")
+    return items
+
+
+def _trace(outputs: list[SymbolicTensor]) -> list[Call]:
+    """Every call the outputs depend on, each after the calls feeding it."""
+    order: list[Call] = []
+    seen: set[int] = set()
+
+    def visit(call: Call) -> None:
+        if id(call) in seen:
+            return
+        seen.add(id(call))
+        for t in call.inputs:
+            visit(t.call)
+        order.append(call)
+
+    for t in outputs:
+        visit(t.call)
+    return order
+
+
+def _assign_names(layers: list[Layer]) -> None:
+    taken: dict[str, Layer] = {}
+    for layer in layers:
+        if layer.name is not None:
+            if layer.name in taken and taken[layer.name] is not layer:
+                raise GraphError(f"two layers are named '{layer.name}'; layer names must be unique in a model")
+            taken[layer.name] = layer
+    for layer in layers:
+        if layer.name is None:
+            base = "input" if isinstance(layer, InputLayer) else default_name(type(layer))
+            name, i = base, 0
+            while name in taken:
+                i += 1
+                name = f"{base}_{i}"
+            layer.name = name
+            taken[name] = layer
+
+
+class Model:
+    """A model from its inputs and outputs (Keras' functional API); holds the IR graph and parameters."""
+
+    def __init__(self, inputs: SymbolicTensor | Sequence[SymbolicTensor],
+                 outputs: SymbolicTensor | Sequence[SymbolicTensor], name: str = "model") -> None:
+        self.name = name
+        self._inputs = _as_list(inputs, "inputs")
+        self._outputs = _as_list(outputs, "outputs")
+        self._single_output = not isinstance(outputs, (list, tuple))
+        self._calls = _trace(self._outputs)
+        input_calls = [t.call for t in self._inputs]
+        for t in self._inputs:
+            if not isinstance(t.call.layer, InputLayer):
+                raise GraphError(f"Model inputs must come from fg.Input, got the output of {t.call.layer.describe()}")
+        for call in self._calls:
+            if isinstance(call.layer, InputLayer) and call not in input_calls:
+                raise GraphError(f"the outputs depend on an fg.Input of shape {call.outputs[0].shape} "
+                                 "that is not among the model's inputs; pass it in inputs=[...]")
+        self.layers: list[Layer] = list(dict.fromkeys(c.layer for c in self._calls
+                                                      if not isinstance(c.layer, InputLayer)))
+        _assign_names([c.layer for c in input_calls] + self.layers)
+        self.graph: Graph = self._build()
+        self.params: dict[str, torch.Tensor] = {}
+        self.init(0)
+
+    def _build(self) -> Graph:
+        b = GraphBuilder(self.name)
+        env: dict[int, object] = {}
+        for t in self._inputs:
+            env[id(t)] = b.input(t.call.layer.name, t.type, layer=t.call.layer.name)
+        for call in self._calls:
+            if isinstance(call.layer, InputLayer):
+                continue
+            values = call.layer.emit(b, [env[id(t)] for t in call.inputs], call.layer.name)
+            env.update(zip((id(t) for t in call.outputs), values))
+        return verify(b.build([env[id(t)] for t in self._outputs]))  # type: ignore[misc]
+
+    # -- parameters --------------------------------------------------------------------------
+    def init(self, seed: int = 0) -> dict[str, torch.Tensor]:
+        """(Re)initialise every parameter, deterministically from `seed`; returns `self.params`."""
+        self.params = initialise(self.graph, seed)
+        return self.params
+
+    def load_params(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Copy tensors in by name; names, shapes and dtypes must match exactly."""
+        if not isinstance(params, Mapping):
+            raise GraphError(f"load_params takes a dict name -> tensor, got {type(params).__name__}")
+        expected = {node.name: node.attrs["type"] for node in self.graph.param_nodes}
+        missing = [n for n in expected if n not in params]
+        extra = [n for n in params if n not in expected]
+        if missing or extra:
+            raise GraphError(f"load_params: missing {missing}, unexpected {extra}; expected names {list(expected)}")
+        for name, t in expected.items():
+            given = params[name]
+            if not isinstance(given, torch.Tensor):
+                raise GraphError(f"load_params: {name} must be a torch.Tensor, got {type(given).__name__}")
+            if tuple(given.shape) != t.shape:
+                raise GraphError(f"load_params: {name} must have shape {t.shape}, got {tuple(given.shape)}")
+            if str(given.dtype).removeprefix("torch.") != t.dtype:
+                raise GraphError(f"load_params: {name} must be {t.dtype}, got {given.dtype}")
+        self.params = {name: params[name].detach().clone() for name in expected}
+
+    def count_params(self, trainable_only: bool = False) -> int:
+        return sum(prod(n.attrs["type"].shape) for n in self.graph.param_nodes
+                   if n.attrs["trainable"] or not trainable_only)
+
+    def layer_params(self, layer: Layer) -> int:
+        return sum(prod(n.attrs["type"].shape) for n in self.graph.param_nodes if n.layer == layer.name)
+
+    # -- shapes and reports -------------------------------------------------------------------
+    @property
+    def output_shape(self) -> tuple[int, ...] | list[tuple[int, ...]]:
+        shapes = [t.shape for t in self._outputs]
+        return shapes[0] if self._single_output else shapes
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | list[tuple[int, ...]]:
+        shapes = [t.shape for t in self._inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    def summary(self, print_fn=print) -> str:
+        """A Keras-style table: layer (type), output shape, parameter count; then the totals."""
+        rows = [("Layer (type)", "Output shape", "Param #")]
+        counted: set[int] = set()
+        for call in self._calls:
+            shapes = ", ".join("(None, " + ", ".join(map(str, t.shape)) + ")" for t in call.outputs)
+            count = 0 if id(call.layer) in counted else self.layer_params(call.layer)
+            counted.add(id(call.layer))
+            rows.append((f"{call.layer.name} ({type(call.layer).__name__})", shapes, f"{count:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rule = "-" * (sum(widths) + 6)
+        lines = [f'Model: "{self.name}"', rule]
+        for i, row in enumerate(rows):
+            lines.append(f"{row[0]:<{widths[0]}}   {row[1]:<{widths[1]}}   {row[2]:>{widths[2]}}")
+            if i == 0:
+                lines.append(rule)
+        total, trainable = self.count_params(), self.count_params(trainable_only=True)
+        lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # -- running -------------------------------------------------------------------------------
+    def reference(self, x: torch.Tensor | Sequence[torch.Tensor], *, training: bool = False,
+                  seed: int = 0) -> torch.Tensor | list[torch.Tensor]:
+        """Run the IR interpreter (each op's torch reference) on `x`, batch first."""
+        feeds = check_feeds(self.graph, x)
+        with torch.no_grad():
+            outputs = Interpreter(self.graph, self.params, training=training, seed=seed).run(feeds)
+        return outputs[0] if self._single_output else outputs
+
+    def to_torch(self) -> TorchModel:
+        """A torch.nn.Module of real torch.nn layers carrying copies of this model's parameters (eval mode)."""
+        slot = {id(t): i for i, t in enumerate(t for c in self._calls for t in c.outputs)}
+        program = [(c.layer.name, tuple(slot[id(t)] for t in c.inputs), tuple(slot[id(t)] for t in c.outputs))
+                   for c in self._calls if not isinstance(c.layer, InputLayer)]
+        modules = {layer.name: layer.torch_module(self.params) for layer in self.layers}
+        return TorchModel(modules, program, tuple(slot[id(t)] for t in self._inputs),
+                          tuple(slot[id(t)] for t in self._outputs)).eval()
+
+    def __repr__(self) -> str:
+        return f"<fusegraph Model '{self.name}': {len(self.layers)} layers, {self.count_params():,} params>"
+
+
+class Sequential(Model):
+    """A stack of layers, each fed the previous one's output: `Sequential([fg.Input(...), layer, ...])`."""
+
+    def __init__(self, layers: Sequence[SymbolicTensor | Layer], name: str = "sequential") -> None:
+        items = list(layers)
+        if not items or not isinstance(items[0], SymbolicTensor):
+            raise GraphError("Sequential needs fg.Input(shape) as its first item, then layers")
+        x = items[0]
+        for layer in items[1:]:
+            if not isinstance(layer, Layer):
+                raise GraphError(f"Sequential items after the Input must be layers, got {type(layer).__name__}")
+            out = layer(x)
+            if isinstance(out, list):
+                raise GraphError(f"{layer.describe()} has several outputs and cannot be used in Sequential")
+            x = out
+        super().__init__(items[0], x, name=name)

@@ -1,0 +1,27 @@
+"""The PyTorch oracle: a functional model replayed over real torch.nn modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TorchModel(nn.Module):
+    """Runs `program`: each step feeds slots to one module (`modules[layer]`) and fills its output slots."""
+
+    def __init__(self, modules: dict[str, nn.Module], program: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+                 input_slots: tuple[int, ...], output_slots: tuple[int, ...]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleDict(modules)
+        self.program = program
+        self.input_slots = input_slots
+        self.output_slots = output_slots
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        slots: dict[int, torch.Tensor] = dict(zip(self.input_slots, inputs))
+        for layer, ins, outs in self.program:
+            result = self.layers[layer](*(slots[i] for i in ins))
+            results = result if isinstance(result, (tuple, list)) else (result,)
+            slots.update(zip(outs, results))
+        outputs = [slots[i] for i in self.output_slots]
+        return outputs[0] if len(outputs) == 1 else outputs

@@ -1,0 +1,88 @@
+"""The models the classic CNN/RNN courses teach, as functions returning fusegraph Models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..ir import GraphError
+from . import (
+    GRU, LSTM, Activation, Add, Conv1D, Conv2D, Dense, Embedding, Flatten, Input, MaxPool1D, MaxPool2D, Model,
+    Sequential,
+)
+
+
+def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> Model:
+    """LeNet-5: (conv 5×5 'same' → ReLU → 2×2 max pool) ×2, dense 120 → 84 (ReLU) → softmax.
+
+    'same' padding keeps the net valid on 8×8 digits as well as 28×28 MNIST.
+    """
+    return Sequential([
+        Input(input_shape, name="image"),
+        Conv2D(6, 5, padding="same", activation="relu", name="conv1"),
+        MaxPool2D(2, name="pool1"),
+        Conv2D(16, 5, padding="same", activation="relu", name="conv2"),
+        MaxPool2D(2, name="pool2"),
+        Flatten(name="flatten"),
+        Dense(120, activation="relu", name="fc1"),
+        Dense(84, activation="relu", name="fc2"),
+        Dense(num_classes, activation="softmax", name="fc3"),
+    ], name="lenet")
+
+
+def cnn1d(input_shape: tuple[int, int] = (1, 64), num_outputs: int = 1) -> Model:
+    """A 1-D CNN for series: (Conv1D → ReLU → max pool) ×2, then a dense regression head."""
+    return Sequential([
+        Input(input_shape, name="series"),
+        Conv1D(16, 5, padding="same", activation="relu", name="conv1"),
+        MaxPool1D(2, name="pool1"),
+        Conv1D(32, 3, padding="same", activation="relu", name="conv2"),
+        MaxPool1D(2, name="pool2"),
+        Flatten(name="flatten"),
+        Dense(num_outputs, name="head"),
+    ], name="cnn1d")
+
+
+def lstm_classifier(vocab_size: int = 1000, seq_len: int = 32, embed_dim: int = 32, units: int = 32) -> Model:
+    """The sentiment model: Embedding → LSTM → Dense(1, sigmoid)."""
+    return Sequential([
+        Input((seq_len,), dtype="int64", name="tokens"),
+        Embedding(vocab_size, embed_dim, name="embedding"),
+        LSTM(units, name="lstm"),
+        Dense(1, activation="sigmoid", name="head"),
+    ], name="lstm_classifier")
+
+
+def gru_forecaster(window: int = 24, features: int = 1, units: int = 32) -> Model:
+    """Two stacked GRUs regressing the next value of a series from the last `window` values."""
+    return Sequential([
+        Input((window, features), name="window"),
+        GRU(units, return_sequences=True, name="gru1"),
+        GRU(units // 2 or 1, name="gru2"),
+        Dense(features, name="head"),
+    ], name="gru_forecaster")
+
+
+def resnet_block(input_shape: tuple[int, int, int] = (16, 8, 8)) -> Model:
+    """A basic residual block: conv 3×3 → ReLU → conv 3×3, plus the input, then ReLU."""
+    x = Input(input_shape, name="features")
+    h = Conv2D(input_shape[0], 3, padding="same", activation="relu", name="conv1")(x)
+    h = Conv2D(input_shape[0], 3, padding="same", name="conv2")(h)
+    y = Activation("relu", name="relu")(Add(name="residual")([h, x]))
+    return Model(x, y, name="resnet_block")
+
+
+MODELS: dict[str, Callable[[], Model]] = {
+    "lenet": lenet,
+    "lenet_digits": lambda: lenet((1, 8, 8)),
+    "cnn1d": cnn1d,
+    "lstm_classifier": lstm_classifier,
+    "gru_forecaster": gru_forecaster,
+    "resnet_block": resnet_block,
+}
+
+
+def get(name: str) -> Model:
+    """A zoo model by name, with its default configuration."""
+    if name not in MODELS:
+        raise GraphError(f"unknown zoo model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]()
