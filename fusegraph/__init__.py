@@ -3,10 +3,30 @@
 from . import ir
 from .ir import FusegraphError, GraphError, InputError
 from .nn import (
-    GRU, LSTM, Activation, Add, AvgPool1D, AvgPool2D, Concatenate, Conv1D, Conv2D, Dense, Dropout, Embedding,
-    Flatten, GlobalAvgPool1D, GlobalAvgPool2D, Input, Layer, MaxPool1D, MaxPool2D, Model, Sequential, SimpleRNN,
+    GRU,
+    LSTM,
+    Activation,
+    Add,
+    AvgPool1D,
+    AvgPool2D,
+    Concatenate,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    GlobalAvgPool1D,
+    GlobalAvgPool2D,
+    Input,
+    Layer,
+    MaxPool1D,
+    MaxPool2D,
+    Model,
+    Sequential,
+    SimpleRNN,
+    zoo,
 )
-from .nn import zoo
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ from .graph import Graph
 def check_feeds(graph: Graph, feeds: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The feeds as a list, one per graph input, each a tensor of the declared dtype and feature shape."""
     inputs = graph.inputs
-    tensors = [feeds] if isinstance(feeds, torch.Tensor) else list(feeds)
+    tensors = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds]
     if len(tensors) != len(inputs):
         names = ", ".join(v.name for v in inputs)
         raise InputError(f"the model takes {len(inputs)} input(s) ({names}), got {len(tensors)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..ir import GraphError
@@ -37,15 +38,32 @@ class _Pool(Layer):
                      kernel=self.kernel, stride=self.stride, padding=self.pads)]
 
     def torch_module(self, params):
-        # NOTE: Keras 'same' puts the odd pad at the end; torch pads symmetrically, so the extra end
-        # window comes from ceil_mode. 'same' pads differ by at most one, and ceil_mode adds exactly it.
-        begin = tuple(b for b, _ in self.pads)
-        ceil = any(e != b for b, e in self.pads)
+        # NOTE: Keras 'same' puts the odd pad at the end; torch pads symmetrically. With stride > 1
+        # ceil_mode adds exactly that end window; with stride 1 we pad one more in front and drop
+        # the extra first window instead. ('same' pads differ by at most one.)
+        asymmetric = [e != b for b, e in self.pads]
+        front = tuple(b + (asym and s == 1) for (b, _), asym, s in zip(self.pads, asymmetric, self.stride))
+        ceil = any(asym and s > 1 for asym, s in zip(asymmetric, self.stride))
         if self.kind == "max":
             cls = nn.MaxPool1d if self.ndim == 1 else nn.MaxPool2d
-            return cls(self.kernel, self.stride, padding=begin, ceil_mode=ceil)
-        cls = nn.AvgPool1d if self.ndim == 1 else nn.AvgPool2d
-        return cls(self.kernel, self.stride, padding=begin, ceil_mode=ceil, count_include_pad=False)
+            pool = cls(self.kernel, self.stride, padding=front, ceil_mode=ceil)
+        else:
+            cls = nn.AvgPool1d if self.ndim == 1 else nn.AvgPool2d
+            pool = cls(self.kernel, self.stride, padding=front, ceil_mode=ceil, count_include_pad=False)
+        crop = tuple(asym and s == 1 for asym, s in zip(asymmetric, self.stride))
+        return nn.Sequential(pool, DropFirstWindow(crop)) if any(crop) else pool
+
+
+class DropFirstWindow(nn.Module):
+    """Drops the first output position along each spatial dim flagged in `dims`."""
+
+    def __init__(self, dims: tuple[bool, ...]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = [slice(None), slice(None)] + [slice(1, None) if drop else slice(None) for drop in self.dims]
+        return x[tuple(index)]
 
 
 class MaxPool1D(_Pool):

@@ -6,7 +6,19 @@ from collections.abc import Callable
 
 from ..ir import GraphError
 from . import (
-    GRU, LSTM, Activation, Add, Conv1D, Conv2D, Dense, Embedding, Flatten, Input, MaxPool1D, MaxPool2D, Model,
+    GRU,
+    LSTM,
+    Activation,
+    Add,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    Input,
+    MaxPool1D,
+    MaxPool2D,
+    Model,
     Sequential,
 )
 

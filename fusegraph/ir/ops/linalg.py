@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ..errors import GraphError
 from .base import OpDef, normalize_axis, register_op, require_float, require_rank, require_same_dtype, shape_str
 

@@ -1,0 +1,1 @@
+"""Device choice, memory planning, CompiledModel and the training loop."""

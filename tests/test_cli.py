@@ -1,0 +1,34 @@
+"""The command line: `fusegraph show` and `fusegraph demo`."""
+
+import subprocess
+import sys
+
+from fusegraph.cli import main
+
+
+def test_show_zoo_model(capsys):
+    assert main(["show", "lenet"]) == 0
+    out = capsys.readouterr().out
+    assert "graph lenet(%image: f32[N,1,28,28])" in out
+    assert "conv1 (Conv2D)" in out and "Total params: 107,786" in out
+
+
+def test_show_model_from_file(tmp_path, capsys):
+    path = tmp_path / "mine.py"
+    path.write_text("import fusegraph as fg\n"
+                    "def build():\n"
+                    "    return fg.Sequential([fg.Input((3,)), fg.Dense(2, name='out')])\n")
+    assert main(["show", f"{path}:build"]) == 0
+    assert "out (Dense)" in capsys.readouterr().out
+
+
+def test_show_unknown_model_is_a_clear_error(capsys):
+    assert main(["show", "resnet50"]) == 2
+    assert "unknown zoo model 'resnet50'" in capsys.readouterr().err
+
+
+def test_demo_runs_as_a_console_command():
+    done = subprocess.run([sys.executable, "-m", "fusegraph.cli", "demo"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "graph lenet" in done.stdout and "FAIL" not in done.stdout
