@@ -1,0 +1,66 @@
+"""From an IR node to a launchable kernel: render its template, cache the source, load it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..ir import GraphError, Node
+from . import cache
+from .registry import TEMPLATES, KernelSource, Target, Template
+
+
+@dataclass
+class LaunchCounter:
+    count: int = 0
+
+
+@dataclass
+class Kernel:
+    """A loaded @triton.jit function; `kernel[grid](...)` launches it and counts the launch."""
+
+    source: KernelSource
+    fn: object
+    counter: LaunchCounter = field(default_factory=LaunchCounter)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def __getitem__(self, grid):
+        launcher = self.fn[grid]  # type: ignore[index]
+
+        def run(*args, **kwargs):
+            self.counter.count += 1
+            return launcher(*args, **kwargs)
+
+        return run
+
+
+def load_kernel(source: KernelSource, counter: LaunchCounter | None = None) -> Kernel:
+    module = cache.load(source.name, source.source)
+    return Kernel(source, getattr(module, source.name), counter or LaunchCounter())
+
+
+@dataclass
+class NodeKernel:
+    """A node bound to its template and loaded kernel: `run(inputs, outputs)` launches it."""
+
+    node: Node
+    template: Template
+    kernel: Kernel
+    target: Target
+
+    def run(self, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> None:
+        self.template.launch(self.kernel, self.node, self.target, inputs, outputs)
+
+
+def generate(node: Node, target: Target, counter: LaunchCounter | None = None) -> NodeKernel:
+    template = TEMPLATES.get(node.op)
+    if template is None:
+        raise GraphError(f"{node.where}: no kernel template for op {node.op!r}")
+    for value in (*node.inputs, *node.outputs):
+        if value.type.dtype in ("float16", "bfloat16") and target.interpreted:
+            raise GraphError(f"{node.where}: {value.type.dtype} runs on the GPU only; use float32 on the CPU")
+    return NodeKernel(node, template, load_kernel(template.render(node), counter), target)

@@ -1,0 +1,94 @@
+"""Max / average pooling (1-D as 2-D with height 1) and global average pooling.
+
+One template for both kinds: IS_MAX is a constexpr. Padding never wins a max (it reads -inf) and
+never counts in an average (the divisor is the number of real elements in the window)."""
+
+from __future__ import annotations
+
+import triton
+
+from .registry import KernelSource, module_source, register_template
+
+POOL_SOURCE = '''
+@triton.jit
+def {name}(
+    x_ptr, out_ptr, TOTAL, H, W, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    KH: tl.constexpr, KW: tl.constexpr, IS_MAX: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < TOTAL
+    ow = offs % OW
+    oh = (offs // OW) % OH
+    plane = offs // (OH * OW)
+    if IS_MAX:
+        acc = tl.full((BLOCK,), float("-inf"), tl.float32)
+    else:
+        acc = tl.zeros((BLOCK,), tl.float32)
+    count = tl.zeros((BLOCK,), tl.float32)
+    for kh in tl.static_range(KH):
+        for kw in tl.static_range(KW):
+            ih = oh * STRIDE_H - PAD_H + kh
+            iw = ow * STRIDE_W - PAD_W + kw
+            inside = valid & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            x = tl.load(x_ptr + (plane * H + ih) * W + iw, mask=inside, other=float("-inf") if IS_MAX else 0.0)
+            if IS_MAX:
+                acc = tl.maximum(acc, x.to(tl.float32))
+            else:
+                acc += x.to(tl.float32)
+            count += inside.to(tl.float32)
+    if not IS_MAX:
+        acc = acc / tl.maximum(count, 1.0)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=valid)
+'''
+
+GLOBAL_AVG_SOURCE = '''
+@triton.jit
+def {name}(x_ptr, out_ptr, R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < R
+    acc = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    for l0 in range(0, L, BLOCK_L):
+        cols = l0 + tl.arange(0, BLOCK_L)
+        mask = row_ok[:, None] & (cols[None, :] < L)
+        acc += tl.load(x_ptr + rows[:, None] * L + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows, (tl.sum(acc, axis=1) / L).to(out_ptr.dtype.element_ty), mask=row_ok)
+'''
+
+
+def render_pool(node):
+    kind = "max" if node.op.startswith("max") else "avg"
+    name = f"{kind}_pool_fwd"
+    return KernelSource(name, module_source(f"{kind} pooling", POOL_SOURCE.format(name=name)))
+
+
+def launch_pool(fn, node, target, inputs, outputs):
+    (x,), (out,) = inputs, outputs
+    kernel, stride, padding = node.attrs["kernel"], node.attrs["stride"], node.attrs["padding"]
+    if x.dim() == 3:
+        kernel, stride, padding = (1, *kernel), (1, *stride), ((0, 0), *padding)
+    h, w = (1, x.shape[2]) if x.dim() == 3 else x.shape[2:]
+    oh, ow = (1, out.shape[2]) if out.dim() == 3 else out.shape[2:]
+    total = out.numel()
+    block = target.tile(total, gpu=512, interpreted=4096)
+    fn[(triton.cdiv(total, block),)](x, out, total, h, w, oh, ow, stride[0], stride[1], padding[0][0],
+                                      padding[1][0], KH=kernel[0], KW=kernel[1],
+                                      IS_MAX=node.op.startswith("max"), BLOCK=block)
+
+
+def render_global(node):
+    return KernelSource("global_avg_pool_fwd",
+                        module_source("global average pooling", GLOBAL_AVG_SOURCE.format(name="global_avg_pool_fwd")))
+
+
+def launch_global(fn, node, target, inputs, outputs):
+    (x,), (out,) = inputs, outputs
+    rows, length = out.numel(), x.numel() // max(out.numel(), 1)
+    block_r = target.tile(rows, gpu=32, interpreted=256, floor=1)
+    block_l = target.tile(length, gpu=128, interpreted=1024, floor=1)
+    fn[(triton.cdiv(rows, block_r),)](x, out, rows, length, BLOCK_R=block_r, BLOCK_L=block_l)
+
+
+for _ndim in (1, 2):
+    register_template(f"max_pool{_ndim}d", render_pool, launch_pool)
+    register_template(f"avg_pool{_ndim}d", render_pool, launch_pool)
+    register_template(f"global_avg_pool{_ndim}d", render_global, launch_global)

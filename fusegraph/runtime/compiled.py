@@ -1,0 +1,75 @@
+"""`fg.compile(model)`: a CompiledModel that runs the model's graph as generated Triton kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..ir import Graph, GraphError, InputError, check_feeds, verify
+from ..kernels import LaunchCounter, Target
+from .device import select_device
+from .program import Program
+
+
+class CompiledModel:
+    """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs)."""
+
+    def __init__(self, model, *, fuse: bool = False, device: str | None = None) -> None:
+        if fuse:
+            raise GraphError("fusion is not built yet; compile with fuse=False")
+        graph = getattr(model, "graph", None)
+        if not isinstance(graph, Graph):
+            raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
+        self.graph = verify(graph)
+        self.device = select_device(device)
+        self.target = Target(self.device)
+        self.params = {name: t.detach().to(self.device).contiguous().clone() for name, t in model.params.items()}
+        self.counter = LaunchCounter()
+        self.program = Program(self.graph, self.target, self.counter)
+        self._single_output = not isinstance(getattr(model, "output_shape", None), list)
+        self.last_launches = 0
+
+    @property
+    def kernels(self) -> list[str]:
+        """The generated Triton source of each kernel, in launch order (scan bodies included)."""
+        return [k.kernel.source.source for k in self.program.kernels]
+
+    @property
+    def kernel_names(self) -> list[str]:
+        return [k.kernel.name for k in self.program.kernels]
+
+    def memory_report(self, batch: int) -> dict[str, int]:
+        plan = self.program.plan
+        return {"planned_bytes": plan.peak_bytes(batch), "unplanned_bytes": plan.unplanned_bytes(batch, self.graph),
+                "buffers": len(plan.slot_values)}
+
+    def _check_device_and_ids(self, feeds: list[torch.Tensor]) -> list[torch.Tensor]:
+        checked = []
+        for value, tensor in zip(self.graph.inputs, feeds):
+            if tensor.device.type != self.device:
+                raise InputError(f"input '{value.name}' is on {tensor.device.type} but the model was compiled for "
+                                 f"{self.device}; move it with .to('{self.device}')")
+            checked.append(tensor.contiguous())
+        names = {v.name: t for v, t in zip(self.graph.inputs, checked)}
+        # NOTE: kernels do not bounds-check a gather (the interpreter would read wild memory), so ids are checked here
+        for node in self.graph.nodes:
+            if node.op == "embedding" and node.inputs[0].name in names:
+                ids, rows = names[node.inputs[0].name], node.inputs[1].type.shape[0]
+                if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
+                    raise InputError(f"{node.where}: token ids must lie in [0, {rows}), got values in "
+                                     f"[{int(ids.min())}, {int(ids.max())}]")
+        return checked
+
+    def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        feeds = self._check_device_and_ids(check_feeds(self.graph, x))
+        start = self.counter.count
+        with torch.no_grad():
+            outputs = self.program.run(feeds, self.params)
+        self.last_launches = self.counter.count - start
+        return outputs[0] if self._single_output else outputs
+
+
+def compile(model, *, fuse: bool = False, device: str | None = None) -> CompiledModel:  # noqa: A001
+    """Compile `model` for inference; kernels run on CUDA when available, else in Triton's interpreter."""
+    return CompiledModel(model, fuse=fuse, device=device)

@@ -1,0 +1,85 @@
+"""Memory planning: which buffer each intermediate value lives in, reusing buffers whose values are dead.
+
+Views (reshape, inference-time dropout) share their source's buffer and extend its lifetime. Graph
+outputs get fresh tensors each call so callers may keep them; inputs and parameters are never
+written. A buffer is handed to a new value only after the step of its last use, so no kernel
+writes a buffer it is still reading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+
+import torch
+
+from ..ir import Graph, Node, TensorType
+
+TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
+
+
+def is_view(node: Node, training: bool = False) -> bool:
+    return node.op == "reshape" or (node.op == "dropout" and not training)
+
+
+def value_bytes(t: TensorType, batch: int) -> int:
+    return prod(t.concrete(batch)) * torch.empty((), dtype=TORCH_DTYPE[t.dtype]).element_size()
+
+
+@dataclass
+class MemoryPlan:
+    slot_of: dict[str, int] = field(default_factory=dict)
+    slot_values: list[list[TensorType]] = field(default_factory=list)
+    fresh: set[str] = field(default_factory=set)  # values allocated per call (graph outputs)
+
+    def slot_bytes(self, batch: int) -> list[int]:
+        return [max(value_bytes(t, batch) for t in types) for types in self.slot_values]
+
+    def peak_bytes(self, batch: int) -> int:
+        """Bytes of intermediate buffers the plan holds at `batch` (graph outputs not included)."""
+        return sum(self.slot_bytes(batch))
+
+    def unplanned_bytes(self, batch: int, graph: Graph) -> int:
+        """What the same values would take with one buffer each: the reuse baseline."""
+        names = set(self.slot_of)
+        return sum(value_bytes(v.type, batch) for n in graph.nodes for v in n.outputs if v.name in names)
+
+
+def plan_memory(graph: Graph, training: bool = False) -> MemoryPlan:
+    plan = MemoryPlan()
+    root: dict[str, str] = {}
+    arguments = {v.name for n in graph.nodes if n.op in ("input", "parameter") for v in n.outputs}
+    steps = [n for n in graph.nodes if n.op not in ("input", "parameter")]
+    for node in steps:
+        for v in node.outputs:
+            root[v.name] = root.get(node.inputs[0].name, node.inputs[0].name) if is_view(node, training) else v.name
+    plan.fresh = {root.get(v.name, v.name) for v in graph.outputs}
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(steps):
+        for v in (*node.inputs, *node.outputs):
+            last_use[root.get(v.name, v.name)] = i
+    free: list[int] = []
+    for i, node in enumerate(steps):
+        if not is_view(node, training):
+            for v in node.outputs:
+                if v.name in plan.fresh or v.name in arguments:
+                    continue
+                slot = _take(free, plan, v.type)
+                plan.slot_of[v.name] = slot
+                plan.slot_values[slot].append(v.type)
+        for name, last in last_use.items():
+            if last == i and name in plan.slot_of and plan.slot_of[name] not in free:
+                free.append(plan.slot_of[name])
+    return plan
+
+
+def _take(free: list[int], plan: MemoryPlan, t: TensorType) -> int:
+    """A free slot, preferring the one closest in size; a new slot if none is free."""
+    if not free:
+        plan.slot_values.append([])
+        return len(plan.slot_values) - 1
+    need = value_bytes(t, 1)
+    best = min(free, key=lambda s: abs(max(value_bytes(x, 1) for x in plan.slot_values[s]) - need))
+    free.remove(best)
+    return best
+
+

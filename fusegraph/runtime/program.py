@@ -1,0 +1,86 @@
+"""A compiled graph: its steps (kernel launches, views, scans) and memory plan, run on tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..ir import Graph, GraphError, Node, TensorType
+from ..kernels import LaunchCounter, Target, generate, load_kernel
+from ..kernels.memory import launch_copy, render_copy
+from .plan import TORCH_DTYPE, is_view, plan_memory, value_bytes
+
+
+class Program:
+    """Runs `graph` as kernels. `run(feeds, params, bind)` may direct graph outputs into given tensors."""
+
+    def __init__(self, graph: Graph, target: Target, counter: LaunchCounter) -> None:
+        from .scan import ScanStep  # NOTE: scan bodies are Programs themselves
+
+        self.graph = graph
+        self.target = target
+        self.plan = plan_memory(graph)
+        self.copy = load_kernel(render_copy(), counter)
+        self.steps: list[tuple[Node, object]] = []
+        for node in graph.nodes:
+            if node.op in ("input", "parameter") or is_view(node):
+                continue
+            step = ScanStep(node, target, counter) if node.op == "scan" else generate(node, target, counter)
+            self.steps.append((node, step))
+        self._arenas: dict[int, list[torch.Tensor]] = {}
+
+    @property
+    def kernels(self) -> list:
+        """Every NodeKernel, scan bodies included, in launch order."""
+        found = []
+        for _, step in self.steps:
+            found.extend(step.body.kernels if hasattr(step, "body") else [step])
+        return found
+
+    def _arena(self, batch: int, device: torch.device) -> list[torch.Tensor]:
+        key = batch
+        if key not in self._arenas:
+            self._arenas[key] = [torch.empty(n, dtype=torch.uint8, device=device) for n in self.plan.slot_bytes(batch)]
+        return self._arenas[key]
+
+    def _buffer(self, t: TensorType, name: str, batch: int, arena, bind, device) -> torch.Tensor:
+        if name in bind:
+            return bind[name]
+        shape, dtype = t.concrete(batch), TORCH_DTYPE[t.dtype]
+        if name in self.plan.slot_of:
+            return arena[self.plan.slot_of[name]][: value_bytes(t, batch)].view(dtype).view(shape)
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    def run(self, feeds: Sequence[torch.Tensor], params: Mapping[str, torch.Tensor],
+            bind: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        bind = bind or {}
+        batch = next(f.shape[0] for f, v in zip(feeds, self.graph.inputs) if v.type.batched)
+        device = feeds[0].device
+        arena = self._arena(batch, device)
+        env: dict[str, torch.Tensor] = dict(zip((v.name for v in self.graph.inputs), feeds))
+        for node in self.graph.param_nodes:
+            if node.name not in params:
+                raise GraphError(f"parameter %{node.name} has no value")
+            env[node.name] = params[node.name]
+        steps = iter(self.steps)
+        for node in self.graph.nodes:
+            if node.op in ("input", "parameter"):
+                continue
+            inputs = [env[v.name] for v in node.inputs]
+            if is_view(node):
+                env[node.outputs[0].name] = inputs[0].view(node.outputs[0].type.concrete(batch))
+                continue
+            _, step = next(steps)
+            outputs = [self._buffer(v.type, v.name, batch, arena, bind, device) for v in node.outputs]
+            step.run(inputs, outputs)
+            env.update(zip((v.name for v in node.outputs), outputs))
+        results = []
+        for v in self.graph.outputs:
+            value = env[v.name]
+            if v.name in bind and value.data_ptr() != bind[v.name].data_ptr():
+                # an output that is an input or a view: no kernel wrote it where it was asked for
+                launch_copy(self.copy, self.target, value, bind[v.name])
+                value = bind[v.name]
+            results.append(value)
+        return results
