@@ -27,11 +27,12 @@ from .nn import (
     SimpleRNN,
     zoo,
 )
+from .runtime import CompiledModel, compile
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "Concatenate", "Conv1D", "Conv2D", "Dense",
-    "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError", "Input",
-    "CompiledModel", "InputError", "Layer", "compile", "MaxPool1D", "MaxPool2D", "Model", "Sequential", "SimpleRNN", "ir", "zoo",
+    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "CompiledModel", "Concatenate", "Conv1D", "Conv2D",
+    "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
+    "Input", "InputError", "Layer", "MaxPool1D", "MaxPool2D", "Model", "Sequential", "SimpleRNN", "compile", "ir", "zoo",
 ]

@@ -65,7 +65,48 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(model.graph)
     print()
     model.summary()
+    if args.kernels:
+        from .runtime import compile
+
+        compiled = compile(model)
+        seen: set[str] = set()
+        print(f"\n{len(compiled.kernels)} kernels ({compiled.device}); each distinct source once:")
+        for node_kernel, source in zip(compiled.program.kernels, compiled.kernels):
+            print(f"# {node_kernel.node.where} -> {node_kernel.kernel.name}")
+            if source not in seen:
+                seen.add(source)
+                print(source)
     return 0
+
+
+def compare(ours, theirs, rtol: float, atol: float) -> list[tuple[float, float, bool]]:
+    """Per output: max abs error, max relative error, and whether |a - b| <= atol + rtol * |b| everywhere."""
+    ours, theirs = ([ours], [theirs]) if isinstance(ours, torch.Tensor) else (ours, theirs)
+    errors = []
+    for a, b in zip(ours, theirs):
+        a, b = a.double().cpu(), b.double().cpu()
+        diff = (a - b).abs()
+        close = bool((diff <= atol + rtol * b.abs()).all()) and a.shape == b.shape
+        errors.append((float(diff.max()), float((diff / b.abs().clamp_min(1e-12)).max()), close))
+    return errors
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .runtime import compile
+
+    model = load_model(args.model)
+    compiled = compile(model)
+    feeds = [f.to(compiled.device) for f in sample_inputs(model, args.batch, args.seed)]
+    ours = compiled(feeds)
+    with torch.no_grad():
+        theirs = model.to_torch().to(compiled.device)(*feeds)
+    ok = True
+    print(f"{args.model}: {compiled.last_launches} kernel launches on {compiled.device}, batch {args.batch}")
+    for i, (abs_err, rel_err, passed) in enumerate(compare(ours, theirs, args.rtol, args.atol)):
+        ok &= passed
+        print(f"  output {i}: max abs error {abs_err:.3e}  max rel error {rel_err:.3e}  {'PASS' if passed else 'FAIL'}")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -92,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(run=cmd_demo)
     show = sub.add_parser("show", help="print a model's IR, parameter counts and output shapes")
     show.add_argument("model", help=f"a zoo name ({', '.join(zoo.MODELS)}) or path/to/file.py:attr")
+    show.add_argument("--kernels", action="store_true", help="also print the generated Triton source")
     show.set_defaults(run=cmd_show)
+    validate = sub.add_parser("validate", help="run compiled kernels and to_torch() on random inputs; PASS or FAIL")
+    validate.add_argument("model", help="a zoo name or path/to/file.py:attr")
+    validate.add_argument("--batch", type=int, default=4)
+    validate.add_argument("--seed", type=int, default=0)
+    validate.add_argument("--rtol", type=float, default=1e-4)
+    validate.add_argument("--atol", type=float, default=1e-5)
+    validate.set_defaults(run=cmd_validate)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+import pytest
 import torch
+
+# NOTE: a private kernel cache per test run, so tests never trust (or litter) the user's cache
+os.environ.setdefault("FUSEGRAPH_CACHE", tempfile.mkdtemp(prefix="fusegraph-test-cache-"))
 
 import fusegraph as fg
 
 # fp32 tolerances for interpreter vs torch.nn: the same math through different kernels
 FP32_RTOL, FP32_ATOL = 1e-5, 1e-5
+# fp32 tolerances for generated kernels vs torch.nn: different summation orders in long reductions
+KERNEL_RTOL, KERNEL_ATOL = 1e-4, 1e-5
+# fp16 / bf16 (GPU only): inputs rounded to 10 / 7 mantissa bits, fp32 accumulation
+HALF_TOL = {"float16": (2e-3, 2e-3), "bfloat16": (2e-2, 2e-2)}
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def feeds_for(model: fg.Model, batch: int = 3, seed: int = 0, vocab: int | None = None) -> list[torch.Tensor]:
@@ -40,3 +53,17 @@ def single_layer(layer: fg.Layer, shape: tuple[int, ...], dtype: str = "float32"
     model = fg.Model(x, layer(x))
     model.init(seed)
     return model
+
+
+def assert_compiled_matches_torch(model: fg.Model, feeds: list[torch.Tensor], rtol: float = KERNEL_RTOL,
+                                  atol: float = KERNEL_ATOL, **compile_args) -> fg.CompiledModel:
+    """fg.compile(model) and to_torch() agree on every output; returns the compiled model."""
+    compiled = fg.compile(model, **compile_args)
+    ours = compiled(feeds)
+    with torch.no_grad():
+        theirs = model.to_torch()(*feeds)
+    ours, theirs = ([ours], [theirs]) if isinstance(ours, torch.Tensor) else (ours, theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+    return compiled

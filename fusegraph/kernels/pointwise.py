@@ -26,6 +26,14 @@ def _tanh(x):
     return tl.where(x < 0, -t, t)
 '''
 
+SIGMOID_HELPER = '''
+@triton.jit
+def _sigmoid(x):
+    # NOTE: exp of -|x| only, so large inputs saturate without overflowing
+    e = tl.exp(-tl.abs(x))
+    return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+'''
+
 POINTWISE_SOURCE = '''
 @triton.jit
 def {name}({args}, out_ptr, NUMEL, INNER, CHANNELS, BLOCK: tl.constexpr):
@@ -39,7 +47,7 @@ def {name}({args}, out_ptr, NUMEL, INNER, CHANNELS, BLOCK: tl.constexpr):
 EXPRESSIONS = {
     "relu": "tl.maximum({0}, 0.0)",
     "leaky_relu": "tl.where({0} >= 0, {0}, {0} * {negative_slope!r})",
-    "sigmoid": "1.0 / (1.0 + tl.exp(-{0}))",
+    "sigmoid": "_sigmoid({0})",
     "tanh": "_tanh({0})",
     "add": "{0} + {1}",
     "sub": "{0} - {1}",
@@ -65,7 +73,7 @@ def render(node):
     body = f"    y = {expression(node.op, names, node.attrs)}"
     name = f"{node.op}_fwd"
     source = POINTWISE_SOURCE.format(name=name, args=args, loads="\n".join(loads), body=body)
-    helpers = TANH_HELPER if "_tanh(" in body else ""
+    helpers = (TANH_HELPER if "_tanh(" in body else "") + (SIGMOID_HELPER if "_sigmoid(" in body else "")
     return KernelSource(name, module_source(node.op, helpers + "\n\n" + source))
 
 

@@ -12,13 +12,14 @@ SOFTMAX_SOURCE = '''
 def {name}(x_ptr, out_ptr, R, L, LOG: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_L)
-    mask = (rows[:, None] < R) & (cols[None, :] < L)
+    row_ok = rows < R
+    mask = row_ok[:, None] & (cols[None, :] < L)
     offs = rows[:, None] * L + cols[None, :]
     x = tl.load(x_ptr + offs, mask=mask, other=float("-inf")).to(tl.float32)
-    shifted = x - tl.max(x, axis=1)[:, None]
-    shifted = tl.where(mask, shifted, float("-inf"))
+    # rows past the end are all padding: give them a harmless max and sum instead of NaNs
+    shifted = x - tl.where(row_ok, tl.max(x, axis=1), 0.0)[:, None]
     e = tl.exp(shifted)
-    total = tl.sum(e, axis=1)
+    total = tl.where(row_ok, tl.sum(e, axis=1), 1.0)
     if LOG:
         y = shifted - tl.log(total)[:, None]
     else:

@@ -23,13 +23,13 @@ from . import (
 )
 
 
-def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> Model:
+def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, dtype: str = "float32") -> Model:
     """LeNet-5: (conv 5×5 'same' → ReLU → 2×2 max pool) ×2, dense 120 → 84 (ReLU) → softmax.
 
     'same' padding keeps the net valid on 8×8 digits as well as 28×28 MNIST.
     """
     return Sequential([
-        Input(input_shape, name="image"),
+        Input(input_shape, dtype=dtype, name="image"),
         Conv2D(6, 5, padding="same", activation="relu", name="conv1"),
         MaxPool2D(2, name="pool1"),
         Conv2D(16, 5, padding="same", activation="relu", name="conv2"),
@@ -41,10 +41,10 @@ def lenet(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10
     ], name="lenet")
 
 
-def cnn1d(input_shape: tuple[int, int] = (1, 64), num_outputs: int = 1) -> Model:
+def cnn1d(input_shape: tuple[int, int] = (1, 64), num_outputs: int = 1, dtype: str = "float32") -> Model:
     """A 1-D CNN for series: (Conv1D → ReLU → max pool) ×2, then a dense regression head."""
     return Sequential([
-        Input(input_shape, name="series"),
+        Input(input_shape, dtype=dtype, name="series"),
         Conv1D(16, 5, padding="same", activation="relu", name="conv1"),
         MaxPool1D(2, name="pool1"),
         Conv1D(32, 3, padding="same", activation="relu", name="conv2"),
@@ -64,19 +64,19 @@ def lstm_classifier(vocab_size: int = 1000, seq_len: int = 32, embed_dim: int = 
     ], name="lstm_classifier")
 
 
-def gru_forecaster(window: int = 24, features: int = 1, units: int = 32) -> Model:
+def gru_forecaster(window: int = 24, features: int = 1, units: int = 32, dtype: str = "float32") -> Model:
     """Two stacked GRUs regressing the next value of a series from the last `window` values."""
     return Sequential([
-        Input((window, features), name="window"),
+        Input((window, features), dtype=dtype, name="window"),
         GRU(units, return_sequences=True, name="gru1"),
         GRU(units // 2 or 1, name="gru2"),
         Dense(features, name="head"),
     ], name="gru_forecaster")
 
 
-def resnet_block(input_shape: tuple[int, int, int] = (16, 8, 8)) -> Model:
+def resnet_block(input_shape: tuple[int, int, int] = (16, 8, 8), dtype: str = "float32") -> Model:
     """A basic residual block: conv 3×3 → ReLU → conv 3×3, plus the input, then ReLU."""
-    x = Input(input_shape, name="features")
+    x = Input(input_shape, dtype=dtype, name="features")
     h = Conv2D(input_shape[0], 3, padding="same", activation="relu", name="conv1")(x)
     h = Conv2D(input_shape[0], 3, padding="same", name="conv2")(h)
     y = Activation("relu", name="relu")(Add(name="residual")([h, x]))

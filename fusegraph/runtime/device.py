@@ -21,6 +21,6 @@ def select_device(requested: str | None = None) -> str:
     if device == "cuda" and INTERPRETING:
         raise GraphError("TRITON_INTERPRET=1 is set, so kernels would be interpreted; unset it to run on the GPU")
     if device == "cpu" and not INTERPRETING:
-        raise GraphError("kernels on the CPU need Triton's interpreter: set TRITON_INTERPRET=1 before importing "
-                         "triton or fusegraph (triton was imported first, or a GPU is present)")
+        raise GraphError("kernels on the CPU need Triton's interpreter, which is chosen when triton is first "
+                         "imported: import fusegraph before triton, or set TRITON_INTERPRET=1 before both")
     return device

@@ -1,0 +1,135 @@
+"""Unfused kernels per zoo model: launches per forward, analytic bytes vs the minimum, compile time,
+and, on a CUDA GPU, forward time against torch eager and torch.compile on the same shapes.
+
+    python bench/bench_kernels.py [--batch 64] [--out bench/results]
+
+Writes <out>/kernels_<device>.json and .md. On the CPU (Triton's interpreter) no timings are
+recorded: interpreter times are not performance figures."""
+
+from __future__ import annotations
+
+# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
+import fusegraph as fg
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import triton
+
+from fusegraph.cli import sample_inputs
+from fusegraph.ir.cost import graph_traffic, minimum_bytes
+
+
+def compile_seconds(model: fg.Model) -> tuple[float, float]:
+    """(cold, warm): a compile against an empty kernel cache, then again with it filled.
+    Passes + codegen + loading the sources; Triton's own JIT happens at the first launch."""
+    previous = os.environ.get("FUSEGRAPH_CACHE")
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["FUSEGRAPH_CACHE"] = folder
+        start = time.perf_counter()
+        fg.compile(model)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        fg.compile(model)
+        warm = time.perf_counter() - start
+    if previous is None:
+        os.environ.pop("FUSEGRAPH_CACHE")
+    else:
+        os.environ["FUSEGRAPH_CACHE"] = previous
+    return cold, warm
+
+
+def gpu_timings(model: fg.Model, compiled: fg.CompiledModel, feeds: list[torch.Tensor]) -> dict[str, float]:
+    from triton.testing import do_bench
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    eager = model.to_torch().cuda()
+    compiled_torch = torch.compile(eager)
+    with torch.no_grad():
+        compiled_torch(*feeds)  # compile before timing
+        times = {
+            "fusegraph_ms": do_bench(lambda: compiled(feeds)),
+            "torch_eager_ms": do_bench(lambda: eager(*feeds)),
+            "torch_compile_ms": do_bench(lambda: compiled_torch(*feeds)),
+        }
+    times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]
+    times["speedup_vs_torch_compile"] = times["torch_compile_ms"] / times["fusegraph_ms"]
+    return times
+
+
+def bench_model(name: str, batch: int) -> dict:
+    model = fg.zoo.get(name)
+    cold, warm = compile_seconds(model)
+    compiled = fg.compile(model)
+    feeds = [f.to(compiled.device) for f in sample_inputs(model, batch)]
+    compiled(feeds)
+    traffic = graph_traffic(model.graph, batch)
+    moved, minimum = sum(t.total for t in traffic), minimum_bytes(model.graph, batch)
+    row = {
+        "model": name, "batch": batch, "launches_per_forward": compiled.last_launches,
+        "bytes_moved": moved, "bytes_minimum": minimum, "bytes_ratio": moved / minimum,
+        "compile_cold_s": cold, "compile_warm_s": warm,
+        "per_kernel": [{"node": t.node.name, "op": t.node.op, "launches": t.launches, "read": t.read,
+                        "written": t.written} for t in traffic],
+        **compiled.memory_report(batch),
+    }
+    if compiled.device == "cuda":
+        row.update(gpu_timings(model, compiled, feeds))
+    return row
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = [f"# Unfused kernels per zoo model (batch {results['batch']})", "",
+             f"Device: {env['device']}; torch {env['torch']}, Triton {env['triton']}, Python {env['python']}.", ""]
+    gpu = env["device_type"] == "cuda"
+    head = "| model | launches | bytes moved | minimum | ratio | compile cold / warm (s) |"
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if gpu:
+        head += " fusegraph ms | eager ms | torch.compile ms | vs eager | vs compile |"
+        rule += "---:|---:|---:|---:|---:|"
+    lines += [head, rule]
+    for r in results["models"]:
+        line = (f"| {r['model']} | {r['launches_per_forward']} | {r['bytes_moved']:,} | {r['bytes_minimum']:,} | "
+                f"{r['bytes_ratio']:.2f}x | {r['compile_cold_s']:.3f} / {r['compile_warm_s']:.3f} |")
+        if gpu:
+            line += (f" {r['fusegraph_ms']:.3f} | {r['torch_eager_ms']:.3f} | {r['torch_compile_ms']:.3f} | "
+                     f"{r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x |")
+        lines.append(line)
+    if not gpu:
+        lines += ["", "No timings: kernels ran in Triton's CPU interpreter, whose times are not performance figures."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--models", nargs="*", default=list(fg.zoo.MODELS))
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+    results = {
+        "benchmark": "bench/bench_kernels.py", "batch": args.batch,
+        "environment": {"device_type": "cuda" if cuda else "cpu",
+                        "device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or 'unknown'}), "
+                                                                           "Triton interpreter",
+                        "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version()},
+        "models": [bench_model(name, args.batch) for name in args.models],
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"kernels_{results['environment']['device_type']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

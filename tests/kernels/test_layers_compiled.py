@@ -1,0 +1,118 @@
+"""Every op's generated kernel, through the layers that use it, against real torch.nn modules
+(fp32, rtol 1e-4): batch 1, odd and non-square sizes, stride 2, dilation 2, 'same', channel
+counts that are not multiples of the block, and sizes spanning several programs."""
+
+import pytest
+import torch
+
+import fusegraph as fg
+from tests.conftest import assert_compiled_matches_torch, feeds_for, single_layer
+
+CONV2D = [
+    dict(filters=5, kernel_size=3),
+    dict(filters=7, kernel_size=(3, 2), strides=2, activation="relu"),
+    dict(filters=3, kernel_size=3, strides=2, padding="same", activation="tanh"),
+    dict(filters=6, kernel_size=3, dilation=2, padding="same", activation="sigmoid"),
+    dict(filters=2, kernel_size=3, padding=(1, 2), use_bias=False, activation="leaky_relu"),
+    dict(filters=130, kernel_size=1),  # more output channels than one block
+]
+
+
+@pytest.mark.parametrize("config", CONV2D)
+@pytest.mark.parametrize("batch,shape", [(1, (3, 9, 7)), (3, (2, 13, 11))])
+def test_conv2d(config, batch, shape):
+    model = single_layer(fg.Conv2D(**config), shape)
+    assert_compiled_matches_torch(model, feeds_for(model, batch))
+
+
+def test_conv2d_reduction_longer_than_a_block():
+    model = single_layer(fg.Conv2D(4, 5, padding="same"), (9, 6, 6))  # K = 9*25 = 225 > 128
+    assert_compiled_matches_torch(model, feeds_for(model, 2))
+
+
+@pytest.mark.parametrize("config", [
+    dict(filters=4, kernel_size=3), dict(filters=3, kernel_size=4, strides=3, padding="same", activation="relu"),
+    dict(filters=5, kernel_size=3, dilation=2, padding=2),
+])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_conv1d(config, batch):
+    model = single_layer(fg.Conv1D(**config), (2, 13))
+    assert_compiled_matches_torch(model, feeds_for(model, batch))
+
+
+POOLS = [dict(pool_size=2), dict(pool_size=3, strides=2), dict(pool_size=2, padding="same"),
+         dict(pool_size=3, strides=1, padding="same"), dict(pool_size=(3, 2), strides=(2, 1), padding=1),
+         dict(pool_size=2, strides=1, padding="same")]
+
+
+@pytest.mark.parametrize("layer_cls", [fg.MaxPool2D, fg.AvgPool2D])
+@pytest.mark.parametrize("config", POOLS)
+def test_pool2d(layer_cls, config):
+    model = single_layer(layer_cls(**config), (3, 7, 9))
+    assert_compiled_matches_torch(model, feeds_for(model, 2))
+
+
+@pytest.mark.parametrize("layer_cls", [fg.MaxPool1D, fg.AvgPool1D])
+@pytest.mark.parametrize("config", [dict(pool_size=2), dict(pool_size=3, strides=2, padding="same")])
+def test_pool1d(layer_cls, config):
+    model = single_layer(layer_cls(**config), (3, 11))
+    assert_compiled_matches_torch(model, feeds_for(model, 1))
+
+
+@pytest.mark.parametrize("layer,shape", [(fg.GlobalAvgPool2D(), (5, 7, 3)), (fg.GlobalAvgPool1D(), (4, 9))])
+def test_global_avg_pool(layer, shape):
+    model = single_layer(layer, shape)
+    assert_compiled_matches_torch(model, feeds_for(model, 3))
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", None])
+@pytest.mark.parametrize("shape", [(6,), (5, 6)])
+def test_dense(activation, shape):
+    model = single_layer(fg.Dense(9, activation=activation), shape)
+    assert_compiled_matches_torch(model, feeds_for(model, 3))
+
+
+def test_dense_larger_than_a_block():
+    model = fg.Sequential([fg.Input((300,)), fg.Dense(270, activation="tanh")])
+    assert_compiled_matches_torch(model, feeds_for(model, 300))
+
+
+def test_tanh_and_sigmoid_are_accurate_and_saturate():
+    x = fg.Input((8,))
+    model = fg.Model(x, [fg.Activation("tanh")(x), fg.Activation("sigmoid")(x)])
+    values = torch.tensor([[0.0, 1e-7, -3e-3, 0.05, 0.07, -0.9, 30.0, -100.0]])
+    assert_compiled_matches_torch(model, [values], rtol=1e-6, atol=1e-7)
+
+
+def test_flatten_embedding_add_concatenate():
+    a, b = fg.Input((3, 4, 4)), fg.Input((3, 4, 4))
+    s = fg.Add()([a, b])
+    c = fg.Concatenate(axis=1)([s, a, b])
+    f = fg.Flatten()(c)
+    model = fg.Model([a, b], [s, c, f])
+    assert_compiled_matches_torch(model, feeds_for(model, 2))
+    model = single_layer(fg.Embedding(11, 5), (7,), dtype="int64")
+    assert_compiled_matches_torch(model, feeds_for(model, 3, vocab=11))
+
+
+@pytest.mark.parametrize("rnn_cls", [fg.SimpleRNN, fg.LSTM, fg.GRU])
+@pytest.mark.parametrize("return_sequences,bidirectional", [(False, False), (True, True), (False, True)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_recurrent(rnn_cls, return_sequences, bidirectional, batch):
+    layer = rnn_cls(5, return_sequences=return_sequences, bidirectional=bidirectional)
+    model = single_layer(layer, (4, 3), seed=batch)
+    assert_compiled_matches_torch(model, feeds_for(model, batch, seed=batch))
+
+
+def test_stacked_recurrent():
+    x = fg.Input((5, 2))
+    h = fg.GRU(4, return_sequences=True, bidirectional=True)(x)
+    y = fg.LSTM(3)(h)
+    model = fg.Model(x, y)
+    assert_compiled_matches_torch(model, feeds_for(model, 2))
+
+
+@pytest.mark.parametrize("name", list(fg.zoo.MODELS))
+def test_zoo(name):
+    model = fg.zoo.get(name)
+    assert_compiled_matches_torch(model, feeds_for(model, 2, vocab=1000))
