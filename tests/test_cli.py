@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import fusegraph as fg
 from fusegraph.cli import main
 
 
@@ -32,3 +33,18 @@ def test_demo_runs_as_a_console_command():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "graph lenet" in done.stdout and "FAIL" not in done.stdout
+    assert done.stdout.count("PASS") == len(fg.zoo.MODELS)
+
+
+def test_validate_passes_and_show_kernels_prints_source(capsys):
+    assert main(["validate", "resnet_block", "--batch", "2"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("PASS")
+    assert main(["show", "--kernels", "cnn1d"]) == 0
+    out = capsys.readouterr().out
+    assert "def conv1d_fwd(" in out and "@triton.jit" in out
+
+
+def test_validate_fails_with_exit_code_1(capsys):
+    # a tolerance nothing can meet on a softmax output proves FAIL is reachable and reported
+    assert main(["validate", "lenet_digits", "--rtol", "0", "--atol", "-1"]) == 1
+    assert "FAIL" in capsys.readouterr().out
