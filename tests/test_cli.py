@@ -41,7 +41,7 @@ def test_validate_passes_and_show_kernels_prints_source(capsys):
     assert capsys.readouterr().out.rstrip().endswith("PASS")
     assert main(["show", "--kernels", "cnn1d"]) == 0
     out = capsys.readouterr().out
-    assert "def conv1d_fwd(" in out and "@triton.jit" in out
+    assert "def conv1d_fwd_fused_bias_add_relu_max_pool1d(" in out and "@triton.jit" in out
 
 
 def test_validate_fails_with_exit_code_1(capsys):

@@ -32,31 +32,50 @@ class Traffic:
         return self.read + self.written
 
 
-def node_traffic(node: Node, batch: int) -> Traffic:
+def node_traffic(node: Node, batch: int, used: set[str] | None = None) -> Traffic:
+    """`used`: the values read after this node (graph outputs included); a scan skips the rest."""
     if node.op in VIEW_OPS:
         return Traffic(node, 0, 0, 0)
     if node.op == "scan":
-        return _scan_traffic(node, batch)
+        return _scan_traffic(node, batch, {v.name for v in node.outputs} if used is None else used)
     read = sum(nbytes(v.type, batch) for v in node.inputs)
     written = sum(nbytes(v.type, batch) for v in node.outputs)
     launches = len(node.inputs) if node.op == "concat" else len(node.outputs) if node.op == "split" else 1
     return Traffic(node, launches, read, written)
 
 
-def _scan_traffic(node: Node, batch: int) -> Traffic:
-    body, num_seqs = node.attrs["body"], node.attrs["num_seqs"]
+def strided_body(body: Graph) -> bool:
+    """Whether every kernel of a scan body reads and writes strided rows (a matmul-anchored cell)."""
+    steps = [n for n in body.compute_nodes if n.op not in VIEW_OPS]
+    return bool(steps) and len(steps) == len(body.compute_nodes) and all(
+        n.op == "matmul" or (n.op == "fused" and n.attrs["anchor"] == "matmul") for n in steps)
+
+
+def _scan_traffic(node: Node, batch: int, used: set[str]) -> Traffic:
+    body, num_seqs, num_carries = node.attrs["body"], node.attrs["num_seqs"], node.attrs["num_carries"]
     steps = node.inputs[0].type.shape[1]
     per_step = graph_traffic(body, batch)
-    seqs = sum(nbytes(v.type, batch) for v in node.inputs[:num_seqs])
-    outs = sum(nbytes(v.type, batch) for v in node.outputs)
-    launches = num_seqs + steps * sum(t.launches for t in per_step) + len(node.outputs)
-    read = seqs + steps * sum(t.read for t in per_step) + outs
-    written = seqs + steps * sum(t.written for t in per_step) + outs
+    launches = steps * sum(t.launches for t in per_step)
+    read = steps * sum(t.read for t in per_step)
+    written = steps * sum(t.written for t in per_step)
+    if not strided_body(body):
+        seqs = sum(nbytes(v.type, batch) for v in node.inputs[:num_seqs])
+        outs = [v for v in node.outputs[num_carries:] if v.name in used]
+        launches += num_seqs + len(outs)
+        moved = seqs + sum(nbytes(v.type, batch) for v in outs)
+        read, written = read + moved, written + moved
+    carry_is_step = {v.name for v in body.outputs[:num_carries]} & {v.name for v in body.outputs[num_carries:]}
+    for carry, out in zip(body.outputs[:num_carries], node.outputs[:num_carries]):
+        step_used = any(o.name in used for b, o in zip(body.outputs[num_carries:], node.outputs[num_carries:])
+                        if b.name == carry.name)
+        if out.name in used and (carry.name in carry_is_step and step_used):
+            launches, read, written = launches + 1, read + nbytes(out.type, batch), written + nbytes(out.type, batch)
     return Traffic(node, launches, read, written)
 
 
 def graph_traffic(graph: Graph, batch: int) -> list[Traffic]:
-    return [node_traffic(n, batch) for n in graph.compute_nodes]
+    used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
+    return [node_traffic(n, batch, used) for n in graph.compute_nodes]
 
 
 def minimum_bytes(graph: Graph, batch: int) -> int:

@@ -67,7 +67,7 @@ def _check_use(graph: Graph, node: Node, value: Value, defined: dict[str, Value]
 
 
 def _check_types(node: Node) -> None:
-    if node.op == "scan":
+    if node.op in ("scan", "fused"):
         try:
             verify(node.attrs["body"])
         except GraphError as error:

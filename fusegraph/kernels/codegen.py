@@ -57,7 +57,8 @@ class NodeKernel:
 
 
 def generate(node: Node, target: Target, counter: LaunchCounter | None = None) -> NodeKernel:
-    template = TEMPLATES.get(node.op)
+    op = node.attrs["anchor"] if node.op == "fused" else node.op
+    template = TEMPLATES.get(op)
     if template is None:
         raise GraphError(f"{node.where}: no kernel template for op {node.op!r}")
     for value in (*node.inputs, *node.outputs):

@@ -1,72 +1,138 @@
-"""conv1d / conv2d as an implicit GEMM on tl.dot: rows are output pixels, columns output channels,
-the reduction runs over (input channel, kernel row, kernel column). conv1d is conv2d with height 1."""
+"""conv1d / conv2d as an implicit GEMM on tl.dot, with a generated epilogue and an optional pool.
+
+Rows are output pixels (pooled pixels when the group ends in a pool), columns output channels, and
+the reduction runs over (input channel, kernel row, kernel column). With a pool, each program
+computes the conv at every window position of its pooled pixels and reduces them in registers,
+so the pre-pool map is never written. conv1d is conv2d with height 1."""
 
 from __future__ import annotations
 
 import triton
 
+from .epilogue import Emitter, Tile, helpers_for
+from .group import group_of
 from .registry import KernelSource, module_source, register_template
 
 CONV_SOURCE = '''
 @triton.jit
 def {name}(
-    x_ptr, w_ptr, out_ptr,
-    N, C, H, W, O, OH, OW,
+    {pointers},
+    N, C, H, W, O, OH, OW, PH, PW,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    POOL_STRIDE_H, POOL_STRIDE_W, POOL_PAD_H, POOL_PAD_W,
+    KH: tl.constexpr, KW: tl.constexpr, POOL_KH: tl.constexpr, POOL_KW: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     K = C * KH * KW
-    row_ok = rows < N * OH * OW
+    row_ok = rows < N * PH * PW
     col_ok = cols < O
-    n = rows // (OH * OW)
-    oh = (rows // OW) % OH
-    ow = rows % OW
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        c = ks // (KH * KW)
-        kh = (ks // KW) % KH
-        kw = ks % KW
-        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
-        iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
-        # padding is the masked-out part of the window: it reads as zero
-        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x_mask = row_ok[:, None] & k_ok[None, :] & inside
-        x = tl.load(x_ptr + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw, mask=x_mask, other=0.0)
-        w = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc += tl.dot(x, w, input_precision=PRECISION)
-    out = (n[:, None] * O + cols[None, :]) * (OH * OW) + (oh * OW + ow)[:, None]
-    tl.store(out_ptr + out, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+    n = rows // (PH * PW)
+    ph = (rows // PW) % PH
+    pw = rows % PW
+{pool_init}
+    for pool_kh in tl.static_range(POOL_KH):
+        for pool_kw in tl.static_range(POOL_KW):
+            oh = ph * POOL_STRIDE_H - POOL_PAD_H + pool_kh
+            ow = pw * POOL_STRIDE_W - POOL_PAD_W + pool_kw
+            # a window position in the pool's padding is no conv output: it takes no part
+            pos_ok = row_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+            tile_mask = pos_ok[:, None] & col_ok[None, :]
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                k_ok = ks < K
+                c = ks // (KH * KW)
+                kh = (ks // KW) % KH
+                kw = ks % KW
+                ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
+                iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
+                # the conv's padding is the masked-out part of the window: it reads as zero
+                inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                x_mask = pos_ok[:, None] & k_ok[None, :] & inside
+                x = tl.load({x} + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw, mask=x_mask, other=0.0)
+                w = tl.load({w} + cols[None, :] * K + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                acc += tl.dot(x, w, input_precision=PRECISION)
+            out_offs = (n[:, None] * O + cols[None, :]) * (OH * OW) + (oh * OW + ow)[:, None]
+{epilogue}
+{pool_step}
+{finish}
 '''
 
 
+def _pool(group):
+    last = group.nodes[-1] if group.nodes else None
+    return last if last is not None and "pool" in last.op else None
+
+
 def render(node):
-    name = f"{node.op}_fwd"
-    return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", CONV_SOURCE.format(name=name)))
+    group = group_of(node)
+    anchor = group.anchor
+    pool = _pool(group)
+    name = node.attrs["kernel"] if node.op == "fused" else f"{anchor.op}_fwd"
+    ix, iw = group.input_index(anchor.inputs[0]), group.input_index(anchor.inputs[1])
+    tile = Tile(
+        load_full=lambda i, v, g: f"tl.load(in{i}_ptr + out_offs, mask=tile_mask, other=0.0).to(tl.float32)",
+        load_channel=lambda i, v, g: f"tl.load(in{i}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
+    )
+    emitter = Emitter(tile, group.input_index, indent=" " * 12)
+    emitter.bind(anchor.outputs[0], ["acc"])
+    epilogue = emitter.emit_all(group.nodes[:-1] if pool else group.nodes)
+    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
+                         [f"out{j}_ptr" for j in range(len(group.outputs))])
+    if pool is None:
+        stores = [f"            tl.store(out{j}_ptr + out_offs, {emitter.operand(v)[0]}.to(out{j}_ptr.dtype.element_ty), "
+                  "mask=tile_mask)" for j, v in enumerate(group.outputs)]
+        pool_init, pool_step, finish = "", "\n".join(stores), ""
+    else:
+        (value,) = emitter.operand(pool.inputs[0])
+        if pool.op.startswith("max"):
+            pool_init = "    pooled = tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)"
+            pool_step = f"            pooled = tl.maximum(pooled, tl.where(tile_mask, {value}, float('-inf')))"
+            result = "pooled"
+        else:
+            pool_init = ("    pooled = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)\n"
+                         "    count = tl.zeros((BLOCK_M,), tl.float32)")
+            pool_step = (f"            pooled += tl.where(tile_mask, {value}, 0.0)\n"
+                         "            count += pos_ok.to(tl.float32)")
+            result = "pooled / tl.maximum(count, 1.0)[:, None]"
+        finish = ("    pooled_offs = (n[:, None] * O + cols[None, :]) * (PH * PW) + (ph * PW + pw)[:, None]\n"
+                  f"    tl.store(out0_ptr + pooled_offs, ({result}).to(out0_ptr.dtype.element_ty), "
+                  "mask=row_ok[:, None] & col_ok[None, :])")
+    source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"in{ix}_ptr", w=f"in{iw}_ptr",
+                                pool_init=pool_init, epilogue="\n".join(epilogue), pool_step=pool_step, finish=finish)
+    return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
 def launch(fn, node, target, inputs, outputs):
-    x, w = inputs
-    (out,) = outputs
-    as2d = node.op == "conv1d"
-    stride, dilation, padding = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
-    if as2d:
-        stride, dilation, padding = (1, *stride), (1, *dilation), ((0, 0), *padding)
+    group = group_of(node)
+    anchor = group.anchor
+    pool = _pool(group)
+    x = inputs[group.input_index(anchor.inputs[0])]
+    w = inputs[group.input_index(anchor.inputs[1])]
+    as2d = anchor.op == "conv1d"
+    lift = (lambda t, one: (one, *t)) if as2d else (lambda t, one: tuple(t))
+    stride, dilation = lift(anchor.attrs["stride"], 1), lift(anchor.attrs["dilation"], 1)
+    padding = lift(anchor.attrs["padding"], (0, 0))
     n, c = x.shape[:2]
-    h, wd = (1, x.shape[2]) if as2d else x.shape[2:]
-    kh, kw = (1, w.shape[2]) if as2d else w.shape[2:]
+    h, wd = lift(x.shape[2:], 1)
+    kh, kw = lift(w.shape[2:], 1)
     o = w.shape[0]
-    oh, ow = (1, out.shape[2]) if as2d else out.shape[2:]
-    block_m = target.tile(n * oh * ow, gpu=64, interpreted=256)
+    oh, ow = lift(anchor.outputs[0].type.shape[2:], 1)
+    if pool is None:
+        pool_kernel, pool_stride, pool_padding, (ph, pw) = (1, 1), (1, 1), ((0, 0), (0, 0)), (oh, ow)
+    else:
+        pool_kernel, pool_stride = lift(pool.attrs["kernel"], 1), lift(pool.attrs["stride"], 1)
+        pool_padding = lift(pool.attrs["padding"], (0, 0))
+        ph, pw = lift(pool.outputs[0].type.shape[2:], 1)
+    block_m = target.tile(n * ph * pw, gpu=64, interpreted=256)
     block_n = target.tile(o, gpu=64, interpreted=128)
     block_k = target.tile(c * kh * kw, gpu=32, interpreted=128)
-    grid = (triton.cdiv(n * oh * ow, block_m), triton.cdiv(o, block_n))
-    fn[grid](x, w, out, n, c, h, wd, o, oh, ow, stride[0], stride[1], padding[0][0], padding[1][0],
-             dilation[0], dilation[1], KH=kh, KW=kw, PRECISION=target.precision,
+    grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n))
+    fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
+             dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
+             KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision,
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 

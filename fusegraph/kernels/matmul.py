@@ -1,54 +1,120 @@
-"""matmul: (M, K) @ (K, N) with the second operand read through strides, so `transpose_b` is free."""
+"""matmul with a generated epilogue: (M, K) @ (K, G*H) where a group that splits its result into G
+gates computes all G gate tiles of the same hidden columns in one program (an RNN cell's whole
+update), then applies the group's elementwise ops, an optional row softmax, and stores.
+
+Rows may be strided (a time step of a batch-first sequence); columns are contiguous."""
 
 from __future__ import annotations
 
 from math import prod
 
+import torch
 import triton
 
+from ..ir import GraphError
+from .epilogue import Emitter, Tile, helpers_for
+from .group import group_of
 from .registry import KernelSource, module_source, register_template
 
 MATMUL_SOURCE = '''
 @triton.jit
 def {name}(
-    a_ptr, b_ptr, out_ptr, M, N, K, STRIDE_BK, STRIDE_BN,
+    {pointers},
+    M, N, K, B_STRIDE_K, B_STRIDE_N, {strides}
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # N is one gate's width; gate g of the weight holds columns g * N + cols
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < M
     col_ok = cols < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    tile_mask = row_ok[:, None] & col_ok[None, :]
+{accumulators}
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
-        a = tl.load(a_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptr + ks[:, None] * STRIDE_BK + cols[None, :] * STRIDE_BN,
-                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc += tl.dot(a, b, input_precision=PRECISION)
-    tl.store(out_ptr + rows[:, None] * N + cols[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & col_ok[None, :])
+        a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+{dots}
+{epilogue}
 '''
 
 
+def _gates(group) -> int:
+    return next((len(n.outputs) for n in group.nodes if n.op == "split"), 1)
+
+
 def render(node):
-    return KernelSource("matmul_fwd", module_source("matmul", MATMUL_SOURCE.format(name="matmul_fwd")))
+    group = group_of(node)
+    anchor = group.anchor
+    gates = _gates(group)
+    width = anchor.outputs[0].type.shape[-1] // gates
+    name = node.attrs["kernel"] if node.op == "fused" else "matmul_fwd"
+    ia, ib = group.input_index(anchor.inputs[0]), group.input_index(anchor.inputs[1])
+    tile = Tile(
+        load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + ({g} * N + cols)[None, :], "
+                                   "mask=tile_mask, other=0.0).to(tl.float32)"),
+        load_channel=lambda i, v, g: f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
+        softmax=lambda x, log: [
+            f"_m = tl.max(tl.where(col_ok[None, :], {x}, float('-inf')), axis=1)",
+            f"_z = tl.where(col_ok[None, :], {x} - _m[:, None], float('-inf'))",
+            "_s = tl.sum(tl.exp(_z), axis=1)",
+            "_sm = _z - tl.log(_s)[:, None]" if log else "_sm = tl.exp(_z) / _s[:, None]",
+        ],
+        gates=gates,
+        gate_width=lambda v: v.type.shape[-1] // width,
+    )
+    emitter = Emitter(tile, group.input_index)
+    emitter.bind(anchor.outputs[0], [f"acc{g}" for g in range(gates)])
+    lines = emitter.emit_all(group.nodes)
+    for j, out in enumerate(group.outputs):
+        for g, expr in enumerate(emitter.operand(out)):
+            lines.append(f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + ({g} * N + cols)[None, :], "
+                         f"{expr}.to(out{j}_ptr.dtype.element_ty), mask=tile_mask)")
+    full = [i for i, v in enumerate(group.inputs) if i != ib and v.name not in group.channel_vectors]
+    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
+                         [f"out{j}_ptr" for j in range(len(group.outputs))])
+    strides = "".join(f"in{i}_rs, " for i in full) + "".join(f"out{j}_rs, " for j in range(len(group.outputs)))
+    dots = "\n".join(
+        f"        b{g} = tl.load(in{ib}_ptr + ks[:, None] * B_STRIDE_K + ({g} * N + cols)[None, :] * B_STRIDE_N, "
+        f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
+        f"        acc{g} += tl.dot(a, b{g}, input_precision=PRECISION)" for g in range(gates))
+    source = MATMUL_SOURCE.format(
+        name=name, pointers=pointers, strides=strides, a=f"in{ia}",
+        accumulators="\n".join(f"    acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)),
+        dots=dots, epilogue="\n".join(lines))
+    return KernelSource(name, module_source(f"{name} (matmul anchor)", helpers_for(source) + "\n\n" + source))
+
+
+def row_stride(t: torch.Tensor) -> int:
+    """Rows of a (..., C) operand: a 2-D view may be strided; higher ranks must be contiguous."""
+    if t.dim() == 2 and t.stride(1) == 1:
+        return t.stride(0)
+    if not t.is_contiguous():
+        raise GraphError(f"a matmul operand of shape {tuple(t.shape)} must be contiguous")
+    return t.shape[-1]
 
 
 def launch(fn, node, target, inputs, outputs):
-    a, b = inputs
-    (out,) = outputs
+    group = group_of(node)
+    anchor = group.anchor
+    a = inputs[group.input_index(anchor.inputs[0])]
+    b = inputs[group.input_index(anchor.inputs[1])]
+    gates = _gates(group)
     k = a.shape[-1]
     m = prod(a.shape[:-1])
-    transposed = node.attrs.get("transpose_b", False)
-    n = b.shape[0] if transposed else b.shape[1]
-    stride_bk, stride_bn = (b.stride(1), b.stride(0)) if transposed else (b.stride(0), b.stride(1))
-    block_m = target.tile(m, gpu=64, interpreted=256)
-    block_n = target.tile(n, gpu=64, interpreted=256)
+    transposed = anchor.attrs.get("transpose_b", False)
+    n = (b.shape[0] if transposed else b.shape[1]) // gates
+    stride_k, stride_n = (b.stride(1), b.stride(0)) if transposed else (b.stride(0), b.stride(1))
+    full = [t for t, v in zip(inputs, group.inputs) if v.name not in group.channel_vectors
+            and v.name != anchor.inputs[1].name]
+    softmax = any(n.op in ("softmax", "log_softmax") for n in group.nodes)
+    block_n = triton.next_power_of_2(n) if softmax else target.tile(n, gpu=64, interpreted=256)
+    block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256)
     block_k = target.tile(k, gpu=32, interpreted=256)
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
-    fn[grid](a, b, out, m, n, k, stride_bk, stride_bn, PRECISION=target.precision,
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+    fn[grid](*inputs, *outputs, m, n, k, stride_k, stride_n,
+             *(row_stride(t) for t in full), *(row_stride(t) for t in outputs),
+             PRECISION=target.precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 
 register_template("matmul", render, launch)

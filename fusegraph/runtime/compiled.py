@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ir import Graph, GraphError, InputError, check_feeds, verify
+from ..ir import Graph, GraphError, InputError, check_feeds
 from ..kernels import LaunchCounter, Target
+from ..passes import run_pipeline
 from .device import select_device
 from .program import Program
 
@@ -15,13 +16,13 @@ from .program import Program
 class CompiledModel:
     """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs)."""
 
-    def __init__(self, model, *, fuse: bool = False, device: str | None = None) -> None:
-        if fuse:
-            raise GraphError("fusion is not built yet; compile with fuse=False")
+    def __init__(self, model, *, fuse: bool = True, device: str | None = None) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
-        self.graph = verify(graph)
+        self.source_graph = graph
+        self.fuse = fuse
+        self.graph, self.decisions = run_pipeline(graph, fuse=fuse)
         self.device = select_device(device)
         self.target = Target(self.device)
         self.params = {name: t.detach().to(self.device).contiguous().clone() for name, t in model.params.items()}
@@ -70,6 +71,7 @@ class CompiledModel:
         return outputs[0] if self._single_output else outputs
 
 
-def compile(model, *, fuse: bool = False, device: str | None = None) -> CompiledModel:  # noqa: A001
-    """Compile `model` for inference; kernels run on CUDA when available, else in Triton's interpreter."""
+def compile(model, *, fuse: bool = True, device: str | None = None) -> CompiledModel:  # noqa: A001
+    """Compile `model` for inference; `fuse=False` keeps one kernel per node. Kernels run on CUDA when
+    available, else in Triton's interpreter."""
     return CompiledModel(model, fuse=fuse, device=device)

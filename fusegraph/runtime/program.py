@@ -23,10 +23,11 @@ class Program:
         self.plan = plan_memory(graph)
         self.copy = load_kernel(render_copy(), counter)
         self.steps: list[tuple[Node, object]] = []
+        used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
         for node in graph.nodes:
             if node.op in ("input", "parameter") or is_view(node):
                 continue
-            step = ScanStep(node, target, counter) if node.op == "scan" else generate(node, target, counter)
+            step = ScanStep(node, target, counter, used) if node.op == "scan" else generate(node, target, counter)
             self.steps.append((node, step))
         self._arenas: dict[int, list[torch.Tensor]] = {}
 

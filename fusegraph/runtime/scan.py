@@ -1,8 +1,10 @@
 """The scan step: a time loop launching the body's kernels once per step.
 
-Sequences are copied time-major once, so each step reads a contiguous slice; each step's outputs
-are written straight into a time-major result, and carries alternate between two buffers so no
-kernel reads the buffer it writes."""
+When every body kernel reads and writes strided rows (a matmul-anchored cell), each step reads
+`seq[:, t]` in place and writes its per-step outputs straight into `out[:, t]`: no copies, one
+launch per step for a fused cell. Otherwise sequences are copied time-major first. Carries start
+from a cached zero state that is never written and alternate between two buffers, so no kernel
+reads the buffer it writes; the last step writes each used final carry straight into its output."""
 
 from __future__ import annotations
 
@@ -15,13 +17,26 @@ from .plan import TORCH_DTYPE
 
 
 class ScanStep:
-    def __init__(self, node: Node, target: Target, counter: LaunchCounter) -> None:
+    def __init__(self, node: Node, target: Target, counter: LaunchCounter, used: set[str]) -> None:
         from .program import Program
 
         self.node = node
         self.target = target
         self.body = Program(node.attrs["body"], target, counter)
         self.copy = load_kernel(render_copy(), counter)
+        self.used = [v.name in used for v in node.outputs]
+        self.strided = bool(self.body.steps) and all(
+            getattr(step, "template", None) is not None and step.template.op == "matmul" for _, step in self.body.steps)
+        self._state: dict[tuple, list] = {}
+
+    def _carry_buffers(self, batch: int, device) -> list[list[torch.Tensor]]:
+        """Per carry: [zero state, buffer A, buffer B], cached per batch size."""
+        key = (batch, str(device))
+        if key not in self._state:
+            types = [v.type for v in self.body.graph.inputs[: self.node.attrs["num_carries"]]]
+            self._state[key] = [[torch.zeros(t.concrete(batch), dtype=TORCH_DTYPE[t.dtype], device=device)
+                                 for _ in range(3)] for t in types]
+        return self._state[key]
 
     def run(self, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> None:
         attrs, body = self.node.attrs, self.body.graph
@@ -29,31 +44,39 @@ class ScanStep:
         seqs, consts = inputs[:num_seqs], inputs[num_seqs:]
         batch, time = seqs[0].shape[:2]
         device = seqs[0].device
-        time_major = []
-        for seq in seqs:
-            buffer = torch.empty((time, batch, *seq.shape[2:]), dtype=seq.dtype, device=device)
-            launch_copy(self.copy, self.target, seq.transpose(0, 1), buffer)
-            time_major.append(buffer)
-        per_step = [torch.empty((time, *v.type.concrete(batch)), dtype=TORCH_DTYPE[v.type.dtype], device=device)
-                    for v in body.outputs[num_carries:]]
-        carry_types = [v.type for v in body.inputs[:num_carries]]
-        double = [[torch.zeros(t.concrete(batch), dtype=TORCH_DTYPE[t.dtype], device=device) for _ in range(2)]
-                  for t in carry_types]
-        carries = [pair[0] for pair in double]
+        carry_outputs, step_outputs = body.outputs[:num_carries], body.outputs[num_carries:]
+        used_steps = self.used[num_carries:]
+        if self.strided:
+            steps_in = seqs
+            step_targets = [out if used else None for out, used in zip(outputs[num_carries:], used_steps)]
+        else:
+            steps_in = [self._time_major(seq) for seq in seqs]
+            step_targets = [torch.empty((time, *v.type.concrete(batch)), dtype=TORCH_DTYPE[v.type.dtype],
+                                        device=device) if used else None for v, used in zip(step_outputs, used_steps)]
+        buffers = self._carry_buffers(batch, device)
+        carries = [b[0] for b in buffers]
         order = range(time - 1, -1, -1) if attrs.get("reverse", False) else range(time)
         for i, t in enumerate(order):
             bind: dict[str, torch.Tensor] = {}
-            for j, v in enumerate(body.outputs[num_carries:]):
-                bind.setdefault(v.name, per_step[j][t])
-            for j, v in enumerate(body.outputs[:num_carries]):
-                bind.setdefault(v.name, double[j][(i + 1) % 2])
-            results = self.body.run([*carries, *(s[t] for s in time_major), *consts], self._params(consts), bind)
-            carries = results[:num_carries]
-        for carry, out in zip(carries, outputs[:num_carries]):
-            launch_copy(self.copy, self.target, carry, out)
-        for stacked, out in zip(per_step, outputs[num_carries:]):
-            launch_copy(self.copy, self.target, stacked.transpose(0, 1), out)
+            for value, target in zip(step_outputs, step_targets):
+                if target is not None:
+                    bind.setdefault(value.name, target[:, t] if self.strided else target[t])
+            last = i == time - 1
+            for j, value in enumerate(carry_outputs):
+                if last and self.used[j]:
+                    bind.setdefault(value.name, outputs[j])
+                bind.setdefault(value.name, buffers[j][1 + i % 2])
+            steps = [s[:, t] for s in steps_in] if self.strided else [s[t] for s in steps_in]
+            carries = self.body.run([*carries, *steps, *consts], {}, bind)[:num_carries]
+        for j, (carry, out) in enumerate(zip(carries, outputs[:num_carries])):
+            if self.used[j] and carry.data_ptr() != out.data_ptr():
+                launch_copy(self.copy, self.target, carry, out)
+        if not self.strided:
+            for stacked, out in zip(step_targets, outputs[num_carries:]):
+                if stacked is not None:
+                    launch_copy(self.copy, self.target, stacked.transpose(0, 1), out)
 
-    @staticmethod
-    def _params(consts):
-        return {}
+    def _time_major(self, seq: torch.Tensor) -> torch.Tensor:
+        buffer = torch.empty((seq.shape[1], seq.shape[0], *seq.shape[2:]), dtype=seq.dtype, device=seq.device)
+        launch_copy(self.copy, self.target, seq.transpose(0, 1), buffer)
+        return buffer

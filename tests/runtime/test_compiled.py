@@ -12,7 +12,7 @@ from tests.conftest import HALF_TOL, assert_compiled_matches_torch, feeds_for, r
 @pytest.fixture(scope="module")
 def lenet():
     model = fg.zoo.lenet((1, 8, 8))
-    return model, fg.compile(model)
+    return model, fg.compile(model, fuse=False)
 
 
 @pytest.mark.parametrize("bad,error", [
@@ -84,9 +84,11 @@ def test_cache_rebuilds_a_corrupt_entry(tmp_path, monkeypatch):
 def test_compiled_model_uses_the_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSEGRAPH_CACHE", str(tmp_path))
     model = fg.Sequential([fg.Input((5,)), fg.Dense(3, activation="tanh", name="fc")])
+    assert_compiled_matches_torch(model, feeds_for(model, 2), fuse=False)
     assert_compiled_matches_torch(model, feeds_for(model, 2))
     files = sorted(p.name for p in tmp_path.glob("*.py"))
     assert any(f.startswith("matmul_fwd_") for f in files) and any(f.startswith("tanh_fwd_") for f in files)
+    assert any(f.startswith("matmul_fwd_fused_bias_add_tanh_") for f in files)
 
 
 def test_half_precision_on_the_cpu_is_a_clear_error():

@@ -7,12 +7,13 @@ from fusegraph.ir.cost import graph_traffic, minimum_bytes
 from tests.conftest import feeds_for
 
 
+@pytest.mark.parametrize("fuse", [False, True])
 @pytest.mark.parametrize("name", list(fg.zoo.MODELS))
-def test_launch_counts_match_the_traffic_model(name):
+def test_launch_counts_match_the_traffic_model(name, fuse):
     model = fg.zoo.get(name)
-    compiled = fg.compile(model)
+    compiled = fg.compile(model, fuse=fuse)
     compiled(feeds_for(model, 2, vocab=1000))
-    assert compiled.last_launches == sum(t.launches for t in graph_traffic(model.graph, 2))
+    assert compiled.last_launches == sum(t.launches for t in graph_traffic(compiled.graph, 2))
 
 
 def test_lenet_traffic_by_hand():

@@ -1,0 +1,225 @@
+"""Fusion: group an anchor (conv, matmul) with the elementwise / pool / softmax epilogue after it, and
+chains of elementwise ops, into `fused` nodes, one kernel each; recurse into scan bodies.
+
+Assumes: a verified graph (scan projections already hoisted, for RNN cells to fuse fully).
+Guarantees: a verified graph computing the same values; each `fused` node's body is the group's
+original nodes; a Decision for every fusion made or refused, with its reason. Legality:
+  - every node taken in uses a value the group makes; its other inputs do not depend on the group;
+  - a value the group makes that is used outside it (or is a graph output) is stored: it escapes;
+  - a pool or softmax is taken only when its input has no other consumer, and ends a conv group;
+  - the tile the template computes covers the op: bias on the channel axis, elementwise operands of
+    the output's shape, splits into equal gates along the last axis (matmul only), softmax rows that
+    fit one block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ..ir import Graph, Node, to_networkx, verify
+from .rewrite import stable_toposort, subgraph, with_attrs
+
+ANCHORS = ("conv1d", "conv2d", "matmul")
+ELEMENTWISE = ("bias_add", "relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul")
+POOLS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
+SOFTMAXES = ("softmax", "log_softmax")
+MAX_SOFTMAX_ROW = 1024
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One fusion decision: `nodes` joined kernel `kernel`, or `node` stayed out of it, and why."""
+
+    kernel: str
+    nodes: tuple[str, ...]
+    fused: bool
+    reason: str
+    scope: str = ""  # the scan whose body this is about, if any
+
+
+def fuse(graph: Graph) -> Graph:
+    return fuse_with_report(graph)[0]
+
+
+def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decision]]:
+    decisions: list[Decision] = []
+    nodes = []
+    for node in graph.nodes:
+        if node.op == "scan":
+            body, inner = fuse_with_report(node.attrs["body"], scope=node.outputs[0].name)
+            decisions += inner
+            node = with_attrs(node, body=body)
+        nodes.append(node)
+    graph = Graph(tuple(nodes), graph.outputs, graph.name)
+    grouper = _Grouper(graph, scope)
+    groups = grouper.groups()
+    decisions += grouper.decisions
+    if not groups:
+        return graph, decisions
+    replaced: dict[int, Node] = {}
+    dropped: set[int] = set()
+    for members in groups:
+        kernel = kernel_name(members)
+        body, inputs, outputs = subgraph(members, graph, kernel)
+        anchor = members[0].op if members[0].op in ANCHORS else "pointwise"
+        fused = Node("fused", tuple(inputs), tuple(outputs), {"body": body, "anchor": anchor, "kernel": kernel},
+                     members[0].layer)
+        replaced[id(members[-1])] = fused
+        dropped |= {id(n) for n in members[:-1]}
+    rewritten = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
+    return verify(Graph(tuple(stable_toposort(rewritten)), graph.outputs, graph.name)), decisions
+
+
+def kernel_name(members: list[Node]) -> str:
+    head = members[0].op if members[0].op in ANCHORS else "pointwise"
+    ops = list(dict.fromkeys(n.op for n in members[1:] if n.op != head)) if head in ANCHORS else \
+        list(dict.fromkeys(n.op for n in members))
+    name = f"{head}_fwd_fused_{'_'.join(ops)}"
+    return name if len(name) <= 64 else name[:56].rstrip("_") + "_etc"
+
+
+class _Grouper:
+    def __init__(self, graph: Graph, scope: str) -> None:
+        self.graph = graph
+        self.scope = scope
+        self.users = graph.users()
+        self.outputs = {v.name for v in graph.outputs}
+        self.producer = graph.producers()
+        self.view = to_networkx(graph)
+        self.taken: set[int] = set()
+        self.decisions: list[Decision] = []
+
+    def groups(self) -> list[list[Node]]:
+        found = []
+        for node in self.graph.nodes:
+            if id(node) in self.taken or node.op in ("input", "parameter"):
+                continue
+            if node.op in ANCHORS or node.op in ELEMENTWISE:
+                members = self._grow(node)
+                if len(members) > 1:
+                    found.append(members)
+                    self.taken |= {id(n) for n in members}
+                    self.decisions.append(Decision(kernel_name(members), tuple(n.name for n in members), True,
+                                                   self._why(members), self.scope))
+        return found
+
+    def _why(self, members: list[Node]) -> str:
+        head = members[0]
+        kind = f"{head.op} anchor" if head.op in ANCHORS else "elementwise chain"
+        return f"{kind} with {', '.join(n.op for n in members[1:])} in its epilogue"
+
+    def _refuse(self, members: list[Node], node: Node, reason: str) -> None:
+        self.decisions.append(Decision(kernel_name(members), (node.name,), False, reason, self.scope))
+
+    def _grow(self, start: Node) -> list[Node]:
+        kind = "conv" if start.op.startswith("conv") else "matmul" if start.op == "matmul" else "pointwise"
+        members = [start]
+        made = {v.name for v in start.outputs}
+        gates: int | None = None
+        position = self.graph.nodes.index(start)
+        for node in self.graph.nodes[position + 1:]:
+            if id(node) in self.taken or node.op in ("input", "parameter"):
+                continue
+            if not any(v.name in made for v in node.inputs):
+                continue
+            reason = self._refusal(kind, members, made, node, gates)
+            if reason:
+                self._refuse(members, node, reason)
+                continue
+            if node.op == "split":
+                gates = len(node.outputs)
+            members.append(node)
+            made |= {v.name for v in node.outputs}
+            if node.op in POOLS:
+                break
+        if kind == "matmul" and gates:
+            members += self._outside_splits(members, gates)
+        order = {id(n): i for i, n in enumerate(self.graph.nodes)}
+        return sorted(members, key=lambda n: order[id(n)])
+
+    def _outside_splits(self, members: list[Node], gates: int) -> list[Node]:
+        """Splits of outside values into the group's gates, read only by the group (GRU's input gates):
+        taking them in lets the kernel read the gates straight from the unsplit value."""
+        ids = {id(n) for n in members}
+        found = []
+        for node in self.graph.nodes:
+            if node.op != "split" or id(node) in ids or id(node) in self.taken:
+                continue
+            consumers = [u for v in node.outputs for u in self.users.get(v.name, [])]
+            outputs_used = any(v.name in self.outputs for v in node.outputs)
+            if consumers and not outputs_used and all(id(u) in ids for u in consumers) \
+                    and not self._refusal("matmul", members, set(), node, gates):
+                found.append(node)
+        return found
+
+    def _depends_on_group(self, value_name: str, members: list[Node]) -> bool:
+        producer = self.producer.get(value_name)
+        if producer is None or producer.op in ("input", "parameter"):
+            return False
+        ancestors = nx.ancestors(self.view, producer.name) | {producer.name}
+        return any(m.name in ancestors for m in members)
+
+    def _refusal(self, kind: str, members: list[Node], made: set[str], node: Node, gates: int | None) -> str:
+        anchor_type = members[0].outputs[0].type
+        for v in node.inputs:
+            if v.name not in made and self._depends_on_group(v.name, members):
+                return f"its input %{v.name} is computed from the group outside it (fusing would make a cycle)"
+        if members[-1].op in POOLS:
+            return "a pool ends its group"
+        if node.op in ELEMENTWISE:
+            if node.op == "bias_add":
+                axis = node.attrs["axis"] % node.outputs[0].type.rank
+                channel = 1 if kind == "conv" else node.outputs[0].type.rank - 1
+                if kind != "pointwise" and (axis != channel or node.inputs[0].name not in made):
+                    return f"bias along axis {axis} is not the tile's channel axis"
+            if kind == "conv" and node.outputs[0].type != anchor_type:
+                return f"its shape {node.outputs[0].type} is not the conv tile's {anchor_type}"
+            if kind == "pointwise" and node.outputs[0].type.shape != anchor_type.shape:
+                return f"its shape {node.outputs[0].type} differs from the chain's {anchor_type}"
+            return ""
+        if node.op in POOLS:
+            if kind != "conv":
+                return "a pool fuses only after a convolution"
+            return self._single_consumer(node.inputs[0].name) or (
+                "values of the group are used outside it; a pooled kernel stores only the pooled map"
+                if self._escapes(members, node) else "")
+        if node.op in SOFTMAXES:
+            if kind != "matmul" or gates:
+                return "a softmax fuses only after a dense layer's matmul"
+            if node.attrs.get("axis", -1) % anchor_type.rank != anchor_type.rank - 1:
+                return "softmax is not over the last axis"
+            if anchor_type.shape[-1] > MAX_SOFTMAX_ROW:
+                return f"rows of {anchor_type.shape[-1]} do not fit one block (max {MAX_SOFTMAX_ROW})"
+            return self._single_consumer(node.inputs[0].name)
+        if node.op == "split":
+            if kind != "matmul":
+                return "only a matmul tile splits into gates"
+            sizes = node.attrs["sizes"]
+            t = node.inputs[0].type
+            if node.attrs["axis"] % t.rank != t.rank - 1 or len(set(sizes)) != 1:
+                return "the split is not into equal gates along the last axis"
+            if t.shape != anchor_type.shape:
+                return f"the split input {t} is not the matmul tile {anchor_type}"
+            if gates is not None and len(sizes) != gates:
+                return f"{len(sizes)} gates do not match the group's {gates}"
+            return ""
+        if node.op in ANCHORS or node.op == "scan":
+            return f"{node.op} starts a kernel of its own"
+        return f"{node.op} has no place in a {kind} kernel's epilogue"
+
+    def _single_consumer(self, name: str) -> str:
+        consumers = self.users.get(name, [])
+        if name in self.outputs or len(consumers) != 1:
+            names = ", ".join(f"%{n.name}" for n in consumers) + (" and the graph output" if name in self.outputs else "")
+            return f"%{name} has other consumers ({names}); it must be stored"
+        return ""
+
+    def _escapes(self, members: list[Node], joining: Node) -> bool:
+        """Whether a member's value is needed outside the group once `joining` is in it."""
+        ids = {id(n) for n in members} | {id(joining)}
+        for n in members:
+            for v in n.outputs:
+                if v.name in self.outputs or any(id(u) not in ids for u in self.users.get(v.name, [])):
+                    return True
+        return False

@@ -1,0 +1,28 @@
+"""The pipeline: the named passes a graph goes through before codegen, able to dump the IR after each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..ir import Graph, verify
+from .fuse import Decision, fuse_with_report
+from .hoist_rnn_projections import hoist_rnn_projections
+
+
+def run_pipeline(graph: Graph, *, fuse: bool = True,
+                 dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
+    """verify → hoist RNN input projections → fuse. Returns the graph and the fusion decisions."""
+    decisions: list[Decision] = []
+    steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify)]
+    if fuse:
+        def fuse_step(g: Graph) -> Graph:
+            fused, made = fuse_with_report(g)
+            decisions.extend(made)
+            return fused
+
+        steps += [("hoist_rnn_projections", hoist_rnn_projections), ("fuse", fuse_step)]
+    for name, step in steps:
+        graph = step(graph)
+        if dump is not None:
+            dump(name, graph)
+    return graph, decisions
