@@ -12,8 +12,9 @@ from .types import TensorType
 
 
 class GraphBuilder:
-    def __init__(self, name: str = "graph") -> None:
+    def __init__(self, name: str = "graph", layer: str | None = None) -> None:
         self.name = name
+        self.layer = layer  # the layer nodes belong to when `op` is not told otherwise
         self.nodes: list[Node] = []
         self.values: dict[str, Value] = {}
         self._params: dict[str, Value] = {}
@@ -56,6 +57,7 @@ class GraphBuilder:
         """Append `op(inputs, **attrs)`; one output is returned as a Value, several as a tuple
         (named `name.<output_names[i]>`, or `name.<i>`)."""
         opdef = get_op(op)
+        layer = layer or self.layer
         if opdef.num_inputs is not None and len(inputs) != opdef.num_inputs:
             raise GraphError(f"{op} takes {opdef.num_inputs} inputs, got {len(inputs)}")
         name = self.fresh(name)

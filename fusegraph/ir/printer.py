@@ -17,12 +17,13 @@ def _attr(value: Any) -> str:
     return str(value)
 
 
-def format_node(node: Node) -> str:
+def format_node(node: Node, comment_layer: bool = True) -> str:
     lhs = ", ".join(f"%{v.name}: {v.type}" for v in node.outputs)
     args = [str(v) for v in node.inputs]
     args += [f"{k}={_attr(v)}" for k, v in node.attrs.items() if k not in _HIDDEN_ATTRS]
     line = f"{lhs} = {node.op}({', '.join(args)})"
-    if node.layer and node.op not in ("input", "parameter") and not node.outputs[0].name.startswith(node.layer):
+    if (comment_layer and node.layer and node.op not in ("input", "parameter") and "body" not in node.attrs
+            and not node.outputs[0].name.startswith(node.layer)):
         line += f"  # {node.layer}"
     return line
 
@@ -33,7 +34,7 @@ def format_graph(graph: Graph, indent: str = "") -> str:
     for node in graph.nodes:
         if node.op == "input":
             continue
-        line = f"{indent}  {format_node(node)}"
+        line = f"{indent}  {format_node(node, comment_layer=not indent)}"
         if "body" in node.attrs:
             line += " " + format_graph(node.attrs["body"], indent + "  ").lstrip()
         lines.append(line)

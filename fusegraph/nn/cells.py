@@ -51,9 +51,9 @@ def _simple_rnn(b, units, h, x, *weights):
     return [h_next, h_next]
 
 
-def cell_body(kind: str, units: int, features: int, dtype: str = "float32") -> Graph:
-    """The scan body of one step of `kind` ('lstm', 'gru', 'simple_rnn')."""
-    b = GraphBuilder(f"{kind}_cell")
+def cell_body(kind: str, units: int, features: int, dtype: str = "float32", layer: str | None = None) -> Graph:
+    """The scan body of one step of `kind` ('lstm', 'gru', 'simple_rnn'); its nodes belong to `layer`."""
+    b = GraphBuilder(f"{kind}_cell", layer=layer)
     state = TensorType((BATCH, units), dtype)
     carries = [b.input(name, state) for name in CARRIES[kind]]
     x = b.input("x", TensorType((BATCH, features), dtype))

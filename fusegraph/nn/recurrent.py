@@ -58,7 +58,7 @@ class _Recurrent(Layer):
             raise GraphError(f"layer '{name}' ({type(self).__name__}) takes float sequences, got {x.type.dtype}; "
                              "put an Embedding before it for token ids")
         self.features = x.type.shape[2]
-        body = cell_body(self.kind, self.units, self.features, x.type.dtype)
+        body = cell_body(self.kind, self.units, self.features, x.type.dtype, layer=name)
         rows, bound = GATES[self.kind] * self.units, 1.0 / sqrt(self.units)
         shapes = {"weight_ih": (rows, self.features), "weight_hh": (rows, self.units),
                   "bias_ih": (rows,), "bias_hh": (rows,)}

@@ -9,6 +9,7 @@ import torch
 from ..ir import Graph, GraphError, InputError, check_feeds
 from ..kernels import LaunchCounter, Target
 from ..passes import run_pipeline
+from ..passes.explain import explain
 from .device import select_device
 from .program import Program
 
@@ -39,6 +40,12 @@ class CompiledModel:
     @property
     def kernel_names(self) -> list[str]:
         return [k.kernel.name for k in self.program.kernels]
+
+    def explain(self, batch: int = 64) -> str:
+        """What fused into each kernel, what did not and why, and the analytic bytes and launches saved."""
+        if not self.fuse:
+            return explain(self.source_graph, self.graph, [], batch) + "\n(compiled with fuse=False)"
+        return explain(self.source_graph, self.graph, self.decisions, batch)
 
     def memory_report(self, batch: int) -> dict[str, int]:
         plan = self.program.plan

@@ -1,0 +1,81 @@
+"""Passes: golden IR for the RNN projection hoist and for fusion; fusion decisions and their reasons."""
+
+import torch
+
+import fusegraph as fg
+from fusegraph.ir import BATCH, GraphBuilder, Interpreter, TensorType, verify
+from fusegraph.passes import fuse_with_report, hoist_rnn_projections
+
+
+def test_hoist_golden():
+    model = fg.Sequential([fg.Input((3, 2)), fg.SimpleRNN(4, name="rnn")])
+    hoisted = hoist_rnn_projections(model.graph)
+    text = str(hoisted)
+    assert "%rnn.x_proj: f32[N,3,4] = matmul(%input, %rnn.weight_ih, transpose_b=True)" in text
+    assert "%rnn.x_proj_bias: f32[N,3,4] = bias_add(%rnn.x_proj, %rnn.bias_ih, axis=2)" in text
+    assert "scan(%rnn.x_proj_bias, %rnn.weight_hh, %rnn.bias_hh," in text
+    assert "graph simple_rnn_cell(%h: f32[N,4], %x_proj: f32[N,4], %weight_hh: f32[4,4], %bias_hh: f32[4])" in text
+    assert "gates_x" not in text  # the step projection left the loop
+    x = torch.randn(2, 3, 2)
+    torch.testing.assert_close(Interpreter(hoisted, model.params).run([x])[0], model.reference(x))
+
+
+def test_fuse_golden_conv_block():
+    model = fg.Sequential([fg.Input((1, 6, 6), name="x"), fg.Conv2D(2, 3, activation="relu", name="c"),
+                           fg.MaxPool2D(2, name="p")], name="block")
+    fused, decisions = fuse_with_report(model.graph)
+    assert str(fused) == "\n".join([
+        "graph block(%x: f32[N,1,6,6]) {",
+        "  %c.weight: f32[2,1,3,3] = parameter(init=he_normal, trainable=True)",
+        "  %c.bias: f32[2] = parameter(init=zeros, trainable=True)",
+        "  %p: f32[N,2,2,2] = fused(%x, %c.weight, %c.bias, anchor=conv2d, "
+        "kernel=conv2d_fwd_fused_bias_add_relu_max_pool2d) "
+        "graph conv2d_fwd_fused_bias_add_relu_max_pool2d(%x: f32[N,1,6,6], %c.weight: f32[2,1,3,3], %c.bias: f32[2]) {",
+        "    %c.conv: f32[N,2,4,4] = conv2d(%x, %c.weight, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))",
+        "    %c.bias_add: f32[N,2,4,4] = bias_add(%c.conv, %c.bias, axis=1)",
+        "    %c: f32[N,2,4,4] = relu(%c.bias_add)",
+        "    %p: f32[N,2,2,2] = max_pool2d(%c, kernel=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0)))",
+        "    return %p",
+        "  }",
+        "  return %p",
+        "}",
+    ])
+    assert [d.fused for d in decisions] == [True]
+
+
+def test_two_consumers_stop_the_pool_and_say_why():
+    x = fg.Input((1, 6, 6))
+    h = fg.Conv2D(2, 3, activation="relu", name="c")(x)
+    model = fg.Model(x, [fg.MaxPool2D(2, name="p")(h), fg.Flatten(name="f")(h)])
+    fused, decisions = fuse_with_report(model.graph)
+    refused = [d for d in decisions if not d.fused]
+    assert any(d.nodes == ("p",) and "other consumers" in d.reason for d in refused)
+    kinds = [n.attrs["kernel"] if n.op == "fused" else n.op for n in fused.compute_nodes]
+    assert kinds == ["conv2d_fwd_fused_bias_add_relu", "max_pool2d", "reshape"]
+
+
+def test_elementwise_chain_is_one_node_and_stores_escaping_values():
+    b = GraphBuilder("chain")
+    x = b.input("x", TensorType((BATCH, 5)))
+    y = b.input("y", TensorType((BATCH, 5)))
+    s = b.op("sigmoid", [x], name="s")
+    t = b.op("mul", [s, y], name="t")
+    u = b.op("tanh", [t], name="u")
+    graph = verify(b.build([u, s]))
+    fused, _ = fuse_with_report(graph)
+    (node,) = fused.compute_nodes
+    assert node.op == "fused" and node.attrs["anchor"] == "pointwise"
+    assert [v.name for v in node.outputs] == ["s", "u"]
+
+
+def test_fusion_refuses_what_would_make_a_cycle():
+    b = GraphBuilder("cyclic")
+    x = b.input("x", TensorType((BATCH, 4)))
+    w = b.parameter("w", TensorType((4, 4)), "zeros")
+    m = b.op("matmul", [x, w], name="m")
+    r = b.op("relu", [m], name="r")
+    m2 = b.op("matmul", [r, w], name="m2")  # depends on the group ...
+    out = b.op("add", [r, m2], name="out")  # ... so joining `out` to m's group would loop
+    fused, decisions = fuse_with_report(verify(b.build([out])))
+    assert any("cycle" in d.reason for d in decisions if not d.fused)
+    verify(fused)
