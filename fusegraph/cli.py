@@ -62,13 +62,26 @@ def reference_error(model: Model, batch: int = 4) -> float:
 
 def cmd_show(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    print(model.graph)
-    print()
-    model.summary()
-    if args.kernels:
+    if args.graph:
+        from .ir.draw import before_after_dot, render
         from .runtime import compile
 
         compiled = compile(model)
+        _, note = render(before_after_dot(model.graph, compiled.graph), args.output)
+        print(note)
+        return 0
+    print(model.graph)
+    print()
+    model.summary()
+    if args.explain:
+        from .runtime import compile
+
+        print()
+        print(compile(model).explain(batch=args.batch))
+    if args.kernels:
+        from .runtime import compile
+
+        compiled = compile(model, fuse=not args.unfused)
         seen: set[str] = set()
         print(f"\n{len(compiled.kernels)} kernels ({compiled.device}); each distinct source once:")
         for node_kernel, source in zip(compiled.program.kernels, compiled.kernels):
@@ -143,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("show", help="print a model's IR, parameter counts and output shapes")
     show.add_argument("model", help=f"a zoo name ({', '.join(zoo.MODELS)}) or path/to/file.py:attr")
     show.add_argument("--kernels", action="store_true", help="also print the generated Triton source")
+    show.add_argument("--unfused", action="store_true", help="with --kernels: one kernel per node")
+    show.add_argument("--explain", action="store_true", help="also print the fusion report")
+    show.add_argument("--batch", type=int, default=64, help="batch size for --explain's byte counts")
+    show.add_argument("--graph", action="store_true", help="draw the graph before and after fusion to -o FILE")
+    show.add_argument("-o", "--output", default="graph.png", help="with --graph: .png, .svg or .dot")
     show.set_defaults(run=cmd_show)
     validate = sub.add_parser("validate", help="run compiled kernels and to_torch() on random inputs; PASS or FAIL")
     validate.add_argument("model", help="a zoo name or path/to/file.py:attr")
