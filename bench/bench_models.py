@@ -1,9 +1,10 @@
-"""Unfused kernels per zoo model: launches per forward, analytic bytes vs the minimum, compile time,
-and, on a CUDA GPU, forward time against torch eager and torch.compile on the same shapes.
+"""Per zoo model, fused and unfused: launches per forward, analytic bytes moved against the minimum
+(inputs + weights + outputs), compile time, and on a CUDA GPU the forward time of the fused model
+against torch eager and torch.compile on the same shapes.
 
-    python bench/bench_kernels.py [--batch 64] [--out bench/results]
+    python bench/bench_models.py [--batch 64] [--out bench/results]
 
-Writes <out>/kernels_<device>.json and .md. On the CPU (Triton's interpreter) no timings are
+Writes <out>/models_<device>.json and .md. On the CPU (Triton's interpreter) no timings are
 recorded: interpreter times are not performance figures."""
 
 from __future__ import annotations
@@ -67,38 +68,44 @@ def gpu_timings(model: fg.Model, compiled: fg.CompiledModel, feeds: list[torch.T
 def bench_model(name: str, batch: int) -> dict:
     model = fg.zoo.get(name)
     cold, warm = compile_seconds(model)
-    compiled = fg.compile(model)
-    feeds = [f.to(compiled.device) for f in sample_inputs(model, batch)]
-    compiled(feeds)
-    traffic = graph_traffic(model.graph, batch)
-    moved, minimum = sum(t.total for t in traffic), minimum_bytes(model.graph, batch)
-    row = {
-        "model": name, "batch": batch, "launches_per_forward": compiled.last_launches,
-        "bytes_moved": moved, "bytes_minimum": minimum, "bytes_ratio": moved / minimum,
-        "compile_cold_s": cold, "compile_warm_s": warm,
-        "per_kernel": [{"node": t.node.name, "op": t.node.op, "launches": t.launches, "read": t.read,
-                        "written": t.written} for t in traffic],
-        **compiled.memory_report(batch),
-    }
-    if compiled.device == "cuda":
-        row.update(gpu_timings(model, compiled, feeds))
+    row = {"model": name, "batch": batch, "compile_cold_s": cold, "compile_warm_s": warm,
+           "bytes_minimum": minimum_bytes(model.graph, batch)}
+    for fuse in (False, True):
+        compiled = fg.compile(model, fuse=fuse)
+        feeds = [f.to(compiled.device) for f in sample_inputs(model, batch)]
+        compiled(feeds)
+        traffic = graph_traffic(compiled.graph, batch)
+        key = "fused" if fuse else "unfused"
+        row[key] = {"launches_per_forward": compiled.last_launches, "bytes_moved": sum(t.total for t in traffic),
+                    "per_kernel": [{"node": t.node.name, "kernel": t.node.attrs.get("kernel", t.node.op)
+                                    if t.node.op == "fused" else t.node.op, "launches": t.launches,
+                                    "read": t.read, "written": t.written} for t in traffic],
+                    **compiled.memory_report(batch)}
+        row[key]["bytes_vs_minimum"] = row[key]["bytes_moved"] / row["bytes_minimum"]
+        if fuse and compiled.device == "cuda":
+            row.update(gpu_timings(model, compiled, feeds))
     return row
 
 
 def markdown(results: dict) -> str:
     env = results["environment"]
-    lines = [f"# Unfused kernels per zoo model (batch {results['batch']})", "",
-             f"Device: {env['device']}; torch {env['torch']}, Triton {env['triton']}, Python {env['python']}.", ""]
+    lines = [f"# Zoo models, fused vs unfused (batch {results['batch']})", "",
+             f"Produced by `{results['benchmark']}`. Device: {env['device']}; torch {env['torch']}, "
+             f"Triton {env['triton']}, Python {env['python']}. Bytes are analytic (each kernel reads its inputs "
+             "and writes its outputs once); the minimum is inputs + weights + outputs.", ""]
     gpu = env["device_type"] == "cuda"
-    head = "| model | launches | bytes moved | minimum | ratio | compile cold / warm (s) |"
-    rule = "|---|---:|---:|---:|---:|---:|"
+    head = ("| model | launches fused / unfused | bytes fused | bytes unfused | minimum | fused / minimum "
+            "| compile cold / warm (s) |")
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
     if gpu:
         head += " fusegraph ms | eager ms | torch.compile ms | vs eager | vs compile |"
         rule += "---:|---:|---:|---:|---:|"
     lines += [head, rule]
     for r in results["models"]:
-        line = (f"| {r['model']} | {r['launches_per_forward']} | {r['bytes_moved']:,} | {r['bytes_minimum']:,} | "
-                f"{r['bytes_ratio']:.2f}x | {r['compile_cold_s']:.3f} / {r['compile_warm_s']:.3f} |")
+        f, u = r["fused"], r["unfused"]
+        line = (f"| {r['model']} | {f['launches_per_forward']} / {u['launches_per_forward']} | "
+                f"{f['bytes_moved']:,} | {u['bytes_moved']:,} | {r['bytes_minimum']:,} | "
+                f"{f['bytes_vs_minimum']:.2f}x | {r['compile_cold_s']:.3f} / {r['compile_warm_s']:.3f} |")
         if gpu:
             line += (f" {r['fusegraph_ms']:.3f} | {r['torch_eager_ms']:.3f} | {r['torch_compile_ms']:.3f} | "
                      f"{r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x |")
@@ -116,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     cuda = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
     results = {
-        "benchmark": "bench/bench_kernels.py", "batch": args.batch,
+        "benchmark": "bench/bench_models.py", "batch": args.batch,
         "environment": {"device_type": "cuda" if cuda else "cpu",
                         "device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or 'unknown'}), "
                                                                            "Triton interpreter",
@@ -125,7 +132,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"kernels_{results['environment']['device_type']}"
+    stem = out / f"models_{results['environment']['device_type']}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
