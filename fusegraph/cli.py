@@ -125,13 +125,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .runtime import compile
 
-    print("fusegraph demo: LeNet-5 on 1x28x28 digits, compiled to Triton kernels.\n")
-    print("NOTE: fusion and training are not built yet: each IR node runs as its own generated kernel,\n"
-          "and every result is checked against the same model built from real torch.nn layers.\n")
+    print("fusegraph demo: LeNet-5 on 1x28x28 digits, compiled to fused Triton kernels.\n")
+    print("NOTE: autodiff and training are not built yet: this demo compiles the zoo for inference and\n"
+          "checks every result against the same model built from real torch.nn layers.\n")
     model = zoo.lenet()
     model.summary()
     print()
     print(model.graph)
+    print()
+    print(compile(model).explain())
     print()
     ok = True
     for name, build in zoo.MODELS.items():
