@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 
 from .epilogue import Emitter, Tile, helpers_for
-from .group import group_of
+from .group import group_of, prologue_lines
 from .registry import KernelSource, module_source, register_template
 
 CONV_SOURCE = '''
@@ -52,7 +52,7 @@ def {name}(
                 inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
                 x_mask = pos_ok[:, None] & k_ok[None, :] & inside
                 x = tl.load({x} + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw, mask=x_mask, other=0.0)
-                w = tl.load({w} + cols[None, :] * K + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+{prologue}                w = tl.load({w} + cols[None, :] * K + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
                 acc += tl.dot(x, w, input_precision=PRECISION)
             out_offs = (n[:, None] * O + cols[None, :]) * (OH * OW) + (oh * OW + ow)[:, None]
 {epilogue}
@@ -71,7 +71,7 @@ def render(node):
     anchor = group.anchor
     pool = _pool(group)
     name = node.attrs["kernel"] if node.op == "fused" else f"{anchor.op}_fwd"
-    ix, iw = group.input_index(anchor.inputs[0]), group.input_index(anchor.inputs[1])
+    ix, iw = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
     tile = Tile(
         load_full=lambda i, v, g: f"tl.load(in{i}_ptr + out_offs, mask=tile_mask, other=0.0).to(tl.float32)",
         load_channel=lambda i, v, g: f"tl.load(in{i}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
@@ -100,7 +100,8 @@ def render(node):
         finish = ("    pooled_offs = (n[:, None] * O + cols[None, :]) * (PH * PW) + (ph * PW + pw)[:, None]\n"
                   f"    tl.store(out0_ptr + pooled_offs, ({result}).to(out0_ptr.dtype.element_ty), "
                   "mask=row_ok[:, None] & col_ok[None, :])")
-    source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"in{ix}_ptr", w=f"in{iw}_ptr",
+    prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 16))
+    source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"in{ix}_ptr", w=f"in{iw}_ptr", prologue=prologue,
                                 pool_init=pool_init, epilogue="\n".join(epilogue), pool_step=pool_step, finish=finish)
     return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
@@ -109,7 +110,7 @@ def launch(fn, node, target, inputs, outputs):
     group = group_of(node)
     anchor = group.anchor
     pool = _pool(group)
-    x = inputs[group.input_index(anchor.inputs[0])]
+    x = inputs[group.input_index(group.data_input)]
     w = inputs[group.input_index(anchor.inputs[1])]
     as2d = anchor.op == "conv1d"
     lift = (lambda t, one: (one, *t)) if as2d else (lambda t, one: tuple(t))

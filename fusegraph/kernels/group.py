@@ -16,6 +16,12 @@ class Group:
     nodes: tuple[Node, ...]  # after the anchor (or the whole chain when there is no anchor)
     inputs: tuple[Value, ...]  # kernel arguments in{i}_ptr, in order
     outputs: tuple[Value, ...]  # kernel arguments out{j}_ptr, in order (no duplicates)
+    prologue: tuple[Node, ...] = ()  # unary ops applied to the anchor's data input as it is loaded
+
+    @property
+    def data_input(self) -> Value:
+        """What the kernel loads for the anchor's data operand: the prologue's input, if any."""
+        return self.prologue[0].inputs[0] if self.prologue else self.anchor.inputs[0]
 
     def input_index(self, value: Value) -> int:
         return next(i for i, v in enumerate(self.inputs) if v.name == value.name)
@@ -32,8 +38,23 @@ def group_of(node: Node) -> Group:
         compute = body.compute_nodes
         outputs = tuple(dict.fromkeys(body.outputs))
         if node.attrs["anchor"] in ANCHORS:
-            return Group(compute[0], tuple(compute[1:]), tuple(body.inputs), outputs)
+            at = next(i for i, n in enumerate(compute) if n.op in ANCHORS)
+            return Group(compute[at], tuple(compute[at + 1:]), tuple(body.inputs), outputs, tuple(compute[:at]))
         return Group(None, tuple(compute), tuple(body.inputs), outputs)
     if node.op in ANCHORS:
         return Group(node, (), node.inputs, node.outputs)
     return Group(None, (node,), node.inputs, node.outputs)
+
+
+def prologue_lines(group: Group, var: str, mask: str, indent: str) -> list[str]:
+    """Statements applying the group's prologue to the loaded tile `var` (masked lanes stay zero)."""
+    from .epilogue import EXPRESSIONS
+
+    if not group.prologue:
+        return []
+    lines = [f"{indent}{var} = {var}.to(tl.float32)"]
+    for node in group.prologue:
+        attrs = {"negative_slope": 0.01, **dict(node.attrs)}
+        lines.append(f"{indent}{var} = {EXPRESSIONS[node.op].format(var, **attrs)}")
+    lines.append(f"{indent}{var} = tl.where({mask}, {var}, 0.0).to(in{group.input_index(group.data_input)}_ptr.dtype.element_ty)")
+    return lines

@@ -13,7 +13,7 @@ import triton
 
 from ..ir import GraphError
 from .epilogue import Emitter, Tile, helpers_for
-from .group import group_of
+from .group import group_of, prologue_lines
 from .registry import KernelSource, module_source, register_template
 
 MATMUL_SOURCE = '''
@@ -34,7 +34,7 @@ def {name}(
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-{dots}
+{prologue}{dots}
 {epilogue}
 '''
 
@@ -49,7 +49,7 @@ def render(node):
     gates = _gates(group)
     width = anchor.outputs[0].type.shape[-1] // gates
     name = node.attrs["kernel"] if node.op == "fused" else "matmul_fwd"
-    ia, ib = group.input_index(anchor.inputs[0]), group.input_index(anchor.inputs[1])
+    ia, ib = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
     tile = Tile(
         load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + ({g} * N + cols)[None, :], "
                                    "mask=tile_mask, other=0.0).to(tl.float32)"),
@@ -80,6 +80,7 @@ def render(node):
         f"        acc{g} += tl.dot(a, b{g}, input_precision=PRECISION)" for g in range(gates))
     source = MATMUL_SOURCE.format(
         name=name, pointers=pointers, strides=strides, a=f"in{ia}",
+        prologue="".join(line + "\n" for line in prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", " " * 8)),
         accumulators="\n".join(f"    acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)),
         dots=dots, epilogue="\n".join(lines))
     return KernelSource(name, module_source(f"{name} (matmul anchor)", helpers_for(source) + "\n\n" + source))
@@ -97,7 +98,7 @@ def row_stride(t: torch.Tensor) -> int:
 def launch(fn, node, target, inputs, outputs):
     group = group_of(node)
     anchor = group.anchor
-    a = inputs[group.input_index(anchor.inputs[0])]
+    a = inputs[group.input_index(group.data_input)]
     b = inputs[group.input_index(anchor.inputs[1])]
     gates = _gates(group)
     k = a.shape[-1]

@@ -62,7 +62,7 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
     for members in groups:
         kernel = kernel_name(members)
         body, inputs, outputs = subgraph(members, graph, kernel)
-        anchor = members[0].op if members[0].op in ANCHORS else "pointwise"
+        anchor = next((n.op for n in members if n.op in ANCHORS), "pointwise")
         fused = Node("fused", tuple(inputs), tuple(outputs), {"body": body, "anchor": anchor, "kernel": kernel},
                      members[0].layer)
         replaced[id(members[-1])] = fused
@@ -71,10 +71,18 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
     return verify(Graph(tuple(stable_toposort(rewritten)), graph.outputs, graph.name)), decisions
 
 
+PROLOGUE = ("relu", "leaky_relu", "sigmoid", "tanh")
+
+
 def kernel_name(members: list[Node]) -> str:
-    head = members[0].op if members[0].op in ANCHORS else "pointwise"
-    ops = list(dict.fromkeys(n.op for n in members[1:] if n.op != head)) if head in ANCHORS else \
-        list(dict.fromkeys(n.op for n in members))
+    """`<anchor>_fwd_fused_[in_<prologue op>_]<epilogue ops>`, or `pointwise_fwd_fused_<ops>`."""
+    at = next((i for i, n in enumerate(members) if n.op in ANCHORS), None)
+    if at is None:
+        ops = list(dict.fromkeys(n.op for n in members))
+        head = "pointwise"
+    else:
+        head = members[at].op
+        ops = [f"in_{n.op}" for n in members[:at]] + list(dict.fromkeys(n.op for n in members[at + 1:]))
     name = f"{head}_fwd_fused_{'_'.join(ops)}"
     return name if len(name) <= 64 else name[:56].rstrip("_") + "_etc"
 
@@ -92,8 +100,11 @@ class _Grouper:
 
     def groups(self) -> list[list[Node]]:
         found = []
-        for node in self.graph.nodes:
-            if id(node) in self.taken or node.op in ("input", "parameter"):
+        # NOTE: anchors first, so an activation feeding a conv or matmul becomes its prologue rather than
+        # a chain of its own; an earlier anchor's epilogue still takes it first (no recomputation)
+        starts = [n for n in self.graph.nodes if n.op in ANCHORS] + [n for n in self.graph.nodes if n.op in ELEMENTWISE]
+        for node in starts:
+            if id(node) in self.taken:
                 continue
             if node.op in ANCHORS or node.op in ELEMENTWISE:
                 members = self._grow(node)
@@ -105,9 +116,27 @@ class _Grouper:
         return found
 
     def _why(self, members: list[Node]) -> str:
-        head = members[0]
-        kind = f"{head.op} anchor" if head.op in ANCHORS else "elementwise chain"
-        return f"{kind} with {', '.join(n.op for n in members[1:])} in its epilogue"
+        at = next((i for i, n in enumerate(members) if n.op in ANCHORS), None)
+        if at is None:
+            return f"elementwise chain of {', '.join(n.op for n in members)}"
+        parts = [f"{members[at].op} anchor"]
+        if at:
+            parts.append(f"{', '.join(n.op for n in members[:at])} applied to its input as it is loaded (prologue)")
+        if members[at + 1:]:
+            parts.append(f"{', '.join(n.op for n in members[at + 1:])} in its epilogue")
+        return " with ".join(parts[:2]) + (f" and {parts[2]}" if len(parts) > 2 else "")
+
+    def _prologue(self, anchor: Node) -> list[Node]:
+        """Single-consumer unary activations feeding the anchor's data input, applied as it is loaded."""
+        chain: list[Node] = []
+        value = anchor.inputs[0]
+        while True:
+            producer = self.producer.get(value.name)
+            if (producer is None or id(producer) in self.taken or producer.op not in PROLOGUE
+                    or value.name in self.outputs or len(self.users.get(value.name, [])) != 1):
+                return chain
+            chain.insert(0, producer)
+            value = producer.inputs[0]
 
     def _refuse(self, members: list[Node], node: Node, reason: str) -> None:
         self.decisions.append(Decision(kernel_name(members), (node.name,), False, reason, self.scope))
@@ -135,6 +164,8 @@ class _Grouper:
                 break
         if kind == "matmul" and gates:
             members += self._outside_splits(members, gates)
+        if kind != "pointwise":
+            members = self._prologue(start) + members
         order = {id(n): i for i, n in enumerate(self.graph.nodes)}
         return sorted(members, key=lambda n: order[id(n)])
 

@@ -174,3 +174,30 @@ def test_hand_built_lstm_cell_fuses_like_ours():
 def test_zoo_fused_matches_unfused_and_torch(name):
     model = fg.zoo.get(name)
     fused_and_unfused_match_torch(model, feeds_for(model, 2, vocab=1000))
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "leaky_relu"])
+def test_activation_before_conv_is_its_prologue_and_padding_stays_zero(activation):
+    # sigmoid(0) = 0.5: the conv's zero padding must not see it
+    x = fg.Input((2, 7, 6))
+    h = fg.Conv2D(3, 3, padding="same", activation="relu")(fg.Activation(activation)(x))
+    model = fg.Model(x, fg.MaxPool2D(2)(h))
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 2))
+    assert compiled.last_launches == 1
+    assert compiled.kernel_names[0].startswith(f"conv2d_fwd_fused_in_{activation}_")
+
+
+def test_activations_before_dense_are_its_prologue():
+    x = fg.Input((2, 3, 3))
+    h = fg.Activation("sigmoid")(fg.Activation("tanh")(fg.Flatten()(x)))
+    model = fg.Model(x, fg.Dense(4, activation="relu")(h))
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 3))
+    assert compiled.kernel_names == ["matmul_fwd_fused_in_tanh_in_sigmoid_bias_add_relu"]
+
+
+def test_prologue_value_with_two_consumers_is_not_recomputed():
+    x = fg.Input((6,))
+    h = fg.Activation("tanh")(x)
+    model = fg.Model(x, [fg.Dense(3)(h), fg.Dense(2)(h)])
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 2))
+    assert compiled.last_launches == 3
