@@ -23,6 +23,8 @@ class RefContext:
 
 ShapeRule = Callable[[Sequence[TensorType], Mapping[str, Any]], list[TensorType]]
 Reference = Callable[[list[torch.Tensor], Mapping[str, Any], RefContext], list[torch.Tensor]]
+# (builder, node, gradient of each output or None, which inputs need a gradient) -> gradient of each input
+VJP = Callable[[Any, Any, list[Any], list[bool]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class OpDef:
     infer: ShapeRule
     reference: Reference
     doc: str = ""
+    vjp: VJP | None = None  # reverse-mode rule in terms of other ops; None: not differentiable
 
 
 OPS: dict[str, OpDef] = {}
@@ -42,6 +45,13 @@ def register_op(op: OpDef) -> OpDef:
         raise RuntimeError(f"op {op.name!r} is defined twice")
     OPS[op.name] = op
     return op
+
+
+def set_vjp(name: str, vjp: VJP) -> None:
+    """Attach the VJP rule to an op declared above it in the same file."""
+    from dataclasses import replace
+
+    OPS[name] = replace(OPS[name], vjp=vjp)
 
 
 def get_op(name: str) -> OpDef:

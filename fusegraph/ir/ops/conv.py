@@ -11,7 +11,7 @@ from math import ceil
 import torch.nn.functional as F
 
 from ..errors import GraphError
-from .base import OpDef, register_op, require_float, require_rank, require_same_dtype, shape_str
+from .base import OpDef, register_op, require_float, require_rank, require_same_dtype, set_vjp, shape_str
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -107,3 +107,84 @@ def _conv_reference(ndim: int):
 for _ndim in (1, 2):
     register_op(OpDef(f"conv{_ndim}d", 2, _conv_rule(_ndim), _conv_reference(_ndim),
                       "cross-correlation; attrs stride, padding ((begin, end) per dim), dilation"))
+
+
+# -- backward: the input gradient and the weight gradient of a convolution ----------------------
+def _bwd_input_rule(ndim: int):
+    def infer(types, attrs):
+        dy, w = types
+        require_rank(dy, ndim + 2, "output gradient")
+        require_rank(w, ndim + 2, "weight")
+        require_same_dtype(types)
+        sizes = tuple(attrs["input_size"])
+        for size, k, s, d, pads, out in zip(sizes, w.shape[2:], attrs["stride"], attrs["dilation"],
+                                            attrs["padding"], dy.shape[2:]):
+            if windowed_size(size, pads, k, s, d) != out:
+                raise GraphError(f"input size {sizes} does not give the output gradient's {shape_str(dy)}")
+        return [dy.with_shape((dy.shape[0], w.shape[1], *sizes))]
+
+    return infer
+
+
+def _bwd_weight_rule(ndim: int):
+    def infer(types, attrs):
+        x, dy = types
+        require_rank(x, ndim + 2, "input")
+        require_same_dtype(types)
+        return [x.with_shape((dy.shape[1], x.shape[1], *attrs["kernel_size"]))]
+
+    return infer
+
+
+def _padded_size(x_size, pads):
+    return [n + b + e for n, (b, e) in zip(x_size, pads)]
+
+
+def _bwd_input_reference(ndim: int):
+    from torch.nn import grad as nn_grad
+
+    grad_input = nn_grad.conv1d_input if ndim == 1 else nn_grad.conv2d_input
+
+    def reference(inputs, attrs, ctx):
+        dy, w = inputs
+        pads = attrs["padding"]
+        padded = [dy.shape[0], w.shape[1], *_padded_size(attrs["input_size"], pads)]
+        dx = grad_input(padded, w, dy, stride=attrs["stride"], padding=0, dilation=attrs["dilation"])
+        crop = [slice(None), slice(None)] + [slice(b, b + n) for n, (b, _) in zip(attrs["input_size"], pads)]
+        return [dx[tuple(crop)].contiguous()]
+
+    return reference
+
+
+def _bwd_weight_reference(ndim: int):
+    from torch.nn import grad as nn_grad
+
+    grad_weight = nn_grad.conv1d_weight if ndim == 1 else nn_grad.conv2d_weight
+
+    def reference(inputs, attrs, ctx):
+        x, dy = inputs
+        shape = [dy.shape[1], x.shape[1], *attrs["kernel_size"]]
+        return [grad_weight(F.pad(x, torch_pad_arg(attrs["padding"])), shape, dy, stride=attrs["stride"], padding=0,
+                            dilation=attrs["dilation"])]
+
+    return reference
+
+
+def _conv_vjp(ndim: int):
+    def vjp(b, node, grads, needs):
+        (dy,) = grads
+        x, w = node.inputs
+        geometry = {k: node.attrs[k] for k in ("stride", "padding", "dilation")}
+        dx = b.op(f"conv{ndim}d_bwd_input", [dy, w], input_size=tuple(x.type.shape[2:]), **geometry) if needs[0] else None
+        dw = b.op(f"conv{ndim}d_bwd_weight", [x, dy], kernel_size=tuple(w.type.shape[2:]), **geometry) if needs[1] else None
+        return [dx, dw]
+
+    return vjp
+
+
+for _ndim in (1, 2):
+    register_op(OpDef(f"conv{_ndim}d_bwd_input", 2, _bwd_input_rule(_ndim), _bwd_input_reference(_ndim),
+                      "gradient of a convolution's input; attrs as the conv plus input_size"))
+    register_op(OpDef(f"conv{_ndim}d_bwd_weight", 2, _bwd_weight_rule(_ndim), _bwd_weight_reference(_ndim),
+                      "gradient of a convolution's weight; attrs as the conv plus kernel_size"))
+    set_vjp(f"conv{_ndim}d", _conv_vjp(_ndim))

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GraphError, InputError
-from .base import OpDef, register_op, require_float, require_rank
+from .base import OpDef, register_op, require_float, require_rank, set_vjp
 
 
 def _embedding_rule(types, attrs):
@@ -47,3 +47,27 @@ def _dropout_reference(inputs, attrs, ctx):
 register_op(OpDef("embedding", 2, _embedding_rule, _embedding_reference, "rows of the table by id"))
 register_op(OpDef("dropout", 1, _dropout_rule, _dropout_reference,
                   "identity at inference; in training a seeded mask scaled by 1/(1-rate); attrs rate, seed"))
+
+
+# -- backward -----------------------------------------------------------------------------------
+def _embedding_bwd_rule(types, attrs):
+    dy, ids = types
+    return [dy.with_shape((attrs["num_embeddings"], dy.shape[-1]))]
+
+
+def _embedding_bwd_reference(inputs, attrs, ctx):
+    dy, ids = inputs
+    table = torch.zeros((attrs["num_embeddings"], dy.shape[-1]), dtype=dy.dtype, device=dy.device)
+    return [table.index_add_(0, ids.reshape(-1), dy.reshape(-1, dy.shape[-1]))]
+
+
+def _embedding_vjp(b, node, grads, needs):
+    ids, table = node.inputs
+    grad = b.op("embedding_bwd", [grads[0], ids], num_embeddings=table.type.shape[0]) if needs[1] else None
+    return [None, grad]
+
+
+register_op(OpDef("embedding_bwd", 2, _embedding_bwd_rule, _embedding_bwd_reference,
+                  "scatter-add of row gradients into the table; attrs num_embeddings"))
+set_vjp("embedding", _embedding_vjp)
+set_vjp("dropout", lambda b, node, grads, needs: [b.op("dropout", [grads[0]], **dict(node.attrs))])

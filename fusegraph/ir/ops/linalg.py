@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..errors import GraphError
-from .base import OpDef, normalize_axis, register_op, require_float, require_rank, require_same_dtype, shape_str
+from .base import (
+    OpDef,
+    normalize_axis,
+    register_op,
+    require_float,
+    require_rank,
+    require_same_dtype,
+    set_vjp,
+    shape_str,
+)
 
 
 def _matmul_rule(types, attrs):
@@ -46,3 +55,50 @@ def _bias_reference(inputs, attrs, ctx):
 
 register_op(OpDef("matmul", 2, _matmul_rule, _matmul_reference, "attrs transpose_b"))
 register_op(OpDef("bias_add", 2, _bias_rule, _bias_reference, "attrs axis"))
+
+
+# -- backward -----------------------------------------------------------------------------------
+def _matmul_tn_rule(types, attrs):
+    p, q = types
+    require_same_dtype(types)
+    if p.shape[:-1] != q.shape[:-1]:
+        raise GraphError(f"matmul_tn needs the same leading dimensions, got {shape_str(p)} and {shape_str(q)}")
+    return [p.with_shape((p.shape[-1], q.shape[-1]))]
+
+
+def _matmul_tn_reference(inputs, attrs, ctx):
+    p, q = inputs
+    return [p.reshape(-1, p.shape[-1]).t() @ q.reshape(-1, q.shape[-1])]
+
+
+def _bias_grad_rule(types, attrs):
+    (dy,) = types
+    axis = normalize_axis(attrs["axis"], dy.rank)
+    return [dy.with_shape((dy.shape[axis],))]
+
+
+def _bias_grad_reference(inputs, attrs, ctx):
+    dy = inputs[0]
+    axis = attrs["axis"] % dy.dim()
+    return [dy.sum(dim=[d for d in range(dy.dim()) if d != axis])]
+
+
+def _matmul_vjp(b, node, grads, needs):
+    (dy,) = grads
+    a, w = node.inputs
+    transposed = node.attrs.get("transpose_b", False)
+    da = b.op("matmul", [dy, w], transpose_b=not transposed) if needs[0] else None
+    dw = (b.op("matmul_tn", [dy, a]) if transposed else b.op("matmul_tn", [a, dy])) if needs[1] else None
+    return [da, dw]
+
+
+def _bias_vjp(b, node, grads, needs):
+    (dy,) = grads
+    return [dy if needs[0] else None, b.op("bias_grad", [dy], axis=node.attrs["axis"]) if needs[1] else None]
+
+
+register_op(OpDef("matmul_tn", 2, _matmul_tn_rule, _matmul_tn_reference,
+                  "p^T @ q over all leading dimensions (weight gradients)"))
+register_op(OpDef("bias_grad", 1, _bias_grad_rule, _bias_grad_reference, "sum over every axis but `axis`"))
+set_vjp("matmul", _matmul_vjp)
+set_vjp("bias_add", _bias_vjp)

@@ -6,11 +6,13 @@ the number of real (unpadded) elements in each window, like Keras and `count_inc
 
 from __future__ import annotations
 
+from math import prod
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import GraphError
-from .base import OpDef, register_op, require_float, shape_str
+from .base import OpDef, register_op, require_float, set_vjp, shape_str
 from .conv import torch_pad_arg, windowed_size
 
 
@@ -82,3 +84,65 @@ for _ndim in (1, 2):
     register_op(OpDef(f"max_pool{_ndim}d", 1, _pool_rule(_ndim), _max_reference(_ndim), doc))
     register_op(OpDef(f"avg_pool{_ndim}d", 1, _pool_rule(_ndim), _avg_reference(_ndim), doc))
     register_op(OpDef(f"global_avg_pool{_ndim}d", 1, _global_rule(_ndim), _global_reference, "mean over space"))
+
+
+# -- backward -----------------------------------------------------------------------------------
+def _pool_bwd_rule(types, attrs):
+    return [types[-1]] if len(types) == 2 else [types[0].with_shape((*types[0].shape[:2], *attrs["input_size"]))]
+
+
+def _autograd_reference(forward):
+    """A pool's gradient as torch.autograd computes it through `forward` (torch's own kernels)."""
+
+    def reference(inputs, attrs, ctx):
+        import torch
+
+        dy = inputs[0]
+        if len(inputs) == 2:
+            x = inputs[1].detach().requires_grad_(True)
+        else:
+            x = torch.zeros((*dy.shape[:2], *attrs["input_size"]), dtype=dy.dtype, requires_grad=True)
+        with torch.enable_grad():
+            (y,) = forward([x], attrs, ctx)
+            (dx,) = torch.autograd.grad(y, x, dy)
+        return [dx]
+
+    return reference
+
+
+def _pool_vjp(kind: str, ndim: int):
+    def vjp(b, node, grads, needs):
+        (dy,) = grads
+        (x,) = node.inputs
+        geometry = {k: node.attrs[k] for k in ("kernel", "stride", "padding")}
+        if kind == "max":
+            return [b.op(f"max_pool{ndim}d_bwd", [dy, x], **geometry)]
+        return [b.op(f"avg_pool{ndim}d_bwd", [dy], input_size=tuple(x.type.shape[2:]), **geometry)]
+
+    return vjp
+
+
+def _global_vjp(ndim: int):
+    def vjp(b, node, grads, needs):
+        return [b.op(f"global_avg_pool{ndim}d_bwd", [grads[0]], input_size=tuple(node.inputs[0].type.shape[2:]))]
+
+    return vjp
+
+
+def _global_bwd_reference(inputs, attrs, ctx):
+    dy = inputs[0]
+    size = attrs["input_size"]
+    scale = 1.0 / float(prod(size))
+    return [(dy * scale).reshape(*dy.shape, *([1] * len(size))).expand(*dy.shape, *size).contiguous()]
+
+
+for _ndim in (1, 2):
+    register_op(OpDef(f"max_pool{_ndim}d_bwd", 2, _pool_bwd_rule, _autograd_reference(_max_reference(_ndim)),
+                      "gradient of a max pool: to the first maximum of each window; inputs dy, x"))
+    register_op(OpDef(f"avg_pool{_ndim}d_bwd", 1, _pool_bwd_rule, _autograd_reference(_avg_reference(_ndim)),
+                      "gradient of an average pool; attrs as the pool plus input_size"))
+    register_op(OpDef(f"global_avg_pool{_ndim}d_bwd", 1, _pool_bwd_rule, _global_bwd_reference,
+                      "gradient of a global average pool; attrs input_size"))
+    set_vjp(f"max_pool{_ndim}d", _pool_vjp("max", _ndim))
+    set_vjp(f"avg_pool{_ndim}d", _pool_vjp("avg", _ndim))
+    set_vjp(f"global_avg_pool{_ndim}d", _global_vjp(_ndim))

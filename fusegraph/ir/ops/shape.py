@@ -8,7 +8,7 @@ import torch
 
 from ..errors import GraphError
 from ..types import BATCH
-from .base import OpDef, normalize_axis, register_op, require_same_dtype, shape_str
+from .base import OpDef, normalize_axis, register_op, require_same_dtype, set_vjp, shape_str
 
 
 def _reshape_rule(types, attrs):
@@ -59,3 +59,29 @@ register_op(OpDef("concat", None, _concat_rule,
 register_op(OpDef("split", 1, _split_rule,
                   lambda inputs, attrs, ctx: list(torch.split(inputs[0], list(attrs["sizes"]), attrs["axis"])),
                   "attrs axis, sizes"))
+
+
+# -- backward -----------------------------------------------------------------------------------
+register_op(OpDef("zeros", 1, lambda types, attrs: [types[0]],
+                  lambda inputs, attrs, ctx: [torch.zeros_like(inputs[0])], "zeros shaped like its input"))
+
+
+def _reshape_vjp(b, node, grads, needs):
+    return [b.op("reshape", [grads[0]], shape=node.inputs[0].type.shape)]
+
+
+def _concat_vjp(b, node, grads, needs):
+    sizes = tuple(v.type.shape[node.attrs["axis"] % v.type.rank] for v in node.inputs)
+    parts = b.op("split", [grads[0]], axis=node.attrs["axis"], sizes=sizes)
+    parts = parts if isinstance(parts, tuple) else (parts,)
+    return [p if need else None for p, need in zip(parts, needs)]
+
+
+def _split_vjp(b, node, grads, needs):
+    pieces = [g if g is not None else b.op("zeros", [v]) for g, v in zip(grads, node.outputs)]
+    return [b.op("concat", pieces, axis=node.attrs["axis"]) if len(pieces) > 1 else pieces[0]]
+
+
+set_vjp("reshape", _reshape_vjp)
+set_vjp("concat", _concat_vjp)
+set_vjp("split", _split_vjp)
