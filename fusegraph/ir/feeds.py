@@ -19,18 +19,22 @@ def check_feeds(graph: Graph, feeds: torch.Tensor | Sequence[torch.Tensor]) -> l
         raise InputError(f"the model takes {len(inputs)} input(s) ({names}), got {len(tensors)}")
     batches = set()
     for value, tensor in zip(inputs, tensors):
-        expected = "(batch, " + ", ".join(str(d) for d in value.type.feature_shape) + f") {value.type.dtype}"
+        dims = [str(d) for d in value.type.feature_shape]
+        expected = "(" + ", ".join((["batch"] if value.type.batched else []) + dims) + f") {value.type.dtype}"
         if not isinstance(tensor, torch.Tensor):
             raise InputError(f"input '{value.name}' expects a torch.Tensor of shape {expected}, got {type(tensor).__name__}")
         given = f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
-        if tuple(tensor.shape[1:]) != value.type.feature_shape or tensor.dim() != value.type.rank:
-            raise InputError(f"input '{value.name}' expects shape {expected}, got {given}; the batch comes first")
+        shape = tuple(tensor.shape[1:]) if value.type.batched else tuple(tensor.shape)
+        if shape != value.type.feature_shape or tensor.dim() != value.type.rank:
+            hint = "; the batch comes first" if value.type.batched else ""
+            raise InputError(f"input '{value.name}' expects shape {expected}, got {given}{hint}")
         if str(tensor.dtype).removeprefix("torch.") != value.type.dtype:
             raise InputError(f"input '{value.name}' expects dtype {value.type.dtype}, got {given}; "
                              f"convert it with .to(torch.{value.type.dtype})")
-        if tensor.shape[0] == 0:
-            raise InputError(f"input '{value.name}' has an empty batch")
-        batches.add(tensor.shape[0])
+        if value.type.batched:
+            if tensor.shape[0] == 0:
+                raise InputError(f"input '{value.name}' has an empty batch")
+            batches.add(tensor.shape[0])
     if len(batches) > 1:
         raise InputError(f"inputs have different batch sizes {sorted(batches)}")
     return tensors

@@ -20,6 +20,12 @@ EXPRESSIONS = {
     "sub": "{0} - {1}",
     "mul": "{0} * {1}",
     "bias_add": "{0} + {1}",
+    "neg": "-{0}",
+    # gradients: (output gradient, the forward value the rule reads), PyTorch's formulas
+    "relu_bwd": "tl.where({1} > 0, {0}, 0.0)",
+    "leaky_relu_bwd": "tl.where({1} > 0, {0}, {0} * {negative_slope!r})",
+    "sigmoid_bwd": "{0} * (1.0 - {1}) * {1}",
+    "tanh_bwd": "{0} * (1.0 - {1} * {1})",
 }
 
 HELPERS = {

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..ir import Node, Value
 
-ANCHORS = ("conv1d", "conv2d", "matmul")
+ANCHORS = ("conv1d", "conv2d", "matmul", "matmul_tn")
 
 
 @dataclass(frozen=True)

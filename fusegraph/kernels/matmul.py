@@ -20,7 +20,7 @@ MATMUL_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers},
-    M, N, K, B_STRIDE_K, B_STRIDE_N, {strides}
+    M, N, K, A_STRIDE_K, B_STRIDE_K, B_STRIDE_N, {strides}
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # N is one gate's width; gate g of the weight holds columns g * N + cols
@@ -33,7 +33,7 @@ def {name}(
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
-        a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :] * A_STRIDE_K, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
 {prologue}{dots}
 {epilogue}
 '''
@@ -48,7 +48,7 @@ def render(node):
     anchor = group.anchor
     gates = _gates(group)
     width = anchor.outputs[0].type.shape[-1] // gates
-    name = node.attrs["kernel"] if node.op == "fused" else "matmul_fwd"
+    name = node.attrs["kernel"] if node.op == "fused" else {"matmul": "matmul_fwd", "matmul_tn": "matmul_tn_bwd"}[node.op]
     ia, ib = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
     tile = Tile(
         load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + ({g} * N + cols)[None, :], "
@@ -101,21 +101,29 @@ def launch(fn, node, target, inputs, outputs):
     a = inputs[group.input_index(group.data_input)]
     b = inputs[group.input_index(anchor.inputs[1])]
     gates = _gates(group)
-    k = a.shape[-1]
-    m = prod(a.shape[:-1])
-    transposed = anchor.attrs.get("transpose_b", False)
-    n = (b.shape[0] if transposed else b.shape[1]) // gates
-    stride_k, stride_n = (b.stride(1), b.stride(0)) if transposed else (b.stride(0), b.stride(1))
-    full = [t for t, v in zip(inputs, group.inputs) if v.name not in group.channel_vectors
-            and v.name != anchor.inputs[1].name]
+    if anchor.op == "matmul_tn":
+        # p^T @ q over all leading dims: A is p read column-wise, B is q, K runs over p's rows
+        p, q = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        m, n, k = p.shape[1], q.shape[1], p.shape[0]
+        a_strides, stride_k, stride_n = (p.stride(1), p.stride(0)), q.stride(0), q.stride(1)
+    else:
+        k, m = a.shape[-1], prod(a.shape[:-1])
+        transposed = anchor.attrs.get("transpose_b", False)
+        n = (b.shape[0] if transposed else b.shape[1]) // gates
+        stride_k, stride_n = (b.stride(1), b.stride(0)) if transposed else (b.stride(0), b.stride(1))
+        a_strides = (row_stride(a), 1)
+    full = [row_stride(t) if v.name != group.data_input.name else a_strides[0]
+            for t, v in zip(inputs, group.inputs)
+            if v.name not in group.channel_vectors and v.name != anchor.inputs[1].name]
     softmax = any(n.op in ("softmax", "log_softmax") for n in group.nodes)
     block_n = triton.next_power_of_2(n) if softmax else target.tile(n, gpu=64, interpreted=256)
     block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256)
     block_k = target.tile(k, gpu=32, interpreted=256)
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
-    fn[grid](*inputs, *outputs, m, n, k, stride_k, stride_n,
-             *(row_stride(t) for t in full), *(row_stride(t) for t in outputs),
+    fn[grid](*inputs, *outputs, m, n, k, a_strides[1], stride_k, stride_n,
+             *full, *(row_stride(t) for t in outputs),
              PRECISION=target.precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 
 register_template("matmul", render, launch)
+register_template("matmul_tn", render, launch)

@@ -21,7 +21,8 @@ from ..ir import Graph, Node, to_networkx, verify
 from .rewrite import stable_toposort, subgraph, with_attrs
 
 ANCHORS = ("conv1d", "conv2d", "matmul")
-ELEMENTWISE = ("bias_add", "relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul")
+ELEMENTWISE = ("bias_add", "relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul", "neg",
+               "relu_bwd", "leaky_relu_bwd", "sigmoid_bwd", "tanh_bwd")
 POOLS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
 SOFTMAXES = ("softmax", "log_softmax")
 MAX_SOFTMAX_ROW = 1024

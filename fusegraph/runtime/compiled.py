@@ -9,6 +9,7 @@ import torch
 from ..ir import Graph, GraphError, InputError, check_feeds
 from ..kernels import LaunchCounter, Target
 from ..passes import run_pipeline
+from ..passes.autodiff import autodiff
 from ..passes.explain import explain
 from .device import select_device
 from .program import Program
@@ -17,18 +18,28 @@ from .program import Program
 class CompiledModel:
     """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs)."""
 
-    def __init__(self, model, *, fuse: bool = True, device: str | None = None) -> None:
+    def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
+                 optimizer=None) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
+        if optimizer is not None:
+            raise GraphError("optimizers are not built yet: compile with loss= only and use loss_and_grads()")
         self.source_graph = graph
         self.fuse = fuse
         self.graph, self.decisions = run_pipeline(graph, fuse=fuse)
+        self.loss = loss
+        if loss is not None:
+            self.train_source = autodiff(graph, loss)
+            self.train_graph, self.train_decisions = run_pipeline(self.train_source, fuse=fuse)
         self.device = select_device(device)
         self.target = Target(self.device)
         self.params = {name: t.detach().to(self.device).contiguous().clone() for name, t in model.params.items()}
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
+        if loss is not None:
+            self.train_program = Program(self.train_graph, self.target, self.counter, training=True)
+            self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
 
@@ -52,22 +63,40 @@ class CompiledModel:
         return {"planned_bytes": plan.peak_bytes(batch), "unplanned_bytes": plan.unplanned_bytes(batch, self.graph),
                 "buffers": len(plan.slot_values)}
 
-    def _check_device_and_ids(self, feeds: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _check_device_and_ids(self, feeds: list[torch.Tensor], graph: Graph | None = None) -> list[torch.Tensor]:
+        graph = graph or self.graph
         checked = []
-        for value, tensor in zip(self.graph.inputs, feeds):
+        for value, tensor in zip(graph.inputs, feeds):
             if tensor.device.type != self.device:
                 raise InputError(f"input '{value.name}' is on {tensor.device.type} but the model was compiled for "
                                  f"{self.device}; move it with .to('{self.device}')")
             checked.append(tensor.contiguous())
-        names = {v.name: t for v, t in zip(self.graph.inputs, checked)}
+        names = {v.name: t for v, t in zip(graph.inputs, checked)}
         # NOTE: kernels do not bounds-check a gather (the interpreter would read wild memory), so ids are checked here
-        for node in self.graph.nodes:
-            if node.op == "embedding" and node.inputs[0].name in names:
-                ids, rows = names[node.inputs[0].name], node.inputs[1].type.shape[0]
+        for node in _all_nodes(graph):
+            if node.op in ("embedding", "cross_entropy") and node.inputs[int(node.op == "cross_entropy")].name in names:
+                index = int(node.op == "cross_entropy")
+                ids = names[node.inputs[index].name]
+                rows = node.inputs[1].type.shape[0] if node.op == "embedding" else node.inputs[0].type.shape[1]
+                what = "token ids" if node.op == "embedding" else "class targets"
                 if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
-                    raise InputError(f"{node.where}: token ids must lie in [0, {rows}), got values in "
+                    raise InputError(f"{node.where}: {what} must lie in [0, {rows}), got values in "
                                      f"[{int(ids.min())}, {int(ids.max())}]")
         return checked
+
+    def loss_and_grads(self, x: torch.Tensor | Sequence[torch.Tensor],
+                       y: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+        """The mean loss on (x, y) and the gradient of every trainable parameter, keyed like model.params
+        (frozen parameters have no entry: no kernel computes their gradient)."""
+        if self.loss is None:
+            raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        feeds = self._check_device_and_ids(check_feeds(self.train_graph, [*xs, y]), self.train_graph)
+        start = self.counter.count
+        with torch.no_grad():
+            outputs = self.train_program.run(feeds, self.params)
+        self.last_launches = self.counter.count - start
+        return float(outputs[0]), dict(zip(self.trainable, outputs[1:]))
 
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         feeds = self._check_device_and_ids(check_feeds(self.graph, x))
@@ -78,7 +107,15 @@ class CompiledModel:
         return outputs[0] if self._single_output else outputs
 
 
-def compile(model, *, fuse: bool = True, device: str | None = None) -> CompiledModel:  # noqa: A001
-    """Compile `model` for inference; `fuse=False` keeps one kernel per node. Kernels run on CUDA when
-    available, else in Triton's interpreter."""
-    return CompiledModel(model, fuse=fuse, device=device)
+def _all_nodes(graph: Graph):
+    for node in graph.nodes:
+        yield node
+        if node.op == "fused":
+            yield from _all_nodes(node.attrs["body"])
+
+
+def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
+            optimizer=None) -> CompiledModel:
+    """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
+    (`loss_and_grads`). Kernels run on CUDA when available, else in Triton's interpreter."""
+    return CompiledModel(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer)

@@ -15,17 +15,18 @@ from .plan import TORCH_DTYPE, is_view, plan_memory, value_bytes
 class Program:
     """Runs `graph` as kernels. `run(feeds, params, bind)` may direct graph outputs into given tensors."""
 
-    def __init__(self, graph: Graph, target: Target, counter: LaunchCounter) -> None:
+    def __init__(self, graph: Graph, target: Target, counter: LaunchCounter, training: bool = False) -> None:
         from .scan import ScanStep  # NOTE: scan bodies are Programs themselves
 
         self.graph = graph
         self.target = target
-        self.plan = plan_memory(graph)
+        self.training = training
+        self.plan = plan_memory(graph, training)
         self.copy = load_kernel(render_copy(), counter)
         self.steps: list[tuple[Node, object]] = []
         used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
         for node in graph.nodes:
-            if node.op in ("input", "parameter") or is_view(node):
+            if node.op in ("input", "parameter") or is_view(node, training):
                 continue
             step = ScanStep(node, target, counter, used) if node.op == "scan" else generate(node, target, counter)
             self.steps.append((node, step))
@@ -69,7 +70,7 @@ class Program:
             if node.op in ("input", "parameter"):
                 continue
             inputs = [env[v.name] for v in node.inputs]
-            if is_view(node):
+            if is_view(node, self.training):
                 env[node.outputs[0].name] = inputs[0].view(node.outputs[0].type.concrete(batch))
                 continue
             _, step = next(steps)

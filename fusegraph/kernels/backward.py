@@ -1,0 +1,205 @@
+"""Gradient kernels other than the convolution's: pooling, bias, softmax rows, the embedding
+scatter-add, and zero fills (for outputs no gradient reaches)."""
+
+from __future__ import annotations
+
+from math import prod
+
+import triton
+
+from .registry import KernelSource, module_source, register_template
+
+POOL_BWD_SOURCE = '''
+@triton.jit
+def {name}(
+    dy_ptr, x_ptr, dx_ptr, TOTAL, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    KH: tl.constexpr, KW: tl.constexpr, REACH_H: tl.constexpr, REACH_W: tl.constexpr,
+    IS_MAX: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # one lane per input element: gather from every window that covers it (no atomics, deterministic)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < TOTAL
+    iw = offs % W
+    ih = (offs // W) % H
+    plane = offs // (H * W)
+    grad = tl.zeros((BLOCK,), tl.float32)
+    for dh in tl.static_range(REACH_H):
+        for dw in tl.static_range(REACH_W):
+            ph = (ih + PAD_H) // STRIDE_H - dh
+            pw = (iw + PAD_W) // STRIDE_W - dw
+            h0 = ph * STRIDE_H - PAD_H
+            w0 = pw * STRIDE_W - PAD_W
+            covers = valid & (ph >= 0) & (ph < PH) & (pw >= 0) & (pw < PW) & (ih < h0 + KH) & (iw < w0 + KW)
+            g = tl.load(dy_ptr + (plane * PH + ph) * PW + pw, mask=covers, other=0.0).to(tl.float32)
+            if IS_MAX:
+                # the window's first maximum in row-major order takes the gradient, as in PyTorch
+                best = tl.full((BLOCK,), float("-inf"), tl.float32)
+                best_at = tl.full((BLOCK,), -1, tl.int32)
+                for kh in tl.static_range(KH):
+                    for kw in tl.static_range(KW):
+                        hh = h0 + kh
+                        ww = w0 + kw
+                        inside = covers & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                        v = tl.load(x_ptr + (plane * H + hh) * W + ww, mask=inside, other=float("-inf")).to(tl.float32)
+                        better = inside & (v > best)
+                        best = tl.where(better, v, best)
+                        best_at = tl.where(better, hh * W + ww, best_at)
+                grad += tl.where(covers & (best_at == ih * W + iw), g, 0.0)
+            else:
+                count = (tl.minimum(h0 + KH, H) - tl.maximum(h0, 0)) * (tl.minimum(w0 + KW, W) - tl.maximum(w0, 0))
+                grad += tl.where(covers, g / tl.maximum(count, 1).to(tl.float32), 0.0)
+    tl.store(dx_ptr + offs, grad.to(dx_ptr.dtype.element_ty), mask=valid)
+'''
+
+BROADCAST_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, dx_ptr, TOTAL, L, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < TOTAL
+    g = tl.load(dy_ptr + offs // L, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dx_ptr + offs, (g / L).to(dx_ptr.dtype.element_ty), mask=mask)
+'''
+
+BIAS_GRAD_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, db_ptr, OUTER, C, INNER, BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr):
+    # dy viewed as (OUTER, C, INNER); sums every (outer, inner) pair for a block of channels
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < C
+    acc = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
+    for j0 in range(0, OUTER * INNER, BLOCK_J):
+        js = j0 + tl.arange(0, BLOCK_J)
+        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        acc += tl.load(dy_ptr + offs, mask=(js < OUTER * INNER)[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
+    tl.store(db_ptr + cols, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty), mask=col_ok)
+'''
+
+SOFTMAX_BWD_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, y_ptr, dx_ptr, R, L, LOG: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_L)
+    mask = (rows[:, None] < R) & (cols[None, :] < L)
+    offs = rows[:, None] * L + cols[None, :]
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if LOG:
+        dx = dy - tl.exp(y) * tl.sum(dy, axis=1)[:, None]
+    else:
+        dx = y * (dy - tl.sum(dy * y, axis=1)[:, None])
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+'''
+
+FILL_SOURCE = '''
+@triton.jit
+def {name}(out_ptr, TOTAL, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, tl.zeros((BLOCK,), tl.float32).to(out_ptr.dtype.element_ty), mask=offs < TOTAL)
+'''
+
+SCATTER_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, ids_ptr, table_ptr, R, D, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    # rows with the same id meet in the table: atomic adds sum them
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    row_ok = rows < R
+    mask = row_ok[:, None] & (cols[None, :] < D)
+    ids = tl.load(ids_ptr + rows, mask=row_ok, other=0)
+    g = tl.load(dy_ptr + rows[:, None] * D + cols[None, :], mask=mask, other=0.0)
+    tl.atomic_add(table_ptr + ids[:, None] * D + cols[None, :], g, mask=mask)
+'''
+
+
+def _source(name: str, template: str, what: str) -> KernelSource:
+    return KernelSource(name, module_source(what, template.format(name=name)))
+
+
+def render_pool_bwd(node):
+    kind = "max" if node.op.startswith("max") else "avg"
+    return _source(f"{kind}_pool_bwd", POOL_BWD_SOURCE, f"{kind} pooling gradient")
+
+
+def launch_pool_bwd(fn, node, target, inputs, outputs):
+    dy, x = (inputs[0], inputs[1]) if len(inputs) == 2 else (inputs[0], outputs[0])
+    (dx,) = outputs
+    lift = (lambda t, one: (one, *t)) if dx.dim() == 3 else (lambda t, one: tuple(t))
+    kernel, stride = lift(node.attrs["kernel"], 1), lift(node.attrs["stride"], 1)
+    padding = lift(node.attrs["padding"], (0, 0))
+    h, w = lift(dx.shape[2:], 1)
+    ph, pw = lift(dy.shape[2:], 1)
+    total = dx.numel()
+    block = target.tile(total, gpu=256, interpreted=4096)
+    fn[(triton.cdiv(total, block),)](
+        dy, x, dx, total, h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
+        KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
+        IS_MAX=node.op.startswith("max"), BLOCK=block)
+
+
+def launch_global_bwd(fn, node, target, inputs, outputs):
+    (dy,), (dx,) = inputs, outputs
+    total = dx.numel()
+    block = target.tile(total, gpu=1024, interpreted=16384)
+    fn[(triton.cdiv(total, block),)](dy, dx, total, prod(node.attrs["input_size"]), BLOCK=block)
+
+
+def launch_bias_grad(fn, node, target, inputs, outputs):
+    (dy,), (db,) = inputs, outputs
+    axis = node.attrs["axis"] % dy.dim()
+    outer, channels, inner = prod(dy.shape[:axis]), dy.shape[axis], prod(dy.shape[axis + 1:])
+    block_c = target.tile(channels, gpu=32, interpreted=128, floor=1)
+    block_j = target.tile(outer * inner, gpu=128, interpreted=1024, floor=1)
+    fn[(triton.cdiv(channels, block_c),)](dy, db, outer, channels, inner, BLOCK_J=block_j, BLOCK_C=block_c)
+
+
+def launch_softmax_bwd(fn, node, target, inputs, outputs):
+    dy, y = inputs
+    (dx,) = outputs
+    length = dy.shape[-1]
+    rows = dy.numel() // length
+    block_l = triton.next_power_of_2(length)
+    block_r = max(1, min(triton.next_power_of_2(rows), (4096 if target.interpreted else 2048) // block_l))
+    fn[(triton.cdiv(rows, block_r),)](dy, y, dx, rows, length, LOG=node.op == "log_softmax_bwd",
+                                      BLOCK_R=block_r, BLOCK_L=block_l)
+
+
+def launch_fill(fn, target, out) -> None:
+    total = out.numel()
+    block = target.tile(total, gpu=1024, interpreted=16384)
+    fn[(triton.cdiv(total, block),)](out, total, BLOCK=block)
+
+
+def launch_zeros(fn, node, target, inputs, outputs):
+    launch_fill(fn, target, outputs[0])
+
+
+def render_scatter(node):
+    return _source("embedding_bwd", SCATTER_SOURCE, "embedding gradient (scatter-add)")
+
+
+def launch_scatter(fn, node, target, inputs, outputs):
+    """Zero the table gradient, then scatter-add the rows into it: two kernels."""
+    from .codegen import load_kernel
+
+    dy, ids = inputs
+    (table,) = outputs
+    launch_fill(load_kernel(_source("fill_zeros", FILL_SOURCE, "zero fill"), fn.counter), target, table)
+    rows, dim = ids.numel(), table.shape[1]
+    block_r = target.tile(rows, gpu=32, interpreted=512, floor=1)
+    block_d = target.tile(dim, gpu=128, interpreted=512, floor=1)
+    fn[(triton.cdiv(rows, block_r), triton.cdiv(dim, block_d))](dy, ids, table, rows, dim,
+                                                                BLOCK_R=block_r, BLOCK_D=block_d)
+
+
+for _ndim in (1, 2):
+    register_template(f"max_pool{_ndim}d_bwd", render_pool_bwd, launch_pool_bwd)
+    register_template(f"avg_pool{_ndim}d_bwd", render_pool_bwd, launch_pool_bwd)
+    register_template(f"global_avg_pool{_ndim}d_bwd",
+                      lambda node: _source("global_avg_pool_bwd", BROADCAST_SOURCE, "global average pooling gradient"),
+                      launch_global_bwd)
+register_template("bias_grad", lambda node: _source("bias_grad_bwd", BIAS_GRAD_SOURCE, "bias gradient"),
+                  launch_bias_grad)
+for _op in ("softmax_bwd", "log_softmax_bwd"):
+    register_template(_op, lambda node: _source(f"{node.op}", SOFTMAX_BWD_SOURCE, node.op), launch_softmax_bwd)
+register_template("zeros", lambda node: _source("fill_zeros", FILL_SOURCE, "zero fill"), launch_zeros)
+register_template("embedding_bwd", render_scatter, launch_scatter)

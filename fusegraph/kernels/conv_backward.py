@@ -1,0 +1,137 @@
+"""Convolution gradients as implicit GEMMs (conv1d as conv2d with height 1).
+
+Input gradient: rows are input pixels, columns input channels, the reduction runs over (output
+channel, kernel row, kernel column) through the output positions each pixel fed. Weight gradient:
+rows are output channels, columns (input channel, kernel row, kernel column), the reduction runs
+over every output position of the batch."""
+
+from __future__ import annotations
+
+import triton
+
+from .registry import KernelSource, module_source, register_template
+
+INPUT_SOURCE = '''
+@triton.jit
+def {name}(
+    dy_ptr, w_ptr, dx_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    K = O * KH * KW
+    row_ok = rows < N * H * W
+    col_ok = cols < C
+    n = rows // (H * W)
+    ih = (rows // W) % H
+    iw = rows % W
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        o = ks // (KH * KW)
+        kh = (ks // KW) % KH
+        kw = ks % KW
+        # the output position this kernel tap reached from the input pixel, when the stride lands on it
+        th = ih[:, None] + PAD_H - kh[None, :] * DIL_H
+        tw = iw[:, None] + PAD_W - kw[None, :] * DIL_W
+        oh = th // STRIDE_H
+        ow = tw // STRIDE_W
+        hit = (th >= 0) & (tw >= 0) & (th % STRIDE_H == 0) & (tw % STRIDE_W == 0) & (oh < OH) & (ow < OW)
+        mask = row_ok[:, None] & k_ok[None, :] & hit
+        dy = tl.load(dy_ptr + ((n[:, None] * O + o[None, :]) * OH + oh) * OW + ow, mask=mask, other=0.0)
+        w = tl.load(w_ptr + (o[:, None] * C + cols[None, :]) * (KH * KW) + (kh * KW + kw)[:, None],
+                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc += tl.dot(dy, w, input_precision=PRECISION)
+    out = (n[:, None] * C + cols[None, :]) * (H * W) + (ih * W + iw)[:, None]
+    tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+'''
+
+WEIGHT_SOURCE = '''
+@triton.jit
+def {name}(
+    x_ptr, dy_ptr, dw_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    TAPS = C * KH * KW
+    row_ok = rows < O
+    col_ok = cols < TAPS
+    c = cols // (KH * KW)
+    kh = (cols // KW) % KH
+    kw = cols % KW
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, N * OH * OW, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < N * OH * OW
+        n = ks // (OH * OW)
+        oh = (ks // OW) % OH
+        ow = ks % OW
+        dy = tl.load(dy_ptr + (n[None, :] * O + rows[:, None]) * (OH * OW) + (oh * OW + ow)[None, :],
+                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
+        iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
+        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        x = tl.load(x_ptr + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw,
+                    mask=k_ok[:, None] & col_ok[None, :] & inside, other=0.0)
+        acc += tl.dot(dy, x, input_precision=PRECISION)
+    tl.store(dw_ptr + rows[:, None] * TAPS + cols[None, :], acc.to(dw_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & col_ok[None, :])
+'''
+
+
+def _geometry(node, x_shape, w_shape, dy_shape):
+    as2d = len(x_shape) == 3
+    lift = (lambda t, one: (one, *t)) if as2d else (lambda t, one: tuple(t))
+    stride, dilation = lift(node.attrs["stride"], 1), lift(node.attrs["dilation"], 1)
+    padding = lift(node.attrs["padding"], (0, 0))
+    n, c = x_shape[:2]
+    h, w = lift(x_shape[2:], 1)
+    kh, kw = lift(w_shape[2:], 1)
+    oh, ow = lift(dy_shape[2:], 1)
+    return (n, c, h, w, w_shape[0], oh, ow, stride[0], stride[1], padding[0][0], padding[1][0],
+            dilation[0], dilation[1]), (kh, kw)
+
+
+def render_input(node):
+    name = f"{node.op.removesuffix('_bwd_input')}_bwd_input"
+    return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", INPUT_SOURCE.format(name=name)))
+
+
+def launch_input(fn, node, target, inputs, outputs):
+    dy, w = inputs
+    (dx,) = outputs
+    sizes, (kh, kw) = _geometry(node, dx.shape, w.shape, dy.shape)
+    n, c, h, wd, o = sizes[:5]
+    block_m = target.tile(n * h * wd, gpu=64, interpreted=256)
+    block_n = target.tile(c, gpu=32, interpreted=128)
+    block_k = target.tile(o * kh * kw, gpu=32, interpreted=128)
+    grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
+    fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+
+
+def render_weight(node):
+    name = f"{node.op.removesuffix('_bwd_weight')}_bwd_weight"
+    return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", WEIGHT_SOURCE.format(name=name)))
+
+
+def launch_weight(fn, node, target, inputs, outputs):
+    x, dy = inputs
+    (dw,) = outputs
+    sizes, (kh, kw) = _geometry(node, x.shape, dw.shape, dy.shape)
+    n, c, o, oh, ow = sizes[0], sizes[1], sizes[4], sizes[5], sizes[6]
+    block_m = target.tile(o, gpu=32, interpreted=128)
+    block_n = target.tile(c * kh * kw, gpu=32, interpreted=128)
+    block_k = target.tile(n * oh * ow, gpu=32, interpreted=256)
+    grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n))
+    fn[grid](x, dy, dw, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+
+
+for _ndim in (1, 2):
+    register_template(f"conv{_ndim}d_bwd_input", render_input, launch_input)
+    register_template(f"conv{_ndim}d_bwd_weight", render_weight, launch_weight)

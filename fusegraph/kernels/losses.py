@@ -1,0 +1,90 @@
+"""Losses as single kernels that compute the mean loss and its gradient in one pass.
+
+One program walks all rows (losses are small next to the layers feeding them), so the mean is
+summed in registers without atomics and is deterministic."""
+
+from __future__ import annotations
+
+import triton
+
+from .registry import KernelSource, module_source, register_template
+
+CROSS_ENTROPY_SOURCE = '''
+@triton.jit
+def {name}(logits_ptr, target_ptr, loss_ptr, grad_ptr, N, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    cols = tl.arange(0, BLOCK_C)
+    col_ok = cols < C
+    total = tl.zeros((BLOCK_R,), tl.float32)
+    for r0 in range(0, N, BLOCK_R):
+        rows = r0 + tl.arange(0, BLOCK_R)
+        row_ok = rows < N
+        mask = row_ok[:, None] & col_ok[None, :]
+        x = tl.load(logits_ptr + rows[:, None] * C + cols[None, :], mask=mask, other=float("-inf")).to(tl.float32)
+        shifted = x - tl.where(row_ok, tl.max(x, axis=1), 0.0)[:, None]
+        e = tl.exp(shifted)
+        s = tl.where(row_ok, tl.sum(e, axis=1), 1.0)
+        target = tl.load(target_ptr + rows, mask=row_ok, other=0)
+        is_target = cols[None, :] == target[:, None]
+        # loss = logsumexp(x) - x[target], both relative to the row max: no log of a probability
+        picked = tl.sum(tl.where(is_target & mask, shifted, 0.0), axis=1)
+        total += tl.where(row_ok, tl.log(s) - picked, 0.0)
+        grad = (e / s[:, None] - is_target.to(tl.float32)) / N
+        tl.store(grad_ptr + rows[:, None] * C + cols[None, :], grad.to(grad_ptr.dtype.element_ty), mask=mask)
+    tl.store(loss_ptr, (tl.sum(total, axis=0) / N).to(loss_ptr.dtype.element_ty))
+'''
+
+ELEMENTWISE_LOSS_SOURCE = '''
+@triton.jit
+def {name}(pred_ptr, target_ptr, loss_ptr, grad_ptr, NUMEL, BCE: tl.constexpr, BLOCK: tl.constexpr):
+    total = tl.zeros((BLOCK,), tl.float32)
+    for start in range(0, NUMEL, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < NUMEL
+        p = tl.load(pred_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(target_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if BCE:
+            # p are logits: max(p, 0) - p*y + log(1 + exp(-|p|)), stable for any p
+            e = tl.exp(-tl.abs(p))
+            loss = tl.maximum(p, 0.0) - p * y + tl.log(1.0 + e)
+            sig = tl.where(p >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+            grad = (sig - y) / NUMEL
+        else:
+            d = p - y
+            loss = d * d
+            grad = 2.0 * d / NUMEL
+        total += tl.where(mask, loss, 0.0)
+        tl.store(grad_ptr + offs, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+    tl.store(loss_ptr, (tl.sum(total, axis=0) / NUMEL).to(loss_ptr.dtype.element_ty))
+'''
+
+
+def render_cross_entropy(node):
+    return KernelSource("cross_entropy_fwd_bwd", module_source(
+        "cross-entropy loss and gradient", CROSS_ENTROPY_SOURCE.format(name="cross_entropy_fwd_bwd")))
+
+
+def launch_cross_entropy(fn, node, target, inputs, outputs):
+    logits, labels = inputs
+    loss, grad = outputs
+    n, c = logits.shape
+    block_c = triton.next_power_of_2(c)
+    block_r = max(1, min(triton.next_power_of_2(n), 4096 // block_c))
+    fn[(1,)](logits, labels, loss, grad, n, c, BLOCK_R=block_r, BLOCK_C=block_c)
+
+
+def render_elementwise(node):
+    name = f"{node.op}_fwd_bwd"
+    return KernelSource(name, module_source(f"{node.op} loss and gradient", ELEMENTWISE_LOSS_SOURCE.format(name=name)))
+
+
+def launch_elementwise(fn, node, target, inputs, outputs):
+    pred, labels = inputs
+    loss, grad = outputs
+    numel = pred.numel()
+    block = target.tile(numel, gpu=1024, interpreted=8192)
+    fn[(1,)](pred, labels, loss, grad, numel, BCE=node.op == "binary_cross_entropy", BLOCK=block)
+
+
+register_template("cross_entropy", render_cross_entropy, launch_cross_entropy)
+register_template("binary_cross_entropy", render_elementwise, launch_elementwise)
+register_template("mse", render_elementwise, launch_elementwise)
