@@ -67,3 +67,48 @@ def assert_compiled_matches_torch(model: fg.Model, feeds: list[torch.Tensor], rt
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
     return compiled
+
+
+def torch_loss(model: fg.Model, prediction: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """The same loss in PyTorch, on what the model outputs (probabilities stay probabilities)."""
+    import torch.nn.functional as F
+
+    last = model.graph.producers()[model.graph.outputs[0].name].op
+    if loss == "cross_entropy":
+        if last == "softmax":
+            return F.nll_loss(torch.log(prediction), target)
+        if last == "log_softmax":
+            return F.nll_loss(prediction, target)
+        return F.cross_entropy(prediction, target)
+    if loss == "binary_cross_entropy":
+        if last == "sigmoid":
+            return F.binary_cross_entropy(prediction, target)
+        return F.binary_cross_entropy_with_logits(prediction, target)
+    return F.mse_loss(prediction, target)
+
+
+def targets_for(model: fg.Model, loss: str, batch: int, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, *model.output_shape)
+    if loss == "cross_entropy":
+        return torch.randint(0, model.output_shape[-1], (batch,), generator=generator)
+    if loss == "binary_cross_entropy":
+        return (torch.rand(shape, generator=generator) > 0.5).float()
+    return torch.randn(shape, generator=generator)
+
+
+def assert_grads_match_torch(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
+                             rtol: float = KERNEL_RTOL, atol: float = KERNEL_ATOL, **compile_args) -> fg.CompiledModel:
+    """fusegraph's loss and every gradient equal torch.autograd's on to_torch() (fp32)."""
+    compiled = fg.compile(model, loss=loss, **compile_args)
+    value, grads = compiled.loss_and_grads(feeds, target)
+    oracle = model.to_torch()
+    expected = torch_loss(model, oracle(*feeds), target, loss)
+    expected.backward()
+    torch.testing.assert_close(torch.tensor(value), expected.detach(), rtol=rtol, atol=atol)
+    params = oracle.fusegraph_parameters()
+    trainable = {n.name for n in model.graph.param_nodes if n.attrs["trainable"]}
+    assert set(grads) == trainable
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, params[name].grad, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
+    return compiled

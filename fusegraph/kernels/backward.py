@@ -7,12 +7,14 @@ from math import prod
 
 import triton
 
+from .epilogue import Emitter, Tile, helpers_for
+from .group import group_of
 from .registry import KernelSource, module_source, register_template
 
 POOL_BWD_SOURCE = '''
 @triton.jit
 def {name}(
-    dy_ptr, x_ptr, dx_ptr, TOTAL, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    {pointers}, TOTAL, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, REACH_H: tl.constexpr, REACH_W: tl.constexpr,
     IS_MAX: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -48,7 +50,7 @@ def {name}(
             else:
                 count = (tl.minimum(h0 + KH, H) - tl.maximum(h0, 0)) * (tl.minimum(w0 + KW, W) - tl.maximum(w0, 0))
                 grad += tl.where(covers, g / tl.maximum(count, 1).to(tl.float32), 0.0)
-    tl.store(dx_ptr + offs, grad.to(dx_ptr.dtype.element_ty), mask=valid)
+{epilogue}
 '''
 
 BROADCAST_SOURCE = '''
@@ -116,24 +118,42 @@ def _source(name: str, template: str, what: str) -> KernelSource:
 
 
 def render_pool_bwd(node):
-    kind = "max" if node.op.startswith("max") else "avg"
-    return _source(f"{kind}_pool_bwd", POOL_BWD_SOURCE, f"{kind} pooling gradient")
+    group = group_of(node)
+    anchor = group.anchor
+    kind = "max" if anchor.op.startswith("max") else "avg"
+    name = node.attrs["kernel"] if node.op == "fused" else f"{kind}_pool_bwd"
+    dy = f"in{group.input_index(anchor.inputs[0])}_ptr"
+    x = f"in{group.input_index(anchor.inputs[1])}_ptr" if kind == "max" else dy  # avg reads no input
+    tile = Tile(load_full=lambda i, v, g: f"tl.load(in{i}_ptr + offs, mask=valid, other=0.0).to(tl.float32)",
+                load_channel=lambda i, v, g: "0.0")
+    emitter = Emitter(tile, group.input_index)
+    emitter.bind(anchor.outputs[0], ["grad"])
+    lines = emitter.emit_all(group.nodes)
+    lines += [f"    tl.store(out{j}_ptr + offs, {emitter.operand(v)[0]}.to(out{j}_ptr.dtype.element_ty), mask=valid)"
+              for j, v in enumerate(group.outputs)]
+    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
+                         [f"out{j}_ptr" for j in range(len(group.outputs))])
+    source = POOL_BWD_SOURCE.format(name=name, pointers=pointers, epilogue="\n".join(lines)).replace(
+        "dy_ptr + ", f"{dy} + ").replace("x_ptr + ", f"{x} + ")
+    return KernelSource(name, module_source(f"{kind} pooling gradient", helpers_for(source) + "\n\n" + source))
 
 
 def launch_pool_bwd(fn, node, target, inputs, outputs):
-    dy, x = (inputs[0], inputs[1]) if len(inputs) == 2 else (inputs[0], outputs[0])
-    (dx,) = outputs
-    lift = (lambda t, one: (one, *t)) if dx.dim() == 3 else (lambda t, one: tuple(t))
-    kernel, stride = lift(node.attrs["kernel"], 1), lift(node.attrs["stride"], 1)
-    padding = lift(node.attrs["padding"], (0, 0))
-    h, w = lift(dx.shape[2:], 1)
+    group = group_of(node)
+    anchor = group.anchor
+    dy = inputs[group.input_index(anchor.inputs[0])]
+    dx_shape = anchor.outputs[0].type.concrete(dy.shape[0])
+    lift = (lambda t, one: (one, *t)) if len(dx_shape) == 3 else (lambda t, one: tuple(t))
+    kernel, stride = lift(anchor.attrs["kernel"], 1), lift(anchor.attrs["stride"], 1)
+    padding = lift(anchor.attrs["padding"], (0, 0))
+    h, w = lift(dx_shape[2:], 1)
     ph, pw = lift(dy.shape[2:], 1)
-    total = dx.numel()
+    total = outputs[0].numel()
     block = target.tile(total, gpu=256, interpreted=4096)
     fn[(triton.cdiv(total, block),)](
-        dy, x, dx, total, h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
+        *inputs, *outputs, total, h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
         KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
-        IS_MAX=node.op.startswith("max"), BLOCK=block)
+        IS_MAX=anchor.op.startswith("max"), BLOCK=block)
 
 
 def launch_global_bwd(fn, node, target, inputs, outputs):

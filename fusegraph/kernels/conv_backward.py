@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import triton
 
+from .group import group_of
 from .registry import KernelSource, module_source, register_template
 
 INPUT_SOURCE = '''
@@ -51,7 +52,7 @@ def {name}(
 WEIGHT_SOURCE = '''
 @triton.jit
 def {name}(
-    x_ptr, dy_ptr, dw_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    {pointers}, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -64,6 +65,7 @@ def {name}(
     kh = (cols // KW) % KH
     kw = cols % KW
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+{row_sum_init}
     for k0 in range(0, N * OH * OW, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < N * OH * OW
@@ -72,7 +74,7 @@ def {name}(
         ow = ks % OW
         dy = tl.load(dy_ptr + (n[None, :] * O + rows[:, None]) * (OH * OW) + (oh * OW + ow)[None, :],
                      mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
+{row_sum_step}        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
         iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
         inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         x = tl.load(x_ptr + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw,
@@ -80,7 +82,7 @@ def {name}(
         acc += tl.dot(dy, x, input_precision=PRECISION)
     tl.store(dw_ptr + rows[:, None] * TAPS + cols[None, :], acc.to(dw_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
-'''
+{bias_store}'''
 
 
 def _geometry(node, x_shape, w_shape, dy_shape):
@@ -115,20 +117,37 @@ def launch_input(fn, node, target, inputs, outputs):
 
 
 def render_weight(node):
-    name = f"{node.op.removesuffix('_bwd_weight')}_bwd_weight"
-    return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", WEIGHT_SOURCE.format(name=name)))
+    group = group_of(node)
+    anchor = group.anchor
+    name = node.attrs["kernel"] if node.op == "fused" else f"{anchor.op.removesuffix('_bwd_weight')}_bwd_weight"
+    pointers = "x_ptr, dy_ptr, dw_ptr" + (", db_ptr" if group.bias_gradient is not None else "")
+    bias = group.bias_gradient is not None
+    source = WEIGHT_SOURCE.format(
+        name=name, pointers=pointers,
+        row_sum_init="    row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)" if bias else "",
+        row_sum_step="        row_sums += tl.sum(dy.to(tl.float32), axis=1)\n" if bias else "",
+        # the bias gradient sums the same output-gradient rows: stored once per row block
+        bias_store=("    if tl.program_id(1) == 0:\n"
+                    "        tl.store(db_ptr + rows, row_sums.to(db_ptr.dtype.element_ty), mask=row_ok)\n")
+        if bias else "")
+    return KernelSource(name, module_source(f"{anchor.op} (implicit GEMM)", source))
 
 
 def launch_weight(fn, node, target, inputs, outputs):
-    x, dy = inputs
-    (dw,) = outputs
-    sizes, (kh, kw) = _geometry(node, x.shape, dw.shape, dy.shape)
+    group = group_of(node)
+    anchor = group.anchor
+    x = inputs[group.input_index(anchor.inputs[0])]
+    dy = inputs[group.input_index(anchor.inputs[1])]
+    by_name = {v.name: t for v, t in zip(group.outputs, outputs)}
+    dw = by_name[anchor.outputs[0].name]
+    extra = [by_name[group.bias_gradient.outputs[0].name]] if group.bias_gradient is not None else []
+    sizes, (kh, kw) = _geometry(anchor, x.shape, dw.shape, dy.shape)
     n, c, o, oh, ow = sizes[0], sizes[1], sizes[4], sizes[5], sizes[6]
     block_m = target.tile(o, gpu=32, interpreted=128)
     block_n = target.tile(c * kh * kw, gpu=32, interpreted=128)
     block_k = target.tile(n * oh * ow, gpu=32, interpreted=256)
     grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n))
-    fn[grid](x, dy, dw, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
+    fn[grid](x, dy, dw, *extra, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 

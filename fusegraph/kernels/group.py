@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from ..ir import Node, Value
 
-ANCHORS = ("conv1d", "conv2d", "matmul", "matmul_tn")
+ANCHORS = ("conv1d", "conv2d", "matmul", "matmul_tn", "conv1d_bwd_weight", "conv2d_bwd_weight",
+           "max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,15 @@ class Group:
         return next(i for i, v in enumerate(self.inputs) if v.name == value.name)
 
     @property
+    def bias_gradient(self) -> Node | None:
+        """A bias gradient computed alongside the anchor (a weight gradient) from the same rows."""
+        return next((n for n in self.nodes if n.op == "bias_grad"), None)
+
+    @property
+    def elementwise(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.op != "bias_grad")
+
+    @property
     def channel_vectors(self) -> set[str]:
         """Inputs read per channel (bias vectors) rather than element by element."""
         return {n.inputs[1].name for n in self.nodes if n.op == "bias_add"}
@@ -39,7 +49,10 @@ def group_of(node: Node) -> Group:
         outputs = tuple(dict.fromkeys(body.outputs))
         if node.attrs["anchor"] in ANCHORS:
             at = next(i for i, n in enumerate(compute) if n.op in ANCHORS)
-            return Group(compute[at], tuple(compute[at + 1:]), tuple(body.inputs), outputs, tuple(compute[:at]))
+            before = compute[:at]
+            siblings = tuple(n for n in before if n.op == "bias_grad")  # computed alongside, not before
+            prologue = tuple(n for n in before if n.op != "bias_grad")
+            return Group(compute[at], siblings + tuple(compute[at + 1:]), tuple(body.inputs), outputs, prologue)
         return Group(None, tuple(compute), tuple(body.inputs), outputs)
     if node.op in ANCHORS:
         return Group(node, (), node.inputs, node.outputs)

@@ -30,11 +30,12 @@ def {name}(
     col_ok = cols < N
     tile_mask = row_ok[:, None] & col_ok[None, :]
 {accumulators}
+{row_sum_init}
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :] * A_STRIDE_K, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-{prologue}{dots}
+{prologue}{row_sum_step}{dots}
 {epilogue}
 '''
 
@@ -65,8 +66,17 @@ def render(node):
     )
     emitter = Emitter(tile, group.input_index)
     emitter.bind(anchor.outputs[0], [f"acc{g}" for g in range(gates)])
-    lines = emitter.emit_all(group.nodes)
+    lines = emitter.emit_all(group.elementwise)
+    sibling = group.bias_gradient
+    row_sum_init, row_sum_step = "", ""
     for j, out in enumerate(group.outputs):
+        if sibling is not None and out.name == sibling.outputs[0].name:
+            # the bias gradient: row sums of A (the output gradient read transposed), stored once per row block
+            row_sum_init = "    row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)"
+            row_sum_step = "        row_sums += tl.sum(a.to(tl.float32), axis=1)\n"
+            lines.append("    if tl.program_id(1) == 0:")
+            lines.append(f"        tl.store(out{j}_ptr + rows, row_sums.to(out{j}_ptr.dtype.element_ty), mask=row_ok)")
+            continue
         for g, expr in enumerate(emitter.operand(out)):
             lines.append(f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + ({g} * N + cols)[None, :], "
                          f"{expr}.to(out{j}_ptr.dtype.element_ty), mask=tile_mask)")
@@ -82,7 +92,7 @@ def render(node):
         name=name, pointers=pointers, strides=strides, a=f"in{ia}",
         prologue="".join(line + "\n" for line in prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", " " * 8)),
         accumulators="\n".join(f"    acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)),
-        dots=dots, epilogue="\n".join(lines))
+        dots=dots, epilogue="\n".join(lines), row_sum_init=row_sum_init, row_sum_step=row_sum_step)
     return KernelSource(name, module_source(f"{name} (matmul anchor)", helpers_for(source) + "\n\n" + source))
 
 

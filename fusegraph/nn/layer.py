@@ -90,4 +90,5 @@ def copy_into(module: nn.Module, params: Mapping[str, torch.Tensor], mapping: Ma
     with torch.no_grad():
         for theirs, ours in mapping.items():
             own[theirs].copy_(params[ours])
+    module.fusegraph_names = dict(mapping)  # read by TorchModel.fusegraph_parameters()
     return module

@@ -17,6 +17,14 @@ class TorchModel(nn.Module):
         self.input_slots = input_slots
         self.output_slots = output_slots
 
+    def fusegraph_parameters(self) -> dict[str, nn.Parameter]:
+        """This module's parameters keyed by their fusegraph names ("conv1.weight", ...)."""
+        found = {}
+        for module in self.modules():
+            for theirs, ours in getattr(module, "fusegraph_names", {}).items():
+                found[ours] = module.get_parameter(theirs)
+        return found
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         slots: dict[int, torch.Tensor] = dict(zip(self.input_slots, inputs))
         for layer, ins, outs in self.program:

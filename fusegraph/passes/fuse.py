@@ -21,6 +21,8 @@ from ..ir import Graph, Node, to_networkx, verify
 from .rewrite import stable_toposort, subgraph, with_attrs
 
 ANCHORS = ("conv1d", "conv2d", "matmul")
+POOL_GRADS = ("max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd")
+KERNEL_ANCHORS = (*ANCHORS, *POOL_GRADS, "matmul_tn", "conv1d_bwd_weight", "conv2d_bwd_weight")  # fused-group hosts
 ELEMENTWISE = ("bias_add", "relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul", "neg",
                "relu_bwd", "leaky_relu_bwd", "sigmoid_bwd", "tanh_bwd")
 POOLS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
@@ -63,7 +65,7 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
     for members in groups:
         kernel = kernel_name(members)
         body, inputs, outputs = subgraph(members, graph, kernel)
-        anchor = next((n.op for n in members if n.op in ANCHORS), "pointwise")
+        anchor = next((n.op for n in members if n.op in KERNEL_ANCHORS), "pointwise")
         fused = Node("fused", tuple(inputs), tuple(outputs), {"body": body, "anchor": anchor, "kernel": kernel},
                      members[0].layer)
         replaced[id(members[-1])] = fused
@@ -77,14 +79,19 @@ PROLOGUE = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 def kernel_name(members: list[Node]) -> str:
     """`<anchor>_fwd_fused_[in_<prologue op>_]<epilogue ops>`, or `pointwise_fwd_fused_<ops>`."""
-    at = next((i for i, n in enumerate(members) if n.op in ANCHORS), None)
+    at = next((i for i, n in enumerate(members) if n.op in KERNEL_ANCHORS), None)
     if at is None:
         ops = list(dict.fromkeys(n.op for n in members))
         head = "pointwise"
     else:
         head = members[at].op
-        ops = [f"in_{n.op}" for n in members[:at]] + list(dict.fromkeys(n.op for n in members[at + 1:]))
-    name = f"{head}_fwd_fused_{'_'.join(ops)}"
+        ops = [f"in_{n.op}" for n in members[:at] if n.op in PROLOGUE] + list(dict.fromkeys(
+            n.op for n in (*members[:at], *members[at + 1:]) if n.op not in PROLOGUE or members.index(n) > at))
+    direction = "bwd" if members[-1].name.startswith("d.") or head.endswith("_bwd_weight") or head == "matmul_tn" \
+        else "fwd"
+    head = head.removesuffix("_bwd_weight") + ("_weight" if head.endswith("_bwd_weight") else "")
+    head = head.removesuffix("_bwd")
+    name = f"{head}_{direction}_fused_{'_'.join(ops)}"
     return name if len(name) <= 64 else name[:56].rstrip("_") + "_etc"
 
 
@@ -100,14 +107,15 @@ class _Grouper:
         self.decisions: list[Decision] = []
 
     def groups(self) -> list[list[Node]]:
-        found = []
+        found = self._bias_gradients_with_weight_gradients()
         # NOTE: anchors first, so an activation feeding a conv or matmul becomes its prologue rather than
         # a chain of its own; an earlier anchor's epilogue still takes it first (no recomputation)
-        starts = [n for n in self.graph.nodes if n.op in ANCHORS] + [n for n in self.graph.nodes if n.op in ELEMENTWISE]
+        starts = [n for n in self.graph.nodes if n.op in (*ANCHORS, *POOL_GRADS)] + \
+            [n for n in self.graph.nodes if n.op in ELEMENTWISE]
         for node in starts:
             if id(node) in self.taken:
                 continue
-            if node.op in ANCHORS or node.op in ELEMENTWISE:
+            if node.op in (*ANCHORS, *POOL_GRADS) or node.op in ELEMENTWISE:
                 members = self._grow(node)
                 if len(members) > 1:
                     found.append(members)
@@ -116,8 +124,32 @@ class _Grouper:
                                                    self._why(members), self.scope))
         return found
 
+    def _bias_gradients_with_weight_gradients(self) -> list[list[Node]]:
+        """A bias gradient sums the same output gradient the weight gradient reads row by row: compute
+        it in the weight-gradient kernel (one read of the output gradient, one launch fewer)."""
+        found = []
+        for node in self.graph.nodes:
+            if node.op != "bias_grad":
+                continue
+            dy = node.inputs[0]
+            for user in self.users.get(dy.name, []):
+                if id(user) in self.taken:
+                    continue
+                rank = dy.type.rank
+                if (user.op == "matmul_tn" and user.inputs[0].name == dy.name and
+                        node.attrs["axis"] % rank == rank - 1) or \
+                        (user.op.endswith("_bwd_weight") and user.inputs[1].name == dy.name and
+                         node.attrs["axis"] % rank == 1):
+                    members = sorted([user, node], key=self.graph.nodes.index)
+                    found.append(members)
+                    self.taken |= {id(user), id(node)}
+                    self.decisions.append(Decision(kernel_name(members), tuple(n.name for n in members), True,
+                                                   f"bias gradient reduced inside the {user.op} kernel", self.scope))
+                    break
+        return found
+
     def _why(self, members: list[Node]) -> str:
-        at = next((i for i, n in enumerate(members) if n.op in ANCHORS), None)
+        at = next((i for i, n in enumerate(members) if n.op in KERNEL_ANCHORS), None)
         if at is None:
             return f"elementwise chain of {', '.join(n.op for n in members)}"
         parts = [f"{members[at].op} anchor"]
@@ -143,6 +175,7 @@ class _Grouper:
         self.decisions.append(Decision(kernel_name(members), (node.name,), False, reason, self.scope))
 
     def _grow(self, start: Node) -> list[Node]:
+        # a pool gradient hosts elementwise ops on its output like a chain does (e.g. the ReLU gradient before it)
         kind = "conv" if start.op.startswith("conv") else "matmul" if start.op == "matmul" else "pointwise"
         members = [start]
         made = {v.name for v in start.outputs}
@@ -165,7 +198,7 @@ class _Grouper:
                 break
         if kind == "matmul" and gates:
             members += self._outside_splits(members, gates)
-        if kind != "pointwise":
+        if kind in ("conv", "matmul"):
             members = self._prologue(start) + members
         order = {id(n): i for i, n in enumerate(self.graph.nodes)}
         return sorted(members, key=lambda n: order[id(n)])

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..ir import Graph, verify
+from .eliminate_dead_code import eliminate_dead_code
 from .fuse import Decision, fuse_with_report
 from .hoist_rnn_projections import hoist_rnn_projections
 
 
 def run_pipeline(graph: Graph, *, fuse: bool = True,
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
-    """verify → hoist RNN input projections → fuse. Returns the graph and the fusion decisions."""
+    """verify → eliminate dead code → hoist RNN input projections → fuse. Returns the graph and the
+    fusion decisions."""
     decisions: list[Decision] = []
-    steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify)]
+    steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify), ("eliminate_dead_code", eliminate_dead_code)]
     if fuse:
         def fuse_step(g: Graph) -> Graph:
             fused, made = fuse_with_report(g)

@@ -1,0 +1,143 @@
+"""The loss and every gradient the generated backward computes equal torch.autograd's on to_torch()
+(fp32: rtol 1e-4, atol 1e-5), op by op and model by model, fused and unfused."""
+
+import pytest
+import torch
+
+import fusegraph as fg
+from tests.conftest import assert_grads_match_torch, feeds_for, targets_for
+
+
+def check(model, loss="mse", batch=3, fuse_modes=(True, False), **kwargs):
+    feeds, target = feeds_for(model, batch), targets_for(model, loss, batch)
+    for fuse in fuse_modes:
+        assert_grads_match_torch(model, feeds, target, loss, fuse=fuse, **kwargs)
+
+
+CONV = [dict(filters=4, kernel_size=3), dict(filters=3, kernel_size=3, strides=2, padding="same", activation="relu"),
+        dict(filters=2, kernel_size=(3, 2), dilation=2, padding=(1, 2), activation="tanh"),
+        dict(filters=5, kernel_size=2, strides=(2, 1), use_bias=False, activation="leaky_relu"),
+        dict(filters=3, kernel_size=3, padding="same", activation="sigmoid")]
+
+
+@pytest.mark.parametrize("config", CONV)
+def test_conv2d(config):
+    check(fg.Sequential([fg.Input((2, 7, 6)), fg.Conv2D(**config), fg.Flatten(), fg.Dense(3)]))
+
+
+@pytest.mark.parametrize("config", [dict(filters=3, kernel_size=3), dict(filters=2, kernel_size=4, strides=2,
+                                                                           padding="same", dilation=1)])
+def test_conv1d(config):
+    check(fg.Sequential([fg.Input((2, 11)), fg.Conv1D(**config, activation="relu"), fg.Flatten(), fg.Dense(2)]))
+
+
+@pytest.mark.parametrize("pool", [fg.MaxPool2D(2), fg.AvgPool2D(2), fg.MaxPool2D(3, strides=2, padding="same"),
+                                  fg.AvgPool2D(3, strides=1, padding="same"), fg.MaxPool2D((2, 3), padding=1)])
+def test_pool2d(pool):
+    check(fg.Sequential([fg.Input((1, 7, 8)), fg.Conv2D(3, 3, padding="same", activation="relu"), pool,
+                         fg.Flatten(), fg.Dense(2)]))
+
+
+@pytest.mark.parametrize("pool", [fg.MaxPool1D(2), fg.AvgPool1D(3, strides=2, padding="same"),
+                                  fg.GlobalAvgPool1D()])
+def test_pool1d(pool):
+    check(fg.Sequential([fg.Input((2, 9)), fg.Conv1D(3, 3, activation="tanh"), pool, fg.Flatten(), fg.Dense(2)]))
+
+
+def test_global_avg_pool2d():
+    check(fg.Sequential([fg.Input((2, 5, 4)), fg.Conv2D(4, 3, padding="same"), fg.GlobalAvgPool2D(), fg.Dense(3)]))
+
+
+@pytest.mark.parametrize("activation,loss", [
+    ("softmax", "cross_entropy"), ("log_softmax", "cross_entropy"), (None, "cross_entropy"),
+    ("sigmoid", "binary_cross_entropy"), (None, "binary_cross_entropy"), ("relu", "mse"), ("leaky_relu", "mse"),
+    ("tanh", "mse"), ("sigmoid", "mse"),
+])
+def test_dense_heads_and_losses(activation, loss):
+    model = fg.Sequential([fg.Input((6,)), fg.Dense(8, activation="relu"), fg.Dense(4, activation=activation)])
+    check(model, loss, batch=5)
+
+
+def test_dense_on_sequences_add_and_concatenate():
+    x = fg.Input((3, 4))
+    h = fg.Dense(4, activation="tanh")(x)
+    s = fg.Add()([h, x])
+    c = fg.Concatenate(axis=2)([s, x])
+    model = fg.Model(x, fg.Dense(2)(fg.Flatten()(c)))
+    check(model)
+
+
+def test_embedding_trainable_and_frozen():
+    def build(trainable):
+        return fg.Sequential([fg.Input((5,), dtype="int64"), fg.Embedding(7, 3, trainable=trainable, name="emb"),
+                              fg.Flatten(), fg.Dense(2)])
+
+    for trainable in (True, False):
+        model = build(trainable)
+        feeds = [torch.tensor([[0, 1, 1, 6, 3], [2, 2, 2, 0, 5]])]
+        compiled = assert_grads_match_torch(model, feeds, targets_for(model, "mse", 2), "mse")
+        ops = {n.op for n in compiled.train_source.nodes}
+        assert ("embedding_bwd" in ops) == trainable
+
+
+def test_frozen_layer_gets_no_gradient_kernels_at_all():
+    x = fg.Input((6,), dtype="int64")
+    h = fg.Embedding(10, 4, trainable=False)(x)
+    model = fg.Model(x, fg.Dense(1, activation="sigmoid")(fg.Flatten()(h)))
+    compiled = fg.compile(model, loss="binary_cross_entropy")
+    assert not any(n.op == "embedding_bwd" for n in compiled.train_source.nodes)
+    _, grads = compiled.loss_and_grads(torch.randint(0, 10, (3, 6)), torch.ones(3, 1))
+    assert "embedding.weight" not in grads
+
+
+@pytest.mark.parametrize("name,loss", [("lenet_digits", "cross_entropy"), ("cnn1d", "mse"),
+                                       ("resnet_block", "mse")])
+def test_zoo_cnn_models(name, loss):
+    check(fg.zoo.get(name), loss, batch=4)
+
+
+def test_lenet_28x28_batch_1():
+    check(fg.zoo.lenet(), "cross_entropy", batch=1, fuse_modes=(True,))
+
+
+def test_max_pool_ties_relu_at_zero_and_saturated_sigmoids():
+    model = fg.Sequential([fg.Input((1, 4, 4)), fg.Conv2D(2, 1, activation="relu", name="c"), fg.MaxPool2D(2),
+                           fg.Flatten(), fg.Dense(1, activation="sigmoid", name="out")])
+    params = dict(model.params)
+    params["c.weight"] = torch.tensor([[[[1.0]]], [[[0.0]]]])  # channel 1: exactly 0 into the ReLU
+    params["c.bias"] = torch.zeros(2)
+    params["out.weight"] = torch.full((1, 8), 40.0)  # saturates the sigmoid for positive sums
+    params["out.bias"] = torch.tensor([-20.0])
+    model.load_params(params)
+    x = torch.tensor([[[[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], [0.0, 0.0, -1.0, -1.0],
+                        [0.0, 0.0, -1.0, -1.0]]], [[[3.0, 3.0, 0.5, 0.5], [3.0, 3.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0],
+                                                    [0.0, 0.0, 0.0, 0.0]]]])  # every window a 4-way tie
+    for fuse in (True, False):
+        # mse on the probability: a saturated sigmoid's gradient y(1-y) is exactly 0 in both
+        assert_grads_match_torch(model, [x], torch.tensor([[1.0], [0.0]]), "mse", fuse=fuse)
+
+
+def test_binary_cross_entropy_from_a_saturated_sigmoid_takes_no_log_of_a_probability():
+    model = fg.Sequential([fg.Input((1,)), fg.Dense(1, activation="sigmoid", name="out")])
+    model.load_params({"out.weight": torch.tensor([[1.0]]), "out.bias": torch.tensor([0.0])})
+    x, y = torch.tensor([[40.0], [-40.0]]), torch.tensor([[0.0], [1.0]])
+    value, grads = fg.compile(model, loss="binary_cross_entropy").loss_and_grads(x, y)
+    logits = torch.tensor([[40.0], [-40.0]], requires_grad=True)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+    expected.backward()
+    # torch's BCE on the probability clamps log(0) to -100 here; from the logits it is exact
+    assert value == pytest.approx(expected.item(), rel=1e-6) and value == pytest.approx(40.0, rel=1e-6)
+    torch.testing.assert_close(grads["out.weight"], (logits.grad * x).sum(0, keepdim=True))
+
+
+def test_bad_targets_and_losses_are_clear_errors():
+    model = fg.zoo.lenet_digits() if hasattr(fg.zoo, "lenet_digits") else fg.zoo.lenet((1, 8, 8))
+    compiled = fg.compile(model, loss="cross_entropy")
+    with pytest.raises(fg.InputError, match=r"class targets must lie in \[0, 10\)"):
+        compiled.loss_and_grads(torch.randn(2, 1, 8, 8), torch.tensor([3, 10]))
+    with pytest.raises(fg.InputError, match="expects dtype int64"):
+        compiled.loss_and_grads(torch.randn(2, 1, 8, 8), torch.tensor([3.0, 1.0]))
+    with pytest.raises(fg.GraphError, match="unknown loss 'hinge'"):
+        fg.compile(model, loss="hinge")
+    with pytest.raises(fg.GraphError, match="compile with loss="):
+        fg.compile(model).loss_and_grads(torch.randn(2, 1, 8, 8), torch.tensor([3, 1]))
