@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from math import prod
 
 from .graph import Graph, Node
+from .ops.scan import scan_steps
 from .types import TensorType
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
@@ -53,13 +54,14 @@ def strided_body(body: Graph) -> bool:
 
 def _scan_traffic(node: Node, batch: int, used: set[str]) -> Traffic:
     body, num_seqs, num_carries = node.attrs["body"], node.attrs["num_seqs"], node.attrs["num_carries"]
-    steps = node.inputs[0].type.shape[1]
+    steps = scan_steps(node)
     per_step = graph_traffic(body, batch)
     launches = steps * sum(t.launches for t in per_step)
     read = steps * sum(t.read for t in per_step)
     written = steps * sum(t.written for t in per_step)
     if not strided_body(body):
-        seqs = sum(nbytes(v.type, batch) for v in node.inputs[:num_seqs])
+        first = node.attrs["num_carries"] if node.attrs.get("init_carries", False) else 0
+        seqs = sum(nbytes(v.type, batch) for v in node.inputs[first:first + num_seqs])
         outs = [v for v in node.outputs[num_carries:] if v.name in used]
         launches += num_seqs + len(outs)
         moved = seqs + sum(nbytes(v.type, batch) for v in outs)

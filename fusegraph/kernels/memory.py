@@ -114,3 +114,32 @@ register_template("embedding", render_gather, launch_gather)
 register_template("concat", render_copy, launch_concat)
 register_template("split", render_copy, launch_split)
 register_template("dropout", render_dropout, launch_dropout)
+
+
+TIME_SHIFT_SOURCE = '''
+@triton.jit
+def {name}(src_ptr, dst_ptr, NUMEL, T, F, SHIFT, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    t = (offs // F) % T
+    source_t = t - SHIFT
+    inside = mask & (source_t >= 0) & (source_t < T)
+    x = tl.load(src_ptr + offs - SHIFT * F, mask=inside, other=0.0)
+    tl.store(dst_ptr + offs, x, mask=mask)
+'''
+
+
+def render_time_shift(node):
+    return KernelSource("time_shift", module_source("time shift", TIME_SHIFT_SOURCE.format(name="time_shift")))
+
+
+def launch_time_shift(fn, node, target, inputs, outputs):
+    (seq,), (out,) = inputs, outputs
+    numel = seq.numel()
+    features = numel // (seq.shape[0] * seq.shape[1])
+    block = target.tile(numel, gpu=1024, interpreted=16384)
+    shift = -1 if node.attrs.get("reverse", False) else 1
+    fn[(triton.cdiv(numel, block),)](seq, out, numel, seq.shape[1], features, shift, BLOCK=block)
+
+
+register_template("time_shift", render_time_shift, launch_time_shift)

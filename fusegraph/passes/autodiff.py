@@ -6,7 +6,9 @@ are the mean loss then the gradient of every trainable parameter, in parameter o
 come from each op's VJP rule (in ir/ops), in terms of other ops; contributions to one value are
 summed; only values that depend on a trainable parameter get gradients, so frozen parameters and
 the data get no gradient nodes at all. A classifier ending in softmax / log_softmax is trained
-through its logits (cross_entropy), a sigmoid output through its input (binary_cross_entropy)."""
+through its logits (cross_entropy), a sigmoid output through its input (binary_cross_entropy).
+Each scan is first made to output every carry at every step (what backpropagation through time
+reads); its VJP is a reverse scan over the body's own VJP, which recomputes the cell's internals."""
 
 from __future__ import annotations
 
@@ -15,18 +17,61 @@ from ..ir import BATCH, Graph, GraphBuilder, GraphError, Node, TensorType, Value
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 
 
-class _GradBuilder:
-    """Emits backward nodes after the forward ones, named after the node being differentiated."""
+class GradEmitter:
+    """What VJP rules build with: `op` emits a backward node named after the node being
+    differentiated; `builder` starts a sub-graph; `differentiate` backpropagates through one."""
 
-    def __init__(self, graph: Graph) -> None:
-        self.b = GraphBuilder(graph.name)
-        self.b.nodes = list(graph.nodes)
-        self.b.values = {v.name: v for n in graph.nodes for v in n.outputs}
+    def __init__(self, builder: GraphBuilder) -> None:
+        self.b = builder
         self.current: Node | None = None
 
     def op(self, op: str, inputs, **attrs):
         base = f"d.{self.current.name}" if self.current is not None else "d"
         return self.b.op(op, inputs, name=base, layer=self.current.layer if self.current else None, **attrs)
+
+    @staticmethod
+    def builder(name: str) -> GraphBuilder:
+        return GraphBuilder(name)
+
+    @staticmethod
+    def differentiate(builder: GraphBuilder, nodes: list[Node], seeds: dict[str, Value],
+                      needs: set[str]) -> dict[str, Value]:
+        return backprop(GradEmitter(builder), nodes, seeds, needs)
+
+
+def needs_grad(nodes, sources: set[str]) -> set[str]:
+    """Every value computed from one of `sources`."""
+    needs = set(sources)
+    for node in nodes:
+        if any(v.name in needs for v in node.inputs):
+            needs |= {v.name for v in node.outputs}
+    return needs
+
+
+def backprop(g: GradEmitter, nodes: list[Node], seeds: dict[str, Value], wanted: set[str],
+             skip: Node | None = None) -> dict[str, Value]:
+    """Gradients of the seeded values with respect to every value in `wanted` that they depend on."""
+    sources = {v.name for n in nodes for v in n.inputs} & wanted
+    needs = needs_grad(nodes, sources) | wanted
+    grads = dict(seeds)
+    for node in reversed(nodes):
+        if node is skip or node.op in ("input", "parameter"):
+            continue
+        out_grads = [grads.get(v.name) for v in node.outputs]
+        want = [v.name in needs for v in node.inputs]
+        if all(d is None for d in out_grads) or not any(want):
+            continue
+        rule = get_op(node.op).vjp
+        if rule is None:
+            raise GraphError(f"{node.where}: training through {node.op} is not supported")
+        g.current = node
+        if any(d is None for d in out_grads) and node.op not in ("split", "scan"):
+            out_grads = [d if d is not None else g.op("zeros", [v]) for d, v in zip(out_grads, node.outputs)]
+        for value, grad, need in zip(node.inputs, rule(g, node, out_grads, want), want):
+            if need and grad is not None:
+                grads[value.name] = g.op("add", [grads[value.name], grad]) if value.name in grads else grad
+    g.current = None
+    return grads
 
 
 def _loss_input(graph: Graph, loss: str) -> tuple[Value, Node | None]:
@@ -40,12 +85,31 @@ def _loss_input(graph: Graph, loss: str) -> tuple[Value, Node | None]:
     return prediction, None
 
 
-def _needs_grad(graph: Graph) -> set[str]:
-    needs = {n.name for n in graph.param_nodes if n.attrs.get("trainable", True)}
-    for node in graph.compute_nodes:
-        if any(v.name in needs for v in node.inputs):
-            needs |= {v.name for v in node.outputs}
-    return needs
+def expose_scan_carries(graph: Graph) -> Graph:
+    """Each scan also outputs each carry at every step (reusing a per-step output that already is
+    it); attr `carry_steps` says which per-step output holds which carry."""
+    nodes = []
+    for node in graph.nodes:
+        if node.op != "scan":
+            nodes.append(node)
+            continue
+        body, carries = node.attrs["body"], node.attrs["num_carries"]
+        body_outputs, outer_outputs = list(body.outputs), list(node.outputs)
+        positions = []
+        base = node.outputs[0].name.rsplit(".", 1)[0]
+        for value in body.outputs[:carries]:
+            steps = [v.name for v in body_outputs[carries:]]
+            if value.name not in steps:
+                body_outputs.append(value)
+                time = node.inputs[node.attrs["num_carries"] if node.attrs.get("init_carries") else 0].type.shape[1]
+                outer_outputs.append(Value(f"{base}.{value.name}_steps",
+                                           value.type.with_shape((BATCH, time, *value.type.shape[1:]))))
+                steps.append(value.name)
+            positions.append(steps.index(value.name))
+        new_body = Graph(body.nodes, tuple(body_outputs), body.name)
+        nodes.append(Node("scan", node.inputs, tuple(outer_outputs),
+                          {**node.attrs, "body": new_body, "carry_steps": tuple(positions)}, node.layer))
+    return verify(Graph(tuple(nodes), graph.outputs, graph.name))
 
 
 def autodiff(graph: Graph, loss: str) -> Graph:
@@ -54,6 +118,7 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         raise GraphError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     if len(graph.outputs) != 1:
         raise GraphError(f"training needs a model with one output, this one has {len(graph.outputs)}")
+    graph = expose_scan_carries(graph)
     logits, absorbed = _loss_input(graph, loss)
     if loss == "cross_entropy":
         if logits.type.rank != 2:
@@ -62,38 +127,19 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         target_type = TensorType((BATCH,), "int64")
     else:
         target_type = graph.outputs[0].type
-    g = _GradBuilder(graph)
-    target = g.b.input("target", target_type)
-    loss_value, seed = g.b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
-    needs = _needs_grad(graph)
-    grads: dict[str, Value] = {logits.name: seed}
-    for node in reversed(graph.compute_nodes):
-        if node is absorbed:
-            continue
-        out_grads = [grads.get(v.name) for v in node.outputs]
-        wanted = [v.name in needs for v in node.inputs]
-        if all(d is None for d in out_grads) or not any(wanted):
-            continue
-        rule = get_op(node.op).vjp
-        if rule is None:
-            raise GraphError(f"{node.where}: training through {node.op} is not supported yet"
-                             + (" (backpropagation through time for RNN layers is the next step)"
-                                if node.op == "scan" else ""))
-        g.current = node
-        if any(d is None for d in out_grads):
-            out_grads = [d if d is not None or node.op == "split" else g.op("zeros", [v])
-                         for d, v in zip(out_grads, node.outputs)]
-        for value, grad, want in zip(node.inputs, rule(g, node, out_grads, wanted), wanted):
-            if want and grad is not None:
-                grads[value.name] = g.op("add", [grads[value.name], grad]) if value.name in grads else grad
-    g.current = None
+    b = GraphBuilder(graph.name)
+    b.nodes = list(graph.nodes)
+    b.values = {v.name: v for n in graph.nodes for v in n.outputs}
+    target = b.input("target", target_type)
+    loss_value, seed = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
+    trainable = [n for n in graph.param_nodes if n.attrs.get("trainable", True)]
+    grads = backprop(GradEmitter(b), list(graph.nodes), {logits.name: seed}, {n.name for n in trainable},
+                     skip=absorbed)
+    g = GradEmitter(b)
     outputs = [loss_value]
-    for param in graph.param_nodes:
-        if param.attrs.get("trainable", True):
-            value = param.outputs[0]
-            outputs.append(grads[value.name] if value.name in grads else g.op("zeros", [value]))
-    nodes = [n for n in g.b.nodes if n.op != "input"]
-    inputs = [n for n in g.b.nodes if n.op == "input"]
-    return verify(Graph((*inputs, *nodes), tuple(outputs), f"{graph.name}_train"))
-
-
+    for param in trainable:
+        value = param.outputs[0]
+        outputs.append(grads[value.name] if value.name in grads else g.op("zeros", [value]))
+    inputs = [n for n in b.nodes if n.op == "input"]
+    rest = [n for n in b.nodes if n.op != "input"]
+    return verify(Graph((*inputs, *rest), tuple(outputs), f"{graph.name}_train"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..ir import Graph, Node
 from ..ir.cost import VIEW_OPS, graph_traffic, minimum_bytes, node_traffic
+from ..ir.ops.scan import scan_steps
 from .fuse import Decision
 
 
@@ -23,7 +24,7 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, steps: int = 1) -> list
         if node.op in VIEW_OPS:
             continue
         if node.op == "scan":
-            time = node.inputs[0].type.shape[1]
+            time = scan_steps(node)
             traffic = node_traffic(node, batch, used)
             lines.append(f"{indent}scan %{node.name} over {time} steps ({'reversed, ' if node.attrs.get('reverse') else ''}"
                          f"{traffic.launches} launches, {_mb(traffic.total)}); each step runs:")

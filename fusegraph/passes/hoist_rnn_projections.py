@@ -9,6 +9,7 @@ becomes the scan's sequence; the body reads the projected step instead of `x` an
 from __future__ import annotations
 
 from ..ir import Graph, Node, Value, verify
+from ..ir.ops.scan import initial_carry_count
 from .rewrite import fresh_name, input_node, substitute, value_names
 
 
@@ -26,7 +27,7 @@ def hoist_rnn_projections(graph: Graph) -> Graph:
 def _projection(body: Graph, step: Value, consts: set[str]) -> tuple[Node, Node | None] | None:
     users = body.users()
     uses = users.get(step.name, [])
-    if len(uses) != 1 or uses[0].op != "matmul" or uses[0].inputs[0].name != step.name:
+    if step.name in {v.name for v in body.outputs} or len(uses) != 1 or uses[0].op != "matmul" or uses[0].inputs[0].name != step.name:
         return None
     matmul = uses[0]
     if matmul.inputs[1].name not in consts:
@@ -42,7 +43,8 @@ def _projection(body: Graph, step: Value, consts: set[str]) -> tuple[Node, Node 
 def _hoist(scan: Node, taken: set[str]) -> list[Node]:
     body, num_carries, num_seqs = scan.attrs["body"], scan.attrs["num_carries"], scan.attrs["num_seqs"]
     body_inputs = list(body.inputs)
-    outer_inputs = list(scan.inputs)
+    inits = list(scan.inputs[:initial_carry_count(scan.attrs)])
+    outer_inputs = list(scan.inputs[len(inits):])
     consts = {v.name for v in body_inputs[num_carries + num_seqs:]}
     outer_of = {b.name: o for b, o in zip(body_inputs[num_carries:], outer_inputs)}
     base = scan.outputs[0].name.rsplit(".", 1)[0]
@@ -74,4 +76,4 @@ def _hoist(scan: Node, taken: set[str]) -> list[Node]:
     keep = [i for i, v in enumerate(body_inputs) if i < num_carries + num_seqs or v.name in used]
     new_body = Graph((*(input_node(body_inputs[i]) for i in keep), *body_nodes), body.outputs, body.name)
     new_inputs = tuple(outer_inputs[i - num_carries] for i in keep if i >= num_carries)
-    return [*hoisted, Node("scan", new_inputs, scan.outputs, {**scan.attrs, "body": new_body}, scan.layer)]
+    return [*hoisted, Node("scan", (*inits, *new_inputs), scan.outputs, {**scan.attrs, "body": new_body}, scan.layer)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..ir import Node
+from ..ir.ops.scan import initial_carry_count
 from ..kernels import LaunchCounter, Target, load_kernel
 from ..kernels.memory import launch_copy, render_copy
 from .plan import TORCH_DTYPE
@@ -41,6 +42,8 @@ class ScanStep:
     def run(self, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> None:
         attrs, body = self.node.attrs, self.body.graph
         num_carries, num_seqs = attrs["num_carries"], attrs["num_seqs"]
+        inits = inputs[:initial_carry_count(attrs)]
+        inputs = inputs[len(inits):]
         seqs, consts = inputs[:num_seqs], inputs[num_seqs:]
         batch, time = seqs[0].shape[:2]
         device = seqs[0].device
@@ -54,7 +57,7 @@ class ScanStep:
             step_targets = [torch.empty((time, *v.type.concrete(batch)), dtype=TORCH_DTYPE[v.type.dtype],
                                         device=device) if used else None for v, used in zip(step_outputs, used_steps)]
         buffers = self._carry_buffers(batch, device)
-        carries = [b[0] for b in buffers]
+        carries = list(inits) or [b[0] for b in buffers]  # NOTE: never written: outputs alternate in A / B
         order = range(time - 1, -1, -1) if attrs.get("reverse", False) else range(time)
         for i, t in enumerate(order):
             bind: dict[str, torch.Tensor] = {}
@@ -67,7 +70,13 @@ class ScanStep:
                     bind.setdefault(value.name, outputs[j])
                 bind.setdefault(value.name, buffers[j][1 + i % 2])
             steps = [s[:, t] for s in steps_in] if self.strided else [s[t] for s in steps_in]
-            carries = self.body.run([*carries, *steps, *consts], {}, bind)[:num_carries]
+            results = self.body.run([*carries, *steps, *consts], {}, bind)
+            carries = results[:num_carries]
+            for value, target, result in zip(step_outputs, step_targets, results[num_carries:]):
+                # a value listed twice as a per-step output was written to its first target only
+                slot = None if target is None else (target[:, t] if self.strided else target[t])
+                if slot is not None and slot.data_ptr() != result.data_ptr():
+                    launch_copy(self.copy, self.target, result, slot)
         for j, (carry, out) in enumerate(zip(carries, outputs[:num_carries])):
             if self.used[j] and carry.data_ptr() != out.data_ptr():
                 launch_copy(self.copy, self.target, carry, out)

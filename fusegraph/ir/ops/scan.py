@@ -1,10 +1,11 @@
 """scan: a loop over time whose body is a sub-graph (the recurrent cell).
 
-Inputs:  `num_seqs` sequences (batch, time, ...) then constants (the cell's weights).
+Inputs:  with `init_carries`, the initial carries first; then `num_seqs` sequences (batch, time,
+         ...), then constants (the cell's weights).
 Body:    inputs (carries..., one time step of each sequence..., constants...);
          outputs (new carries..., per-step outputs...).
 Outputs: the carries after the last step, then each per-step output stacked over time.
-Carries start at zero, like Keras and PyTorch without an initial state. With `reverse=True` the
+Without `init_carries`, carries start at zero, like Keras and PyTorch without an initial state. With `reverse=True` the
 loop runs from the last step to the first and per-step outputs stay at their time index.
 """
 
@@ -14,7 +15,7 @@ import torch
 
 from ..errors import GraphError
 from ..types import BATCH
-from .base import OpDef, register_op, shape_str
+from .base import OpDef, register_op, set_vjp, shape_str
 
 
 def _scan_rule(types, attrs):
@@ -22,12 +23,17 @@ def _scan_rule(types, attrs):
     num_carries, num_seqs = attrs["num_carries"], attrs["num_seqs"]
     body_inputs = [v.type for v in body.inputs]
     body_outputs = [v.type for v in body.outputs]
+    inits = list(types[:num_carries]) if attrs.get("init_carries", False) else []
+    types = types[len(inits):]
     if num_seqs < 1 or len(types) < num_seqs:
         raise GraphError(f"scan needs at least one sequence input, got {len(types)} inputs for num_seqs={num_seqs}")
     if len(body_inputs) != num_carries + len(types):
         raise GraphError(
             f"scan body takes {len(body_inputs)} inputs but the scan provides {num_carries} carries + {len(types)} inputs"
         )
+    if inits and inits != body_inputs[:num_carries]:
+        raise GraphError(f"initial carries {[str(t) for t in inits]} do not match the body's "
+                         f"{[str(t) for t in body_inputs[:num_carries]]}")
     seqs, consts = types[:num_seqs], types[num_seqs:]
     for seq in seqs:
         if seq.rank < 3 or not seq.batched:
@@ -62,11 +68,12 @@ def _scan_rule(types, attrs):
 def _scan_reference(inputs, attrs, ctx):
     body = attrs["body"]
     num_carries, num_seqs = attrs["num_carries"], attrs["num_seqs"]
+    inits = list(inputs[:num_carries]) if attrs.get("init_carries", False) else []
+    inputs = inputs[len(inits):]
     seqs, consts = inputs[:num_seqs], inputs[num_seqs:]
     batch, time = seqs[0].shape[:2]
-    carries = [
-        torch.zeros((batch, *v.type.shape[1:]), dtype=seqs[0].dtype if v.type.is_float else torch.int64,
-                    device=seqs[0].device)
+    carries = inits or [
+        torch.zeros((batch, *v.type.shape[1:]), dtype=seqs[0].dtype, device=seqs[0].device)
         for v in body.inputs[:num_carries]
     ]
     outputs: list[list[torch.Tensor | None]] = [[None] * time for _ in body.outputs[num_carries:]]
@@ -79,4 +86,126 @@ def _scan_reference(inputs, attrs, ctx):
     return [*carries, *(torch.stack(slot, dim=1) for slot in outputs)]  # type: ignore[arg-type]
 
 
-register_op(OpDef("scan", None, _scan_rule, _scan_reference, "attrs body, num_carries, num_seqs, reverse"))
+register_op(OpDef("scan", None, _scan_rule, _scan_reference,
+                  "attrs body, num_carries, num_seqs, reverse, init_carries"))
+
+
+def initial_carry_count(attrs) -> int:
+    """How many of a scan's inputs are initial carries (the rest: sequences, then constants)."""
+    return attrs["num_carries"] if attrs.get("init_carries", False) else 0
+
+
+def scan_steps(node) -> int:
+    """The number of time steps a scan node runs."""
+    return node.inputs[initial_carry_count(node.attrs)].type.shape[1]
+
+
+# -- time_shift: the carries each step of a scan started from ------------------------------------
+def _time_shift_rule(types, attrs):
+    (seq,) = types
+    if seq.rank < 3 or not seq.batched:
+        raise GraphError(f"time_shift takes a sequence (batch, time, ...), got {shape_str(seq)}")
+    return [seq]
+
+
+def _time_shift_reference(inputs, attrs, ctx):
+    seq = inputs[0]
+    zero = torch.zeros_like(seq[:, :1])
+    if attrs.get("reverse", False):
+        return [torch.cat([seq[:, 1:], zero], dim=1)]
+    return [torch.cat([zero, seq[:, :-1]], dim=1)]
+
+
+register_op(OpDef("time_shift", 1, _time_shift_rule, _time_shift_reference,
+                  "out[:, t] = seq[:, t - 1] (seq[:, t + 1] with reverse), zero where there is none"))
+
+
+# -- backpropagation through time -----------------------------------------------------------------
+def _gradient_terms(producers, value) -> list:
+    """A loop constant's per-step gradient as a sum of matmul_tn / bias_grad terms of per-step values,
+    so the sum over time becomes one op over the stacked sequences after the loop."""
+    node = producers.get(value.name)
+    if node is not None and node.op == "add":
+        return _gradient_terms(producers, node.inputs[0]) + _gradient_terms(producers, node.inputs[1])
+    if node is not None and node.op in ("matmul_tn", "bias_grad"):
+        return [node]
+    raise GraphError(f"the gradient of a scan constant is computed by {node.op if node else 'an input'}, which "
+                     "cannot be summed over time after the loop (only matmul and bias_add use constants in cells)")
+
+
+def _scan_vjp(b, node, grads, needs):
+    from ..graph import Node as IRNode
+
+    attrs, body = node.attrs, node.attrs["body"]
+    carries, num_seqs = attrs["num_carries"], attrs["num_seqs"]
+    if attrs.get("init_carries", False) or "carry_steps" not in attrs:
+        raise GraphError(f"{node.where}: only scans that start from zero carries and expose them can be differentiated")
+    seqs, consts = node.inputs[:num_seqs], node.inputs[num_seqs:]
+    reverse = attrs.get("reverse", False)
+    step_values, step_grads = body.outputs[carries:], grads[carries:]
+    with_grad = [k for k, d in enumerate(step_grads) if d is not None]
+    carry_in = [b.op("time_shift", [node.outputs[carries + k]], reverse=reverse) for k in attrs["carry_steps"]]
+
+    inner = b.builder(f"d_{body.name}")
+    d_carry = [inner.input(f"d_{v.name}", v.type) for v in body.inputs[:carries]]
+    c_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[:carries]]
+    x_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[carries:carries + num_seqs]]
+    dy_in = [inner.input(f"d_step{k}", step_values[k].type) for k in with_grad]
+    const_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[carries + num_seqs:]]
+    mapping = {v.name: new for v, new in zip(body.inputs, [*c_in, *x_in, *const_in])}
+    recomputed = []
+    for n in body.compute_nodes:  # the cell again, from the stored carries: its internals are recomputed
+        copy = IRNode(n.op, tuple(mapping.get(v.name, v) for v in n.inputs), n.outputs, n.attrs, n.layer)
+        recomputed.append(copy)
+        inner.nodes.append(copy)
+        inner.values.update({v.name: v for v in n.outputs})
+    seeds: dict = {}
+    for value, grad in [*zip(body.outputs[:carries], d_carry), *((step_values[k], d) for k, d in zip(with_grad, dy_in))]:
+        name = mapping.get(value.name, value).name
+        seeds[name] = inner.op("add", [seeds[name], grad], name="d_sum") if name in seeds else grad
+    wanted = {v.name for v in c_in}
+    wanted |= {v.name for v, need in zip(x_in, needs[:num_seqs]) if need}
+    wanted |= {v.name for v, need in zip(const_in, needs[num_seqs:]) if need}
+    inner_grads = b.differentiate(inner, recomputed, seeds, wanted)
+    producers = {v.name: n for n in inner.nodes for v in n.outputs}
+    new_carries = [inner_grads.get(v.name) or inner.op("zeros", [v], name="d_none") for v in c_in]
+    per_step: list = []
+    seq_slots = {}
+    for i, (v, need) in enumerate(zip(x_in, needs[:num_seqs])):
+        if need:
+            seq_slots[i] = len(per_step)
+            per_step.append(inner_grads.get(v.name) or inner.op("zeros", [v], name="d_none"))
+    const_terms: dict[int, list] = {}
+    slot_of: dict[str, int] = {}
+
+    def slot(value) -> int:  # one per-step output per value, however many terms read it
+        if value.name not in slot_of:
+            slot_of[value.name] = len(per_step)
+            per_step.append(value)
+        return slot_of[value.name]
+
+    for i, (v, need) in enumerate(zip(const_in, needs[num_seqs:])):
+        if need and v.name in inner_grads:
+            const_terms[i] = [(term, [slot(x) for x in term.inputs])
+                              for term in _gradient_terms(producers, inner_grads[v.name])]
+    cell_grad = inner.build([*new_carries, *per_step])
+
+    inits = [d if d is not None else b.op("zeros", [v]) for d, v in zip(grads[:carries], node.outputs[:carries])]
+    dy_seqs = [step_grads[k] for k in with_grad]
+    outs = b.op("scan", [*inits, *carry_in, *seqs, *dy_seqs, *consts], body=cell_grad, num_carries=carries,
+                num_seqs=carries + num_seqs + len(dy_seqs), reverse=not reverse, init_carries=True)
+    stacked = list(outs[carries:]) if isinstance(outs, tuple) else []
+    result = [stacked[seq_slots[i]] if i in seq_slots else None for i in range(num_seqs)]
+    for i in range(len(consts)):
+        total = None
+        for term, slots in const_terms.get(i, []):
+            if term.op == "matmul_tn":
+                part = b.op("matmul_tn", [stacked[slots[0]], stacked[slots[1]]])
+            else:
+                part = b.op("bias_grad", [stacked[slots[0]]], axis=stacked[slots[0]].type.rank - 1)
+            total = part if total is None else b.op("add", [total, part])
+        result.append(total)
+    return result
+
+
+set_vjp("scan", _scan_vjp)
