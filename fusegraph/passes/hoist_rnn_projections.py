@@ -27,7 +27,9 @@ def hoist_rnn_projections(graph: Graph) -> Graph:
 def _projection(body: Graph, step: Value, consts: set[str]) -> tuple[Node, Node | None] | None:
     users = body.users()
     uses = users.get(step.name, [])
-    if step.name in {v.name for v in body.outputs} or len(uses) != 1 or uses[0].op != "matmul" or uses[0].inputs[0].name != step.name:
+    if step.name in {v.name for v in body.outputs}:  # the step itself is stored (e.g. for a weight gradient)
+        return None
+    if len(uses) != 1 or uses[0].op != "matmul" or uses[0].inputs[0].name != step.name:
         return None
     matmul = uses[0]
     if matmul.inputs[1].name not in consts:

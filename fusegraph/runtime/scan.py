@@ -72,7 +72,7 @@ class ScanStep:
             steps = [s[:, t] for s in steps_in] if self.strided else [s[t] for s in steps_in]
             results = self.body.run([*carries, *steps, *consts], {}, bind)
             carries = results[:num_carries]
-            for value, target, result in zip(step_outputs, step_targets, results[num_carries:]):
+            for target, result in zip(step_targets, results[num_carries:]):
                 # a value listed twice as a per-step output was written to its first target only
                 slot = None if target is None else (target[:, t] if self.strided else target[t])
                 if slot is not None and slot.data_ptr() != result.data_ptr():

@@ -141,3 +141,34 @@ def test_bad_targets_and_losses_are_clear_errors():
         fg.compile(model, loss="hinge")
     with pytest.raises(fg.GraphError, match="compile with loss="):
         fg.compile(model).loss_and_grads(torch.randn(2, 1, 8, 8), torch.tensor([3, 1]))
+
+
+@pytest.mark.parametrize("rnn_cls", [fg.SimpleRNN, fg.LSTM, fg.GRU])
+@pytest.mark.parametrize("return_sequences,bidirectional", [(False, False), (True, False), (False, True),
+                                                            (True, True)])
+def test_recurrent_layers_through_time(rnn_cls, return_sequences, bidirectional):
+    x = fg.Input((5, 3))
+    h = rnn_cls(4, return_sequences=return_sequences, bidirectional=bidirectional)(x)
+    model = fg.Model(x, fg.Dense(2)(fg.Flatten()(h) if return_sequences else h))
+    check(model, batch=2)
+
+
+def test_stacked_recurrent_layers_through_time():
+    x = fg.Input((4, 2))
+    h = fg.LSTM(3, return_sequences=True, bidirectional=True)(x)
+    h = fg.GRU(4, return_sequences=True)(h)
+    model = fg.Model(x, fg.Dense(1)(fg.SimpleRNN(3)(h)))
+    check(model, batch=2)
+
+
+def test_long_lstm_sequence():
+    model = fg.Sequential([fg.Input((64, 2)), fg.LSTM(5), fg.Dense(1)])
+    check(model, batch=2, fuse_modes=(True,))
+
+
+@pytest.mark.parametrize("name,loss", [("lstm_classifier", "binary_cross_entropy"), ("gru_forecaster", "mse")])
+def test_zoo_recurrent_models(name, loss):
+    model = fg.zoo.lstm_classifier(vocab_size=50, seq_len=8, embed_dim=6, units=5) if name == "lstm_classifier" \
+        else fg.zoo.gru_forecaster(window=8, units=6)
+    feeds = feeds_for(model, 3, vocab=50)
+    assert_grads_match_torch(model, feeds, targets_for(model, loss, 3), loss)
