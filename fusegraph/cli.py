@@ -77,7 +77,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         from .runtime import compile
 
         print()
-        print(compile(model).explain(batch=args.batch))
+        print(compile(model, loss=args.loss).explain(batch=args.batch))
     if args.kernels:
         from .runtime import compile
 
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--unfused", action="store_true", help="with --kernels: one kernel per node")
     show.add_argument("--explain", action="store_true", help="also print the fusion report")
     show.add_argument("--batch", type=int, default=64, help="batch size for --explain's byte counts")
+    show.add_argument("--loss", choices=["cross_entropy", "binary_cross_entropy", "mse"],
+                      help="with --explain: also report the training step (backward launches, saved activations)")
     show.add_argument("--graph", action="store_true", help="draw the graph before and after fusion to -o FILE")
     show.add_argument("-o", "--output", default="graph.png", help="with --graph: .png, .svg or .dot")
     show.set_defaults(run=cmd_show)

@@ -69,3 +69,9 @@ def test_show_graph_draws_before_and_after(tmp_path, capsys):
     assert "before fusion" in text and "after fusion" in text and "conv2d_fwd_fused_bias_add_relu_max_pool2d" in text
     assert main(["show", "--graph", "lenet", "-o", str(tmp_path / "g.dot")]) == 0
     assert "digraph fusegraph" in (tmp_path / "g.dot").read_text()
+
+
+def test_show_explain_with_a_loss_reports_the_training_step(capsys):
+    assert main(["show", "--explain", "--loss", "mse", "cnn1d", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "Training step at batch 4" in out and "saved between forward and backward" in out

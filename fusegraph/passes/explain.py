@@ -63,3 +63,48 @@ def explain(source: Graph, fused: Graph, decisions: list[Decision], batch: int =
             where = f" (in the body of scan %{d.scope})" if d.scope else ""
             lines.append(f"  %{d.nodes[0]}{where} stays out of {d.kernel}: {d.reason}")
     return "\n".join(lines)
+
+
+def backward_nodes(train: Graph) -> set[str]:
+    """Names of the nodes of a training graph that run after the loss (everything that depends on it)."""
+    later = {v.name for n in train.nodes if n.op in ("cross_entropy", "binary_cross_entropy", "mse")
+             for v in n.outputs}
+    names = set()
+    for node in train.nodes:
+        emitted_by_autodiff = node.name.startswith("d.") or (node.op == "fused" and any(
+            n.name.startswith("d.") for n in node.attrs["body"].compute_nodes))
+        if node.op in ("cross_entropy", "binary_cross_entropy", "mse") or emitted_by_autodiff or \
+                any(v.name in later for v in node.inputs):
+            later |= {v.name for v in node.outputs}
+            names.add(node.name)
+    return names
+
+
+def saved_activations(train: Graph) -> list:
+    """Values the forward computes and the backward reads: what a training step keeps alive between them."""
+    from ..ir.cost import nbytes
+
+    backward = backward_nodes(train)
+    arguments = {v.name for n in train.nodes if n.op in ("input", "parameter") for v in n.outputs}
+    produced = {v.name: v for n in train.nodes if n.name not in backward for v in n.outputs}
+    saved = {}
+    for node in train.nodes:
+        if node.name in backward:
+            for v in node.inputs:
+                if v.name in produced and v.name not in arguments:
+                    saved[v.name] = v
+    return [(v, lambda batch, v=v: nbytes(v.type, batch)) for v in saved.values()]
+
+
+def explain_training(train: Graph, batch: int = 64) -> str:
+    backward = backward_nodes(train)
+    traffic = {t.node.name: t for t in graph_traffic(train, batch)}
+    forward_launches = sum(t.launches for name, t in traffic.items() if name not in backward)
+    backward_launches = sum(t.launches for name, t in traffic.items() if name in backward)
+    saved = saved_activations(train)
+    lines = [f"Training step at batch {batch} (analytic): {forward_launches} forward launches, {backward_launches} "
+             f"backward launches (the fused loss included; bound 2 x forward + 1 = {2 * forward_launches + 1})",
+             f"  saved between forward and backward: {_mb(sum(size(batch) for _, size in saved))} "
+             "(store: every value below; recompute: each RNN cell's gates, from its stored carries)"]
+    lines += [f"    %{v.name}: {v.type}  {_mb(size(batch))}  store" for v, size in saved]
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from ..ir import Graph, GraphError, InputError, check_feeds
 from ..kernels import LaunchCounter, Target
 from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
-from ..passes.explain import explain
+from ..passes.explain import explain, explain_training
 from .device import select_device
 from .program import Program
 
@@ -53,10 +53,14 @@ class CompiledModel:
         return [k.kernel.name for k in self.program.kernels]
 
     def explain(self, batch: int = 64) -> str:
-        """What fused into each kernel, what did not and why, and the analytic bytes and launches saved."""
+        """What fused into each kernel, what did not and why, and the analytic bytes and launches saved;
+        with a loss, the training step's launches and what the backward saves."""
+        text = explain(self.source_graph, self.graph, self.decisions if self.fuse else [], batch)
         if not self.fuse:
-            return explain(self.source_graph, self.graph, [], batch) + "\n(compiled with fuse=False)"
-        return explain(self.source_graph, self.graph, self.decisions, batch)
+            text += "\n(compiled with fuse=False)"
+        if self.loss is not None:
+            text += "\n\n" + explain_training(self.train_graph, batch)
+        return text
 
     def memory_report(self, batch: int) -> dict[str, int]:
         plan = self.program.plan

@@ -1,6 +1,8 @@
 """The loss and every gradient the generated backward computes equal torch.autograd's on to_torch()
 (fp32: rtol 1e-4, atol 1e-5), op by op and model by model, fused and unfused."""
 
+import re
+
 import pytest
 import torch
 
@@ -172,3 +174,15 @@ def test_zoo_recurrent_models(name, loss):
         else fg.zoo.gru_forecaster(window=8, units=6)
     feeds = feeds_for(model, 3, vocab=50)
     assert_grads_match_torch(model, feeds, targets_for(model, loss, 3), loss)
+
+
+def test_lenet_backward_kernels_within_twice_the_forward_plus_one_and_reported():
+    model = fg.zoo.lenet((1, 8, 8))
+    compiled = fg.compile(model, loss="cross_entropy")
+    compiled.loss_and_grads(torch.randn(2, 1, 8, 8), torch.tensor([1, 7]))
+    report = compiled.explain(batch=2)
+    line = next(row for row in report.splitlines() if row.startswith("Training step"))
+    forward, backward = (int(n) for n in re.search(r"(\d+) forward launches, (\d+) backward", line).groups())
+    assert compiled.last_launches == forward + backward
+    assert backward <= 2 * forward + 1
+    assert "%conv1: f32[N,6,8,8]" in report and "store" in report  # the ReLU output the backward reads
