@@ -33,7 +33,7 @@ def test_demo_runs_as_a_console_command():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "graph lenet" in done.stdout and "FAIL" not in done.stdout
-    assert done.stdout.count("PASS") == len(fg.zoo.MODELS)
+    assert done.stdout.count("PASS") == len(fg.zoo.MODELS) + 1  # every zoo forward + the training step
 
 
 def test_validate_passes_and_show_kernels_prints_source(capsys):

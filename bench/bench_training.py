@@ -1,0 +1,153 @@
+"""Training step (forward + loss + backward) per zoo model: launches and analytic bytes, fused vs
+unfused vs the minimum; activation memory kept between forward and backward, against what
+torch.autograd saves for the same net (counted with saved-tensor hooks); on a CUDA GPU, the step's
+time against torch eager and torch.compile.
+
+    python bench/bench_training.py [--batch 64] [--out bench/results]
+
+Writes <out>/training_<device>.json and .md. CPU (interpreter) runs record no timings."""
+
+from __future__ import annotations
+
+# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
+import fusegraph as fg
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+import triton
+
+from fusegraph.cli import sample_inputs
+from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
+from fusegraph.passes.explain import saved_activations
+
+MODELS = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse", "resnet_block": "mse",
+          "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse"}
+
+
+def targets(model: fg.Model, loss: str, batch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    if loss == "cross_entropy":
+        return torch.randint(0, model.output_shape[-1], (batch,), generator=generator)
+    shape = (batch, *model.output_shape)
+    return (torch.rand(shape, generator=generator) > 0.5).float() if loss == "binary_cross_entropy" else \
+        torch.randn(shape, generator=generator)
+
+
+def autograd_saved_bytes(model: fg.Model, feeds, target, loss: str) -> int:
+    import torch.nn.functional as F
+
+    oracle = model.to_torch()
+    excluded = {t.data_ptr() for t in [*oracle.parameters(), *feeds]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        if t.data_ptr() not in excluded and t.numel() > 1:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        prediction = oracle(*feeds)
+        last = model.graph.producers()[model.graph.outputs[0].name].op
+        if loss == "cross_entropy":
+            value = F.nll_loss(torch.log(prediction), target) if last == "softmax" else F.cross_entropy(prediction, target)
+        elif loss == "binary_cross_entropy":
+            value = F.binary_cross_entropy(prediction, target) if last == "sigmoid" else \
+                F.binary_cross_entropy_with_logits(prediction, target)
+        else:
+            value = F.mse_loss(prediction, target)
+    value.backward()
+    return sum(seen.values())
+
+
+def gpu_timings(model, compiled, feeds, target, loss) -> dict[str, float]:
+    import torch.nn.functional as F
+    from triton.testing import do_bench
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    eager = model.to_torch().cuda().train()
+    loss_fn = {"cross_entropy": F.cross_entropy, "binary_cross_entropy": F.binary_cross_entropy_with_logits,
+               "mse": F.mse_loss}[loss]
+
+    def step(module):
+        module.zero_grad(set_to_none=True)
+        loss_fn(module(*feeds), target).backward()
+
+    compiled_torch = torch.compile(eager)
+    step(compiled_torch)
+    times = {"fusegraph_ms": do_bench(lambda: compiled.loss_and_grads(feeds, target)),
+             "torch_eager_ms": do_bench(lambda: step(eager)), "torch_compile_ms": do_bench(lambda: step(compiled_torch))}
+    times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]
+    times["speedup_vs_torch_compile"] = times["torch_compile_ms"] / times["fusegraph_ms"]
+    return times
+
+
+def bench_model(name: str, loss: str, batch: int) -> dict:
+    model = fg.zoo.get(name)
+    feeds, target = sample_inputs(model, batch), targets(model, loss, batch)
+    row = {"model": name, "loss": loss, "batch": batch}
+    for fuse in (False, True):
+        compiled = fg.compile(model, loss=loss, fuse=fuse)
+        device_feeds = [f.to(compiled.device) for f in feeds]
+        compiled.loss_and_grads(device_feeds, target.to(compiled.device))
+        traffic = graph_traffic(compiled.train_graph, batch)
+        row["fused" if fuse else "unfused"] = {"launches": compiled.last_launches,
+                                               "bytes_moved": sum(t.total for t in traffic)}
+        if fuse:
+            row["saved_bytes"] = sum(size(batch) for _, size in saved_activations(compiled.train_graph))
+            row["saved_values"] = [v.name for v, _ in saved_activations(compiled.train_graph)]
+            if compiled.device == "cuda":
+                row.update(gpu_timings(model, compiled, device_feeds, target.to("cuda"), loss))
+    train = fg.compile(model, loss=loss).train_graph
+    gradients = sum(nbytes(v.type, batch) for v in train.outputs)
+    row["bytes_minimum"] = minimum_bytes(model.graph, batch) + nbytes(train.inputs[-1].type, batch) + gradients
+    row["torch_autograd_saved_bytes"] = autograd_saved_bytes(model, feeds, target, loss)
+    return row
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = [f"# Training step per zoo model (batch {results['batch']})", "",
+             f"Produced by `{results['benchmark']}`. Device: {env['device']}; torch {env['torch']}, Triton "
+             f"{env['triton']}. Bytes are analytic; the minimum is inputs + targets + weights + outputs + "
+             "gradients. Saved: activations kept from forward to backward (parameters and inputs excluded), "
+             "fusegraph's plan vs what torch.autograd saves (saved-tensor hooks).", "",
+             "| model | loss | launches fused / unfused | bytes fused | bytes unfused | minimum | saved (ours) "
+             "| saved (torch) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results["models"]:
+        lines.append(f"| {r['model']} | {r['loss']} | {r['fused']['launches']} / {r['unfused']['launches']} | "
+                     f"{r['fused']['bytes_moved']:,} | {r['unfused']['bytes_moved']:,} | {r['bytes_minimum']:,} | "
+                     f"{r['saved_bytes']:,} | {r['torch_autograd_saved_bytes']:,} |")
+    if env["device_type"] != "cuda":
+        lines += ["", "No timings: kernels ran in Triton's CPU interpreter, whose times are not performance figures."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+    results = {"benchmark": "bench/bench_training.py", "batch": args.batch,
+               "environment": {"device_type": "cuda" if cuda else "cpu",
+                               "device": torch.cuda.get_device_name() if cuda else "CPU, Triton interpreter",
+                               "torch": torch.__version__, "triton": triton.__version__,
+                               "python": platform.python_version()},
+               "models": [bench_model(name, MODELS[name], args.batch) for name in args.models]}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"training_{results['environment']['device_type']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
