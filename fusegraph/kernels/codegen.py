@@ -23,6 +23,7 @@ class Kernel:
     source: KernelSource
     fn: object
     counter: LaunchCounter = field(default_factory=LaunchCounter)
+    seed_offset: int = 0  # added to random kernels' seeds: a trainer bumps it every step
 
     @property
     def name(self) -> str:

@@ -103,10 +103,13 @@ def render_dropout(node):
     return KernelSource("dropout_fwd", module_source("dropout", DROPOUT_SOURCE.format(name="dropout_fwd")))
 
 
-def launch_dropout(fn, node, target, inputs, outputs, seed: int = 0):
+def launch_dropout(fn, node, target, inputs, outputs, seed: int | None = None):
+    """The mask is a function of (the node's seed + the kernel's per-step offset, element index): the
+    backward's dropout node carries the same seed, so it applies the same mask."""
     (x,), (out,) = inputs, outputs
     numel = x.numel()
     block = target.tile(numel, gpu=1024, interpreted=16384)
+    seed = node.attrs["seed"] + getattr(fn, "seed_offset", 0) if seed is None else seed
     fn[(triton.cdiv(numel, block),)](x, out, numel, seed, float(node.attrs["rate"]), BLOCK=block)
 
 

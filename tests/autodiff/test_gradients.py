@@ -186,3 +186,26 @@ def test_lenet_backward_kernels_within_twice_the_forward_plus_one_and_reported()
     assert compiled.last_launches == forward + backward
     assert backward <= 2 * forward + 1
     assert "%conv1: f32[N,6,8,8]" in report and "store" in report  # the ReLU output the backward reads
+
+
+def test_dropout_backward_applies_the_forward_mask():
+    from fusegraph.kernels import Target, generate
+
+    model = fg.Sequential([fg.Input((16,)), fg.Dense(32, activation="tanh", name="a"),
+                           fg.Dropout(0.5, seed=11, name="drop"), fg.Dense(3, name="b")])
+    x, y = feeds_for(model, 4)[0], targets_for(model, "mse", 4)
+    value, grads = fg.compile(model, loss="mse").loss_and_grads(x, y)
+    # the mask the dropout kernel draws for this node, read off by dropping ones
+    node = next(n for n in model.graph.nodes if n.op == "dropout")
+    kernel = generate(node, Target("cpu"))
+    kept = torch.empty(4, 32)
+    kernel.run([torch.ones(4, 32)], [kept])
+    assert 0.2 < (kept > 0).float().mean() < 0.8
+    oracle = model.to_torch().train()
+    params = oracle.fusegraph_parameters()
+    hidden = torch.tanh(x @ params["a.weight"].t() + params["a.bias"]) * kept
+    loss = torch.nn.functional.mse_loss(hidden @ params["b.weight"].t() + params["b.bias"], y)
+    loss.backward()
+    assert value == pytest.approx(loss.item(), rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, params[name].grad, rtol=1e-4, atol=1e-5)
