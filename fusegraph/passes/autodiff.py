@@ -2,7 +2,8 @@
 
 Assumes: a verified forward graph with one output (the prediction); `loss` names a loss op.
 Guarantees: a verified graph whose inputs are the forward inputs then `target`, and whose outputs
-are the mean loss then the gradient of every trainable parameter, in parameter order. Gradients
+are the mean loss, the gradient of every trainable parameter in parameter order, then the value the
+loss read (the logits, for accuracy). Gradients
 come from each op's VJP rule (in ir/ops), in terms of other ops; contributions to one value are
 summed; only values that depend on a trainable parameter get gradients, so frozen parameters and
 the data get no gradient nodes at all. A classifier ending in softmax / log_softmax is trained
@@ -140,6 +141,24 @@ def autodiff(graph: Graph, loss: str) -> Graph:
     for param in trainable:
         value = param.outputs[0]
         outputs.append(grads[value.name] if value.name in grads else g.op("zeros", [value]))
+    outputs.append(logits)
     inputs = [n for n in b.nodes if n.op == "input"]
     rest = [n for n in b.nodes if n.op != "input"]
     return verify(Graph((*inputs, *rest), tuple(outputs), f"{graph.name}_train"))
+
+
+def loss_graph(graph: Graph, loss: str) -> Graph:
+    """The forward graph with its loss: inputs then `target`; outputs (mean loss, the value the loss read)."""
+    verify(graph)
+    if loss not in LOSSES:
+        raise GraphError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+    logits, _ = _loss_input(graph, loss)
+    target_type = TensorType((BATCH,), "int64") if loss == "cross_entropy" else graph.outputs[0].type
+    b = GraphBuilder(graph.name)
+    b.nodes = list(graph.nodes)
+    b.values = {v.name: v for n in graph.nodes for v in n.outputs}
+    target = b.input("target", target_type)
+    value, _ = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
+    inputs = [n for n in b.nodes if n.op == "input"]
+    rest = [n for n in b.nodes if n.op != "input"]
+    return verify(Graph((*inputs, *rest), (value, logits), f"{graph.name}_eval"))

@@ -18,13 +18,10 @@ from .program import Program
 class CompiledModel:
     """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs)."""
 
-    def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
-                 optimizer=None) -> None:
+    def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
-        if optimizer is not None:
-            raise GraphError("optimizers are not built yet: compile with loss= only and use loss_and_grads()")
         self.source_graph = graph
         self.fuse = fuse
         self.graph, self.decisions = run_pipeline(graph, fuse=fuse)
@@ -95,12 +92,17 @@ class CompiledModel:
         if self.loss is None:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        outputs = self._run_training(x, y)
+        return float(outputs[0]), {name: g.clone() for name, g in zip(self.trainable, outputs[1:-1])}
+
+    def _run_training(self, x, y, bind=None) -> list[torch.Tensor]:
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
         feeds = self._check_device_and_ids(check_feeds(self.train_graph, [*xs, y]), self.train_graph)
         start = self.counter.count
         with torch.no_grad():
-            outputs = self.train_program.run(feeds, self.params)
+            outputs = self.train_program.run(feeds, self.params, bind)
         self.last_launches = self.counter.count - start
-        return float(outputs[0]), dict(zip(self.trainable, outputs[1:]))
+        return outputs
 
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         feeds = self._check_device_and_ids(check_feeds(self.graph, x))
@@ -121,5 +123,8 @@ def _all_nodes(graph: Graph):
 def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
             optimizer=None) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
-    (`loss_and_grads`). Kernels run on CUDA when available, else in Triton's interpreter."""
-    return CompiledModel(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer)
+    (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
+    when available, else in Triton's interpreter."""
+    from .training import make
+
+    return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer)

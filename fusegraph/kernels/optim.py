@@ -1,0 +1,107 @@
+"""One multi-tensor kernel per optimizer step: every trainable parameter lives in one flat buffer,
+so a single launch updates them all, with their gradients and state buffers read alongside.
+
+The update of each optimizer is the elementwise code below, PyTorch's formulas in PyTorch's order
+(so results agree to rounding); per-step scalars (bias corrections, decayed learning rates) are
+computed on the host and passed in."""
+
+from __future__ import annotations
+
+import triton
+
+from .registry import KernelSource, module_source
+
+OPTIM_SOURCE = '''
+@triton.jit
+def {name}(p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, NUMEL, LR, A, B, C, D, E, A1, B1, FIRST, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    p = tl.load(p_ptr + offs, mask=mask, other=0.0)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+{update}
+    tl.store(p_ptr + offs, p, mask=mask)
+'''
+
+# A..E are each optimizer's hyperparameters in the order of `scalars` below; A1 = 1 - A and B1 = 1 - B
+# come from the host in double precision, as PyTorch computes them (in fp32, 1 - 0.99 rounds differently)
+UPDATES = {
+    "SGD": """
+    g = g + E * p                                   # E: weight_decay
+    buf = tl.load(s0_ptr + offs, mask=mask, other=0.0)
+    buf = tl.where(FIRST != 0, g, A * buf + B1 * g)   # A: momentum, B: dampening
+    tl.store(s0_ptr + offs, buf, mask=mask)
+    step = tl.where(A != 0, tl.where(C != 0, g + A * buf, buf), g)   # C: nesterov
+    p = p - LR * step""",
+    "Adagrad": """
+    g = g + E * p                                   # E: weight_decay
+    total = tl.load(s0_ptr + offs, mask=mask, other=0.0) + g * g
+    tl.store(s0_ptr + offs, total, mask=mask)
+    p = p - A * (g / (tl.sqrt(total) + B))          # A: the decayed lr, B: eps""",
+    "Adadelta": """
+    g = g + E * p                                   # E: weight_decay
+    square_avg = A * tl.load(s0_ptr + offs, mask=mask, other=0.0) + A1 * g * g   # A: rho
+    acc_delta = tl.load(s1_ptr + offs, mask=mask, other=0.0)
+    std = tl.sqrt(square_avg + B)                   # B: eps
+    delta = tl.sqrt(acc_delta + B) / std * g
+    tl.store(s0_ptr + offs, square_avg, mask=mask)
+    tl.store(s1_ptr + offs, A * acc_delta + A1 * delta * delta, mask=mask)
+    p = p - LR * delta""",
+    "RMSprop": """
+    g = g + E * p                                   # E: weight_decay
+    square_avg = A * tl.load(s0_ptr + offs, mask=mask, other=0.0) + A1 * g * g   # A: alpha
+    tl.store(s0_ptr + offs, square_avg, mask=mask)
+    grad_avg = tl.load(s2_ptr + offs, mask=mask, other=0.0)
+    grad_avg = grad_avg + A1 * (g - grad_avg)   # torch's lerp
+    tl.store(s2_ptr + offs, grad_avg, mask=mask)
+    centered = tl.where(D != 0, square_avg - grad_avg * grad_avg, square_avg)   # D: centered
+    avg = tl.sqrt(centered) + B                     # B: eps
+    buf = C * tl.load(s1_ptr + offs, mask=mask, other=0.0) + g / avg   # C: momentum
+    tl.store(s1_ptr + offs, buf, mask=mask)
+    p = p - LR * tl.where(C > 0, buf, g / avg)""",
+    "Adam": """
+    g = g + E * p                                   # E: weight_decay
+    exp_avg = tl.load(s0_ptr + offs, mask=mask, other=0.0)
+    exp_avg = exp_avg + A1 * (g - exp_avg)   # A: beta1; torch's lerp
+    exp_avg_sq = B * tl.load(s1_ptr + offs, mask=mask, other=0.0) + B1 * g * g   # B: beta2
+    tl.store(s0_ptr + offs, exp_avg, mask=mask)
+    tl.store(s1_ptr + offs, exp_avg_sq, mask=mask)
+    max_sq = tl.maximum(tl.load(s2_ptr + offs, mask=mask, other=0.0), exp_avg_sq)
+    tl.store(s2_ptr + offs, max_sq, mask=mask)
+    second = tl.where(FIRST < 0, max_sq, exp_avg_sq)   # FIRST < 0: amsgrad
+    denom = tl.sqrt(second) / D + C                 # C: eps, D: sqrt(bias correction 2)
+    p = p - LR * (exp_avg / denom)                  # LR: lr / bias correction 1""",
+}
+
+
+def render(optimizer) -> KernelSource:
+    name = f"{optimizer.name.lower()}_step"
+    return KernelSource(name, module_source(f"the {optimizer.name} step", OPTIM_SOURCE.format(
+        name=name, update=UPDATES[optimizer.name])))
+
+
+def scalars(optimizer, step: int) -> tuple:
+    """(LR, A, B, C, D, E, A1, B1, FIRST) for `step` (1-based)."""
+    lr, a, b, c, d, e, first = _scalars(optimizer, step)
+    return lr, a, b, c, d, e, 1.0 - a, 1.0 - b, first
+
+
+def _scalars(optimizer, step: int) -> tuple:
+    o = optimizer
+    if o.name == "SGD":
+        return o.lr, o.momentum, o.dampening, float(o.nesterov), 0.0, o.weight_decay, int(step == 1)
+    if o.name == "Adagrad":
+        return o.lr, o.lr / (1 + (step - 1) * o.lr_decay), o.eps, 0.0, 0.0, o.weight_decay, 0
+    if o.name == "Adadelta":
+        return o.lr, o.rho, o.eps, 0.0, 0.0, o.weight_decay, 0
+    if o.name == "RMSprop":
+        return o.lr, o.alpha, o.eps, o.momentum, float(o.centered), o.weight_decay, 0
+    beta1, beta2 = o.betas
+    step_size = o.lr / (1 - beta1 ** step)
+    return step_size, beta1, beta2, o.eps, (1 - beta2 ** step) ** 0.5, o.weight_decay, -1 if o.amsgrad else 0
+
+
+def launch(fn, optimizer, target, params, grads, states, step: int) -> None:
+    numel = params.numel()
+    block = target.tile(numel, gpu=1024, interpreted=65536)
+    padded = [*states, *([params] * (3 - len(states)))]  # unused state slots are never touched
+    fn[(triton.cdiv(numel, block),)](params, grads, *padded, numel, *scalars(optimizer, step), BLOCK=block)

@@ -1,0 +1,176 @@
+"""Training: `fg.compile(model, loss=..., optimizer=...)` gives a Trainer with train_step, fit,
+evaluate and predict. Trainable parameters, their gradients and the optimizer's state each live in
+one flat buffer, so the backward writes every gradient in place and one kernel launch updates all
+parameters; frozen parameters live outside it and never change."""
+
+from __future__ import annotations
+
+from math import prod
+
+import torch
+
+from ..ir import GraphError, InputError, check_feeds
+from ..kernels import load_kernel
+from ..kernels import optim as optim_kernels
+from ..optim import Optimizer
+from ..passes import run_pipeline
+from ..passes.autodiff import loss_graph
+from .compiled import CompiledModel
+from .program import Program
+
+
+def _as_tensor(data, what: str) -> torch.Tensor:
+    if isinstance(data, torch.Tensor):
+        return data
+    try:
+        return torch.as_tensor(data)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"{what} must be a tensor or array, got {type(data).__name__}") from None
+
+
+class Trainer(CompiledModel):
+    def __init__(self, model, *, loss: str, optimizer: Optimizer | None = None, fuse: bool = True,
+                 device: str | None = None) -> None:
+        super().__init__(model, fuse=fuse, device=device, loss=loss)
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise GraphError(f"optimizer must be one of fg.optim's (SGD, Adam, ...), got {type(optimizer).__name__}")
+        self.model = model
+        self.optimizer = optimizer
+        self._flatten_parameters()
+        self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse)
+        self.eval_program = Program(self.eval_graph, self.target, self.counter)
+        self.steps_taken = 0
+        if optimizer is not None:
+            self.states = [torch.zeros_like(self.flat) for _ in optimizer.state]
+            if optimizer.name == "Adagrad":
+                self.states[0].fill_(optimizer.initial_accumulator_value)
+            self.optimizer_kernel = load_kernel(optim_kernels.render(optimizer), self.counter)
+
+    def _flatten_parameters(self) -> None:
+        sizes = {name: prod(self.params[name].shape) for name in self.trainable}
+        self.flat = torch.empty(sum(sizes.values()), device=self.device)
+        self.flat_grads = torch.empty_like(self.flat)
+        self.grad_views: dict[str, torch.Tensor] = {}
+        offset = 0
+        for name in self.trainable:
+            shape, n = self.params[name].shape, sizes[name]
+            view = self.flat[offset:offset + n].view(shape)
+            view.copy_(self.params[name])
+            self.params[name] = view
+            self.grad_views[name] = self.flat_grads[offset:offset + n].view(shape)
+            offset += n
+        self._bind = {v.name: self.grad_views[name] for v, name in zip(self.train_graph.outputs[1:-1], self.trainable)}
+
+    # -- one step ------------------------------------------------------------------------------
+    def train_step(self, x, y) -> float:
+        """Forward, loss, backward and one optimizer update; returns the batch's mean loss."""
+        return float(self._step(x, y)[0])
+
+    def _step(self, x, y) -> list[torch.Tensor]:
+        if self.optimizer is None:
+            raise GraphError("compile with an optimizer to train, e.g. fg.compile(model, loss=..., "
+                             "optimizer=fg.optim.Adam())")
+        self.steps_taken += 1
+        for kernel in self.train_program.kernels:
+            kernel.kernel.seed_offset = self.steps_taken  # a new dropout mask every step
+        outputs = self._run_training(x, y, self._bind)
+        launches = self.last_launches
+        optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
+                             self.states, self.steps_taken)
+        self.last_launches = launches + 1
+        return outputs
+
+    # -- loops ---------------------------------------------------------------------------------
+    def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+            validation_data: tuple | None = None, early_stopping: int | None = None,
+            verbose: bool = True, augment=None) -> dict[str, list[float]]:
+        """Train for `epochs` over (x, y) in batches; with `validation_data`, evaluate after each epoch and,
+        with `early_stopping=patience`, stop when validation loss has not improved for that many epochs
+        and restore the best weights. `augment(x_batch, generator)` may transform each training batch.
+        Returns the history: loss (and accuracy) per epoch, with val_ entries when validating."""
+        from tqdm.auto import tqdm
+
+        x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
+        if len(x) != len(y):
+            raise InputError(f"x has {len(x)} samples but y has {len(y)}")
+        if batch_size < 1 or epochs < 1:
+            raise InputError("epochs and batch_size must be positive")
+        history: dict[str, list[float]] = {"loss": []}
+        best, best_flat, waited = float("inf"), None, 0
+        generator = torch.Generator().manual_seed(seed)
+        for epoch in range(epochs):
+            order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))
+            total, correct, seen = 0.0, 0, 0
+            bar = tqdm(range(0, len(x), batch_size), desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose,
+                       leave=True, dynamic_ncols=True)
+            for start in bar:
+                index = order[start:start + batch_size]
+                xb, yb = x[index], y[index]
+                if augment is not None:
+                    xb = augment(xb, generator)
+                outputs = self._step(xb.to(self.device), yb.to(self.device))
+                total += float(outputs[0]) * len(index)
+                correct += self._correct(outputs[-1], yb.to(self.device))
+                seen += len(index)
+                bar.set_postfix(self._metrics(total / seen, correct, seen))
+            for key, value in self._metrics(total / seen, correct, seen).items():
+                history.setdefault(key, []).append(value)
+            if validation_data is not None:
+                for key, value in self.evaluate(*validation_data).items():
+                    history.setdefault(f"val_{key}", []).append(value)
+                if verbose:
+                    print("  " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items()))
+                if early_stopping is not None:
+                    if history["val_loss"][-1] < best:
+                        best, best_flat, waited = history["val_loss"][-1], self.flat.clone(), 0
+                    else:
+                        waited += 1
+                        if waited >= early_stopping:
+                            break
+        if best_flat is not None:
+            self.flat.copy_(best_flat)
+        self.model.load_params({name: t.detach().cpu().clone() for name, t in self.params.items()})
+        return history
+
+    def _correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
+        if self.loss == "cross_entropy":
+            return int((logits.argmax(dim=1) == y).sum())
+        if self.loss == "binary_cross_entropy":
+            return int(((logits > 0).to(y.dtype) == y).sum())
+        return 0
+
+    def _metrics(self, loss: float, correct: int, seen: int) -> dict[str, float]:
+        if self.loss == "mse":
+            return {"loss": loss}
+        per_sample = 1 if self.loss == "cross_entropy" else prod(self.source_graph.outputs[0].type.feature_shape)
+        return {"loss": loss, "accuracy": correct / (seen * per_sample)}
+
+    def evaluate(self, x, y, batch_size: int = 256) -> dict[str, float]:
+        """Mean loss (and accuracy for classification) over (x, y), dropout off."""
+        x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
+        total, correct = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size].to(self.device), y[start:start + batch_size].to(self.device)
+            feeds = self._check_device_and_ids(check_feeds(self.eval_graph, [xb, yb]), self.eval_graph)
+            with torch.no_grad():
+                loss, logits = self.eval_program.run(feeds, self.params)
+            total += float(loss) * len(xb)
+            correct += self._correct(logits, yb)
+        return self._metrics(total / len(x), correct, len(x))
+
+    def predict(self, x, batch_size: int = 256) -> torch.Tensor:
+        """The model's outputs for `x`, in batches (inference kernels, dropout off)."""
+        x = _as_tensor(x, "x")
+        return torch.cat([self(x[start:start + batch_size].to(self.device))
+                          for start in range(0, len(x), batch_size)])
+
+
+def make(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
+         optimizer: Optimizer | None = None) -> CompiledModel:
+    if loss is None:
+        if optimizer is not None:
+            raise GraphError("an optimizer needs a loss: fg.compile(model, loss='cross_entropy', optimizer=...)")
+        return CompiledModel(model, fuse=fuse, device=device)
+    return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device)
+
+
