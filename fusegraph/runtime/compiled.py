@@ -91,7 +91,6 @@ class CompiledModel:
         (frozen parameters have no entry: no kernel computes their gradient)."""
         if self.loss is None:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
-        xs = list(x) if isinstance(x, (list, tuple)) else [x]
         outputs = self._run_training(x, y)
         return float(outputs[0]), {name: g.clone() for name, g in zip(self.trainable, outputs[1:-1])}
 
