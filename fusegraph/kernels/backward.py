@@ -149,7 +149,7 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
     h, w = lift(dx_shape[2:], 1)
     ph, pw = lift(dy.shape[2:], 1)
     total = outputs[0].numel()
-    block = target.tile(total, gpu=256, interpreted=4096)
+    block = target.tile(total, gpu=256, interpreted=16384)
     fn[(triton.cdiv(total, block),)](
         *inputs, *outputs, total, h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
         KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),

@@ -108,9 +108,9 @@ def launch_input(fn, node, target, inputs, outputs):
     (dx,) = outputs
     sizes, (kh, kw) = _geometry(node, dx.shape, w.shape, dy.shape)
     n, c, h, wd, o = sizes[:5]
-    block_m = target.tile(n * h * wd, gpu=64, interpreted=256)
+    block_m = target.tile(n * h * wd, gpu=64, interpreted=1024)
     block_n = target.tile(c, gpu=32, interpreted=128)
-    block_k = target.tile(o * kh * kw, gpu=32, interpreted=128)
+    block_k = target.tile(o * kh * kw, gpu=32, interpreted=256)
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
     fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
@@ -145,7 +145,7 @@ def launch_weight(fn, node, target, inputs, outputs):
     n, c, o, oh, ow = sizes[0], sizes[1], sizes[4], sizes[5], sizes[6]
     block_m = target.tile(o, gpu=32, interpreted=128)
     block_n = target.tile(c * kh * kw, gpu=32, interpreted=128)
-    block_k = target.tile(n * oh * ow, gpu=32, interpreted=256)
+    block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024)
     grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n))
     fn[grid](x, dy, dw, *extra, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)

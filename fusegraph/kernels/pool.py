@@ -69,7 +69,7 @@ def launch_pool(fn, node, target, inputs, outputs):
     h, w = (1, x.shape[2]) if x.dim() == 3 else x.shape[2:]
     oh, ow = (1, out.shape[2]) if out.dim() == 3 else out.shape[2:]
     total = out.numel()
-    block = target.tile(total, gpu=512, interpreted=4096)
+    block = target.tile(total, gpu=512, interpreted=16384)
     fn[(triton.cdiv(total, block),)](x, out, total, h, w, oh, ow, stride[0], stride[1], padding[0][0],
                                       padding[1][0], KH=kernel[0], KW=kernel[1],
                                       IS_MAX=node.op.startswith("max"), BLOCK=block)

@@ -197,6 +197,19 @@ class Model:
         return TorchModel(modules, program, tuple(slot[id(t)] for t in self._inputs),
                           tuple(slot[id(t)] for t in self._outputs)).eval()
 
+    def features(self, layer_names: Sequence[str]) -> Model:
+        """A model with the same inputs whose outputs are the named layers' outputs, sharing these weights
+        (e.g. the feature maps after each conv block)."""
+        outputs = []
+        for name in layer_names:
+            call = next((c for c in self._calls if c.layer.name == name), None)
+            if call is None:
+                raise GraphError(f"no layer named '{name}' in {self.name}; layers: {[layer.name for layer in self.layers]}")
+            outputs.append(call.outputs[0])
+        sub = Model(self._inputs, outputs, name=f"{self.name}_features")
+        sub.load_params({name: self.params[name] for name in sub.params})
+        return sub
+
     def __repr__(self) -> str:
         return f"<fusegraph Model '{self.name}': {len(self.layers)} layers, {self.count_params():,} params>"
 
