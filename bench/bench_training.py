@@ -4,6 +4,7 @@ torch.autograd saves for the same net (counted with saved-tensor hooks); on a CU
 time against torch eager and torch.compile.
 
     python bench/bench_training.py [--batch 64] [--out bench/results]
+    python bench/bench_training.py --batch 256 --models lenet    # the issue's GPU target (>= 1.3x eager)
 
 Writes <out>/training_<device>.json and .md. CPU (interpreter) runs record no timings."""
 
@@ -82,6 +83,13 @@ def gpu_timings(model, compiled, feeds, target, loss) -> dict[str, float]:
     step(compiled_torch)
     times = {"fusegraph_ms": do_bench(lambda: compiled.loss_and_grads(feeds, target)),
              "torch_eager_ms": do_bench(lambda: step(eager)), "torch_compile_ms": do_bench(lambda: step(compiled_torch))}
+    for key, run in (("fusegraph_peak_bytes", lambda: compiled.loss_and_grads(feeds, target)),
+                     ("torch_eager_peak_bytes", lambda: step(eager))):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        torch.cuda.synchronize()
+        times[key] = torch.cuda.max_memory_allocated()
     times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]
     times["speedup_vs_torch_compile"] = times["torch_compile_ms"] / times["fusegraph_ms"]
     return times
