@@ -1,6 +1,6 @@
 """GPU only: the fused conv block and LSTM layer against torch eager (cuDNN) and torch.compile.
 
-    python bench/bench_blocks.py [--out bench/results]
+    python -m bench.bench_blocks [--out bench/results]
 
 Contenders run the same shapes and dtype in one process: conv 3x3 'same' + bias + ReLU + 2x2 max
 pool on 256 x 1 x 28 x 28 -> 32 channels, and an LSTM (seq 100, batch 64, input 128, hidden 256,

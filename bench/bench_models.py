@@ -2,7 +2,7 @@
 (inputs + weights + outputs), compile time, and on a CUDA GPU the forward time of the fused model
 against torch eager and torch.compile on the same shapes.
 
-    python bench/bench_models.py [--batch 64] [--out bench/results]
+    python -m bench.bench_models [--batch 64] [--out bench/results]
 
 Writes <out>/models_<device>.json and .md. On the CPU (Triton's interpreter) no timings are
 recorded: interpreter times are not performance figures."""
@@ -13,16 +13,13 @@ from __future__ import annotations
 import fusegraph as fg
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
-from pathlib import Path
 
 import torch
-import triton
 
+from bench.common import environment, write
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes
 
@@ -121,22 +118,9 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--models", nargs="*", default=list(fg.zoo.MODELS))
     args = parser.parse_args()
-    cuda = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-    results = {
-        "benchmark": "bench/bench_models.py", "batch": args.batch,
-        "environment": {"device_type": "cuda" if cuda else "cpu",
-                        "device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or 'unknown'}), "
-                                                                           "Triton interpreter",
-                        "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version()},
-        "models": [bench_model(name, args.batch) for name in args.models],
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"models_{results['environment']['device_type']}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-
+    results = {"benchmark": "bench/bench_models.py", "batch": args.batch, "environment": environment(),
+               "models": [bench_model(name, args.batch) for name in args.models]}
+    write(results, args.out, "models", markdown)
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,8 @@ unfused vs the minimum; activation memory kept between forward and backward, aga
 torch.autograd saves for the same net (counted with saved-tensor hooks); on a CUDA GPU, the step's
 time against torch eager and torch.compile.
 
-    python bench/bench_training.py [--batch 64] [--out bench/results]
-    python bench/bench_training.py --batch 256 --models lenet    # the issue's GPU target (>= 1.3x eager)
+    python -m bench.bench_training [--batch 64] [--out bench/results]
+    python -m bench.bench_training --batch 256 --models lenet    # the issue's GPU target (>= 1.3x eager)
 
 Writes <out>/training_<device>.json and .md. CPU (interpreter) runs record no timings."""
 
@@ -14,14 +14,10 @@ from __future__ import annotations
 import fusegraph as fg
 
 import argparse
-import json
-import os
-import platform
-from pathlib import Path
 
 import torch
-import triton
 
+from bench.common import environment, write
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
 from fusegraph.passes.explain import saved_activations
@@ -142,20 +138,9 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
-    cuda = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-    results = {"benchmark": "bench/bench_training.py", "batch": args.batch,
-               "environment": {"device_type": "cuda" if cuda else "cpu",
-                               "device": torch.cuda.get_device_name() if cuda else "CPU, Triton interpreter",
-                               "torch": torch.__version__, "triton": triton.__version__,
-                               "python": platform.python_version()},
+    results = {"benchmark": "bench/bench_training.py", "batch": args.batch, "environment": environment(),
                "models": [bench_model(name, MODELS[name], args.batch) for name in args.models]}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"training_{results['environment']['device_type']}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-
+    write(results, args.out, "training", markdown)
 
 if __name__ == "__main__":
     main()
