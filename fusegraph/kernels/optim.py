@@ -102,6 +102,8 @@ def _scalars(optimizer, step: int) -> tuple:
 
 def launch(fn, optimizer, target, params, grads, states, step: int) -> None:
     numel = params.numel()
+    if numel == 0:  # every parameter frozen: nothing to update
+        return
     block = target.tile(numel, gpu=1024, interpreted=65536)
     padded = [*states, *([params] * (3 - len(states)))]  # unused state slots are never touched
     fn[(triton.cdiv(numel, block),)](params, grads, *padded, numel, *scalars(optimizer, step), BLOCK=block)
