@@ -13,7 +13,7 @@ from .graph import Graph, Node
 from .ops.scan import scan_steps
 from .types import TensorType
 
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int8": 1}
 VIEW_OPS = ("reshape", "dropout")
 
 

@@ -13,9 +13,9 @@ BATCH = "N"
 Dim = int | str
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
-INT_DTYPES = ("int64",)
+INT_DTYPES = ("int64", "int8")  # int8: max-pool window positions saved for the backward
 DTYPES = FLOAT_DTYPES + INT_DTYPES
-SHORT_DTYPE = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64"}
+SHORT_DTYPE = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64", "int8": "i8"}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ POOL_BWD_SOURCE = '''
 def {name}(
     {pointers}, TOTAL, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, REACH_H: tl.constexpr, REACH_W: tl.constexpr,
-    IS_MAX: tl.constexpr, BLOCK: tl.constexpr,
+    IS_MAX: tl.constexpr, FROM_POSITIONS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # one lane per input element: gather from every window that covers it (no atomics, deterministic)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -32,8 +32,14 @@ def {name}(
             h0 = ph * STRIDE_H - PAD_H
             w0 = pw * STRIDE_W - PAD_W
             covers = valid & (ph >= 0) & (ph < PH) & (pw >= 0) & (pw < PW) & (ih < h0 + KH) & (iw < w0 + KW)
-            g = tl.load(dy_ptr + (plane * PH + ph) * PW + pw, mask=covers, other=0.0).to(tl.float32)
-            if IS_MAX:
+            window = (plane * PH + ph) * PW + pw
+            g = tl.load(dy_ptr + window, mask=covers, other=0.0).to(tl.float32)
+{prologue}
+            if FROM_POSITIONS:
+                # x_ptr holds each window's saved maximum position (int8, row-major in the window)
+                at = tl.load(x_ptr + (plane * PH + ph) * PW + pw, mask=covers, other=-1).to(tl.int32)
+                grad += tl.where(covers & (at == (ih - h0) * KW + (iw - w0)), g, 0.0)
+            elif IS_MAX:
                 # the window's first maximum in row-major order takes the gradient, as in PyTorch
                 best = tl.full((BLOCK,), float("-inf"), tl.float32)
                 best_at = tl.full((BLOCK,), -1, tl.int32)
@@ -121,8 +127,9 @@ def render_pool_bwd(node):
     group = group_of(node)
     anchor = group.anchor
     kind = "max" if anchor.op.startswith("max") else "avg"
-    name = node.attrs["kernel"] if node.op == "fused" else f"{kind}_pool_bwd"
-    dy = f"in{group.input_index(anchor.inputs[0])}_ptr"
+    name = node.attrs["kernel"] if node.op == "fused" else f"{kind}_pool_bwd" + (
+        "_from_positions" if anchor.op.endswith("_bwd_idx") else "")
+    dy = f"in{group.input_index(group.data_input)}_ptr"
     x = f"in{group.input_index(anchor.inputs[1])}_ptr" if kind == "max" else dy  # avg reads no input
     tile = Tile(load_full=lambda i, v, g: f"tl.load(in{i}_ptr + offs, mask=valid, other=0.0).to(tl.float32)",
                 load_channel=lambda i, v, g: "0.0")
@@ -131,9 +138,19 @@ def render_pool_bwd(node):
     lines = emitter.emit_all(group.nodes)
     lines += [f"    tl.store(out{j}_ptr + offs, {emitter.operand(v)[0]}.to(out{j}_ptr.dtype.element_ty), mask=valid)"
               for j, v in enumerate(group.outputs)]
+    # the prologue (e.g. the ReLU's backward) on each window's gradient, its operands read at that window
+    before = Emitter(Tile(load_full=lambda i, v, g: f"tl.load(in{i}_ptr + window, mask=covers, other=0.0).to(tl.float32)",
+                          load_channel=lambda i, v, g: "0.0"), group.input_index, indent=" " * 12)
+    if group.prologue:
+        before.bind(group.data_input, ["g"])
+        prologue_lines = before.emit_all(group.prologue)
+        prologue_lines.append(f"            g = {before.operand(group.prologue[-1].outputs[0])[0]}")
+    else:
+        prologue_lines = []
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
                          [f"out{j}_ptr" for j in range(len(group.outputs))])
-    source = POOL_BWD_SOURCE.format(name=name, pointers=pointers, epilogue="\n".join(lines)).replace(
+    source = POOL_BWD_SOURCE.format(name=name, pointers=pointers, epilogue="\n".join(lines),
+                                    prologue="\n".join(prologue_lines)).replace(
         "dy_ptr + ", f"{dy} + ").replace("x_ptr + ", f"{x} + ")
     return KernelSource(name, module_source(f"{kind} pooling gradient", helpers_for(source) + "\n\n" + source))
 
@@ -141,7 +158,7 @@ def render_pool_bwd(node):
 def launch_pool_bwd(fn, node, target, inputs, outputs):
     group = group_of(node)
     anchor = group.anchor
-    dy = inputs[group.input_index(anchor.inputs[0])]
+    dy = inputs[group.input_index(group.data_input)]
     dx_shape = anchor.outputs[0].type.concrete(dy.shape[0])
     lift = (lambda t, one: (one, *t)) if len(dx_shape) == 3 else (lambda t, one: tuple(t))
     kernel, stride = lift(anchor.attrs["kernel"], 1), lift(anchor.attrs["stride"], 1)
@@ -153,7 +170,7 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
     fn[(triton.cdiv(total, block),)](
         *inputs, *outputs, total, h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
         KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
-        IS_MAX=anchor.op.startswith("max"), BLOCK=block)
+        IS_MAX=anchor.op.startswith("max"), FROM_POSITIONS=anchor.op.endswith("_bwd_idx"), BLOCK=block)
 
 
 def launch_global_bwd(fn, node, target, inputs, outputs):
@@ -214,6 +231,7 @@ def launch_scatter(fn, node, target, inputs, outputs):
 for _ndim in (1, 2):
     register_template(f"max_pool{_ndim}d_bwd", render_pool_bwd, launch_pool_bwd)
     register_template(f"avg_pool{_ndim}d_bwd", render_pool_bwd, launch_pool_bwd)
+    register_template(f"max_pool{_ndim}d_bwd_idx", render_pool_bwd, launch_pool_bwd)
     register_template(f"global_avg_pool{_ndim}d_bwd",
                       lambda node: _source("global_avg_pool_bwd", BROADCAST_SOURCE, "global average pooling gradient"),
                       launch_global_bwd)

@@ -62,8 +62,7 @@ def {name}(
 
 
 def _pool(group):
-    last = group.nodes[-1] if group.nodes else None
-    return last if last is not None and "pool" in last.op else None
+    return next((n for n in group.nodes if "pool" in n.op), None)
 
 
 def render(node):
@@ -78,7 +77,8 @@ def render(node):
     )
     emitter = Emitter(tile, group.input_index, indent=" " * 12)
     emitter.bind(anchor.outputs[0], ["acc"])
-    epilogue = emitter.emit_all(group.nodes[:-1] if pool else group.nodes)
+    at = group.nodes.index(pool) if pool is not None else len(group.nodes)
+    epilogue = emitter.emit_all(group.nodes[:at])
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
                          [f"out{j}_ptr" for j in range(len(group.outputs))])
     if pool is None:
@@ -88,8 +88,12 @@ def render(node):
     else:
         (value,) = emitter.operand(pool.inputs[0])
         if pool.op.startswith("max"):
-            pool_init = "    pooled = tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)"
-            pool_step = f"            pooled = tl.maximum(pooled, tl.where(tile_mask, {value}, float('-inf')))"
+            pool_init = ("    pooled = tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)\n"
+                         "    best_at = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)")
+            # strictly greater: the first maximum in the window (row-major) wins, as in PyTorch
+            pool_step = (f"            candidate = tl.where(tile_mask, {value}, float('-inf'))\n"
+                         "            best_at = tl.where(candidate > pooled, pool_kh * POOL_KW + pool_kw, best_at)\n"
+                         "            pooled = tl.maximum(pooled, candidate)")
             result = "pooled"
         else:
             pool_init = ("    pooled = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)\n"
@@ -97,9 +101,20 @@ def render(node):
             pool_step = (f"            pooled += tl.where(tile_mask, {value}, 0.0)\n"
                          "            count += pos_ok.to(tl.float32)")
             result = "pooled / tl.maximum(count, 1.0)[:, None]"
-        finish = ("    pooled_offs = (n[:, None] * O + cols[None, :]) * (PH * PW) + (ph * PW + pw)[:, None]\n"
-                  f"    tl.store(out0_ptr + pooled_offs, ({result}).to(out0_ptr.dtype.element_ty), "
-                  "mask=row_ok[:, None] & col_ok[None, :])")
+        # after the pool: elementwise ops on the pooled tile (an activation moved past a max pool)
+        after = Emitter(Tile(
+            load_full=lambda i, v, g: f"tl.load(in{i}_ptr + pooled_offs, mask=pooled_mask, other=0.0).to(tl.float32)",
+            load_channel=lambda i, v, g: f"tl.load(in{i}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
+        ), group.input_index)
+        after.bind(pool.outputs[0], ["result"])
+        if len(pool.outputs) == 2:
+            after.bind(pool.outputs[1], ["best_at"])
+        lines = ["    pooled_offs = (n[:, None] * O + cols[None, :]) * (PH * PW) + (ph * PW + pw)[:, None]",
+                 "    pooled_mask = row_ok[:, None] & col_ok[None, :]", f"    result = {result}"]
+        lines += after.emit_all(group.nodes[at + 1:])
+        lines += [f"    tl.store(out{j}_ptr + pooled_offs, {after.operand(v)[0]}.to(out{j}_ptr.dtype.element_ty), "
+                  "mask=pooled_mask)" for j, v in enumerate(group.outputs)]
+        finish = "\n".join(lines)
     prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 16))
     source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"in{ix}_ptr", w=f"in{iw}_ptr", prologue=prologue,
                                 pool_init=pool_init, epilogue="\n".join(epilogue), pool_step=pool_step, finish=finish)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from ..ir import Node, Value
 
 ANCHORS = ("conv1d", "conv2d", "matmul", "matmul_tn", "conv1d_bwd_weight", "conv2d_bwd_weight",
-           "max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd")
+           "max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd", "max_pool1d_bwd_idx",
+           "max_pool2d_bwd_idx")
 
 
 @dataclass(frozen=True)

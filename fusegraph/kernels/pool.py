@@ -12,8 +12,8 @@ from .registry import KernelSource, module_source, register_template
 POOL_SOURCE = '''
 @triton.jit
 def {name}(
-    x_ptr, out_ptr, TOTAL, H, W, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
-    KH: tl.constexpr, KW: tl.constexpr, IS_MAX: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr, out_ptr, pos_ptr, TOTAL, H, W, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    KH: tl.constexpr, KW: tl.constexpr, IS_MAX: tl.constexpr, WITH_POSITIONS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < TOTAL
@@ -25,6 +25,7 @@ def {name}(
     else:
         acc = tl.zeros((BLOCK,), tl.float32)
     count = tl.zeros((BLOCK,), tl.float32)
+    best_at = tl.zeros((BLOCK,), tl.int32)
     for kh in tl.static_range(KH):
         for kw in tl.static_range(KW):
             ih = oh * STRIDE_H - PAD_H + kh
@@ -32,6 +33,8 @@ def {name}(
             inside = valid & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             x = tl.load(x_ptr + (plane * H + ih) * W + iw, mask=inside, other=float("-inf") if IS_MAX else 0.0)
             if IS_MAX:
+                # strictly greater: the first maximum in row-major order wins, as in PyTorch
+                best_at = tl.where(x.to(tl.float32) > acc, kh * KW + kw, best_at)
                 acc = tl.maximum(acc, x.to(tl.float32))
             else:
                 acc += x.to(tl.float32)
@@ -39,6 +42,8 @@ def {name}(
     if not IS_MAX:
         acc = acc / tl.maximum(count, 1.0)
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=valid)
+    if WITH_POSITIONS:
+        tl.store(pos_ptr + offs, best_at.to(tl.int8), mask=valid)
 '''
 
 GLOBAL_AVG_SOURCE = '''
@@ -62,7 +67,8 @@ def render_pool(node):
 
 
 def launch_pool(fn, node, target, inputs, outputs):
-    (x,), (out,) = inputs, outputs
+    (x,) = inputs
+    out, positions = (outputs[0], outputs[1]) if len(outputs) == 2 else (outputs[0], outputs[0])
     kernel, stride, padding = node.attrs["kernel"], node.attrs["stride"], node.attrs["padding"]
     if x.dim() == 3:
         kernel, stride, padding = (1, *kernel), (1, *stride), ((0, 0), *padding)
@@ -70,9 +76,9 @@ def launch_pool(fn, node, target, inputs, outputs):
     oh, ow = (1, out.shape[2]) if out.dim() == 3 else out.shape[2:]
     total = out.numel()
     block = target.tile(total, gpu=512, interpreted=16384)
-    fn[(triton.cdiv(total, block),)](x, out, total, h, w, oh, ow, stride[0], stride[1], padding[0][0],
-                                      padding[1][0], KH=kernel[0], KW=kernel[1],
-                                      IS_MAX=node.op.startswith("max"), BLOCK=block)
+    fn[(triton.cdiv(total, block),)](x, out, positions, total, h, w, oh, ow, stride[0], stride[1], padding[0][0],
+                                      padding[1][0], KH=kernel[0], KW=kernel[1], IS_MAX=node.op.startswith("max"),
+                                      WITH_POSITIONS=len(outputs) == 2, BLOCK=block)
 
 
 def render_global(node):
@@ -90,5 +96,6 @@ def launch_global(fn, node, target, inputs, outputs):
 
 for _ndim in (1, 2):
     register_template(f"max_pool{_ndim}d", render_pool, launch_pool)
+    register_template(f"max_pool{_ndim}d_argmax", render_pool, launch_pool)
     register_template(f"avg_pool{_ndim}d", render_pool, launch_pool)
     register_template(f"global_avg_pool{_ndim}d", render_global, launch_global)

@@ -66,7 +66,7 @@ def backprop(g: GradEmitter, nodes: list[Node], seeds: dict[str, Value], wanted:
         if rule is None:
             raise GraphError(f"{node.where}: training through {node.op} is not supported")
         g.current = node
-        if any(d is None for d in out_grads) and node.op not in ("split", "scan"):
+        if any(d is None for d in out_grads) and node.op not in ("split", "scan") and not node.op.endswith("_argmax"):
             out_grads = [d if d is not None else g.op("zeros", [v]) for d, v in zip(out_grads, node.outputs)]
         for value, grad, need in zip(node.inputs, rule(g, node, out_grads, want), want):
             if need and grad is not None:
@@ -113,13 +113,52 @@ def expose_scan_carries(graph: Graph) -> Graph:
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))
 
 
+def pool_with_positions(graph: Graph) -> Graph:
+    """Max pools save where each maximum was (int8) for their backward, instead of their input; a ReLU
+    (or leaky ReLU) whose only reader is the pool moves after it (max and a non-decreasing function
+    commute), so the backward needs neither the pre-pool map nor the pre-activation."""
+    producers, users = graph.producers(), graph.users()
+    outputs = {v.name for v in graph.outputs}
+    taken = {v.name for n in graph.nodes for v in n.outputs}
+    moved: set[int] = set()
+    nodes = []
+    for node in graph.nodes:
+        if id(node) in moved:
+            continue
+        if node.op not in ("max_pool1d", "max_pool2d"):
+            nodes.append(node)
+            continue
+        source, (pooled,) = node.inputs[0], node.outputs
+        act = producers.get(source.name)
+        commute = (act is not None and act.op in ("relu", "leaky_relu") and len(users[source.name]) == 1
+                   and source.name not in outputs)
+        data = act.inputs[0] if commute else source
+        positions = Value(_fresh(taken, f"{pooled.name}.positions"), TensorType(pooled.type.shape, "int8"))
+        maxima = Value(_fresh(taken, f"{pooled.name}.max"), pooled.type) if commute else pooled
+        if commute:
+            nodes.remove(act)
+        nodes.append(Node(f"{node.op}_argmax", (data,), (maxima, positions), node.attrs, node.layer))
+        if commute:
+            nodes.append(Node(act.op, (maxima,), (pooled,), act.attrs, act.layer))
+    return verify(Graph(tuple(nodes), graph.outputs, graph.name))
+
+
+def _fresh(taken: set[str], base: str) -> str:
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
+
+
 def autodiff(graph: Graph, loss: str) -> Graph:
     verify(graph)
     if loss not in LOSSES:
         raise GraphError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     if len(graph.outputs) != 1:
         raise GraphError(f"training needs a model with one output, this one has {len(graph.outputs)}")
-    graph = expose_scan_carries(graph)
+    graph = expose_scan_carries(pool_with_positions(graph))
     logits, absorbed = _loss_input(graph, loss)
     if loss == "cross_entropy":
         if logits.type.rank != 2:

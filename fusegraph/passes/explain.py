@@ -99,12 +99,16 @@ def saved_activations(train: Graph) -> list:
 def explain_training(train: Graph, batch: int = 64) -> str:
     backward = backward_nodes(train)
     traffic = {t.node.name: t for t in graph_traffic(train, batch)}
+    losses = {n.name for n in train.nodes if n.op in ("cross_entropy", "binary_cross_entropy", "mse")}
     forward_launches = sum(t.launches for name, t in traffic.items() if name not in backward)
-    backward_launches = sum(t.launches for name, t in traffic.items() if name in backward)
+    loss_launches = sum(t.launches for name, t in traffic.items() if name in losses)
+    backward_launches = sum(t.launches for name, t in traffic.items() if name in backward and name not in losses)
     saved = saved_activations(train)
-    lines = [f"Training step at batch {batch} (analytic): {forward_launches} forward launches, {backward_launches} "
-             f"backward launches (the fused loss included; bound 2 x forward + 1 = {2 * forward_launches + 1})",
+    lines = [f"Training step at batch {batch} (analytic): {forward_launches} forward launches, {loss_launches} loss "
+             f"launch (loss and its gradient), {backward_launches} backward launches (bound 2 x forward + 1 = "
+             f"{2 * forward_launches + 1})",
              f"  saved between forward and backward: {_mb(sum(size(batch) for _, size in saved))} "
-             "(store: every value below; recompute: each RNN cell's gates, from its stored carries)"]
+             "(store: every value below; recompute: each RNN cell's gates, from its stored carries; max pools keep "
+             "1-byte window positions, not their input)"]
     lines += [f"    %{v.name}: {v.type}  {_mb(size(batch))}  store" for v, size in saved]
     return "\n".join(lines)

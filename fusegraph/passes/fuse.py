@@ -21,11 +21,12 @@ from ..ir import Graph, Node, to_networkx, verify
 from .rewrite import stable_toposort, subgraph, with_attrs
 
 ANCHORS = ("conv1d", "conv2d", "matmul")
-POOL_GRADS = ("max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd")
+POOL_GRADS = ("max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd", "max_pool1d_bwd_idx",
+              "max_pool2d_bwd_idx")
 KERNEL_ANCHORS = (*ANCHORS, *POOL_GRADS, "matmul_tn", "conv1d_bwd_weight", "conv2d_bwd_weight")  # fused-group hosts
 ELEMENTWISE = ("bias_add", "relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul", "neg",
                "relu_bwd", "leaky_relu_bwd", "sigmoid_bwd", "tanh_bwd")
-POOLS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d")
+POOLS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "max_pool1d_argmax", "max_pool2d_argmax")
 SOFTMAXES = ("softmax", "log_softmax")
 MAX_SOFTMAX_ROW = 1024
 
@@ -85,12 +86,12 @@ def kernel_name(members: list[Node]) -> str:
         head = "pointwise"
     else:
         head = members[at].op
-        ops = [f"in_{n.op}" for n in members[:at] if n.op in PROLOGUE] + list(dict.fromkeys(
-            n.op for n in (*members[:at], *members[at + 1:]) if n.op not in PROLOGUE or members.index(n) > at))
+        ops = [f"in_{n.op}" for n in members[:at] if n.op != "bias_grad"] + list(dict.fromkeys(
+            n.op for n in (*members[:at], *members[at + 1:]) if n.op == "bias_grad" or members.index(n) > at))
     direction = "bwd" if members[-1].name.startswith("d.") or head.endswith("_bwd_weight") or head == "matmul_tn" \
         else "fwd"
     head = head.removesuffix("_bwd_weight") + ("_weight" if head.endswith("_bwd_weight") else "")
-    head = head.removesuffix("_bwd")
+    head = head.removesuffix("_bwd_idx").removesuffix("_bwd")
     name = f"{head}_{direction}_fused_{'_'.join(ops)}"
     return name if len(name) <= 64 else name[:56].rstrip("_") + "_etc"
 
@@ -160,13 +161,18 @@ class _Grouper:
         return " with ".join(parts[:2]) + (f" and {parts[2]}" if len(parts) > 2 else "")
 
     def _prologue(self, anchor: Node) -> list[Node]:
-        """Single-consumer unary activations feeding the anchor's data input, applied as it is loaded."""
+        """Single-consumer ops feeding the anchor's data input, applied as it is loaded: unary activations
+        for a conv or matmul; for a pool gradient also two-input gradient rules (the ReLU's backward),
+        whose second operand is read at the same pooled position."""
+        allowed = ELEMENTWISE if anchor.op in POOL_GRADS else PROLOGUE
         chain: list[Node] = []
         value = anchor.inputs[0]
         while True:
             producer = self.producer.get(value.name)
-            if (producer is None or id(producer) in self.taken or producer.op not in PROLOGUE
-                    or value.name in self.outputs or len(self.users.get(value.name, [])) != 1):
+            if (producer is None or id(producer) in self.taken or producer.op not in allowed
+                    or producer.op == "bias_add" or value.name in self.outputs
+                    or len(self.users.get(value.name, [])) != 1
+                    or any(self._depends_on_group(v.name, [anchor]) for v in producer.inputs[1:])):
                 return chain
             chain.insert(0, producer)
             value = producer.inputs[0]
@@ -194,11 +200,9 @@ class _Grouper:
                 gates = len(node.outputs)
             members.append(node)
             made |= {v.name for v in node.outputs}
-            if node.op in POOLS:
-                break
         if kind == "matmul" and gates:
             members += self._outside_splits(members, gates)
-        if kind in ("conv", "matmul"):
+        if kind in ("conv", "matmul") or start.op in POOL_GRADS:
             members = self._prologue(start) + members
         order = {id(n): i for i, n in enumerate(self.graph.nodes)}
         return sorted(members, key=lambda n: order[id(n)])
@@ -230,8 +234,14 @@ class _Grouper:
         for v in node.inputs:
             if v.name not in made and self._depends_on_group(v.name, members):
                 return f"its input %{v.name} is computed from the group outside it (fusing would make a cycle)"
-        if members[-1].op in POOLS:
-            return "a pool ends its group"
+        pooled = next((m for m in members if m.op in POOLS), None)
+        if pooled is not None:
+            # after a pool only elementwise work on the pooled tile (e.g. an activation moved past it)
+            if node.op not in ELEMENTWISE or node.outputs[0].type != pooled.outputs[0].type:
+                return "after a pool, a conv kernel takes only elementwise ops on the pooled map"
+            if node.op == "bias_add" and node.attrs["axis"] % node.outputs[0].type.rank != 1:
+                return "bias along a non-channel axis"
+            return ""
         if node.op in ELEMENTWISE:
             if node.op == "bias_add":
                 axis = node.attrs["axis"] % node.outputs[0].type.rank

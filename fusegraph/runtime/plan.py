@@ -14,7 +14,8 @@ import torch
 
 from ..ir import Graph, Node, TensorType
 
-TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
+TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
+               "int8": torch.int8}
 
 
 def is_view(node: Node, training: bool = False) -> bool:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GraphError
+from ..types import TensorType
 from .base import OpDef, register_op, require_float, set_vjp, shape_str
 from .conv import torch_pad_arg, windowed_size
 
@@ -146,3 +147,71 @@ for _ndim in (1, 2):
     set_vjp(f"max_pool{_ndim}d", _pool_vjp("max", _ndim))
     set_vjp(f"avg_pool{_ndim}d", _pool_vjp("avg", _ndim))
     set_vjp(f"global_avg_pool{_ndim}d", _global_vjp(_ndim))
+
+
+# -- max pooling that saves where each maximum was (one byte per pooled output) --------------------
+def _argmax_rule(ndim: int):
+    base = _pool_rule(ndim)
+
+    def infer(types, attrs):
+        (y,) = base(types, attrs)
+        if prod(attrs["kernel"]) > 127:
+            raise GraphError(f"a {attrs['kernel']} window has more positions than an int8 index holds")
+        return [y, TensorType(y.shape, "int8")]
+
+    return infer
+
+
+def _windows(x, attrs):
+    """(N, C, out..., window positions) of the -inf padded input, positions in row-major order."""
+    padded = F.pad(x, torch_pad_arg(attrs["padding"]), value=float("-inf"))
+    for axis, (k, s) in enumerate(zip(attrs["kernel"], attrs["stride"])):
+        padded = padded.unfold(2 + axis, k, s)
+    ndim = len(attrs["kernel"])
+    return padded.reshape(*padded.shape[:2 + ndim], -1)
+
+
+def _argmax_reference(inputs, attrs, ctx):
+    values, positions = _windows(inputs[0], attrs).max(dim=-1)  # the first maximum, as PyTorch's pool
+    return [values, positions.to(torch.int8)]
+
+
+def _bwd_idx_rule(types, attrs):
+    dy, idx = types
+    if idx.dtype != "int8" or idx.shape != dy.shape:
+        raise GraphError(f"window positions must be int8 shaped like the gradient {dy}, got {idx}")
+    return [dy.with_shape((*dy.shape[:2], *attrs["input_size"]))]
+
+
+def _bwd_idx_reference(inputs, attrs, ctx):
+    dy, idx = inputs
+    kernel, stride, pads = attrs["kernel"], attrs["stride"], attrs["padding"]
+    if len(kernel) == 1:  # as 2-D with height 1
+        dy, idx = dy.unsqueeze(2), idx.unsqueeze(2)
+        kernel, stride, pads = (1, *kernel), (1, *stride), ((0, 0), *pads)
+    size = (1, *attrs["input_size"]) if len(attrs["kernel"]) == 1 else tuple(attrs["input_size"])
+    padded = [n + b + e for n, (b, e) in zip(size, pads)]
+    count = prod(kernel)
+    spread = F.one_hot(idx.long(), count).to(dy.dtype) * dy.unsqueeze(-1)  # (N, C, OH, OW, window)
+    columns = spread.permute(0, 1, 4, 2, 3).reshape(dy.shape[0], dy.shape[1] * count, -1)
+    dx = F.fold(columns, padded, kernel, stride=stride)  # sums where windows overlap
+    dx = dx[:, :, pads[0][0]:pads[0][0] + size[0], pads[1][0]:pads[1][0] + size[1]]
+    return [dx.squeeze(2).contiguous() if len(attrs["kernel"]) == 1 else dx.contiguous()]
+
+
+def _argmax_vjp(ndim: int):
+    def vjp(b, node, grads, needs):
+        dy, _ = grads
+        geometry = {k: node.attrs[k] for k in ("kernel", "stride", "padding")}
+        return [b.op(f"max_pool{ndim}d_bwd_idx", [dy, node.outputs[1]],
+                     input_size=tuple(node.inputs[0].type.shape[2:]), **geometry)]
+
+    return vjp
+
+
+for _ndim in (1, 2):
+    register_op(OpDef(f"max_pool{_ndim}d_argmax", 1, _argmax_rule(_ndim), _argmax_reference,
+                      "max pooling that also outputs each maximum's window position (int8, row-major, first max)"))
+    register_op(OpDef(f"max_pool{_ndim}d_bwd_idx", 2, _bwd_idx_rule, _bwd_idx_reference,
+                      "gradient of a max pool from saved window positions; attrs as the pool plus input_size"))
+    set_vjp(f"max_pool{_ndim}d_argmax", _argmax_vjp(_ndim))
