@@ -100,6 +100,9 @@ class Emitter:
             for out, tile in zip(node.outputs, tiles):
                 self.env[out.name] = [tile]
             return
+        if op == "concat":  # gate tiles joined back into one full-width value: stored at their gate offsets
+            self.env[node.outputs[0].name] = [self.operand(v)[0] for v in node.inputs]
+            return
         if op in ("softmax", "log_softmax"):
             (tile,) = self.operand(node.inputs[0])
             assert self.tile.softmax is not None

@@ -267,6 +267,12 @@ class _Grouper:
             if anchor_type.shape[-1] > MAX_SOFTMAX_ROW:
                 return f"rows of {anchor_type.shape[-1]} do not fit one block (max {MAX_SOFTMAX_ROW})"
             return self._single_consumer(node.inputs[0].name)
+        if node.op == "concat":
+            t = node.outputs[0].type
+            if kind != "matmul" or not gates or len(node.inputs) != gates or t.shape != anchor_type.shape \
+                    or node.attrs["axis"] % t.rank != t.rank - 1:
+                return "only a gated matmul tile joins its gates back (a concat of one tile per gate)"
+            return ""
         if node.op == "split":
             if kind != "matmul":
                 return "only a matmul tile splits into gates"
