@@ -14,6 +14,7 @@ reads); its VJP is a reverse scan over the body's own VJP, which recomputes the 
 from __future__ import annotations
 
 from ..ir import BATCH, Graph, GraphBuilder, GraphError, Node, TensorType, Value, get_op, verify
+from .rewrite import fresh_name
 
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 
@@ -75,6 +76,14 @@ def backprop(g: GradEmitter, nodes: list[Node], seeds: dict[str, Value], wanted:
     return grads
 
 
+def _extending(graph: Graph) -> GraphBuilder:
+    """A builder that appends to `graph`'s nodes."""
+    b = GraphBuilder(graph.name)
+    b.nodes = list(graph.nodes)
+    b.values = {v.name: v for n in graph.nodes for v in n.outputs}
+    return b
+
+
 def _loss_input(graph: Graph, loss: str) -> tuple[Value, Node | None]:
     """The value the loss reads, and the forward node the loss absorbs (softmax / sigmoid), if any."""
     prediction = graph.outputs[0]
@@ -133,23 +142,14 @@ def pool_with_positions(graph: Graph) -> Graph:
         commute = (act is not None and act.op in ("relu", "leaky_relu") and len(users[source.name]) == 1
                    and source.name not in outputs)
         data = act.inputs[0] if commute else source
-        positions = Value(_fresh(taken, f"{pooled.name}.positions"), TensorType(pooled.type.shape, "int8"))
-        maxima = Value(_fresh(taken, f"{pooled.name}.max"), pooled.type) if commute else pooled
+        positions = Value(fresh_name(taken, f"{pooled.name}.positions"), TensorType(pooled.type.shape, "int8"))
+        maxima = Value(fresh_name(taken, f"{pooled.name}.max"), pooled.type) if commute else pooled
         if commute:
             nodes.remove(act)
         nodes.append(Node(f"{node.op}_argmax", (data,), (maxima, positions), node.attrs, node.layer))
         if commute:
             nodes.append(Node(act.op, (maxima,), (pooled,), act.attrs, act.layer))
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))
-
-
-def _fresh(taken: set[str], base: str) -> str:
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    taken.add(name)
-    return name
 
 
 def autodiff(graph: Graph, loss: str) -> Graph:
@@ -167,9 +167,7 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         target_type = TensorType((BATCH,), "int64")
     else:
         target_type = graph.outputs[0].type
-    b = GraphBuilder(graph.name)
-    b.nodes = list(graph.nodes)
-    b.values = {v.name: v for n in graph.nodes for v in n.outputs}
+    b = _extending(graph)
     target = b.input("target", target_type)
     loss_value, seed = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
     trainable = [n for n in graph.param_nodes if n.attrs.get("trainable", True)]
@@ -181,9 +179,7 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         value = param.outputs[0]
         outputs.append(grads[value.name] if value.name in grads else g.op("zeros", [value]))
     outputs.append(logits)
-    inputs = [n for n in b.nodes if n.op == "input"]
-    rest = [n for n in b.nodes if n.op != "input"]
-    return verify(Graph((*inputs, *rest), tuple(outputs), f"{graph.name}_train"))
+    return _inputs_first(b, outputs, f"{graph.name}_train")
 
 
 def loss_graph(graph: Graph, loss: str) -> Graph:
@@ -193,11 +189,14 @@ def loss_graph(graph: Graph, loss: str) -> Graph:
         raise GraphError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     logits, _ = _loss_input(graph, loss)
     target_type = TensorType((BATCH,), "int64") if loss == "cross_entropy" else graph.outputs[0].type
-    b = GraphBuilder(graph.name)
-    b.nodes = list(graph.nodes)
-    b.values = {v.name: v for n in graph.nodes for v in n.outputs}
+    b = _extending(graph)
     target = b.input("target", target_type)
     value, _ = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
+    return _inputs_first(b, [value, logits], f"{graph.name}_eval")
+
+
+def _inputs_first(b: GraphBuilder, outputs, name: str) -> Graph:
+    """The built graph with the appended `target` input moved up among the inputs."""
     inputs = [n for n in b.nodes if n.op == "input"]
     rest = [n for n in b.nodes if n.op != "input"]
-    return verify(Graph((*inputs, *rest), (value, logits), f"{graph.name}_eval"))
+    return verify(Graph((*inputs, *rest), tuple(outputs), name))
