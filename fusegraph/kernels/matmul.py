@@ -126,7 +126,7 @@ def launch(fn, node, target, inputs, outputs):
             for t, v in zip(inputs, group.inputs)
             if v.name not in group.channel_vectors and v.name != anchor.inputs[1].name]
     softmax = any(n.op in ("softmax", "log_softmax") for n in group.nodes)
-    block_n = triton.next_power_of_2(n) if softmax else target.tile(n, gpu=64, interpreted=256)
+    block_n = max(16, triton.next_power_of_2(n)) if softmax else target.tile(n, gpu=64, interpreted=256)
     block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256)
     block_k = target.tile(k, gpu=32, interpreted=256)
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
