@@ -111,3 +111,15 @@ def test_training_errors():
         fg.optim.Adam(betas=(1.5, 0.9))
     with pytest.raises(fg.InputError, match="x has 3 samples but y has 2"):
         fg.compile(model, loss="mse", optimizer=fg.optim.SGD()).fit(torch.zeros(3, 4), torch.zeros(2, 1))
+
+
+def test_dropout_draws_a_new_mask_each_step_and_is_off_in_evaluation():
+    model = fg.Sequential([fg.Input((16,)), fg.Dense(16, activation="relu"), fg.Dropout(0.5), fg.Dense(1)])
+    trainer = fg.compile(model, loss="mse", optimizer=fg.optim.SGD(lr=0.0))  # lr 0: only the mask changes
+    x, y = feeds_for(model, 8)[0], targets_for(model, "mse", 8)
+    losses = {round(trainer.train_step(x, y), 6) for _ in range(4)}
+    assert len(losses) > 1
+    first, again = trainer.evaluate(x, y), trainer.evaluate(x, y)
+    assert first == again
+    expected = torch.nn.functional.mse_loss(model.to_torch()(x), y).item()
+    assert first["loss"] == pytest.approx(expected, rel=1e-5)
