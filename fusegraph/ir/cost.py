@@ -75,9 +75,35 @@ def _scan_traffic(node: Node, batch: int, used: set[str]) -> Traffic:
     return Traffic(node, launches, read, written)
 
 
+def in_place_concats(graph: Graph) -> dict[str, tuple[str, int]]:
+    """Outputs of strided scans (per-step sequences, or final carries) written straight into their slice
+    of the concat that joins them (a bidirectional RNN's two directions): value -> (concat output, offset
+    on the last axis). Only concats whose every input qualifies: such a concat launches nothing."""
+    users, producers = graph.users(), graph.producers()
+    outputs = {v.name for v in graph.outputs}
+    placed: dict[str, tuple[str, int]] = {}
+    for node in graph.nodes:
+        t = node.outputs[0].type if node.outputs else None
+        if node.op != "concat" or t.rank < 2 or node.attrs["axis"] % t.rank != t.rank - 1:
+            continue
+        slices, offset = {}, 0
+        for v in node.inputs:
+            scan = producers.get(v.name)
+            if (scan is None or scan.op != "scan" or not strided_body(scan.attrs["body"]) or v.name in slices
+                    or v.name in outputs or len(users.get(v.name, [])) != 1):
+                break
+            slices[v.name] = offset
+            offset += v.type.shape[-1]
+        else:
+            placed.update({name: (node.outputs[0].name, at) for name, at in slices.items()})
+    return placed
+
+
 def graph_traffic(graph: Graph, batch: int) -> list[Traffic]:
     used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
-    return [node_traffic(n, batch, used) for n in graph.compute_nodes]
+    placed = in_place_concats(graph)
+    return [Traffic(n, 0, 0, 0) if n.op == "concat" and n.inputs[0].name in placed else node_traffic(n, batch, used)
+            for n in graph.compute_nodes]
 
 
 def minimum_bytes(graph: Graph, batch: int) -> int:

@@ -13,6 +13,7 @@ from math import prod
 import torch
 
 from ..ir import Graph, Node, TensorType
+from ..ir.cost import in_place_concats
 
 TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
                "int8": torch.int8}
@@ -46,13 +47,27 @@ class MemoryPlan:
 
 
 def plan_memory(graph: Graph, training: bool = False) -> MemoryPlan:
+    """Slots for every intermediate value. A value written into a slice of a later concat (see
+    ir.cost.in_place_concats) lives in the concat's buffer, which is therefore born with its first slice."""
     plan = MemoryPlan()
     root: dict[str, str] = {}
     arguments = {v.name for n in graph.nodes if n.op in ("input", "parameter") for v in n.outputs}
     steps = [n for n in graph.nodes if n.op not in ("input", "parameter")]
+    placed = in_place_concats(graph)
     for node in steps:
         for v in node.outputs:
-            root[v.name] = root.get(node.inputs[0].name, node.inputs[0].name) if is_view(node, training) else v.name
+            if v.name in placed:
+                root[v.name] = placed[v.name][0]
+            elif is_view(node, training):
+                root[v.name] = root.get(node.inputs[0].name, node.inputs[0].name)
+            else:
+                root[v.name] = v.name
+    types = {v.name: v.type for n in steps for v in n.outputs}
+    born: dict[str, int] = {}
+    for i, node in enumerate(steps):
+        if not is_view(node, training):
+            for v in node.outputs:
+                born.setdefault(root[v.name], i)
     plan.fresh = {root.get(v.name, v.name) for v in graph.outputs}
     last_use: dict[str, int] = {}
     for i, node in enumerate(steps):
@@ -60,13 +75,12 @@ def plan_memory(graph: Graph, training: bool = False) -> MemoryPlan:
             last_use[root.get(v.name, v.name)] = i
     free: list[int] = []
     for i, node in enumerate(steps):
-        if not is_view(node, training):
-            for v in node.outputs:
-                if v.name in plan.fresh or v.name in arguments:
-                    continue
-                slot = _take(free, plan, v.type)
-                plan.slot_of[v.name] = slot
-                plan.slot_values[slot].append(v.type)
+        for name in [r for r, at in born.items() if at == i]:
+            if name in plan.fresh or name in arguments:
+                continue
+            slot = _take(free, plan, types[name])
+            plan.slot_of[name] = slot
+            plan.slot_values[slot].append(types[name])
         for name, last in last_use.items():
             if last == i and name in plan.slot_of and plan.slot_of[name] not in free:
                 free.append(plan.slot_of[name])

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..ir import Graph, GraphError, Node, TensorType
+from ..ir.cost import in_place_concats
 from ..kernels import LaunchCounter, Target, generate, load_kernel
 from ..kernels.memory import launch_copy, render_copy
 from .plan import TORCH_DTYPE, is_view, plan_memory, value_bytes
@@ -25,8 +26,11 @@ class Program:
         self.copy = load_kernel(render_copy(), counter)
         self.steps: list[tuple[Node, object]] = []
         used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
+        self.placed = in_place_concats(graph)  # scan outputs written straight into their concat
+        self.assembled = {n.name for n in graph.nodes if n.op == "concat" and n.inputs[0].name in self.placed}
+        self.types = {v.name: v.type for n in graph.nodes for v in n.outputs}
         for node in graph.nodes:
-            if node.op in ("input", "parameter") or is_view(node, training):
+            if node.op in ("input", "parameter") or is_view(node, training) or node.name in self.assembled:
                 continue
             step = ScanStep(node, target, counter, used) if node.op == "scan" else generate(node, target, counter)
             self.steps.append((node, step))
@@ -46,9 +50,14 @@ class Program:
             self._arenas[key] = [torch.empty(n, dtype=torch.uint8, device=device) for n in self.plan.slot_bytes(batch)]
         return self._arenas[key]
 
-    def _buffer(self, t: TensorType, name: str, batch: int, arena, bind, device) -> torch.Tensor:
+    def _buffer(self, t: TensorType, name: str, batch: int, arena, bind, device, env) -> torch.Tensor:
         if name in bind:
             return bind[name]
+        if name in self.placed:
+            whole, offset = self.placed[name]
+            if whole not in env:
+                env[whole] = self._buffer(self.types[whole], whole, batch, arena, bind, device, env)
+            return env[whole].narrow(-1, offset, t.shape[-1])
         shape, dtype = t.concrete(batch), TORCH_DTYPE[t.dtype]
         if name in self.plan.slot_of:
             return arena[self.plan.slot_of[name]][: value_bytes(t, batch)].view(dtype).view(shape)
@@ -73,8 +82,10 @@ class Program:
             if is_view(node, self.training):
                 env[node.outputs[0].name] = inputs[0].view(node.outputs[0].type.concrete(batch))
                 continue
+            if node.name in self.assembled:  # its inputs were written into it
+                continue
             _, step = next(steps)
-            outputs = [self._buffer(v.type, v.name, batch, arena, bind, device) for v in node.outputs]
+            outputs = [self._buffer(v.type, v.name, batch, arena, bind, device, env) for v in node.outputs]
             step.run(inputs, outputs)
             env.update(zip((v.name for v in node.outputs), outputs))
         results = []

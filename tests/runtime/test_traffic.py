@@ -24,3 +24,13 @@ def test_lenet_traffic_by_hand():
     assert traffic["flatten"].total == 0  # a view
     params = sum(v.numel() for v in model.params.values())
     assert minimum_bytes(model.graph, 1) == 4 * (64 + params + 10)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_bidirectional_concat_is_assembled_in_place_and_counted_so(return_sequences):
+    model = fg.Sequential([fg.Input((4, 3)), fg.GRU(5, bidirectional=True, return_sequences=return_sequences)])
+    for fuse in (True, False):
+        compiled = fg.compile(model, fuse=fuse)
+        compiled(feeds_for(model, 2))
+        assert compiled.last_launches == sum(t.launches for t in graph_traffic(compiled.graph, 2))
+    assert compiled.last_launches > 2 * (4 + 1)  # unfused: the copies are there
