@@ -74,7 +74,7 @@ def plan_memory(graph: Graph, training: bool = False) -> MemoryPlan:
         for v in (*node.inputs, *node.outputs):
             last_use[root.get(v.name, v.name)] = i
     free: list[int] = []
-    for i, node in enumerate(steps):
+    for i in range(len(steps)):
         for name in [r for r, at in born.items() if at == i]:
             if name in plan.fresh or name in arguments:
                 continue
