@@ -40,6 +40,7 @@ class Trainer(CompiledModel):
         self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self.steps_taken = 0
+        self._random_kernels = [k.kernel for k in self.train_program.kernels if k.node.op == "dropout"]
         if optimizer is not None:
             self.states = [torch.zeros_like(self.flat) for _ in optimizer.state]
             if optimizer.name == "Adagrad":
@@ -71,8 +72,8 @@ class Trainer(CompiledModel):
             raise GraphError("compile with an optimizer to train, e.g. fg.compile(model, loss=..., "
                              "optimizer=fg.optim.Adam())")
         self.steps_taken += 1
-        for kernel in self.train_program.kernels:
-            kernel.kernel.seed_offset = self.steps_taken  # a new dropout mask every step
+        for kernel in self._random_kernels:
+            kernel.seed_offset = self.steps_taken  # a new dropout mask every step
         outputs = self._run_training(x, y, self._bind)
         launches = self.last_launches
         optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
