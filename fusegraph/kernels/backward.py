@@ -9,7 +9,7 @@ import triton
 
 from .epilogue import Emitter, Tile, helpers_for
 from .group import group_of
-from .registry import KernelSource, module_source, register_template
+from .registry import KernelSource, lifter, module_source, register_template
 
 POOL_BWD_SOURCE = '''
 @triton.jit
@@ -160,7 +160,7 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
     anchor = group.anchor
     dy = inputs[group.input_index(group.data_input)]
     dx_shape = anchor.outputs[0].type.concrete(dy.shape[0])
-    lift = (lambda t, one: (one, *t)) if len(dx_shape) == 3 else (lambda t, one: tuple(t))
+    lift = lifter(len(dx_shape) == 3)
     kernel, stride = lift(anchor.attrs["kernel"], 1), lift(anchor.attrs["stride"], 1)
     padding = lift(anchor.attrs["padding"], (0, 0))
     h, w = lift(dx_shape[2:], 1)

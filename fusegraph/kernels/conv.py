@@ -11,7 +11,7 @@ import triton
 
 from .epilogue import Emitter, Tile, helpers_for
 from .group import group_of, prologue_lines
-from .registry import KernelSource, module_source, register_template
+from .registry import KernelSource, lifter, module_source, register_template
 
 CONV_SOURCE = '''
 @triton.jit
@@ -127,8 +127,7 @@ def launch(fn, node, target, inputs, outputs):
     pool = _pool(group)
     x = inputs[group.input_index(group.data_input)]
     w = inputs[group.input_index(anchor.inputs[1])]
-    as2d = anchor.op == "conv1d"
-    lift = (lambda t, one: (one, *t)) if as2d else (lambda t, one: tuple(t))
+    lift = lifter(anchor.op == "conv1d")
     stride, dilation = lift(anchor.attrs["stride"], 1), lift(anchor.attrs["dilation"], 1)
     padding = lift(anchor.attrs["padding"], (0, 0))
     n, c = x.shape[:2]

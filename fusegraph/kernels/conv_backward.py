@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 
 from .group import group_of
-from .registry import KernelSource, module_source, register_template
+from .registry import KernelSource, lifter, module_source, register_template
 
 INPUT_SOURCE = '''
 @triton.jit
@@ -86,8 +86,7 @@ def {name}(
 
 
 def _geometry(node, x_shape, w_shape, dy_shape):
-    as2d = len(x_shape) == 3
-    lift = (lambda t, one: (one, *t)) if as2d else (lambda t, one: tuple(t))
+    lift = lifter(len(x_shape) == 3)
     stride, dilation = lift(node.attrs["stride"], 1), lift(node.attrs["dilation"], 1)
     padding = lift(node.attrs["padding"], (0, 0))
     n, c = x_shape[:2]

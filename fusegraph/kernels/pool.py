@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import triton
 
-from .registry import KernelSource, module_source, register_template
+from .registry import KernelSource, lifter, module_source, register_template
 
 POOL_SOURCE = '''
 @triton.jit
@@ -69,11 +69,11 @@ def render_pool(node):
 def launch_pool(fn, node, target, inputs, outputs):
     (x,) = inputs
     out, positions = (outputs[0], outputs[1]) if len(outputs) == 2 else (outputs[0], outputs[0])
-    kernel, stride, padding = node.attrs["kernel"], node.attrs["stride"], node.attrs["padding"]
-    if x.dim() == 3:
-        kernel, stride, padding = (1, *kernel), (1, *stride), ((0, 0), *padding)
-    h, w = (1, x.shape[2]) if x.dim() == 3 else x.shape[2:]
-    oh, ow = (1, out.shape[2]) if out.dim() == 3 else out.shape[2:]
+    lift = lifter(x.dim() == 3)
+    kernel, stride = lift(node.attrs["kernel"], 1), lift(node.attrs["stride"], 1)
+    padding = lift(node.attrs["padding"], (0, 0))
+    h, w = lift(x.shape[2:], 1)
+    oh, ow = lift(out.shape[2:], 1)
     total = out.numel()
     block = target.tile(total, gpu=512, interpreted=16384)
     fn[(triton.cdiv(total, block),)](x, out, positions, total, h, w, oh, ow, stride[0], stride[1], padding[0][0],

@@ -64,3 +64,10 @@ import triton.language as tl
 
 def module_source(what: str, body: str) -> str:
     return HEADER.format(what=what) + "\n\n" + body.strip() + "\n"
+
+
+def lifter(one_dimensional: bool):
+    """1-D ops run as 2-D with height 1: `lift(values, fill)` puts `fill` in front of per-dim values."""
+    if one_dimensional:
+        return lambda values, fill: (fill, *values)
+    return lambda values, fill: tuple(values)
