@@ -19,6 +19,14 @@ from .compiled import CompiledModel
 from .program import Program
 
 
+def _as_inputs(data) -> list[torch.Tensor]:
+    """A model's inputs: one tensor (or array), or a list / tuple of them with the same number of samples."""
+    xs = [_as_tensor(d, "x") for d in data] if isinstance(data, (list, tuple)) else [_as_tensor(data, "x")]
+    if len({len(t) for t in xs}) != 1:
+        raise InputError(f"the inputs have different numbers of samples: {[len(t) for t in xs]}")
+    return xs
+
+
 def _as_tensor(data, what: str) -> torch.Tensor:
     if isinstance(data, torch.Tensor):
         return data
@@ -91,25 +99,27 @@ class Trainer(CompiledModel):
         Returns the history: loss (and accuracy) per epoch, with val_ entries when validating."""
         from tqdm.auto import tqdm
 
-        x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
-        if len(x) != len(y):
-            raise InputError(f"x has {len(x)} samples but y has {len(y)}")
+        xs, y = _as_inputs(x), _as_tensor(y, "y")
+        if len(xs[0]) != len(y):
+            raise InputError(f"x has {len(xs[0])} samples but y has {len(y)}")
+        if augment is not None and len(xs) != 1:
+            raise InputError("augment applies to single-input models")
         if batch_size < 1 or epochs < 1:
             raise InputError("epochs and batch_size must be positive")
         history: dict[str, list[float]] = {"loss": []}
         best, best_flat, waited = float("inf"), None, 0
         generator = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
-            order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))
+            order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
             total, correct, seen = 0.0, 0, 0
-            bar = tqdm(range(0, len(x), batch_size), desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose,
+            bar = tqdm(range(0, len(y), batch_size), desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose,
                        leave=True, dynamic_ncols=True)
             for start in bar:
                 index = order[start:start + batch_size]
-                xb, yb = x[index], y[index]
+                xb, yb = [t[index] for t in xs], y[index]
                 if augment is not None:
-                    xb = augment(xb, generator)
-                outputs = self._step(xb.to(self.device), yb.to(self.device))
+                    xb = [augment(xb[0], generator)]
+                outputs = self._step([t.to(self.device) for t in xb], yb.to(self.device))
                 total += float(outputs[0]) * len(index)
                 correct += self._correct(outputs[-1], yb.to(self.device))
                 seen += len(index)
@@ -148,22 +158,26 @@ class Trainer(CompiledModel):
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict[str, float]:
         """Mean loss (and accuracy for classification) over (x, y), dropout off."""
-        x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
+        xs, y = _as_inputs(x), _as_tensor(y, "y")
         total, correct = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size].to(self.device), y[start:start + batch_size].to(self.device)
-            feeds = self._check_device_and_ids(check_feeds(self.eval_graph, [xb, yb]), self.eval_graph)
+        for start in range(0, len(y), batch_size):
+            xb = [t[start:start + batch_size].to(self.device) for t in xs]
+            yb = y[start:start + batch_size].to(self.device)
+            feeds = self._check_device_and_ids(check_feeds(self.eval_graph, [*xb, yb]), self.eval_graph)
             with torch.no_grad():
                 loss, logits = self.eval_program.run(feeds, self.params)
-            total += float(loss) * len(xb)
+            total += float(loss) * len(yb)
             correct += self._correct(logits, yb)
-        return self._metrics(total / len(x), correct, len(x))
+        return self._metrics(total / len(y), correct, len(y))
 
     def predict(self, x, batch_size: int = 256) -> torch.Tensor:
         """The model's outputs for `x`, in batches (inference kernels, dropout off)."""
-        x = _as_tensor(x, "x")
-        return torch.cat([self(x[start:start + batch_size].to(self.device))
-                          for start in range(0, len(x), batch_size)])
+        xs = _as_inputs(x)
+        batches = [self([t[start:start + batch_size].to(self.device) for t in xs])
+                   for start in range(0, len(xs[0]), batch_size)]
+        if isinstance(batches[0], list):  # several outputs
+            return [torch.cat(parts) for parts in zip(*batches)]
+        return torch.cat(batches)
 
 
 def make(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,

@@ -123,3 +123,18 @@ def test_dropout_draws_a_new_mask_each_step_and_is_off_in_evaluation():
     assert first == again
     expected = torch.nn.functional.mse_loss(model.to_torch()(x), y).item()
     assert first["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_fit_evaluate_predict_take_several_inputs():
+    a, b = fg.Input((3,)), fg.Input((3,))
+    model = fg.Model([a, b], fg.Dense(1, name="out")(fg.Concatenate(axis=1)([a, b])))
+    trainer = fg.compile(model, loss="mse", optimizer=fg.optim.Adam(lr=0.05))
+    generator = torch.Generator().manual_seed(0)
+    xa, xb = torch.randn(40, 3, generator=generator), torch.randn(40, 3, generator=generator)
+    y = (xa.sum(1, keepdim=True) - xb[:, :1])
+    history = trainer.fit([xa, xb], y, epochs=15, batch_size=8, verbose=False)
+    assert history["loss"][-1] < 0.2 * history["loss"][0]
+    assert trainer.evaluate([xa, xb], y)["loss"] < history["loss"][0]
+    torch.testing.assert_close(trainer.predict([xa, xb]), model.to_torch()(xa, xb), rtol=1e-4, atol=1e-5)
+    with pytest.raises(fg.InputError, match="different numbers of samples"):
+        trainer.predict([xa, xb[:5]])
