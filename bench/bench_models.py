@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from bench.common import environment, write
+from bench.common import environment, with_speedups, write
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes
 
@@ -57,9 +57,7 @@ def gpu_timings(model: fg.Model, compiled: fg.CompiledModel, feeds: list[torch.T
             "torch_eager_ms": do_bench(lambda: eager(*feeds)),
             "torch_compile_ms": do_bench(lambda: compiled_torch(*feeds)),
         }
-    times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]
-    times["speedup_vs_torch_compile"] = times["torch_compile_ms"] / times["fusegraph_ms"]
-    return times
+    return with_speedups(times)
 
 
 def bench_model(name: str, batch: int) -> dict:

@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from bench.common import environment, write
+from bench.common import environment, with_speedups, write
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
 from fusegraph.passes.explain import saved_activations
@@ -86,9 +86,7 @@ def gpu_timings(model, compiled, feeds, target, loss) -> dict[str, float]:
         run()
         torch.cuda.synchronize()
         times[key] = torch.cuda.max_memory_allocated()
-    times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]
-    times["speedup_vs_torch_compile"] = times["torch_compile_ms"] / times["fusegraph_ms"]
-    return times
+    return with_speedups(times)
 
 
 def bench_model(name: str, loss: str, batch: int) -> dict:

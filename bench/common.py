@@ -31,3 +31,10 @@ def write(results: dict, out: str, stem: str, markdown: Callable[[dict], str]) -
     path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
+
+
+def with_speedups(times: dict[str, float]) -> dict[str, float]:
+    """Adds fusegraph's speedup over torch eager and torch.compile (ratios of do_bench medians)."""
+    times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]
+    times["speedup_vs_torch_compile"] = times["torch_compile_ms"] / times["fusegraph_ms"]
+    return times

@@ -16,6 +16,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def curves(history: dict[str, list[float]], path: Path) -> Path:
     plt = _pyplot()
     metrics = [m for m in ("loss", "accuracy") if m in history]
@@ -29,10 +36,7 @@ def curves(history: dict[str, list[float]], path: Path) -> Path:
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def filters(weight: np.ndarray, path: Path, title: str) -> Path:
@@ -46,10 +50,7 @@ def filters(weight: np.ndarray, path: Path, title: str) -> Path:
         ax.set_title(f"filter {i}", fontsize=8)
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def feature_maps(image: np.ndarray, maps: list[tuple[str, np.ndarray]], path: Path, title: str) -> Path:
@@ -66,10 +67,7 @@ def feature_maps(image: np.ndarray, maps: list[tuple[str, np.ndarray]], path: Pa
             axes[row][c].imshow(stack[c], cmap="viridis")
             axes[row][c].set_title(f"{name}[{c}]", fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def forecast(truth: np.ndarray, predicted: np.ndarray, naive: np.ndarray, path: Path, model: str, title: str) -> Path:
@@ -83,7 +81,4 @@ def forecast(truth: np.ndarray, predicted: np.ndarray, naive: np.ndarray, path: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

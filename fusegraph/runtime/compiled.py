@@ -64,6 +64,20 @@ class CompiledModel:
         return {"planned_bytes": plan.peak_bytes(batch), "unplanned_bytes": plan.unplanned_bytes(batch, self.graph),
                 "buffers": len(plan.slot_values)}
 
+    def _range_checks(self, graph: Graph) -> list:
+        """(node, input index, rows, what) for every input of `graph` used as an index: found once."""
+        cache = self.__dict__.setdefault("_range_check_cache", {})
+        if id(graph) not in cache:
+            inputs = {v.name for v in graph.inputs}
+            checks = []
+            for node in _all_nodes(graph):
+                if node.op == "embedding" and node.inputs[0].name in inputs:
+                    checks.append((node, 0, node.inputs[1].type.shape[0], "token ids"))
+                elif node.op == "cross_entropy" and node.inputs[1].name in inputs:
+                    checks.append((node, 1, node.inputs[0].type.shape[1], "class targets"))
+            cache[id(graph)] = checks
+        return cache[id(graph)]
+
     def _check_device_and_ids(self, feeds: list[torch.Tensor], graph: Graph | None = None) -> list[torch.Tensor]:
         graph = graph or self.graph
         checked = []
@@ -74,15 +88,11 @@ class CompiledModel:
             checked.append(tensor.contiguous())
         names = {v.name: t for v, t in zip(graph.inputs, checked)}
         # NOTE: kernels do not bounds-check a gather (the interpreter would read wild memory), so ids are checked here
-        for node in _all_nodes(graph):
-            if node.op in ("embedding", "cross_entropy") and node.inputs[int(node.op == "cross_entropy")].name in names:
-                index = int(node.op == "cross_entropy")
-                ids = names[node.inputs[index].name]
-                rows = node.inputs[1].type.shape[0] if node.op == "embedding" else node.inputs[0].type.shape[1]
-                what = "token ids" if node.op == "embedding" else "class targets"
-                if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
-                    raise InputError(f"{node.where}: {what} must lie in [0, {rows}), got values in "
-                                     f"[{int(ids.min())}, {int(ids.max())}]")
+        for node, index, rows, what in self._range_checks(graph):
+            ids = names[node.inputs[index].name]
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
+                raise InputError(f"{node.where}: {what} must lie in [0, {rows}), got values in "
+                                 f"[{int(ids.min())}, {int(ids.max())}]")
         return checked
 
     def loss_and_grads(self, x: torch.Tensor | Sequence[torch.Tensor],

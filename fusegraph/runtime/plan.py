@@ -8,12 +8,11 @@ writes a buffer it is still reading."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import prod
 
 import torch
 
 from ..ir import Graph, Node, TensorType
-from ..ir.cost import in_place_concats
+from ..ir.cost import in_place_concats, nbytes
 
 TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
                "int8": torch.int8}
@@ -23,10 +22,6 @@ def is_view(node: Node, training: bool = False) -> bool:
     return node.op == "reshape" or (node.op == "dropout" and not training)
 
 
-def value_bytes(t: TensorType, batch: int) -> int:
-    return prod(t.concrete(batch)) * torch.empty((), dtype=TORCH_DTYPE[t.dtype]).element_size()
-
-
 @dataclass
 class MemoryPlan:
     slot_of: dict[str, int] = field(default_factory=dict)
@@ -34,7 +29,7 @@ class MemoryPlan:
     fresh: set[str] = field(default_factory=set)  # values allocated per call (graph outputs)
 
     def slot_bytes(self, batch: int) -> list[int]:
-        return [max(value_bytes(t, batch) for t in types) for types in self.slot_values]
+        return [max(nbytes(t, batch) for t in types) for types in self.slot_values]
 
     def peak_bytes(self, batch: int) -> int:
         """Bytes of intermediate buffers the plan holds at `batch` (graph outputs not included)."""
@@ -43,7 +38,7 @@ class MemoryPlan:
     def unplanned_bytes(self, batch: int, graph: Graph) -> int:
         """What the same values would take with one buffer each: the reuse baseline."""
         names = set(self.slot_of)
-        return sum(value_bytes(v.type, batch) for n in graph.nodes for v in n.outputs if v.name in names)
+        return sum(nbytes(v.type, batch) for n in graph.nodes for v in n.outputs if v.name in names)
 
 
 def plan_memory(graph: Graph, training: bool = False) -> MemoryPlan:
@@ -92,8 +87,8 @@ def _take(free: list[int], plan: MemoryPlan, t: TensorType) -> int:
     if not free:
         plan.slot_values.append([])
         return len(plan.slot_values) - 1
-    need = value_bytes(t, 1)
-    best = min(free, key=lambda s: abs(max(value_bytes(x, 1) for x in plan.slot_values[s]) - need))
+    need = nbytes(t, 1)
+    best = min(free, key=lambda s: abs(max(nbytes(x, 1) for x in plan.slot_values[s]) - need))
     free.remove(best)
     return best
 

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..ir import Graph, GraphError, Node, TensorType
-from ..ir.cost import in_place_concats
+from ..ir.cost import in_place_concats, nbytes
 from ..kernels import LaunchCounter, Target, generate, load_kernel
 from ..kernels.memory import launch_copy, render_copy
-from .plan import TORCH_DTYPE, is_view, plan_memory, value_bytes
+from .plan import TORCH_DTYPE, is_view, plan_memory
 
 
 class Program:
@@ -60,7 +60,7 @@ class Program:
             return env[whole].narrow(-1, offset, t.shape[-1])
         shape, dtype = t.concrete(batch), TORCH_DTYPE[t.dtype]
         if name in self.plan.slot_of:
-            return arena[self.plan.slot_of[name]][: value_bytes(t, batch)].view(dtype).view(shape)
+            return arena[self.plan.slot_of[name]][: nbytes(t, batch)].view(dtype).view(shape)
         return torch.empty(shape, dtype=dtype, device=device)
 
     def run(self, feeds: Sequence[torch.Tensor], params: Mapping[str, torch.Tensor],
