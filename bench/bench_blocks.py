@@ -5,7 +5,7 @@
 Contenders run the same shapes and dtype in one process: conv 3x3 'same' + bias + ReLU + 2x2 max
 pool on 256 x 1 x 28 x 28 -> 32 channels, and an LSTM (seq 100, batch 64, input 128, hidden 256,
 return_sequences), in fp32 (TF32 off everywhere) and fp16. Each result is checked against eager
-before it is timed (triton.testing.do_bench: warm-up, median). Writes blocks_cuda.json and .md."""
+before it is timed (triton.testing.do_bench: warm-up, median). Writes <out>/blocks_cuda.json and .md."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ from __future__ import annotations
 import fusegraph as fg
 
 import argparse
-import json
-import platform
 import sys
-from pathlib import Path
 
 import torch
-import triton
+
+from bench.common import environment, median_ms, with_speedups, write
 
 TOLERANCE = {"float32": (1e-4, 1e-4), "float16": (1e-2, 1e-2)}
 
@@ -36,8 +34,6 @@ def lstm_layer(dtype: str) -> tuple[fg.Model, torch.Tensor]:
 
 
 def run(build, dtype: str) -> dict:
-    from triton.testing import do_bench
-
     model, x = build(dtype)
     torch_dtype = getattr(torch, dtype)
     x = x.to("cuda", torch_dtype)
@@ -51,12 +47,10 @@ def run(build, dtype: str) -> dict:
         compiled_torch(x)  # compile before timing
         row = {"block": model.name, "dtype": dtype, "launches": compiled.last_launches,
                "max_abs_error_vs_eager": float((ours.float() - theirs.float()).abs().max()),
-               "fusegraph_ms": do_bench(lambda: compiled(x)),
-               "torch_eager_ms": do_bench(lambda: eager(x)),
-               "torch_compile_ms": do_bench(lambda: compiled_torch(x))}
-    row["speedup_vs_eager"] = row["torch_eager_ms"] / row["fusegraph_ms"]
-    row["speedup_vs_torch_compile"] = row["torch_compile_ms"] / row["fusegraph_ms"]
-    return row
+               "fusegraph_ms": median_ms(lambda: compiled(x)),
+               "torch_eager_ms": median_ms(lambda: eager(x)),
+               "torch_compile_ms": median_ms(lambda: compiled_torch(x))}
+    return with_speedups(row)
 
 
 def markdown(results: dict) -> str:
@@ -82,15 +76,11 @@ def main() -> int:
         return 0
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    results = {"benchmark": "bench/bench_blocks.py",
-               "environment": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                               "triton": triton.__version__, "python": platform.python_version()},
-               "rows": [run(build, dtype) for build in (conv_block, lstm_layer) for dtype in ("float32", "float16")]}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "blocks_cuda.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "blocks_cuda.md").write_text(markdown(results))
-    print(markdown(results))
+    results = {"benchmark": "bench/bench_blocks.py", "environment": environment(), "rows": []}
+    for build in (conv_block, lstm_layer):
+        for dtype in ("float32", "float16"):
+            results["rows"].append(run(build, dtype))
+            write(results, args.out, "blocks", markdown)  # after each row: a cut-off run keeps what it measured
     return 0
 
 

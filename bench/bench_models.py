@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from bench.common import environment, with_speedups, write
+from bench.common import environment, median_ms, with_speedups, write
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes
 
@@ -44,8 +44,6 @@ def compile_seconds(model: fg.Model) -> tuple[float, float]:
 
 
 def gpu_timings(model: fg.Model, compiled: fg.CompiledModel, feeds: list[torch.Tensor]) -> dict[str, float]:
-    from triton.testing import do_bench
-
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     eager = model.to_torch().cuda()
@@ -53,9 +51,9 @@ def gpu_timings(model: fg.Model, compiled: fg.CompiledModel, feeds: list[torch.T
     with torch.no_grad():
         compiled_torch(*feeds)  # compile before timing
         times = {
-            "fusegraph_ms": do_bench(lambda: compiled(feeds)),
-            "torch_eager_ms": do_bench(lambda: eager(*feeds)),
-            "torch_compile_ms": do_bench(lambda: compiled_torch(*feeds)),
+            "fusegraph_ms": median_ms(lambda: compiled(feeds)),
+            "torch_eager_ms": median_ms(lambda: eager(*feeds)),
+            "torch_compile_ms": median_ms(lambda: compiled_torch(*feeds)),
         }
     return with_speedups(times)
 
@@ -116,9 +114,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--models", nargs="*", default=list(fg.zoo.MODELS))
     args = parser.parse_args()
-    results = {"benchmark": "bench/bench_models.py", "batch": args.batch, "environment": environment(),
-               "models": [bench_model(name, args.batch) for name in args.models]}
-    write(results, args.out, "models", markdown)
+    results = {"benchmark": "bench/bench_models.py", "batch": args.batch, "environment": environment(), "models": []}
+    for name in args.models:
+        results["models"].append(bench_model(name, args.batch))
+        write(results, args.out, "models", markdown)  # after each model: a cut-off run keeps what it measured
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from bench.common import environment, with_speedups, write
+from bench.common import environment, median_ms, with_speedups, write
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
 from fusegraph.passes.explain import saved_activations
@@ -35,9 +35,20 @@ def targets(model: fg.Model, loss: str, batch: int) -> torch.Tensor:
         torch.randn(shape, generator=generator)
 
 
-def autograd_saved_bytes(model: fg.Model, feeds, target, loss: str) -> int:
+def torch_loss(model: fg.Model, prediction: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """The same loss in PyTorch, on what the model outputs (a softmax / sigmoid output stays a probability)."""
     import torch.nn.functional as F
 
+    last = model.graph.producers()[model.graph.outputs[0].name].op
+    if loss == "cross_entropy":
+        return F.nll_loss(torch.log(prediction), target) if last == "softmax" else F.cross_entropy(prediction, target)
+    if loss == "binary_cross_entropy":
+        return F.binary_cross_entropy(prediction, target) if last == "sigmoid" else \
+            F.binary_cross_entropy_with_logits(prediction, target)
+    return F.mse_loss(prediction, target)
+
+
+def autograd_saved_bytes(model: fg.Model, feeds, target, loss: str) -> int:
     oracle = model.to_torch()
     excluded = {t.data_ptr() for t in [*oracle.parameters(), *feeds]}
     seen: dict[int, int] = {}
@@ -48,37 +59,24 @@ def autograd_saved_bytes(model: fg.Model, feeds, target, loss: str) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        prediction = oracle(*feeds)
-        last = model.graph.producers()[model.graph.outputs[0].name].op
-        if loss == "cross_entropy":
-            value = F.nll_loss(torch.log(prediction), target) if last == "softmax" else F.cross_entropy(prediction, target)
-        elif loss == "binary_cross_entropy":
-            value = F.binary_cross_entropy(prediction, target) if last == "sigmoid" else \
-                F.binary_cross_entropy_with_logits(prediction, target)
-        else:
-            value = F.mse_loss(prediction, target)
+        value = torch_loss(model, oracle(*feeds), target, loss)
     value.backward()
     return sum(seen.values())
 
 
 def gpu_timings(model, compiled, feeds, target, loss) -> dict[str, float]:
-    import torch.nn.functional as F
-    from triton.testing import do_bench
-
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     eager = model.to_torch().cuda().train()
-    loss_fn = {"cross_entropy": F.cross_entropy, "binary_cross_entropy": F.binary_cross_entropy_with_logits,
-               "mse": F.mse_loss}[loss]
 
     def step(module):
         module.zero_grad(set_to_none=True)
-        loss_fn(module(*feeds), target).backward()
+        torch_loss(model, module(*feeds), target, loss).backward()
 
     compiled_torch = torch.compile(eager)
     step(compiled_torch)
-    times = {"fusegraph_ms": do_bench(lambda: compiled.loss_and_grads(feeds, target)),
-             "torch_eager_ms": do_bench(lambda: step(eager)), "torch_compile_ms": do_bench(lambda: step(compiled_torch))}
+    times = {"fusegraph_ms": median_ms(lambda: compiled.loss_and_grads(feeds, target)),
+             "torch_eager_ms": median_ms(lambda: step(eager)), "torch_compile_ms": median_ms(lambda: step(compiled_torch))}
     for key, run in (("fusegraph_peak_bytes", lambda: compiled.loss_and_grads(feeds, target)),
                      ("torch_eager_peak_bytes", lambda: step(eager))):
         torch.cuda.synchronize()
@@ -121,11 +119,20 @@ def markdown(results: dict) -> str:
              "fusegraph's plan vs what torch.autograd saves (saved-tensor hooks).", "",
              "| model | loss | launches fused / unfused | bytes fused | bytes unfused | minimum | saved (ours) "
              "| saved (torch) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    gpu = env["device_type"] == "cuda"
+    if gpu:
+        lines[-2] += " fusegraph ms | eager ms | torch.compile ms | vs eager | vs compile | peak MB ours / eager |"
+        lines[-1] += "---:|---:|---:|---:|---:|---:|"
     for r in results["models"]:
-        lines.append(f"| {r['model']} | {r['loss']} | {r['fused']['launches']} / {r['unfused']['launches']} | "
-                     f"{r['fused']['bytes_moved']:,} | {r['unfused']['bytes_moved']:,} | {r['bytes_minimum']:,} | "
-                     f"{r['saved_bytes']:,} | {r['torch_autograd_saved_bytes']:,} |")
-    if env["device_type"] != "cuda":
+        line = (f"| {r['model']} | {r['loss']} | {r['fused']['launches']} / {r['unfused']['launches']} | "
+                f"{r['fused']['bytes_moved']:,} | {r['unfused']['bytes_moved']:,} | {r['bytes_minimum']:,} | "
+                f"{r['saved_bytes']:,} | {r['torch_autograd_saved_bytes']:,} |")
+        if gpu:
+            line += (f" {r['fusegraph_ms']:.3f} | {r['torch_eager_ms']:.3f} | {r['torch_compile_ms']:.3f} | "
+                     f"{r['speedup_vs_eager']:.2f}x | {r['speedup_vs_torch_compile']:.2f}x | "
+                     f"{r['fusegraph_peak_bytes'] / 2**20:.1f} / {r['torch_eager_peak_bytes'] / 2**20:.1f} |")
+        lines.append(line)
+    if not gpu:
         lines += ["", "No timings: kernels ran in Triton's CPU interpreter, whose times are not performance figures."]
     return "\n".join(lines) + "\n"
 
@@ -136,9 +143,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
-    results = {"benchmark": "bench/bench_training.py", "batch": args.batch, "environment": environment(),
-               "models": [bench_model(name, MODELS[name], args.batch) for name in args.models]}
-    write(results, args.out, "training", markdown)
+    results = {"benchmark": "bench/bench_training.py", "batch": args.batch, "environment": environment(), "models": []}
+    for name in args.models:
+        results["models"].append(bench_model(name, MODELS[name], args.batch))
+        write(results, args.out, "training", markdown)  # after each model: a cut-off run keeps what it measured
 
 if __name__ == "__main__":
     main()

@@ -33,6 +33,13 @@ def write(results: dict, out: str, stem: str, markdown: Callable[[dict], str]) -
     print(markdown(results))
 
 
+def median_ms(fn: Callable[[], object]) -> float:
+    """Median milliseconds of `fn` on the GPU (triton.testing.do_bench: CUDA events, warm-up, L2 flushed)."""
+    from triton.testing import do_bench
+
+    return do_bench(fn, return_mode="median")
+
+
 def with_speedups(times: dict[str, float]) -> dict[str, float]:
     """Adds fusegraph's speedup over torch eager and torch.compile (ratios of do_bench medians)."""
     times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]

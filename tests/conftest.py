@@ -17,8 +17,9 @@ import fusegraph as fg
 FP32_RTOL, FP32_ATOL = 1e-5, 1e-5
 # fp32 tolerances for generated kernels vs torch.nn: different summation orders in long reductions
 KERNEL_RTOL, KERNEL_ATOL = 1e-4, 1e-5
-# fp16 / bf16 (GPU only): inputs rounded to 10 / 7 mantissa bits, fp32 accumulation
-HALF_TOL = {"float16": (2e-3, 2e-3), "bfloat16": (2e-2, 2e-2)}
+# fp16 / bf16 (GPU only), against torch in fp32 on the same rounded inputs: every stored activation
+# is rounded to 10 / 7 mantissa bits (accumulation stays fp32), so the error grows with depth
+HALF_TOL = {"float16": (1e-2, 1e-2), "bfloat16": (5e-2, 5e-2)}
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,7 +6,7 @@ import torch
 
 import fusegraph as fg
 from fusegraph.kernels import cache
-from tests.conftest import HALF_TOL, assert_compiled_matches_torch, feeds_for, requires_cuda
+from tests.conftest import assert_compiled_matches_torch, feeds_for
 
 
 @pytest.fixture(scope="module")
@@ -102,27 +102,3 @@ def test_compile_rejects_non_models_and_bad_devices():
         fg.compile(torch.nn.Linear(2, 2))
     with pytest.raises(fg.GraphError, match="device must be"):
         fg.compile(fg.zoo.cnn1d(), device="tpu")
-
-
-@requires_cuda
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("name", ["lenet", "cnn1d", "gru_forecaster", "resnet_block"])
-def test_half_precision_on_gpu(dtype, name):
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    model = getattr(fg.zoo, name)(dtype=dtype)
-    feeds = [f.to("cuda", getattr(torch, dtype)) for f in feeds_for(model, 8)]
-    theirs = model.to_torch().to("cuda", getattr(torch, dtype))(*feeds)
-    rtol, atol = HALF_TOL[dtype]
-    torch.testing.assert_close(fg.compile(model)(feeds).float(), theirs.float(), rtol=rtol, atol=atol)
-
-
-@requires_cuda
-@pytest.mark.parametrize("name", list(fg.zoo.MODELS))
-def test_zoo_on_gpu_fp32(name):
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    model = fg.zoo.get(name)
-    feeds = [f.cuda() for f in feeds_for(model, 8, vocab=1000)]
-    theirs = model.to_torch().cuda()(*feeds)
-    torch.testing.assert_close(fg.compile(model)(feeds), theirs, rtol=1e-4, atol=1e-5)

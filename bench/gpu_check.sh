@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One pass over everything that needs a CUDA GPU: the GPU tests, then the benchmarks, each under its
+# own time limit so one slow stage cannot eat the others. Results and one log go to $1 (default
+# bench/results); Triton's compile cache is shared between the stages.
+#
+#     bash bench/gpu_check.sh [OUT] [STAGE...]      # stages: blocks tests training models (default: all)
+set -u
+out="${1:-bench/results}"
+shift || true
+stages="${*:-blocks tests training models}"
+mkdir -p "$out"
+log="$out/gpu_check.log"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/fusegraph-triton-cache}"
+unset TRITON_INTERPRET
+
+stage() {  # stage NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
+    local start=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$log"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+} 2>&1 | tee -a "$log"
+
+for name in $stages; do
+    case $name in
+        blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
+        tests) stage tests 140 python3 -m pytest -q -p no:cacheprovider -k gpu -n 8 tests/runtime/test_gpu.py ;;
+        training) stage training 70 python3 -m bench.bench_training --batch 256 --models lenet --out "$out" ;;
+        models) stage models 130 python3 -m bench.bench_models --batch 256 --out "$out" ;;
+        *) echo "unknown stage $name" | tee -a "$log" ;;
+    esac
+done

@@ -1,0 +1,90 @@
+"""On a CUDA GPU (compiled Triton, not the interpreter): every zoo model forward in fp32, fp16 and
+bf16, every zoo model's loss and gradients, and a training run, against torch on the same GPU.
+All skip where torch sees no GPU; `pytest -k gpu` selects them."""
+
+import pytest
+import torch
+
+import fusegraph as fg
+from tests.conftest import HALF_TOL, KERNEL_ATOL, KERNEL_RTOL, feeds_for, requires_cuda, targets_for, torch_loss
+
+pytestmark = requires_cuda
+
+LOSSES = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse", "resnet_block": "mse",
+          "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse"}
+# half-precision floors, where torch's own half result happens to land very close to fp32
+HALF_FLOOR = {"float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """fp32 means fp32: torch's TF32 shortcuts off (our tl.dot asks for ieee precision)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("batch", [1, 8, 300])
+@pytest.mark.parametrize("name", list(fg.zoo.MODELS))
+def test_zoo_forward_on_gpu_fp32(name, batch):
+    model = fg.zoo.get(name)
+    feeds = [f.cuda() for f in feeds_for(model, batch, vocab=1000)]
+    theirs = model.to_torch().cuda()(*feeds)
+    ours = fg.compile(model, device="cuda")(feeds)
+    torch.testing.assert_close(ours, theirs, rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", ["lenet", "cnn1d", "gru_forecaster", "resnet_block"])
+def test_half_precision_on_gpu(dtype, name):
+    """Against torch in fp32 on the same rounded weights and inputs, and no worse than torch's own
+    half-precision forward (twice its error, or the floor)."""
+    model = getattr(fg.zoo, name)(dtype=dtype)
+    half = getattr(torch, dtype)
+    feeds = [f.to("cuda", half) for f in feeds_for(model, 64)]
+    oracle = model.to_torch().to("cuda", half)
+    torch_half = oracle(*feeds).float()
+    reference = oracle.float()(*[f.float() for f in feeds])
+    ours = fg.compile(model, device="cuda")(feeds)
+    assert ours.dtype == half
+    ours_error = (ours.float() - reference).abs().max().item()
+    torch_error = (torch_half - reference).abs().max().item()
+    assert ours_error <= max(2 * torch_error, HALF_FLOOR[dtype]), (ours_error, torch_error)
+    rtol, atol = HALF_TOL[dtype]
+    torch.testing.assert_close(ours.float(), reference, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_zoo_loss_and_gradients_on_gpu(name):
+    model, loss = fg.zoo.get(name), LOSSES[name]
+    feeds = [f.cuda() for f in feeds_for(model, 16, vocab=1000)]
+    target = targets_for(model, loss, 16).cuda()
+    value, grads = fg.compile(model, loss=loss, device="cuda").loss_and_grads(feeds, target)
+    oracle = model.to_torch().cuda()
+    expected = torch_loss(model, oracle(*feeds), target, loss)
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=KERNEL_RTOL, abs=KERNEL_ATOL)
+    params = oracle.fusegraph_parameters()
+    assert set(grads) == {n.name for n in model.graph.param_nodes if n.attrs["trainable"]}
+    for param, grad in grads.items():
+        assert grad.device.type == "cuda"
+        torch.testing.assert_close(grad, params[param].grad, rtol=KERNEL_RTOL, atol=KERNEL_ATOL,
+                                   msg=lambda m, p=param: f"{p}: {m}")
+
+
+def test_lenet_training_on_gpu_follows_torch():
+    model = fg.zoo.lenet()
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.Adam(lr=1e-3), device="cuda")
+    oracle = model.to_torch().cuda()
+    torch_optimizer = torch.optim.Adam(oracle.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(3)
+    for step in range(20):
+        x = torch.randn(128, 1, 28, 28, generator=generator).cuda()
+        y = torch.randint(0, 10, (128,), generator=generator).cuda()
+        ours = trainer.train_step(x, y)
+        torch_optimizer.zero_grad()
+        theirs = torch_loss(model, oracle(x), y, "cross_entropy")
+        theirs.backward()
+        torch_optimizer.step()
+        assert ours == pytest.approx(theirs.item(), rel=1e-3), step
