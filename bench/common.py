@@ -41,7 +41,40 @@ def median_ms(fn: Callable[[], object]) -> float:
 
 
 def with_speedups(times: dict[str, float]) -> dict[str, float]:
-    """Adds fusegraph's speedup over torch eager and torch.compile (ratios of do_bench medians)."""
+    """Adds fusegraph's speedup over torch eager and torch.compile (ratios of do_bench medians), and
+    over torch.compile's CUDA-graph mode where it was timed."""
     times["speedup_vs_eager"] = times["torch_eager_ms"] / times["fusegraph_ms"]
     times["speedup_vs_torch_compile"] = times["torch_compile_ms"] / times["fusegraph_ms"]
+    if "torch_compile_graphs_ms" in times:
+        times["speedup_vs_torch_compile_graphs"] = times["torch_compile_graphs_ms"] / times["fusegraph_ms"]
     return times
+
+
+def forward_timings(model, feeds: list[torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Medians (ms) of one forward: fusegraph (CUDA graph replay, and launching kernel by kernel),
+    torch eager, torch.compile (default mode) and torch.compile(mode="reduce-overhead"), which
+    replays CUDA graphs like we do; TF32 off. Each contender is checked against eager first."""
+    import copy
+
+    import fusegraph as fg
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    ours, ours_launching = fg.compile(model), fg.compile(model, cuda_graphs=False)
+    eager = model.to_torch().to("cuda", dtype)
+    compiled = torch.compile(copy.deepcopy(eager))
+    graphs = torch.compile(copy.deepcopy(eager), mode="reduce-overhead")
+    tolerance = 1e-2 if dtype != torch.float32 else 1e-4
+    with torch.no_grad():
+        expected = eager(*feeds).float()
+        for contender in (lambda: ours(feeds), lambda: ours_launching(feeds), lambda: compiled(*feeds),
+                          lambda: graphs(*feeds), lambda: graphs(*feeds)):
+            torch.testing.assert_close(contender().float(), expected, rtol=tolerance, atol=tolerance)
+        times = {"fusegraph_ms": median_ms(lambda: ours(feeds)),
+                 "fusegraph_launching_ms": median_ms(lambda: ours_launching(feeds)),
+                 "torch_eager_ms": median_ms(lambda: eager(*feeds)),
+                 "torch_compile_ms": median_ms(lambda: compiled(*feeds)),
+                 "torch_compile_graphs_ms": median_ms(lambda: graphs(*feeds)),
+                 "launches": ours.last_launches,
+                 "max_abs_error_vs_eager": float((ours(feeds).float() - expected).abs().max())}
+    return with_speedups(times)

@@ -30,9 +30,9 @@ stage() {  # stage NAME SECONDS COMMAND...
 for name in $stages; do
     case $name in
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
-        tests) stage tests 140 python3 -m pytest -q -p no:cacheprovider -k gpu -n 8 tests/runtime/test_gpu.py ;;
-        training) stage training 70 python3 -m bench.bench_training --batch 256 --models lenet --out "$out" ;;
-        models) stage models 130 python3 -m bench.bench_models --batch 256 --out "$out" ;;
+        tests) stage tests 150 python3 -m pytest -q -p no:cacheprovider -k gpu -n 8 tests/runtime/test_gpu.py ;;
+        training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;
+        models) stage models 150 python3 -m bench.bench_models --batch 256 --out "$out" ;;
         *) echo "unknown stage $name" | tee -a "$log" ;;
     esac
 done

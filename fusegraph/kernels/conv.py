@@ -143,6 +143,7 @@ def launch(fn, node, target, inputs, outputs):
         ph, pw = lift(pool.outputs[0].type.shape[2:], 1)
     block_m = target.tile(n * ph * pw, gpu=64, interpreted=1024)
     block_n = target.tile(o, gpu=64, interpreted=128)
+    block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
     block_k = target.tile(c * kh * kw, gpu=32, interpreted=256)
     grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n))
     fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],

@@ -7,6 +7,7 @@ over every output position of the batch."""
 
 from __future__ import annotations
 
+import torch
 import triton
 
 from .group import group_of
@@ -53,12 +54,16 @@ WEIGHT_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers}, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
+    K_PER_SPLIT, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # split-K: program_id(2) sums its own slice of the N * OH * OW positions; SPLIT > 1 adds the
+    # partial sums atomically into outputs the launcher zeroed
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     TAPS = C * KH * KW
+    k_start = tl.program_id(2) * K_PER_SPLIT
+    k_end = tl.minimum(k_start + K_PER_SPLIT, N * OH * OW)
     row_ok = rows < O
     col_ok = cols < TAPS
     c = cols // (KH * KW)
@@ -66,9 +71,9 @@ def {name}(
     kw = cols % KW
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 {row_sum_init}
-    for k0 in range(0, N * OH * OW, BLOCK_K):
+    for k0 in range(k_start, k_end, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < N * OH * OW
+        k_ok = ks < k_end
         n = ks // (OH * OW)
         oh = (ks // OW) % OH
         ow = ks % OW
@@ -80,8 +85,11 @@ def {name}(
         x = tl.load(x_ptr + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw,
                     mask=k_ok[:, None] & col_ok[None, :] & inside, other=0.0)
         acc += tl.dot(dy, x, input_precision=PRECISION)
-    tl.store(dw_ptr + rows[:, None] * TAPS + cols[None, :], acc.to(dw_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & col_ok[None, :])
+    dw_offs = rows[:, None] * TAPS + cols[None, :]
+    if SPLIT > 1:
+        tl.atomic_add(dw_ptr + dw_offs, acc, mask=row_ok[:, None] & col_ok[None, :])
+    else:
+        tl.store(dw_ptr + dw_offs, acc.to(dw_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 {bias_store}'''
 
 
@@ -109,6 +117,7 @@ def launch_input(fn, node, target, inputs, outputs):
     n, c, h, wd, o = sizes[:5]
     block_m = target.tile(n * h * wd, gpu=64, interpreted=1024)
     block_n = target.tile(c, gpu=32, interpreted=128)
+    block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
     block_k = target.tile(o * kh * kw, gpu=32, interpreted=256)
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
     fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
@@ -127,7 +136,10 @@ def render_weight(node):
         row_sum_step="        row_sums += tl.sum(dy.to(tl.float32), axis=1)\n" if bias else "",
         # the bias gradient sums the same output-gradient rows: stored once per row block
         bias_store=("    if tl.program_id(1) == 0:\n"
-                    "        tl.store(db_ptr + rows, row_sums.to(db_ptr.dtype.element_ty), mask=row_ok)\n")
+                    "        if SPLIT > 1:\n"
+                    "            tl.atomic_add(db_ptr + rows, row_sums, mask=row_ok)\n"
+                    "        else:\n"
+                    "            tl.store(db_ptr + rows, row_sums.to(db_ptr.dtype.element_ty), mask=row_ok)\n")
         if bias else "")
     return KernelSource(name, module_source(f"{anchor.op} (implicit GEMM)", source))
 
@@ -145,8 +157,17 @@ def launch_weight(fn, node, target, inputs, outputs):
     block_m = target.tile(o, gpu=32, interpreted=128)
     block_n = target.tile(c * kh * kw, gpu=32, interpreted=128)
     block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024)
-    grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n))
-    fn[grid](x, dy, dw, *extra, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
+    tiles = triton.cdiv(o, block_m) * triton.cdiv(c * kh * kw, block_n)
+    # a weight gradient is a few tiles with a reduction over every output position: split it
+    # across programs (atomic fp32 sums) or a handful of programs loop over the whole batch
+    split = target.split_k(n * oh * ow, block_k, tiles) if dw.dtype == torch.float32 else 1
+    k_per_split = triton.cdiv(triton.cdiv(n * oh * ow, split), block_k) * block_k
+    split = triton.cdiv(n * oh * ow, k_per_split)
+    if split > 1:
+        for grad in (dw, *extra):
+            grad.zero_()
+    grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n), split)
+    fn[grid](x, dy, dw, *extra, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision, SPLIT=split,
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 

@@ -128,6 +128,7 @@ def launch(fn, node, target, inputs, outputs):
     softmax = any(n.op in ("softmax", "log_softmax") for n in group.nodes)
     block_n = max(16, triton.next_power_of_2(n)) if softmax else target.tile(n, gpu=64, interpreted=256)
     block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256)
+    block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=softmax)
     block_k = target.tile(k, gpu=32, interpreted=256)
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     fn[grid](*inputs, *outputs, m, n, k, a_strides[1], stride_k, stride_n,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
@@ -30,6 +31,35 @@ class Target:
         """A power-of-two block covering `size`, capped per target; >= `floor` for tl.dot."""
         cap = interpreted if self.interpreted else gpu
         return max(floor, min(cap, triton.next_power_of_2(max(size, 1))))
+
+    def spread(self, m: int, n: int, block_m: int, block_n: int, keep_n: bool = False) -> tuple[int, int]:
+        """On the GPU, smaller tiles (not under 16) until the grid has a program per SM: a small
+        GEMM (one RNN step) in 64 x 64 tiles would run on a handful of the SMs. `keep_n` when a row
+        must stay in one tile (a softmax epilogue)."""
+        if self.interpreted:
+            return block_m, block_n
+        while triton.cdiv(m, block_m) * triton.cdiv(n, block_n) < sm_count():
+            if block_m > 16 and (block_m >= block_n or keep_n or block_n <= 16):
+                block_m //= 2
+            elif block_n > 16 and not keep_n:
+                block_n //= 2
+            else:
+                break
+        return block_m, block_n
+
+    def split_k(self, k: int, block_k: int, tiles: int) -> int:
+        """How many programs share each output tile's reduction over `k`: on the GPU enough for two
+        programs per SM, each keeping at least 8 blocks of the reduction; in the interpreter 2 as
+        soon as there are two blocks, so the tests run the split path too."""
+        blocks = triton.cdiv(k, block_k)
+        if self.interpreted:
+            return 2 if blocks >= 2 else 1
+        return max(1, min(triton.cdiv(2 * sm_count(), tiles), blocks // 8))
+
+
+@cache
+def sm_count() -> int:
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from .device import select_device
+from .graphs import EagerRunner, GraphRunner
 from .program import Program
 
 
 class CompiledModel:
     """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs)."""
 
-    def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None) -> None:
+    def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
+                 cuda_graphs: bool | None = None) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
@@ -30,15 +32,28 @@ class CompiledModel:
             self.train_source = autodiff(graph, loss)
             self.train_graph, self.train_decisions = run_pipeline(self.train_source, fuse=fuse)
         self.device = select_device(device)
+        if cuda_graphs and self.device != "cuda":
+            raise GraphError(f"cuda_graphs=True needs the GPU, but this model is compiled for {self.device}")
+        self.cuda_graphs = self.device == "cuda" if cuda_graphs is None else cuda_graphs
         self.target = Target(self.device)
         self.params = {name: t.detach().to(self.device).contiguous().clone() for name, t in model.params.items()}
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
+        self._forward = self._runner(lambda feeds: self.program.run(feeds, self.params))
         if loss is not None:
             self.train_program = Program(self.train_graph, self.target, self.counter, training=True)
             self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
+            self._random_kernels = [k.kernel for k in self.train_program.kernels if k.node.op == "dropout"]
+            self._gradients = self._runner(lambda feeds: self.train_program.run(feeds, self.params),
+                                           replayable=not self._random_kernels)
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
+
+    def _runner(self, run, replayable: bool = True) -> GraphRunner | EagerRunner:
+        """CUDA graph replay where asked for and the program's arguments never change between calls."""
+        if self.cuda_graphs and replayable:
+            return GraphRunner(run, self.counter)
+        return EagerRunner(run, self.counter)
 
     @property
     def kernels(self) -> list[str]:
@@ -90,9 +105,11 @@ class CompiledModel:
         # NOTE: kernels do not bounds-check a gather (the interpreter would read wild memory), so ids are checked here
         for node, index, rows, what in self._range_checks(graph):
             ids = names[node.inputs[index].name]
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
-                raise InputError(f"{node.where}: {what} must lie in [0, {rows}), got values in "
-                                 f"[{int(ids.min())}, {int(ids.max())}]")
+            if not ids.numel():
+                continue
+            low, high = torch.stack(torch.aminmax(ids)).tolist()  # NOTE: one device-to-host sync, not two
+            if low < 0 or high >= rows:
+                raise InputError(f"{node.where}: {what} must lie in [0, {rows}), got values in [{low}, {high}]")
         return checked
 
     def loss_and_grads(self, x: torch.Tensor | Sequence[torch.Tensor],
@@ -101,24 +118,22 @@ class CompiledModel:
         (frozen parameters have no entry: no kernel computes their gradient)."""
         if self.loss is None:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
-        outputs = self._run_training(x, y)
+        outputs = self._run_training(x, y, self._gradients)
         return float(outputs[0]), {name: g.clone() for name, g in zip(self.trainable, outputs[1:-1])}
 
-    def _run_training(self, x, y, bind=None) -> list[torch.Tensor]:
+    def _run_training(self, x, y, runner) -> list[torch.Tensor]:
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         feeds = self._check_device_and_ids(check_feeds(self.train_graph, [*xs, y]), self.train_graph)
-        start = self.counter.count
         with torch.no_grad():
-            outputs = self.train_program.run(feeds, self.params, bind)
-        self.last_launches = self.counter.count - start
+            outputs = runner(feeds)
+        self.last_launches = runner.last_launches
         return outputs
 
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         feeds = self._check_device_and_ids(check_feeds(self.graph, x))
-        start = self.counter.count
         with torch.no_grad():
-            outputs = self.program.run(feeds, self.params)
-        self.last_launches = self.counter.count - start
+            outputs = self._forward(feeds, copy=True)
+        self.last_launches = self._forward.last_launches
         return outputs[0] if self._single_output else outputs
 
 
@@ -130,10 +145,11 @@ def _all_nodes(graph: Graph):
 
 
 def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
-            optimizer=None) -> CompiledModel:
+            optimizer=None, cuda_graphs: bool | None = None) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
     (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
-    when available, else in Triton's interpreter."""
+    when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
+    launches, captured on the first call with each input shape (`cuda_graphs=False`: launch one by one)."""
     from .training import make
 
-    return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer)
+    return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs)

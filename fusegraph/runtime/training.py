@@ -38,8 +38,8 @@ def _as_tensor(data, what: str) -> torch.Tensor:
 
 class Trainer(CompiledModel):
     def __init__(self, model, *, loss: str, optimizer: Optimizer | None = None, fuse: bool = True,
-                 device: str | None = None) -> None:
-        super().__init__(model, fuse=fuse, device=device, loss=loss)
+                 device: str | None = None, cuda_graphs: bool | None = None) -> None:
+        super().__init__(model, fuse=fuse, device=device, loss=loss, cuda_graphs=cuda_graphs)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise GraphError(f"optimizer must be one of fg.optim's (SGD, Adam, ...), got {type(optimizer).__name__}")
         self.model = model
@@ -48,7 +48,9 @@ class Trainer(CompiledModel):
         self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self.steps_taken = 0
-        self._random_kernels = [k.kernel for k in self.train_program.kernels if k.node.op == "dropout"]
+        # gradients land straight in flat_grads, where the optimizer kernel reads them
+        self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params, self._bind),
+                                         replayable=not self._random_kernels)
         if optimizer is not None:
             self.states = [torch.zeros_like(self.flat) for _ in optimizer.state]
             if optimizer.name == "Adagrad":
@@ -82,7 +84,7 @@ class Trainer(CompiledModel):
         self.steps_taken += 1
         for kernel in self._random_kernels:
             kernel.seed_offset = self.steps_taken  # a new dropout mask every step
-        outputs = self._run_training(x, y, self._bind)
+        outputs = self._run_training(x, y, self._step_runner)
         launches = self.last_launches
         optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
                              self.states, self.steps_taken)
@@ -181,11 +183,11 @@ class Trainer(CompiledModel):
 
 
 def make(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
-         optimizer: Optimizer | None = None) -> CompiledModel:
+         optimizer: Optimizer | None = None, cuda_graphs: bool | None = None) -> CompiledModel:
     if loss is None:
         if optimizer is not None:
             raise GraphError("an optimizer needs a loss: fg.compile(model, loss='cross_entropy', optimizer=...)")
-        return CompiledModel(model, fuse=fuse, device=device)
-    return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device)
+        return CompiledModel(model, fuse=fuse, device=device, cuda_graphs=cuda_graphs)
+    return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device, cuda_graphs=cuda_graphs)
 
 

@@ -33,6 +33,16 @@ def test_conv1d(config):
     check(fg.Sequential([fg.Input((2, 11)), fg.Conv1D(**config, activation="relu"), fg.Flatten(), fg.Dense(2)]))
 
 
+@pytest.mark.parametrize("layer,shape", [(fg.Conv2D(3, 3, padding="same", activation="relu"), (2, 20, 20)),
+                                         (fg.Conv1D(4, 5, strides=2, activation="tanh"), (3, 700))])
+def test_conv_weight_gradient_split_across_programs(layer, shape):
+    """Over 1024 output positions (batch x spatial), the weight-gradient reduction is split across
+    programs whose partial sums, bias included, are added atomically."""
+    positions = 6 * (400 if len(shape) == 3 else 348)
+    assert fg.kernels.Target("cpu").split_k(positions, 1024, tiles=1) == 2
+    check(fg.Sequential([fg.Input(shape), layer, fg.Flatten(), fg.Dense(2)]), batch=6)
+
+
 @pytest.mark.parametrize("pool", [fg.MaxPool2D(2), fg.AvgPool2D(2), fg.MaxPool2D(3, strides=2, padding="same"),
                                   fg.AvgPool2D(3, strides=1, padding="same"), fg.MaxPool2D((2, 3), padding=1)])
 def test_pool2d(pool):

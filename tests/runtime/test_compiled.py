@@ -102,3 +102,5 @@ def test_compile_rejects_non_models_and_bad_devices():
         fg.compile(torch.nn.Linear(2, 2))
     with pytest.raises(fg.GraphError, match="device must be"):
         fg.compile(fg.zoo.cnn1d(), device="tpu")
+    with pytest.raises(fg.GraphError, match="cuda_graphs=True needs the GPU"):
+        fg.compile(fg.zoo.cnn1d(), cuda_graphs=True)
