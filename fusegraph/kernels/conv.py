@@ -148,7 +148,7 @@ def launch(fn, node, target, inputs, outputs):
     grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n))
     fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
-             KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision,
+             KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 

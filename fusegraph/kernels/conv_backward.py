@@ -120,7 +120,7 @@ def launch_input(fn, node, target, inputs, outputs):
     block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
     block_k = target.tile(o * kh * kw, gpu=32, interpreted=256)
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
-    fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision,
+    fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype),
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 
@@ -167,7 +167,7 @@ def launch_weight(fn, node, target, inputs, outputs):
         for grad in (dw, *extra):
             grad.zero_()
     grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n), split)
-    fn[grid](x, dy, dw, *extra, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision, SPLIT=split,
+    fn[grid](x, dy, dw, *extra, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision(x.dtype), SPLIT=split,
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 

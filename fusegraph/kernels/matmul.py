@@ -130,10 +130,13 @@ def launch(fn, node, target, inputs, outputs):
     block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256)
     block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=softmax)
     block_k = target.tile(k, gpu=32, interpreted=256)
+    tuned = target.small_gemm(m, n, a.dtype) if anchor.op == "matmul" and not softmax else {}
+    block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
+                                 (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     fn[grid](*inputs, *outputs, m, n, k, a_strides[1], stride_k, stride_n,
              *full, *(row_stride(t) for t in outputs),
-             PRECISION=target.precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+             PRECISION=target.precision(a.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
 register_template("matmul", render, launch)

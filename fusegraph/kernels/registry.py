@@ -12,6 +12,13 @@ import triton
 
 from ..ir import Node
 
+# Launch choices on the GPU, measured by bench/tune_gpu.py (bench/results/tune_cuda.md); the
+# interpreter ignores them. fp32_dot: tl.dot's input precision for fp32 operands ("ieee", or "tf32x3":
+# three TF32 tensor-core passes, fp32-accurate). small_matmul: block_m / block_n / block_k /
+# num_warps / num_stages for GEMMs too small to give every SM a 64 x 64 tile (an RNN time step),
+# per operand precision ("float32", "half" for fp16 and bf16).
+GPU_TUNING: dict = {"fp32_dot": "ieee", "small_matmul": {"float32": {}, "half": {}}}
+
 
 @dataclass(frozen=True)
 class Target:
@@ -23,9 +30,17 @@ class Target:
     def interpreted(self) -> bool:
         return self.device != "cuda"
 
-    @property
-    def precision(self) -> str:
-        return "ieee"  # NOTE: fp32 tl.dot is TF32 on the GPU unless asked; we validate at 1e-4
+    def precision(self, dtype: torch.dtype) -> str:
+        """tl.dot's input precision: never plain TF32 for fp32 operands (we validate at 1e-4)."""
+        if self.interpreted or dtype != torch.float32:
+            return "ieee"
+        return GPU_TUNING["fp32_dot"]
+
+    def small_gemm(self, m: int, n: int, dtype: torch.dtype) -> dict:
+        """The tuned launch for a GEMM whose 64 x 64 tiles would leave SMs idle; {} when none applies."""
+        if self.interpreted or triton.cdiv(m, 64) * triton.cdiv(n, 64) >= sm_count():
+            return {}
+        return dict(GPU_TUNING["small_matmul"]["float32" if dtype == torch.float32 else "half"])
 
     def tile(self, size: int, gpu: int, interpreted: int, floor: int = 16) -> int:
         """A power-of-two block covering `size`, capped per target; >= `floor` for tl.dot."""

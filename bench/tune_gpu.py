@@ -1,0 +1,163 @@
+"""GPU only: measures the launch choices in fusegraph.kernels.registry.GPU_TUNING.
+
+    python -m bench.tune_gpu [--out bench/results] [--budget 150]
+
+1. The recurrent step GEMM (LSTM and GRU layers: seq 100, batch 64, input 128, hidden 256): tile
+   shapes and K blocks with 4 warps, then warps x pipeline stages for the best tile, per operand
+   precision (fp32 with tl.dot "ieee" and "tf32x3", fp16). Every configuration is checked against
+   torch eager (cuDNN) before it is timed; the whole layer is timed (CUDA graph replay, median).
+2. fp32 dot precision ("ieee" vs "tf32x3") on every zoo model's forward at batch 256: time and
+   the largest error against torch eager with TF32 off.
+
+Stops sweeping after --budget seconds and writes what it measured, after each step, to
+<out>/tune_cuda.json and .md."""
+
+from __future__ import annotations
+
+# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
+import fusegraph as fg
+
+import argparse
+import itertools
+import sys
+import time
+
+import torch
+
+from bench.common import environment, median_ms, write
+from fusegraph.cli import sample_inputs
+from fusegraph.kernels.registry import GPU_TUNING
+
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2}
+TILES = [(16, 16), (16, 32), (32, 16), (32, 32), (64, 16), (64, 32)]
+
+
+def recurrent_layer(cell: str, dtype: torch.dtype) -> tuple[fg.Model, torch.Tensor]:
+    name = str(dtype).removeprefix("torch.")
+    layer = fg.LSTM(256, return_sequences=True) if cell == "lstm" else fg.GRU(256, return_sequences=True)
+    model = fg.Sequential([fg.Input((100, 128), dtype=name), layer], name=cell)
+    return model, torch.randn(64, 100, 128, generator=torch.Generator().manual_seed(0)).to("cuda", dtype)
+
+
+def measure(model: fg.Model, x: torch.Tensor, expected: torch.Tensor) -> dict:
+    compiled = fg.compile(model)
+    with torch.no_grad():
+        ours = compiled(x).float()
+    error = float((ours - expected).abs().max())
+    row = {"max_abs_error": error, "ok": error <= TOLERANCE[x.dtype] * (1 + float(expected.abs().max()))}
+    if row["ok"]:
+        row["ms"] = median_ms(lambda: compiled(x))
+    return row
+
+
+def sweep_recurrent(results: dict, deadline: float, out: str) -> None:
+    variants = [("float32", "ieee", torch.float32), ("float32", "tf32x3", torch.float32), ("half", "ieee", torch.float16)]
+    for cell in ("lstm", "gru"):
+        for key, precision, dtype in variants:
+            model, x = recurrent_layer(cell, dtype)
+            with torch.no_grad():
+                expected = model.to_torch().to("cuda", dtype)(x).float()
+            GPU_TUNING["fp32_dot"] = precision
+            GPU_TUNING["small_matmul"][key] = {}
+            rows = [{"cell": cell, "dtype": str(dtype), "precision": precision, "config": "default",
+                     **measure(model, x, expected)}]
+            with torch.no_grad():
+                eager = model.to_torch().to("cuda", dtype)
+                rows[0]["cudnn_ms"] = median_ms(lambda eager=eager, x=x: eager(x))
+            configs = [dict(block_m=m, block_n=n, block_k=k, num_warps=4) for (m, n), k in
+                       itertools.product(TILES, (32, 64))]
+            if cell == "gru":  # the GRU checks the LSTM's winners rather than sweeping again
+                configs = [r["config"] for r in sorted(
+                    (r for r in results["recurrent"] if r["cell"] == "lstm" and r["dtype"] == str(dtype)
+                     and r["precision"] == precision and r.get("ms") and r["config"] != "default"),
+                    key=lambda r: r["ms"])[:4]]
+            for stage in ("tiles", "warps"):
+                for config in configs:
+                    if time.monotonic() > deadline:
+                        break
+                    GPU_TUNING["small_matmul"][key] = dict(config)
+                    rows.append({"cell": cell, "dtype": str(dtype), "precision": precision, "config": config,
+                                 **measure(model, x, expected)})
+                timed = [r for r in rows if r.get("ms") and r["config"] != "default"]
+                if stage == "tiles" and timed and cell == "lstm":
+                    best = min(timed, key=lambda r: r["ms"])["config"]
+                    configs = [{**best, "num_warps": w, "num_stages": s} for w, s in
+                               itertools.product((1, 2, 4, 8), (1, 2, 3))]
+                else:
+                    configs = []
+            results["recurrent"].extend(rows)
+            GPU_TUNING["small_matmul"][key] = {}
+            write(results, out, "tune", markdown)
+    GPU_TUNING["fp32_dot"] = "ieee"
+
+
+def compare_precision(results: dict, deadline: float, out: str) -> None:
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for name in fg.zoo.MODELS:
+        if time.monotonic() > deadline:
+            break
+        model = fg.zoo.get(name)
+        feeds = [f.cuda() for f in sample_inputs(model, 256)]
+        with torch.no_grad():
+            expected = model.to_torch().cuda()(*feeds)
+        row = {"model": name}
+        for precision in ("ieee", "tf32x3"):
+            GPU_TUNING["fp32_dot"] = precision
+            compiled = fg.compile(model)
+            with torch.no_grad():
+                row[f"{precision}_max_abs_error"] = float((compiled(feeds) - expected).abs().max())
+                row[f"{precision}_ms"] = median_ms(lambda compiled=compiled, feeds=feeds: compiled(feeds))
+        GPU_TUNING["fp32_dot"] = "ieee"
+        results["precision"].append(row)
+        write(results, out, "tune", markdown)
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = [f"# GPU launch tuning on {env['device']}", "",
+             f"Produced by `{results['benchmark']}`; torch {env['torch']}, Triton {env['triton']}. Times are "
+             "medians of a whole forward (CUDA graph replay); every configuration was first checked against "
+             "torch eager (TF32 off). The chosen values live in `fusegraph/kernels/registry.py` (GPU_TUNING).", "",
+             "## Recurrent layers (seq 100, batch 64, input 128, hidden 256): fastest configurations", "",
+             "| cell | dtype | dot precision | config | ms | cuDNN ms | max abs error |", "|---|---|---|---|---:|---:|---:|"]
+    groups: dict[tuple, list] = {}
+    for r in results["recurrent"]:
+        groups.setdefault((r["cell"], r["dtype"], r["precision"]), []).append(r)
+    for (cell, dtype, precision), rows in groups.items():
+        cudnn = next((r["cudnn_ms"] for r in rows if "cudnn_ms" in r), float("nan"))
+        default = [r for r in rows if r["config"] == "default"]
+        ranked = sorted((r for r in rows if r.get("ms") and r["config"] != "default"), key=lambda r: r["ms"])[:3]
+        for r in default + ranked:
+            lines.append(f"| {cell} | {dtype} | {precision} | {r['config']} | {r['ms']:.3f} | {cudnn:.3f} | "
+                         f"{r['max_abs_error']:.2e} |")
+        failed = [r for r in rows if not r["ok"]]
+        if failed:
+            lines.append(f"| {cell} | {dtype} | {precision} | {len(failed)} configurations failed the check | | | |")
+    lines += ["", "## fp32 tl.dot precision, zoo forwards at batch 256", "",
+              "| model | ieee ms | tf32x3 ms | ieee max abs error | tf32x3 max abs error |", "|---|---:|---:|---:|---:|"]
+    for r in results["precision"]:
+        lines.append(f"| {r['model']} | {r['ieee_ms']:.3f} | {r['tf32x3_ms']:.3f} | {r['ieee_max_abs_error']:.2e} | "
+                     f"{r['tf32x3_max_abs_error']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--budget", type=float, default=150.0, help="seconds of sweeping before it stops")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("tune_gpu.py needs a CUDA GPU; nothing measured", file=sys.stderr)
+        return 0
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    deadline = time.monotonic() + args.budget
+    results = {"benchmark": "bench/tune_gpu.py", "environment": environment(), "recurrent": [], "precision": []}
+    sweep_recurrent(results, deadline, args.out)
+    compare_precision(results, deadline + 40, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
