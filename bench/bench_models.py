@@ -76,7 +76,9 @@ def markdown(results: dict) -> str:
     rule = "|---|---:|---:|---:|---:|---:|---:|"
     if gpu:
         lines += ["fusegraph replays a CUDA graph of its launches; 'launching' is the same kernels launched one "
-                        "by one; 'compile+graphs' is torch.compile(mode='reduce-overhead').", ""]
+                  "by one; 'compile+graphs' is torch.compile(mode='reduce-overhead'). torch runs with TF32 off; "
+                  "fusegraph's fp32 dots run as tf32x3 (three TF32 passes, fp32-accurate: largest error against "
+                  "eager in the JSON).", ""]
         head += (" fusegraph ms | launching ms | eager ms | torch.compile ms | compile+graphs ms | vs eager "
                  "| vs compile | vs compile+graphs |")
         rule += "---:|---:|---:|---:|---:|---:|---:|---:|"

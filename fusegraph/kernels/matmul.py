@@ -131,8 +131,10 @@ def launch(fn, node, target, inputs, outputs):
     block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=softmax)
     block_k = target.tile(k, gpu=32, interpreted=256)
     tuned = target.small_gemm(m, n, a.dtype) if anchor.op == "matmul" and not softmax else {}
-    block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
-                                 (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
+    # a tuned block never larger than its dimension needs (tl.dot still wants 16)
+    block_m, block_n, block_k = (min(tuned.pop(key, default), max(16, triton.next_power_of_2(size)))
+                                 for key, default, size in (("block_m", block_m, m), ("block_n", block_n, n),
+                                                            ("block_k", block_k, k)))
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     fn[grid](*inputs, *outputs, m, n, k, a_strides[1], stride_k, stride_n,
              *full, *(row_stride(t) for t in outputs),

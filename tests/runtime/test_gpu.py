@@ -18,7 +18,7 @@ HALF_FLOOR = {"float16": 2e-3, "bfloat16": 1.6e-2}
 
 @pytest.fixture(autouse=True)
 def no_tf32():
-    """fp32 means fp32: torch's TF32 shortcuts off (our tl.dot asks for ieee precision)."""
+    """fp32 means fp32: torch's TF32 shortcuts off (our fp32 tl.dot is ieee or tf32x3, both fp32-accurate)."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
@@ -126,3 +126,20 @@ def test_gradients_replayed_equal_gradients_launched_one_by_one():
             # NOTE: not bit for bit: split-K weight gradients add their partial sums atomically, in any order
             torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-6)
     assert replayed.last_launches == eager.last_launches
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("cell", [fg.LSTM, fg.GRU])
+def test_recurrent_layer_at_benchmark_size_on_gpu(cell, dtype):
+    """The tuned small-GEMM launch (bench/results/tune_cuda.md) on the shape it was tuned for."""
+    model = fg.Sequential([fg.Input((100, 128), dtype=dtype), cell(256, return_sequences=True)])
+    half = getattr(torch, dtype)
+    x = torch.randn(64, 100, 128, generator=torch.Generator().manual_seed(4)).to("cuda", half)
+    oracle = model.to_torch().to("cuda", half)
+    ours = fg.compile(model, device="cuda")(x).float()
+    if dtype == "float32":
+        torch.testing.assert_close(ours, oracle(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+        return
+    torch_error = (oracle(x).float() - oracle.float()(x.float())).abs().max().item()
+    reference = oracle(x.float())
+    assert (ours - reference).abs().max().item() <= max(2 * torch_error, HALF_FLOOR[dtype])
