@@ -20,31 +20,58 @@ POINTWISE_SOURCE = '''
 def {name}({pointers}, NUMEL, {vector_args}BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
-{body}
+{gate_offsets}{body}
 '''
+
+# a chain split into gates runs over one gate's elements; gate g of a full-width row sits at g * GATE_W
+GATE_OFFSETS = """    row = offs // GATE_W
+    col = offs % GATE_W
+"""
+
+
+def gating(group) -> tuple[int, tuple] | None:
+    """(gates, one gate's shape) when the chain splits values into gates or joins them back."""
+    for node in group.nodes:
+        if node.op == "split":
+            return len(node.outputs), node.outputs[0].type.shape
+        if node.op == "concat":
+            return len(node.inputs), node.inputs[0].type.shape
+    return None
 
 
 def render(node):
     group = group_of(node)
     for member in group.nodes:
-        if member.op not in EXPRESSIONS:
+        if member.op not in (*EXPRESSIONS, "split", "concat"):
             raise GraphError(f"{member.where}: no elementwise kernel for {member.op}")
     vectors = [i for i, v in enumerate(group.inputs) if v.name in group.channel_vectors]
+    gates, gate_shape = gating(group) or (1, None)
+
+    def full_width(v) -> bool:
+        return gate_shape is not None and v.type.shape != gate_shape
+
+    def address(v, g: int) -> str:
+        return f"row * {gates} * GATE_W + {g} * GATE_W + col" if full_width(v) else "offs"
+
     tile = Tile(
-        load_full=lambda i, v, g: f"tl.load(in{i}_ptr + offs, mask=mask, other=0.0).to(tl.float32)",
+        load_full=lambda i, v, g: f"tl.load(in{i}_ptr + {address(v, g)}, mask=mask, other=0.0).to(tl.float32)",
         load_channel=lambda i, v, g: (f"tl.load(in{i}_ptr + (offs // in{i}_inner) % in{i}_channels, mask=mask, "
                                       "other=0.0).to(tl.float32)"),
+        gates=gates,
+        gate_width=lambda v: gates if full_width(v) else 1,
     )
     emitter = Emitter(tile, group.input_index)
     lines = emitter.emit_all(group.nodes)
     for j, out in enumerate(group.outputs):
-        lines.append(f"    tl.store(out{j}_ptr + offs, {emitter.operand(out)[0]}.to(out{j}_ptr.dtype.element_ty), "
-                     "mask=mask)")
+        for g, expr in enumerate(emitter.operand(out)):
+            lines.append(f"    tl.store(out{j}_ptr + {address(out, g)}, {expr}.to(out{j}_ptr.dtype.element_ty), "
+                         "mask=mask)")
     name = node.attrs["kernel"] if node.op == "fused" else f"{node.op}_fwd"
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
                          [f"out{j}_ptr" for j in range(len(group.outputs))])
-    source = POINTWISE_SOURCE.format(name=name, pointers=pointers, body="\n".join(lines),
-                                     vector_args="".join(f"in{i}_inner, in{i}_channels, " for i in vectors))
+    vector_args = "".join(f"in{i}_inner, in{i}_channels, " for i in vectors) + ("GATE_W, " if gate_shape else "")
+    source = POINTWISE_SOURCE.format(name=name, pointers=pointers, body="\n".join(lines), vector_args=vector_args,
+                                     gate_offsets=GATE_OFFSETS if gate_shape else "")
     return KernelSource(name, module_source(name, helpers_for(source) + "\n\n" + source))
 
 
@@ -57,7 +84,11 @@ def launch(fn, node, target, inputs, outputs):
         if value.name in axis_of:
             axis = axis_of[value.name]
             vector_args += [prod(shape[axis + 1:]), shape[axis]]
-    numel = outputs[0].numel()
+    gated = gating(group)
+    if gated is not None:  # the kernel runs over one gate's elements
+        numel, vector_args = prod(gated[1][1:]) * outputs[0].shape[0], [*vector_args, gated[1][-1]]
+    else:
+        numel = outputs[0].numel()
     block = target.tile(numel, gpu=1024, interpreted=16384)
     fn[(triton.cdiv(numel, block),)](*inputs, *outputs, numel, *vector_args, BLOCK=block)
 

@@ -198,16 +198,18 @@ class _Grouper:
                 continue
             if node.op == "split":
                 gates = len(node.outputs)
+            elif node.op == "concat" and kind == "pointwise":
+                gates = len(node.inputs)
             members.append(node)
             made |= {v.name for v in node.outputs}
-        if kind == "matmul" and gates:
-            members += self._outside_splits(members, gates)
+        if kind in ("matmul", "pointwise") and gates:
+            members += self._outside_splits(members, gates, kind)
         if kind in ("conv", "matmul") or start.op in POOL_GRADS:
             members = self._prologue(start) + members
         order = {id(n): i for i, n in enumerate(self.graph.nodes)}
         return sorted(members, key=lambda n: order[id(n)])
 
-    def _outside_splits(self, members: list[Node], gates: int) -> list[Node]:
+    def _outside_splits(self, members: list[Node], gates: int, kind: str) -> list[Node]:
         """Splits of outside values into the group's gates, read only by the group (GRU's input gates):
         taking them in lets the kernel read the gates straight from the unsplit value."""
         ids = {id(n) for n in members}
@@ -218,7 +220,7 @@ class _Grouper:
             consumers = [u for v in node.outputs for u in self.users.get(v.name, [])]
             outputs_used = any(v.name in self.outputs for v in node.outputs)
             if consumers and not outputs_used and all(id(u) in ids for u in consumers) \
-                    and not self._refusal("matmul", members, set(), node, gates):
+                    and not self._refusal(kind, members, set(), node, gates):
                 found.append(node)
         return found
 
@@ -250,8 +252,12 @@ class _Grouper:
                     return f"bias along axis {axis} is not the tile's channel axis"
             if kind == "conv" and node.outputs[0].type != anchor_type:
                 return f"its shape {node.outputs[0].type} is not the conv tile's {anchor_type}"
-            if kind == "pointwise" and node.outputs[0].type.shape != anchor_type.shape:
-                return f"its shape {node.outputs[0].type} differs from the chain's {anchor_type}"
+            if kind == "pointwise":
+                shapes = set(_gate_shapes(members) or (anchor_type.shape,))
+                if node.outputs[0].type.shape not in shapes:
+                    return f"its shape {node.outputs[0].type} differs from the chain's {anchor_type}"
+                if node.op == "bias_add" and gates:
+                    return "a bias inside a chain split into gates"
             return ""
         if node.op in POOLS:
             if kind != "conv":
@@ -267,6 +273,8 @@ class _Grouper:
             if anchor_type.shape[-1] > MAX_SOFTMAX_ROW:
                 return f"rows of {anchor_type.shape[-1]} do not fit one block (max {MAX_SOFTMAX_ROW})"
             return self._single_consumer(node.inputs[0].name)
+        if node.op == "concat" and kind == "pointwise":
+            return self._pointwise_concat(members, node, gates, anchor_type)
         if node.op == "concat":
             t = node.outputs[0].type
             if kind != "matmul" or not gates or len(node.inputs) != gates or t.shape != anchor_type.shape \
@@ -274,20 +282,44 @@ class _Grouper:
                 return "only a gated matmul tile joins its gates back (a concat of one tile per gate)"
             return ""
         if node.op == "split":
-            if kind != "matmul":
-                return "only a matmul tile splits into gates"
+            if kind not in ("matmul", "pointwise"):
+                return "only a matmul tile or an elementwise chain splits into gates"
             sizes = node.attrs["sizes"]
             t = node.inputs[0].type
             if node.attrs["axis"] % t.rank != t.rank - 1 or len(set(sizes)) != 1:
                 return "the split is not into equal gates along the last axis"
-            if t.shape != anchor_type.shape:
-                return f"the split input {t} is not the matmul tile {anchor_type}"
             if gates is not None and len(sizes) != gates:
                 return f"{len(sizes)} gates do not match the group's {gates}"
+            if kind == "pointwise":
+                if any(m.op == "bias_add" for m in members):
+                    return "a bias inside a chain split into gates"
+                full, gate = _gate_shapes(members) or (
+                    (t.shape, node.outputs[0].type.shape) if node.inputs[0].name in made
+                    else (t.shape, anchor_type.shape))
+                if (t.shape, node.outputs[0].type.shape) != (full, gate) or \
+                        (node.inputs[0].name in made and gates is None and t.shape != anchor_type.shape):
+                    return f"the split input {t} is not the chain's {anchor_type}"
+                return ""
+            if t.shape != anchor_type.shape:
+                return f"the split input {t} is not the matmul tile {anchor_type}"
             return ""
         if node.op in ANCHORS or node.op == "scan":
             return f"{node.op} starts a kernel of its own"
         return f"{node.op} has no place in a {kind} kernel's epilogue"
+
+    def _pointwise_concat(self, members: list[Node], node: Node, gates: int | None, anchor_type) -> str:
+        """An elementwise chain joins gate-wide values back into one full-width value, stored gate by gate."""
+        t = node.outputs[0].type
+        widths = {v.type.shape for v in node.inputs}
+        if node.attrs["axis"] % t.rank != t.rank - 1 or len(widths) != 1:
+            return "the concat is not of equal gates along the last axis"
+        if any(m.op == "bias_add" for m in members):
+            return "a bias inside a chain joined into gates"
+        if gates is not None and (len(node.inputs) != gates or (t.shape, node.inputs[0].type.shape) != _gate_shapes(members)):
+            return f"a concat of {len(node.inputs)} gates {t} does not match the chain's {gates} gates"
+        if gates is None and node.inputs[0].type.shape != anchor_type.shape:
+            return f"the concat inputs {node.inputs[0].type} are not the chain's {anchor_type}"
+        return ""
 
     def _single_consumer(self, name: str) -> str:
         consumers = self.users.get(name, [])
@@ -304,3 +336,13 @@ class _Grouper:
                 if v.name in self.outputs or any(id(u) not in ids for u in self.users.get(v.name, [])):
                     return True
         return False
+
+
+def _gate_shapes(members: list[Node]) -> tuple[tuple, tuple] | None:
+    """(full width, one gate): the shapes an elementwise chain split into gates works on."""
+    for node in members:
+        if node.op == "split":
+            return node.inputs[0].type.shape, node.outputs[0].type.shape
+        if node.op == "concat":
+            return node.outputs[0].type.shape, node.inputs[0].type.shape
+    return None

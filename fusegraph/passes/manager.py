@@ -6,14 +6,15 @@ from collections.abc import Callable
 
 from ..ir import Graph, verify
 from .eliminate_dead_code import eliminate_dead_code
+from .forward_scan_passthroughs import forward_scan_passthroughs
 from .fuse import Decision, fuse_with_report
 from .hoist_rnn_projections import hoist_rnn_projections
 
 
 def run_pipeline(graph: Graph, *, fuse: bool = True,
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
-    """verify → eliminate dead code → hoist RNN input projections → fuse. Returns the graph and the
-    fusion decisions."""
+    """verify → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
+    RNN input projections → fuse. Returns the graph and the fusion decisions."""
     decisions: list[Decision] = []
     steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify), ("eliminate_dead_code", eliminate_dead_code)]
     if fuse:
@@ -22,7 +23,8 @@ def run_pipeline(graph: Graph, *, fuse: bool = True,
             decisions.extend(made)
             return fused
 
-        steps += [("hoist_rnn_projections", hoist_rnn_projections), ("fuse", fuse_step)]
+        steps += [("forward_scan_passthroughs", forward_scan_passthroughs),
+                  ("hoist_rnn_projections", hoist_rnn_projections), ("fuse", fuse_step)]
     for name, step in steps:
         graph = step(graph)
         if dump is not None:

@@ -79,3 +79,51 @@ def test_fusion_refuses_what_would_make_a_cycle():
     fused, decisions = fuse_with_report(verify(b.build([out])))
     assert any("cycle" in d.reason for d in decisions if not d.fused)
     verify(fused)
+
+
+def test_backward_scans_read_sequences_instead_of_handing_them_back():
+    """autodiff's backward scan returns x_t and h_(t-1) for the weight gradients; stacked, they are the
+    input sequences: the pass drops them (no copy per step) and the projections of both leave the loop."""
+    from fusegraph.passes.autodiff import autodiff
+    from fusegraph.passes.eliminate_dead_code import eliminate_dead_code
+    from fusegraph.passes.forward_scan_passthroughs import forward_scan_passthroughs
+
+    model = fg.Sequential([fg.Input((5, 3)), fg.LSTM(4, name="lstm"), fg.Dense(1)])
+    train = eliminate_dead_code(autodiff(model.graph, "mse"))
+    backward = next(n for n in train.nodes if n.op == "scan" and n.attrs.get("reverse"))
+    steps_in = {v.name for v in backward.attrs["body"].inputs}
+    assert steps_in & {v.name for v in backward.attrs["body"].outputs}  # handed back before the pass
+    rewritten = forward_scan_passthroughs(train)
+    backward = next(n for n in rewritten.nodes if n.op == "scan" and n.attrs.get("reverse"))
+    assert not steps_in & {v.name for v in backward.attrs["body"].outputs}
+    hoisted = next(n for n in hoist_rnn_projections(rewritten).nodes if n.op == "scan" and n.attrs.get("reverse"))
+    assert not any(n.op == "matmul" and n.inputs[0].name.startswith("in_") for n in hoisted.attrs["body"].nodes)
+    feeds = [torch.randn(2, 5, 3), torch.randn(2, 1)]
+    expected = Interpreter(train, model.params).run(feeds)
+    for ours, theirs in zip(Interpreter(rewritten, model.params).run(feeds), expected):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_a_chain_split_into_gates_and_joined_back_is_one_kernel():
+    """The cell gradient of a backward LSTM step: add, split into 4 gates, gate-wide math, concat."""
+    b = GraphBuilder("gated")
+    gates = b.input("gates", TensorType((BATCH, 12)))
+    extra = b.input("extra", TensorType((BATCH, 12)))
+    c = b.input("c", TensorType((BATCH, 3)))
+    added = b.op("add", [gates, extra], name="added")
+    i, f, g, o = b.op("split", [added], name="gate", axis=1, sizes=(3, 3, 3, 3))
+    i, f, o = (b.op("sigmoid", [v], name=v.name + "_s") for v in (i, f, o))
+    g = b.op("tanh", [g], name="g_t")
+    c_next = b.op("add", [b.op("mul", [f, c], name="fc"), b.op("mul", [i, g], name="ig")], name="c_next")
+    joined = b.op("concat", [b.op("mul", [o, c_next], name="h"), i, f, g], name="joined", axis=1)
+    graph = verify(b.build([c_next, joined]))
+    fused, decisions = fuse_with_report(graph)
+    (kernel,) = [n for n in fused.compute_nodes]
+    assert kernel.op == "fused" and kernel.attrs["anchor"] == "pointwise", [d.reason for d in decisions]
+    feeds = [torch.randn(4, 12), torch.randn(4, 12), torch.randn(4, 3)]
+    from fusegraph.kernels import Target, generate
+
+    outputs = [torch.empty(4, 3), torch.empty(4, 12)]
+    generate(kernel, Target("cpu")).run(feeds, outputs)
+    for ours, theirs in zip(outputs, Interpreter(graph, {}).run(feeds)):
+        torch.testing.assert_close(ours, theirs)
