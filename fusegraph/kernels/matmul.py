@@ -14,6 +14,7 @@ import triton
 from ..ir import GraphError
 from .epilogue import Emitter, Tile, helpers_for
 from .group import group_of, prologue_lines
+from .matmul_gated import is_gated, launch_gated, render_gated
 from .registry import KernelSource, module_source, register_template
 
 MATMUL_SOURCE = '''
@@ -44,13 +45,11 @@ def _gates(group) -> int:
     return next((len(n.outputs) for n in group.nodes if n.op == "split"), 1)
 
 
-def render(node):
-    group = group_of(node)
+def epilogue(group, gates: int, width: int, stored_elsewhere: frozenset[str] = frozenset()) -> tuple[list[str], str, str]:
+    """The elementwise code after the anchor on its (BLOCK_M, BLOCK_N) tile of each gate, and the stores
+    of the group's outputs (but those in `stored_elsewhere`); with a bias-gradient sibling, the code
+    that sums A's rows as it is loaded."""
     anchor = group.anchor
-    gates = _gates(group)
-    width = anchor.outputs[0].type.shape[-1] // gates
-    name = node.attrs["kernel"] if node.op == "fused" else {"matmul": "matmul_fwd", "matmul_tn": "matmul_tn_bwd"}[node.op]
-    ia, ib = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
     tile = Tile(
         load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + ({g} * N + cols)[None, :], "
                                    "mask=tile_mask, other=0.0).to(tl.float32)"),
@@ -70,6 +69,8 @@ def render(node):
     sibling = group.bias_gradient
     row_sum_init, row_sum_step = "", ""
     for j, out in enumerate(group.outputs):
+        if out.name in stored_elsewhere:
+            continue
         if sibling is not None and out.name == sibling.outputs[0].name:
             # the bias gradient: row sums of A (the output gradient read transposed), stored once per row block
             row_sum_init = "    row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)"
@@ -80,6 +81,19 @@ def render(node):
         for g, expr in enumerate(emitter.operand(out)):
             lines.append(f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + ({g} * N + cols)[None, :], "
                          f"{expr}.to(out{j}_ptr.dtype.element_ty), mask=tile_mask)")
+    return lines, row_sum_init, row_sum_step
+
+
+def render(node):
+    group = group_of(node)
+    anchor = group.anchor
+    gates = _gates(group)
+    width = anchor.outputs[0].type.shape[-1] // gates
+    name = node.attrs["kernel"] if node.op == "fused" else {"matmul": "matmul_fwd", "matmul_tn": "matmul_tn_bwd"}[node.op]
+    if is_gated(group):
+        return render_gated(name, group)
+    ia, ib = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
+    lines, row_sum_init, row_sum_step = epilogue(group, gates, width)
     full = [i for i, v in enumerate(group.inputs) if i != ib and v.name not in group.channel_vectors]
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
                          [f"out{j}_ptr" for j in range(len(group.outputs))])
@@ -107,6 +121,9 @@ def row_stride(t: torch.Tensor) -> int:
 
 def launch(fn, node, target, inputs, outputs):
     group = group_of(node)
+    if is_gated(group):
+        launch_gated(fn, group, target, inputs, outputs)
+        return
     anchor = group.anchor
     a = inputs[group.input_index(group.data_input)]
     b = inputs[group.input_index(anchor.inputs[1])]

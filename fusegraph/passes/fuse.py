@@ -123,6 +123,33 @@ class _Grouper:
                     self.taken |= {id(n) for n in members}
                     self.decisions.append(Decision(kernel_name(members), tuple(n.name for n in members), True,
                                                    self._why(members), self.scope))
+        return self._computed_operands(found)
+
+    def _computed_operands(self, found: list[list[Node]]) -> list[list[Node]]:
+        """An elementwise chain (possibly split into gates and joined back) whose value is the data
+        operand of a matmul (an RNN's backward step: the cell gradient dz, then dz W_hh): the matmul
+        kernel computes its operand chunk by chunk, every gate at once, storing what else the chain
+        makes that is used elsewhere."""
+        for chain in [g for g in found if not any(n.op in KERNEL_ANCHORS for n in g)]:
+            made_by = {v.name: n for n in chain for v in n.outputs}
+            matmul = next((u for n in reversed(chain) for v in n.outputs for u in self.users.get(v.name, [])
+                           if u.op == "matmul" and u.inputs[0].name == v.name and u.inputs[1].name not in made_by), None)
+            if matmul is None or self._depends_on_group(matmul.inputs[1].name, chain):
+                continue
+            joined = matmul.inputs[0]
+            gated = any(n.op in ("split", "concat") for n in chain)
+            if gated and made_by[joined.name].op != "concat":
+                continue  # the operand must be the full width the gates join into
+            host = next((g for g in found if any(n is matmul for n in g)), [matmul])
+            made = {v.name for n in chain for v in n.outputs}
+            if host[0] is not matmul or any(v.name in made for n in host[1:] for v in n.inputs):
+                continue  # the host has a prologue of its own, or its epilogue reads the chain's values
+            merged = sorted([*chain, *host], key=self.graph.nodes.index)
+            found = [g for g in found if g is not chain and g is not host] + [merged]
+            self.taken |= {id(n) for n in merged}
+            self.decisions.append(Decision(kernel_name(merged), tuple(n.name for n in merged), True,
+                                           f"the elementwise chain computes the matmul's operand %{joined.name} "
+                                           "chunk by chunk inside its K loop (computed prologue)", self.scope))
         return found
 
     def _bias_gradients_with_weight_gradients(self) -> list[list[Node]]:

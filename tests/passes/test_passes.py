@@ -127,3 +127,34 @@ def test_a_chain_split_into_gates_and_joined_back_is_one_kernel():
     generate(kernel, Target("cpu")).run(feeds, outputs)
     for ours, theirs in zip(outputs, Interpreter(graph, {}).run(feeds)):
         torch.testing.assert_close(ours, theirs)
+
+
+def test_a_gated_chain_feeding_a_matmul_is_computed_in_its_k_loop():
+    """dh = dz W with dz made by the gated chain: one kernel, which also stores the chain's values used
+    elsewhere; 300 output columns make two column blocks, of which only the first stores them."""
+    b = GraphBuilder("cell_grad")
+    x_proj = b.input("x_proj", TensorType((BATCH, 40)))
+    h_proj = b.input("h_proj", TensorType((BATCH, 40)))
+    c = b.input("c", TensorType((BATCH, 10)))
+    w = b.parameter("w", TensorType((40, 300)), "glorot_uniform")
+    gates = b.op("add", [x_proj, h_proj], name="gates")
+    i, f, g, o = b.op("split", [gates], name="gate", axis=1, sizes=(10, 10, 10, 10))
+    i, f, o = (b.op("sigmoid", [v], name=v.name + "_s") for v in (i, f, o))
+    g = b.op("tanh", [g], name="g_t")
+    c_next = b.op("add", [b.op("mul", [f, c], name="fc"), b.op("mul", [i, g], name="ig")], name="c_next")
+    dz = b.op("concat", [b.op("mul", [o, c_next], name="h"), i, f, g], name="dz", axis=1)
+    dh = b.op("matmul", [dz, w], name="dh")
+    graph = verify(b.build([dh, c_next, dz]))
+    fused, decisions = fuse_with_report(graph)
+    (kernel,) = [n for n in fused.compute_nodes if n.op != "parameter"]
+    assert kernel.attrs["anchor"] == "matmul" and "computed prologue" in decisions[-1].reason
+    from fusegraph.kernels import Target, generate
+
+    params = {"w": torch.randn(40, 300)}
+    feeds = [torch.randn(7, 40), torch.randn(7, 40), torch.randn(7, 10)]
+    outputs = [torch.full(v.type.concrete(7), float("nan")) for v in kernel.outputs]
+    values = {"x_proj": feeds[0], "h_proj": feeds[1], "c": feeds[2], "w": params["w"]}
+    generate(kernel, Target("cpu")).run([values[v.name] for v in kernel.inputs], outputs)
+    expected = dict(zip((v.name for v in graph.outputs), Interpreter(graph, params).run(feeds)))
+    for value, ours in zip(kernel.outputs, outputs):
+        torch.testing.assert_close(ours, expected[value.name], rtol=1e-5, atol=1e-5)

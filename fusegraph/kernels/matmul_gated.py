@@ -1,0 +1,120 @@
+"""A matmul whose data operand is computed in the kernel by an elementwise chain, possibly split into
+gates and joined back (an RNN's backward step: the cell gradient dz, then dh = dz W_hh, one launch).
+
+The K loop runs over one gate's width W (all of K without gates): chunk `ks` of gate g is
+A[:, g * W + ks], made from the chain's operands at those positions (every gate at once, since the
+gates of one hidden unit depend on each other) and multiplied with rows g * W + ks of B. Values of
+the chain needed elsewhere are stored by the first column block's programs; the anchor's own
+epilogue follows the loop."""
+
+from __future__ import annotations
+
+from math import prod
+
+import triton
+
+from ..ir import GraphError
+from .epilogue import Emitter, Tile, helpers_for
+from .registry import KernelSource, module_source
+
+GATED_SOURCE = '''
+@triton.jit
+def {name}(
+    {pointers},
+    M, N, W, B_STRIDE_K, B_STRIDE_N, {strides}
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    col_ok = cols < N
+    tile_mask = row_ok[:, None] & col_ok[None, :]
+    acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, W, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < W
+        chunk_mask = row_ok[:, None] & k_ok[None, :]
+{prologue}
+{dots}
+{epilogue}
+'''
+
+
+def is_gated(group) -> bool:
+    """Whether the data operand is computed in the kernel: more than a loaded operand's activation."""
+    made = {v.name for n in group.prologue for v in n.outputs}
+    return any(n.op in ("split", "concat") or len(n.inputs) > 1 for n in group.prologue) or \
+        any(v.name in made for v in group.outputs)
+
+
+def _gates(group) -> tuple[int, tuple]:
+    """(gates, one gate's shape) of the computed operand."""
+    operand = group.anchor.inputs[0]
+    concat = next((n for n in group.prologue if n.op == "concat" and n.outputs[0].name == operand.name), None)
+    if concat is None:
+        return 1, operand.type.shape
+    return len(concat.inputs), concat.inputs[0].type.shape
+
+
+def render_gated(name: str, group) -> KernelSource:
+    from .matmul import epilogue  # NOTE: the plain template imports this module
+
+    gates, gate_shape = _gates(group)
+    ib = group.input_index(group.anchor.inputs[1])
+
+    def columns(v, g: int) -> str:
+        return f"({g} * W + ks)[None, :]" if v.type.shape != gate_shape else "ks[None, :]"
+
+    def no_channel(i, v, g):
+        raise GraphError(f"%{v.name}: a per-channel operand in a gated prologue")
+
+    tile = Tile(
+        load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + {columns(v, g)}, "
+                                   "mask=chunk_mask, other=0.0).to(tl.float32)"),
+        load_channel=no_channel, gates=gates, gate_width=lambda v: gates if v.type.shape != gate_shape else 1)
+    chain = Emitter(tile, group.input_index, indent=" " * 8)
+    prologue = chain.emit_all(group.prologue)
+    made = {v.name for n in group.prologue for v in n.outputs}
+    stored = frozenset(v.name for v in group.outputs if v.name in made)
+    stores = [f"            tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + {columns(v, g)}, "
+              f"{expr}.to(out{j}_ptr.dtype.element_ty), mask=chunk_mask)"
+              for j, v in enumerate(group.outputs) if v.name in stored for g, expr in enumerate(chain.operand(v))]
+    if stores:  # every column block computes the chain; the first stores it
+        prologue += ["        if tl.program_id(1) == 0:", *stores]
+    dots = "\n".join(
+        f"        b{g} = tl.load(in{ib}_ptr + ({g} * W + ks)[:, None] * B_STRIDE_K + cols[None, :] * B_STRIDE_N, "
+        f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
+        f"        acc0 += tl.dot(tl.where(chunk_mask, {expr}, 0.0).to(b{g}.dtype), b{g}, input_precision=PRECISION)"
+        for g, expr in enumerate(chain.operand(group.anchor.inputs[0])))
+    lines, _, _ = epilogue(group, 1, group.anchor.outputs[0].type.shape[-1], stored)
+    full = [i for i, v in enumerate(group.inputs) if i != ib]
+    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
+                         [f"out{j}_ptr" for j in range(len(group.outputs))])
+    strides = "".join(f"in{i}_rs, " for i in full) + "".join(f"out{j}_rs, " for j in range(len(group.outputs)))
+    source = GATED_SOURCE.format(name=name, pointers=pointers, strides=strides, prologue="\n".join(prologue),
+                                 dots=dots, epilogue="\n".join(lines))
+    return KernelSource(name, module_source(f"{name} (matmul anchor, gated prologue)",
+                                            helpers_for(source) + "\n\n" + source))
+
+
+def launch_gated(fn, group, target, inputs, outputs) -> None:
+    from .matmul import row_stride
+
+    width = _gates(group)[1][-1]
+    anchor = group.anchor
+    ib = group.input_index(anchor.inputs[1])
+    b = inputs[ib]
+    transposed = anchor.attrs.get("transpose_b", False)
+    n = b.shape[0] if transposed else b.shape[1]
+    stride_k, stride_n = (b.stride(1), b.stride(0)) if transposed else (b.stride(0), b.stride(1))
+    operands = [t for i, t in enumerate(inputs) if i != ib]
+    m = prod(operands[0].shape[:-1])
+    block_m = target.tile(m, gpu=64, interpreted=256)
+    block_n = target.tile(n, gpu=64, interpreted=256)
+    # NOTE: every column block recomputes the chain, so the GPU gets more row blocks, not column blocks
+    block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=True)
+    block_k = target.tile(width, gpu=32, interpreted=256)
+    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
+    fn[grid](*inputs, *outputs, m, n, width, stride_k, stride_n,
+             *(row_stride(t) for t in operands), *(row_stride(t) for t in outputs),
+             PRECISION=target.precision(b.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
