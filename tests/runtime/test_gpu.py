@@ -1,6 +1,7 @@
 """On a CUDA GPU (compiled Triton, not the interpreter): every zoo model forward in fp32, fp16 and
 bf16, every zoo model's loss and gradients, and a training run, against torch on the same GPU.
-All skip where torch sees no GPU; `pytest -k gpu` selects them."""
+They run with `FUSEGRAPH_TEST_GPU=1 pytest tests/runtime/test_gpu.py` (see tests/conftest.py) and skip
+where torch sees no GPU."""
 
 import pytest
 import torch
