@@ -23,7 +23,7 @@ class Kernel:
     source: KernelSource
     fn: object
     counter: LaunchCounter = field(default_factory=LaunchCounter)
-    seed_offset: int = 0  # added to random kernels' seeds: a trainer bumps it every step
+    step: torch.Tensor | None = None  # random kernels add this device scalar to their seeds: a trainer counts steps in it
 
     @property
     def name(self) -> str:

@@ -38,11 +38,12 @@ def {name}(
 
 DROPOUT_SOURCE = '''
 @triton.jit
-def {name}(x_ptr, out_ptr, NUMEL, SEED, RATE, BLOCK: tl.constexpr):
+def {name}(x_ptr, out_ptr, step_ptr, NUMEL, SEED, RATE, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    keep = tl.rand(SEED, offs) >= RATE
+    # the step is read from memory, not passed: a captured CUDA graph draws a new mask every step
+    keep = tl.rand(SEED + tl.load(step_ptr), offs) >= RATE
     y = tl.where(keep, x / (1.0 - RATE), 0.0)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 '''
@@ -103,14 +104,19 @@ def render_dropout(node):
     return KernelSource("dropout_fwd", module_source("dropout", DROPOUT_SOURCE.format(name="dropout_fwd")))
 
 
-def launch_dropout(fn, node, target, inputs, outputs, seed: int | None = None):
-    """The mask is a function of (the node's seed + the kernel's per-step offset, element index): the
-    backward's dropout node carries the same seed, so it applies the same mask."""
+_NO_STEP: dict[str, torch.Tensor] = {}
+
+
+def launch_dropout(fn, node, target, inputs, outputs):
+    """The mask is a function of (the node's seed + the step number in `fn.step`, element index): the
+    backward's dropout node carries the same seed and reads the same step, so it applies the same mask."""
     (x,), (out,) = inputs, outputs
     numel = x.numel()
     block = target.tile(numel, gpu=1024, interpreted=16384)
-    seed = node.attrs["seed"] + getattr(fn, "seed_offset", 0) if seed is None else seed
-    fn[(triton.cdiv(numel, block),)](x, out, numel, seed, float(node.attrs["rate"]), BLOCK=block)
+    step = getattr(fn, "step", None)
+    if step is None:
+        step = _NO_STEP.setdefault(str(x.device), torch.zeros((), dtype=torch.int64, device=x.device))
+    fn[(triton.cdiv(numel, block),)](x, out, step, numel, node.attrs["seed"], float(node.attrs["rate"]), BLOCK=block)
 
 
 register_template("embedding", render_gather, launch_gather)

@@ -44,14 +44,14 @@ class CompiledModel:
             self.train_program = Program(self.train_graph, self.target, self.counter, training=True)
             self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
             self._random_kernels = [k.kernel for k in self.train_program.kernels if k.node.op == "dropout"]
-            self._gradients = self._runner(lambda feeds: self.train_program.run(feeds, self.params),
-                                           replayable=not self._random_kernels)
+            self._gradients = self._runner(lambda feeds: self.train_program.run(feeds, self.params))
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
 
-    def _runner(self, run, replayable: bool = True) -> GraphRunner | EagerRunner:
-        """CUDA graph replay where asked for and the program's arguments never change between calls."""
-        if self.cuda_graphs and replayable:
+    def _runner(self, run) -> GraphRunner | EagerRunner:
+        """CUDA graph replay where asked for (every argument a program's kernels take is fixed per input
+        shape: what changes between calls, like the dropout step, is read from device memory)."""
+        if self.cuda_graphs:
             return GraphRunner(run, self.counter)
         return EagerRunner(run, self.counter)
 

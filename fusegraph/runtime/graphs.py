@@ -5,8 +5,8 @@ layer one launch per time step, and each launch costs tens of microseconds of Py
 work. A captured graph replays all of them for one launch's cost. What a capture needs: every
 buffer at a fixed address (the memory plan's arena, scan carries and trainer buffers are cached;
 inputs are copied into static tensors; outputs come from the graph's own pool), no host sync
-inside the run, and no argument that changes between calls. Random kernels take a new seed every
-step, so programs with them are not captured (see `Trainer`)."""
+inside the run, and no argument that changes between calls (random kernels read the step number
+their seed changes with from a device scalar, which the Trainer writes before each replay)."""
 
 from __future__ import annotations
 

@@ -49,8 +49,10 @@ class Trainer(CompiledModel):
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self.steps_taken = 0
         # gradients land straight in flat_grads, where the optimizer kernel reads them
-        self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params, self._bind),
-                                         replayable=not self._random_kernels)
+        self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params, self._bind))
+        self._step_number = torch.zeros((), dtype=torch.int64, device=self.device)
+        for kernel in self._random_kernels:
+            kernel.step = self._step_number  # a new dropout mask every step
         if optimizer is not None:
             self.states = [torch.zeros_like(self.flat) for _ in optimizer.state]
             if optimizer.name == "Adagrad":
@@ -82,8 +84,7 @@ class Trainer(CompiledModel):
             raise GraphError("compile with an optimizer to train, e.g. fg.compile(model, loss=..., "
                              "optimizer=fg.optim.Adam())")
         self.steps_taken += 1
-        for kernel in self._random_kernels:
-            kernel.seed_offset = self.steps_taken  # a new dropout mask every step
+        self._step_number.fill_(self.steps_taken)
         outputs = self._run_training(x, y, self._step_runner)
         launches = self.last_launches
         optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,

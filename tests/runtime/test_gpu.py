@@ -144,3 +144,19 @@ def test_recurrent_layer_at_benchmark_size_on_gpu(cell, dtype):
     torch_error = (oracle(x).float() - oracle.float()(x.float())).abs().max().item()
     reference = oracle(x.float())
     assert (ours - reference).abs().max().item() <= max(2 * torch_error, HALF_FLOOR[dtype])
+
+
+def test_training_with_dropout_replays_a_graph_that_draws_a_new_mask_every_step():
+    """The dropout step number is read from device memory, so the captured step still draws a new
+    mask each time, the same masks as launching kernel by kernel."""
+    model = fg.Sequential([fg.Input((32,)), fg.Dense(64, activation="relu"), fg.Dropout(0.5, seed=3),
+                           fg.Dense(4)])
+    replayed = fg.compile(model, loss="mse", optimizer=fg.optim.SGD(lr=0.1), device="cuda")
+    eager = fg.compile(model, loss="mse", optimizer=fg.optim.SGD(lr=0.1), device="cuda", cuda_graphs=False)
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(0)).cuda()
+    y = torch.randn(16, 4, generator=torch.Generator().manual_seed(1)).cuda()
+    losses = [(replayed.train_step(x, y), eager.train_step(x, y)) for _ in range(4)]
+    assert replayed._step_runner.captured and replayed._step_runner.failed is None
+    for ours, theirs in losses:
+        assert ours == pytest.approx(theirs, rel=1e-5)
+    assert len({round(ours, 6) for ours, _ in losses}) == 4  # a new mask (and new weights) every step
