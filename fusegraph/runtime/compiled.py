@@ -29,6 +29,11 @@ class CompiledModel:
         self.graph, self.decisions = run_pipeline(graph, fuse=fuse)
         self.loss = loss
         if loss is not None:
+            half = next((n for n in graph.param_nodes if n.outputs[0].type.dtype != "float32"), None)
+            if half is not None:
+                raise GraphError(f"{half.where}: training runs in float32, but %{half.name} is "
+                                 f"{half.outputs[0].type.dtype}; build the model with dtype='float32' to train it "
+                                 "(half precision serves inference)")
             self.train_source = autodiff(graph, loss)
             self.train_graph, self.train_decisions = run_pipeline(self.train_source, fuse=fuse)
         self.device = select_device(device)

@@ -93,6 +93,8 @@ def test_compiled_model_uses_the_cache_folder(tmp_path, monkeypatch):
 
 def test_half_precision_on_the_cpu_is_a_clear_error():
     model = fg.Sequential([fg.Input((4,), dtype="float16"), fg.Dense(3)])
+    with pytest.raises(fg.GraphError, match="training runs in float32, but %dense.weight is float16"):
+        fg.compile(model, loss="mse")
     with pytest.raises(fg.GraphError, match="float16 runs on the GPU only"):
         fg.compile(model)
 
