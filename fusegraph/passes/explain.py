@@ -17,11 +17,13 @@ def _members(node: Node) -> list[Node]:
     return list(node.attrs["body"].compute_nodes) if node.op == "fused" else [node]
 
 
-def _kernel_lines(graph: Graph, batch: int, indent: str, steps: int = 1) -> list[str]:
+def _kernel_lines(graph: Graph, batch: int, indent: str, steps: int = 1, only: set[str] | None = None) -> list[str]:
+    """Each kernel (scan bodies step by step) with the nodes it fused and its analytic bytes; `only`: the
+    names of the top-level nodes to list."""
     lines = []
     used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
     for node in graph.compute_nodes:
-        if node.op in VIEW_OPS:
+        if node.op in VIEW_OPS or (only is not None and node.name not in only):
             continue
         if node.op == "scan":
             time = scan_steps(node)
@@ -111,4 +113,5 @@ def explain_training(train: Graph, batch: int = 64) -> str:
              "(store: every value below; recompute: each RNN cell's gates, from its stored carries; max pools keep "
              "1-byte window positions, not their input)"]
     lines += [f"    %{v.name}: {v.type}  {_mb(size(batch))}  store" for v, size in saved]
+    lines += ["", "Backward kernels, in launch order:", *_kernel_lines(train, batch, "  ", only=backward - losses)]
     return "\n".join(lines)
