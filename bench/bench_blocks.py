@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from bench.common import environment, forward_timings, write
+from bench.common import environment, forward_timings, gpu_or_explain, write
 
 
 def conv_block(dtype: str) -> tuple[fg.Model, torch.Tensor]:
@@ -60,11 +60,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("bench_blocks.py needs a CUDA GPU; nothing measured", file=sys.stderr)
+    if not gpu_or_explain("bench_blocks.py"):
         return 0
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
     results = {"benchmark": "bench/bench_blocks.py", "environment": environment(), "rows": []}
     for build in (conv_block, lstm_layer):
         for dtype in ("float32", "float16"):

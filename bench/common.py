@@ -8,6 +8,7 @@ import fusegraph  # noqa: F401
 import json
 import os
 import platform
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,16 @@ def write(results: dict, out: str, stem: str, markdown: Callable[[dict], str]) -
     path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
+
+
+def gpu_or_explain(script: str) -> bool:
+    """True on a CUDA GPU, with torch's TF32 shortcuts off (fp32 means fp32); else says why nothing ran."""
+    if not torch.cuda.is_available():
+        print(f"{script} needs a CUDA GPU; nothing measured", file=sys.stderr)
+        return False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return True
 
 
 def median_ms(fn: Callable[[], object]) -> float:

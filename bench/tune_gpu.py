@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from bench.common import environment, median_ms, write
+from bench.common import environment, gpu_or_explain, median_ms, write
 from fusegraph.cli import sample_inputs
 from fusegraph.kernels.registry import GPU_TUNING
 
@@ -147,11 +147,8 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds of sweeping before it stops")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("tune_gpu.py needs a CUDA GPU; nothing measured", file=sys.stderr)
+    if not gpu_or_explain("tune_gpu.py"):
         return 0
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
     deadline = time.monotonic() + args.budget
     results = {"benchmark": "bench/tune_gpu.py", "environment": environment(), "recurrent": [], "precision": []}
     sweep_recurrent(results, deadline, args.out)

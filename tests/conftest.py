@@ -120,3 +120,14 @@ def assert_grads_match_torch(model: fg.Model, feeds: list[torch.Tensor], target:
     for name, grad in grads.items():
         torch.testing.assert_close(grad, params[name].grad, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
     return compiled
+
+
+def assert_training_follows_torch(model: fg.Model, trainer, torch_optimizer, oracle, batches) -> None:
+    """Each `trainer.train_step` loss is torch's on the same batch, torch stepping `oracle` alongside."""
+    for step, (x, y) in enumerate(batches):
+        ours = trainer.train_step(x, y)
+        torch_optimizer.zero_grad()
+        theirs = torch_loss(model, oracle(x), y, "cross_entropy")
+        theirs.backward()
+        torch_optimizer.step()
+        assert ours == pytest.approx(theirs.item(), rel=1e-3), step

@@ -15,7 +15,7 @@ from ..ir import GraphError
 from .epilogue import Emitter, Tile, helpers_for
 from .group import group_of, prologue_lines
 from .matmul_gated import is_gated, launch_gated, render_gated
-from .registry import KernelSource, module_source, register_template
+from .registry import GEMM_TILE, KernelSource, module_source, register_template
 
 MATMUL_SOURCE = '''
 @triton.jit
@@ -25,11 +25,7 @@ def {name}(
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # N is one gate's width; gate g of the weight holds columns g * N + cols
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < M
-    col_ok = cols < N
-    tile_mask = row_ok[:, None] & col_ok[None, :]
+{tile}
 {accumulators}
 {row_sum_init}
     for k0 in range(0, K, BLOCK_K):
@@ -103,6 +99,7 @@ def render(node):
         f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
         f"        acc{g} += tl.dot(a, b{g}, input_precision=PRECISION)" for g in range(gates))
     source = MATMUL_SOURCE.format(
+        tile=GEMM_TILE,
         name=name, pointers=pointers, strides=strides, a=f"in{ia}",
         prologue="".join(line + "\n" for line in prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", " " * 8)),
         accumulators="\n".join(f"    acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)),

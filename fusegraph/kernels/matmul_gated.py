@@ -15,7 +15,7 @@ import triton
 
 from ..ir import GraphError
 from .epilogue import Emitter, Tile, helpers_for
-from .registry import KernelSource, module_source
+from .registry import GEMM_TILE, KernelSource, module_source
 
 GATED_SOURCE = '''
 @triton.jit
@@ -24,11 +24,7 @@ def {name}(
     M, N, W, B_STRIDE_K, B_STRIDE_N, {strides}
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < M
-    col_ok = cols < N
-    tile_mask = row_ok[:, None] & col_ok[None, :]
+{tile}
     acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, W, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
@@ -91,7 +87,7 @@ def render_gated(name: str, group) -> KernelSource:
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
                          [f"out{j}_ptr" for j in range(len(group.outputs))])
     strides = "".join(f"in{i}_rs, " for i in full) + "".join(f"out{j}_rs, " for j in range(len(group.outputs)))
-    source = GATED_SOURCE.format(name=name, pointers=pointers, strides=strides, prologue="\n".join(prologue),
+    source = GATED_SOURCE.format(name=name, tile=GEMM_TILE, pointers=pointers, strides=strides, prologue="\n".join(prologue),
                                  dots=dots, epilogue="\n".join(lines))
     return KernelSource(name, module_source(f"{name} (matmul anchor, gated prologue)",
                                             helpers_for(source) + "\n\n" + source))

@@ -114,6 +114,14 @@ import triton.language as tl
 '''
 
 
+# the (BLOCK_M, BLOCK_N) output tile of a GEMM program: its rows and columns, and which exist
+GEMM_TILE = """    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    col_ok = cols < N
+    tile_mask = row_ok[:, None] & col_ok[None, :]"""
+
+
 def module_source(what: str, body: str) -> str:
     return HEADER.format(what=what) + "\n\n" + body.strip() + "\n"
 

@@ -104,19 +104,24 @@ def test_backward_scans_read_sequences_instead_of_handing_them_back():
         torch.testing.assert_close(ours, theirs)
 
 
-def test_a_chain_split_into_gates_and_joined_back_is_one_kernel():
-    """The cell gradient of a backward LSTM step: add, split into 4 gates, gate-wide math, concat."""
-    b = GraphBuilder("gated")
-    gates = b.input("gates", TensorType((BATCH, 12)))
-    extra = b.input("extra", TensorType((BATCH, 12)))
-    c = b.input("c", TensorType((BATCH, 3)))
-    added = b.op("add", [gates, extra], name="added")
-    i, f, g, o = b.op("split", [added], name="gate", axis=1, sizes=(3, 3, 3, 3))
+def _gated_cell(b: GraphBuilder, width: int):
+    """An LSTM-like cell from primitives: x_proj + h_proj split into 4 gates, c_next, and the gates
+    joined back (the shape of a backward step's cell gradient)."""
+    x_proj = b.input("x_proj", TensorType((BATCH, 4 * width)))
+    h_proj = b.input("h_proj", TensorType((BATCH, 4 * width)))
+    c = b.input("c", TensorType((BATCH, width)))
+    gates = b.op("add", [x_proj, h_proj], name="gates")
+    i, f, g, o = b.op("split", [gates], name="gate", axis=1, sizes=(width,) * 4)
     i, f, o = (b.op("sigmoid", [v], name=v.name + "_s") for v in (i, f, o))
     g = b.op("tanh", [g], name="g_t")
     c_next = b.op("add", [b.op("mul", [f, c], name="fc"), b.op("mul", [i, g], name="ig")], name="c_next")
-    joined = b.op("concat", [b.op("mul", [o, c_next], name="h"), i, f, g], name="joined", axis=1)
-    graph = verify(b.build([c_next, joined]))
+    return c_next, b.op("concat", [b.op("mul", [o, c_next], name="h"), i, f, g], name="joined", axis=1)
+
+
+def test_a_chain_split_into_gates_and_joined_back_is_one_kernel():
+    """The cell gradient of a backward LSTM step: add, split into 4 gates, gate-wide math, concat."""
+    b = GraphBuilder("gated")
+    graph = verify(b.build(list(_gated_cell(b, 3))))
     fused, decisions = fuse_with_report(graph)
     (kernel,) = [n for n in fused.compute_nodes]
     assert kernel.op == "fused" and kernel.attrs["anchor"] == "pointwise", [d.reason for d in decisions]
@@ -133,17 +138,8 @@ def test_a_gated_chain_feeding_a_matmul_is_computed_in_its_k_loop():
     """dh = dz W with dz made by the gated chain: one kernel, which also stores the chain's values used
     elsewhere; 300 output columns make two column blocks, of which only the first stores them."""
     b = GraphBuilder("cell_grad")
-    x_proj = b.input("x_proj", TensorType((BATCH, 40)))
-    h_proj = b.input("h_proj", TensorType((BATCH, 40)))
-    c = b.input("c", TensorType((BATCH, 10)))
-    w = b.parameter("w", TensorType((40, 300)), "glorot_uniform")
-    gates = b.op("add", [x_proj, h_proj], name="gates")
-    i, f, g, o = b.op("split", [gates], name="gate", axis=1, sizes=(10, 10, 10, 10))
-    i, f, o = (b.op("sigmoid", [v], name=v.name + "_s") for v in (i, f, o))
-    g = b.op("tanh", [g], name="g_t")
-    c_next = b.op("add", [b.op("mul", [f, c], name="fc"), b.op("mul", [i, g], name="ig")], name="c_next")
-    dz = b.op("concat", [b.op("mul", [o, c_next], name="h"), i, f, g], name="dz", axis=1)
-    dh = b.op("matmul", [dz, w], name="dh")
+    c_next, dz = _gated_cell(b, 10)
+    dh = b.op("matmul", [dz, b.parameter("w", TensorType((40, 300)), "glorot_uniform")], name="dh")
     graph = verify(b.build([dh, c_next, dz]))
     fused, decisions = fuse_with_report(graph)
     (kernel,) = [n for n in fused.compute_nodes if n.op != "parameter"]

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 import fusegraph as fg
-from tests.conftest import HALF_TOL, KERNEL_ATOL, KERNEL_RTOL, feeds_for, requires_cuda, targets_for, torch_loss
+from tests.conftest import (
+    HALF_TOL,
+    KERNEL_ATOL,
+    KERNEL_RTOL,
+    assert_training_follows_torch,
+    feeds_for,
+    requires_cuda,
+    targets_for,
+    torch_loss,
+)
 
 pytestmark = requires_cuda
 
@@ -80,15 +89,9 @@ def test_lenet_training_on_gpu_follows_torch():
     oracle = model.to_torch().cuda()
     torch_optimizer = torch.optim.Adam(oracle.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(3)
-    for step in range(20):
-        x = torch.randn(128, 1, 28, 28, generator=generator).cuda()
-        y = torch.randint(0, 10, (128,), generator=generator).cuda()
-        ours = trainer.train_step(x, y)
-        torch_optimizer.zero_grad()
-        theirs = torch_loss(model, oracle(x), y, "cross_entropy")
-        theirs.backward()
-        torch_optimizer.step()
-        assert ours == pytest.approx(theirs.item(), rel=1e-3), step
+    batches = [(torch.randn(128, 1, 28, 28, generator=generator).cuda(),
+                torch.randint(0, 10, (128,), generator=generator).cuda()) for _ in range(20)]
+    assert_training_follows_torch(model, trainer, torch_optimizer, oracle, batches)
 
 
 @pytest.mark.parametrize("name", ["lenet", "lstm_classifier", "gru_forecaster"])

@@ -6,7 +6,7 @@ import torch
 import fusegraph as fg
 from fusegraph.kernels import Target, load_kernel
 from fusegraph.kernels import optim as optim_kernels
-from tests.conftest import feeds_for, targets_for, torch_loss
+from tests.conftest import assert_training_follows_torch, feeds_for, targets_for
 
 OPTIMIZERS = [
     (fg.optim.SGD(lr=0.1), dict(lr=0.1)),
@@ -59,15 +59,9 @@ def test_lenet_follows_torch_loss_curve_for_20_steps():
     oracle = model.to_torch()
     torch_optimizer = torch.optim.SGD(oracle.parameters(), lr=0.05, momentum=0.9)
     generator = torch.Generator().manual_seed(5)
-    for step in range(20):
-        x = torch.randn(16, 1, 8, 8, generator=generator)
-        y = torch.randint(0, 10, (16,), generator=generator)
-        ours = trainer.train_step(x, y)
-        torch_optimizer.zero_grad()
-        theirs = torch_loss(model, oracle(x), y, "cross_entropy")
-        theirs.backward()
-        torch_optimizer.step()
-        assert ours == pytest.approx(theirs.item(), rel=1e-3), step
+    batches = [(torch.randn(16, 1, 8, 8, generator=generator), torch.randint(0, 10, (16,), generator=generator))
+               for _ in range(20)]
+    assert_training_follows_torch(model, trainer, torch_optimizer, oracle, batches)
 
 
 def test_fit_evaluate_predict_and_frozen_layers_stay_bit_for_bit():
