@@ -75,6 +75,8 @@ class CompiledModel:
         text = explain(self.source_graph, self.graph, self.decisions if self.fuse else [], batch)
         if not self.fuse:
             text += "\n(compiled with fuse=False)"
+        if self.cuda_graphs:
+            text += "\n(on CUDA each call replays these launches as one CUDA graph, captured per input shape)"
         if self.loss is not None:
             text += "\n\n" + explain_training(self.train_graph, batch)
         return text

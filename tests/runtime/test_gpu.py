@@ -163,3 +163,21 @@ def test_training_with_dropout_replays_a_graph_that_draws_a_new_mask_every_step(
     for ours, theirs in losses:
         assert ours == pytest.approx(theirs, rel=1e-5)
     assert len({round(ours, 6) for ours, _ in losses}) == 4  # a new mask (and new weights) every step
+
+
+@pytest.mark.parametrize("cell", [fg.LSTM, fg.GRU, fg.SimpleRNN])
+def test_recurrent_gradients_at_benchmark_width_on_gpu(cell):
+    """The one-kernel backward step (cell gradient computed in dh = dz W_hh's K loop) with hidden 256:
+    several K chunks, row and column blocks, on compiled Triton."""
+    model = fg.Sequential([fg.Input((20, 128)), cell(256, return_sequences=True), fg.Flatten(), fg.Dense(3)])
+    feeds = [f.cuda() for f in feeds_for(model, 64)]
+    target = targets_for(model, "mse", 64).cuda()
+    value, grads = fg.compile(model, loss="mse", device="cuda").loss_and_grads(feeds, target)
+    oracle = model.to_torch().cuda().train()
+    expected = torch_loss(model, oracle(*feeds), target, "mse")
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=KERNEL_RTOL)
+    params = oracle.fusegraph_parameters()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, params[name].grad, rtol=KERNEL_RTOL, atol=KERNEL_ATOL,
+                                   msg=lambda m, n=name: f"{n}: {m}")
