@@ -39,7 +39,7 @@ class Target:
 
     def precision(self, dtype: torch.dtype) -> str:
         """tl.dot's input precision: never plain TF32 for fp32 operands (we validate at 1e-4)."""
-        if self.interpreted or dtype != torch.float32:
+        if self.interpreted or dtype != torch.float32 or not tensor_cores_take_tf32():
             return "ieee"
         return GPU_TUNING["fp32_dot"]
 
@@ -77,6 +77,12 @@ class Target:
         if self.interpreted:
             return 2 if blocks >= 2 else 1
         return max(1, min(triton.cdiv(2 * sm_count(), tiles), blocks // 8))
+
+
+@cache
+def tensor_cores_take_tf32() -> bool:
+    """TF32 (and so tf32x3) needs compute capability 8.0 (Ampere) or later."""
+    return torch.cuda.get_device_capability(torch.cuda.current_device()) >= (8, 0)
 
 
 @cache
