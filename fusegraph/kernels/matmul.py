@@ -41,10 +41,11 @@ def _gates(group) -> int:
     return next((len(n.outputs) for n in group.nodes if n.op == "split"), 1)
 
 
-def epilogue(group, gates: int, width: int, stored_elsewhere: frozenset[str] = frozenset()) -> tuple[list[str], str, str]:
+def epilogue(group, gates: int, width: int, stored_elsewhere: frozenset[str] = frozenset(),
+             bound: dict | None = None) -> tuple[list[str], str, str]:
     """The elementwise code after the anchor on its (BLOCK_M, BLOCK_N) tile of each gate, and the stores
-    of the group's outputs (but those in `stored_elsewhere`); with a bias-gradient sibling, the code
-    that sums A's rows as it is loaded."""
+    of the group's outputs (but those in `stored_elsewhere`); `bound`: values already held in tiles;
+    with a bias-gradient sibling, the code that sums A's rows as it is loaded."""
     anchor = group.anchor
     tile = Tile(
         load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + ({g} * N + cols)[None, :], "
@@ -61,6 +62,8 @@ def epilogue(group, gates: int, width: int, stored_elsewhere: frozenset[str] = f
     )
     emitter = Emitter(tile, group.input_index)
     emitter.bind(anchor.outputs[0], [f"acc{g}" for g in range(gates)])
+    for value, tile_name in (bound or {}).items():
+        emitter.bind(value, [tile_name])
     lines = emitter.emit_all(group.elementwise)
     sibling = group.bias_gradient
     row_sum_init, row_sum_step = "", ""

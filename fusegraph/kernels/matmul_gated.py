@@ -26,11 +26,13 @@ def {name}(
 ):
 {tile}
     acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+{carried_init}
     for k0 in range(0, W, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < W
         chunk_mask = row_ok[:, None] & k_ok[None, :]
 {prologue}
+{carried_step}
 {dots}
 {epilogue}
 '''
@@ -77,18 +79,27 @@ def render_gated(name: str, group) -> KernelSource:
               for j, v in enumerate(group.outputs) if v.name in stored for g, expr in enumerate(chain.operand(v))]
     if stores:  # every column block computes the chain; the first stores it
         prologue += ["        if tl.program_id(1) == 0:", *stores]
+    # chain values the epilogue reads: the output's columns are the chain's (BLOCK_K == BLOCK_N), so the
+    # chunk at this program's columns is kept
+    carried = list(dict.fromkeys(v.name for n in group.nodes for v in n.inputs if v.name in made))
+    values = {v.name: v for n in group.prologue for v in n.outputs}
+    carried_step = [f"        carried{c} += tl.where(k0 == tl.program_id(1) * BLOCK_N, {chain.operand(values[name])[0]}, 0.0)"
+                    for c, name in enumerate(carried)]
     dots = "\n".join(
         f"        b{g} = tl.load(in{ib}_ptr + ({g} * W + ks)[:, None] * B_STRIDE_K + cols[None, :] * B_STRIDE_N, "
         f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
         f"        acc0 += tl.dot(tl.where(chunk_mask, {expr}, 0.0).to(b{g}.dtype), b{g}, input_precision=PRECISION)"
         for g, expr in enumerate(chain.operand(group.anchor.inputs[0])))
-    lines, _, _ = epilogue(group, 1, group.anchor.outputs[0].type.shape[-1], stored)
+    lines, _, _ = epilogue(group, 1, group.anchor.outputs[0].type.shape[-1], stored,
+                           {values[name]: f"carried{c}" for c, name in enumerate(carried)})
     full = [i for i, v in enumerate(group.inputs) if i != ib]
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
                          [f"out{j}_ptr" for j in range(len(group.outputs))])
     strides = "".join(f"in{i}_rs, " for i in full) + "".join(f"out{j}_rs, " for j in range(len(group.outputs)))
-    source = GATED_SOURCE.format(name=name, tile=GEMM_TILE, pointers=pointers, strides=strides, prologue="\n".join(prologue),
-                                 dots=dots, epilogue="\n".join(lines))
+    source = GATED_SOURCE.format(
+        name=name, tile=GEMM_TILE, pointers=pointers, strides=strides, prologue="\n".join(prologue), dots=dots,
+        epilogue="\n".join(lines), carried_step="\n".join(carried_step),
+        carried_init="\n".join(f"    carried{c} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for c in range(len(carried))))
     return KernelSource(name, module_source(f"{name} (matmul anchor, gated prologue)",
                                             helpers_for(source) + "\n\n" + source))
 
@@ -110,6 +121,9 @@ def launch_gated(fn, group, target, inputs, outputs) -> None:
     # NOTE: every column block recomputes the chain, so the GPU gets more row blocks, not column blocks
     block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=True)
     block_k = target.tile(width, gpu=32, interpreted=256)
+    made = {v.name for node in group.prologue for v in node.outputs}
+    if any(v.name in made for node in group.nodes for v in node.inputs):
+        block_k = block_n  # the epilogue reads chain values at its columns: chunks must line up with them
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     fn[grid](*inputs, *outputs, m, n, width, stride_k, stride_n,
              *(row_stride(t) for t in operands), *(row_stride(t) for t in outputs),

@@ -141,9 +141,13 @@ class _Grouper:
             if gated and made_by[joined.name].op != "concat":
                 continue  # the operand must be the full width the gates join into
             host = next((g for g in found if any(n is matmul for n in g)), [matmul])
-            made = {v.name for n in chain for v in n.outputs}
-            if host[0] is not matmul or any(v.name in made for n in host[1:] for v in n.inputs):
-                continue  # the host has a prologue of its own, or its epilogue reads the chain's values
+            gate = (_gate_shapes(chain) or (None, joined.type.shape))[1]
+            read_by_epilogue = [v for n in host[1:] for v in n.inputs if v.name in made_by]
+            if host[0] is not matmul or any(n.op == "split" for n in host) or (read_by_epilogue and (
+                    matmul.outputs[0].type.shape != gate or any(v.type.shape != gate for v in read_by_epilogue))):
+                # a prologue of its own, gates in the epilogue, or an epilogue reading the chain's values where
+                # the output's columns are not the chain's (they are when dh and the gates share a width)
+                continue
             merged = sorted([*chain, *host], key=self.graph.nodes.index)
             found = [g for g in found if g is not chain and g is not host] + [merged]
             self.taken |= {id(n) for n in merged}
@@ -212,29 +216,70 @@ class _Grouper:
         kind = "conv" if start.op.startswith("conv") else "matmul" if start.op == "matmul" else "pointwise"
         members = [start]
         made = {v.name for v in start.outputs}
-        gates: int | None = None
-        position = self.graph.nodes.index(start)
-        for node in self.graph.nodes[position + 1:]:
-            if id(node) in self.taken or node.op in ("input", "parameter"):
-                continue
-            if not any(v.name in made for v in node.inputs):
-                continue
-            reason = self._refusal(kind, members, made, node, gates)
-            if reason:
-                self._refuse(members, node, reason)
-                continue
-            if node.op == "split":
-                gates = len(node.outputs)
-            elif node.op == "concat" and kind == "pointwise":
-                gates = len(node.inputs)
-            members.append(node)
-            made |= {v.name for v in node.outputs}
+        gates = self._grow_forward(kind, members, made, None, self.graph.nodes.index(start), report=True)
+        if kind == "pointwise":
+            members, made, gates = self._absorb_producers(members, made, gates)
         if kind in ("matmul", "pointwise") and gates:
             members += self._outside_splits(members, gates, kind)
         if kind in ("conv", "matmul") or start.op in POOL_GRADS:
             members = self._prologue(start) + members
         order = {id(n): i for i, n in enumerate(self.graph.nodes)}
         return sorted(members, key=lambda n: order[id(n)])
+
+    def _grow_forward(self, kind: str, members: list[Node], made: set[str], gates: int | None, position: int,
+                      report: bool) -> int | None:
+        """Takes in, in graph order from `position`, each node that reads a value the group makes and
+        may join it; grows `members` and `made` in place and returns the gate count."""
+        ids = {id(n) for n in members}
+        for node in self.graph.nodes[position + 1:]:
+            if id(node) in self.taken or id(node) in ids or node.op in ("input", "parameter"):
+                continue
+            if not any(v.name in made for v in node.inputs):
+                continue
+            reason = self._refusal(kind, members, made, node, gates)
+            if reason:
+                if report:
+                    self._refuse(members, node, reason)
+                continue
+            if node.op == "split":
+                gates = len(node.outputs)
+            elif node.op == "concat" and kind == "pointwise":
+                gates = len(node.inputs)
+            members.append(node)
+            ids.add(id(node))
+            made |= {v.name for v in node.outputs}
+        return gates
+
+    def _absorb_producers(self, members: list[Node], made: set[str],
+                          gates: int | None) -> tuple[list[Node], set[str], int | None]:
+        """Elementwise producers of the chain's operands computed from values the chain does not make
+        (a GRU's z gate, made beside its r gate): taken in with what else reads them, they cost no
+        launch and no round trip through memory. Kept only if nothing outside the chain then sits
+        between two of its nodes."""
+        before = list(members), set(made), gates
+        grown = True
+        while grown:
+            grown = False
+            ids = {id(n) for n in members}
+            for member in list(members):
+                for value in member.inputs:
+                    producer = self.producer.get(value.name)
+                    if value.name in made or producer is None or id(producer) in self.taken or id(producer) in ids \
+                            or producer.op not in ELEMENTWISE or any(o.name in self.outputs for o in producer.outputs):
+                        continue
+                    if any(self._depends_on_group(v.name, members) for v in producer.inputs) or \
+                            self._refusal("pointwise", members, made, producer, gates):
+                        continue
+                    members.append(producer)
+                    ids.add(id(producer))
+                    made |= {o.name for o in producer.outputs}
+                    grown = True
+            if grown:
+                first = min(self.graph.nodes.index(n) for n in members)
+                gates = self._grow_forward("pointwise", members, made, gates, first - 1, report=False)
+        if any(v.name not in made and self._depends_on_group(v.name, members) for n in members for v in n.inputs):
+            return before
+        return members, made, gates
 
     def _outside_splits(self, members: list[Node], gates: int, kind: str) -> list[Node]:
         """Splits of outside values into the group's gates, read only by the group (GRU's input gates):

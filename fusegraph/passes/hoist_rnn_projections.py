@@ -1,10 +1,12 @@
 """Hoist each scan's input projection out of the time loop.
 
-Assumes: a verified graph. Finds scans whose body uses a sequence step `x` only in `matmul(x, W)`
+Assumes: a verified graph. Finds scans whose body uses a sequence step `x` in `matmul(x, W)`
 (optionally followed by `bias_add(·, b)` as that matmul's only consumer) with `W` (and `b`) loop
 constants. Rewrites: one matmul (+ bias_add) over the whole sequence before the scan, whose output
-becomes the scan's sequence; the body reads the projected step instead of `x` and no longer takes
-`W` (and `b`). Guarantees: a verified graph computing the same values; every other node unchanged."""
+becomes a sequence of the scan; the body reads the projected step instead of computing it and no
+longer takes `W` (and `b`). Where the body uses `x` for more (a backward GRU step reads h_(t-1)
+itself too), it keeps `x` and takes the projection as one more sequence. Guarantees: a verified
+graph computing the same values; every other node unchanged."""
 
 from __future__ import annotations
 
@@ -24,22 +26,21 @@ def hoist_rnn_projections(graph: Graph) -> Graph:
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))
 
 
-def _projection(body: Graph, step: Value, consts: set[str]) -> tuple[Node, Node | None] | None:
+def _projection(body: Graph, step: Value, consts: set[str]) -> tuple[Node, Node | None, bool] | None:
+    """(the projection's matmul, its bias_add or None, whether the body uses the step for more)."""
     users = body.users()
     uses = users.get(step.name, [])
-    if step.name in {v.name for v in body.outputs}:  # the step itself is stored (e.g. for a weight gradient)
+    projections = [u for u in uses if u.op == "matmul" and u.inputs[0].name == step.name and u.inputs[1].name in consts]
+    if len(projections) != 1:
         return None
-    if len(uses) != 1 or uses[0].op != "matmul" or uses[0].inputs[0].name != step.name:
-        return None
-    matmul = uses[0]
-    if matmul.inputs[1].name not in consts:
-        return None
+    matmul = projections[0]
+    keep_step = len(uses) > 1 or step.name in {v.name for v in body.outputs}
     after = users.get(matmul.outputs[0].name, [])
     bias = after[0] if len(after) == 1 and after[0].op == "bias_add" else None
     if bias is not None and (bias.inputs[1].name not in consts or bias.attrs["axis"] % 2 != 1 or
                              matmul.outputs[0].name in {v.name for v in body.outputs}):
         bias = None
-    return matmul, bias
+    return matmul, bias, keep_step
 
 
 def _hoist(scan: Node, taken: set[str]) -> list[Node]:
@@ -52,12 +53,13 @@ def _hoist(scan: Node, taken: set[str]) -> list[Node]:
     base = scan.outputs[0].name.rsplit(".", 1)[0]
     hoisted: list[Node] = []
     body_nodes = [n for n in body.nodes if n.op != "input"]
+    added = 0  # projections taken as extra sequences, after the scan's own
     for s in range(num_seqs):
         step = body_inputs[num_carries + s]
         found = _projection(body, step, consts)
         if found is None:
             continue
-        matmul, bias = found
+        matmul, bias, keep_step = found
         last = bias or matmul
         seq = outer_inputs[s]
         width = matmul.outputs[0].type.shape[-1]
@@ -68,14 +70,20 @@ def _hoist(scan: Node, taken: set[str]) -> list[Node]:
             hoisted.append(Node("bias_add", (proj, outer_of[bias.inputs[1].name]), (biased,), {"axis": 2}, scan.layer))
             proj = biased
         projected_step = Value(f"{step.name}_proj", last.outputs[0].type)
-        body_inputs[num_carries + s] = projected_step
-        outer_inputs[s] = proj
+        if keep_step:
+            body_inputs.insert(num_carries + num_seqs + added, projected_step)
+            outer_inputs.insert(num_seqs + added, proj)
+            added += 1
+        else:
+            body_inputs[num_carries + s] = projected_step
+            outer_inputs[s] = proj
         dropped = {id(matmul), id(bias)}
         body_nodes = [substitute(n, {last.outputs[0].name: projected_step}) for n in body_nodes if id(n) not in dropped]
     if not hoisted:
         return [scan]
     used = {v.name for n in body_nodes for v in n.inputs} | {v.name for v in body.outputs}
-    keep = [i for i, v in enumerate(body_inputs) if i < num_carries + num_seqs or v.name in used]
+    keep = [i for i, v in enumerate(body_inputs) if i < num_carries + num_seqs + added or v.name in used]
     new_body = Graph((*(input_node(body_inputs[i]) for i in keep), *body_nodes), body.outputs, body.name)
     new_inputs = tuple(outer_inputs[i - num_carries] for i in keep if i >= num_carries)
-    return [*hoisted, Node("scan", (*inits, *new_inputs), scan.outputs, {**scan.attrs, "body": new_body}, scan.layer)]
+    attrs = {**scan.attrs, "body": new_body, "num_seqs": num_seqs + added}
+    return [*hoisted, Node("scan", (*inits, *new_inputs), scan.outputs, attrs, scan.layer)]

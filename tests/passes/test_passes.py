@@ -154,3 +154,15 @@ def test_a_gated_chain_feeding_a_matmul_is_computed_in_its_k_loop():
     expected = dict(zip((v.name for v in graph.outputs), Interpreter(graph, params).run(feeds)))
     for value, ours in zip(kernel.outputs, outputs):
         torch.testing.assert_close(ours, expected[value.name], rtol=1e-5, atol=1e-5)
+
+
+def test_a_chain_takes_in_elementwise_producers_only_it_reads():
+    """c = sigmoid(x) * tanh(y): the tanh is made from an input the chain does not make, beside it."""
+    b = GraphBuilder("siblings")
+    x = b.input("x", TensorType((BATCH, 5)))
+    y = b.input("y", TensorType((BATCH, 5)))
+    c = b.op("mul", [b.op("sigmoid", [x], name="s"), b.op("tanh", [y], name="t")], name="c")
+    graph = verify(b.build([c]))
+    fused, _ = fuse_with_report(graph)
+    (node,) = fused.compute_nodes
+    assert node.op == "fused" and [m.op for m in node.attrs["body"].compute_nodes] == ["sigmoid", "tanh", "mul"]
