@@ -1,15 +1,20 @@
 """Fusion: group an anchor (conv, matmul) with the elementwise / pool / softmax epilogue after it, and
-chains of elementwise ops, into `fused` nodes, one kernel each; recurse into scan bodies.
+chains of elementwise ops, into `fused` nodes, one kernel each; recurse into scan bodies. An
+elementwise chain whose value is a matmul's data operand joins that matmul as a computed prologue
+(an RNN's backward step: cell gradient, then dh = dz W_hh, one kernel).
 
 Assumes: a verified graph (scan projections already hoisted, for RNN cells to fuse fully).
 Guarantees: a verified graph computing the same values; each `fused` node's body is the group's
 original nodes; a Decision for every fusion made or refused, with its reason. Legality:
-  - every node taken in uses a value the group makes; its other inputs do not depend on the group;
+  - every node taken in reads a value the group makes (or, for an elementwise chain, is an
+    elementwise producer of its operands); no input from outside depends on the group;
   - a value the group makes that is used outside it (or is a graph output) is stored: it escapes;
   - a pool or softmax is taken only when its input has no other consumer, and ends a conv group;
   - the tile the template computes covers the op: bias on the channel axis, elementwise operands of
-    the output's shape, splits into equal gates along the last axis (matmul only), softmax rows that
-    fit one block."""
+    the output's shape, splits into equal gates along the last axis and concats of one tile per
+    gate (a matmul's gate tiles, or an elementwise chain over one gate's elements), softmax rows
+    that fit one block; a computed prologue's epilogue reads chain values only where the output's
+    columns are the gate's."""
 
 from __future__ import annotations
 
