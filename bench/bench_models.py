@@ -23,6 +23,9 @@ from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes
 
 
+SWEEP = (1, 4, 8, 64, 256)  # batch sizes for the bytes-vs-minimum sweep: weights dominate small batches
+
+
 def compile_seconds(model: fg.Model) -> tuple[float, float]:
     """(cold, warm): a compile against an empty kernel cache, then again with it filled.
     Passes + codegen + loading the sources; Triton's own JIT happens at the first launch."""
@@ -59,6 +62,9 @@ def bench_model(name: str, batch: int) -> dict:
                                     "read": t.read, "written": t.written} for t in traffic],
                     **compiled.memory_report(batch)}
         row[key]["bytes_vs_minimum"] = row[key]["bytes_moved"] / row["bytes_minimum"]
+        row[key]["bytes_vs_minimum_by_batch"] = {  # string keys, as JSON keeps them
+            str(b): sum(t.total for t in graph_traffic(compiled.graph, b)) / minimum_bytes(model.graph, b)
+            for b in SWEEP}
         if fuse and compiled.device == "cuda":
             row.update(forward_timings(model, feeds))
     return row
@@ -93,6 +99,13 @@ def markdown(results: dict) -> str:
                      f"{r['torch_compile_ms']:.3f} | {r['torch_compile_graphs_ms']:.3f} | {r['speedup_vs_eager']:.2f}x | "
                      f"{r['speedup_vs_torch_compile']:.2f}x | {r['speedup_vs_torch_compile_graphs']:.2f}x |")
         lines.append(line)
+    lines += ["", "Fused bytes over the minimum by batch size (weights are read once per forward, so small "
+              "batches sit near 1x; the gap at large batches is the activations passed between kernels):", "",
+              "| model | " + " | ".join(f"batch {b}" for b in SWEEP) + " |", "|---|" + "---:|" * len(SWEEP)]
+    for r in results["models"]:
+        sweep = r["fused"]["bytes_vs_minimum_by_batch"]
+        lines.append(f"| {r['model']} | " + " | ".join(f"{sweep[str(b)]:.2f}x"
+                                                       for b in SWEEP) + " |")
     if not gpu:
         lines += ["", "No timings: kernels ran in Triton's CPU interpreter, whose times are not performance figures."]
     return "\n".join(lines) + "\n"
