@@ -103,7 +103,9 @@ def markdown(results: dict) -> str:
               "batches sit near 1x; the gap at large batches is the activations passed between kernels):", "",
               "| model | " + " | ".join(f"batch {b}" for b in SWEEP) + " |", "|---|" + "---:|" * len(SWEEP)]
     for r in results["models"]:
-        sweep = r["fused"]["bytes_vs_minimum_by_batch"]
+        sweep = r["fused"].get("bytes_vs_minimum_by_batch")
+        if sweep is None:  # results written before the sweep existed
+            continue
         lines.append(f"| {r['model']} | " + " | ".join(f"{sweep[str(b)]:.2f}x"
                                                        for b in SWEEP) + " |")
     if not gpu:
