@@ -47,6 +47,7 @@ class Trainer(CompiledModel):
         self._flatten_parameters()
         self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
+        self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params))
         self.steps_taken = 0
         # gradients land straight in flat_grads, where the optimizer kernel reads them
         self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params, self._bind))
@@ -168,7 +169,7 @@ class Trainer(CompiledModel):
             yb = y[start:start + batch_size].to(self.device)
             feeds = self._check_device_and_ids(check_feeds(self.eval_graph, [*xb, yb]), self.eval_graph)
             with torch.no_grad():
-                loss, logits = self.eval_program.run(feeds, self.params)
+                loss, logits = self._evaluation(feeds)
             total += float(loss) * len(yb)
             correct += self._correct(logits, yb)
         return self._metrics(total / len(y), correct, len(y))

@@ -163,6 +163,9 @@ def test_training_with_dropout_replays_a_graph_that_draws_a_new_mask_every_step(
     for ours, theirs in losses:
         assert ours == pytest.approx(theirs, rel=1e-5)
     assert len({round(ours, 6) for ours, _ in losses}) == 4  # a new mask (and new weights) every step
+    for _ in range(2):  # evaluation replays its own graph, dropout off
+        assert replayed.evaluate(x, y)["loss"] == pytest.approx(eager.evaluate(x, y)["loss"], rel=1e-5)
+    assert replayed._evaluation.captured
 
 
 @pytest.mark.parametrize("cell", [fg.LSTM, fg.GRU, fg.SimpleRNN])
