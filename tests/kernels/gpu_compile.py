@@ -1,0 +1,61 @@
+"""Compiles recorded kernel launches for an sm_90 GPU, with no GPU: Triton's own compiler and the
+ptxas it ships. Run as a separate process (`python -m tests.kernels.gpu_compile LAUNCHES.pkl`)
+because the test process interprets kernels, and Triton fixes that choice when first imported.
+
+Each record: (kernel name, module source, [(kind, type)] per positional argument, constexpr and
+launch keyword arguments). Prints one line per failure and exits 1 if any kernel failed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import sys
+import tempfile
+
+POINTER_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int64": "i64", "int32": "i32",
+                 "int8": "i8", "uint8": "u8"}
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+
+def load(name: str, source: str, folder: str):
+    path = os.path.join(folder, f"{name}_{abs(hash(source))}.py")
+    with open(path, "w") as handle:
+        handle.write(source)
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # NOTE: Triton reads the function's source back through its module
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def compile_all(records) -> list[str]:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    failures = []
+    folder = tempfile.mkdtemp(prefix="fusegraph-gpu-compile-")
+    for name, source, arguments, keywords in records:
+        fn = load(name, source, folder)
+        signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
+                     for arg, (kind, t) in zip(fn.arg_names, arguments)}
+        options = {k: v for k, v in keywords.items() if k in LAUNCH_OPTIONS}
+        constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
+        signature.update({k: "constexpr" for k in constexprs})
+        try:
+            triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32), options=options)
+        except Exception as error:  # noqa: BLE001 - every compiler error is a failure to report
+            failures.append(f"{name} {constexprs} {options}: {type(error).__name__}: {str(error)[:500]}")
+    return failures
+
+
+if __name__ == "__main__":
+    os.environ.pop("TRITON_INTERPRET", None)
+    with open(sys.argv[1], "rb") as handle:
+        records = pickle.load(handle)
+    failures = compile_all(records)
+    for line in failures:
+        print("FAILED", line)
+    print(f"compiled {len(records) - len(failures)} of {len(records)} kernels for sm_90")
+    sys.exit(1 if failures else 0)

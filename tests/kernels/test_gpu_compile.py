@@ -1,0 +1,101 @@
+"""Every kernel the zoo generates, launched as a GPU would launch it (GPU block sizes, tiles spread
+over 132 SMs, tuned small-GEMM launches, tf32x3 dots), compiles for an sm_90 GPU. No GPU needed:
+launches are recorded instead of run, then Triton's compiler builds each one in a separate process
+(tests/kernels/gpu_compile.py), down to machine code through the ptxas it ships."""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fusegraph as fg
+from fusegraph.kernels import LaunchCounter, Target, codegen, load_kernel, registry
+from fusegraph.kernels import optim as optim_kernels
+from fusegraph.passes import run_pipeline
+from fusegraph.passes.autodiff import autodiff
+from fusegraph.runtime.program import Program
+from tests.conftest import feeds_for, targets_for
+
+ROOT = Path(__file__).resolve().parents[2]
+LOSSES = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse", "resnet_block": "mse",
+          "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse"}
+CUDA = Target("cuda")
+
+
+def describe(args) -> tuple:
+    """Each positional argument as the compiler's signature sees it."""
+    kinds = []
+    for arg in args:
+        if isinstance(arg, torch.Tensor):
+            kinds.append(("pointer", str(arg.dtype).removeprefix("torch.")))
+        elif isinstance(arg, bool):
+            kinds.append(("scalar", "i1"))
+        elif isinstance(arg, int):
+            kinds.append(("scalar", "i64" if abs(arg) >= 2**31 else "i32"))
+        elif isinstance(arg, float):
+            kinds.append(("scalar", "fp32"))
+        else:
+            raise TypeError(f"a kernel argument of type {type(arg).__name__}")
+    return tuple(kinds)
+
+
+@pytest.fixture
+def launches(monkeypatch) -> dict:
+    """Kernel launches recorded, not run, with the launch choices of a 132-SM sm_90 GPU."""
+    monkeypatch.setattr(registry, "sm_count", lambda: 132)
+    monkeypatch.setattr(registry, "tensor_cores_take_tf32", lambda: True)
+    recorded: dict = {}
+
+    def record(kernel, grid):
+        def launch(*args, **kwargs):
+            recorded[(kernel.source.name, kernel.source.source, describe(args), tuple(sorted(kwargs.items())))] = None
+        return launch
+
+    monkeypatch.setattr(codegen.Kernel, "__getitem__", record)
+    return recorded
+
+
+def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, training: bool = False) -> None:
+    Program(run_pipeline(graph)[0], CUDA, LaunchCounter(), training=training).run(feeds, params)
+
+
+def assert_all_compile(launches: dict, tmp_path: Path) -> None:
+    assert launches, "nothing was launched"
+    path = tmp_path / "launches.pkl"
+    path.write_bytes(pickle.dumps([(name, source, list(args), dict(kw)) for name, source, args, kw in launches]))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
+    result = subprocess.run([sys.executable, "-m", "tests.kernels.gpu_compile", str(path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert f"compiled {len(launches)} of {len(launches)} kernels for sm_90" in result.stdout
+
+
+@pytest.mark.parametrize("name", list(fg.zoo.MODELS))
+def test_zoo_forward_and_training_kernels_compile_for_sm90(name, launches, tmp_path):
+    model = fg.zoo.get(name)
+    feeds = feeds_for(model, 64, vocab=1000)
+    run_as_gpu(model.graph, feeds, model.params)
+    loss = LOSSES[name]
+    run_as_gpu(autodiff(model.graph, loss), [*feeds, targets_for(model, loss, 64)], model.params, training=True)
+    assert_all_compile(launches, tmp_path)
+
+
+def test_half_precision_lstm_at_benchmark_width_and_optimizers_compile_for_sm90(launches, tmp_path):
+    for dtype in ("float16", "bfloat16"):
+        for name in ("lenet", "cnn1d", "gru_forecaster", "resnet_block"):
+            model = getattr(fg.zoo, name)(dtype=dtype)
+            run_as_gpu(model.graph, [f.to(getattr(torch, dtype)) for f in feeds_for(model, 64)], model.params)
+    for cell in (fg.LSTM, fg.GRU):  # the tuned small-GEMM step and the one-kernel backward step at width 256
+        model = fg.Sequential([fg.Input((4, 128)), cell(256, return_sequences=True), fg.Flatten(), fg.Dense(3)])
+        feeds = feeds_for(model, 64)
+        run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params, training=True)
+    flat = torch.zeros(1000)
+    for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam(amsgrad=True), fg.optim.RMSprop(centered=True)):
+        optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat, flat.clone(),
+                             [flat.clone() for _ in optimizer.state], 1)
+    assert_all_compile(launches, tmp_path)
