@@ -12,13 +12,12 @@ from __future__ import annotations
 # NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
 import fusegraph as fg
 
-import argparse
 import os
 import tempfile
 import time
 
 
-from bench.common import environment, forward_timings, write
+from bench.common import NO_TIMINGS, forward_timings, run_per_model
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes
 
@@ -109,20 +108,13 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['model']} | " + " | ".join(f"{sweep[str(b)]:.2f}x"
                                                        for b in SWEEP) + " |")
     if not gpu:
-        lines += ["", "No timings: kernels ran in Triton's CPU interpreter, whose times are not performance figures."]
+        lines += ["", NO_TIMINGS]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--models", nargs="*", default=list(fg.zoo.MODELS))
-    args = parser.parse_args()
-    results = {"benchmark": "bench/bench_models.py", "batch": args.batch, "environment": environment(), "models": []}
-    for name in args.models:
-        results["models"].append(bench_model(name, args.batch))
-        write(results, args.out, "models", markdown)  # after each model: a cut-off run keeps what it measured
+    run_per_model(__doc__, "models", list(fg.zoo.MODELS), bench_model, markdown)
+
 
 if __name__ == "__main__":
     main()

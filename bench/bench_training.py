@@ -13,11 +13,10 @@ from __future__ import annotations
 # NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
 import fusegraph as fg
 
-import argparse
 
 import torch
 
-from bench.common import environment, median_ms, with_speedups, write
+from bench.common import NO_TIMINGS, median_ms, run_per_model, with_speedups
 from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
 from fusegraph.passes.explain import saved_activations
@@ -155,20 +154,14 @@ def markdown(results: dict) -> str:
                      f"{r['fusegraph_peak_bytes'] / 2**20:.1f} / {r['torch_eager_peak_bytes'] / 2**20:.1f} |")
         lines.append(line)
     if not gpu:
-        lines += ["", "No timings: kernels ran in Triton's CPU interpreter, whose times are not performance figures."]
+        lines += ["", NO_TIMINGS]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
-    args = parser.parse_args()
-    results = {"benchmark": "bench/bench_training.py", "batch": args.batch, "environment": environment(), "models": []}
-    for name in args.models:
-        results["models"].append(bench_model(name, MODELS[name], args.batch))
-        write(results, args.out, "training", markdown)  # after each model: a cut-off run keeps what it measured
+    run_per_model(__doc__, "training", list(MODELS), lambda name, batch: bench_model(name, MODELS[name], batch),
+                  markdown)
+
 
 if __name__ == "__main__":
     main()

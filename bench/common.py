@@ -5,6 +5,7 @@ from __future__ import annotations
 # NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
 import fusegraph  # noqa: F401
 
+import argparse
 import json
 import os
 import platform
@@ -89,3 +90,21 @@ def forward_timings(model, feeds: list[torch.Tensor], dtype: torch.dtype = torch
                  "launches": ours.last_launches,
                  "max_abs_error_vs_eager": float((ours(feeds).float() - expected).abs().max())}
     return with_speedups(times)
+
+
+NO_TIMINGS = "No timings: kernels ran in Triton's CPU interpreter, whose times are not performance figures."
+
+
+def run_per_model(doc: str, stem: str, models: list[str], bench: Callable[[str, int], dict],
+                  markdown: Callable[[dict], str]) -> None:
+    """The command line of a per-model benchmark: --batch, --out, --models; results are written after
+    each model, so a run cut off keeps what it measured."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--models", nargs="*", default=models)
+    args = parser.parse_args()
+    results = {"benchmark": f"bench/bench_{stem}.py", "batch": args.batch, "environment": environment(), "models": []}
+    for name in args.models:
+        results["models"].append(bench(name, args.batch))
+        write(results, args.out, stem, markdown)
