@@ -12,7 +12,7 @@ from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from .device import select_device
-from .graphs import EagerRunner, GraphRunner
+from .graphs import GraphRunner
 from .program import Program
 
 
@@ -53,12 +53,10 @@ class CompiledModel:
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
 
-    def _runner(self, run) -> GraphRunner | EagerRunner:
+    def _runner(self, run) -> GraphRunner:
         """CUDA graph replay where asked for (every argument a program's kernels take is fixed per input
         shape: what changes between calls, like the dropout step, is read from device memory)."""
-        if self.cuda_graphs:
-            return GraphRunner(run, self.counter)
-        return EagerRunner(run, self.counter)
+        return GraphRunner(run, self.counter, limit=8 if self.cuda_graphs else 0)
 
     @property
     def kernels(self) -> list[str]:

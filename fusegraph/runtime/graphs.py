@@ -45,8 +45,8 @@ class Captured:
 
 class GraphRunner:
     """Runs `run(feeds)` through a captured graph per input signature (shapes and dtypes), up to
-    `limit` signatures; past that, or where capture fails, it runs the launches one by one. Without
-    `copy`, replayed outputs are the graph's own, overwritten by the next replay."""
+    `limit` signatures (0: never); past that, or where capture fails, it runs the launches one by
+    one. Without `copy`, replayed outputs are the graph's own, overwritten by the next replay."""
 
     def __init__(self, run: Run, counter: LaunchCounter, limit: int = 8) -> None:
         self.run = run
@@ -83,17 +83,3 @@ class GraphRunner:
         self.captured[signature] = entry
         return entry
 
-
-class EagerRunner:
-    """The same interface without capture: every call launches the kernels one by one."""
-
-    def __init__(self, run: Run, counter: LaunchCounter) -> None:
-        self.run = run
-        self.counter = counter
-        self.last_launches = 0
-
-    def __call__(self, feeds: Sequence[torch.Tensor], copy: bool = False) -> list[torch.Tensor]:
-        start = self.counter.count
-        outputs = self.run(list(feeds))
-        self.last_launches = self.counter.count - start
-        return outputs
