@@ -3,7 +3,8 @@ ptxas it ships. Run as a separate process (`python -m tests.kernels.gpu_compile 
 because the test process interprets kernels, and Triton fixes that choice when first imported.
 
 Each record: (kernel name, module source, [(kind, type)] per positional argument, constexpr and
-launch keyword arguments). Prints one line per failure and exits 1 if any kernel failed."""
+launch keyword arguments). Prints one line per failure, and one per kernel whose tl.dot compiled to
+no tensor-core instruction (no `mma` in its PTX); exits 1 if any kernel failed either way."""
 
 from __future__ import annotations
 
@@ -44,9 +45,13 @@ def compile_all(records) -> list[str]:
         constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
         signature.update({k: "constexpr" for k in constexprs})
         try:
-            triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32), options=options)
+            compiled = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32),
+                                      options=options)
         except Exception as error:  # noqa: BLE001 - every compiler error is a failure to report
             failures.append(f"{name} {constexprs} {options}: {type(error).__name__}: {str(error)[:500]}")
+            continue
+        if "tl.dot(" in source and "mma" not in compiled.asm["ptx"]:
+            failures.append(f"{name} {constexprs} {options}: its tl.dot uses no tensor cores")
     return failures
 
 

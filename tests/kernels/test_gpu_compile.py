@@ -1,6 +1,7 @@
 """Every kernel the zoo generates, launched as a GPU would launch it (GPU block sizes, tiles spread
-over 132 SMs, tuned small-GEMM launches, tf32x3 dots), compiles for an sm_90 GPU. No GPU needed:
-launches are recorded instead of run, then Triton's compiler builds each one in a separate process
+over 132 SMs, tuned small-GEMM launches, tf32x3 dots), compiles for an sm_90 GPU, and every tl.dot
+in it runs on tensor cores (fp16 / bf16, and fp32 as tf32x3). No GPU needed: launches are recorded
+instead of run, then Triton's compiler builds each one in a separate process
 (tests/kernels/gpu_compile.py), down to machine code through the ptxas it ships."""
 
 import os
