@@ -3,8 +3,9 @@ ptxas it ships. Run as a separate process (`python -m tests.kernels.gpu_compile 
 because the test process interprets kernels, and Triton fixes that choice when first imported.
 
 Each record: (kernel name, module source, [(kind, type)] per positional argument, constexpr and
-launch keyword arguments). Prints one line per failure, and one per kernel whose tl.dot compiled to
-no tensor-core instruction (no `mma` in its PTX); exits 1 if any kernel failed either way."""
+launch keyword arguments). Prints one line per failure: a kernel that does not compile, whose tl.dot
+compiled to no tensor-core instruction (no `mma` in its PTX), or that spills more than
+MAX_STACK_BYTES of registers to the stack per thread (cuobjdump's resource usage); exits 1 if any."""
 
 from __future__ import annotations
 
@@ -17,6 +18,22 @@ import tempfile
 POINTER_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int64": "i64", "int32": "i32",
                  "int8": "i8", "uint8": "u8"}
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
+# the RNN step launches tuned on the H200 (bench/results/tune_cuda.md) keep up to 40 bytes
+MAX_STACK_BYTES = 64
+
+
+def stack_bytes(cubin: bytes, folder: str) -> int:
+    import re
+    import subprocess
+
+    import triton
+
+    path = os.path.join(folder, "kernel.cubin")
+    with open(path, "wb") as handle:
+        handle.write(cubin)
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"STACK:(\d+)", usage).group(1))
 
 
 def load(name: str, source: str, folder: str):
@@ -52,6 +69,9 @@ def compile_all(records) -> list[str]:
             continue
         if "tl.dot(" in source and "mma" not in compiled.asm["ptx"]:
             failures.append(f"{name} {constexprs} {options}: its tl.dot uses no tensor cores")
+        spilled = stack_bytes(compiled.asm["cubin"], folder)
+        if spilled > MAX_STACK_BYTES:
+            failures.append(f"{name} {constexprs} {options}: spills {spilled} bytes of stack per thread")
     return failures
 
 

@@ -1,6 +1,7 @@
 """Every kernel the zoo generates, launched as a GPU would launch it (GPU block sizes, tiles spread
-over 132 SMs, tuned small-GEMM launches, tf32x3 dots), compiles for an sm_90 GPU, and every tl.dot
-in it runs on tensor cores (fp16 / bf16, and fp32 as tf32x3). No GPU needed: launches are recorded
+over 132 SMs, tuned small-GEMM launches, tf32x3 dots), compiles for an sm_90 GPU, every tl.dot in
+it runs on tensor cores (fp16 / bf16, and fp32 as tf32x3), and none spills registers beyond a
+small stack. No GPU needed: launches are recorded
 instead of run, then Triton's compiler builds each one in a separate process
 (tests/kernels/gpu_compile.py), down to machine code through the ptxas it ships."""
 
@@ -86,12 +87,18 @@ def test_zoo_forward_and_training_kernels_compile_for_sm90(name, launches, tmp_p
     assert_all_compile(launches, tmp_path)
 
 
-def test_half_precision_lstm_at_benchmark_width_and_optimizers_compile_for_sm90(launches, tmp_path):
+def test_half_precision_benchmark_blocks_and_optimizers_compile_for_sm90(launches, tmp_path):
     for dtype in ("float16", "bfloat16"):
         for name in ("lenet", "cnn1d", "gru_forecaster", "resnet_block"):
             model = getattr(fg.zoo, name)(dtype=dtype)
             run_as_gpu(model.graph, [f.to(getattr(torch, dtype)) for f in feeds_for(model, 64)], model.params)
+    for dtype in ("float32", "float16"):  # the benchmark's conv block, batch 256
+        model = fg.Sequential([fg.Input((1, 28, 28), dtype=dtype), fg.Conv2D(32, 3, padding="same", activation="relu"),
+                               fg.MaxPool2D(2)])
+        run_as_gpu(model.graph, [torch.randn(256, 1, 28, 28).to(getattr(torch, dtype))], model.params)
     for cell in (fg.LSTM, fg.GRU):  # the tuned small-GEMM step and the one-kernel backward step at width 256
+        half = fg.Sequential([fg.Input((4, 128), dtype="float16"), cell(256, return_sequences=True)])
+        run_as_gpu(half.graph, [f.half() for f in feeds_for(half, 64)], half.params)
         model = fg.Sequential([fg.Input((4, 128)), cell(256, return_sequences=True), fg.Flatten(), fg.Dense(3)])
         feeds = feeds_for(model, 64)
         run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params, training=True)
