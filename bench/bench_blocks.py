@@ -3,8 +3,9 @@
     python -m bench.bench_blocks [--out bench/results]
 
 Contenders run the same shapes and dtype in one process: conv 3x3 'same' + bias + ReLU + 2x2 max
-pool on 256 x 1 x 28 x 28 -> 32 channels, and an LSTM (seq 100, batch 64, input 128, hidden 256,
-return_sequences), in fp32 (TF32 off everywhere) and fp16. Each result is checked against eager
+pool on 256 x 1 x 28 x 28 -> 32 channels, an LSTM (seq 100, batch 64, input 128, hidden 256,
+return_sequences: one launch per step) and a narrow one (seq 100, batch 256, input 32, hidden 32:
+fusegraph's persistent kernel, the whole sequence in one launch), in fp32 (TF32 off everywhere) and fp16. Each result is checked against eager
 before it is timed (triton.testing.do_bench: warm-up, median). Writes <out>/blocks_cuda.json and .md."""
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def conv_block(dtype: str) -> tuple[fg.Model, torch.Tensor]:
 def lstm_layer(dtype: str) -> tuple[fg.Model, torch.Tensor]:
     model = fg.Sequential([fg.Input((100, 128), dtype=dtype), fg.LSTM(256, return_sequences=True)], name="lstm")
     return model, torch.randn(64, 100, 128)
+
+
+def narrow_lstm_layer(dtype: str) -> tuple[fg.Model, torch.Tensor]:
+    model = fg.Sequential([fg.Input((100, 32), dtype=dtype), fg.LSTM(32, return_sequences=True)], name="lstm_h32")
+    return model, torch.randn(256, 100, 32)
 
 
 def run(build, dtype: str) -> dict:
@@ -63,7 +69,7 @@ def main() -> int:
     if not gpu_or_explain("bench_blocks.py"):
         return 0
     results = {"benchmark": "bench/bench_blocks.py", "environment": environment(), "rows": []}
-    for build in (conv_block, lstm_layer):
+    for build in (conv_block, lstm_layer, narrow_lstm_layer):
         for dtype in ("float32", "float16"):
             results["rows"].append(run(build, dtype))
             write(results, args.out, "blocks", markdown)  # after each row: a cut-off run keeps what it measured

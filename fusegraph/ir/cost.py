@@ -2,7 +2,7 @@
 
 A node's kernel reads each input once and writes each output once; views (reshape, inference
 dropout) move nothing. A scan moves its sequences to time-major and back, runs its body once per
-step, and copies its final carries out."""
+step, and copies its final carries out; a persistent scan is one kernel like any other."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def strided_body(body: Graph) -> bool:
 
 
 def _scan_traffic(node: Node, batch: int, used: set[str]) -> Traffic:
+    if node.attrs.get("persistent", False):  # one kernel: reads its inputs and writes its outputs once
+        return Traffic(node, 1, sum(nbytes(v.type, batch) for v in node.inputs),
+                       sum(nbytes(v.type, batch) for v in node.outputs))
     body, num_seqs, num_carries = node.attrs["body"], node.attrs["num_seqs"], node.attrs["num_carries"]
     steps = scan_steps(node)
     per_step = graph_traffic(body, batch)

@@ -25,6 +25,9 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, steps: int = 1, only: s
     for node in graph.compute_nodes:
         if node.op in VIEW_OPS or (only is not None and node.name not in only):
             continue
+        if node.op == "scan" and node.attrs.get("persistent", False):
+            lines += _persistent_scan_lines(node, batch, indent, used)
+            continue
         if node.op == "scan":
             time = scan_steps(node)
             traffic = node_traffic(node, batch, used)
@@ -42,6 +45,20 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, steps: int = 1, only: s
         lines.append(f"{indent}    reads {_mb(fused.read)}, writes {_mb(fused.written)}; unfused {_mb(unfused)} in "
                      f"{unfused_launches} launch{'es' if unfused_launches != 1 else ''}")
     return lines
+
+
+def _persistent_scan_lines(node: Node, batch: int, indent: str, used: set[str]) -> list[str]:
+    time = scan_steps(node)
+    (cell,) = node.attrs["body"].compute_nodes
+    members = _members(cell)
+    traffic = node_traffic(node, batch, used)
+    unfused = time * sum(node_traffic(m, batch).total for m in members)
+    unfused_launches = time * sum(node_traffic(m, batch).launches for m in members)
+    return [f"{indent}{node.attrs['kernel']}  [layer {node.layer}]",
+            f"{indent}    scan %{node.name}: all {time} steps{' (reversed)' if node.attrs.get('reverse') else ''} in one "
+            "persistent kernel, the carries in registers; each step: " + ", ".join(f"%{m.name} ({m.op})" for m in members),
+            f"{indent}    reads {_mb(traffic.read)}, writes {_mb(traffic.written)}; unfused {_mb(unfused)} in "
+            f"{unfused_launches} launches"]
 
 
 def explain(source: Graph, fused: Graph, decisions: list[Decision], batch: int = 64) -> str:

@@ -9,12 +9,14 @@ from .eliminate_dead_code import eliminate_dead_code
 from .forward_scan_passthroughs import forward_scan_passthroughs
 from .fuse import Decision, fuse_with_report
 from .hoist_rnn_projections import hoist_rnn_projections
+from .persistent_scans import persistent_scans_with_report
 
 
 def run_pipeline(graph: Graph, *, fuse: bool = True,
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
     """verify → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
-    RNN input projections → fuse. Returns the graph and the fusion decisions."""
+    RNN input projections → fuse → persistent scans (a narrow RNN layer as one kernel). Returns the
+    graph and the fusion decisions."""
     decisions: list[Decision] = []
     steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify), ("eliminate_dead_code", eliminate_dead_code)]
     if fuse:
@@ -23,8 +25,14 @@ def run_pipeline(graph: Graph, *, fuse: bool = True,
             decisions.extend(made)
             return fused
 
+        def persistent_step(g: Graph) -> Graph:
+            persistent, made = persistent_scans_with_report(g)
+            decisions.extend(made)
+            return persistent
+
         steps += [("forward_scan_passthroughs", forward_scan_passthroughs),
-                  ("hoist_rnn_projections", hoist_rnn_projections), ("fuse", fuse_step)]
+                  ("hoist_rnn_projections", hoist_rnn_projections), ("fuse", fuse_step),
+                  ("persistent_scans", persistent_step)]
     for name, step in steps:
         graph = step(graph)
         if dump is not None:

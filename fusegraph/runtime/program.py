@@ -32,7 +32,8 @@ class Program:
         for node in graph.nodes:
             if node.op in ("input", "parameter") or is_view(node, training) or node.name in self.assembled:
                 continue
-            step = ScanStep(node, target, counter, used) if node.op == "scan" else generate(node, target, counter)
+            step_by_step = node.op == "scan" and not node.attrs.get("persistent", False)
+            step = ScanStep(node, target, counter, used) if step_by_step else generate(node, target, counter)
             self.steps.append((node, step))
         self._arenas: dict[int, list[torch.Tensor]] = {}
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fusegraph as fg
+from fusegraph.passes.persistent_scans import MAX_WIDTH
 from tests.conftest import assert_grads_match_torch, feeds_for, targets_for
 
 
@@ -224,15 +225,17 @@ def test_dropout_backward_applies_the_forward_mask():
 
 
 @pytest.mark.parametrize("rnn_cls", [fg.SimpleRNN, fg.LSTM, fg.GRU])
-def test_recurrent_training_step_launches_per_time_step(rnn_cls):
-    """One more time step costs one forward launch (the fused cell) and one backward launch: both
+@pytest.mark.parametrize("units,forward_per_step", [(4, 0), (MAX_WIDTH["float32"] + 1, 1)])
+def test_recurrent_training_step_launches_per_time_step(rnn_cls, units, forward_per_step):
+    """One more time step costs one backward launch, plus one forward launch where the cell is too
+    wide for the persistent kernel (which runs the whole forward sequence in one launch): both
     projections leave the backward loop as single GEMMs (a GRU keeps h_(t-1) too, for its z * h term)
     and dh = dz W_hh computes dz, the cell gradient of all gates at once, in its K loop (a GRU's
     direct term z * dh is added at the chunk that holds the program's columns)."""
     launches = []
-    for steps in (5, 6):
-        model = fg.Sequential([fg.Input((steps, 3)), rnn_cls(4), fg.Dense(1)])
+    for steps in (3, 4):
+        model = fg.Sequential([fg.Input((steps, 3)), rnn_cls(units), fg.Dense(1)])
         compiled = fg.compile(model, loss="mse")
         compiled.loss_and_grads(torch.randn(2, steps, 3), torch.randn(2, 1))
         launches.append(compiled.last_launches)
-    assert launches[1] - launches[0] == 2
+    assert launches[1] - launches[0] == 1 + forward_per_step

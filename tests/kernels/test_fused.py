@@ -6,6 +6,7 @@ import torch
 
 import fusegraph as fg
 from fusegraph.ir import BATCH, GraphBuilder, TensorType
+from fusegraph.passes.persistent_scans import MAX_WIDTH
 from tests.conftest import KERNEL_ATOL, KERNEL_RTOL, assert_compiled_matches_torch, feeds_for
 
 
@@ -103,8 +104,19 @@ def test_recurrent_cells_fuse(rnn_cls, return_sequences, bidirectional, batch):
                            rnn_cls(4, return_sequences=return_sequences, bidirectional=bidirectional)])
     compiled = fused_and_unfused_match_torch(model, feeds_for(model, batch, seed=batch))
     directions = 2 if bidirectional else 1
-    # both directions write straight into their half of the concatenated output: no copies
-    assert compiled.last_launches == directions * (steps + 1)
+    # per direction: the input projection, then the whole sequence in one persistent kernel; both
+    # directions write straight into their half of the concatenated output: no copies
+    assert compiled.last_launches == directions * 2
+
+
+@pytest.mark.parametrize("rnn_cls", [fg.SimpleRNN, fg.LSTM, fg.GRU])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_wide_recurrent_cells_launch_once_per_step(rnn_cls, bidirectional):
+    steps, units = 4, MAX_WIDTH["float32"] + 1  # one column past the persistent kernel's tile
+    model = fg.Sequential([fg.Input((steps, 3)), rnn_cls(units, return_sequences=True, bidirectional=bidirectional)])
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 2))
+    assert compiled.last_launches == (2 if bidirectional else 1) * (steps + 1)
+    assert f"over {MAX_WIDTH['float32']}" in compiled.explain()
 
 
 def test_stacked_recurrent_layers_fuse():
@@ -115,8 +127,15 @@ def test_stacked_recurrent_layers_fuse():
     fused_and_unfused_match_torch(model, feeds_for(model, 2))
 
 
-def test_long_lstm_makes_t_plus_one_launches():
+def test_long_lstm_is_one_persistent_kernel_after_its_input_projection():
     model = fg.Sequential([fg.Input((64, 4)), fg.LSTM(8)])
+    compiled = assert_compiled_matches_torch(model, feeds_for(model, 2))
+    assert compiled.last_launches == 2
+    assert compiled.kernel_names[-1].startswith("scan_fwd_persistent_")
+
+
+def test_long_wide_lstm_makes_t_plus_one_launches():
+    model = fg.Sequential([fg.Input((64, 4)), fg.LSTM(MAX_WIDTH["float32"] + 8)])
     compiled = assert_compiled_matches_torch(model, feeds_for(model, 2))
     assert compiled.last_launches == 64 + 1
 
@@ -161,8 +180,9 @@ def test_hand_built_lstm_cell_fuses_like_ours():
     x = torch.randn(2, steps, features)
     (h,) = compiled(x) if isinstance(compiled(x), list) else [compiled(x)]
     torch.testing.assert_close(h, lstm(x)[1][0][0], rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
-    assert compiled.last_launches == steps + 1
+    assert compiled.last_launches == 2  # the input projection, then the persistent scan
     scan = next(n for n in compiled.graph.compute_nodes if n.op == "scan")
+    assert scan.attrs["persistent"]
     (cell_kernel,) = scan.attrs["body"].compute_nodes
     assert cell_kernel.op == "fused" and cell_kernel.attrs["anchor"] == "matmul"
     ours = fg.compile(fg.Sequential([fg.Input((steps, features)), fg.LSTM(units)]))
@@ -201,3 +221,33 @@ def test_prologue_value_with_two_consumers_is_not_recomputed():
     model = fg.Model(x, [fg.Dense(3)(h), fg.Dense(2)(h)])
     compiled = fused_and_unfused_match_torch(model, feeds_for(model, 2))
     assert compiled.last_launches == 3
+
+
+def test_persistent_scan_starts_from_given_carries():
+    """A scan given its initial state (as a decoder would be) loads it in the persistent kernel."""
+    from types import SimpleNamespace
+
+    steps, features, units = 4, 3, 5
+    body = GraphBuilder("cell")
+    h = body.input("h", TensorType((BATCH, units)))
+    x = body.input("x", TensorType((BATCH, features)))
+    w_x = body.input("w_x", TensorType((units, features)))
+    w_h = body.input("w_h", TensorType((units, units)))
+    z = body.op("add", [body.op("matmul", [h, w_h], name="zh", transpose_b=True),
+                        body.op("matmul", [x, w_x], name="zx", transpose_b=True)], name="z")
+    h_new = body.op("tanh", [z], name="h_new")
+    cell = body.build([h_new, h_new])
+    outer = GraphBuilder("rnn_from_state")
+    h0 = outer.input("h0", TensorType((BATCH, units)))
+    seq = outer.input("seq", TensorType((BATCH, steps, features)))
+    params = [outer.parameter(n, TensorType(s), "zeros") for n, s in (("w_x", (units, features)), ("w_h", (units, units)))]
+    _, hs = outer.op("scan", [h0, seq, *params], name="rnn", body=cell, num_carries=1, num_seqs=1, init_carries=True)
+    graph = outer.build([hs])
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(features, units, batch_first=True, bias=False)
+    compiled = fg.compile(SimpleNamespace(graph=graph, params={"w_x": rnn.weight_ih_l0.detach(),
+                                                               "w_h": rnn.weight_hh_l0.detach()}))
+    start, x = torch.randn(2, units), torch.randn(2, steps, features)
+    torch.testing.assert_close(compiled([start, x]), rnn(x, start[None])[0].detach(), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+    assert compiled.last_launches == 2
+    assert compiled.kernel_names[-1].startswith("scan_fwd_persistent_")

@@ -19,6 +19,7 @@ from fusegraph.kernels import LaunchCounter, Target, codegen, load_kernel, regis
 from fusegraph.kernels import optim as optim_kernels
 from fusegraph.passes import run_pipeline
 from fusegraph.passes.autodiff import autodiff
+from fusegraph.passes.persistent_scans import MAX_WIDTH
 from fusegraph.runtime.program import Program
 from tests.conftest import feeds_for, targets_for
 
@@ -102,6 +103,10 @@ def test_half_precision_benchmark_blocks_and_optimizers_compile_for_sm90(launche
         model = fg.Sequential([fg.Input((4, 128)), cell(256, return_sequences=True), fg.Flatten(), fg.Dense(3)])
         feeds = feeds_for(model, 64)
         run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params, training=True)
+    for dtype, width in MAX_WIDTH.items():  # the persistent scan at its widest, both directions
+        wide = fg.Sequential([fg.Input((4, 48), dtype=dtype),
+                              fg.LSTM(width, return_sequences=True, bidirectional=True)])
+        run_as_gpu(wide.graph, [f.to(getattr(torch, dtype)) for f in feeds_for(wide, 64)], wide.params)
     flat = torch.zeros(1000)
     for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam(amsgrad=True), fg.optim.RMSprop(centered=True)):
         optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat, flat.clone(),

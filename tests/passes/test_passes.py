@@ -166,3 +166,35 @@ def test_a_chain_takes_in_elementwise_producers_only_it_reads():
     fused, _ = fuse_with_report(graph)
     (node,) = fused.compute_nodes
     assert node.op == "fused" and [m.op for m in node.attrs["body"].compute_nodes] == ["sigmoid", "tanh", "mul"]
+
+
+def test_narrow_scans_become_persistent_and_drop_the_steps_nobody_reads():
+    from fusegraph.passes import run_pipeline
+
+    model = fg.zoo.lstm_classifier(vocab_size=50, seq_len=5, embed_dim=4, units=6)
+    graph, decisions = run_pipeline(model.graph)
+    (scan,) = [n for n in graph.nodes if n.op == "scan"]
+    assert scan.attrs["persistent"] and scan.attrs["kernel"].startswith("scan_fwd_persistent_")
+    assert [v.name for v in scan.outputs] == ["lstm.h", "lstm.c"]  # the unread h sequence is gone
+    (decision,) = [d for d in decisions if d.kernel == "persistent scan"]
+    assert decision.fused and decision.nodes == ("lstm.h",)
+    tokens = torch.randint(0, 50, (3, 5))
+    torch.testing.assert_close(Interpreter(graph, model.params).run([tokens])[0], model.reference(tokens))
+
+
+def test_scans_that_cannot_be_persistent_say_why():
+    from fusegraph.passes import run_pipeline
+    from fusegraph.passes.persistent_scans import MAX_WIDTH, blocker
+
+    wide = fg.Sequential([fg.Input((3, 2)), fg.GRU(MAX_WIDTH["float32"] + 1, name="gru")])
+    graph, decisions = run_pipeline(wide.graph)
+    (scan,) = [n for n in graph.nodes if n.op == "scan"]
+    assert "persistent" not in scan.attrs
+    (decision,) = [d for d in decisions if d.kernel == "persistent scan"]
+    assert not decision.fused and f"33 columns is over {MAX_WIDTH['float32']}" in decision.reason
+    # unfused, the cell is many kernels; a backward scan's matmul reads a computed operand
+    (unfused,) = [n for n in run_pipeline(wide.graph, fuse=False)[0].nodes if n.op == "scan"]
+    assert "kernels, not one matmul-anchored kernel" in blocker(unfused)
+    train, _ = run_pipeline(fg.passes.autodiff.autodiff(fg.Sequential([fg.Input((3, 2)), fg.GRU(4)]).graph, "mse"))
+    backward = [n for n in train.nodes if n.op == "scan" and n.attrs.get("reverse")]
+    assert backward and all(not n.attrs.get("persistent") for n in backward)

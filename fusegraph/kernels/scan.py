@@ -1,0 +1,162 @@
+"""A persistent scan: a whole RNN layer in one kernel (scans marked `persistent` by
+passes/persistent_scans.py). Each program owns BLOCK_M batch rows and every column of the hidden
+state, and loops over time: carries stay in registers, each step multiplies the carry by the gate
+weights (one tl.dot per gate) and runs the cell's generated epilogue; sequence steps are read and
+per-step outputs written at time t, the final carries stored once after the loop."""
+
+from __future__ import annotations
+
+import re
+
+import triton
+
+from ..ir import GraphError, Node
+from ..ir.ops.scan import initial_carry_count
+from .epilogue import Emitter, Tile, helpers_for
+from .group import group_of
+from .registry import KernelSource, module_source, register_template
+
+SCAN_SOURCE = '''
+@triton.jit
+def {name}(
+    {pointers},
+    M, N, T, B_STRIDE_K, B_STRIDE_N, {strides}
+    PRECISION: tl.constexpr, REVERSE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # this program's batch rows; all N columns of each gate in one tile, so no other program's carries are needed
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < M
+    col_ok = cols < N
+    tile_mask = row_ok[:, None] & col_ok[None, :]
+    weight_mask = col_ok[:, None] & col_ok[None, :]
+{carries_init}
+    for step in range(0, T):
+        t = step
+        if REVERSE:
+            t = T - 1 - step
+{dots}
+{epilogue}
+{carries_store}
+'''
+
+
+class _Roles:
+    """Where each value of the cell comes from: a carry (a register tile), or scan input `in{i}`."""
+
+    def __init__(self, scan: Node) -> None:
+        attrs, body = scan.attrs, scan.attrs["body"]
+        self.num_carries, self.num_seqs = attrs["num_carries"], attrs["num_seqs"]
+        self.first = initial_carry_count(attrs)
+        self.carry_names = [_identifier(v.name) for v in body.inputs[: self.num_carries]]
+        self.index = {}
+        for i, v in enumerate(body.inputs[self.num_carries:]):
+            self.index[v.name] = self.first + i
+        self.seqs = set(range(self.first, self.first + self.num_seqs))
+
+    def input_index(self, value) -> int:
+        return self.index[value.name]
+
+
+def _identifier(name: str) -> str:
+    return "carry_" + re.sub(r"\W", "_", name)
+
+
+def _cell(scan: Node):
+    (fused,) = scan.attrs["body"].compute_nodes
+    return fused, group_of(fused)
+
+
+def render(node: Node) -> KernelSource:
+    if not node.attrs.get("persistent", False):
+        raise GraphError(f"{node.where}: only persistent scans are one kernel; others run step by step")
+    body, roles = node.attrs["body"], _Roles(node)
+    fused, group = _cell(node)
+    anchor = group.anchor
+    width = anchor.inputs[0].type.shape[-1]
+    gates = anchor.outputs[0].type.shape[-1] // width
+    name = node.attrs["kernel"]
+
+    def load_step(i: int, v, g: int) -> str:
+        if i not in roles.seqs:
+            raise GraphError(f"{node.where}: %{v.name} would be read element by element from a loop constant")
+        return (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + t * in{i}_ts + ({g} * N + cols)[None, :], "
+                "mask=tile_mask, other=0.0).to(tl.float32)")
+
+    tile = Tile(load_full=load_step,
+                load_channel=lambda i, v, g: (f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0)"
+                                                    ".to(tl.float32)[None, :]"),
+                gates=gates, gate_width=lambda v: v.type.shape[-1] // width)
+    cell = Emitter(tile, roles.input_index, indent=" " * 8)
+    for value, carry in zip(body.inputs[: roles.num_carries], roles.carry_names):
+        cell.bind(value, [carry])
+    ib = roles.input_index(anchor.inputs[1])
+    a = roles.carry_names[[v.name for v in body.inputs].index(anchor.inputs[0].name)]
+    dots = "\n".join(
+        f"        w{g} = tl.load(in{ib}_ptr + cols[:, None] * B_STRIDE_K + ({g} * N + cols)[None, :] * B_STRIDE_N, "
+        f"mask=weight_mask, other=0.0)\n"
+        f"        acc{g} = tl.dot({a}.to(w{g}.dtype), w{g}, input_precision=PRECISION)" for g in range(gates))
+    cell.bind(anchor.outputs[0], [f"acc{g}" for g in range(gates)])
+    lines = cell.emit_all(group.elementwise)
+    num_carries = roles.num_carries
+    for j, value in enumerate(body.outputs[num_carries:], start=num_carries):
+        for g, expr in enumerate(cell.operand(value)):
+            lines.append(f"        tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + t * out{j}_ts + ({g} * N + cols)"
+                         f"[None, :], {expr}.to(out{j}_ptr.dtype.element_ty), mask=tile_mask)")
+    # every new carry is computed before any is replaced: a cell may hand one carry's old value to another
+    news = [cell.operand(v)[0] for v in body.outputs[:num_carries]]
+    lines += [f"        next{j} = {expr}" for j, expr in enumerate(news)]
+    lines += [f"        {carry} = tl.where(tile_mask, next{j}, 0.0)" for j, carry in enumerate(roles.carry_names)]
+    if node.attrs.get("init_carries", False):
+        init = [f"    {carry} = tl.load(in{j}_ptr + rows[:, None] * in{j}_rs + cols[None, :], mask=tile_mask, "
+                "other=0.0).to(tl.float32)" for j, carry in enumerate(roles.carry_names)]
+    else:
+        init = [f"    {carry} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for carry in roles.carry_names]
+    stores = [f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + cols[None, :], {carry}.to(out{j}_ptr.dtype.element_ty), "
+              "mask=tile_mask)" for j, carry in enumerate(roles.carry_names)]
+    pointers = ", ".join([f"in{i}_ptr" for i in range(len(node.inputs))] + [f"out{j}_ptr" for j in range(len(node.outputs))])
+    source = SCAN_SOURCE.format(
+        name=name, pointers=pointers, strides=_stride_names(node, roles), carries_init="\n".join(init), dots=dots,
+        epilogue="\n".join(lines), carries_store="\n".join(stores))
+    return KernelSource(name, module_source(f"{name} (scan %{node.name}, persistent)", helpers_for(source) + "\n\n" + source))
+
+
+def _stride_names(node: Node, roles: _Roles) -> str:
+    names = [f"in{i}_rs, " for i in range(roles.first)]
+    names += [f"in{i}_rs, in{i}_ts, " for i in sorted(roles.seqs)]
+    names += [f"out{j}_rs, " for j in range(roles.num_carries)]
+    names += [f"out{j}_rs, out{j}_ts, " for j in range(roles.num_carries, len(node.outputs))]
+    return "".join(names)
+
+
+def _rows(t):
+    if t.stride(-1) != 1:
+        raise GraphError(f"a scan operand of shape {tuple(t.shape)} must have contiguous rows")
+    return t.stride(0)
+
+
+def launch(fn, node, target, inputs, outputs) -> None:
+    roles = _Roles(node)
+    _, group = _cell(node)
+    anchor = group.anchor
+    seqs = [inputs[i] if inputs[i].stride(-1) == 1 else inputs[i].contiguous() for i in sorted(roles.seqs)]
+    inputs = [*inputs[: roles.first], *seqs, *inputs[roles.first + roles.num_seqs:]]
+    batch, time = seqs[0].shape[:2]
+    width = anchor.inputs[0].type.shape[-1]
+    b = inputs[roles.input_index(anchor.inputs[1])]
+    stride_k, stride_n = (b.stride(1), b.stride(0)) if anchor.attrs.get("transpose_b", False) else b.stride()
+    strides = [_rows(t) for t in inputs[: roles.first]]
+    for seq in seqs:
+        strides += [seq.stride(0), seq.stride(1)]
+    strides += [_rows(t) for t in outputs[: roles.num_carries]]
+    for out in outputs[roles.num_carries:]:
+        strides += [_rows(out), out.stride(1)]
+    block_m = target.tile(batch, gpu=16, interpreted=256)
+    block_n = max(16, triton.next_power_of_2(width))
+    fn[(triton.cdiv(batch, block_m),)](
+        *inputs, *outputs, batch, width, time, stride_k, stride_n, *strides,
+        PRECISION=target.precision(b.dtype), REVERSE=bool(node.attrs.get("reverse", False)),
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4 if block_n <= 32 else 8)
+
+
+register_template("scan", render, launch)

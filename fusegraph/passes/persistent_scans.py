@@ -1,0 +1,96 @@
+"""Persistent scans: an RNN layer whose whole time step is one kernel over a narrow hidden state runs
+as ONE kernel for the whole sequence. Each program owns a block of batch rows and loops over time
+with the carries in registers; no program needs another's rows, so no grid-wide sync.
+
+Assumes: a fused graph (runs after `fuse`). A scan qualifies when its body is a single matmul-anchored
+kernel whose data operand is a carry and whose weight operand is a loop constant, every other operand
+is a carry, a sequence step or a per-channel constant (a bias), every value is one gate (the carry's
+width) or all gates wide, and the carries are at most MAX_WIDTH[dtype] columns (one tile: wider cells keep
+one launch per step, whose GEMM then spreads over the whole device).
+Guarantees: a verified graph computing the same values; each qualifying scan gets attr
+`persistent=True` and its kernel's name, and stops producing per-step outputs nothing reads (they would cost a store per
+step); a Decision for every scan, kept or not, with the reason."""
+
+from __future__ import annotations
+
+from ..ir import Graph, Node, verify
+from .fuse import ELEMENTWISE, Decision
+
+# NOTE: tf32x3 (fp32 dots on the GPU) triples the dot operands' registers: a 64-column fp32 LSTM cell
+# spills 328 B of stack per thread on sm_90, a 64-column fp16 one none (tests/kernels/test_gpu_compile.py)
+MAX_WIDTH = {"float32": 32, "float16": 64, "bfloat16": 64}
+CELL_OPS = (*ELEMENTWISE, "split", "concat")
+KERNEL = "persistent scan"
+
+
+def persistent_scans_with_report(graph: Graph) -> tuple[Graph, list[Decision]]:
+    used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
+    nodes, decisions = [], []
+    for node in graph.nodes:
+        if node.op == "scan":
+            reason = blocker(node)
+            if reason is None:
+                node = _drop_unread_steps(node, used)
+                node = Node(node.op, node.inputs, node.outputs,
+                            {**node.attrs, "persistent": True, "kernel": kernel_name(node)}, node.layer)
+                reason = f"{node.attrs['num_carries']} carries in registers over all steps: one launch"
+            decisions.append(Decision(KERNEL, (node.name,), node.attrs.get("persistent", False), reason))
+        nodes.append(node)
+    return verify(Graph(tuple(nodes), graph.outputs, graph.name)), decisions
+
+
+def persistent_scans(graph: Graph) -> Graph:
+    return persistent_scans_with_report(graph)[0]
+
+
+def kernel_name(scan: Node) -> str:
+    (cell,) = scan.attrs["body"].compute_nodes
+    return "scan_fwd_persistent_" + cell.attrs["kernel"].removeprefix("matmul_fwd_").removeprefix("fused_")
+
+
+def blocker(scan: Node) -> str | None:
+    """Why `scan` cannot run as one persistent kernel, or None when it can."""
+    body = scan.attrs["body"]
+    num_carries, num_seqs = scan.attrs["num_carries"], scan.attrs["num_seqs"]
+    kernels = body.compute_nodes
+    if len(kernels) != 1 or kernels[0].op != "fused" or kernels[0].attrs["anchor"] != "matmul":
+        return f"its step runs {len(kernels)} kernels, not one matmul-anchored kernel"
+    cell = kernels[0].attrs["body"]
+    compute = cell.compute_nodes
+    anchor = compute[0]
+    role = {v.name: ("carry" if i < num_carries else "step" if i < num_carries + num_seqs else "constant")
+            for i, v in enumerate(body.inputs)}
+    if anchor.op != "matmul" or role.get(anchor.inputs[0].name) != "carry":
+        return "the step's matmul does not start from a carry (its data operand is computed)"
+    if role.get(anchor.inputs[1].name) != "constant":
+        return "the step's matmul weight changes from step to step"
+    width, dtype = anchor.inputs[0].type.shape[-1], anchor.inputs[0].type.dtype
+    if width > MAX_WIDTH.get(dtype, 0):
+        return (f"a {dtype} hidden state of {width} columns is over {MAX_WIDTH.get(dtype, 0)}: one launch per step "
+                "spreads each step's GEMM over the device")
+    if any(v.type.shape[-1] != width for v in body.inputs[:num_carries]):
+        return "its carries differ in width"
+    gates, rest = divmod(anchor.outputs[0].type.shape[-1], width)
+    widths = {width, gates * width}
+    for node in compute[1:]:
+        if node.op not in CELL_OPS:
+            return f"%{node.name} ({node.op}) is not an elementwise cell op"
+        tiles = (*node.inputs[:1], *(node.inputs[1:] if node.op != "bias_add" else ()))  # not bias vectors
+        if any(v.type.shape[-1] not in widths for v in (*tiles, *node.outputs)):
+            return f"%{node.name} works on a width other than one gate or all gates"
+        if any(role.get(v.name) == "constant" for v in tiles):
+            return f"%{node.name} reads a loop constant element by element"
+    if rest:
+        return "the step's matmul is not a whole number of gates wide"
+    return None
+
+
+def _drop_unread_steps(scan: Node, used: set[str]) -> Node:
+    """`scan` without the per-step outputs nothing reads."""
+    body, num_carries = scan.attrs["body"], scan.attrs["num_carries"]
+    keep = [i for i, v in enumerate(scan.outputs) if i < num_carries or v.name in used]
+    if len(keep) == len(scan.outputs):
+        return scan
+    new_body = Graph(body.nodes, tuple(body.outputs[i] for i in keep), body.name)
+    attrs = {k: v for k, v in scan.attrs.items() if k != "carry_steps"}  # autodiff's, read before this pass
+    return Node(scan.op, scan.inputs, tuple(scan.outputs[i] for i in keep), {**attrs, "body": new_body}, scan.layer)
