@@ -1,12 +1,13 @@
-"""GPU only: the fused conv block and LSTM layer against torch eager (cuDNN) and torch.compile.
+"""GPU only: the fused conv block and LSTM layers against torch eager (cuDNN) and torch.compile.
 
     python -m bench.bench_blocks [--out bench/results]
 
 Contenders run the same shapes and dtype in one process: conv 3x3 'same' + bias + ReLU + 2x2 max
 pool on 256 x 1 x 28 x 28 -> 32 channels, an LSTM (seq 100, batch 64, input 128, hidden 256,
 return_sequences: one launch per step) and a narrow one (seq 100, batch 256, input 32, hidden 32:
-fusegraph's persistent kernel, the whole sequence in one launch), in fp32 (TF32 off everywhere) and fp16. Each result is checked against eager
-before it is timed (triton.testing.do_bench: warm-up, median). Writes <out>/blocks_cuda.json and .md."""
+fusegraph's persistent kernel, the whole sequence in one launch), in fp32 (TF32 off everywhere)
+and fp16. Each result is checked against eager before it is timed (triton.testing.do_bench:
+warm-up, median). Writes <out>/blocks_cuda.json and .md."""
 
 from __future__ import annotations
 

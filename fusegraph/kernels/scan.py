@@ -1,8 +1,10 @@
 """A persistent scan: a whole RNN layer in one kernel (scans marked `persistent` by
 passes/persistent_scans.py). Each program owns BLOCK_M batch rows and every column of the hidden
-state, and loops over time: carries stay in registers, each step multiplies the carry by the gate
-weights (one tl.dot per gate) and runs the cell's generated epilogue; sequence steps are read and
-per-step outputs written at time t, the final carries stored once after the loop."""
+state, and loops over time with the carries in registers. Each step runs the cell's kernel on them:
+its generated prologue (a backward step's cell gradient dz, every gate), the matmul by the loop's
+weight as one tl.dot per (operand gate, output gate) pair (h W_hh^T: one operand gate, all output
+gates; dz W_hh: all operand gates, one output gate), then its generated epilogue. Sequence steps are
+read and per-step outputs written at time t; the final carries are stored once, after the loop."""
 
 from __future__ import annotations
 
@@ -35,8 +37,7 @@ def {name}(
         t = step
         if REVERSE:
             t = T - 1 - step
-{dots}
-{epilogue}
+{cell}
 {carries_store}
 '''
 
@@ -73,8 +74,8 @@ def render(node: Node) -> KernelSource:
     body, roles = node.attrs["body"], _Roles(node)
     fused, group = _cell(node)
     anchor = group.anchor
-    width = anchor.inputs[0].type.shape[-1]
-    gates = anchor.outputs[0].type.shape[-1] // width
+    width = body.inputs[0].type.shape[-1]  # the carries': one gate
+    k_gates, n_gates = (v.type.shape[-1] // width for v in (anchor.inputs[0], anchor.outputs[0]))
     name = node.attrs["kernel"]
 
     def load_step(i: int, v, g: int) -> str:
@@ -85,19 +86,28 @@ def render(node: Node) -> KernelSource:
 
     tile = Tile(load_full=load_step,
                 load_channel=lambda i, v, g: (f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0)"
-                                                    ".to(tl.float32)[None, :]"),
-                gates=gates, gate_width=lambda v: v.type.shape[-1] // width)
+                                              ".to(tl.float32)[None, :]"),
+                gates=n_gates, gate_width=lambda v: v.type.shape[-1] // width)
     cell = Emitter(tile, roles.input_index, indent=" " * 8)
     for value, carry in zip(body.inputs[: roles.num_carries], roles.carry_names):
         cell.bind(value, [carry])
+    lines = cell.emit_all(group.prologue)  # NOTE: the emitter's own list: what it emits next follows these lines
+    operand = []
+    for k, expr in enumerate(cell.operand(anchor.inputs[0])):
+        if expr in roles.carry_names:
+            operand.append(expr)
+        else:  # computed from masked loads: zero where the tile has no row or column
+            lines.append(f"        a{k} = tl.where(tile_mask, {expr}, 0.0)")
+            operand.append(f"a{k}")
+    # gate k of the operand times rows k * N + cols of the weight, into output gate n: columns n * N + cols
     ib = roles.input_index(anchor.inputs[1])
-    a = roles.carry_names[[v.name for v in body.inputs].index(anchor.inputs[0].name)]
-    dots = "\n".join(
-        f"        w{g} = tl.load(in{ib}_ptr + cols[:, None] * B_STRIDE_K + ({g} * N + cols)[None, :] * B_STRIDE_N, "
-        f"mask=weight_mask, other=0.0)\n"
-        f"        acc{g} = tl.dot({a}.to(w{g}.dtype), w{g}, input_precision=PRECISION)" for g in range(gates))
-    cell.bind(anchor.outputs[0], [f"acc{g}" for g in range(gates)])
-    lines = cell.emit_all(group.elementwise)
+    for n in range(n_gates):
+        for k in range(k_gates):
+            lines.append(f"        w = tl.load(in{ib}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)[None, :] "
+                         "* B_STRIDE_N, mask=weight_mask, other=0.0)")
+            lines.append(f"        acc{n} {'+=' if k else '='} tl.dot({operand[k]}.to(w.dtype), w, input_precision=PRECISION)")
+    cell.bind(anchor.outputs[0], [f"acc{n}" for n in range(n_gates)])
+    cell.emit_all(group.elementwise)
     num_carries = roles.num_carries
     for j, value in enumerate(body.outputs[num_carries:], start=num_carries):
         for g, expr in enumerate(cell.operand(value)):
@@ -116,8 +126,8 @@ def render(node: Node) -> KernelSource:
               "mask=tile_mask)" for j, carry in enumerate(roles.carry_names)]
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(node.inputs))] + [f"out{j}_ptr" for j in range(len(node.outputs))])
     source = SCAN_SOURCE.format(
-        name=name, pointers=pointers, strides=_stride_names(node, roles), carries_init="\n".join(init), dots=dots,
-        epilogue="\n".join(lines), carries_store="\n".join(stores))
+        name=name, pointers=pointers, strides=_stride_names(node, roles), carries_init="\n".join(init),
+        cell="\n".join(lines), carries_store="\n".join(stores))
     return KernelSource(name, module_source(f"{name} (scan %{node.name}, persistent)", helpers_for(source) + "\n\n" + source))
 
 
@@ -142,7 +152,7 @@ def launch(fn, node, target, inputs, outputs) -> None:
     seqs = [inputs[i] if inputs[i].stride(-1) == 1 else inputs[i].contiguous() for i in sorted(roles.seqs)]
     inputs = [*inputs[: roles.first], *seqs, *inputs[roles.first + roles.num_seqs:]]
     batch, time = seqs[0].shape[:2]
-    width = anchor.inputs[0].type.shape[-1]
+    width = node.attrs["body"].inputs[0].type.shape[-1]  # the carries': one gate
     b = inputs[roles.input_index(anchor.inputs[1])]
     stride_k, stride_n = (b.stride(1), b.stride(0)) if anchor.attrs.get("transpose_b", False) else b.stride()
     strides = [_rows(t) for t in inputs[: roles.first]]
@@ -153,10 +163,12 @@ def launch(fn, node, target, inputs, outputs) -> None:
         strides += [_rows(out), out.stride(1)]
     block_m = target.tile(batch, gpu=16, interpreted=256)
     block_n = max(16, triton.next_power_of_2(width))
+    # NOTE: at 32 columns an fp32 LSTM's backward step spills 88 B of stack per thread with 4 warps on
+    # sm_90, none with 8 (tests/kernels/test_gpu_compile.py)
     fn[(triton.cdiv(batch, block_m),)](
         *inputs, *outputs, batch, width, time, stride_k, stride_n, *strides,
         PRECISION=target.precision(b.dtype), REVERSE=bool(node.attrs.get("reverse", False)),
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4 if block_n <= 32 else 8)
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4 if block_n <= 16 else 8)
 
 
 register_template("scan", render, launch)

@@ -10,13 +10,14 @@ from .forward_scan_passthroughs import forward_scan_passthroughs
 from .fuse import Decision, fuse_with_report
 from .hoist_rnn_projections import hoist_rnn_projections
 from .persistent_scans import persistent_scans_with_report
+from .sink_scan_projections import sink_scan_projections
 
 
 def run_pipeline(graph: Graph, *, fuse: bool = True,
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
     """verify → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
-    RNN input projections → fuse → persistent scans (a narrow RNN layer as one kernel). Returns the
-    graph and the fusion decisions."""
+    RNN input projections → sink per-step output projections after the loop → fuse → persistent
+    scans (a narrow RNN layer as one kernel). Returns the graph and the fusion decisions."""
     decisions: list[Decision] = []
     steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify), ("eliminate_dead_code", eliminate_dead_code)]
     if fuse:
@@ -31,7 +32,8 @@ def run_pipeline(graph: Graph, *, fuse: bool = True,
             return persistent
 
         steps += [("forward_scan_passthroughs", forward_scan_passthroughs),
-                  ("hoist_rnn_projections", hoist_rnn_projections), ("fuse", fuse_step),
+                  ("hoist_rnn_projections", hoist_rnn_projections),
+                  ("sink_scan_projections", sink_scan_projections), ("fuse", fuse_step),
                   ("persistent_scans", persistent_step)]
     for name, step in steps:
         graph = step(graph)

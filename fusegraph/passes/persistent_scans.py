@@ -3,13 +3,14 @@ as ONE kernel for the whole sequence. Each program owns a block of batch rows an
 with the carries in registers; no program needs another's rows, so no grid-wide sync.
 
 Assumes: a fused graph (runs after `fuse`). A scan qualifies when its body is a single matmul-anchored
-kernel whose data operand is a carry and whose weight operand is a loop constant, every other operand
-is a carry, a sequence step or a per-channel constant (a bias), every value is one gate (the carry's
-width) or all gates wide, and the carries are at most MAX_WIDTH[dtype] columns (one tile: wider cells keep
-one launch per step, whose GEMM then spreads over the whole device).
+kernel (a forward cell: h W_hh^T and the cell update; a backward one: the cell gradient dz, then
+dz W_hh) whose weight operand is a loop constant, every other operand is a carry, a sequence step or
+a per-channel constant (a bias), every value is a whole number of gates (the carries' width) wide,
+and the carries are at most MAX_WIDTH[dtype] columns (one tile: wider cells keep one launch per
+step, whose GEMM then spreads over the device).
 Guarantees: a verified graph computing the same values; each qualifying scan gets attr
-`persistent=True` and its kernel's name, and stops producing per-step outputs nothing reads (they would cost a store per
-step); a Decision for every scan, kept or not, with the reason."""
+`persistent=True` and its kernel's name, and stops producing per-step outputs nothing reads (they
+would cost a store per step); a Decision for every scan, kept or not, with the reason."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def persistent_scans(graph: Graph) -> Graph:
 
 def kernel_name(scan: Node) -> str:
     (cell,) = scan.attrs["body"].compute_nodes
-    return "scan_fwd_persistent_" + cell.attrs["kernel"].removeprefix("matmul_fwd_").removeprefix("fused_")
+    kernel = cell.attrs["kernel"]
+    direction = "bwd" if kernel.startswith("matmul_bwd") else "fwd"
+    return f"scan_{direction}_persistent_" + kernel.removeprefix(f"matmul_{direction}_").removeprefix("fused_")
 
 
 def blocker(scan: Node) -> str | None:
@@ -57,31 +60,29 @@ def blocker(scan: Node) -> str | None:
         return f"its step runs {len(kernels)} kernels, not one matmul-anchored kernel"
     cell = kernels[0].attrs["body"]
     compute = cell.compute_nodes
-    anchor = compute[0]
+    anchor = next(n for n in compute if n.op == "matmul")
     role = {v.name: ("carry" if i < num_carries else "step" if i < num_carries + num_seqs else "constant")
             for i, v in enumerate(body.inputs)}
-    if anchor.op != "matmul" or role.get(anchor.inputs[0].name) != "carry":
-        return "the step's matmul does not start from a carry (its data operand is computed)"
     if role.get(anchor.inputs[1].name) != "constant":
         return "the step's matmul weight changes from step to step"
-    width, dtype = anchor.inputs[0].type.shape[-1], anchor.inputs[0].type.dtype
+    width, dtype = body.inputs[0].type.shape[-1], body.inputs[0].type.dtype
     if width > MAX_WIDTH.get(dtype, 0):
         return (f"a {dtype} hidden state of {width} columns is over {MAX_WIDTH.get(dtype, 0)}: one launch per step "
                 "spreads each step's GEMM over the device")
     if any(v.type.shape[-1] != width for v in body.inputs[:num_carries]):
         return "its carries differ in width"
-    gates, rest = divmod(anchor.outputs[0].type.shape[-1], width)
-    widths = {width, gates * width}
-    for node in compute[1:]:
+    if any(v.type.shape[-1] % width for v in anchor.inputs[:1] + anchor.outputs):
+        return "the step's matmul is not a whole number of gates wide"
+    for node in compute:
+        if node is anchor:
+            continue
         if node.op not in CELL_OPS:
             return f"%{node.name} ({node.op}) is not an elementwise cell op"
         tiles = (*node.inputs[:1], *(node.inputs[1:] if node.op != "bias_add" else ()))  # not bias vectors
-        if any(v.type.shape[-1] not in widths for v in (*tiles, *node.outputs)):
-            return f"%{node.name} works on a width other than one gate or all gates"
+        if any(v.type.shape[-1] % width for v in (*tiles, *node.outputs)):
+            return f"%{node.name} works on a width other than whole gates"
         if any(role.get(v.name) == "constant" for v in tiles):
             return f"%{node.name} reads a loop constant element by element"
-    if rest:
-        return "the step's matmul is not a whole number of gates wide"
     return None
 
 

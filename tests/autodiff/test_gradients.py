@@ -225,17 +225,20 @@ def test_dropout_backward_applies_the_forward_mask():
 
 
 @pytest.mark.parametrize("rnn_cls", [fg.SimpleRNN, fg.LSTM, fg.GRU])
-@pytest.mark.parametrize("units,forward_per_step", [(4, 0), (MAX_WIDTH["float32"] + 1, 1)])
-def test_recurrent_training_step_launches_per_time_step(rnn_cls, units, forward_per_step):
-    """One more time step costs one backward launch, plus one forward launch where the cell is too
-    wide for the persistent kernel (which runs the whole forward sequence in one launch): both
-    projections leave the backward loop as single GEMMs (a GRU keeps h_(t-1) too, for its z * h term)
-    and dh = dz W_hh computes dz, the cell gradient of all gates at once, in its K loop (a GRU's
-    direct term z * dh is added at the chunk that holds the program's columns)."""
+@pytest.mark.parametrize("units,per_step", [(4, 0), (MAX_WIDTH["float32"] + 1, 2)])
+def test_recurrent_training_step_launches_per_time_step(rnn_cls, units, per_step):
+    """A narrow layer's training step launches the same kernels however long the sequence: forward
+    and backward loops are one persistent kernel each. A wide one costs two launches per time step,
+    one forward, one backward: both projections leave the backward loop as single GEMMs (a GRU
+    keeps h_(t-1) too, for its z * h term), so does the input gradient dz_t W_ih, and dh = dz W_hh
+    computes dz, the cell gradient of all gates at once, in its K loop (a GRU's direct term z * dh
+    is added at the chunk that holds the program's columns)."""
     launches = []
     for steps in (3, 4):
-        model = fg.Sequential([fg.Input((steps, 3)), rnn_cls(units), fg.Dense(1)])
+        x = fg.Input((steps, 3))
+        h = rnn_cls(units, return_sequences=True)(fg.Dense(3)(x))  # the input gradient is needed
+        model = fg.Model(x, fg.Dense(1)(rnn_cls(units)(h)))
         compiled = fg.compile(model, loss="mse")
         compiled.loss_and_grads(torch.randn(2, steps, 3), torch.randn(2, 1))
         launches.append(compiled.last_launches)
-    assert launches[1] - launches[0] == 1 + forward_per_step
+    assert launches[1] - launches[0] == 2 * per_step  # two layers

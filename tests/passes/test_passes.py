@@ -192,9 +192,21 @@ def test_scans_that_cannot_be_persistent_say_why():
     assert "persistent" not in scan.attrs
     (decision,) = [d for d in decisions if d.kernel == "persistent scan"]
     assert not decision.fused and f"33 columns is over {MAX_WIDTH['float32']}" in decision.reason
-    # unfused, the cell is many kernels; a backward scan's matmul reads a computed operand
     (unfused,) = [n for n in run_pipeline(wide.graph, fuse=False)[0].nodes if n.op == "scan"]
     assert "kernels, not one matmul-anchored kernel" in blocker(unfused)
-    train, _ = run_pipeline(fg.passes.autodiff.autodiff(fg.Sequential([fg.Input((3, 2)), fg.GRU(4)]).graph, "mse"))
-    backward = [n for n in train.nodes if n.op == "scan" and n.attrs.get("reverse")]
-    assert backward and all(not n.attrs.get("persistent") for n in backward)
+
+
+def test_backward_scans_are_persistent_too_once_dx_leaves_the_loop():
+    from fusegraph.passes import run_pipeline
+    from fusegraph.passes.autodiff import autodiff
+
+    x = fg.Input((3, 2))
+    model = fg.Model(x, fg.GRU(4, name="top")(fg.GRU(4, return_sequences=True, name="bottom")(x)))
+    train, _ = run_pipeline(autodiff(model.graph, "mse"))
+    backward = [n for n in train.nodes if n.op == "scan" and n.attrs.get("init_carries")]
+    assert len(backward) == 2 and all(n.attrs["kernel"].startswith("scan_bwd_persistent_") for n in backward)
+    # the top layer's input gradient (dz_t W_ih) is one matmul after its backward loop, not one per step
+    top = next(n for n in backward if n.layer == "top")
+    assert [n.op for n in top.attrs["body"].compute_nodes] == ["fused"]
+    assert any(n.op == "matmul" and n.layer == "top" and n.inputs[0].name in {v.name for v in top.outputs}
+               for n in train.nodes)
