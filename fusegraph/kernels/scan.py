@@ -32,12 +32,24 @@ def {name}(
     col_ok = cols < N
     tile_mask = row_ok[:, None] & col_ok[None, :]
     weight_mask = col_ok[:, None] & col_ok[None, :]
+    # loop constants once, in registers: the weight's gate tiles, the biases
+{constants}
 {carries_init}
+    t = 0
+    if REVERSE:
+        t = T - 1
+{first_steps}
     for step in range(0, T):
+        last = (step + 1) // T  # 1 on the last step, whose "next" tiles are its own again (in bounds)
         t = step
+        t_next = step + 1 - last
         if REVERSE:
             t = T - 1 - step
+            t_next = T - 2 - step + last
+        # the next step's sequence tiles are loaded now, so their latency hides behind this step's math
+{prefetch}
 {cell}
+{advance}
 {carries_store}
 '''
 
@@ -49,7 +61,7 @@ class _Roles:
         attrs, body = scan.attrs, scan.attrs["body"]
         self.num_carries, self.num_seqs = attrs["num_carries"], attrs["num_seqs"]
         self.first = initial_carry_count(attrs)
-        self.carry_names = [_identifier(v.name) for v in body.inputs[: self.num_carries]]
+        self.carry_names = ["carry_" + _identifier(v.name) for v in body.inputs[: self.num_carries]]
         self.index = {}
         for i, v in enumerate(body.inputs[self.num_carries:]):
             self.index[v.name] = self.first + i
@@ -60,7 +72,7 @@ class _Roles:
 
 
 def _identifier(name: str) -> str:
-    return "carry_" + re.sub(r"\W", "_", name)
+    return re.sub(r"\W", "_", name)
 
 
 def _cell(scan: Node):
@@ -76,18 +88,23 @@ def render(node: Node) -> KernelSource:
     anchor = group.anchor
     width = body.inputs[0].type.shape[-1]  # the carries': one gate
     k_gates, n_gates = (v.type.shape[-1] // width for v in (anchor.inputs[0], anchor.outputs[0]))
-    name = node.attrs["kernel"]
+    constants: dict[str, str] = {}  # name -> load, before the loop
+    steps: dict[str, tuple[int, int]] = {}  # name -> (input, gate) of a sequence tile, loaded a step ahead
 
     def load_step(i: int, v, g: int) -> str:
         if i not in roles.seqs:
             raise GraphError(f"{node.where}: %{v.name} would be read element by element from a loop constant")
-        return (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + t * in{i}_ts + ({g} * N + cols)[None, :], "
-                "mask=tile_mask, other=0.0).to(tl.float32)")
+        name = f"{_identifier(v.name)}_g{g}"
+        steps[name] = (i, g)
+        return name
 
-    tile = Tile(load_full=load_step,
-                load_channel=lambda i, v, g: (f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0)"
-                                              ".to(tl.float32)[None, :]"),
-                gates=n_gates, gate_width=lambda v: v.type.shape[-1] // width)
+    def load_channel(i: int, v, g: int) -> str:
+        name = f"{_identifier(v.name)}_g{g}"
+        constants[name] = f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]"
+        return name
+
+    tile = Tile(load_full=load_step, load_channel=load_channel, gates=n_gates,
+                gate_width=lambda v: v.type.shape[-1] // width)
     cell = Emitter(tile, roles.input_index, indent=" " * 8)
     for value, carry in zip(body.inputs[: roles.num_carries], roles.carry_names):
         cell.bind(value, [carry])
@@ -101,11 +118,14 @@ def render(node: Node) -> KernelSource:
             operand.append(f"a{k}")
     # gate k of the operand times rows k * N + cols of the weight, into output gate n: columns n * N + cols
     ib = roles.input_index(anchor.inputs[1])
+    weight = _identifier(anchor.inputs[1].name)
     for n in range(n_gates):
         for k in range(k_gates):
-            lines.append(f"        w = tl.load(in{ib}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)[None, :] "
-                         "* B_STRIDE_N, mask=weight_mask, other=0.0)")
-            lines.append(f"        acc{n} {'+=' if k else '='} tl.dot({operand[k]}.to(w.dtype), w, input_precision=PRECISION)")
+            tile_name = f"{weight}_k{k}_n{n}"
+            constants[tile_name] = (f"tl.load(in{ib}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)"
+                                    "[None, :] * B_STRIDE_N, mask=weight_mask, other=0.0)")
+            lines.append(f"        acc{n} {'+=' if k else '='} tl.dot({operand[k]}.to({tile_name}.dtype), {tile_name}, "
+                         "input_precision=PRECISION)")
     cell.bind(anchor.outputs[0], [f"acc{n}" for n in range(n_gates)])
     cell.emit_all(group.elementwise)
     num_carries = roles.num_carries
@@ -122,13 +142,26 @@ def render(node: Node) -> KernelSource:
                 "other=0.0).to(tl.float32)" for j, carry in enumerate(roles.carry_names)]
     else:
         init = [f"    {carry} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for carry in roles.carry_names]
+
+    def step_tile(i: int, g: int, at: str, mask: str) -> str:
+        return (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + {at} * in{i}_ts + ({g} * N + cols)[None, :], "
+                f"mask={mask}, other=0.0).to(tl.float32)")
+
     stores = [f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + cols[None, :], {carry}.to(out{j}_ptr.dtype.element_ty), "
               "mask=tile_mask)" for j, carry in enumerate(roles.carry_names)]
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(node.inputs))] + [f"out{j}_ptr" for j in range(len(node.outputs))])
     source = SCAN_SOURCE.format(
-        name=name, pointers=pointers, strides=_stride_names(node, roles), carries_init="\n".join(init),
-        cell="\n".join(lines), carries_store="\n".join(stores))
-    return KernelSource(name, module_source(f"{name} (scan %{node.name}, persistent)", helpers_for(source) + "\n\n" + source))
+        name=node.attrs["kernel"], pointers=pointers, strides=_stride_names(node, roles),
+        constants="\n".join(f"    {name} = {load}" for name, load in constants.items()),
+        carries_init="\n".join(init),
+        first_steps="\n".join(f"    {name} = {step_tile(i, g, 't', 'tile_mask')}" for name, (i, g) in steps.items()),
+        prefetch="\n".join(f"        next_{name} = {step_tile(i, g, 't_next', 'tile_mask')}"
+                           for name, (i, g) in steps.items()),
+        cell="\n".join(lines),
+        advance="\n".join(f"        {name} = next_{name}" for name in steps),
+        carries_store="\n".join(stores))
+    return KernelSource(node.attrs["kernel"], module_source(f"{node.attrs['kernel']} (scan %{node.name}, persistent)",
+                                                          helpers_for(source) + "\n\n" + source))
 
 
 def _stride_names(node: Node, roles: _Roles) -> str:
