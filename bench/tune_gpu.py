@@ -8,9 +8,13 @@
    torch eager (cuDNN) before it is timed; the whole layer is timed (CUDA graph replay, median).
 2. fp32 dot precision ("ieee" vs "tf32x3") on every zoo model's forward at batch 256: time and
    the largest error against torch eager with TF32 off.
+3. The persistent scan (a narrow LSTM layer in one kernel: seq 100, batch 256, input 32, hidden
+   32): warps per program, and in fp32 the dot precision.
+
+    python -m bench.tune_gpu --sweeps persistent   # one sweep only
 
 Stops sweeping after --budget seconds and writes what it measured, after each step, to
-<out>/tune_cuda.json and .md."""
+<out>/tune_cuda.json and .md (tune_<sweeps>_cuda.* when --sweeps picks some)."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import time
 
 import torch
 
+from bench.bench_blocks import narrow_lstm_layer
 from bench.common import environment, gpu_or_explain, median_ms, write
 from fusegraph.cli import sample_inputs
 from fusegraph.kernels.registry import GPU_TUNING
@@ -87,7 +92,7 @@ def sweep_recurrent(results: dict, deadline: float, out: str) -> None:
                     configs = []
             results["recurrent"].extend(rows)
             GPU_TUNING["small_matmul"][key] = {}
-            write(results, out, "tune", markdown)
+            save(results, out)
     GPU_TUNING["fp32_dot"] = "ieee"
 
 
@@ -110,7 +115,34 @@ def compare_precision(results: dict, deadline: float, out: str) -> None:
                 row[f"{precision}_ms"] = median_ms(lambda compiled=compiled, feeds=feeds: compiled(feeds))
         GPU_TUNING["fp32_dot"] = "ieee"
         results["precision"].append(row)
-        write(results, out, "tune", markdown)
+        save(results, out)
+
+
+def sweep_persistent(results: dict, deadline: float, out: str) -> None:
+    chosen = GPU_TUNING["fp32_dot"]
+    for key, dtype in (("float32", torch.float32), ("half", torch.float16)):
+        model, x = narrow_lstm_layer(str(dtype).removeprefix("torch."))
+        x = x.to("cuda", dtype)
+        with torch.no_grad():
+            eager = model.to_torch().to("cuda", dtype)
+            expected = eager(x).float()
+            cudnn = median_ms(lambda eager=eager, x=x: eager(x))
+        default = dict(GPU_TUNING["persistent_scan"][key])
+        precisions = ("ieee", "tf32x3") if dtype == torch.float32 else ("ieee",)
+        for precision, warps in itertools.product(precisions, (1, 2, 4, 8)):
+            if time.monotonic() > deadline:
+                break
+            GPU_TUNING["fp32_dot"] = precision
+            GPU_TUNING["persistent_scan"][key] = {"num_warps": warps}
+            results["persistent"].append({"dtype": str(dtype), "precision": precision, "num_warps": warps,
+                                          "cudnn_ms": cudnn, **measure(model, x, expected)})
+        GPU_TUNING["persistent_scan"][key] = default
+        save(results, out)
+    GPU_TUNING["fp32_dot"] = chosen
+
+
+def save(results: dict, out: str) -> None:
+    write(results, out, results["file"], markdown)
 
 
 def markdown(results: dict) -> str:
@@ -139,6 +171,13 @@ def markdown(results: dict) -> str:
     for r in results["precision"]:
         lines.append(f"| {r['model']} | {r['ieee_ms']:.3f} | {r['tf32x3_ms']:.3f} | {r['ieee_max_abs_error']:.2e} | "
                      f"{r['tf32x3_max_abs_error']:.2e} |")
+    lines += ["", "## Persistent scan: LSTM layer, seq 100, batch 256, input 32, hidden 32", "",
+              "| dtype | dot precision | warps | ms | cuDNN ms | max abs error |", "|---|---|---:|---:|---:|---:|"]
+    for r in results.get("persistent", []):
+        ms = f"{r['ms']:.3f}" if r.get("ms") else "failed the check"
+        dtype = r["dtype"].removeprefix("torch.")
+        lines.append(f"| {dtype} | {r['precision']} | {r['num_warps']} | {ms} | {r['cudnn_ms']:.3f} | "
+                     f"{r['max_abs_error']:.2e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,13 +185,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds of sweeping before it stops")
+    parser.add_argument("--sweeps", nargs="+", default=["recurrent", "precision", "persistent"],
+                        choices=["recurrent", "precision", "persistent"])
     args = parser.parse_args()
     if not gpu_or_explain("tune_gpu.py"):
         return 0
     deadline = time.monotonic() + args.budget
-    results = {"benchmark": "bench/tune_gpu.py", "environment": environment(), "recurrent": [], "precision": []}
-    sweep_recurrent(results, deadline, args.out)
-    compare_precision(results, deadline + 40, args.out)
+    results = {"benchmark": "bench/tune_gpu.py", "environment": environment(), "recurrent": [], "precision": [],
+               "persistent": [], "file": "tune" if len(args.sweeps) == 3 else "tune_" + "_".join(args.sweeps)}
+    if "recurrent" in args.sweeps:
+        sweep_recurrent(results, deadline, args.out)
+    if "precision" in args.sweeps:
+        compare_precision(results, deadline + 40, args.out)
+    if "persistent" in args.sweeps:
+        sweep_persistent(results, deadline + 80, args.out)
     return 0
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 
+import torch
 import triton
 
 from ..ir import GraphError, Node
 from ..ir.ops.scan import initial_carry_count
 from .epilogue import Emitter, Tile, helpers_for
 from .group import group_of
-from .registry import KernelSource, module_source, register_template
+from .registry import GPU_TUNING, KernelSource, module_source, register_template
 
 SCAN_SOURCE = '''
 @triton.jit
@@ -196,12 +197,19 @@ def launch(fn, node, target, inputs, outputs) -> None:
         strides += [_rows(out), out.stride(1)]
     block_m = target.tile(batch, gpu=16, interpreted=256)
     block_n = max(16, triton.next_power_of_2(width))
-    # NOTE: at 32 columns an fp32 LSTM's backward step spills 88 B of stack per thread with 4 warps on
-    # sm_90, none with 8 (tests/kernels/test_gpu_compile.py)
     fn[(triton.cdiv(batch, block_m),)](
         *inputs, *outputs, batch, width, time, stride_k, stride_n, *strides,
         PRECISION=target.precision(b.dtype), REVERSE=bool(node.attrs.get("reverse", False)),
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4 if block_n <= 16 else 8)
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_warps(node, b.dtype))
+
+
+def _warps(node: Node, dtype: torch.dtype) -> int:
+    """Tuned for forward scans (GPU_TUNING); a backward step holds more tiles at once: at 32 columns an
+    fp32 LSTM's spills 88 B of stack per thread with 4 warps on sm_90, none with 8
+    (tests/kernels/test_gpu_compile.py)."""
+    if node.attrs["kernel"].startswith("scan_bwd"):
+        return 8
+    return GPU_TUNING["persistent_scan"]["float32" if dtype == torch.float32 else "half"]["num_warps"]
 
 
 register_template("scan", render, launch)
