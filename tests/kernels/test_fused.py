@@ -7,7 +7,14 @@ import torch
 import fusegraph as fg
 from fusegraph.ir import BATCH, GraphBuilder, TensorType
 from fusegraph.passes.persistent_scans import MAX_WIDTH
-from tests.conftest import KERNEL_ATOL, KERNEL_RTOL, assert_compiled_matches_torch, feeds_for
+from tests.conftest import (
+    KERNEL_ATOL,
+    KERNEL_RTOL,
+    assert_compiled_matches_torch,
+    assert_grads_match_torch,
+    feeds_for,
+    targets_for,
+)
 
 
 def fused_and_unfused_match_torch(model, feeds):
@@ -251,3 +258,15 @@ def test_persistent_scan_starts_from_given_carries():
     torch.testing.assert_close(compiled([start, x]), rnn(x, start[None])[0].detach(), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
     assert compiled.last_launches == 2
     assert compiled.kernel_names[-1].startswith("scan_fwd_persistent_")
+
+
+@pytest.mark.parametrize("rnn_cls,steps,batch", [(fg.LSTM, 1, 2), (fg.GRU, 3, 300), (fg.SimpleRNN, 2, 257)])
+def test_persistent_scan_edges(rnn_cls, steps, batch):
+    """One step (the prefetch reads its own step again), and batches over one program's 256 rows in
+    the interpreter (row masks across programs), forward and backward."""
+    x = fg.Input((steps, 3))
+    model = fg.Model(x, fg.Dense(2)(rnn_cls(5, return_sequences=True, bidirectional=True)(x)))
+    feeds = feeds_for(model, batch, seed=steps)
+    compiled = fused_and_unfused_match_torch(model, feeds)
+    assert sum(name.startswith("scan_fwd_persistent_") for name in compiled.kernel_names) == 2
+    assert_grads_match_torch(model, feeds, targets_for(model, "mse", batch), "mse", fuse=True)
