@@ -81,30 +81,61 @@ def _cell(scan: Node):
     return fused, group_of(fused)
 
 
-def render(node: Node) -> KernelSource:
-    if not node.attrs.get("persistent", False):
-        raise GraphError(f"{node.where}: only persistent scans are one kernel; others run step by step")
-    body, roles = node.attrs["body"], _Roles(node)
-    fused, group = _cell(node)
+class _Loads:
+    """The cell's outside operands: loop constants loaded once before the loop (weight gate tiles,
+    biases), sequence tiles loaded one step ahead (names from the graph, `_g<gate>` per gate tile)."""
+
+    def __init__(self, node: Node, roles: _Roles) -> None:
+        self.node, self.roles = node, roles
+        self.constants: dict[str, str] = {}  # name -> load expression
+        self.steps: dict[str, tuple[int, int]] = {}  # name -> (input, gate)
+
+    def step(self, i: int, v, g: int) -> str:
+        if i not in self.roles.seqs:
+            raise GraphError(f"{self.node.where}: %{v.name} would be read element by element from a loop constant")
+        name = f"{_identifier(v.name)}_g{g}"
+        self.steps[name] = (i, g)
+        return name
+
+    def channel(self, i: int, v, g: int) -> str:
+        name = f"{_identifier(v.name)}_g{g}"
+        self.constants[name] = f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]"
+        return name
+
+    def weight_tile(self, i: int, v, k: int, n: int) -> str:
+        """Rows k * N + cols (operand gate k) and columns n * N + cols (output gate n) of the weight."""
+        name = f"{_identifier(v.name)}_k{k}_n{n}"
+        self.constants[name] = (f"tl.load(in{i}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)"
+                                "[None, :] * B_STRIDE_N, mask=weight_mask, other=0.0)")
+        return name
+
+    @staticmethod
+    def _tile(i: int, g: int, at: str) -> str:
+        return (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + {at} * in{i}_ts + ({g} * N + cols)[None, :], "
+                "mask=tile_mask, other=0.0).to(tl.float32)")
+
+    def constant_lines(self) -> str:
+        return "\n".join(f"    {name} = {load}" for name, load in self.constants.items())
+
+    def first_step_lines(self) -> str:
+        return "\n".join(f"    {name} = {self._tile(i, g, 't')}" for name, (i, g) in self.steps.items())
+
+    def prefetch_lines(self) -> str:
+        return "\n".join(f"        next_{name} = {self._tile(i, g, 't_next')}" for name, (i, g) in self.steps.items())
+
+    def advance_lines(self) -> str:
+        return "\n".join(f"        {name} = next_{name}" for name in self.steps)
+
+
+def _step_lines(node: Node, roles: _Roles, loads: _Loads) -> list[str]:
+    """One time step on the carries: the cell's prologue, its matmul as one tl.dot per (operand gate,
+    output gate), its epilogue, the per-step stores, then the new carries."""
+    body = node.attrs["body"]
+    group = _cell(node)[1]
     anchor = group.anchor
     width = body.inputs[0].type.shape[-1]  # the carries': one gate
     k_gates, n_gates = (v.type.shape[-1] // width for v in (anchor.inputs[0], anchor.outputs[0]))
-    constants: dict[str, str] = {}  # name -> load, before the loop
-    steps: dict[str, tuple[int, int]] = {}  # name -> (input, gate) of a sequence tile, loaded a step ahead
-
-    def load_step(i: int, v, g: int) -> str:
-        if i not in roles.seqs:
-            raise GraphError(f"{node.where}: %{v.name} would be read element by element from a loop constant")
-        name = f"{_identifier(v.name)}_g{g}"
-        steps[name] = (i, g)
-        return name
-
-    def load_channel(i: int, v, g: int) -> str:
-        name = f"{_identifier(v.name)}_g{g}"
-        constants[name] = f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]"
-        return name
-
-    tile = Tile(load_full=load_step, load_channel=load_channel, gates=n_gates,
+    tile = Tile(load_full=loads.step, load_channel=loads.channel, gates=n_gates,
                 gate_width=lambda v: v.type.shape[-1] // width)
     cell = Emitter(tile, roles.input_index, indent=" " * 8)
     for value, carry in zip(body.inputs[: roles.num_carries], roles.carry_names):
@@ -117,15 +148,11 @@ def render(node: Node) -> KernelSource:
         else:  # computed from masked loads: zero where the tile has no row or column
             lines.append(f"        a{k} = tl.where(tile_mask, {expr}, 0.0)")
             operand.append(f"a{k}")
-    # gate k of the operand times rows k * N + cols of the weight, into output gate n: columns n * N + cols
     ib = roles.input_index(anchor.inputs[1])
-    weight = _identifier(anchor.inputs[1].name)
     for n in range(n_gates):
         for k in range(k_gates):
-            tile_name = f"{weight}_k{k}_n{n}"
-            constants[tile_name] = (f"tl.load(in{ib}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)"
-                                    "[None, :] * B_STRIDE_N, mask=weight_mask, other=0.0)")
-            lines.append(f"        acc{n} {'+=' if k else '='} tl.dot({operand[k]}.to({tile_name}.dtype), {tile_name}, "
+            w = loads.weight_tile(ib, anchor.inputs[1], k, n)
+            lines.append(f"        acc{n} {'+=' if k else '='} tl.dot({operand[k]}.to({w}.dtype), {w}, "
                          "input_precision=PRECISION)")
     cell.bind(anchor.outputs[0], [f"acc{n}" for n in range(n_gates)])
     cell.emit_all(group.elementwise)
@@ -138,31 +165,29 @@ def render(node: Node) -> KernelSource:
     news = [cell.operand(v)[0] for v in body.outputs[:num_carries]]
     lines += [f"        next{j} = {expr}" for j, expr in enumerate(news)]
     lines += [f"        {carry} = tl.where(tile_mask, next{j}, 0.0)" for j, carry in enumerate(roles.carry_names)]
+    return lines
+
+
+def render(node: Node) -> KernelSource:
+    if not node.attrs.get("persistent", False):
+        raise GraphError(f"{node.where}: only persistent scans are one kernel; others run step by step")
+    roles = _Roles(node)
+    loads = _Loads(node, roles)
+    step = _step_lines(node, roles, loads)
     if node.attrs.get("init_carries", False):
         init = [f"    {carry} = tl.load(in{j}_ptr + rows[:, None] * in{j}_rs + cols[None, :], mask=tile_mask, "
                 "other=0.0).to(tl.float32)" for j, carry in enumerate(roles.carry_names)]
     else:
         init = [f"    {carry} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for carry in roles.carry_names]
-
-    def step_tile(i: int, g: int, at: str, mask: str) -> str:
-        return (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + {at} * in{i}_ts + ({g} * N + cols)[None, :], "
-                f"mask={mask}, other=0.0).to(tl.float32)")
-
     stores = [f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + cols[None, :], {carry}.to(out{j}_ptr.dtype.element_ty), "
               "mask=tile_mask)" for j, carry in enumerate(roles.carry_names)]
+    name = node.attrs["kernel"]
     pointers = ", ".join([f"in{i}_ptr" for i in range(len(node.inputs))] + [f"out{j}_ptr" for j in range(len(node.outputs))])
     source = SCAN_SOURCE.format(
-        name=node.attrs["kernel"], pointers=pointers, strides=_stride_names(node, roles),
-        constants="\n".join(f"    {name} = {load}" for name, load in constants.items()),
-        carries_init="\n".join(init),
-        first_steps="\n".join(f"    {name} = {step_tile(i, g, 't', 'tile_mask')}" for name, (i, g) in steps.items()),
-        prefetch="\n".join(f"        next_{name} = {step_tile(i, g, 't_next', 'tile_mask')}"
-                           for name, (i, g) in steps.items()),
-        cell="\n".join(lines),
-        advance="\n".join(f"        {name} = next_{name}" for name in steps),
-        carries_store="\n".join(stores))
-    return KernelSource(node.attrs["kernel"], module_source(f"{node.attrs['kernel']} (scan %{node.name}, persistent)",
-                                                          helpers_for(source) + "\n\n" + source))
+        name=name, pointers=pointers, strides=_stride_names(node, roles), constants=loads.constant_lines(),
+        carries_init="\n".join(init), first_steps=loads.first_step_lines(), prefetch=loads.prefetch_lines(),
+        cell="\n".join(step), advance=loads.advance_lines(), carries_store="\n".join(stores))
+    return KernelSource(name, module_source(f"{name} (scan %{node.name}, persistent)", helpers_for(source) + "\n\n" + source))
 
 
 def _stride_names(node: Node, roles: _Roles) -> str:
