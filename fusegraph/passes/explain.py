@@ -124,8 +124,8 @@ def explain_training(train: Graph, batch: int = 64) -> str:
     backward_launches = sum(t.launches for name, t in traffic.items() if name in backward and name not in losses)
     saved = saved_activations(train)
     lines = [f"Training step at batch {batch} (analytic): {forward_launches} forward launches, {loss_launches} loss "
-             f"launch (loss and its gradient), {backward_launches} backward launches (bound 2 x forward + 1 = "
-             f"{2 * forward_launches + 1})",
+             f"launch (loss and its gradient), {backward_launches} backward launches "
+             f"({backward_launches / max(forward_launches, 1):.1f} per forward launch)",
              f"  saved between forward and backward: {_mb(sum(size(batch) for _, size in saved))} "
              "(store: every value below; recompute: each RNN cell's gates, from its stored carries; max pools keep "
              "1-byte window positions, not their input)"]
