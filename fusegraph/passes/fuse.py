@@ -97,6 +97,8 @@ def kernel_name(members: list[Node]) -> str:
         else "fwd"
     head = head.removesuffix("_bwd_weight") + ("_weight" if head.endswith("_bwd_weight") else "")
     head = head.removesuffix("_bwd_idx").removesuffix("_bwd")
+    if not ops:  # a kernel of one node (named in a decision about what did not join it)
+        return f"{head}_{direction}"
     name = f"{head}_{direction}_fused_{'_'.join(ops)}"
     return name if len(name) <= 64 else name[:56].rstrip("_") + "_etc"
 
