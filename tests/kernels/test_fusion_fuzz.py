@@ -3,7 +3,7 @@ pass makes of them (chains over one gate's elements, producers taken in, compute
 chain values read by the epilogue), the generated kernels compute what the IR interpreter does."""
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fusegraph.ir import BATCH, GraphBuilder, Interpreter, TensorType, verify
@@ -54,6 +54,57 @@ def test_fused_gated_graphs_compute_what_the_interpreter_does(case, batch):
     feeds = [torch.randn(v.type.concrete(batch), generator=generator) for v in graph.inputs]
     expected = Interpreter(graph, params).run(feeds)
     fused, _ = run_pipeline(graph)
+    ours = Program(fused, Target("cpu"), LaunchCounter()).run(feeds, params)
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@st.composite
+def recurrent_cells(draw):
+    """A scan over a random cell: gate tiles of h W^T + b + x_t, then random elementwise ops on gate-wide
+    values (tiles and carries) give the new carries and per-step outputs."""
+    width, gates, num_carries = draw(st.sampled_from([3, 8])), draw(st.integers(1, 4)), draw(st.integers(1, 2))
+    steps = draw(st.integers(1, 4))
+    body = GraphBuilder("cell")
+    carries = [body.input(f"h{i}", TensorType((BATCH, width))) for i in range(num_carries)]
+    x = body.input("x", TensorType((BATCH, gates * width)))
+    weight = body.input("w", TensorType((gates * width, width)))
+    bias = body.input("b", TensorType((gates * width,)))
+    z = body.op("add", [body.op("bias_add", [body.op("matmul", [carries[0], weight], name="zh", transpose_b=True),
+                                             bias], name="zb", axis=1), x], name="z")
+    pool = list(body.op("split", [z], name="gate", axis=1, sizes=(width,) * gates)) if gates > 1 else [z]
+    pool += carries
+    for i in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(UNARY + BINARY))
+        operands = [draw(st.sampled_from(pool)) for _ in range(1 if op in UNARY else 2)]
+        pool.append(body.op(op, operands, name=f"e{i}"))
+    new_carries = [draw(st.sampled_from(pool[-3:])) for _ in carries]
+    per_step = [draw(st.sampled_from(pool))] if draw(st.booleans()) else []
+    cell = body.build([*new_carries, *per_step])
+    outer = GraphBuilder("fuzz_scan")
+    seq = outer.input("seq", TensorType((BATCH, steps, gates * width)))
+    weights = [outer.parameter(n, TensorType(s), "zeros") for n, s in (("w", (gates * width, width)), ("b", (gates * width,)))]
+    outs = outer.op("scan", [seq, *weights], name="rnn", body=cell, num_carries=num_carries, num_seqs=1,
+                    reverse=draw(st.booleans()))
+    generator = torch.Generator().manual_seed(steps)
+    params = {"w": 0.5 * torch.randn(gates * width, width, generator=generator),
+              "b": 0.1 * torch.randn(gates * width, generator=generator)}
+    return verify(outer.build(list(outs) if isinstance(outs, tuple) else [outs])), params
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=recurrent_cells(), batch=st.integers(1, 5))
+def test_persistent_scans_compute_what_the_interpreter_does(case, batch):
+    graph, params = case
+    generator = torch.Generator().manual_seed(batch)
+    feeds = [torch.randn(v.type.concrete(batch), generator=generator) for v in graph.inputs]
+    expected = Interpreter(graph, params).run(feeds)
+    fused, _ = run_pipeline(graph)
+    (scan,) = [n for n in fused.nodes if n.op == "scan"]
+    kernels = scan.attrs["body"].compute_nodes
+    event("persistent" if scan.attrs.get("persistent") else "step by step")
+    if len(kernels) == 1 and kernels[0].attrs.get("anchor") == "matmul":  # one matmul-anchored kernel per step:
+        assert scan.attrs.get("persistent"), scan.attrs["body"]  # the whole loop is one persistent kernel
     ours = Program(fused, Target("cpu"), LaunchCounter()).run(feeds, params)
     for got, want in zip(ours, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
