@@ -49,7 +49,12 @@ def gated_graphs(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=gated_graphs(), batch=st.integers(1, 5))
 def test_fused_gated_graphs_compute_what_the_interpreter_does(case, batch):
-    graph, params = case
+    compiled_matches_interpreter(*case, batch)
+
+
+def compiled_matches_interpreter(graph, params: dict, batch: int):
+    """Runs `graph` through the whole pipeline and its kernels, checks every output against the IR
+    interpreter, and returns the compiled graph."""
     generator = torch.Generator().manual_seed(batch)
     feeds = [torch.randn(v.type.concrete(batch), generator=generator) for v in graph.inputs]
     expected = Interpreter(graph, params).run(feeds)
@@ -57,6 +62,7 @@ def test_fused_gated_graphs_compute_what_the_interpreter_does(case, batch):
     ours = Program(fused, Target("cpu"), LaunchCounter()).run(feeds, params)
     for got, want in zip(ours, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    return fused
 
 
 @st.composite
@@ -95,16 +101,9 @@ def recurrent_cells(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=recurrent_cells(), batch=st.integers(1, 5))
 def test_persistent_scans_compute_what_the_interpreter_does(case, batch):
-    graph, params = case
-    generator = torch.Generator().manual_seed(batch)
-    feeds = [torch.randn(v.type.concrete(batch), generator=generator) for v in graph.inputs]
-    expected = Interpreter(graph, params).run(feeds)
-    fused, _ = run_pipeline(graph)
+    fused = compiled_matches_interpreter(*case, batch)
     (scan,) = [n for n in fused.nodes if n.op == "scan"]
     kernels = scan.attrs["body"].compute_nodes
     event("persistent" if scan.attrs.get("persistent") else "step by step")
     if len(kernels) == 1 and kernels[0].attrs.get("anchor") == "matmul":  # one matmul-anchored kernel per step:
         assert scan.attrs.get("persistent"), scan.attrs["body"]  # the whole loop is one persistent kernel
-    ours = Program(fused, Target("cpu"), LaunchCounter()).run(feeds, params)
-    for got, want in zip(ours, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
