@@ -16,7 +16,7 @@ import triton
 from ..ir import GraphError, Node
 from ..ir.ops.scan import initial_carry_count
 from .epilogue import Emitter, Tile, helpers_for
-from .group import group_of
+from .group import Group, group_of
 from .registry import GPU_TUNING, KernelSource, module_source, register_template
 
 SCAN_SOURCE = '''
@@ -76,9 +76,10 @@ def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
-def _cell(scan: Node):
+def _cell(scan: Node) -> Group:
+    """The kernel of one time step: the scan body's only node."""
     (fused,) = scan.attrs["body"].compute_nodes
-    return fused, group_of(fused)
+    return group_of(fused)
 
 
 class _Loads:
@@ -131,7 +132,7 @@ def _step_lines(node: Node, roles: _Roles, loads: _Loads) -> list[str]:
     """One time step on the carries: the cell's prologue, its matmul as one tl.dot per (operand gate,
     output gate), its epilogue, the per-step stores, then the new carries."""
     body = node.attrs["body"]
-    group = _cell(node)[1]
+    group = _cell(node)
     anchor = group.anchor
     width = body.inputs[0].type.shape[-1]  # the carries': one gate
     k_gates, n_gates = (v.type.shape[-1] // width for v in (anchor.inputs[0], anchor.outputs[0]))
@@ -206,7 +207,7 @@ def _rows(t):
 
 def launch(fn, node, target, inputs, outputs) -> None:
     roles = _Roles(node)
-    _, group = _cell(node)
+    group = _cell(node)
     anchor = group.anchor
     seqs = [inputs[i] if inputs[i].stride(-1) == 1 else inputs[i].contiguous() for i in sorted(roles.seqs)]
     inputs = [*inputs[: roles.first], *seqs, *inputs[roles.first + roles.num_seqs:]]
