@@ -3,7 +3,7 @@
 # own time limit so one slow stage cannot eat the others. Results and one log go to $1 (default
 # bench/results); Triton's compile cache is shared between the stages.
 #
-#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: blocks tests training models tune (default: all but tune)
+#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: blocks tests training models tune profile (default: the first four)
 set -u
 out="${1:-bench/results}"
 shift || true
@@ -34,6 +34,7 @@ for name in $stages; do
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;
         models) stage models 150 python3 -m bench.bench_models --batch 256 --out "$out" ;;
         tune) stage tune 210 python3 -m bench.tune_gpu --budget 150 --out "$out" ;;
+        profile) stage profile 150 python3 -m bench.profile_gpu --batch 256 --out "$out" ;;
         *) echo "unknown stage $name" | tee -a "$log" ;;
     esac
 done
