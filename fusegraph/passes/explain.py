@@ -17,7 +17,7 @@ def _members(node: Node) -> list[Node]:
     return list(node.attrs["body"].compute_nodes) if node.op == "fused" else [node]
 
 
-def _kernel_lines(graph: Graph, batch: int, indent: str, steps: int = 1, only: set[str] | None = None) -> list[str]:
+def _kernel_lines(graph: Graph, batch: int, indent: str, only: set[str] | None = None) -> list[str]:
     """Each kernel (scan bodies step by step) with the nodes it fused and its analytic bytes; `only`: the
     names of the top-level nodes to list."""
     lines = []
@@ -26,39 +26,34 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, steps: int = 1, only: s
         if node.op in VIEW_OPS or (only is not None and node.name not in only):
             continue
         if node.op == "scan" and node.attrs.get("persistent", False):
-            lines += _persistent_scan_lines(node, batch, indent, used)
-            continue
-        if node.op == "scan":
+            time = scan_steps(node)
+            (cell,) = node.attrs["body"].compute_nodes
+            what = (f"scan %{node.name}: all {time} steps{' (reversed)' if node.attrs.get('reverse') else ''} in one "
+                    "persistent kernel, the carries in registers; each step: ")
+            lines += _entry(node.attrs["kernel"], node, _members(cell), node_traffic(node, batch, used), batch, indent,
+                            what, steps=time)
+        elif node.op == "scan":
             time = scan_steps(node)
             traffic = node_traffic(node, batch, used)
             lines.append(f"{indent}scan %{node.name} over {time} steps ({'reversed, ' if node.attrs.get('reverse') else ''}"
                          f"{traffic.launches} launches, {_mb(traffic.total)}); each step runs:")
-            lines += _kernel_lines(node.attrs["body"], batch, indent + "    ", time)
-            continue
-        members = _members(node)
-        fused = node_traffic(node, batch, used)
-        unfused = sum(node_traffic(m, batch).total for m in members)
-        unfused_launches = sum(node_traffic(m, batch).launches for m in members)
-        name = node.attrs["kernel"] if node.op == "fused" else f"{node.op}_fwd"
-        lines.append(f"{indent}{name}  [layer {node.layer}]")
-        lines.append(f"{indent}    nodes: " + ", ".join(f"%{m.name} ({m.op})" for m in members))
-        lines.append(f"{indent}    reads {_mb(fused.read)}, writes {_mb(fused.written)}; unfused {_mb(unfused)} in "
-                     f"{unfused_launches} launch{'es' if unfused_launches != 1 else ''}")
+            lines += _kernel_lines(node.attrs["body"], batch, indent + "    ")
+        else:
+            name = node.attrs["kernel"] if node.op == "fused" else f"{node.op}_fwd"
+            lines += _entry(name, node, _members(node), node_traffic(node, batch, used), batch, indent, "nodes: ")
     return lines
 
 
-def _persistent_scan_lines(node: Node, batch: int, indent: str, used: set[str]) -> list[str]:
-    time = scan_steps(node)
-    (cell,) = node.attrs["body"].compute_nodes
-    members = _members(cell)
-    traffic = node_traffic(node, batch, used)
-    unfused = time * sum(node_traffic(m, batch).total for m in members)
-    unfused_launches = time * sum(node_traffic(m, batch).launches for m in members)
-    return [f"{indent}{node.attrs['kernel']}  [layer {node.layer}]",
-            f"{indent}    scan %{node.name}: all {time} steps{' (reversed)' if node.attrs.get('reverse') else ''} in one "
-            "persistent kernel, the carries in registers; each step: " + ", ".join(f"%{m.name} ({m.op})" for m in members),
-            f"{indent}    reads {_mb(traffic.read)}, writes {_mb(traffic.written)}; unfused {_mb(unfused)} in "
-            f"{unfused_launches} launches"]
+def _entry(name: str, node: Node, members: list[Node], fused, batch: int, indent: str, what: str,
+           steps: int = 1) -> list[str]:
+    """One kernel: its name and layer, the nodes it runs (`steps` times), its bytes against running
+    those nodes one kernel each."""
+    unfused = steps * sum(node_traffic(m, batch).total for m in members)
+    launches = steps * sum(node_traffic(m, batch).launches for m in members)
+    return [f"{indent}{name}  [layer {node.layer}]",
+            f"{indent}    {what}" + ", ".join(f"%{m.name} ({m.op})" for m in members),
+            f"{indent}    reads {_mb(fused.read)}, writes {_mb(fused.written)}; unfused {_mb(unfused)} in "
+            f"{launches} launch{'es' if launches != 1 else ''}"]
 
 
 def explain(source: Graph, fused: Graph, decisions: list[Decision], batch: int = 64) -> str:
