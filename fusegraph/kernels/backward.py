@@ -40,7 +40,7 @@ def {name}(
                 at = tl.load(x_ptr + (plane * PH + ph) * PW + pw, mask=covers, other=-1).to(tl.int32)
                 grad += tl.where(covers & (at == (ih - h0) * KW + (iw - w0)), g, 0.0)
             elif IS_MAX:
-                # the window's first maximum in row-major order takes the gradient, as in PyTorch
+                # as PyTorch: the window's first maximum in row-major order takes the gradient, or its last NaN
                 best = tl.full((BLOCK,), float("-inf"), tl.float32)
                 best_at = tl.full((BLOCK,), -1, tl.int32)
                 for kh in tl.static_range(KH):
@@ -49,7 +49,7 @@ def {name}(
                         ww = w0 + kw
                         inside = covers & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
                         v = tl.load(x_ptr + (plane * H + hh) * W + ww, mask=inside, other=float("-inf")).to(tl.float32)
-                        better = inside & (v > best)
+                        better = inside & ((v > best) | (v != v))
                         best = tl.where(better, v, best)
                         best_at = tl.where(better, hh * W + ww, best_at)
                 grad += tl.where(covers & (best_at == ih * W + iw), g, 0.0)

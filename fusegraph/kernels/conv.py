@@ -90,10 +90,11 @@ def render(node):
         if pool.op.startswith("max"):
             pool_init = ("    pooled = tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)\n"
                          "    best_at = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)")
-            # strictly greater: the first maximum in the window (row-major) wins, as in PyTorch
+            # as PyTorch: strictly greater wins (the first maximum in row-major order), and so does every NaN
             pool_step = (f"            candidate = tl.where(tile_mask, {value}, float('-inf'))\n"
-                         "            best_at = tl.where(candidate > pooled, pool_kh * POOL_KW + pool_kw, best_at)\n"
-                         "            pooled = tl.maximum(pooled, candidate)")
+                         "            take = (candidate > pooled) | (candidate != candidate)\n"
+                         "            best_at = tl.where(take, pool_kh * POOL_KW + pool_kw, best_at)\n"
+                         "            pooled = tl.where(take, candidate, pooled)")
             result = "pooled"
         else:
             pool_init = ("    pooled = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)\n"

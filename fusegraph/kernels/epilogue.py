@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from ..ir import GraphError, Node, Value
 
 EXPRESSIONS = {
-    "relu": "tl.maximum({0}, 0.0)",
+    # NOTE: written as selections that keep NaN (tl.maximum drops it), as torch's relu does
+    "relu": "tl.where({0} < 0, 0.0, {0})",
     "leaky_relu": "tl.where({0} >= 0, {0}, {0} * {negative_slope!r})",
     "sigmoid": "_sigmoid({0})",
     "tanh": "_tanh({0})",
@@ -22,7 +23,7 @@ EXPRESSIONS = {
     "bias_add": "{0} + {1}",
     "neg": "-{0}",
     # gradients: (output gradient, the forward value the rule reads), PyTorch's formulas
-    "relu_bwd": "tl.where({1} > 0, {0}, 0.0)",
+    "relu_bwd": "tl.where({1} <= 0, 0.0, {0})",  # a NaN input passes its gradient, as torch's threshold_backward
     "leaky_relu_bwd": "tl.where({1} > 0, {0}, {0} * {negative_slope!r})",
     "sigmoid_bwd": "{0} * (1.0 - {1}) * {1}",
     "tanh_bwd": "{0} * (1.0 - {1} * {1})",

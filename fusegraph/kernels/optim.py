@@ -65,7 +65,8 @@ UPDATES = {
     exp_avg_sq = B * tl.load(s1_ptr + offs, mask=mask, other=0.0) + B1 * g * g   # B: beta2
     tl.store(s0_ptr + offs, exp_avg, mask=mask)
     tl.store(s1_ptr + offs, exp_avg_sq, mask=mask)
-    max_sq = tl.maximum(tl.load(s2_ptr + offs, mask=mask, other=0.0), exp_avg_sq)
+    max_sq = tl.load(s2_ptr + offs, mask=mask, other=0.0)
+    max_sq = tl.where((exp_avg_sq > max_sq) | (exp_avg_sq != exp_avg_sq), exp_avg_sq, max_sq)   # NaN kept, as torch.maximum
     tl.store(s2_ptr + offs, max_sq, mask=mask)
     second = tl.where(FIRST < 0, max_sq, exp_avg_sq)   # FIRST < 0: amsgrad
     denom = tl.sqrt(second) / D + C                 # C: eps, D: sqrt(bias correction 2)

@@ -1,6 +1,6 @@
 """Max / average pooling (1-D as 2-D with height 1) and global average pooling.
 
-One template for both kinds: IS_MAX is a constexpr. Padding never wins a max (it reads -inf) and
+One template for both kinds: IS_MAX is a constexpr. Padding never wins a max (it reads -inf), a NaN always does (as torch) and
 never counts in an average (the divisor is the number of real elements in the window)."""
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def {name}(
             inside = valid & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             x = tl.load(x_ptr + (plane * H + ih) * W + iw, mask=inside, other=float("-inf") if IS_MAX else 0.0)
             if IS_MAX:
-                # strictly greater: the first maximum in row-major order wins, as in PyTorch
-                best_at = tl.where(x.to(tl.float32) > acc, kh * KW + kw, best_at)
-                acc = tl.maximum(acc, x.to(tl.float32))
+                # as PyTorch: strictly greater wins (the first maximum), and so does every NaN (the last)
+                take = (x.to(tl.float32) > acc) | (x != x)
+                best_at = tl.where(take, kh * KW + kw, best_at)
+                acc = tl.where(take, x.to(tl.float32), acc)
             else:
                 acc += x.to(tl.float32)
             count += inside.to(tl.float32)

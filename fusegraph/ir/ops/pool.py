@@ -172,7 +172,12 @@ def _windows(x, attrs):
 
 
 def _argmax_reference(inputs, attrs, ctx):
-    values, positions = _windows(inputs[0], attrs).max(dim=-1)  # the first maximum, as PyTorch's pool
+    windows = _windows(inputs[0], attrs)
+    values, positions = windows.max(dim=-1)  # the first maximum, as PyTorch's pool
+    # NOTE: PyTorch's pool takes a window's last NaN (its test is `v > best or isnan(v)`)
+    nans = windows.isnan()
+    last_nan = nans.shape[-1] - 1 - nans.flip(-1).to(torch.int8).argmax(dim=-1)
+    positions = torch.where(nans.any(dim=-1), last_nan, positions)
     return [values, positions.to(torch.int8)]
 
 
