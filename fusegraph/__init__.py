@@ -1,7 +1,7 @@
 """fusegraph: a compiler from a small layer-graph DSL to fused Triton kernels, checked against PyTorch."""
 
 from . import ir, optim
-from .ir import FusegraphError, GraphError, InputError
+from .ir import CacheError, FusegraphError, GraphError, InputError
 from .nn import (
     GRU,
     LSTM,
@@ -32,7 +32,7 @@ from .runtime import CompiledModel, compile
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "CompiledModel", "Concatenate", "Conv1D", "Conv2D",
-    "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
+    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "CacheError", "CompiledModel", "Concatenate", "Conv1D",
+    "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
     "Input", "InputError", "Layer", "MaxPool1D", "MaxPool2D", "Model", "Sequential", "SimpleRNN", "compile", "ir", "optim", "zoo",
 ]

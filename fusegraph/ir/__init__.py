@@ -1,7 +1,7 @@
 """The IR layer: tensor types, values, nodes, graphs; the op registry; printer, verifier, interpreter."""
 
 from .builder import GraphBuilder
-from .errors import FusegraphError, GraphError, InputError
+from .errors import CacheError, FusegraphError, GraphError, InputError
 from .feeds import check_feeds
 from .graph import Graph, Node, Value
 from .interpreter import Interpreter
@@ -12,7 +12,7 @@ from .types import BATCH, DTYPES, FLOAT_DTYPES, TensorType
 from .verifier import verify
 
 __all__ = [
-    "BATCH", "DTYPES", "FLOAT_DTYPES", "OPS", "FusegraphError", "Graph", "GraphBuilder", "GraphError",
+    "BATCH", "DTYPES", "FLOAT_DTYPES", "OPS", "CacheError", "FusegraphError", "Graph", "GraphBuilder", "GraphError",
     "InputError", "Interpreter", "check_feeds", "Node", "OpDef", "TensorType", "Value", "format_graph", "get_op",
     "to_networkx", "verify",
 ]

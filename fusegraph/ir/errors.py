@@ -11,3 +11,7 @@ class GraphError(FusegraphError, ValueError):
 
 class InputError(FusegraphError, ValueError):
     """A tensor handed to a model that does not match what the model expects."""
+
+
+class CacheError(FusegraphError, PermissionError):
+    """A kernel cache folder fusegraph refuses to use (owned by someone else, or writable by others)."""
