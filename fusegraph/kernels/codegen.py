@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -9,6 +10,10 @@ import torch
 from ..ir import GraphError, Node
 from . import cache
 from .registry import TEMPLATES, KernelSource, Target, Template
+
+# NOTE: Triton's interpreter keeps launch state in module globals (grid, program ids, patched tl
+# functions): interpreted launches from two threads corrupt each other, so callers take this lock
+INTERPRETER_LOCK = threading.RLock()
 
 
 @dataclass

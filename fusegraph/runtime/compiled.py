@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from collections.abc import Sequence
 
 import torch
 
 from ..ir import Graph, GraphError, InputError, check_feeds
-from ..kernels import LaunchCounter, Target
+from ..kernels import INTERPRETER_LOCK, LaunchCounter, Target
 from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
@@ -16,8 +19,22 @@ from .graphs import GraphRunner
 from .program import Program
 
 
+def exclusive(method):
+    """Runs `method` holding the model's lock (its working buffers, captured graphs and weights are shared
+    by every call) and, in Triton's interpreter, the process-wide interpreter lock."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        interpreter = INTERPRETER_LOCK if self.target.interpreted else contextlib.nullcontext()
+        with self._lock, interpreter:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class CompiledModel:
-    """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs)."""
+    """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs).
+    Safe to call from several threads: calls on one model run one at a time."""
 
     def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
                  cuda_graphs: bool | None = None) -> None:
@@ -25,6 +42,7 @@ class CompiledModel:
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
         self.source_graph = graph
+        self._lock = threading.RLock()
         self.fuse = fuse
         self.graph, self.decisions = run_pipeline(graph, fuse=fuse)
         self.loss = loss
@@ -117,6 +135,7 @@ class CompiledModel:
                 raise InputError(f"{node.where}: {what} must lie in [0, {rows}), got values in [{low}, {high}]")
         return checked
 
+    @exclusive
     def loss_and_grads(self, x: torch.Tensor | Sequence[torch.Tensor],
                        y: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
         """The mean loss on (x, y) and the gradient of every trainable parameter, keyed like model.params
@@ -134,6 +153,7 @@ class CompiledModel:
         self.last_launches = runner.last_launches
         return outputs
 
+    @exclusive
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         feeds = self._check_device_and_ids(check_feeds(self.graph, x))
         with torch.no_grad():

@@ -15,7 +15,7 @@ from ..kernels import optim as optim_kernels
 from ..optim import Optimizer
 from ..passes import run_pipeline
 from ..passes.autodiff import loss_graph
-from .compiled import CompiledModel
+from .compiled import CompiledModel, exclusive
 from .program import Program
 
 
@@ -76,6 +76,7 @@ class Trainer(CompiledModel):
         self._bind = {v.name: self.grad_views[name] for v, name in zip(self.train_graph.outputs[1:-1], self.trainable)}
 
     # -- one step ------------------------------------------------------------------------------
+    @exclusive
     def train_step(self, x, y) -> float:
         """Forward, loss, backward and one optimizer update; returns the batch's mean loss."""
         return float(self._step(x, y)[0])
@@ -94,6 +95,7 @@ class Trainer(CompiledModel):
         return outputs
 
     # -- loops ---------------------------------------------------------------------------------
+    @exclusive
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
             validation_data: tuple | None = None, early_stopping: int | None = None,
             verbose: bool = True, augment=None) -> dict[str, list[float]]:
@@ -160,6 +162,7 @@ class Trainer(CompiledModel):
         per_sample = 1 if self.loss == "cross_entropy" else prod(self.source_graph.outputs[0].type.feature_shape)
         return {"loss": loss, "accuracy": correct / (seen * per_sample)}
 
+    @exclusive
     def evaluate(self, x, y, batch_size: int = 256) -> dict[str, float]:
         """Mean loss (and accuracy for classification) over (x, y), dropout off."""
         xs, y = _as_inputs(x), _as_tensor(y, "y")
@@ -174,6 +177,7 @@ class Trainer(CompiledModel):
             correct += self._correct(logits, yb)
         return self._metrics(total / len(y), correct, len(y))
 
+    @exclusive
     def predict(self, x, batch_size: int = 256) -> torch.Tensor:
         """The model's outputs for `x`, in batches (inference kernels, dropout off)."""
         xs = _as_inputs(x)
