@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from math import prod
 
@@ -97,6 +98,7 @@ class Model:
                                                       if not isinstance(c.layer, InputLayer)))
         _assign_names([c.layer for c in input_calls] + self.layers)
         self.graph: Graph = self._build()
+        self._trainer: weakref.ref | None = None
         self.params: dict[str, torch.Tensor] = {}
         self.init(0)
 
@@ -113,6 +115,26 @@ class Model:
         return verify(b.build([env[id(t)] for t in self._outputs]))  # type: ignore[misc]
 
     # -- parameters --------------------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Name -> tensor, PyTorch layouts. While a trainer compiled from this model lives (and no weights
+        were set here since), its weights: the last completed step's, or after `fit` with early
+        stopping the best epoch's, also after an exception or Ctrl-C."""
+        trainer = self._trainer() if self._trainer is not None else None
+        if trainer is not None and trainer.weights_version != self._weights_version:
+            self._params, self._weights_version = trainer.host_weights()
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, torch.Tensor]) -> None:
+        self._params = value
+        self._trainer = None  # weights set here win over any trainer's
+
+    def follow(self, trainer) -> None:
+        """Read `params` through to `trainer` (`weights_version`, `host_weights()`), held weakly."""
+        self._trainer = weakref.ref(trainer)
+        self._weights_version = trainer.weights_version
+
     def init(self, seed: int = 0) -> dict[str, torch.Tensor]:
         """(Re)initialise every parameter, deterministically from `seed`; returns `self.params`."""
         self.params = initialise(self.graph, seed)

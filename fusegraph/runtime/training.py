@@ -48,7 +48,9 @@ class Trainer(CompiledModel):
         self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params))
-        self.steps_taken = 0
+        self.steps_taken = 0  # completed steps: a step counts (for Adam's bias correction...) once it is done
+        self.weights_version = 0  # bumped whenever the weights change; the Model reads through on a change
+        self.history: dict[str, list[float]] = {}
         # gradients land straight in flat_grads, where the optimizer kernel reads them
         self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params, self._bind))
         self._step_number = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -59,6 +61,13 @@ class Trainer(CompiledModel):
             if optimizer.name == "Adagrad":
                 self.states[0].fill_(optimizer.initial_accumulator_value)
             self.optimizer_kernel = load_kernel(optim_kernels.render(optimizer), self.counter)
+        if hasattr(model, "follow"):
+            model.follow(self)
+
+    @exclusive
+    def host_weights(self) -> tuple[dict[str, torch.Tensor], int]:
+        """A host copy of every parameter as of the last completed step, and the version it is."""
+        return {name: t.detach().cpu().clone() for name, t in self.params.items()}, self.weights_version
 
     def _flatten_parameters(self) -> None:
         sizes = {name: prod(self.params[name].shape) for name in self.trainable}
@@ -85,14 +94,31 @@ class Trainer(CompiledModel):
         if self.optimizer is None:
             raise GraphError("compile with an optimizer to train, e.g. fg.compile(model, loss=..., "
                              "optimizer=fg.optim.Adam())")
-        self.steps_taken += 1
-        self._step_number.fill_(self.steps_taken)
+        step = self.steps_taken + 1
+        self._step_number.fill_(step)
         outputs = self._run_training(x, y, self._step_runner)
         launches = self.last_launches
-        optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
-                             self.states, self.steps_taken)
+        self._update(step)
+        self.steps_taken = step
+        self.weights_version += 1
         self.last_launches = launches + 1
         return outputs
+
+    def _update(self, step: int) -> None:
+        """One optimizer launch: all of it or, if interrupted, none of it."""
+        if not self.target.interpreted:  # NOTE: a launched GPU kernel runs to the end whatever Python does
+            optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
+                                 self.states, step)
+            return
+        # the interpreter runs a launch's programs one by one in Python: Ctrl-C can land between them
+        before = [t.clone() for t in (self.flat, *self.states)]
+        try:
+            optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
+                                 self.states, step)
+        except BaseException:
+            for tensor, saved in zip((self.flat, *self.states), before):
+                tensor.copy_(saved)
+            raise
 
     # -- loops ---------------------------------------------------------------------------------
     @exclusive
@@ -102,9 +128,10 @@ class Trainer(CompiledModel):
         """Train for `epochs` over (x, y) in batches; with `validation_data`, evaluate after each epoch and,
         with `early_stopping=patience`, stop when validation loss has not improved for that many epochs
         and restore the best weights. `augment(x_batch, generator)` may transform each training batch.
-        Returns the history: loss (and accuracy) per epoch, with val_ entries when validating."""
-        from tqdm.auto import tqdm
-
+        Returns the history: loss (and accuracy) per epoch, with val_ entries when validating; it is also
+        `self.history`, kept as far as it got if fit stops on an exception or Ctrl-C. Whatever stops it,
+        the trainer, the Model and `to_torch()` then hold the same weights: the last completed step's,
+        or with early stopping the best epoch's so far."""
         xs, y = _as_inputs(x), _as_tensor(y, "y")
         if len(xs[0]) != len(y):
             raise InputError(f"x has {len(xs[0])} samples but y has {len(y)}")
@@ -113,7 +140,23 @@ class Trainer(CompiledModel):
         if batch_size < 1 or epochs < 1:
             raise InputError("epochs and batch_size must be positive")
         history: dict[str, list[float]] = {"loss": []}
-        best, best_flat, waited = float("inf"), None, 0
+        self.history = history
+        best_flat: list[torch.Tensor | None] = [None]  # early stopping's best weights, set by _epochs
+        try:
+            self._epochs(xs, y, history, best_flat, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                         validation_data=validation_data, early_stopping=early_stopping, verbose=verbose,
+                         augment=augment)
+        finally:
+            if best_flat[0] is not None:
+                self.flat.copy_(best_flat[0])
+                self.weights_version += 1
+        return history
+
+    def _epochs(self, xs, y, history, best_flat, *, epochs, batch_size, shuffle, seed, validation_data,
+                early_stopping, verbose, augment) -> None:
+        from tqdm.auto import tqdm
+
+        best, waited = float("inf"), 0
         generator = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
@@ -139,15 +182,11 @@ class Trainer(CompiledModel):
                     print("  " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items()))
                 if early_stopping is not None:
                     if history["val_loss"][-1] < best:
-                        best, best_flat, waited = history["val_loss"][-1], self.flat.clone(), 0
+                        best, best_flat[0], waited = history["val_loss"][-1], self.flat.clone(), 0
                     else:
                         waited += 1
                         if waited >= early_stopping:
                             break
-        if best_flat is not None:
-            self.flat.copy_(best_flat)
-        self.model.load_params({name: t.detach().cpu().clone() for name, t in self.params.items()})
-        return history
 
     def _correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
         if self.loss == "cross_entropy":
