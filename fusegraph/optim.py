@@ -3,9 +3,35 @@ the per-parameter state it keeps); the runtime turns it into one multi-tensor ke
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from .ir import GraphError
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_field(optimizer: str, name: str, annotation: str, value) -> None:
+    """Every hyperparameter is checked where it is given, as torch.optim does, not at the first step."""
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise GraphError(f"{optimizer}: {name} must be True or False, got {value!r}")
+        return
+    if annotation.startswith("tuple"):
+        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_number(v) for v in value)):
+            raise GraphError(f"{optimizer}: {name} must be a pair of numbers, got {value!r}")
+        for v in value:
+            _check_field(optimizer, name, "float", v)
+        return
+    if not _is_number(value):
+        raise GraphError(f"{optimizer}: {name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < 0:
+        raise GraphError(f"{optimizer}: {name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -16,9 +42,14 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "state":
+                continue
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise GraphError(f"{type(self).__name__}: {f.name} must be >= 0, got {value}")
+            _check_field(type(self).__name__, f.name, str(f.type), value)
+            if _is_number(value):  # NOTE: numpy scalars become Python floats: kernels take them as arguments
+                object.__setattr__(self, f.name, float(value))
+            elif isinstance(value, (tuple, list)):
+                object.__setattr__(self, f.name, tuple(float(v) for v in value))
 
     @property
     def name(self) -> str:
@@ -58,6 +89,15 @@ class Adadelta(Optimizer):
     weight_decay: float = 0.0
     state: tuple[str, ...] = ("square_avg", "acc_delta")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_unit("Adadelta", "rho", self.rho)
+
+
+def _check_unit(optimizer: str, name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise GraphError(f"{optimizer}: {name} must lie in [0, 1], got {value}")
+
 
 @dataclass(frozen=True)
 class RMSprop(Optimizer):
@@ -68,6 +108,10 @@ class RMSprop(Optimizer):
     momentum: float = 0.0
     centered: bool = False
     state: tuple[str, ...] = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_unit("RMSprop", "alpha", self.alpha)
 
 
 @dataclass(frozen=True)

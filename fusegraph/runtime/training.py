@@ -5,6 +5,7 @@ parameters; frozen parameters live outside it and never change."""
 
 from __future__ import annotations
 
+import numbers
 from math import prod
 
 import torch
@@ -19,21 +20,50 @@ from .compiled import CompiledModel, exclusive
 from .program import Program
 
 
-def _as_inputs(data) -> list[torch.Tensor]:
+def _as_inputs(data, what: str = "x") -> list[torch.Tensor]:
     """A model's inputs: one tensor (or array), or a list / tuple of them with the same number of samples."""
-    xs = [_as_tensor(d, "x") for d in data] if isinstance(data, (list, tuple)) else [_as_tensor(data, "x")]
+    xs = [_as_tensor(d, what) for d in data] if isinstance(data, (list, tuple)) else [_as_tensor(data, what)]
+    if not xs:
+        raise InputError(f"{what} is an empty list: give one tensor per model input")
     if len({len(t) for t in xs}) != 1:
         raise InputError(f"the inputs have different numbers of samples: {[len(t) for t in xs]}")
+    if len(xs[0]) == 0:
+        raise InputError(f"{what} has no samples: give at least one")
     return xs
 
 
 def _as_tensor(data, what: str) -> torch.Tensor:
     if isinstance(data, torch.Tensor):
-        return data
-    try:
-        return torch.as_tensor(data)
-    except (TypeError, ValueError, RuntimeError):
-        raise InputError(f"{what} must be a tensor or array, got {type(data).__name__}") from None
+        tensor = data
+    else:
+        try:
+            tensor = torch.as_tensor(data)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"{what} must be a tensor or array, got {type(data).__name__}") from None
+    if tensor.dim() == 0:
+        raise InputError(f"{what} must have a batch axis (samples first), got a scalar")
+    return tensor
+
+
+def _samples(x, y) -> tuple[list[torch.Tensor], torch.Tensor]:
+    xs, y = _as_inputs(x), _as_tensor(y, "y")
+    if len(xs[0]) != len(y):
+        raise InputError(f"x has {len(xs[0])} samples but y has {len(y)}")
+    return xs, y
+
+
+def _positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _pair(data, what: str) -> tuple:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        size = f"{len(data)} items" if isinstance(data, (tuple, list)) else type(data).__name__
+        raise InputError(f"{what} must be a pair (x, y), got {size}")
+    return data[0], data[1]
 
 
 class Trainer(CompiledModel):
@@ -132,13 +162,16 @@ class Trainer(CompiledModel):
         `self.history`, kept as far as it got if fit stops on an exception or Ctrl-C. Whatever stops it,
         the trainer, the Model and `to_torch()` then hold the same weights: the last completed step's,
         or with early stopping the best epoch's so far."""
-        xs, y = _as_inputs(x), _as_tensor(y, "y")
-        if len(xs[0]) != len(y):
-            raise InputError(f"x has {len(xs[0])} samples but y has {len(y)}")
+        xs, y = _samples(x, y)
         if augment is not None and len(xs) != 1:
             raise InputError("augment applies to single-input models")
-        if batch_size < 1 or epochs < 1:
-            raise InputError("epochs and batch_size must be positive")
+        _positive_int("epochs", epochs)
+        _positive_int("batch_size", batch_size)
+        _positive_int("early_stopping (the patience, in epochs)", early_stopping, allow_none=True)
+        if validation_data is not None:
+            _samples(*_pair(validation_data, "validation_data"))
+        elif early_stopping is not None:
+            raise InputError("early_stopping watches the validation loss: pass validation_data=(x_val, y_val) too")
         history: dict[str, list[float]] = {"loss": []}
         self.history = history
         best_flat: list[torch.Tensor | None] = [None]  # early stopping's best weights, set by _epochs
@@ -204,7 +237,8 @@ class Trainer(CompiledModel):
     @exclusive
     def evaluate(self, x, y, batch_size: int = 256) -> dict[str, float]:
         """Mean loss (and accuracy for classification) over (x, y), dropout off."""
-        xs, y = _as_inputs(x), _as_tensor(y, "y")
+        xs, y = _samples(x, y)
+        _positive_int("batch_size", batch_size)
         total, correct = 0.0, 0
         for start in range(0, len(y), batch_size):
             xb = [t[start:start + batch_size].to(self.device) for t in xs]
@@ -220,6 +254,7 @@ class Trainer(CompiledModel):
     def predict(self, x, batch_size: int = 256) -> torch.Tensor:
         """The model's outputs for `x`, in batches (inference kernels, dropout off)."""
         xs = _as_inputs(x)
+        _positive_int("batch_size", batch_size)
         batches = [self([t[start:start + batch_size].to(self.device) for t in xs])
                    for start in range(0, len(xs[0]), batch_size)]
         if isinstance(batches[0], list):  # several outputs
