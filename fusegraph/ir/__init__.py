@@ -8,11 +8,11 @@ from .interpreter import Interpreter
 from .nxview import to_networkx
 from .ops import OPS, OpDef, get_op
 from .printer import format_graph
-from .types import BATCH, DTYPES, FLOAT_DTYPES, TensorType
+from .types import BATCH, DTYPES, FLOAT_DTYPES, TensorType, as_int
 from .verifier import verify
 
 __all__ = [
     "BATCH", "DTYPES", "FLOAT_DTYPES", "OPS", "CacheError", "FusegraphError", "Graph", "GraphBuilder", "GraphError",
-    "InputError", "Interpreter", "check_feeds", "Node", "OpDef", "TensorType", "Value", "format_graph", "get_op",
+    "InputError", "Interpreter", "check_feeds", "Node", "OpDef", "TensorType", "Value", "as_int", "format_graph", "get_op",
     "to_networkx", "verify",
 ]

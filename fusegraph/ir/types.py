@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from math import prod
+
+import numpy as np
 
 from .errors import GraphError
 
@@ -16,6 +19,13 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int8")  # int8: max-pool window positions saved for the backward
 DTYPES = FLOAT_DTYPES + INT_DTYPES
 SHORT_DTYPE = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64", "int8": "i8"}
+
+
+def as_int(value) -> int | None:
+    """`value` as a Python int if it is an integer (numpy integers too; bools are not), else None."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
 
 
 @dataclass(frozen=True)

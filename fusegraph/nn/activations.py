@@ -16,6 +16,8 @@ def check_activation(activation: str | None, where: str) -> str | None:
     """None for no activation ('linear' too); otherwise the validated name."""
     if activation is None or activation == "linear":
         return None
+    if not isinstance(activation, str):
+        raise GraphError(f"{where}: activation must be a name such as 'relu' or None, got {activation!r}")
     if activation not in ACTIVATIONS:
         near = get_close_matches(str(activation), ACTIVATIONS, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""

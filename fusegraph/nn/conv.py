@@ -7,7 +7,7 @@ from torch import nn
 from ..ir import GraphError, TensorType
 from ..ir.ops.conv import as_tuple, resolve_padding, torch_pad_arg
 from .activations import activation_module, activation_step, check_activation, weight_init
-from .layer import Layer, copy_into, positive_int
+from .layer import Layer, copy_into, flag, positive_int
 
 
 def param_dtype(t: TensorType) -> str:
@@ -23,7 +23,8 @@ class _Conv(Layer):
         self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
         self.padding, self.dilation, self.activation, self.use_bias = padding, dilation, activation, use_bias
         where = self.describe()
-        positive_int(filters, "filters", where)
+        self.filters = positive_int(filters, "filters", where)
+        self.use_bias = flag(use_bias, "use_bias", where)
         try:
             self.kernel = as_tuple(kernel_size, self.ndim, "kernel_size")
             self.stride = as_tuple(strides, self.ndim, "strides")

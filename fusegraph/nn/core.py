@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import numbers
 import zlib
 from math import prod
 
 from torch import nn
 
-from ..ir import BATCH, GraphError, TensorType
+from ..ir import BATCH, GraphError, TensorType, as_int
 from .activations import activation_module, activation_step, check_activation, weight_init
 from .conv import param_dtype
-from .layer import Layer, copy_into, positive_int
+from .layer import Layer, copy_into, flag, positive_int
 
 
 class Dense(Layer):
@@ -20,7 +21,8 @@ class Dense(Layer):
                  name: str | None = None) -> None:
         super().__init__(name)
         self.units, self.activation, self.use_bias = units, activation, use_bias
-        positive_int(units, "units", self.describe())
+        self.units = positive_int(units, "units", self.describe())
+        self.use_bias = flag(use_bias, "use_bias", self.describe())
         self.act = check_activation(activation, self.describe())
         self.in_features = 0
 
@@ -89,8 +91,11 @@ class Dropout(Layer):
     def __init__(self, rate: float, seed: int | None = None, name: str | None = None) -> None:
         super().__init__(name)
         self.rate, self.seed = rate, seed
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
             raise self.fail(f"rate must be a number in [0, 1), got {rate!r}")
+        if seed is not None and as_int(seed) is None:
+            raise self.fail(f"seed must be an integer or None, got {seed!r}")
+        self.rate, self.seed = float(rate), (None if seed is None else as_int(seed))
 
     def config(self):
         return {"rate": self.rate}
@@ -110,8 +115,8 @@ class Embedding(Layer):
     def __init__(self, num_embeddings: int, dim: int, trainable: bool = True, name: str | None = None) -> None:
         super().__init__(name, trainable)
         self.num_embeddings, self.dim = num_embeddings, dim
-        positive_int(num_embeddings, "num_embeddings", self.describe())
-        positive_int(dim, "dim", self.describe())
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings", self.describe())
+        self.dim = positive_int(dim, "dim", self.describe())
 
     def config(self):
         return {"num_embeddings": self.num_embeddings, "dim": self.dim}

@@ -6,17 +6,27 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..ir import GraphBuilder, GraphError, TensorType, Value
+from ..ir import GraphBuilder, GraphError, TensorType, Value, as_int
 from .tensor import Call, SymbolicTensor
 
 
 def positive_int(value: Any, what: str, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    """`value` as an int (numpy integers accepted); anything else, or <= 0, is a GraphError."""
+    number = as_int(value)
+    if number is None or number <= 0:
         raise GraphError(f"{where}: {what} must be a positive integer, got {value!r}")
-    return value
+    return number
+
+
+def flag(value: Any, what: str, where: str) -> bool:
+    """`value` as a bool: True or False (numpy bools too); a string like "no" is an error, not true."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise GraphError(f"{where}: {what} must be True or False, got {value!r}")
 
 
 def default_name(cls: type) -> str:
@@ -31,7 +41,7 @@ class Layer:
         if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*", name)):
             raise GraphError(f"{type(self).__name__}: name must be an identifier (letters, digits, _), got {name!r}")
         self.name = name
-        self.trainable = trainable
+        self.trainable = flag(trainable, "trainable", f"{type(self).__name__}({name or ''})")
         self.input_types: tuple[TensorType, ...] | None = None
 
     # -- what subclasses provide -------------------------------------------------------------

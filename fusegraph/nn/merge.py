@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ir import GraphError
+from ..ir import GraphError, as_int
 from .layer import Layer
 
 
@@ -51,6 +51,9 @@ class Concatenate(Layer):
     def __init__(self, axis: int = 1, name: str | None = None) -> None:
         super().__init__(name)
         self.axis = axis
+        if as_int(axis) is None:
+            raise self.fail(f"axis must be an integer (1 is channels / features; the batch is axis 0), got {axis!r}")
+        self.axis = as_int(axis)
 
     def config(self):
         return {"axis": self.axis}

@@ -8,7 +8,7 @@ from math import prod
 
 import torch
 
-from ..ir import BATCH, DTYPES, Graph, GraphBuilder, GraphError, Interpreter, TensorType, check_feeds, verify
+from ..ir import BATCH, DTYPES, Graph, GraphBuilder, GraphError, Interpreter, TensorType, as_int, check_feeds, verify
 from .init import initialise
 from .layer import Layer, default_name
 from .tensor import Call, SymbolicTensor
@@ -22,10 +22,13 @@ class InputLayer(Layer):
 def Input(shape: int | Sequence[int], dtype: str = "float32", name: str | None = None) -> SymbolicTensor:  # noqa: N802
     """A model input of the given shape without the batch dimension (NCHW / NCL / (time, features))."""
     layer = InputLayer(name)
-    dims = (shape,) if isinstance(shape, int) else tuple(shape)
-    if dtype not in DTYPES:
+    try:
+        dims = (as_int(shape),) if as_int(shape) is not None else tuple(as_int(d) for d in shape)
+    except TypeError:
+        dims = ()
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise GraphError(f"Input: dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+    if not dims or not all(d is not None and d > 0 for d in dims):
         raise GraphError(f"Input: shape must be positive integers without the batch dimension, got {shape!r}")
     call = Call(layer, ())
     call.outputs = (SymbolicTensor(TensorType((BATCH, *dims), dtype), call),)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..ir import GraphError, TensorType
 from .cells import CARRIES, GATES, cell_body
-from .layer import Layer, copy_into, positive_int
+from .layer import Layer, copy_into, flag, positive_int
 
 PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -37,7 +37,9 @@ class _Recurrent(Layer):
                  name: str | None = None) -> None:
         super().__init__(name)
         self.units, self.return_sequences, self.bidirectional = units, return_sequences, bidirectional
-        positive_int(units, "units", self.describe())
+        self.units = positive_int(units, "units", self.describe())
+        self.return_sequences = flag(return_sequences, "return_sequences", self.describe())
+        self.bidirectional = flag(bidirectional, "bidirectional", self.describe())
         self.features = 0
 
     def config(self):

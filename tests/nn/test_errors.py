@@ -148,3 +148,38 @@ def test_token_ids_out_of_range():
     model = fg.Sequential([fg.Input((3,), dtype="int64"), fg.Embedding(5, 2, name="emb")])
     with pytest.raises(fg.InputError, match=r"layer 'emb'.*\[0, 5\)"):
         model.reference(torch.tensor([[0, 1, 7]]))
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: fg.Conv2D(2, 2.5), "kernel_size must be an int or 2 ints, got 2.5"),
+    (lambda: fg.Conv2D(2, None), "kernel_size must be an int or 2 ints, got None"),
+    (lambda: fg.Conv1D(2, 3, strides="2"), "strides must be an int or 1 ints"),
+    (lambda: fg.Conv2D(2, 3, padding=1.5), "padding 1.5 is not one of"),
+    (lambda: fg.MaxPool2D(None), "pool_size must be an int or 2 ints"),
+    (lambda: fg.Concatenate(axis="1"), r"Concatenate\(axis='1'\): axis must be an integer"),
+    (lambda: fg.Concatenate(axis=1.0), "axis must be an integer"),
+    (lambda: fg.Dense(3, use_bias="no"), "use_bias must be True or False, got 'no'"),
+    (lambda: fg.Conv2D(3, 3, use_bias=0), "use_bias must be True or False, got 0"),
+    (lambda: fg.LSTM(4, return_sequences="yes"), "return_sequences must be True or False, got 'yes'"),
+    (lambda: fg.GRU(4, bidirectional=1), "bidirectional must be True or False"),
+    (lambda: fg.Embedding(10, 4, trainable="false"), "trainable must be True or False"),
+    (lambda: fg.Dense(3, activation=["relu"]), "activation must be a name such as 'relu'"),
+    (lambda: fg.Dropout("0.5"), "rate must be a number in"),
+    (lambda: fg.Dropout(0.5, seed=1.5), "seed must be an integer"),
+    (lambda: fg.Input((3, 2.0)), "shape must be positive integers"),
+])
+def test_mistyped_layer_arguments_are_one_graph_error(make, match):
+    with raises(match):
+        make()
+
+
+def test_numpy_integer_sizes_are_accepted():
+    import numpy as np
+
+    x = fg.Input((np.int64(1), np.int64(8), 8))
+    h = fg.Conv2D(np.int64(2), np.int32(3), strides=np.int64(1), padding=np.int64(1), dilation=np.int8(1))(x)
+    h = fg.MaxPool2D(np.int64(2))(h)
+    y = fg.Concatenate(axis=np.int64(1))([h, h])
+    model = fg.Model(x, fg.Dense(np.int64(3), use_bias=np.bool_(True))(fg.Flatten()(y)))
+    assert model.output_shape == (3,) and all(type(d) is int for d in model.graph.outputs[0].type.shape[1:])
+    assert model.count_params() == 2 * 9 + 2 + 2 * 2 * 4 * 4 * 3 + 3

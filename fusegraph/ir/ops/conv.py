@@ -11,6 +11,7 @@ from math import ceil
 import torch.nn.functional as F
 
 from ..errors import GraphError
+from ..types import as_int
 from .base import OpDef, register_op, require_float, require_rank, require_same_dtype, set_vjp, shape_str
 
 Pads = tuple[tuple[int, int], ...]
@@ -18,12 +19,17 @@ Pads = tuple[tuple[int, int], ...]
 
 def as_tuple(value, ndim: int, what: str) -> tuple[int, ...]:
     """An int or a sequence of `ndim` ints, each positive."""
-    values = (value,) * ndim if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if len(values) != ndim or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    single = as_int(value)
+    try:
+        items = (single,) * ndim if single is not None else tuple(value)
+    except TypeError:
+        items = ()
+    values = tuple(as_int(v) for v in items)
+    if len(values) != ndim or any(v is None for v in values):
         raise GraphError(f"{what} must be an int or {ndim} ints, got {value!r}")
     if any(v <= 0 for v in values):
         raise GraphError(f"{what} must be positive, got {value!r}")
-    return values
+    return values  # type: ignore[return-value]
 
 
 def resolve_padding(padding, sizes, kernel, stride, dilation) -> Pads:
@@ -42,14 +48,15 @@ def resolve_padding(padding, sizes, kernel, stride, dilation) -> Pads:
                 pads.append((total // 2, total - total // 2))
             return tuple(pads)
         raise GraphError(f"padding {padding!r} is not one of 'valid', 'same', an int or {ndim} ints")
-    if isinstance(padding, int) and not isinstance(padding, bool):
+    given = padding
+    if as_int(padding) is not None:
         padding = (padding,) * ndim
     try:
-        values = tuple(padding)
+        values = tuple(as_int(p) for p in padding)
     except TypeError:
-        raise GraphError(f"padding {padding!r} is not one of 'valid', 'same', an int or {ndim} ints") from None
-    if len(values) != ndim or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in values):
-        raise GraphError(f"padding must be 'valid', 'same', a non-negative int or {ndim} of them, got {padding!r}")
+        raise GraphError(f"padding {given!r} is not one of 'valid', 'same', an int or {ndim} ints") from None
+    if len(values) != ndim or not all(p is not None and p >= 0 for p in values):
+        raise GraphError(f"padding must be 'valid', 'same', a non-negative int or {ndim} of them, got {given!r}")
     return tuple((p, p) for p in values)
 
 
