@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 
 import torch
 
 from .ir import FusegraphError, GraphError
 from .nn import Model, zoo
+
+
+class ModelFileError(FusegraphError):
+    """An exception raised by the code in a user's model file."""
+
+
+@contextlib.contextmanager
+def user_code(file: Path):
+    """Turns an exception in `file`'s code into one ModelFileError naming the file and line it came from."""
+    try:
+        yield
+    except FusegraphError:
+        raise
+    except (Exception, SystemExit) as error:  # noqa: BLE001  (anything the user's code raises)
+        frames = traceback.extract_tb(error.__traceback__)
+        mine = [f for f in frames if Path(f.filename).resolve() == file.resolve()] or frames[-1:]
+        where = f"{mine[-1].filename}:{mine[-1].lineno}" if mine else str(file)
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if isinstance(error, SyntaxError) and error.lineno:
+            where, detail = f"{error.filename}:{error.lineno}", f"SyntaxError: {error.msg}"
+        raise ModelFileError(f"{where}: {detail}") from None
 
 
 def load_model(spec: str) -> Model:
@@ -22,14 +45,17 @@ def load_model(spec: str) -> Model:
     if not file.is_file():
         raise GraphError(f"model file {path!r} does not exist; use path/to/file.py:attr or one of {', '.join(zoo.MODELS)}")
     module_spec = importlib.util.spec_from_file_location(file.stem, file)
-    assert module_spec is not None and module_spec.loader is not None
+    if module_spec is None or module_spec.loader is None:
+        raise GraphError(f"{path} is not a Python file fusegraph can load; give path/to/file.py:attr")
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    with user_code(file):
+        module_spec.loader.exec_module(module)
     if not hasattr(module, attr):
         raise GraphError(f"{path} has no attribute {attr!r}")
     model = getattr(module, attr)
     if callable(model) and not isinstance(model, Model):
-        model = model()
+        with user_code(file):
+            model = model()
     if not isinstance(model, Model):
         raise GraphError(f"{spec} is a {type(model).__name__}, not a fusegraph Model")
     return model
@@ -148,10 +174,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data == "digits":
         x_train, y_train, x_test, y_test = data.digits(seed=args.seed)
         loss = args.loss or "cross_entropy"
+        what = "8x8 digit images"
     else:
-        window = model.input_shape[0] if isinstance(model.input_shape, tuple) else 24
+        window, layout = series_layout(model, args.model)
+        if args.window is not None and args.window != window:
+            raise GraphError(f"{args.model} takes windows of {window} steps (input shape {model.input_shape}), "
+                             f"but --window is {args.window}; build the model for {args.window} steps or drop --window")
         x_train, y_train, x_test, y_test, _ = data.windows(data.series(args.data), window)
+        x_train, x_test = layout(x_train), layout(x_test)
         loss = args.loss or "mse"
+        what = f"windows of {window} steps of the {args.data} series, shaped {tuple(x_train.shape[1:])}"
+    print(f"training {args.model} ({model.count_params():,} parameters) on {args.data}: {len(x_train)} training and "
+          f"{len(x_test)} held-out {what}; loss {args.loss or loss}, optimizer {args.optimizer}")
     kind = {"adam": optim.Adam, "sgd": optim.SGD, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad,
             "adadelta": optim.Adadelta}[args.optimizer]
     optimizer = kind(lr=args.lr) if args.lr else kind()
@@ -160,6 +194,23 @@ def cmd_train(args: argparse.Namespace) -> int:
                           validation_data=(x_test, y_test))
     print("held-out:", ", ".join(f"{k} {v:.4f}" for k, v in trainer.evaluate(x_test, y_test).items()))
     return 0 if history["loss"] else 1
+
+
+def series_layout(model: Model, spec: str):
+    """(window, how to shape data.windows' (N, window, 1) for the model): a univariate series feeds
+    Input((window,)) as (N, window), a Conv1D's Input((1, window)) as (N, 1, window), an RNN's
+    Input((window, 1)) as (N, window, 1)."""
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise GraphError(f"{spec} has {len(shape)} inputs; training on a series takes a single-input model")
+    if len(shape) == 1:
+        return shape[0], lambda x: x[..., 0]
+    if len(shape) == 2 and shape[0] == 1:
+        return shape[1], lambda x: x.transpose(1, 2).contiguous()
+    if len(shape) == 2 and shape[1] == 1:
+        return shape[0], lambda x: x
+    raise GraphError(f"{spec} takes inputs of shape {shape}; a univariate series needs Input((window,)), "
+                     "Input((1, window)) for a Conv1D model or Input((window, 1)) for an RNN")
 
 
 def gradient_error(model: Model, feeds, target, grads) -> tuple[float, float]:
@@ -174,6 +225,25 @@ def gradient_error(model: Model, feeds, target, grads) -> tuple[float, float]:
     return worst, float(expected.detach())
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def writable_file(text: str) -> str:
+    """argparse type: a file path whose folder exists."""
+    folder = Path(text).parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(folder)!r} does not exist; create it or choose another path")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fusegraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--task", choices=["digits", "timeseries"], default="digits")
     demo.add_argument("--series", choices=["sunspots", "co2"], default="sunspots", help="with --task timeseries")
     demo.add_argument("--model", choices=["cnn1d", "gru"], default="cnn1d", help="with --task timeseries")
-    demo.add_argument("--epochs", type=int, default=None)
+    demo.add_argument("--epochs", type=positive_int, default=None)
     demo.add_argument("--augment", action="store_true", help="digits: random 1-pixel shifts (seeded)")
     demo.add_argument("--out", default="fusegraph-demo", help="folder for the PNGs")
     demo.set_defaults(run=cmd_demo)
@@ -191,24 +261,26 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--loss", choices=["cross_entropy", "binary_cross_entropy", "mse"])
     train.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop", "adagrad", "adadelta"], default="adam")
     train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--epochs", type=int, default=5)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=positive_int, default=5)
+    train.add_argument("--batch-size", type=positive_int, default=32)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--window", type=positive_int, default=None,
+                       help="series: steps per window (default and must match: the model's sequence length)")
     train.set_defaults(run=cmd_train)
     show = sub.add_parser("show", help="print a model's IR, parameter counts and output shapes")
     show.add_argument("model", help=f"a zoo name ({', '.join(zoo.MODELS)}) or path/to/file.py:attr")
     show.add_argument("--kernels", action="store_true", help="also print the generated Triton source")
     show.add_argument("--unfused", action="store_true", help="with --kernels: one kernel per node")
     show.add_argument("--explain", action="store_true", help="also print the fusion report")
-    show.add_argument("--batch", type=int, default=64, help="batch size for --explain's byte counts")
+    show.add_argument("--batch", type=positive_int, default=64, help="batch size for --explain's byte counts")
     show.add_argument("--loss", choices=["cross_entropy", "binary_cross_entropy", "mse"],
                       help="with --explain: also report the training step (backward launches, saved activations)")
     show.add_argument("--graph", action="store_true", help="draw the graph before and after fusion to -o FILE")
-    show.add_argument("-o", "--output", default="graph.png", help="with --graph: .png, .svg or .dot")
+    show.add_argument("-o", "--output", type=writable_file, default="graph.png", help="with --graph: .png, .svg or .dot")
     show.set_defaults(run=cmd_show)
     validate = sub.add_parser("validate", help="run compiled kernels and to_torch() on random inputs; PASS or FAIL")
     validate.add_argument("model", help="a zoo name or path/to/file.py:attr")
-    validate.add_argument("--batch", type=int, default=4)
+    validate.add_argument("--batch", type=positive_int, default=4)
     validate.add_argument("--seed", type=int, default=0)
     validate.add_argument("--rtol", type=float, default=1e-4)
     validate.add_argument("--atol", type=float, default=1e-5)

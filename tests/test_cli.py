@@ -74,3 +74,45 @@ def test_show_explain_with_a_loss_reports_the_training_step(capsys):
     assert main(["show", "--explain", "--loss", "mse", "cnn1d", "--batch", "4"]) == 0
     out = capsys.readouterr().out
     assert "Training step at batch 4" in out and "saved between forward and backward" in out
+
+
+def test_an_exception_in_a_model_file_is_one_line_with_file_and_line(tmp_path, capsys):
+    path = tmp_path / "broken.py"
+    path.write_text("import fusegraph as fg\n"
+                    "def build():\n"
+                    "    sizes = {'a': 3}\n"
+                    "    return fg.Sequential([fg.Input((sizes['b'],)), fg.Dense(2)])\n")
+    assert main(["show", f"{path}:build"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fusegraph: error: ") and f"{path}:4: KeyError: 'b'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    path.write_text("import fusegraph as fg\nmodel = fg.Sequential([fg.Input((3,)) fg.Dense(2)])\n")
+    assert main(["validate", f"{path}:model"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: SyntaxError" in err and "Traceback" not in err
+
+
+def test_bad_sizes_and_a_missing_output_folder_are_usage_errors(tmp_path, capsys):
+    import pytest
+
+    for argv in (["show", "--explain", "--batch", "-5", "lenet"], ["validate", "cnn1d", "--batch", "0"],
+                 ["show", "--graph", "lenet", "-o", str(tmp_path / "missing" / "g.png")]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "positive integer" in err or "does not exist" in err
+        assert "Traceback" not in err
+
+
+def test_train_a_conv1d_model_on_a_series_takes_the_window_from_its_sequence_axis(tmp_path, capsys):
+    path = tmp_path / "conv.py"
+    path.write_text("import fusegraph as fg\n"
+                    "def build():\n"
+                    "    return fg.Sequential([fg.Input((1, 16)), fg.Conv1D(4, 3, activation='relu'),\n"
+                    "                          fg.GlobalAvgPool1D(), fg.Dense(1)])\n")
+    assert main(["train", f"{path}:build", "--data", "sunspots", "--epochs", "1", "--batch-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "windows of 16 steps of the sunspots series, shaped (1, 16)" in out and "held-out:" in out
+    assert main(["train", f"{path}:build", "--data", "sunspots", "--window", "24"]) == 2
+    assert "takes windows of 16 steps" in capsys.readouterr().err
