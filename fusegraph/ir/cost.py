@@ -1,8 +1,9 @@
 """Analytic memory traffic: the bytes each kernel reads and writes, and the minimum any schedule needs.
 
-A node's kernel reads each input once and writes each output once; views (reshape, inference
-dropout) move nothing. A scan moves its sequences to time-major and back, runs its body once per
-step, and copies its final carries out; a persistent scan is one kernel like any other."""
+A node's kernel reads each input once and writes each output once; views (reshape, a dropout
+outside training) move nothing: `is_view` is the one definition the runtime launches by too. A scan
+moves its sequences to time-major and back, runs its body once per step, and copies its final
+carries out; a persistent scan is one kernel like any other."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from .ops.scan import scan_steps
 from .types import TensorType
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int8": 1}
-VIEW_OPS = ("reshape", "dropout")
+
+
+def is_view(node: Node) -> bool:
+    """Launches nothing: a reshape, or a dropout that is not training (autodiff marks the training ones)."""
+    return node.op == "reshape" or (node.op == "dropout" and not node.attrs.get("training", False))
 
 
 def nbytes(t: TensorType, batch: int) -> int:
@@ -35,19 +40,21 @@ class Traffic:
 
 def node_traffic(node: Node, batch: int, used: set[str] | None = None) -> Traffic:
     """`used`: the values read after this node (graph outputs included); a scan skips the rest."""
-    if node.op in VIEW_OPS:
+    if is_view(node):
         return Traffic(node, 0, 0, 0)
     if node.op == "scan":
         return _scan_traffic(node, batch, {v.name for v in node.outputs} if used is None else used)
     read = sum(nbytes(v.type, batch) for v in node.inputs)
     written = sum(nbytes(v.type, batch) for v in node.outputs)
     launches = len(node.inputs) if node.op == "concat" else len(node.outputs) if node.op == "split" else 1
+    if node.op == "embedding_bwd":  # NOTE: its template zero-fills the table gradient, then scatter-adds rows into it
+        launches, written = 2, 2 * written
     return Traffic(node, launches, read, written)
 
 
 def strided_body(body: Graph) -> bool:
     """Whether every kernel of a scan body reads and writes strided rows (a matmul-anchored cell)."""
-    steps = [n for n in body.compute_nodes if n.op not in VIEW_OPS]
+    steps = [n for n in body.compute_nodes if not is_view(n)]
     return bool(steps) and len(steps) == len(body.compute_nodes) and all(
         n.op == "matmul" or (n.op == "fused" and n.attrs["anchor"] == "matmul") for n in steps)
 
@@ -107,6 +114,11 @@ def graph_traffic(graph: Graph, batch: int) -> list[Traffic]:
     placed = in_place_concats(graph)
     return [Traffic(n, 0, 0, 0) if n.op == "concat" and n.inputs[0].name in placed else node_traffic(n, batch, used)
             for n in graph.compute_nodes]
+
+
+def launch_count(graph: Graph, batch: int) -> int:
+    """Kernel launches one run of `graph` makes: what the runtime launches, explain() and the benchmarks report."""
+    return sum(t.launches for t in graph_traffic(graph, batch))
 
 
 def minimum_bytes(graph: Graph, batch: int) -> int:

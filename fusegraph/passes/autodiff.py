@@ -14,7 +14,7 @@ reads); its VJP is a reverse scan over the body's own VJP, which recomputes the 
 from __future__ import annotations
 
 from ..ir import BATCH, Graph, GraphBuilder, GraphError, Node, TensorType, Value, get_op, verify
-from .rewrite import fresh_name
+from .rewrite import fresh_name, with_attrs
 
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 
@@ -122,6 +122,13 @@ def expose_scan_carries(graph: Graph) -> Graph:
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))
 
 
+def training_dropouts(graph: Graph) -> Graph:
+    """Every dropout of a graph that trains draws its mask (attr training=True; its VJP copies the attrs,
+    so the backward reuses the mask): a launch, not a view, for the runtime and the cost model alike."""
+    nodes = tuple(with_attrs(n, training=True) if n.op == "dropout" else n for n in graph.nodes)
+    return Graph(nodes, graph.outputs, graph.name)
+
+
 def pool_with_positions(graph: Graph) -> Graph:
     """Max pools save where each maximum was (int8) for their backward, instead of their input; a ReLU
     (or leaky ReLU) whose only reader is the pool moves after it (max and a non-decreasing function
@@ -158,7 +165,7 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         raise GraphError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     if len(graph.outputs) != 1:
         raise GraphError(f"training needs a model with one output, this one has {len(graph.outputs)}")
-    graph = expose_scan_carries(pool_with_positions(graph))
+    graph = expose_scan_carries(pool_with_positions(training_dropouts(graph)))
     logits, absorbed = _loss_input(graph, loss)
     if loss == "cross_entropy":
         if logits.type.rank != 2:

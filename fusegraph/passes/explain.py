@@ -4,7 +4,7 @@ unfused; what did not fuse and why; launches and bytes saved for the whole forwa
 from __future__ import annotations
 
 from ..ir import Graph, Node
-from ..ir.cost import VIEW_OPS, graph_traffic, minimum_bytes, node_traffic
+from ..ir.cost import graph_traffic, is_view, minimum_bytes, node_traffic
 from ..ir.ops.scan import scan_steps
 from .fuse import Decision
 
@@ -23,7 +23,7 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, only: set[str] | None =
     lines = []
     used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
     for node in graph.compute_nodes:
-        if node.op in VIEW_OPS or (only is not None and node.name not in only):
+        if is_view(node) or (only is not None and node.name not in only):
             continue
         if node.op == "scan" and node.attrs.get("persistent", False):
             time = scan_steps(node)

@@ -64,7 +64,7 @@ class CompiledModel:
         self.program = Program(self.graph, self.target, self.counter)
         self._forward = self._runner(lambda feeds: self.program.run(feeds, self.params))
         if loss is not None:
-            self.train_program = Program(self.train_graph, self.target, self.counter, training=True)
+            self.train_program = Program(self.train_graph, self.target, self.counter)
             self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
             self._random_kernels = [k.kernel for k in self.train_program.kernels if k.node.op == "dropout"]
             self._gradients = self._runner(lambda feeds: self.train_program.run(feeds, self.params))

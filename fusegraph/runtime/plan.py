@@ -1,6 +1,6 @@
 """Memory planning: which buffer each intermediate value lives in, reusing buffers whose values are dead.
 
-Views (reshape, inference-time dropout) share their source's buffer and extend its lifetime. Graph
+Views (reshape, a dropout outside training: `ir.cost.is_view`) share their source's buffer and extend its lifetime. Graph
 outputs get fresh tensors each call so callers may keep them; inputs and parameters are never
 written. A buffer is handed to a new value only after the step of its last use, so no kernel
 writes a buffer it is still reading."""
@@ -11,15 +11,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..ir import Graph, Node, TensorType
-from ..ir.cost import in_place_concats, nbytes
+from ..ir import Graph, TensorType
+from ..ir.cost import in_place_concats, is_view, nbytes
 
 TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
                "int8": torch.int8}
-
-
-def is_view(node: Node, training: bool = False) -> bool:
-    return node.op == "reshape" or (node.op == "dropout" and not training)
 
 
 @dataclass
@@ -41,7 +37,7 @@ class MemoryPlan:
         return sum(nbytes(v.type, batch) for n in graph.nodes for v in n.outputs if v.name in names)
 
 
-def plan_memory(graph: Graph, training: bool = False) -> MemoryPlan:
+def plan_memory(graph: Graph) -> MemoryPlan:
     """Slots for every intermediate value. A value written into a slice of a later concat (see
     ir.cost.in_place_concats) lives in the concat's buffer, which is therefore born with its first slice."""
     plan = MemoryPlan()
@@ -53,14 +49,14 @@ def plan_memory(graph: Graph, training: bool = False) -> MemoryPlan:
         for v in node.outputs:
             if v.name in placed:
                 root[v.name] = placed[v.name][0]
-            elif is_view(node, training):
+            elif is_view(node):
                 root[v.name] = root.get(node.inputs[0].name, node.inputs[0].name)
             else:
                 root[v.name] = v.name
     types = {v.name: v.type for n in steps for v in n.outputs}
     born: dict[str, int] = {}
     for i, node in enumerate(steps):
-        if not is_view(node, training):
+        if not is_view(node):
             for v in node.outputs:
                 born.setdefault(root[v.name], i)
     plan.fresh = {root.get(v.name, v.name) for v in graph.outputs}

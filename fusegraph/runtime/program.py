@@ -7,22 +7,21 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..ir import Graph, GraphError, Node, TensorType
-from ..ir.cost import in_place_concats, nbytes
+from ..ir.cost import in_place_concats, is_view, nbytes
 from ..kernels import LaunchCounter, Target, generate, load_kernel
 from ..kernels.memory import launch_copy, render_copy
-from .plan import TORCH_DTYPE, is_view, plan_memory
+from .plan import TORCH_DTYPE, plan_memory
 
 
 class Program:
     """Runs `graph` as kernels. `run(feeds, params, bind)` may direct graph outputs into given tensors."""
 
-    def __init__(self, graph: Graph, target: Target, counter: LaunchCounter, training: bool = False) -> None:
+    def __init__(self, graph: Graph, target: Target, counter: LaunchCounter) -> None:
         from .scan import ScanStep  # NOTE: scan bodies are Programs themselves
 
         self.graph = graph
         self.target = target
-        self.training = training
-        self.plan = plan_memory(graph, training)
+        self.plan = plan_memory(graph)
         self.copy = load_kernel(render_copy(), counter)
         self.steps: list[tuple[Node, object]] = []
         used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
@@ -30,7 +29,7 @@ class Program:
         self.assembled = {n.name for n in graph.nodes if n.op == "concat" and n.inputs[0].name in self.placed}
         self.types = {v.name: v.type for n in graph.nodes for v in n.outputs}
         for node in graph.nodes:
-            if node.op in ("input", "parameter") or is_view(node, training) or node.name in self.assembled:
+            if node.op in ("input", "parameter") or is_view(node) or node.name in self.assembled:
                 continue
             step_by_step = node.op == "scan" and not node.attrs.get("persistent", False)
             step = ScanStep(node, target, counter, used) if step_by_step else generate(node, target, counter)
@@ -80,7 +79,7 @@ class Program:
             if node.op in ("input", "parameter"):
                 continue
             inputs = [env[v.name] for v in node.inputs]
-            if is_view(node, self.training):
+            if is_view(node):
                 env[node.outputs[0].name] = inputs[0].view(node.outputs[0].type.concrete(batch))
                 continue
             if node.name in self.assembled:  # its inputs were written into it

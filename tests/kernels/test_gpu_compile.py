@@ -62,8 +62,8 @@ def launches(monkeypatch) -> dict:
     return recorded
 
 
-def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, training: bool = False) -> None:
-    Program(run_pipeline(graph)[0], CUDA, LaunchCounter(), training=training).run(feeds, params)
+def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict) -> None:
+    Program(run_pipeline(graph)[0], CUDA, LaunchCounter()).run(feeds, params)
 
 
 def assert_all_compile(launches: dict, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_zoo_forward_and_training_kernels_compile_for_sm90(name, launches, tmp_p
     feeds = feeds_for(model, 64, vocab=1000)
     run_as_gpu(model.graph, feeds, model.params)
     loss = LOSSES[name]
-    run_as_gpu(autodiff(model.graph, loss), [*feeds, targets_for(model, loss, 64)], model.params, training=True)
+    run_as_gpu(autodiff(model.graph, loss), [*feeds, targets_for(model, loss, 64)], model.params)
     assert_all_compile(launches, tmp_path)
 
 
@@ -102,7 +102,7 @@ def test_half_precision_benchmark_blocks_and_optimizers_compile_for_sm90(launche
         run_as_gpu(half.graph, [f.half() for f in feeds_for(half, 64)], half.params)
         model = fg.Sequential([fg.Input((4, 128)), cell(256, return_sequences=True), fg.Flatten(), fg.Dense(3)])
         feeds = feeds_for(model, 64)
-        run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params, training=True)
+        run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params)
     for dtype, width in MAX_WIDTH.items():  # the persistent scan at its widest, both directions
         wide = fg.Sequential([fg.Input((4, 48), dtype=dtype),
                               fg.LSTM(width, return_sequences=True, bidirectional=True)])

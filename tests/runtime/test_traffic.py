@@ -3,8 +3,8 @@
 import pytest
 
 import fusegraph as fg
-from fusegraph.ir.cost import graph_traffic, minimum_bytes
-from tests.conftest import feeds_for
+from fusegraph.ir.cost import graph_traffic, launch_count, minimum_bytes
+from tests.conftest import feeds_for, targets_for
 
 
 @pytest.mark.parametrize("fuse", [False, True])
@@ -34,3 +34,31 @@ def test_bidirectional_concat_is_assembled_in_place_and_counted_so(return_sequen
         compiled(feeds_for(model, 2))
         assert compiled.last_launches == sum(t.launches for t in graph_traffic(compiled.graph, 2))
     assert compiled.last_launches > 2 * (4 + 1)  # unfused: the copies are there
+
+
+def _with_dropout() -> fg.Model:
+    return fg.Sequential([fg.Input((8,)), fg.Dense(6, activation="relu"), fg.Dropout(0.5), fg.Dense(3)])
+
+
+MODELS = {**{name: lambda name=name: fg.zoo.get(name) for name in fg.zoo.MODELS}, "dense_dropout_dense": _with_dropout}
+LOSSES = {"lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse", "cnn1d": "mse", "resnet_block": "mse",
+          "dense_dropout_dense": "cross_entropy"}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_launches_are_what_explain_and_the_cost_model_say(name):
+    import re
+
+    model = MODELS[name]()
+    loss = LOSSES.get(name, "cross_entropy")
+    feeds = feeds_for(model, 2, vocab=1000)
+    target = targets_for(model, loss, 2)
+    compiled = fg.compile(model, loss=loss)
+    compiled(feeds)
+    assert compiled.last_launches == launch_count(compiled.graph, 2)
+    compiled.loss_and_grads(feeds, target)
+    assert compiled.last_launches == launch_count(compiled.train_graph, 2)
+    counts = re.search(r"(\d+) forward launches, (\d+) loss launch.*?, (\d+) backward launches", compiled.explain(batch=2))
+    assert counts is not None and sum(map(int, counts.groups())) == compiled.last_launches
+    if name == "dense_dropout_dense":  # the dropout and its gradient each launch in training, not at inference
+        assert compiled.last_launches == 9 and launch_count(compiled.graph, 2) == 2
