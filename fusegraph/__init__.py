@@ -23,6 +23,7 @@ from .nn import (
     MaxPool1D,
     MaxPool2D,
     Model,
+    Permute,
     Sequential,
     SimpleRNN,
     zoo,
@@ -34,5 +35,6 @@ __version__ = "0.1.0"
 __all__ = [
     "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "CacheError", "CompiledModel", "Concatenate", "Conv1D",
     "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
-    "Input", "InputError", "Layer", "MaxPool1D", "MaxPool2D", "Model", "Sequential", "SimpleRNN", "compile", "ir", "optim", "zoo",
+    "Input", "InputError", "Layer", "MaxPool1D", "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN", "compile", "ir",
+    "optim", "zoo",
 ]

@@ -12,13 +12,17 @@ from math import prod
 
 from .graph import Graph, Node
 from .ops.scan import scan_steps
+from .ops.shape import keeps_memory_order
 from .types import TensorType
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int8": 1}
 
 
 def is_view(node: Node) -> bool:
-    """Launches nothing: a reshape, or a dropout that is not training (autodiff marks the training ones)."""
+    """Launches nothing: a reshape, a transpose that only moves size-1 axes, or a dropout that is not
+    training (autodiff marks the training ones)."""
+    if node.op == "transpose":
+        return keeps_memory_order(node.attrs["perm"], node.inputs[0].type.shape)
     return node.op == "reshape" or (node.op == "dropout" and not node.attrs.get("training", False))
 
 

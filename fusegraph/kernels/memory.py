@@ -122,6 +122,8 @@ def launch_dropout(fn, node, target, inputs, outputs):
 register_template("embedding", render_gather, launch_gather)
 register_template("concat", render_copy, launch_concat)
 register_template("split", render_copy, launch_split)
+register_template("transpose", render_copy, lambda fn, node, target, inputs, outputs:
+                  launch_copy(fn, target, inputs[0].permute(*node.attrs["perm"]), outputs[0]))
 register_template("dropout", render_dropout, launch_dropout)
 
 

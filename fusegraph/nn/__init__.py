@@ -1,7 +1,7 @@
 """The DSL: Keras-named layers that build fusegraph IR, the functional Model and Sequential."""
 
 from .conv import Conv1D, Conv2D
-from .core import Activation, Dense, Dropout, Embedding, Flatten
+from .core import Activation, Dense, Dropout, Embedding, Flatten, Permute
 from .layer import Layer
 from .merge import Add, Concatenate
 from .model import Input, Model, Sequential
@@ -12,5 +12,5 @@ from .tensor import SymbolicTensor
 __all__ = [
     "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "Concatenate", "Conv1D", "Conv2D", "Dense",
     "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "MaxPool1D",
-    "MaxPool2D", "Model", "Sequential", "SimpleRNN", "SymbolicTensor",
+    "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN", "SymbolicTensor",
 ]

@@ -1,4 +1,4 @@
-"""Dense, Flatten, Activation, Dropout and Embedding."""
+"""Dense, Flatten, Permute, Activation, Dropout and Embedding."""
 
 from __future__ import annotations
 
@@ -63,6 +63,48 @@ class Flatten(Layer):
 
     def torch_module(self, params):
         return nn.Flatten()
+
+
+class PermuteAxes(nn.Module):
+    """The torch side of Permute: x.permute with the batch axis kept first."""
+
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(0, *self.dims)
+
+
+class Permute(Layer):
+    """Reorders the axes after the batch, numbered from 1 like Keras: `Permute((2, 1))` turns a Conv1D's
+    (batch, channels, length) into an RNN's (batch, time, features). A permutation that only moves
+    size-1 axes is a view; any other is one copy kernel."""
+
+    def __init__(self, dims, name: str | None = None) -> None:
+        super().__init__(name)
+        self.dims = dims
+        try:
+            values = tuple(as_int(d) for d in dims)
+        except TypeError:
+            values = ()
+        if not values or sorted(values) != list(range(1, len(values) + 1)):  # type: ignore[type-var]
+            raise self.fail(f"dims must be a permutation of 1..{max(len(values), 1)} (the axes after the batch, "
+                            f"numbered from 1), got {dims!r}")
+        self.dims = values
+
+    def config(self):
+        return {"dims": self.dims}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        if not x.type.batched or x.type.rank - 1 != len(self.dims):
+            raise GraphError(f"layer '{name}' (Permute) reorders {len(self.dims)} axes after the batch, but its "
+                             f"input is {x.type}; give one number per axis after the batch")
+        return [b.op("transpose", [x], name=name, layer=name, perm=(0, *self.dims))]
+
+    def torch_module(self, params):
+        return PermuteAxes(self.dims)
 
 
 class Activation(Layer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from math import prod
@@ -41,6 +42,26 @@ def _as_list(x, what: str) -> list[SymbolicTensor]:
         if not isinstance(item, SymbolicTensor):
             raise GraphError(f"Model {what} must be outputs of fg.Input or of layers, got {type(item).__name__}")
     return items
+
+
+def _warn_channels_read_as_time(calls: list[Call]) -> None:
+    """A Conv1D / 1-D pool outputs (batch, channels, length) and an RNN reads (batch, time, features): fed
+    straight in (through activations or dropout at most), the RNN would step over channels."""
+    from .conv import Conv1D
+    from .core import Activation, Dropout
+    from .pool import _Pool
+    from .recurrent import _Recurrent
+
+    for call in calls:
+        if not isinstance(call.layer, _Recurrent):
+            continue
+        source = call.inputs[0].call
+        while isinstance(source.layer, (Activation, Dropout)):
+            source = source.inputs[0].call
+        if isinstance(source.layer, Conv1D) or (isinstance(source.layer, _Pool) and source.layer.ndim == 1):
+            warnings.warn(f"{source.layer.describe()} outputs (batch, channels, length) but {call.layer.describe()} "
+                          "reads (batch, time, features): it would step over the channels; insert "
+                          "fg.Permute((2, 1)) between them", UserWarning, stacklevel=4)
 
 
 def _trace(outputs: list[SymbolicTensor]) -> list[Call]:
@@ -100,6 +121,7 @@ class Model:
         self.layers: list[Layer] = list(dict.fromkeys(c.layer for c in self._calls
                                                       if not isinstance(c.layer, InputLayer)))
         _assign_names([c.layer for c in input_calls] + self.layers)
+        _warn_channels_read_as_time(self._calls)
         self.graph: Graph = self._build()
         self._trainer: weakref.ref | None = None
         self.params: dict[str, torch.Tensor] = {}

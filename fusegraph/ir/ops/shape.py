@@ -1,4 +1,4 @@
-"""Ops that move data without arithmetic: reshape (a view), concat and split along an axis."""
+"""Ops that move data without arithmetic: reshape (a view), transpose, concat and split along an axis."""
 
 from __future__ import annotations
 
@@ -53,7 +53,27 @@ def _split_rule(types, attrs):
     return [x.with_shape((*x.shape[:axis], s, *x.shape[axis + 1:])) for s in sizes]
 
 
+def _transpose_rule(types, attrs):
+    (x,) = types
+    perm = tuple(attrs["perm"])
+    if sorted(perm) != list(range(x.rank)):
+        raise GraphError(f"transpose perm {perm} is not a permutation of the {x.rank} axes of {shape_str(x)}")
+    if x.batched and perm[0] != 0:
+        raise GraphError(f"transpose perm {perm} must keep the batch axis 0 first")
+    return [x.with_shape(tuple(x.shape[p] for p in perm))]
+
+
+def keeps_memory_order(perm: tuple[int, ...], shape: tuple) -> bool:
+    """Whether permuting `shape` by `perm` leaves every element where it was (only size-1 axes move):
+    then the transpose is a view, like a reshape."""
+    moved = [p for p in perm if shape[p] != 1]
+    return moved == sorted(moved)
+
+
 register_op(OpDef("reshape", 1, _reshape_rule, _reshape_reference, "a view; attrs shape (batch first)"))
+register_op(OpDef("transpose", 1, _transpose_rule,
+                  lambda inputs, attrs, ctx: [inputs[0].permute(*attrs["perm"]).contiguous()],
+                  "axes reordered: output axis i is input axis perm[i]; attrs perm (batch axis 0 stays first)"))
 register_op(OpDef("concat", None, _concat_rule,
                   lambda inputs, attrs, ctx: [torch.cat(inputs, attrs["axis"])], "attrs axis"))
 register_op(OpDef("split", 1, _split_rule,
@@ -82,6 +102,12 @@ def _split_vjp(b, node, grads, needs):
     return [b.op("concat", pieces, axis=node.attrs["axis"]) if len(pieces) > 1 else pieces[0]]
 
 
+def _transpose_vjp(b, node, grads, needs):
+    perm = node.attrs["perm"]
+    return [b.op("transpose", [grads[0]], perm=tuple(perm.index(i) for i in range(len(perm))))]
+
+
 set_vjp("reshape", _reshape_vjp)
+set_vjp("transpose", _transpose_vjp)
 set_vjp("concat", _concat_vjp)
 set_vjp("split", _split_vjp)
