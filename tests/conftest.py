@@ -14,11 +14,16 @@ if os.environ.get("FUSEGRAPH_TEST_GPU") != "1":
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# NOTE: derandomised, so every run (CI included) draws the same examples; counts are capped per test
+settings.register_profile("fusegraph", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("fusegraph")
 
 # NOTE: a private kernel cache per test run, so tests never trust (or litter) the user's cache
 os.environ.setdefault("FUSEGRAPH_CACHE", tempfile.mkdtemp(prefix="fusegraph-test-cache-"))
 
-import fusegraph as fg
+import fusegraph as fg  # noqa: E402
 
 # fp32 tolerances for interpreter vs torch.nn: the same math through different kernels
 FP32_RTOL, FP32_ATOL = 1e-5, 1e-5

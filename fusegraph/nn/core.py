@@ -88,7 +88,7 @@ class Permute(Layer):
             values = tuple(as_int(d) for d in dims)
         except TypeError:
             values = ()
-        if not values or sorted(values) != list(range(1, len(values) + 1)):  # type: ignore[type-var]
+        if not values or None in values or sorted(values) != list(range(1, len(values) + 1)):  # type: ignore[type-var]
             raise self.fail(f"dims must be a permutation of 1..{max(len(values), 1)} (the axes after the batch, "
                             f"numbered from 1), got {dims!r}")
         self.dims = values

@@ -83,9 +83,14 @@ def resnet_block(input_shape: tuple[int, int, int] = (16, 8, 8), dtype: str = "f
     return Model(x, y, name="resnet_block")
 
 
+def lenet_digits() -> Model:
+    """LeNet-5 for scikit-learn's 1x8x8 digits (what `fusegraph demo` trains)."""
+    return lenet((1, 8, 8))
+
+
 MODELS: dict[str, Callable[[], Model]] = {
     "lenet": lenet,
-    "lenet_digits": lambda: lenet((1, 8, 8)),
+    "lenet_digits": lenet_digits,
     "cnn1d": cnn1d,
     "lstm_classifier": lstm_classifier,
     "gru_forecaster": gru_forecaster,
