@@ -21,8 +21,7 @@ from fusegraph.cli import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
 from fusegraph.passes.explain import saved_activations
 
-MODELS = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse", "resnet_block": "mse",
-          "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse"}
+MODELS = fg.zoo.LOSSES
 
 
 def targets(model: fg.Model, loss: str, batch: int) -> torch.Tensor:

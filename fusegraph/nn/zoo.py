@@ -19,6 +19,7 @@ from . import (
     MaxPool1D,
     MaxPool2D,
     Model,
+    Permute,
     Sequential,
 )
 
@@ -74,6 +75,19 @@ def gru_forecaster(window: int = 24, features: int = 1, units: int = 32, dtype: 
     ], name="gru_forecaster")
 
 
+def cnn_lstm(window: int = 64, filters: int = 16, units: int = 32, dtype: str = "float32") -> Model:
+    """The course's CNN+RNN forecaster: Conv1D → ReLU → max pool picks local patterns, Permute((2, 1))
+    turns (channels, length) into (time, features), an LSTM reads them, a dense head regresses."""
+    return Sequential([
+        Input((1, window), dtype=dtype, name="series"),
+        Conv1D(filters, 5, padding="same", activation="relu", name="conv"),
+        MaxPool1D(2, name="pool"),
+        Permute((2, 1), name="to_time"),
+        LSTM(units, name="lstm"),
+        Dense(1, name="head"),
+    ], name="cnn_lstm")
+
+
 def resnet_block(input_shape: tuple[int, int, int] = (16, 8, 8), dtype: str = "float32") -> Model:
     """A basic residual block: conv 3×3 → ReLU → conv 3×3, plus the input, then ReLU."""
     x = Input(input_shape, dtype=dtype, name="features")
@@ -94,8 +108,14 @@ MODELS: dict[str, Callable[[], Model]] = {
     "cnn1d": cnn1d,
     "lstm_classifier": lstm_classifier,
     "gru_forecaster": gru_forecaster,
+    "cnn_lstm": cnn_lstm,
     "resnet_block": resnet_block,
 }
+
+# the loss each zoo model trains with (tests and benchmarks train them so)
+LOSSES: dict[str, str] = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse",
+                          "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse", "cnn_lstm": "mse",
+                          "resnet_block": "mse"}
 
 
 def get(name: str) -> Model:

@@ -24,8 +24,7 @@ from fusegraph.runtime.program import Program
 from tests.conftest import feeds_for, targets_for
 
 ROOT = Path(__file__).resolve().parents[2]
-LOSSES = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse", "resnet_block": "mse",
-          "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse"}
+LOSSES = fg.zoo.LOSSES
 CUDA = Target("cuda")
 
 

@@ -20,8 +20,7 @@ from tests.conftest import (
 
 pytestmark = requires_cuda
 
-LOSSES = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse", "resnet_block": "mse",
-          "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse"}
+LOSSES = fg.zoo.LOSSES
 # half-precision floors, where torch's own half result happens to land very close to fp32
 HALF_FLOOR = {"float16": 2e-3, "bfloat16": 1.6e-2}
 

@@ -41,8 +41,7 @@ def _with_dropout() -> fg.Model:
 
 
 MODELS = {**{name: lambda name=name: fg.zoo.get(name) for name in fg.zoo.MODELS}, "dense_dropout_dense": _with_dropout}
-LOSSES = {"lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse", "cnn1d": "mse", "resnet_block": "mse",
-          "dense_dropout_dense": "cross_entropy"}
+LOSSES = {**fg.zoo.LOSSES, "dense_dropout_dense": "cross_entropy"}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -50,7 +49,7 @@ def test_training_launches_are_what_explain_and_the_cost_model_say(name):
     import re
 
     model = MODELS[name]()
-    loss = LOSSES.get(name, "cross_entropy")
+    loss = LOSSES[name]
     feeds = feeds_for(model, 2, vocab=1000)
     target = targets_for(model, loss, 2)
     compiled = fg.compile(model, loss=loss)
