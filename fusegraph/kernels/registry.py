@@ -36,16 +36,18 @@ class Target:
     """Where kernels run. The interpreter pays per program and per tl op, so it gets few, large blocks."""
 
     device: str  # "cuda" or "cpu" (Triton's interpreter)
+    fp32_dot: str | None = None  # "ieee" | "tf32" | "tf32x3" for fp32 operands on the GPU; None: GPU_TUNING's
 
     @property
     def interpreted(self) -> bool:
         return self.device != "cuda"
 
     def precision(self, dtype: torch.dtype) -> str:
-        """tl.dot's input precision: never plain TF32 for fp32 operands (we validate at 1e-4)."""
+        """tl.dot's input precision for `dtype` operands. fp32 on the GPU: tf32x3 by default (fp32-accurate,
+        validated at 1e-4); one-pass "tf32" only when asked for, as torch's TF32 mode is."""
         if self.interpreted or dtype != torch.float32 or not tensor_cores_take_tf32():
             return "ieee"
-        return GPU_TUNING["fp32_dot"]
+        return self.fp32_dot or GPU_TUNING["fp32_dot"]
 
     def small_gemm(self, m: int, n: int, dtype: torch.dtype) -> dict:
         """The tuned launch for a GEMM whose 64 x 64 tiles would leave SMs idle; {} when none applies."""

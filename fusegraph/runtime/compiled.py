@@ -18,6 +18,10 @@ from .device import select_device
 from .graphs import GraphRunner
 from .program import Program
 
+# fp32 dots on the GPU: "ieee" (exact fp32 FMAs), "tf32x3" (three TF32 tensor-core passes, fp32-accurate;
+# the default there), "tf32" (one pass: torch's allow_tf32 equivalent, ~1e-3 relative). The interpreter is ieee.
+FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")
+
 
 def exclusive(method):
     """Runs `method` holding the model's lock (its working buffers, captured graphs and weights are shared
@@ -37,7 +41,7 @@ class CompiledModel:
     Safe to call from several threads: calls on one model run one at a time."""
 
     def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
-                 cuda_graphs: bool | None = None) -> None:
+                 cuda_graphs: bool | None = None, fp32_precision: str | None = None) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
@@ -58,7 +62,10 @@ class CompiledModel:
         if cuda_graphs and self.device != "cuda":
             raise GraphError(f"cuda_graphs=True needs the GPU, but this model is compiled for {self.device}")
         self.cuda_graphs = self.device == "cuda" if cuda_graphs is None else cuda_graphs
-        self.target = Target(self.device)
+        if fp32_precision not in (None, *FP32_PRECISIONS):
+            raise GraphError(f"fp32_precision must be one of {', '.join(FP32_PRECISIONS)} (or None for the tuned "
+                             f"default), got {fp32_precision!r}")
+        self.target = Target(self.device, fp32_precision)
         self.params = {name: t.detach().to(self.device).contiguous().clone() for name, t in model.params.items()}
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
@@ -170,11 +177,13 @@ def _all_nodes(graph: Graph):
 
 
 def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
-            optimizer=None, cuda_graphs: bool | None = None) -> CompiledModel:
+            optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
     (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
     when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
-    launches, captured on the first call with each input shape (`cuda_graphs=False`: launch one by one)."""
+    launches, captured on the first call with each input shape (`cuda_graphs=False`: launch one by one).
+    `fp32_precision`: how fp32 dots run on the GPU ("tf32x3" by default, "ieee", or one-pass "tf32")."""
     from .training import make
 
-    return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs)
+    return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs,
+                fp32_precision=fp32_precision)

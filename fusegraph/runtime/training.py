@@ -68,8 +68,9 @@ def _pair(data, what: str) -> tuple:
 
 class Trainer(CompiledModel):
     def __init__(self, model, *, loss: str, optimizer: Optimizer | None = None, fuse: bool = True,
-                 device: str | None = None, cuda_graphs: bool | None = None) -> None:
-        super().__init__(model, fuse=fuse, device=device, loss=loss, cuda_graphs=cuda_graphs)
+                 device: str | None = None, cuda_graphs: bool | None = None, fp32_precision: str | None = None) -> None:
+        super().__init__(model, fuse=fuse, device=device, loss=loss, cuda_graphs=cuda_graphs,
+                         fp32_precision=fp32_precision)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise GraphError(f"optimizer must be one of fg.optim's (SGD, Adam, ...), got {type(optimizer).__name__}")
         self.model = model
@@ -263,11 +264,13 @@ class Trainer(CompiledModel):
 
 
 def make(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
-         optimizer: Optimizer | None = None, cuda_graphs: bool | None = None) -> CompiledModel:
+         optimizer: Optimizer | None = None, cuda_graphs: bool | None = None,
+         fp32_precision: str | None = None) -> CompiledModel:
     if loss is None:
         if optimizer is not None:
             raise GraphError("an optimizer needs a loss: fg.compile(model, loss='cross_entropy', optimizer=...)")
-        return CompiledModel(model, fuse=fuse, device=device, cuda_graphs=cuda_graphs)
-    return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device, cuda_graphs=cuda_graphs)
+        return CompiledModel(model, fuse=fuse, device=device, cuda_graphs=cuda_graphs, fp32_precision=fp32_precision)
+    return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device, cuda_graphs=cuda_graphs,
+                   fp32_precision=fp32_precision)
 
 

@@ -106,3 +106,12 @@ def test_compile_rejects_non_models_and_bad_devices():
         fg.compile(fg.zoo.cnn1d(), device="tpu")
     with pytest.raises(fg.GraphError, match="cuda_graphs=True needs the GPU"):
         fg.compile(fg.zoo.cnn1d(), cuda_graphs=True)
+
+
+def test_fp32_precision_choices():
+    model = fg.Sequential([fg.Input((5,)), fg.Dense(3)])
+    with pytest.raises(fg.GraphError, match="fp32_precision must be one of ieee, tf32x3, tf32"):
+        fg.compile(model, fp32_precision="fp32")
+    for choice in ("ieee", "tf32", "tf32x3"):  # the interpreter computes fp32 dots exactly whatever is asked
+        compiled = assert_compiled_matches_torch(model, feeds_for(model, 2), fp32_precision=choice)
+        assert compiled.target.fp32_dot == choice and compiled.target.precision(torch.float32) == "ieee"

@@ -203,3 +203,13 @@ def test_nan_and_inf_through_gpu_kernels_as_torch(layer):
         pytest.xfail("issue 11, item 1: Triton's tf32x3 splits inf into inf + NaN (x - tf32(x) is NaN); fp32 dots "
                      "need a split of their own that keeps inf")
     torch.testing.assert_close(ours, theirs, rtol=KERNEL_RTOL, atol=KERNEL_ATOL, equal_nan=True)
+
+
+@pytest.mark.parametrize("precision,tolerance", [("ieee", KERNEL_RTOL), ("tf32x3", KERNEL_RTOL), ("tf32", 2e-2)])
+def test_fp32_precision_modes_on_gpu(precision, tolerance):
+    """ieee and tf32x3 match torch's exact fp32; one-pass tf32 matches torch's own TF32 mode's accuracy."""
+    model = fg.zoo.get("lenet")
+    feeds = [f.cuda() for f in feeds_for(model, 8)]
+    theirs = model.to_torch().cuda()(*feeds)
+    ours = fg.compile(model, device="cuda", fp32_precision=precision)(feeds)
+    torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
