@@ -3,11 +3,12 @@
 # own time limit so one slow stage cannot eat the others. Results and one log go to $1 (default
 # bench/results); Triton's compile cache is shared between the stages.
 #
-#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: blocks tests training models tune profile (default: the first four)
+#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair blocks tests training models tune profile
+#                                                 # (default: fair tests)
 set -u
 out="${1:-bench/results}"
 shift || true
-stages="${*:-blocks tests training models}"
+stages="${*:-fair tests}"
 mkdir -p "$out"
 log="$out/gpu_check.log"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -29,6 +30,7 @@ stage() {  # stage NAME SECONDS COMMAND...
 
 for name in $stages; do
     case $name in
+        fair) stage fair 560 python3 -m bench.fair --budget 480 --out "$out" ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
         tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 python3 -m pytest -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py ;;
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;

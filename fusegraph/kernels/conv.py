@@ -143,11 +143,12 @@ def launch(fn, node, target, inputs, outputs):
         pool_padding = lift(pool.attrs["padding"], (0, 0))
         ph, pw = lift(pool.outputs[0].type.shape[2:], 1)
     # NOTE: a pooled tile keeps a window position's accumulator beside the running pool: 64 rows spill
-    # registers on sm_90 (tests/kernels/test_gpu_compile.py reads the compiled kernels' resources)
-    block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024)
-    block_n = target.tile(o, gpu=64, interpreted=128)
-    block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
+    # registers on sm_90, and so do 32 x 32 x 32 tiles (fp32 as tf32x3: 248-296 B/thread at CIFAR widths;
+    # the benchmark block's 32 x 32 x 16 does not), as tests/kernels/test_gpu_compile.py finds
     block_k = target.tile(c * kh * kw, gpu=32, interpreted=256)
+    block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024)
+    block_n = target.tile(o, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128)
+    block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
     grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n))
     fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],

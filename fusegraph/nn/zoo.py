@@ -88,6 +88,19 @@ def cnn_lstm(window: int = 64, filters: int = 16, units: int = 32, dtype: str = 
     ], name="cnn_lstm")
 
 
+def cifar_cnn(width: int = 64, num_classes: int = 10, dtype: str = "float32") -> Model:
+    """A CIFAR-10-sized VGG-style CNN on 3x32x32 images, 1.08M parameters at width 64: two 3x3 convs
+    at `width` channels, two at 2x, one at 4x, each stage ending in a 2x2 max pool, then dense 128 and
+    the classes."""
+    layers = [Input((3, 32, 32), dtype=dtype, name="image")]
+    for stage, (channels, convs) in enumerate(((width, 2), (2 * width, 2), (4 * width, 1)), start=1):
+        layers += [Conv2D(channels, 3, padding="same", activation="relu", name=f"conv{stage}_{i + 1}")
+                   for i in range(convs)]
+        layers.append(MaxPool2D(2, name=f"pool{stage}"))
+    layers += [Flatten(name="flatten"), Dense(128, activation="relu", name="fc"), Dense(num_classes, name="logits")]
+    return Sequential(layers, name="cifar_cnn")
+
+
 def resnet_block(input_shape: tuple[int, int, int] = (16, 8, 8), dtype: str = "float32") -> Model:
     """A basic residual block: conv 3×3 → ReLU → conv 3×3, plus the input, then ReLU."""
     x = Input(input_shape, dtype=dtype, name="features")
@@ -110,12 +123,13 @@ MODELS: dict[str, Callable[[], Model]] = {
     "gru_forecaster": gru_forecaster,
     "cnn_lstm": cnn_lstm,
     "resnet_block": resnet_block,
+    "cifar_cnn": cifar_cnn,
 }
 
 # the loss each zoo model trains with (tests and benchmarks train them so)
 LOSSES: dict[str, str] = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse",
                           "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse", "cnn_lstm": "mse",
-                          "resnet_block": "mse"}
+                          "resnet_block": "mse", "cifar_cnn": "cross_entropy"}
 
 
 def get(name: str) -> Model:

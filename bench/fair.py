@@ -1,0 +1,140 @@
+"""The fair benchmark, sized to a 15-minute GPU period: measures rows of bench/suite.py with every
+contender of bench/harness.py and appends each to the results kept in the repository, so the next
+run adds rows instead of repeating them.
+
+    python -m bench.fair [--rows NAME ...] [--budget 480] [--rounds 5] [--out bench/results]
+    python -m bench.fair --plan          # which rows would run next, and the time they are expected to take
+
+Without --rows it takes the SUBSET rows this GPU has no result for, in order, while their expected
+times fit in --budget seconds (expected times are rough: torch.compile's max-autotune dominates them).
+Results: <out>/fair_<device>.jsonl (one JSON object per measured row) and fair_<device>.md, the table
+made from all of them. `--scale tiny` runs the same machinery at interpreter sizes on the CPU (the
+tests' dry run); its times are not performance figures and it writes nowhere unless --out is given."""
+
+from __future__ import annotations
+
+# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
+import fusegraph  # noqa: F401
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import environment
+from bench.harness import measure, forward_contenders
+from bench.suite import ROWS, SUBSET, Row
+
+TOLERANCE = {"exact": 1e-4, "tf32": 2e-2}
+
+
+def results_path(out: str, env: dict) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "_", env["device"].lower()).strip("_") if env["device_type"] == "cuda" else "cpu"
+    return Path(out) / f"fair_{slug}.jsonl"
+
+
+def done_rows(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    return {json.loads(line)["row"] for line in path.read_text().splitlines() if line.strip()}
+
+
+def plan(rows: list[str] | None, path: Path, budget: float) -> list[Row]:
+    if rows:
+        unknown = [r for r in rows if r not in ROWS]
+        if unknown:
+            raise SystemExit(f"unknown rows {unknown}; rows: {list(ROWS)}")
+        return [ROWS[r] for r in rows]
+    chosen, total, done = [], 0, done_rows(path)
+    for name in SUBSET + [r for r in ROWS if r not in SUBSET]:
+        row = ROWS[name]
+        if name in done or total + row.expected_s > budget:
+            continue
+        chosen.append(row)
+        total += row.expected_s
+    return chosen
+
+
+def run_row(row: Row, scale: str, rounds: int, precision: str) -> dict:
+    model, feeds = row.build(scale)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    feeds = [f.to(device) for f in feeds]
+    start = time.perf_counter()
+    contenders, left_out = forward_contenders(model, feeds, precision)
+    outcome = measure(contenders, left_out, rounds, TOLERANCE[precision], precision)
+    result = {"row": row.name, "scale": scale, "precision": precision, "dtype": "float32",
+              "shape": [list(f.shape) for f in feeds], **outcome.summary(),
+              "wall_s": round(time.perf_counter() - start, 1)}
+    if row.moved_bytes is not None:
+        moved = row.moved_bytes(scale)
+        result["moved_bytes"] = moved
+        result["copy_ms"] = _copy_ms(moved, device)
+    return result
+
+
+def _copy_ms(moved: int, device: str) -> float:
+    """A device-to-device copy moving the same bytes (half read, half written): the bandwidth ceiling."""
+    from bench.harness import timer
+
+    src = torch.empty(moved // 8, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return timer()(lambda: dst.copy_(src))
+
+
+def markdown(records: list[dict], env: dict, path: Path) -> str:
+    lines = [f"# Fair benchmark on {env['device']}", "",
+             f"Produced by `bench/fair.py` into `{path.name}`; torch {env['torch']}, Triton {env['triton']}. Each cell: "
+             "median ms over interleaved rounds; ratios are (contender / fusegraph) per round, median [min-max] "
+             "(> 1: fusegraph faster). fp32 'exact': torch TF32 off vs fusegraph ieee (tf32x3 beside it); "
+             "every contender checked against eager in the same run.", ""]
+    for record in records:
+        ratios = ", ".join(f"{name} {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
+                           for name, r in record["ratios_vs_fusegraph"].items())
+        times = ", ".join(f"{name} {ms:.3f}" for name, ms in record["median_ms"].items())
+        lines.append(f"- **{record['row']}** ({record['precision']}, {record['rounds']} rounds): {times} ms; {ratios}")
+        if "copy_ms" in record:
+            lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
+                         f"of a device copy of the same {record['moved_bytes'] / 1e6:.0f} MB")
+        if record["left_out"]:
+            lines.append("  - left out: " + "; ".join(f"{k}: {v}" for k, v in record["left_out"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="*", default=None)
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds of expected row time to spend")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--precision", choices=list(TOLERANCE), default="exact")
+    parser.add_argument("--scale", choices=["full", "tiny"], default="full")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results at full scale)")
+    parser.add_argument("--plan", action="store_true", help="print the rows that would run and their expected time")
+    args = parser.parse_args(argv)
+    env = environment()
+    out = args.out or ("bench/results" if args.scale == "full" else None)
+    path = results_path(out or "bench/results", env)
+    rows = plan(args.rows, path, args.budget)
+    print(f"{len(rows)} rows, expected about {sum(r.expected_s for r in rows)} s on the GPU: {[r.name for r in rows]}")
+    if args.plan:
+        return 0
+    if args.scale == "full" and env["device_type"] != "cuda":
+        print("full-size rows need a CUDA GPU; use --scale tiny for a dry run", file=sys.stderr)
+        return 2
+    for row in rows:
+        record = {**run_row(row, args.scale, args.rounds, args.precision), "environment": env}
+        print(json.dumps(record))
+        if out is not None:  # after each row: a run cut off keeps what it measured
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            path.with_suffix(".md").write_text(markdown(records, env, path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

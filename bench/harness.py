@@ -1,0 +1,226 @@
+"""The fair fight: every contender gets the same advantages, rounds are interleaved, and each ratio is a
+median with its range.
+
+Contenders of one forward (or training step), all on the same inputs, dtype and device:
+  eager              torch.nn modules as to_torch() builds them (RNN weights flattened)
+  eager+graph        the same, captured once in a torch.cuda.CUDAGraph and replayed
+  compile            torch.compile, default mode (Dynamo allowed to trace nn.LSTM / nn.GRU)
+  compile-max        torch.compile(mode="max-autotune"): Inductor's Triton templates plus CUDA graphs
+  fusegraph          fg.compile: a CUDA graph of its launches replayed
+  fusegraph-launch   the same kernels launched one by one
+fp32 is paired by precision: "exact" (torch with TF32 off, fusegraph ieee) or "tf32" (torch's TF32 on,
+fusegraph one-pass tf32); fusegraph's default tf32x3 is reported beside "exact" as `fusegraph-tf32x3`.
+torch's TF32 is set through one API only (`allow_tf32`), as mixing it with `fp32_precision` raises.
+
+Every contender's result is checked against eager in the same run before it is timed; timings are
+interleaved (each round times every contender once, starting from a different one each round), and
+each ratio is the median over rounds of (contender / fusegraph) with its min and max. Without a GPU
+the CUDA-graph and torch.compile contenders are left out (said in the result) and times are CPU
+wall clock of Triton's interpreter: a dry run of the machinery, not performance figures."""
+
+from __future__ import annotations
+
+# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
+import fusegraph as fg
+
+import contextlib
+import copy
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+Run = Callable[[], object]
+BASELINE = "fusegraph"
+
+
+@dataclass
+class Contender:
+    name: str
+    run: Run
+    first_call_s: float = 0.0  # wall time of construction plus the first call (compiles, JIT, captures)
+
+
+@dataclass
+class Outcome:
+    """What one row measured: per-contender times per round, errors against eager, what was left out."""
+
+    times_ms: dict[str, list[float]] = field(default_factory=dict)
+    max_abs_error: dict[str, float] = field(default_factory=dict)
+    first_call_s: dict[str, float] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        medians = {name: statistics.median(ts) for name, ts in self.times_ms.items()}
+        return {"median_ms": medians, "range_ms": {n: [min(t), max(t)] for n, t in self.times_ms.items()},
+                "ratios_vs_fusegraph": ratios(self.times_ms), "max_abs_error_vs_eager": self.max_abs_error,
+                "first_call_s": self.first_call_s, "left_out": self.left_out, "rounds": len(next(iter(
+                    self.times_ms.values()), []))}
+
+
+@contextlib.contextmanager
+def torch_fp32(precision: str) -> Iterator[None]:
+    """torch's fp32 matmuls and convolutions exact ("exact") or on TF32 tensor cores ("tf32")."""
+    allow = precision == "tf32"
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def flatten_rnns(module: torch.nn.Module) -> torch.nn.Module:
+    """cuDNN wants each RNN's weights in one contiguous buffer; a copied module has lost that."""
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.RNNBase):
+            sub.flatten_parameters()
+    return module
+
+
+def in_cuda_graph(fn: Callable[..., object], feeds: list[torch.Tensor]) -> Run:
+    """`fn(*feeds)` captured once in a CUDA graph; the returned call copies nothing (same inputs every
+    round, as every contender gets) and replays it."""
+    static = [f.clone() for f in feeds]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):  # NOTE: warm-up outside the capture: cuDNN picks algorithms, caches fill
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = fn(*static)
+
+    def replay():
+        graph.replay()
+        return output
+
+    return replay
+
+
+def _timed_first_call(name: str, build: Callable[[], Run]) -> Contender:
+    start = time.perf_counter()
+    run = build()
+    run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return Contender(name, run, time.perf_counter() - start)
+
+
+def forward_contenders(model: fg.Model, feeds: list[torch.Tensor], precision: str = "exact",
+                       cuda: bool | None = None) -> tuple[list[Contender], dict[str, str]]:
+    """Every contender of one forward of `model` on `feeds` (already on the device, in the model's dtype),
+    with what was left out and why."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    device, dtype = feeds[0].device, next((f.dtype for f in feeds if f.is_floating_point()), torch.float32)
+    left_out: dict[str, str] = {}
+    eager = flatten_rnns(model.to_torch().to(device, dtype).eval())
+    ours = "tf32" if precision == "tf32" else "ieee"
+    builds: dict[str, Callable[[], Run]] = {
+        "eager": lambda: (lambda: eager(*feeds)),
+        BASELINE: lambda: _fusegraph(model, feeds, ours, graphs=cuda),
+        "fusegraph-launch": lambda: _fusegraph(model, feeds, ours, graphs=False),
+    }
+    if precision == "exact" and dtype == torch.float32:
+        builds["fusegraph-tf32x3"] = lambda: _fusegraph(model, feeds, "tf32x3", graphs=cuda)
+    if cuda:
+        import torch._dynamo as dynamo
+
+        dynamo.config.allow_rnn = True  # NOTE: else Dynamo graph-breaks around nn.LSTM / nn.GRU
+        builds["eager+graph"] = lambda: in_cuda_graph(eager, feeds)
+        builds["compile"] = lambda: _compiled(eager, feeds, mode=None)
+        builds["compile-max"] = lambda: _compiled(eager, feeds, mode="max-autotune")
+    else:
+        for name in ("eager+graph", "compile", "compile-max"):
+            left_out[name] = "needs a CUDA GPU (the dry run on the CPU times eager and fusegraph only)"
+        left_out["fusegraph-launch"] = "the same as fusegraph without a GPU (no CUDA graphs)"
+        builds.pop("fusegraph-launch")
+    with torch.no_grad(), torch_fp32(precision):
+        return [_timed_first_call(name, build) for name, build in builds.items()], left_out
+
+
+def _fusegraph(model: fg.Model, feeds: list[torch.Tensor], precision: str, graphs: bool) -> Run:
+    compiled = fg.compile(model, cuda_graphs=graphs, fp32_precision=precision)
+    return lambda: compiled(feeds)
+
+
+def _compiled(eager: torch.nn.Module, feeds: list[torch.Tensor], mode: str | None) -> Run:
+    module = flatten_rnns(copy.deepcopy(eager))
+    compiled = torch.compile(module, mode=mode) if mode else torch.compile(module)
+    return lambda: compiled(*feeds)
+
+
+def check_against_eager(contenders: list[Contender], tolerance: float) -> dict[str, float]:
+    """Max |contender - eager| per contender; a contender beyond `tolerance` (relative to eager's scale) fails."""
+    by_name = {c.name: c for c in contenders}
+    with torch.no_grad():
+        expected = _as_list(by_name["eager"].run())
+        errors = {}
+        for contender in contenders:
+            got = _as_list(contender.run())
+            error = max(float((a.float() - b.float()).abs().max()) for a, b in zip(got, expected, strict=True))
+            scale = max(float(b.float().abs().max()) for b in expected)
+            if not error <= tolerance * max(1.0, scale):
+                raise AssertionError(f"{contender.name} differs from eager by {error:.3e} (tolerance {tolerance:g})")
+            errors[contender.name] = error
+    return errors
+
+
+def _as_list(value) -> list[torch.Tensor]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def timer() -> Callable[[Run], float]:
+    """Milliseconds of one call: on the GPU triton's do_bench median (CUDA events, L2 flushed between
+    calls); on the CPU the median wall time of three calls."""
+    if torch.cuda.is_available():
+        from triton.testing import do_bench
+
+        return lambda fn: do_bench(fn, warmup=10, rep=50, return_mode="median")
+
+    def wall(fn: Run) -> float:
+        samples = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(samples)
+
+    return wall
+
+
+def interleaved(contenders: list[Contender], rounds: int = 5, time_ms: Callable[[Run], float] | None = None,
+                precision: str = "exact") -> dict[str, list[float]]:
+    """Per contender, one time per round; round r starts at contender r, so none is always first or last."""
+    time_ms = time_ms or timer()
+    times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    with torch.no_grad(), torch_fp32(precision):
+        for r in range(rounds):
+            for i in range(len(contenders)):
+                contender = contenders[(r + i) % len(contenders)]
+                times[contender.name].append(time_ms(contender.run))
+    return times
+
+
+def ratios(times_ms: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per contender: (its time / fusegraph's) per round, as median, min and max (> 1: fusegraph faster)."""
+    ours = times_ms[BASELINE]
+    out = {}
+    for name, theirs in times_ms.items():
+        if name == BASELINE:
+            continue
+        per_round = [t / o for t, o in zip(theirs, ours, strict=True)]
+        out[name] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round)}
+    return out
+
+
+def measure(contenders: list[Contender], left_out: dict[str, str], rounds: int, tolerance: float,
+            precision: str = "exact") -> Outcome:
+    """Check, then time in interleaved rounds: one row's Outcome."""
+    with torch_fp32(precision):
+        errors = check_against_eager(contenders, tolerance)
+    return Outcome(interleaved(contenders, rounds, precision=precision), errors,
+                   {c.name: c.first_call_s for c in contenders}, left_out)

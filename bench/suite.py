@@ -1,0 +1,118 @@
+"""The real-size suite: the layer shapes people train, as rows the fair harness measures.
+
+Each row builds a fusegraph Model and its input at a scale: "full" is the size the row is named for;
+"tiny" keeps the same layers at interpreter-friendly sizes, for the dry run on the CPU. SUBSET is the
+dozen rows one 15-minute GPU period measures (bench/fair.py runs the ones not yet in the results)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import fusegraph as fg
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    build: Callable[[str], tuple[fg.Model, list[torch.Tensor]]]  # scale -> (model, feeds on the CPU, fp32)
+    expected_s: int  # rough wall time of one row on the GPU, compiles included (max-autotune dominates)
+    moved_bytes: Callable[[str], int] | None = None  # bandwidth rows: bytes one call must read and write
+
+
+def _feeds(model: fg.Model, batch: int, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(v.type.concrete(batch), generator=generator) for v in model.graph.inputs]
+
+
+def _conv(channels: int, size: int, batch: int, kernel: int, stride: int):
+    def build(scale: str):
+        c, s, n = (channels, size, batch) if scale == "full" else (4, 6, 2)
+        model = fg.Sequential([fg.Input((c, s, s)), fg.Conv2D(c * stride, kernel, strides=stride,
+                                                              padding="same", use_bias=False)],
+                              name=f"conv{kernel}x{kernel}_s{stride}")
+        return model, _feeds(model, n)
+
+    return build
+
+
+def _vgg_block(channels: int, size: int, batch: int):
+    def build(scale: str):
+        c, s, n = (channels, size, batch) if scale == "full" else (4, 8, 2)
+        model = fg.Sequential([fg.Input((c, s, s)), fg.Conv2D(c, 3, padding="same", activation="relu"),
+                               fg.MaxPool2D(2)], name="vgg_block")
+        return model, _feeds(model, n)
+
+    return build
+
+
+def _rnn(kind: str, hidden: int, batch: int, layers: int = 1, bidirectional: bool = False):
+    def build(scale: str):
+        h, n, t = (hidden, batch, 100) if scale == "full" else (8, 2, 5)
+        rnn = fg.LSTM if kind == "lstm" else fg.GRU
+        stack = [fg.Input((t, h))] + [rnn(h, return_sequences=True, bidirectional=bidirectional) for _ in range(layers)]
+        model = fg.Sequential(stack, name=kind)
+        return model, _feeds(model, n)
+
+    return build
+
+
+def _cifar(batch: int):
+    def build(scale: str):
+        model = fg.zoo.cifar_cnn() if scale == "full" else fg.zoo.cifar_cnn(width=4)
+        return model, _feeds(model, batch if scale == "full" else 2)
+
+    return build
+
+
+def _pointwise_chain(scale: str):
+    rows, cols = (4096, 16384) if scale == "full" else (4, 64)  # 256 MB in, 256 MB out in fp32
+    x = fg.Input((cols,))
+    model = fg.Model(x, fg.Activation("sigmoid")(fg.Activation("tanh")(fg.Activation("relu")(x))), name="chain")
+    return model, _feeds(model, rows)
+
+
+def _max_pool(scale: str):
+    n, c, s = (64, 64, 128) if scale == "full" else (2, 2, 8)  # 268 MB in, 67 MB out
+    model = fg.Sequential([fg.Input((c, s, s)), fg.MaxPool2D(2)], name="max_pool")
+    return model, _feeds(model, n)
+
+
+def _bytes_of(build) -> Callable[[str], int]:
+    def moved(scale: str) -> int:
+        model, feeds = build(scale)
+        with torch.no_grad():
+            out = model.to_torch()(*feeds)
+        return sum(f.numel() * f.element_size() for f in feeds) + out.numel() * out.element_size()
+
+    return moved
+
+
+RESNET_STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]
+
+ROWS: dict[str, Row] = {}
+for _c, _s in RESNET_STAGES:
+    for _n in (32, 128):
+        ROWS[f"conv3x3 {_c}ch {_s}x{_s} b{_n}"] = Row(f"conv3x3 {_c}ch {_s}x{_s} b{_n}", _conv(_c, _s, _n, 3, 1), 60)
+        ROWS[f"conv3x3/2 {_c}ch {_s}x{_s} b{_n}"] = Row(f"conv3x3/2 {_c}ch {_s}x{_s} b{_n}", _conv(_c, _s, _n, 3, 2), 60)
+        ROWS[f"conv1x1 {_c}ch {_s}x{_s} b{_n}"] = Row(f"conv1x1 {_c}ch {_s}x{_s} b{_n}", _conv(_c, _s, _n, 1, 1), 50)
+for _c, _s in ((64, 112), (128, 56)):
+    ROWS[f"vgg conv3x3+relu+pool {_c}ch {_s}x{_s} b32"] = Row(f"vgg conv3x3+relu+pool {_c}ch {_s}x{_s} b32",
+                                                             _vgg_block(_c, _s, 32), 60)
+ROWS["cifar_cnn forward b128"] = Row("cifar_cnn forward b128", _cifar(128), 90)
+for _kind in ("lstm", "gru"):
+    for _h in (512, 1024):
+        for _n in (64, 256):
+            ROWS[f"{_kind} h{_h} seq100 b{_n}"] = Row(f"{_kind} h{_h} seq100 b{_n}", _rnn(_kind, _h, _n), 60)
+    ROWS[f"{_kind} h512 x2 stacked b64"] = Row(f"{_kind} h512 x2 stacked b64", _rnn(_kind, 512, 64, layers=2), 70)
+    ROWS[f"{_kind} h512 bidirectional b64"] = Row(f"{_kind} h512 bidirectional b64",
+                                                  _rnn(_kind, 512, 64, bidirectional=True), 70)
+ROWS["pointwise chain 256MB"] = Row("pointwise chain 256MB", _pointwise_chain, 40, _bytes_of(_pointwise_chain))
+ROWS["max pool 2x2 268MB"] = Row("max pool 2x2 268MB", _max_pool, 40, _bytes_of(_max_pool))
+
+SUBSET = ["conv3x3 64ch 56x56 b32", "conv3x3 256ch 14x14 b128", "conv3x3/2 128ch 28x28 b32", "conv1x1 512ch 7x7 b128",
+          "vgg conv3x3+relu+pool 64ch 112x112 b32", "cifar_cnn forward b128", "lstm h512 seq100 b64",
+          "lstm h1024 seq100 b256", "gru h1024 seq100 b64", "lstm h512 bidirectional b64", "pointwise chain 256MB",
+          "max pool 2x2 268MB"]

@@ -1,0 +1,54 @@
+"""The fair benchmark's dry run: the same harness and suite at interpreter sizes on the CPU (times are
+not performance figures; what is checked is the machinery: contenders checked against eager,
+interleaved rounds, ratios with ranges, results appended and the next run's plan skipping them)."""
+
+import json
+
+import pytest
+
+from bench import fair, harness
+from bench.suite import ROWS, SUBSET
+
+
+def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path, capsys):
+    rows = ["conv3x3 64ch 56x56 b32", "lstm h512 seq100 b64", "pointwise chain 256MB"]
+    assert fair.main(["--scale", "tiny", "--rounds", "2", "--out", str(tmp_path), "--rows", *rows]) == 0
+    (jsonl,) = tmp_path.glob("fair_*.jsonl")
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["row"] for r in records] == rows
+    for record in records:
+        assert record["rounds"] == 2 and set(record["median_ms"]) >= {"eager", "fusegraph"}
+        ratio = record["ratios_vs_fusegraph"]["eager"]
+        assert ratio["min"] <= ratio["median"] <= ratio["max"]
+        assert record["max_abs_error_vs_eager"]["fusegraph"] < 1e-4
+        assert "compile-max" in record["left_out"]  # said, not silently missing
+    assert "moved_bytes" in records[-1] and records[-1]["copy_ms"] > 0
+    assert "pointwise chain 256MB" in jsonl.with_suffix(".md").read_text()
+    planned = [row.name for row in fair.plan(None, jsonl, budget=10_000)]
+    assert planned[0] == next(name for name in SUBSET if name not in rows) and not set(rows) & set(planned)
+    assert [row.name for row in fair.plan(None, jsonl, budget=1)] == []
+
+
+def test_every_suite_row_builds_at_tiny_scale_and_matches_torch():
+    for row in ROWS.values():
+        model, feeds = row.build("tiny")
+        contenders, _ = harness.forward_contenders(model, feeds, cuda=False)
+        harness.check_against_eager(contenders, tolerance=1e-4)
+
+
+def test_interleaved_rounds_rotate_and_ratios_are_per_round():
+    order = []
+    contenders = [harness.Contender(name, lambda name=name: order.append(name)) for name in ("fusegraph", "a", "b")]
+    times = harness.interleaved(contenders, rounds=3, time_ms=lambda fn: fn() or float(len(order)))
+    assert order == ["fusegraph", "a", "b", "a", "b", "fusegraph", "b", "fusegraph", "a"]
+    assert times == {"fusegraph": [1.0, 6.0, 8.0], "a": [2.0, 4.0, 9.0], "b": [3.0, 5.0, 7.0]}
+    ratio = harness.ratios(times)["a"]
+    assert ratio == {"median": pytest.approx(9 / 8), "min": pytest.approx(4 / 6), "max": pytest.approx(2.0)}  # 2/1, 4/6, 9/8
+
+
+def test_a_contender_that_disagrees_with_eager_fails_the_row():
+    model, feeds = ROWS["pointwise chain 256MB"].build("tiny")
+    contenders, _ = harness.forward_contenders(model, feeds, cuda=False)
+    contenders.append(harness.Contender("wrong", lambda: feeds[0]))
+    with pytest.raises(AssertionError, match="wrong differs from eager"):
+        harness.check_against_eager(contenders, tolerance=1e-4)
