@@ -4,6 +4,7 @@ run adds rows instead of repeating them.
 
     python -m bench.fair [--rows NAME ...] [--budget 480] [--rounds 5] [--out bench/results]
     python -m bench.fair --plan          # which rows would run next, and the time they are expected to take
+    python -m bench.fair --cold-start    # also each row's first-call latency, cold and warm caches
 
 Without --rows it takes the SUBSET rows this GPU has no result for, in order, while their expected
 times fit in --budget seconds (expected times are rough: torch.compile's max-autotune dominates them).
@@ -59,7 +60,7 @@ def plan(rows: list[str] | None, path: Path, budget: float) -> list[Row]:
     return chosen
 
 
-def run_row(row: Row, scale: str, rounds: int, precision: str) -> dict:
+def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False) -> dict:
     model, feeds = row.build(scale)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     feeds = [f.to(device) for f in feeds]
@@ -69,6 +70,8 @@ def run_row(row: Row, scale: str, rounds: int, precision: str) -> dict:
     result = {"row": row.name, "scale": scale, "precision": precision, "dtype": "float32",
               "shape": [list(f.shape) for f in feeds], **outcome.summary(),
               "wall_s": round(time.perf_counter() - start, 1)}
+    if first_call:
+        result["first_call_cold_warm_s"] = first_call_latency(row, scale, precision)
     if row.moved_bytes is not None:
         moved = row.moved_bytes(scale)
         result["moved_bytes"] = moved
@@ -85,6 +88,33 @@ def _copy_ms(moved: int, device: str) -> float:
     return timer()(lambda: dst.copy_(src))
 
 
+def first_calls(row: Row, scale: str, precision: str) -> dict[str, float]:
+    """Seconds from nothing to the first result, per contender (codegen, Triton JIT, Inductor, capture),
+    in this process: call it in a fresh one."""
+    model, feeds = row.build(scale)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    contenders, _ = forward_contenders(model, [f.to(device) for f in feeds], precision)
+    return {c.name: round(c.first_call_s, 3) for c in contenders}
+
+
+def first_call_latency(row: Row, scale: str, precision: str) -> dict[str, dict[str, float]]:
+    """First-call seconds with cold caches (fresh, empty fusegraph / Triton / Inductor cache folders, a new
+    process) and then warm ones (the same folders, another new process)."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fusegraph-first-call-") as folder:
+        env = {**os.environ, "FUSEGRAPH_CACHE": f"{folder}/fusegraph", "TRITON_CACHE_DIR": f"{folder}/triton",
+               "TORCHINDUCTOR_CACHE_DIR": f"{folder}/inductor"}
+        results = {}
+        for kind in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-m", "bench.fair", "--first-call", row.name, "--scale", scale,
+                                   "--precision", precision], env=env, capture_output=True, text=True, check=True)
+            results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
 def markdown(records: list[dict], env: dict, path: Path) -> str:
     lines = [f"# Fair benchmark on {env['device']}", "",
              f"Produced by `bench/fair.py` into `{path.name}`; torch {env['torch']}, Triton {env['triton']}. Each cell: "
@@ -99,6 +129,10 @@ def markdown(records: list[dict], env: dict, path: Path) -> str:
         if "copy_ms" in record:
             lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
                          f"of a device copy of the same {record['moved_bytes'] / 1e6:.0f} MB")
+        if "first_call_cold_warm_s" in record:
+            lines.append("  - first call, s: " + "; ".join(
+                f"{kind}: " + ", ".join(f"{name} {sec:.2f}" for name, sec in calls.items())
+                for kind, calls in record["first_call_cold_warm_s"].items()))
         if record["left_out"]:
             lines.append("  - left out: " + "; ".join(f"{k}: {v}" for k, v in record["left_out"].items()))
     return "\n".join(lines) + "\n"
@@ -113,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
     parser.add_argument("--out", default=None, help="results folder (default bench/results at full scale)")
     parser.add_argument("--plan", action="store_true", help="print the rows that would run and their expected time")
+    parser.add_argument("--first-call", metavar="ROW", help="print one row's first-call seconds per contender (JSON)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="also measure each row's first call with cold and warm caches (two fresh processes)")
     args = parser.parse_args(argv)
+    if args.first_call:
+        print(json.dumps(first_calls(ROWS[args.first_call], args.scale, args.precision)))
+        return 0
     env = environment()
     out = args.out or ("bench/results" if args.scale == "full" else None)
     path = results_path(out or "bench/results", env)
@@ -125,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print("full-size rows need a CUDA GPU; use --scale tiny for a dry run", file=sys.stderr)
         return 2
     for row in rows:
-        record = {**run_row(row, args.scale, args.rounds, args.precision), "environment": env}
+        record = {**run_row(row, args.scale, args.rounds, args.precision, args.cold_start), "environment": env}
         print(json.dumps(record))
         if out is not None:  # after each row: a run cut off keeps what it measured
             path.parent.mkdir(parents=True, exist_ok=True)

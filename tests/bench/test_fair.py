@@ -29,6 +29,15 @@ def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path, capsys):
     assert [row.name for row in fair.plan(None, jsonl, budget=1)] == []
 
 
+def test_first_call_latency_cold_then_warm(tmp_path):
+    row = "max pool 2x2 268MB"
+    assert fair.main(["--scale", "tiny", "--rounds", "1", "--out", str(tmp_path), "--rows", row, "--cold-start"]) == 0
+    (jsonl,) = tmp_path.glob("fair_*.jsonl")
+    latency = json.loads(jsonl.read_text())["first_call_cold_warm_s"]
+    assert set(latency) == {"cold", "warm"} and all(latency[k]["fusegraph"] > 0 for k in latency)
+    assert "first call, s: cold:" in jsonl.with_suffix(".md").read_text()
+
+
 def test_every_suite_row_builds_at_tiny_scale_and_matches_torch():
     for row in ROWS.values():
         model, feeds = row.build("tiny")
