@@ -15,7 +15,7 @@ tests' dry run); its times are not performance figures and it writes nowhere unl
 from __future__ import annotations
 
 # NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph  # noqa: F401
+import fusegraph
 
 import argparse
 import json
@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from bench.common import environment
-from bench.harness import measure, forward_contenders
+from fusegraph.cli import sample_inputs
+from bench.harness import forward_contenders, host_cost_per_launch, measure
 from bench.suite import ROWS, SUBSET, Row
 
 TOLERANCE = {"exact": 1e-4, "tf32": 2e-2}
@@ -45,7 +46,9 @@ def done_rows(path: Path) -> set[str]:
 
 
 def plan(rows: list[str] | None, path: Path, budget: float) -> list[Row]:
-    if rows:
+    """The rows named (`--rows` with no names: none), else the SUBSET rows not yet measured on this GPU,
+    then the others, while their expected times fit in `budget`."""
+    if rows is not None:
         unknown = [r for r in rows if r not in ROWS]
         if unknown:
             raise SystemExit(f"unknown rows {unknown}; rows: {list(ROWS)}")
@@ -122,6 +125,12 @@ def markdown(records: list[dict], env: dict, path: Path) -> str:
              "(> 1: fusegraph faster). fp32 'exact': torch TF32 off vs fusegraph ieee (tf32x3 beside it); "
              "every contender checked against eager in the same run.", ""]
     for record in records:
+        if "host_cost" in record:
+            cost = record["host_cost"]
+            lines.append(f"- **{record['row']}**: {cost['fusegraph_us_per_launch']:.1f} us per launch vs "
+                         f"{cost['bare_triton_us_per_launch']:.1f} us for bare Triton launches of the same "
+                         f"{cost['launches_per_call']} kernels: {cost['ratio']:.2f}x (target <= 1.5x)")
+            continue
         ratios = ", ".join(f"{name} {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
                            for name, r in record["ratios_vs_fusegraph"].items())
         times = ", ".join(f"{name} {ms:.3f}" for name, ms in record["median_ms"].items())
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="results folder (default bench/results at full scale)")
     parser.add_argument("--plan", action="store_true", help="print the rows that would run and their expected time")
     parser.add_argument("--first-call", metavar="ROW", help="print one row's first-call seconds per contender (JSON)")
+    parser.add_argument("--host-cost", nargs="*", metavar="MODEL", default=None,
+                        help="also each zoo model's host cost per launch against bare Triton launches (default: all)")
     parser.add_argument("--cold-start", action="store_true",
                         help="also measure each row's first call with cold and warm caches (two fresh processes)")
     args = parser.parse_args(argv)
@@ -165,15 +176,28 @@ def main(argv: list[str] | None = None) -> int:
         print("full-size rows need a CUDA GPU; use --scale tiny for a dry run", file=sys.stderr)
         return 2
     for row in rows:
-        record = {**run_row(row, args.scale, args.rounds, args.precision, args.cold_start), "environment": env}
-        print(json.dumps(record))
-        if out is not None:  # after each row: a run cut off keeps what it measured
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            path.with_suffix(".md").write_text(markdown(records, env, path))
+        save({**run_row(row, args.scale, args.rounds, args.precision, args.cold_start), "environment": env}, out, path, env)
+    for name in [] if args.host_cost is None else args.host_cost or list(fusegraph.zoo.MODELS):
+        model = fusegraph.zoo.get(name)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        feeds = [f.to(device) for f in sample_inputs(model, batch=1)]
+        cost = host_cost_per_launch(model, feeds, calls=200 if args.scale == "full" else 2)
+        save({"row": f"host cost per launch: {name}", "scale": args.scale, "host_cost": cost, "environment": env},
+             out, path, env)
     return 0
+
+
+def save(record: dict, out: str | None, path: Path, env: dict) -> None:
+    """Print one record and, with a results folder, append it and remake the table (a run cut off keeps
+    what it measured)."""
+    print(json.dumps(record))
+    if out is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path.with_suffix(".md").write_text(markdown(records, env, path))
 
 
 if __name__ == "__main__":

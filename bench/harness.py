@@ -224,3 +224,38 @@ def measure(contenders: list[Contender], left_out: dict[str, str], rounds: int, 
         errors = check_against_eager(contenders, tolerance)
     return Outcome(interleaved(contenders, rounds, precision=precision), errors,
                    {c.name: c.first_call_s for c in contenders}, left_out)
+
+
+def host_cost_per_launch(model: fg.Model, feeds: list[torch.Tensor], calls: int = 100) -> dict[str, float]:
+    """Host microseconds per kernel launch when fusegraph launches one by one (no CUDA graph), against
+    bare Triton launches of the very same kernels, grids and arguments (recorded from one call). Tiny
+    inputs keep the GPU idle, so what is timed is the host side. Target: `ratio` <= 1.5."""
+    from fusegraph.kernels import recording_launches
+
+    compiled = fg.compile(model, cuda_graphs=False)
+    with torch.no_grad():
+        compiled(feeds)  # compiles every kernel
+        with recording_launches() as launches:
+            compiled(feeds)
+
+        def bare() -> None:
+            for fn, grid, args, kwargs in launches:
+                fn[grid](*args, **kwargs)
+
+        per_call = {"fusegraph": lambda: compiled(feeds), "bare": bare}
+        micros = {}
+        for name, call in per_call.items():
+            call()
+            _synchronize()
+            start = time.perf_counter()
+            for _ in range(calls):
+                call()
+            _synchronize()
+            micros[name] = (time.perf_counter() - start) / (calls * len(launches)) * 1e6
+    return {"launches_per_call": len(launches), "fusegraph_us_per_launch": micros["fusegraph"],
+            "bare_triton_us_per_launch": micros["bare"], "ratio": micros["fusegraph"] / micros["bare"]}
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()

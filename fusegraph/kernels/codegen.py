@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +16,19 @@ from .registry import TEMPLATES, KernelSource, Target, Template
 # NOTE: Triton's interpreter keeps launch state in module globals (grid, program ids, patched tl
 # functions): interpreted launches from two threads corrupt each other, so callers take this lock
 INTERPRETER_LOCK = threading.RLock()
+_RECORDER = threading.local()
+
+
+@contextlib.contextmanager
+def recording_launches() -> Iterator[list[tuple]]:
+    """Within it, each kernel launch on this thread is also listed as (jit function, grid, args, kwargs):
+    the bare Triton launches a call makes, so benchmarks can time them without fusegraph around them."""
+    launches: list[tuple] = []
+    _RECORDER.launches = launches
+    try:
+        yield launches
+    finally:
+        _RECORDER.launches = None
 
 
 @dataclass
@@ -39,6 +54,9 @@ class Kernel:
 
         def run(*args, **kwargs):
             self.counter.count += 1
+            recorded = getattr(_RECORDER, "launches", None)
+            if recorded is not None:
+                recorded.append((self.fn, grid, args, kwargs))
             return launcher(*args, **kwargs)
 
         return run

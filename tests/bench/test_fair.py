@@ -38,6 +38,16 @@ def test_first_call_latency_cold_then_warm(tmp_path):
     assert "first call, s: cold:" in jsonl.with_suffix(".md").read_text()
 
 
+def test_host_cost_per_launch_is_measured_against_bare_triton_launches(tmp_path):
+    assert fair.main(["--scale", "tiny", "--rows", "--out", str(tmp_path), "--host-cost", "lenet_digits"]) == 0
+    (jsonl,) = tmp_path.glob("fair_*.jsonl")
+    (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    cost = record["host_cost"]
+    assert record["row"] == "host cost per launch: lenet_digits" and cost["launches_per_call"] == 5
+    assert cost["ratio"] == pytest.approx(cost["fusegraph_us_per_launch"] / cost["bare_triton_us_per_launch"])
+    assert "(target <= 1.5x)" in jsonl.with_suffix(".md").read_text()
+
+
 def test_every_suite_row_builds_at_tiny_scale_and_matches_torch():
     for row in ROWS.values():
         model, feeds = row.build("tiny")
