@@ -28,7 +28,7 @@ import torch
 
 from bench.common import environment
 from fusegraph.cli import sample_inputs
-from bench.harness import forward_contenders, host_cost_per_launch, measure
+from bench.harness import forward_contenders, host_cost_per_launch, measure, training_contenders
 from bench.suite import ROWS, SUBSET, Row
 
 TOLERANCE = {"exact": 1e-4, "tf32": 2e-2}
@@ -63,13 +63,24 @@ def plan(rows: list[str] | None, path: Path, budget: float) -> list[Row]:
     return chosen
 
 
-def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False) -> dict:
+def contenders_for(row: Row, scale: str, precision: str):
+    """The row's contenders (built, each called once) and what was left out: a forward, or a training step."""
     model, feeds = row.build(scale)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     feeds = [f.to(device) for f in feeds]
+    if row.loss is None:
+        return (*forward_contenders(model, feeds, precision), feeds)
+    from bench.bench_training import targets
+
+    target = targets(model, row.loss, len(feeds[0])).to(device)
+    return (*training_contenders(model, feeds, target, row.loss, precision), feeds)
+
+
+def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False) -> dict:
     start = time.perf_counter()
-    contenders, left_out = forward_contenders(model, feeds, precision)
-    outcome = measure(contenders, left_out, rounds, TOLERANCE[precision], precision)
+    contenders, left_out, feeds = contenders_for(row, scale, precision)
+    device = feeds[0].device.type
+    outcome = measure(contenders, left_out, rounds, TOLERANCE[precision], precision, training=row.loss is not None)
     result = {"row": row.name, "scale": scale, "precision": precision, "dtype": "float32",
               "shape": [list(f.shape) for f in feeds], **outcome.summary(),
               "wall_s": round(time.perf_counter() - start, 1)}
@@ -94,9 +105,7 @@ def _copy_ms(moved: int, device: str) -> float:
 def first_calls(row: Row, scale: str, precision: str) -> dict[str, float]:
     """Seconds from nothing to the first result, per contender (codegen, Triton JIT, Inductor, capture),
     in this process: call it in a fresh one."""
-    model, feeds = row.build(scale)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    contenders, _ = forward_contenders(model, [f.to(device) for f in feeds], precision)
+    contenders, _, _ = contenders_for(row, scale, precision)
     return {c.name: round(c.first_call_s, 3) for c in contenders}
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One pass over everything that needs a CUDA GPU: the GPU tests, then the benchmarks, each under its
-# own time limit so one slow stage cannot eat the others. Results and one log go to $1 (default
+# One pass over what needs a CUDA GPU, each stage under its own time limit so one slow stage cannot
+# eat the others; the default (fair benchmark, then the GPU tests) fits one 10-minute device call. Results and one log go to $1 (default
 # bench/results); Triton's compile cache is shared between the stages.
 #
 #     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair blocks tests training models tune profile
@@ -30,7 +30,7 @@ stage() {  # stage NAME SECONDS COMMAND...
 
 for name in $stages; do
     case $name in
-        fair) stage fair 560 python3 -m bench.fair --budget 420 --host-cost --out "$out" ;;
+        fair) stage fair 420 python3 -m bench.fair --budget 300 --host-cost --out "$out" ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
         tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 python3 -m pytest -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py ;;
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;

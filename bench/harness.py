@@ -41,6 +41,7 @@ class Contender:
     name: str
     run: Run
     first_call_s: float = 0.0  # wall time of construction plus the first call (compiles, JIT, captures)
+    first_result: object = None  # what the first call returned: compared with eager's (a training step's loss)
 
 
 @dataclass
@@ -104,10 +105,17 @@ def in_cuda_graph(fn: Callable[..., object], feeds: list[torch.Tensor]) -> Run:
 def _timed_first_call(name: str, build: Callable[[], Run]) -> Contender:
     start = time.perf_counter()
     run = build()
-    run()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return Contender(name, run, time.perf_counter() - start)
+    first = run()
+    _synchronize()
+    return Contender(name, run, time.perf_counter() - start, _detached(first))
+
+
+def _detached(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return [_detached(v) for v in value]
+    return torch.tensor(value)
 
 
 def forward_contenders(model: fg.Model, feeds: list[torch.Tensor], precision: str = "exact",
@@ -154,13 +162,14 @@ def _compiled(eager: torch.nn.Module, feeds: list[torch.Tensor], mode: str | Non
 
 
 def check_against_eager(contenders: list[Contender], tolerance: float) -> dict[str, float]:
-    """Max |contender - eager| per contender; a contender beyond `tolerance` (relative to eager's scale) fails."""
+    """Max |contender - eager| of the first calls' results (a forward's outputs, a training step's loss
+    from the same starting weights); a contender beyond `tolerance` (relative to eager's scale) fails."""
     by_name = {c.name: c for c in contenders}
     with torch.no_grad():
-        expected = _as_list(by_name["eager"].run())
+        expected = _as_list(by_name["eager"].first_result)
         errors = {}
         for contender in contenders:
-            got = _as_list(contender.run())
+            got = _as_list(contender.first_result)
             error = max(float((a.float() - b.float()).abs().max()) for a, b in zip(got, expected, strict=True))
             scale = max(float(b.float().abs().max()) for b in expected)
             if not error <= tolerance * max(1.0, scale):
@@ -193,11 +202,11 @@ def timer() -> Callable[[Run], float]:
 
 
 def interleaved(contenders: list[Contender], rounds: int = 5, time_ms: Callable[[Run], float] | None = None,
-                precision: str = "exact") -> dict[str, list[float]]:
+                precision: str = "exact", training: bool = False) -> dict[str, list[float]]:
     """Per contender, one time per round; round r starts at contender r, so none is always first or last."""
     time_ms = time_ms or timer()
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
-    with torch.no_grad(), torch_fp32(precision):
+    with torch.set_grad_enabled(training), torch_fp32(precision):
         for r in range(rounds):
             for i in range(len(contenders)):
                 contender = contenders[(r + i) % len(contenders)]
@@ -218,11 +227,10 @@ def ratios(times_ms: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 
 def measure(contenders: list[Contender], left_out: dict[str, str], rounds: int, tolerance: float,
-            precision: str = "exact") -> Outcome:
+            precision: str = "exact", training: bool = False) -> Outcome:
     """Check, then time in interleaved rounds: one row's Outcome."""
-    with torch_fp32(precision):
-        errors = check_against_eager(contenders, tolerance)
-    return Outcome(interleaved(contenders, rounds, precision=precision), errors,
+    errors = check_against_eager(contenders, tolerance)
+    return Outcome(interleaved(contenders, rounds, precision=precision, training=training), errors,
                    {c.name: c.first_call_s for c in contenders}, left_out)
 
 
@@ -259,3 +267,97 @@ def host_cost_per_launch(model: fg.Model, feeds: list[torch.Tensor], calls: int 
 def _synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
+                        precision: str = "exact", cuda: bool | None = None) -> tuple[list[Contender], dict[str, str]]:
+    """Every contender of one training step (forward, loss, backward, SGD with momentum 0.9 at lr 0.01),
+    each reading its loss back to the host as a training loop does; each starts from the same weights,
+    so the first steps' losses are compared."""
+    from bench.bench_training import torch_loss
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    left_out: dict[str, str] = {}
+
+    def torch_step(compile_mode: str | None | bool = False) -> Run:
+        module = flatten_rnns(model.to_torch().to(feeds[0].device).train())
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            optimizer.zero_grad(set_to_none=False)
+            value = torch_loss(model, module(*feeds), target, loss)
+            value.backward()
+            optimizer.step()
+            return value.detach()
+
+        if compile_mode is False:
+            return lambda: step().item()
+        compiled = torch.compile(step, mode=compile_mode) if compile_mode else torch.compile(step)
+        return lambda: compiled().item()
+
+    def fusegraph_step(ours: str, graphs: bool) -> Run:
+        trainer = fg.compile(model, loss=loss, optimizer=fg.optim.SGD(lr=0.01, momentum=0.9), cuda_graphs=graphs,
+                             fp32_precision=ours)
+        return lambda: trainer.train_step(feeds, target)
+
+    ours = "tf32" if precision == "tf32" else "ieee"
+    builds: dict[str, Callable[[], Run]] = {"eager": torch_step, BASELINE: lambda: fusegraph_step(ours, cuda)}
+    if precision == "exact":
+        builds["fusegraph-tf32x3"] = lambda: fusegraph_step("tf32x3", cuda)
+    if cuda:
+        builds["fusegraph-launch"] = lambda: fusegraph_step(ours, False)
+        builds["eager+graph"] = lambda: _captured_training_step(model, feeds, target, loss)
+        builds["compile"] = lambda: torch_step(None)
+        builds["compile-max"] = lambda: torch_step("max-autotune")
+    else:
+        for name in ("eager+graph", "compile", "compile-max", "fusegraph-launch"):
+            left_out[name] = "needs a CUDA GPU (the dry run on the CPU times eager and fusegraph only)"
+    # NOTE: a trainer's Model reads its weights through from it: reload the start before each build
+    start = {name: t.clone() for name, t in model.params.items()}
+    contenders = []
+    with torch_fp32(precision):
+        for name, build in builds.items():
+            model.load_params(start)
+            contenders.append(_timed_first_call(name, build))
+    model.load_params(start)
+    return contenders, left_out
+
+
+def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str) -> Run:
+    """PyTorch's whole-network capture: forward, backward and optimizer step in one CUDA graph. Warm-up
+    steps run first (outside the capture), then weights and momentum are put back, so the first replay
+    is the same step eager's first call takes."""
+    from bench.bench_training import torch_loss
+
+    module = flatten_rnns(model.to_torch().cuda().train())
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+    start = [p.detach().clone() for p in module.parameters()]
+    static = [f.clone() for f in feeds]
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        value = torch_loss(model, module(*static), target, loss)
+        value.backward()
+        optimizer.step()
+        return value.detach()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        value = step()
+    with torch.no_grad():
+        for param, saved in zip(module.parameters(), start, strict=True):
+            param.copy_(saved)
+        for state in optimizer.state.values():
+            state["momentum_buffer"].zero_()  # NOTE: a zero buffer's first update is SGD's first step
+
+    def replay():
+        graph.replay()
+        return value.item()
+
+    return replay

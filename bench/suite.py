@@ -20,6 +20,7 @@ class Row:
     build: Callable[[str], tuple[fg.Model, list[torch.Tensor]]]  # scale -> (model, feeds on the CPU, fp32)
     expected_s: int  # rough wall time of one row on the GPU, compiles included (max-autotune dominates)
     moved_bytes: Callable[[str], int] | None = None  # bandwidth rows: bytes one call must read and write
+    loss: str | None = None  # training-step rows: the loss each contender's step minimises
 
 
 def _feeds(model: fg.Model, batch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -102,6 +103,8 @@ for _c, _s in ((64, 112), (128, 56)):
     ROWS[f"vgg conv3x3+relu+pool {_c}ch {_s}x{_s} b32"] = Row(f"vgg conv3x3+relu+pool {_c}ch {_s}x{_s} b32",
                                                              _vgg_block(_c, _s, 32), 60)
 ROWS["cifar_cnn forward b128"] = Row("cifar_cnn forward b128", _cifar(128), 90)
+ROWS["cifar_cnn training step b128"] = Row("cifar_cnn training step b128", _cifar(128), 150, loss="cross_entropy")
+ROWS["lstm h512 training step b64"] = Row("lstm h512 training step b64", _rnn("lstm", 512, 64), 120, loss="mse")
 for _kind in ("lstm", "gru"):
     for _h in (512, 1024):
         for _n in (64, 256):
@@ -113,6 +116,7 @@ ROWS["pointwise chain 256MB"] = Row("pointwise chain 256MB", _pointwise_chain, 4
 ROWS["max pool 2x2 268MB"] = Row("max pool 2x2 268MB", _max_pool, 40, _bytes_of(_max_pool))
 
 SUBSET = ["conv3x3 64ch 56x56 b32", "conv3x3 256ch 14x14 b128", "conv3x3/2 128ch 28x28 b32", "conv1x1 512ch 7x7 b128",
-          "vgg conv3x3+relu+pool 64ch 112x112 b32", "cifar_cnn forward b128", "lstm h512 seq100 b64",
+          "vgg conv3x3+relu+pool 64ch 112x112 b32", "cifar_cnn forward b128", "cifar_cnn training step b128",
+          "lstm h512 seq100 b64",
           "lstm h1024 seq100 b256", "gru h1024 seq100 b64", "lstm h512 bidirectional b64", "pointwise chain 256MB",
           "max pool 2x2 268MB"]

@@ -11,7 +11,7 @@ from bench.suite import ROWS, SUBSET
 
 
 def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path, capsys):
-    rows = ["conv3x3 64ch 56x56 b32", "lstm h512 seq100 b64", "pointwise chain 256MB"]
+    rows = ["conv3x3 64ch 56x56 b32", "lstm h512 seq100 b64", "cifar_cnn training step b128", "pointwise chain 256MB"]
     assert fair.main(["--scale", "tiny", "--rounds", "2", "--out", str(tmp_path), "--rows", *rows]) == 0
     (jsonl,) = tmp_path.glob("fair_*.jsonl")
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -50,8 +50,7 @@ def test_host_cost_per_launch_is_measured_against_bare_triton_launches(tmp_path)
 
 def test_every_suite_row_builds_at_tiny_scale_and_matches_torch():
     for row in ROWS.values():
-        model, feeds = row.build("tiny")
-        contenders, _ = harness.forward_contenders(model, feeds, cuda=False)
+        contenders, _, _ = fair.contenders_for(row, "tiny", "exact")
         harness.check_against_eager(contenders, tolerance=1e-4)
 
 
@@ -68,6 +67,6 @@ def test_interleaved_rounds_rotate_and_ratios_are_per_round():
 def test_a_contender_that_disagrees_with_eager_fails_the_row():
     model, feeds = ROWS["pointwise chain 256MB"].build("tiny")
     contenders, _ = harness.forward_contenders(model, feeds, cuda=False)
-    contenders.append(harness.Contender("wrong", lambda: feeds[0]))
+    contenders.append(harness.Contender("wrong", lambda: feeds[0], first_result=feeds[0]))
     with pytest.raises(AssertionError, match="wrong differs from eager"):
         harness.check_against_eager(contenders, tolerance=1e-4)
