@@ -28,7 +28,7 @@ import torch
 
 from bench.common import environment
 from fusegraph.cli import sample_inputs
-from bench.harness import forward_contenders, host_cost_per_launch, measure, training_contenders
+from bench.harness import forward_contenders, host_cost_per_launch, measure, optimizer_contenders, training_contenders
 from bench.suite import ROWS, SUBSET, Row
 
 TOLERANCE = {"exact": 1e-4, "tf32": 2e-2}
@@ -64,9 +64,13 @@ def plan(rows: list[str] | None, path: Path, budget: float) -> list[Row]:
 
 
 def contenders_for(row: Row, scale: str, precision: str):
-    """The row's contenders (built, each called once) and what was left out: a forward, or a training step."""
-    model, feeds = row.build(scale)
+    """The row's contenders (built, each called once) and what was left out: a forward, a training step
+    or an optimizer step."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if row.optimizer_numel is not None:
+        numel = row.optimizer_numel(scale)
+        return (*optimizer_contenders(numel, device), [torch.empty(numel, device=device)])
+    model, feeds = row.build(scale)
     feeds = [f.to(device) for f in feeds]
     if row.loss is None:
         return (*forward_contenders(model, feeds, precision), feeds)

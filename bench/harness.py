@@ -361,3 +361,45 @@ def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: 
         return value.item()
 
     return replay
+
+
+def optimizer_contenders(numel: int, device: str, cuda: bool | None = None) -> tuple[list[Contender], dict[str, str]]:
+    """One Adam step over `numel` fp32 parameters (reads parameters, gradients and both moments, writes
+    parameters and moments): torch.optim.Adam foreach, fused (GPU), torch.compile of the step (GPU),
+    and fusegraph's one-kernel step over its flat buffers. Each starts from the same state, so the
+    first steps' parameters are compared."""
+    from fusegraph.kernels import Target, load_kernel
+    from fusegraph.kernels import optim as optim_kernels
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    generator = torch.Generator().manual_seed(0)
+    start, grad = (torch.randn(numel, generator=generator).to(device) for _ in range(2))
+
+    def torch_adam(compiled: bool = False, **options) -> Run:
+        param = torch.nn.Parameter(start.clone())
+        param.grad = grad.clone()
+        optimizer = torch.optim.Adam([param], lr=1e-3, **options)
+        step = torch.compile(optimizer.step) if compiled else optimizer.step
+        return lambda: (step(), param.detach())[1]
+
+    def fusegraph_adam() -> Run:
+        ours = fg.optim.Adam(lr=1e-3)
+        flat, grads, states = start.clone(), grad.clone(), [torch.zeros_like(start) for _ in ours.state]
+        kernel, target, steps = load_kernel(optim_kernels.render(ours)), Target(device), [0]
+
+        def step():
+            steps[0] += 1
+            optim_kernels.launch(kernel, ours, target, flat, grads, states, steps[0])
+            return flat
+
+        return step
+
+    builds: dict[str, Callable[[], Run]] = {"eager": lambda: torch_adam(foreach=True), BASELINE: fusegraph_adam}
+    left_out = {}
+    if cuda:
+        builds["eager-fused"] = lambda: torch_adam(fused=True)
+        builds["compile"] = lambda: torch_adam(foreach=True, compiled=True)
+    else:
+        left_out["eager-fused"] = left_out["compile"] = "needs a CUDA GPU (the dry run on the CPU times eager and fusegraph)"
+    with torch.no_grad():
+        return [_timed_first_call(name, build) for name, build in builds.items()], left_out

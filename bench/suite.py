@@ -21,6 +21,7 @@ class Row:
     expected_s: int  # rough wall time of one row on the GPU, compiles included (max-autotune dominates)
     moved_bytes: Callable[[str], int] | None = None  # bandwidth rows: bytes one call must read and write
     loss: str | None = None  # training-step rows: the loss each contender's step minimises
+    optimizer_numel: Callable[[str], int] | None = None  # optimizer rows: parameters one Adam step updates
 
 
 def _feeds(model: fg.Model, batch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -115,8 +116,15 @@ for _kind in ("lstm", "gru"):
 ROWS["pointwise chain 256MB"] = Row("pointwise chain 256MB", _pointwise_chain, 40, _bytes_of(_pointwise_chain))
 ROWS["max pool 2x2 268MB"] = Row("max pool 2x2 268MB", _max_pool, 40, _bytes_of(_max_pool))
 
+def _adam_numel(scale: str) -> int:
+    return 1 << 25 if scale == "full" else 1000  # 33.5M parameters: 7 x 134 MB moved per Adam step
+
+
+ROWS["adam step 939MB"] = Row("adam step 939MB", lambda scale: (None, []), 40, lambda scale: 28 * _adam_numel(scale),
+                              optimizer_numel=_adam_numel)
+
 SUBSET = ["conv3x3 64ch 56x56 b32", "conv3x3 256ch 14x14 b128", "conv3x3/2 128ch 28x28 b32", "conv1x1 512ch 7x7 b128",
           "vgg conv3x3+relu+pool 64ch 112x112 b32", "cifar_cnn forward b128", "cifar_cnn training step b128",
           "lstm h512 seq100 b64",
           "lstm h1024 seq100 b256", "gru h1024 seq100 b64", "lstm h512 bidirectional b64", "pointwise chain 256MB",
-          "max pool 2x2 268MB"]
+          "max pool 2x2 268MB", "adam step 939MB"]
