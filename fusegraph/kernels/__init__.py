@@ -2,8 +2,18 @@
 
 from . import triton_env  # noqa: F401, I001  (must run before triton is imported)
 from . import backward, conv, conv_backward, losses, matmul, memory, pointwise, pool, reduction, scan  # noqa: F401,E501
-from .codegen import INTERPRETER_LOCK, Kernel, LaunchCounter, NodeKernel, generate, load_kernel, recording_launches
+from .codegen import (
+    INTERPRETER_LOCK,
+    Kernel,
+    LaunchCounter,
+    NodeKernel,
+    generate,
+    inside_launch,
+    load_kernel,
+    recording_launches,
+)
 from .registry import TEMPLATES, KernelSource, Target
 
 __all__ = ["INTERPRETER_LOCK", "TEMPLATES", "Kernel",
-           "KernelSource", "LaunchCounter", "NodeKernel", "Target", "generate", "load_kernel", "recording_launches"]
+           "KernelSource", "LaunchCounter", "NodeKernel", "Target", "generate", "inside_launch", "load_kernel",
+           "recording_launches"]

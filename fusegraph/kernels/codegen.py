@@ -22,13 +22,20 @@ _RECORDER = threading.local()
 @contextlib.contextmanager
 def recording_launches() -> Iterator[list[tuple]]:
     """Within it, each kernel launch on this thread is also listed as (jit function, grid, args, kwargs):
-    the bare Triton launches a call makes, so benchmarks can time them without fusegraph around them."""
+    the bare Triton launches a call makes (replayed by runtime/replay.py, timed by the benchmarks).
+    Recordings nest: a launch is listed in every open one."""
     launches: list[tuple] = []
-    _RECORDER.launches = launches
+    stack = _RECORDER.__dict__.setdefault("stack", [])
+    stack.append(launches)
     try:
         yield launches
     finally:
-        _RECORDER.launches = None
+        stack.remove(launches)
+
+
+def inside_launch() -> bool:
+    """Whether this thread is inside a recorded kernel launch (the interpreter's own tensor traffic)."""
+    return getattr(_RECORDER, "in_launch", False)
 
 
 @dataclass
@@ -54,10 +61,16 @@ class Kernel:
 
         def run(*args, **kwargs):
             self.counter.count += 1
-            recorded = getattr(_RECORDER, "launches", None)
-            if recorded is not None:
+            recordings = getattr(_RECORDER, "stack", None)
+            if not recordings:
+                return launcher(*args, **kwargs)
+            for recorded in recordings:
                 recorded.append((self.fn, grid, args, kwargs))
-            return launcher(*args, **kwargs)
+            _RECORDER.in_launch = True
+            try:
+                return launcher(*args, **kwargs)
+            finally:
+                _RECORDER.in_launch = False
 
         return run
 

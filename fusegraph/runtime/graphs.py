@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..kernels import LaunchCounter
+from .replay import Recorded
 
 Run = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
@@ -45,14 +46,17 @@ class Captured:
 
 class GraphRunner:
     """Runs `run(feeds)` through a captured graph per input signature (shapes and dtypes), up to
-    `limit` signatures (0: never); past that, or where capture fails, it runs the launches one by
-    one. Without `copy`, replayed outputs are the graph's own, overwritten by the next replay."""
+    `limit` signatures (0: never); past that, or where capture fails, it launches kernel by kernel,
+    replaying the launches recorded on the first call with each signature (runtime/replay.py; up to
+    8 signatures, where the recording holds). Without `copy`, replayed outputs are the recording's
+    own, overwritten by the next call."""
 
     def __init__(self, run: Run, counter: LaunchCounter, limit: int = 8) -> None:
         self.run = run
         self.counter = counter
         self.limit = limit
         self.captured: dict[tuple, Captured] = {}
+        self.recorded: dict[tuple, Recorded | None] = {}  # None: the recording did not hold; run normally
         self.failed: str | None = None
         self.last_launches = 0
 
@@ -63,13 +67,24 @@ class GraphRunner:
         if entry is None and self.failed is None and len(self.captured) < self.limit:
             entry = self._capture(signature, feeds)
         if entry is None:
-            start = self.counter.count
-            outputs = self.run(list(feeds))
-            self.last_launches = self.counter.count - start
-            return outputs
+            return self._launch(signature, feeds, copy)
         self.last_launches = entry.launches
         outputs = entry.replay(feeds)
         return [o.clone() for o in outputs] if copy else outputs
+
+    def _launch(self, signature: tuple, feeds: Sequence[torch.Tensor], copy: bool) -> list[torch.Tensor]:
+        start = self.counter.count
+        recorded = self.recorded.get(signature)
+        if recorded is not None:
+            outputs = recorded.replay(feeds, self.counter)
+        elif signature not in self.recorded and len(self.recorded) < 8:
+            recorded = Recorded(self.run, feeds)
+            self.recorded[signature] = recorded if recorded.refused is None else None
+            outputs = recorded.outputs
+        else:
+            outputs = self.run(list(feeds))
+        self.last_launches = self.counter.count - start
+        return [o.clone() for o in outputs] if copy and recorded is not None else outputs
 
     def _capture(self, signature: tuple, feeds: Sequence[torch.Tensor]) -> Captured | None:
         try:

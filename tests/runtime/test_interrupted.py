@@ -60,15 +60,15 @@ def test_ctrl_c_in_the_forward_or_the_optimizer_kernel_changes_nothing(monkeypat
     trainer.train_step(x1, y1)
     before = [t.clone() for t in (trainer.flat, *trainer.states)]
 
-    real_run = trainer._step_runner.run
+    real_runner = trainer._step_runner
 
-    def interrupted_forward(feeds):
+    def interrupted_forward(feeds, copy=False):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer._step_runner, "run", interrupted_forward)
+    monkeypatch.setattr(trainer, "_step_runner", interrupted_forward)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_step(x2, y2)
-    monkeypatch.setattr(trainer._step_runner, "run", real_run)
+    monkeypatch.setattr(trainer, "_step_runner", real_runner)
 
     real_launch = training.optim_kernels.launch
 
