@@ -31,7 +31,7 @@ from fusegraph.cli import sample_inputs
 from bench.harness import forward_contenders, host_cost_per_launch, measure, optimizer_contenders, training_contenders
 from bench.suite import ROWS, SUBSET, Row
 
-TOLERANCE = {"exact": 1e-4, "tf32": 2e-2}
+TOLERANCE = {"exact": 1e-4, "tf32": 2e-2, "float16": 2e-2, "bfloat16": 1e-1}  # against eager, same dtype
 
 
 def results_path(out: str, env: dict) -> Path:
@@ -39,39 +39,47 @@ def results_path(out: str, env: dict) -> Path:
     return Path(out) / f"fair_{slug}.jsonl"
 
 
-def done_rows(path: Path) -> set[str]:
+def done_rows(path: Path) -> set[tuple[str, str, str]]:
+    """(row, dtype, precision) of every result on file."""
     if not path.is_file():
         return set()
-    return {json.loads(line)["row"] for line in path.read_text().splitlines() if line.strip()}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["row"], r.get("dtype", "float32"), r.get("precision", "exact")) for r in records}
 
 
-def plan(rows: list[str] | None, path: Path, budget: float) -> list[Row]:
-    """The rows named (`--rows` with no names: none), else the SUBSET rows not yet measured on this GPU,
-    then the others, while their expected times fit in `budget`."""
+def runs_in(row: Row, dtype: str) -> bool:
+    """Training steps and optimizer steps are fp32 (fusegraph trains in fp32); forwards run in any dtype."""
+    return dtype == "float32" or (row.loss is None and row.optimizer_numel is None)
+
+
+def plan(rows: list[str] | None, path: Path, budget: float, dtype: str = "float32",
+         precision: str = "exact") -> list[Row]:
+    """The rows named (`--rows` with no names: none), else the SUBSET rows not yet measured on this GPU in
+    this dtype and precision, then the others, while their expected times fit in `budget`."""
     if rows is not None:
         unknown = [r for r in rows if r not in ROWS]
         if unknown:
             raise SystemExit(f"unknown rows {unknown}; rows: {list(ROWS)}")
-        return [ROWS[r] for r in rows]
+        return [ROWS[r] for r in rows if runs_in(ROWS[r], dtype)]
     chosen, total, done = [], 0, done_rows(path)
     for name in SUBSET + [r for r in ROWS if r not in SUBSET]:
         row = ROWS[name]
-        if name in done or total + row.expected_s > budget:
+        if (name, dtype, precision) in done or not runs_in(row, dtype) or total + row.expected_s > budget:
             continue
         chosen.append(row)
         total += row.expected_s
     return chosen
 
 
-def contenders_for(row: Row, scale: str, precision: str):
+def contenders_for(row: Row, scale: str, precision: str, dtype: str = "float32"):
     """The row's contenders (built, each called once) and what was left out: a forward, a training step
     or an optimizer step."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if row.optimizer_numel is not None:
         numel = row.optimizer_numel(scale)
         return (*optimizer_contenders(numel, device), [torch.empty(numel, device=device)])
-    model, feeds = row.build(scale)
-    feeds = [f.to(device) for f in feeds]
+    model, feeds = row.build(scale, dtype)
+    feeds = [f.to(device, getattr(torch, dtype)) for f in feeds]
     if row.loss is None:
         return (*forward_contenders(model, feeds, precision), feeds)
     from bench.bench_training import targets
@@ -80,18 +88,20 @@ def contenders_for(row: Row, scale: str, precision: str):
     return (*training_contenders(model, feeds, target, row.loss, precision), feeds)
 
 
-def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False) -> dict:
+def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False,
+            dtype: str = "float32") -> dict:
     start = time.perf_counter()
-    contenders, left_out, feeds = contenders_for(row, scale, precision)
+    contenders, left_out, feeds = contenders_for(row, scale, precision, dtype)
     device = feeds[0].device.type
-    outcome = measure(contenders, left_out, rounds, TOLERANCE[precision], precision, training=row.loss is not None)
-    result = {"row": row.name, "scale": scale, "precision": precision, "dtype": "float32",
+    tolerance = TOLERANCE[precision if dtype == "float32" else dtype]
+    outcome = measure(contenders, left_out, rounds, tolerance, precision, training=row.loss is not None)
+    result = {"row": row.name, "scale": scale, "precision": precision, "dtype": dtype,
               "shape": [list(f.shape) for f in feeds], **outcome.summary(),
               "wall_s": round(time.perf_counter() - start, 1)}
     if first_call:
-        result["first_call_cold_warm_s"] = first_call_latency(row, scale, precision)
+        result["first_call_cold_warm_s"] = first_call_latency(row, scale, precision, dtype)
     if row.moved_bytes is not None:
-        moved = row.moved_bytes(scale)
+        moved = row.moved_bytes(scale) * torch.finfo(getattr(torch, dtype)).bits // 32
         result["moved_bytes"] = moved
         result["copy_ms"] = _copy_ms(moved, device)
     return result
@@ -106,14 +116,14 @@ def _copy_ms(moved: int, device: str) -> float:
     return timer()(lambda: dst.copy_(src))
 
 
-def first_calls(row: Row, scale: str, precision: str) -> dict[str, float]:
+def first_calls(row: Row, scale: str, precision: str, dtype: str = "float32") -> dict[str, float]:
     """Seconds from nothing to the first result, per contender (codegen, Triton JIT, Inductor, capture),
     in this process: call it in a fresh one."""
-    contenders, _, _ = contenders_for(row, scale, precision)
+    contenders, _, _ = contenders_for(row, scale, precision, dtype)
     return {c.name: round(c.first_call_s, 3) for c in contenders}
 
 
-def first_call_latency(row: Row, scale: str, precision: str) -> dict[str, dict[str, float]]:
+def first_call_latency(row: Row, scale: str, precision: str, dtype: str = "float32") -> dict[str, dict[str, float]]:
     """First-call seconds with cold caches (fresh, empty fusegraph / Triton / Inductor cache folders, a new
     process) and then warm ones (the same folders, another new process)."""
     import os
@@ -126,7 +136,8 @@ def first_call_latency(row: Row, scale: str, precision: str) -> dict[str, dict[s
         results = {}
         for kind in ("cold", "warm"):
             done = subprocess.run([sys.executable, "-m", "bench.fair", "--first-call", row.name, "--scale", scale,
-                                   "--precision", precision], env=env, capture_output=True, text=True, check=True)
+                                   "--precision", precision, "--dtype", dtype], env=env, capture_output=True,
+                                  text=True, check=True)
             results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
     return results
 
@@ -147,7 +158,8 @@ def markdown(records: list[dict], env: dict, path: Path) -> str:
         ratios = ", ".join(f"{name} {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
                            for name, r in record["ratios_vs_fusegraph"].items())
         times = ", ".join(f"{name} {ms:.3f}" for name, ms in record["median_ms"].items())
-        lines.append(f"- **{record['row']}** ({record['precision']}, {record['rounds']} rounds): {times} ms; {ratios}")
+        lines.append(f"- **{record['row']}** ({record['dtype']}, {record['precision']}, {record['rounds']} rounds): "
+                     f"{times} ms; {ratios}")
         if "copy_ms" in record:
             lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
                          f"of a device copy of the same {record['moved_bytes'] / 1e6:.0f} MB")
@@ -165,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="*", default=None)
     parser.add_argument("--budget", type=float, default=480.0, help="seconds of expected row time to spend")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--precision", choices=list(TOLERANCE), default="exact")
+    parser.add_argument("--precision", choices=["exact", "tf32"], default="exact", help="fp32 pairing")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                        help="forward rows in half precision too (training and optimizer rows are fp32)")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
     parser.add_argument("--out", default=None, help="results folder (default bench/results at full scale)")
     parser.add_argument("--plan", action="store_true", help="print the rows that would run and their expected time")
@@ -176,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure each row's first call with cold and warm caches (two fresh processes)")
     args = parser.parse_args(argv)
     if args.first_call:
-        print(json.dumps(first_calls(ROWS[args.first_call], args.scale, args.precision)))
+        print(json.dumps(first_calls(ROWS[args.first_call], args.scale, args.precision, args.dtype)))
         return 0
     env = environment()
     out = args.out or ("bench/results" if args.scale == "full" else None)
     path = results_path(out or "bench/results", env)
-    rows = plan(args.rows, path, args.budget)
+    rows = plan(args.rows, path, args.budget, args.dtype, args.precision)
     print(f"{len(rows)} rows, expected about {sum(r.expected_s for r in rows)} s on the GPU: {[r.name for r in rows]}")
     if args.plan:
         return 0
@@ -189,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print("full-size rows need a CUDA GPU; use --scale tiny for a dry run", file=sys.stderr)
         return 2
     for row in rows:
-        save({**run_row(row, args.scale, args.rounds, args.precision, args.cold_start), "environment": env}, out, path, env)
+        record = run_row(row, args.scale, args.rounds, args.precision, args.cold_start, args.dtype)
+        save({**record, "environment": env}, out, path, env)
     for name in [] if args.host_cost is None else args.host_cost or list(fusegraph.zoo.MODELS):
         model = fusegraph.zoo.get(name)
         device = "cuda" if torch.cuda.is_available() else "cpu"

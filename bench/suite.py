@@ -17,7 +17,7 @@ import fusegraph as fg
 @dataclass(frozen=True)
 class Row:
     name: str
-    build: Callable[[str], tuple[fg.Model, list[torch.Tensor]]]  # scale -> (model, feeds on the CPU, fp32)
+    build: Callable[..., tuple[fg.Model | None, list[torch.Tensor]]]  # (scale, dtype) -> (model, fp32 feeds on the CPU)
     expected_s: int  # rough wall time of one row on the GPU, compiles included (max-autotune dominates)
     moved_bytes: Callable[[str], int] | None = None  # bandwidth rows: bytes one call must read and write
     loss: str | None = None  # training-step rows: the loss each contender's step minimises
@@ -30,9 +30,9 @@ def _feeds(model: fg.Model, batch: int, seed: int = 0) -> list[torch.Tensor]:
 
 
 def _conv(channels: int, size: int, batch: int, kernel: int, stride: int):
-    def build(scale: str):
+    def build(scale: str, dtype: str = "float32"):
         c, s, n = (channels, size, batch) if scale == "full" else (4, 6, 2)
-        model = fg.Sequential([fg.Input((c, s, s)), fg.Conv2D(c * stride, kernel, strides=stride,
+        model = fg.Sequential([fg.Input((c, s, s), dtype=dtype), fg.Conv2D(c * stride, kernel, strides=stride,
                                                               padding="same", use_bias=False)],
                               name=f"conv{kernel}x{kernel}_s{stride}")
         return model, _feeds(model, n)
@@ -41,9 +41,9 @@ def _conv(channels: int, size: int, batch: int, kernel: int, stride: int):
 
 
 def _vgg_block(channels: int, size: int, batch: int):
-    def build(scale: str):
+    def build(scale: str, dtype: str = "float32"):
         c, s, n = (channels, size, batch) if scale == "full" else (4, 8, 2)
-        model = fg.Sequential([fg.Input((c, s, s)), fg.Conv2D(c, 3, padding="same", activation="relu"),
+        model = fg.Sequential([fg.Input((c, s, s), dtype=dtype), fg.Conv2D(c, 3, padding="same", activation="relu"),
                                fg.MaxPool2D(2)], name="vgg_block")
         return model, _feeds(model, n)
 
@@ -51,10 +51,11 @@ def _vgg_block(channels: int, size: int, batch: int):
 
 
 def _rnn(kind: str, hidden: int, batch: int, layers: int = 1, bidirectional: bool = False):
-    def build(scale: str):
+    def build(scale: str, dtype: str = "float32"):
         h, n, t = (hidden, batch, 100) if scale == "full" else (8, 2, 5)
         rnn = fg.LSTM if kind == "lstm" else fg.GRU
-        stack = [fg.Input((t, h))] + [rnn(h, return_sequences=True, bidirectional=bidirectional) for _ in range(layers)]
+        stack = [fg.Input((t, h), dtype=dtype)]
+        stack += [rnn(h, return_sequences=True, bidirectional=bidirectional) for _ in range(layers)]
         model = fg.Sequential(stack, name=kind)
         return model, _feeds(model, n)
 
@@ -62,29 +63,29 @@ def _rnn(kind: str, hidden: int, batch: int, layers: int = 1, bidirectional: boo
 
 
 def _cifar(batch: int):
-    def build(scale: str):
-        model = fg.zoo.cifar_cnn() if scale == "full" else fg.zoo.cifar_cnn(width=4)
+    def build(scale: str, dtype: str = "float32"):
+        model = fg.zoo.cifar_cnn(dtype=dtype) if scale == "full" else fg.zoo.cifar_cnn(width=4, dtype=dtype)
         return model, _feeds(model, batch if scale == "full" else 2)
 
     return build
 
 
-def _pointwise_chain(scale: str):
+def _pointwise_chain(scale: str, dtype: str = "float32"):
     rows, cols = (4096, 16384) if scale == "full" else (4, 64)  # 256 MB in, 256 MB out in fp32
-    x = fg.Input((cols,))
+    x = fg.Input((cols,), dtype=dtype)
     model = fg.Model(x, fg.Activation("sigmoid")(fg.Activation("tanh")(fg.Activation("relu")(x))), name="chain")
     return model, _feeds(model, rows)
 
 
-def _max_pool(scale: str):
-    n, c, s = (64, 64, 128) if scale == "full" else (2, 2, 8)  # 268 MB in, 67 MB out
-    model = fg.Sequential([fg.Input((c, s, s)), fg.MaxPool2D(2)], name="max_pool")
+def _max_pool(scale: str, dtype: str = "float32"):
+    n, c, s = (64, 64, 128) if scale == "full" else (2, 2, 8)  # 268 MB in, 67 MB out in fp32
+    model = fg.Sequential([fg.Input((c, s, s), dtype=dtype), fg.MaxPool2D(2)], name="max_pool")
     return model, _feeds(model, n)
 
 
 def _bytes_of(build) -> Callable[[str], int]:
     def moved(scale: str) -> int:
-        model, feeds = build(scale)
+        model, feeds = build(scale)  # NOTE: fp32 bytes; a half-precision run moves half of them
         with torch.no_grad():
             out = model.to_torch()(*feeds)
         return sum(f.numel() * f.element_size() for f in feeds) + out.numel() * out.element_size()
@@ -120,8 +121,8 @@ def _adam_numel(scale: str) -> int:
     return 1 << 25 if scale == "full" else 1000  # 33.5M parameters: 7 x 134 MB moved per Adam step
 
 
-ROWS["adam step 939MB"] = Row("adam step 939MB", lambda scale: (None, []), 40, lambda scale: 28 * _adam_numel(scale),
-                              optimizer_numel=_adam_numel)
+ROWS["adam step 939MB"] = Row("adam step 939MB", lambda scale, dtype="float32": (None, []), 40,
+                              lambda scale: 28 * _adam_numel(scale), optimizer_numel=_adam_numel)
 
 SUBSET = ["conv3x3 64ch 56x56 b32", "conv3x3 256ch 14x14 b128", "conv3x3/2 128ch 28x28 b32", "conv1x1 512ch 7x7 b128",
           "vgg conv3x3+relu+pool 64ch 112x112 b32", "cifar_cnn forward b128", "cifar_cnn training step b128",

@@ -28,6 +28,8 @@ def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path, capsys):
     planned = [row.name for row in fair.plan(None, jsonl, budget=10_000)]
     assert planned[0] == next(name for name in SUBSET if name not in rows) and not set(rows) & set(planned)
     assert [row.name for row in fair.plan(None, jsonl, budget=1)] == []
+    half = [row.name for row in fair.plan(None, jsonl, budget=10_000, dtype="float16")]
+    assert half[0] == SUBSET[0] and "cifar_cnn training step b128" not in half and "adam step 939MB" not in half
 
 
 def test_first_call_latency_cold_then_warm(tmp_path):
