@@ -89,7 +89,7 @@ def contenders_for(row: Row, scale: str, precision: str, dtype: str = "float32")
 
 
 def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False,
-            dtype: str = "float32") -> dict:
+            dtype: str = "float32", profiled: bool = False) -> dict:
     start = time.perf_counter()
     contenders, left_out, feeds = contenders_for(row, scale, precision, dtype)
     device = feeds[0].device.type
@@ -98,6 +98,8 @@ def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool 
     result = {"row": row.name, "scale": scale, "precision": precision, "dtype": dtype,
               "shape": [list(f.shape) for f in feeds], **outcome.summary(),
               "wall_s": round(time.perf_counter() - start, 1)}
+    if profiled:
+        result["profile"] = kernel_profiles(contenders)
     if first_call:
         result["first_call_cold_warm_s"] = first_call_latency(row, scale, precision, dtype)
     if row.moved_bytes is not None:
@@ -105,6 +107,21 @@ def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool 
         result["moved_bytes"] = moved
         result["copy_ms"] = _copy_ms(moved, device)
     return result
+
+
+def kernel_profiles(contenders: list, top: int = 8) -> dict:
+    """Where fusegraph's and eager's time goes: GPU microseconds per kernel (bench/profile_gpu.py's
+    torch.profiler trace), the largest `top` of each."""
+    if not torch.cuda.is_available():
+        return {"left_out": "kernel profiles need a CUDA GPU"}
+    from bench.profile_gpu import kernel_times
+
+    profiles = {}
+    for contender in contenders:
+        if contender.name in ("fusegraph", "eager"):
+            times = kernel_times(contender.run)
+            profiles[contender.name] = {"total_us": times["total_us"], "kernels": times["kernels"][:top]}
+    return profiles
 
 
 def _copy_ms(moved: int, device: str) -> float:
@@ -163,6 +180,10 @@ def markdown(records: list[dict], env: dict, path: Path) -> str:
         if "copy_ms" in record:
             lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
                          f"of a device copy of the same {record['moved_bytes'] / 1e6:.0f} MB")
+        for name, profile in record.get("profile", {}).items():
+            if isinstance(profile, dict):
+                top = ", ".join(f"{k['name'][:40]} {k['us']:.0f}" for k in profile["kernels"][:4])
+                lines.append(f"  - {name} kernels, us: {top} (total {profile['total_us']:.0f})")
         if "first_call_cold_warm_s" in record:
             lines.append("  - first call, s: " + "; ".join(
                 f"{kind}: " + ", ".join(f"{name} {sec:.2f}" for name, sec in calls.items())
@@ -186,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-call", metavar="ROW", help="print one row's first-call seconds per contender (JSON)")
     parser.add_argument("--host-cost", nargs="*", metavar="MODEL", default=None,
                         help="also each zoo model's host cost per launch against bare Triton launches (default: all)")
+    parser.add_argument("--profile", action="store_true", help="also each row's per-kernel GPU time (torch.profiler)")
     parser.add_argument("--cold-start", action="store_true",
                         help="also measure each row's first call with cold and warm caches (two fresh processes)")
     args = parser.parse_args(argv)
@@ -203,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print("full-size rows need a CUDA GPU; use --scale tiny for a dry run", file=sys.stderr)
         return 2
     for row in rows:
-        record = run_row(row, args.scale, args.rounds, args.precision, args.cold_start, args.dtype)
+        record = run_row(row, args.scale, args.rounds, args.precision, args.cold_start, args.dtype, args.profile)
         save({**record, "environment": env}, out, path, env)
     for name in [] if args.host_cost is None else args.host_cost or list(fusegraph.zoo.MODELS):
         model = fusegraph.zoo.get(name)

@@ -13,7 +13,7 @@ from bench.suite import ROWS, SUBSET
 def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path, capsys):
     rows = ["conv3x3 64ch 56x56 b32", "lstm h512 seq100 b64", "cifar_cnn training step b128", "adam step 939MB",
             "pointwise chain 256MB"]
-    assert fair.main(["--scale", "tiny", "--rounds", "2", "--out", str(tmp_path), "--rows", *rows]) == 0
+    assert fair.main(["--scale", "tiny", "--rounds", "2", "--out", str(tmp_path), "--profile", "--rows", *rows]) == 0
     (jsonl,) = tmp_path.glob("fair_*.jsonl")
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["row"] for r in records] == rows
@@ -23,6 +23,7 @@ def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path, capsys):
         assert ratio["min"] <= ratio["median"] <= ratio["max"]
         assert record["max_abs_error_vs_eager"]["fusegraph"] < 1e-4
         assert "compile" in record["left_out"]  # said, not silently missing
+        assert record["profile"] == {"left_out": "kernel profiles need a CUDA GPU"}
     assert "moved_bytes" in records[-1] and records[-1]["copy_ms"] > 0
     assert "pointwise chain 256MB" in jsonl.with_suffix(".md").read_text()
     planned = [row.name for row in fair.plan(None, jsonl, budget=10_000)]
