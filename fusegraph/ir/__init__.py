@@ -3,7 +3,7 @@
 from .builder import GraphBuilder
 from .errors import CacheError, FusegraphError, GraphError, InputError
 from .feeds import check_feeds
-from .graph import Graph, Node, Value
+from .graph import FORWARD, Graph, Node, Role, Value
 from .interpreter import Interpreter
 from .nxview import to_networkx
 from .ops import OPS, OpDef, get_op
@@ -13,6 +13,7 @@ from .verifier import verify
 
 __all__ = [
     "BATCH", "DTYPES", "FLOAT_DTYPES", "OPS", "CacheError", "FusegraphError", "Graph", "GraphBuilder", "GraphError",
-    "InputError", "Interpreter", "check_feeds", "Node", "OpDef", "TensorType", "Value", "as_int", "format_graph", "get_op",
+    "FORWARD", "InputError", "Interpreter", "Role", "check_feeds", "Node", "OpDef", "TensorType", "Value", "as_int",
+    "format_graph", "get_op",
     "to_networkx", "verify",
 ]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import GraphError
-from .graph import Graph, Node, Value
+from .graph import FORWARD, Graph, Node, Role, Value
 from .ops import get_op
 from .types import TensorType
 
@@ -53,7 +53,7 @@ class GraphBuilder:
         return value
 
     def op(self, op: str, inputs: Sequence[Value], *, name: str, layer: str | None = None,
-           output_names: Sequence[str] | None = None, **attrs: Any) -> Value | tuple[Value, ...]:
+           output_names: Sequence[str] | None = None, role: Role = FORWARD, **attrs: Any) -> Value | tuple[Value, ...]:
         """Append `op(inputs, **attrs)`; one output is returned as a Value, several as a tuple
         (named `name.<output_names[i]>`, or `name.<i>`)."""
         opdef = get_op(op)
@@ -77,7 +77,7 @@ class GraphBuilder:
         outputs = tuple(Value(n, t) for n, t in zip(names, types))
         for v in outputs:
             self.values[v.name] = v
-        self.nodes.append(Node(op, tuple(inputs), outputs, probe.attrs, layer))
+        self.nodes.append(Node(op, tuple(inputs), outputs, probe.attrs, layer, role))
         return outputs[0] if len(outputs) == 1 else outputs
 
     def build(self, outputs: Sequence[Value]) -> Graph:

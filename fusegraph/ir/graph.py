@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -25,6 +25,18 @@ def freeze_attrs(attrs: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(attrs or {}))
 
 
+@dataclass(frozen=True)
+class Role:
+    """What a node is for, as a typed fact (like torch.fx's node.meta), never read off its name:
+    part of the forward pass, or of the backward pass autodiff emitted (and for which node)."""
+
+    backward: bool = False
+    gradient_of: str | None = None  # the forward node whose VJP emitted it
+
+
+FORWARD = Role()
+
+
 @dataclass(frozen=True, eq=False)
 class Node:
     """One operation: `outputs = op(inputs, **attrs)`. `layer` names the DSL layer it came from."""
@@ -34,6 +46,11 @@ class Node:
     outputs: tuple[Value, ...]
     attrs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     layer: str | None = None
+    role: Role = FORWARD
+
+    def replace(self, **changes: Any) -> Node:
+        """This node with some fields changed (inputs, outputs, attrs, ...); its role and layer carried over."""
+        return replace(self, **changes)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))

@@ -233,7 +233,7 @@ def _warps(node: Node, dtype: torch.dtype) -> int:
     """Tuned for forward scans (GPU_TUNING); a backward step holds more tiles at once: at 32 columns an
     fp32 LSTM's spills 88 B of stack per thread with 4 warps on sm_90, none with 8
     (tests/kernels/test_gpu_compile.py)."""
-    if node.attrs["kernel"].startswith("scan_bwd"):
+    if node.role.backward:
         return 8
     return GPU_TUNING["persistent_scan"]["float32" if dtype == torch.float32 else "half"]["num_warps"]
 

@@ -13,7 +13,7 @@ reads); its VJP is a reverse scan over the body's own VJP, which recomputes the 
 
 from __future__ import annotations
 
-from ..ir import BATCH, Graph, GraphBuilder, GraphError, Node, TensorType, Value, get_op, verify
+from ..ir import BATCH, Graph, GraphBuilder, GraphError, Node, Role, TensorType, Value, get_op, verify
 from .rewrite import fresh_name, with_attrs
 
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
@@ -29,7 +29,9 @@ class GradEmitter:
 
     def op(self, op: str, inputs, **attrs):
         base = f"d.{self.current.name}" if self.current is not None else "d"
-        return self.b.op(op, inputs, name=base, layer=self.current.layer if self.current else None, **attrs)
+        role = Role(backward=True, gradient_of=self.current.name if self.current is not None else None)
+        return self.b.op(op, inputs, name=base, layer=self.current.layer if self.current else None, role=role,
+                         **attrs)
 
     @staticmethod
     def builder(name: str) -> GraphBuilder:
@@ -117,8 +119,8 @@ def expose_scan_carries(graph: Graph) -> Graph:
                 steps.append(value.name)
             positions.append(steps.index(value.name))
         new_body = Graph(body.nodes, tuple(body_outputs), body.name)
-        nodes.append(Node("scan", node.inputs, tuple(outer_outputs),
-                          {**node.attrs, "body": new_body, "carry_steps": tuple(positions)}, node.layer))
+        nodes.append(node.replace(outputs=tuple(outer_outputs),
+                                  attrs={**node.attrs, "body": new_body, "carry_steps": tuple(positions)}))
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))
 
 
@@ -153,9 +155,9 @@ def pool_with_positions(graph: Graph) -> Graph:
         maxima = Value(fresh_name(taken, f"{pooled.name}.max"), pooled.type) if commute else pooled
         if commute:
             nodes.remove(act)
-        nodes.append(Node(f"{node.op}_argmax", (data,), (maxima, positions), node.attrs, node.layer))
+        nodes.append(node.replace(op=f"{node.op}_argmax", inputs=(data,), outputs=(maxima, positions)))
         if commute:
-            nodes.append(Node(act.op, (maxima,), (pooled,), act.attrs, act.layer))
+            nodes.append(act.replace(inputs=(maxima,), outputs=(pooled,)))
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))
 
 

@@ -6,7 +6,7 @@ logits); inputs and parameters stay, so the graph's signature does not change.""
 
 from __future__ import annotations
 
-from ..ir import Graph, Node, verify
+from ..ir import Graph, verify
 
 
 def eliminate_dead_code(graph: Graph) -> Graph:
@@ -16,7 +16,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
         if node.op in ("input", "parameter") or any(v.name in live for v in node.outputs):
             if node.op == "scan":  # its body keeps what its outputs need; the body's signature stays
                 body = eliminate_dead_code(node.attrs["body"])
-                node = Node(node.op, node.inputs, node.outputs, {**node.attrs, "body": body}, node.layer)
+                node = node.replace(attrs={**node.attrs, "body": body})
             kept.append(node)
             live |= {v.name for v in node.inputs}
     return verify(Graph(tuple(reversed(kept)), graph.outputs, graph.name))

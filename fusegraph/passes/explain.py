@@ -85,8 +85,8 @@ def backward_nodes(train: Graph) -> set[str]:
              for v in n.outputs}
     names = set()
     for node in train.nodes:
-        emitted_by_autodiff = node.name.startswith("d.") or (node.op == "fused" and any(
-            n.name.startswith("d.") for n in node.attrs["body"].compute_nodes))
+        emitted_by_autodiff = node.role.backward or (node.op == "fused" and any(
+            n.role.backward for n in node.attrs["body"].compute_nodes))
         if node.op in ("cross_entropy", "binary_cross_entropy", "mse") or emitted_by_autodiff or \
                 any(v.name in later for v in node.inputs):
             later |= {v.name for v in node.outputs}

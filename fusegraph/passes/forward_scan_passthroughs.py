@@ -42,4 +42,4 @@ def _drop_passthroughs(scan: Node) -> tuple[Node, dict[str, Value]]:
     if not found:
         return scan, {}
     new_body = Graph(body.nodes, tuple(body_outputs), body.name)
-    return Node(scan.op, scan.inputs, tuple(scan_outputs), {**scan.attrs, "body": new_body}, scan.layer), found
+    return scan.replace(outputs=tuple(scan_outputs), attrs={**scan.attrs, "body": new_body}), found

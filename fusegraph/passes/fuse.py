@@ -73,7 +73,7 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
         body, inputs, outputs = subgraph(members, graph, kernel)
         anchor = next((n.op for n in members if n.op in KERNEL_ANCHORS), "pointwise")
         fused = Node("fused", tuple(inputs), tuple(outputs), {"body": body, "anchor": anchor, "kernel": kernel},
-                     members[0].layer)
+                     members[0].layer, members[-1].role)
         replaced[id(members[-1])] = fused
         dropped |= {id(n) for n in members[:-1]}
     rewritten = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
@@ -93,8 +93,7 @@ def kernel_name(members: list[Node]) -> str:
         head = members[at].op
         ops = [f"in_{n.op}" for n in members[:at] if n.op != "bias_grad"] + list(dict.fromkeys(
             n.op for n in (*members[:at], *members[at + 1:]) if n.op == "bias_grad" or members.index(n) > at))
-    direction = "bwd" if members[-1].name.startswith("d.") or head.endswith("_bwd_weight") or head == "matmul_tn" \
-        else "fwd"
+    direction = "bwd" if members[-1].role.backward or head.endswith("_bwd_weight") or head == "matmul_tn" else "fwd"
     head = head.removesuffix("_bwd_weight") + ("_weight" if head.endswith("_bwd_weight") else "")
     head = head.removesuffix("_bwd_idx").removesuffix("_bwd")
     if not ops:  # a kernel of one node (named in a decision about what did not join it)

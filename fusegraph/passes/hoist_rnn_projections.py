@@ -64,10 +64,13 @@ def _hoist(scan: Node, taken: set[str]) -> list[Node]:
         seq = outer_inputs[s]
         width = matmul.outputs[0].type.shape[-1]
         proj = Value(fresh_name(taken, f"{base}.x_proj"), seq.type.with_shape((*seq.type.shape[:2], width)))
-        hoisted.append(Node("matmul", (seq, outer_of[matmul.inputs[1].name]), (proj,), matmul.attrs, scan.layer))
+        # NOTE: the scan's role, not the cell matmul's: a backward loop's recomputed projection is backward work
+        hoisted.append(Node("matmul", (seq, outer_of[matmul.inputs[1].name]), (proj,), matmul.attrs, scan.layer,
+                            scan.role))
         if bias is not None:
             biased = Value(fresh_name(taken, f"{base}.x_proj_bias"), proj.type)
-            hoisted.append(Node("bias_add", (proj, outer_of[bias.inputs[1].name]), (biased,), {"axis": 2}, scan.layer))
+            hoisted.append(Node("bias_add", (proj, outer_of[bias.inputs[1].name]), (biased,), {"axis": 2}, scan.layer,
+                                scan.role))
             proj = biased
         projected_step = Value(f"{step.name}_proj", last.outputs[0].type)
         if keep_step:
@@ -86,4 +89,4 @@ def _hoist(scan: Node, taken: set[str]) -> list[Node]:
     new_body = Graph((*(input_node(body_inputs[i]) for i in keep), *body_nodes), body.outputs, body.name)
     new_inputs = tuple(outer_inputs[i - num_carries] for i in keep if i >= num_carries)
     attrs = {**scan.attrs, "body": new_body, "num_seqs": num_seqs + added}
-    return [*hoisted, Node("scan", (*inits, *new_inputs), scan.outputs, attrs, scan.layer)]
+    return [*hoisted, scan.replace(inputs=(*inits, *new_inputs), attrs=attrs)]

@@ -32,8 +32,7 @@ def persistent_scans_with_report(graph: Graph) -> tuple[Graph, list[Decision]]:
             reason = blocker(node)
             if reason is None:
                 node = _drop_unread_steps(node, used)
-                node = Node(node.op, node.inputs, node.outputs,
-                            {**node.attrs, "persistent": True, "kernel": kernel_name(node)}, node.layer)
+                node = node.replace(attrs={**node.attrs, "persistent": True, "kernel": kernel_name(node)})
                 reason = f"{node.attrs['num_carries']} carries in registers over all steps: one launch"
             decisions.append(Decision(KERNEL, (node.name,), node.attrs.get("persistent", False), reason))
         nodes.append(node)
@@ -47,7 +46,7 @@ def persistent_scans(graph: Graph) -> Graph:
 def kernel_name(scan: Node) -> str:
     (cell,) = scan.attrs["body"].compute_nodes
     kernel = cell.attrs["kernel"]
-    direction = "bwd" if kernel.startswith("matmul_bwd") else "fwd"
+    direction = "bwd" if scan.role.backward else "fwd"
     return f"scan_{direction}_persistent_" + kernel.removeprefix(f"matmul_{direction}_").removeprefix("fused_")
 
 
@@ -94,4 +93,4 @@ def _drop_unread_steps(scan: Node, used: set[str]) -> Node:
         return scan
     new_body = Graph(body.nodes, tuple(body.outputs[i] for i in keep), body.name)
     attrs = {k: v for k, v in scan.attrs.items() if k != "carry_steps"}  # autodiff's, read before this pass
-    return Node(scan.op, scan.inputs, tuple(scan.outputs[i] for i in keep), {**attrs, "body": new_body}, scan.layer)
+    return scan.replace(outputs=tuple(scan.outputs[i] for i in keep), attrs={**attrs, "body": new_body})

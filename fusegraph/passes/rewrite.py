@@ -12,11 +12,11 @@ def substitute(node: Node, mapping: Mapping[str, Value]) -> Node:
     """`node` with each input named in `mapping` replaced."""
     if not any(v.name in mapping for v in node.inputs):
         return node
-    return Node(node.op, tuple(mapping.get(v.name, v) for v in node.inputs), node.outputs, node.attrs, node.layer)
+    return node.replace(inputs=tuple(mapping.get(v.name, v) for v in node.inputs))
 
 
 def with_attrs(node: Node, **attrs) -> Node:
-    return Node(node.op, node.inputs, node.outputs, {**node.attrs, **attrs}, node.layer)
+    return node.replace(attrs={**node.attrs, **attrs})
 
 
 def input_node(value: Value) -> Node:

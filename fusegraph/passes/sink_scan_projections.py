@@ -65,7 +65,7 @@ def _sink(scan: Node, taken: set[str]) -> list[Node]:
             step_values.append(v)
             step_outputs.append(stacked)
         after.append(Node("matmul", (stacked, outer_of[matmul.inputs[1].name]), (step_outputs[k],), matmul.attrs,
-                          scan.layer))
+                          scan.layer, scan.role))
         dropped.add(id(matmul))
     keep = [k for k in range(len(step_values)) if k not in set(sinkable)]
     body_nodes = [n for n in body.compute_nodes if id(n) not in dropped]
@@ -75,7 +75,7 @@ def _sink(scan: Node, taken: set[str]) -> list[Node]:
     new_body = Graph((*(n for n in body.nodes if n.op == "input" and n.outputs[0].name in kept_inputs), *body_nodes),
                      (*body.outputs[:num_carries], *(step_values[k] for k in keep)), body.name)
     attrs = {k: v for k, v in scan.attrs.items() if k != "carry_steps"}  # autodiff's, read before this pass
-    new_scan = Node("scan", (*scan.inputs[:first], *(outer_of[v.name] for v in inputs[num_carries:])),
-                    (*scan.outputs[:num_carries], *(step_outputs[k] for k in keep)), {**attrs, "body": new_body},
-                    scan.layer)
+    new_scan = scan.replace(inputs=(*scan.inputs[:first], *(outer_of[v.name] for v in inputs[num_carries:])),
+                            outputs=(*scan.outputs[:num_carries], *(step_outputs[k] for k in keep)),
+                            attrs={**attrs, "body": new_body})
     return [new_scan, *after]

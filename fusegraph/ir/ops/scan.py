@@ -134,7 +134,6 @@ def _gradient_terms(producers, value) -> list:
 
 
 def _scan_vjp(b, node, grads, needs):
-    from ..graph import Node as IRNode
 
     attrs, body = node.attrs, node.attrs["body"]
     carries, num_seqs = attrs["num_carries"], attrs["num_seqs"]
@@ -155,7 +154,7 @@ def _scan_vjp(b, node, grads, needs):
     mapping = {v.name: new for v, new in zip(body.inputs, [*c_in, *x_in, *const_in])}
     recomputed = []
     for n in body.compute_nodes:  # the cell again, from the stored carries: its internals are recomputed
-        copy = IRNode(n.op, tuple(mapping.get(v.name, v) for v in n.inputs), n.outputs, n.attrs, n.layer)
+        copy = n.replace(inputs=tuple(mapping.get(v.name, v) for v in n.inputs))
         recomputed.append(copy)
         inner.nodes.append(copy)
         inner.values.update({v.name: v for v in n.outputs})
