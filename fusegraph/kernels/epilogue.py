@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..ir import GraphError, Node, Value
+from ..ir.ops.pointwise import LEAKY_SLOPE
 
 EXPRESSIONS = {
     # NOTE: written as selections that keep NaN (tl.maximum drops it), as torch's relu does
@@ -121,7 +122,7 @@ class Emitter:
             second = self.operand(node.inputs[1])
         else:
             second = [None] * len(first)
-        attrs = {"negative_slope": 0.01, **dict(node.attrs)}
+        attrs = {"negative_slope": LEAKY_SLOPE, **dict(node.attrs)}
         results = [self._assign(EXPRESSIONS[op].format(a, b, **attrs)) for a, b in zip(first, second)]
         self.env[node.outputs[0].name] = results
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Node, Value
+from ..ir.ops.pointwise import LEAKY_SLOPE
 
 ANCHORS = ("conv1d", "conv2d", "matmul", "matmul_tn", "conv1d_bwd_weight", "conv2d_bwd_weight",
            "max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd", "max_pool1d_bwd_idx",
@@ -68,7 +69,7 @@ def prologue_lines(group: Group, var: str, mask: str, indent: str) -> list[str]:
         return []
     lines = [f"{indent}{var} = {var}.to(tl.float32)"]
     for node in group.prologue:
-        attrs = {"negative_slope": 0.01, **dict(node.attrs)}
+        attrs = {"negative_slope": LEAKY_SLOPE, **dict(node.attrs)}
         lines.append(f"{indent}{var} = {EXPRESSIONS[node.op].format(var, **attrs)}")
     lines.append(f"{indent}{var} = tl.where({mask}, {var}, 0.0).to(in{group.input_index(group.data_input)}_ptr.dtype.element_ty)")
     return lines

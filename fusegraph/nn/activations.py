@@ -7,9 +7,9 @@ from difflib import get_close_matches
 from torch import nn
 
 from ..ir import GraphError
+from ..ir.ops.pointwise import LEAKY_SLOPE
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "linear")
-LEAKY_SLOPE = 0.01  # PyTorch's default, so weights and results match nn.LeakyReLU()
 
 
 def check_activation(activation: str | None, where: str) -> str | None:

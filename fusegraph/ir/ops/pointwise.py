@@ -8,13 +8,15 @@ import torch.nn.functional as F
 from ..errors import GraphError
 from .base import OpDef, register_op, require_float, require_same_dtype, same_type_unary, set_vjp, shape_str
 
+LEAKY_SLOPE = 0.01  # leaky_relu's negative_slope when a node does not set one: PyTorch's default
+
 
 def _unary(name: str, fn, doc: str = "") -> None:
     register_op(OpDef(name, 1, same_type_unary, lambda inputs, attrs, ctx: [fn(inputs[0], attrs)], doc))
 
 
 _unary("relu", lambda x, a: F.relu(x))
-_unary("leaky_relu", lambda x, a: F.leaky_relu(x, a.get("negative_slope", 0.01)), "attrs negative_slope")
+_unary("leaky_relu", lambda x, a: F.leaky_relu(x, a.get("negative_slope", LEAKY_SLOPE)), "attrs negative_slope")
 _unary("sigmoid", lambda x, a: torch.sigmoid(x))
 _unary("tanh", lambda x, a: torch.tanh(x))
 
@@ -57,7 +59,7 @@ def _grad_rule(types, attrs):
 _BACKWARD = {
     # PyTorch's rules, so ties and saturation give its numbers: relu uses its output, leaky_relu its input
     "relu_bwd": lambda dy, y, a: torch.where(y > 0, dy, torch.zeros_like(dy)),
-    "leaky_relu_bwd": lambda dy, x, a: torch.where(x > 0, dy, dy * a.get("negative_slope", 0.01)),
+    "leaky_relu_bwd": lambda dy, x, a: torch.where(x > 0, dy, dy * a.get("negative_slope", LEAKY_SLOPE)),
     "sigmoid_bwd": lambda dy, y, a: dy * (1 - y) * y,
     "tanh_bwd": lambda dy, y, a: dy * (1 - y * y),
 }
