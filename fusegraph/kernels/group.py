@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Node, Value
+from ..ir.ops import ops_with
 from ..ir.ops.pointwise import LEAKY_SLOPE
 
-ANCHORS = ("conv1d", "conv2d", "matmul", "matmul_tn", "conv1d_bwd_weight", "conv2d_bwd_weight",
-           "max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd", "max_pool1d_bwd_idx",
-           "max_pool2d_bwd_idx")
+ANCHORS = ops_with("kernel_anchor")  # the ops a fused group's template is chosen by (ir/ops traits)
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,17 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ..ir import Graph, Node, to_networkx, verify
+from ..ir.ops import ops_with
 from .rewrite import stable_toposort, subgraph, with_attrs
 
-ANCHORS = ("conv1d", "conv2d", "matmul")
-POOL_GRADS = ("max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd", "max_pool1d_bwd_idx",
-              "max_pool2d_bwd_idx")
-KERNEL_ANCHORS = (*ANCHORS, *POOL_GRADS, "matmul_tn", "conv1d_bwd_weight", "conv2d_bwd_weight")  # fused-group hosts
-ELEMENTWISE = ("bias_add", "relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul", "neg",
-               "relu_bwd", "leaky_relu_bwd", "sigmoid_bwd", "tanh_bwd")
-POOLS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "max_pool1d_argmax", "max_pool2d_argmax")
-SOFTMAXES = ("softmax", "log_softmax")
+# NOTE: read off the ops' declared traits (ir/ops/*.py set_traits), not listed here
+ANCHORS = ops_with("anchor")
+POOL_GRADS = ops_with("pool_gradient")
+KERNEL_ANCHORS = ops_with("kernel_anchor")  # fused-group hosts
+ELEMENTWISE = ops_with("elementwise")
+POOLS = ops_with("pool")
+SOFTMAXES = ops_with("softmax")
+PROLOGUE = ops_with("prologue")
 MAX_SOFTMAX_ROW = 1024
 
 
@@ -78,9 +79,6 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
         dropped |= {id(n) for n in members[:-1]}
     rewritten = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
     return verify(Graph(tuple(stable_toposort(rewritten)), graph.outputs, graph.name)), decisions
-
-
-PROLOGUE = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 
 def kernel_name(members: list[Node]) -> str:

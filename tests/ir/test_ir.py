@@ -107,3 +107,14 @@ def test_unknown_op_and_arity():
 def test_non_positive_or_misplaced_dims(shape):
     with pytest.raises(GraphError):
         TensorType(shape)
+
+
+def test_op_traits_are_declared_with_the_ops_and_consistent():
+    from fusegraph.ir.ops import OPS, TRAITS, ops_with
+
+    for trait in TRAITS:
+        assert ops_with(trait), f"no op declares {trait}"
+    assert ops_with("prologue") <= ops_with("elementwise")
+    assert ops_with("anchor") | ops_with("pool_gradient") <= ops_with("kernel_anchor")
+    assert {"conv2d", "matmul"} <= ops_with("anchor") and "bias_add" in ops_with("elementwise")
+    assert all(trait in TRAITS for op in OPS.values() for trait in op.traits)

@@ -35,7 +35,19 @@ class OpDef:
     reference: Reference
     doc: str = ""
     vjp: VJP | None = None  # reverse-mode rule in terms of other ops; None: not differentiable
+    traits: frozenset[str] = frozenset()  # what passes and templates may do with it: see TRAITS
 
+
+# NOTE: the facts fusion reads off an op, declared with the op (set_traits) instead of in op-name lists
+TRAITS = {
+    "elementwise": "one output element from the same element of each input: joins an epilogue or a chain",
+    "prologue": "an activation an anchor may apply to its data operand as it loads it",
+    "anchor": "starts a fused kernel that takes the elementwise epilogue after it (conv, matmul)",
+    "pool_gradient": "a pooling gradient that hosts elementwise producers of its output gradient",
+    "kernel_anchor": "hosts a fused group: its template generates the group's kernel",
+    "pool": "a pool an anchor's epilogue may end with",
+    "softmax": "a row softmax a matmul epilogue may end with",
+}
 
 OPS: dict[str, OpDef] = {}
 
@@ -52,6 +64,22 @@ def set_vjp(name: str, vjp: VJP) -> None:
     from dataclasses import replace
 
     OPS[name] = replace(OPS[name], vjp=vjp)
+
+
+def set_traits(names: Sequence[str], *traits: str) -> None:
+    """Add traits (keys of TRAITS) to ops declared above it in the same file."""
+    from dataclasses import replace
+
+    unknown = set(traits) - set(TRAITS)
+    if unknown:
+        raise RuntimeError(f"unknown op traits {sorted(unknown)}")
+    for name in names:
+        OPS[name] = replace(OPS[name], traits=OPS[name].traits | frozenset(traits))
+
+
+def ops_with(trait: str) -> frozenset[str]:
+    """Every op that has `trait`."""
+    return frozenset(name for name, op in OPS.items() if trait in op.traits)
 
 
 def get_op(name: str) -> OpDef:

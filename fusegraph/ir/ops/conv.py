@@ -12,7 +12,16 @@ import torch.nn.functional as F
 
 from ..errors import GraphError
 from ..types import as_int
-from .base import OpDef, register_op, require_float, require_rank, require_same_dtype, set_vjp, shape_str
+from .base import (
+    OpDef,
+    register_op,
+    require_float,
+    require_rank,
+    require_same_dtype,
+    set_traits,
+    set_vjp,
+    shape_str,
+)
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -195,3 +204,6 @@ for _ndim in (1, 2):
     register_op(OpDef(f"conv{_ndim}d_bwd_weight", 2, _bwd_weight_rule(_ndim), _bwd_weight_reference(_ndim),
                       "gradient of a convolution's weight; attrs as the conv plus kernel_size"))
     set_vjp(f"conv{_ndim}d", _conv_vjp(_ndim))
+
+set_traits(("conv1d", "conv2d"), "anchor", "kernel_anchor")
+set_traits(("conv1d_bwd_weight", "conv2d_bwd_weight"), "kernel_anchor")

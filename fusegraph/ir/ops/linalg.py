@@ -10,6 +10,7 @@ from .base import (
     require_float,
     require_rank,
     require_same_dtype,
+    set_traits,
     set_vjp,
     shape_str,
 )
@@ -102,3 +103,7 @@ register_op(OpDef("matmul_tn", 2, _matmul_tn_rule, _matmul_tn_reference,
 register_op(OpDef("bias_grad", 1, _bias_grad_rule, _bias_grad_reference, "sum over every axis but `axis`"))
 set_vjp("matmul", _matmul_vjp)
 set_vjp("bias_add", _bias_vjp)
+
+set_traits(("bias_add",), "elementwise")
+set_traits(("matmul",), "anchor", "kernel_anchor")
+set_traits(("matmul_tn",), "kernel_anchor")

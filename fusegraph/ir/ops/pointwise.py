@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GraphError
-from .base import OpDef, register_op, require_float, require_same_dtype, same_type_unary, set_vjp, shape_str
+from .base import OpDef, register_op, require_float, require_same_dtype, same_type_unary, set_traits, set_vjp, shape_str
 
 LEAKY_SLOPE = 0.01  # leaky_relu's negative_slope when a node does not set one: PyTorch's default
 
@@ -105,3 +105,8 @@ set_vjp("sub", lambda b, node, grads, needs: [grads[0] if needs[0] else None,
                                               b.op("neg", [grads[0]]) if needs[1] else None])
 set_vjp("mul", lambda b, node, grads, needs: [b.op("mul", [grads[0], node.inputs[1]]) if needs[0] else None,
                                               b.op("mul", [grads[0], node.inputs[0]]) if needs[1] else None])
+
+set_traits(("relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul", "neg", "relu_bwd", "leaky_relu_bwd",
+            "sigmoid_bwd", "tanh_bwd"), "elementwise")
+set_traits(("relu", "leaky_relu", "sigmoid", "tanh"), "prologue")
+set_traits(("softmax", "log_softmax"), "softmax")

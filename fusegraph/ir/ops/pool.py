@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import GraphError
 from ..types import TensorType
-from .base import OpDef, register_op, require_float, set_vjp, shape_str
+from .base import OpDef, register_op, require_float, set_traits, set_vjp, shape_str
 from .conv import torch_pad_arg, windowed_size
 
 
@@ -220,3 +220,7 @@ for _ndim in (1, 2):
     register_op(OpDef(f"max_pool{_ndim}d_bwd_idx", 2, _bwd_idx_rule, _bwd_idx_reference,
                       "gradient of a max pool from saved window positions; attrs as the pool plus input_size"))
     set_vjp(f"max_pool{_ndim}d_argmax", _argmax_vjp(_ndim))
+
+set_traits(("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "max_pool1d_argmax", "max_pool2d_argmax"), "pool")
+set_traits(("max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd", "max_pool1d_bwd_idx",
+            "max_pool2d_bwd_idx"), "pool_gradient", "kernel_anchor")
