@@ -273,22 +273,11 @@ def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torc
     """Every contender of one training step (forward, loss, backward, SGD with momentum 0.9 at lr 0.01),
     each reading its loss back to the host as a training loop does; each starts from the same weights,
     so the first steps' losses are compared."""
-    from bench.bench_training import torch_loss
-
     cuda = torch.cuda.is_available() if cuda is None else cuda
     left_out: dict[str, str] = {}
 
     def torch_step(compile_mode: str | None | bool = False) -> Run:
-        module = flatten_rnns(model.to_torch().to(feeds[0].device).train())
-        optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
-
-        def step():
-            optimizer.zero_grad(set_to_none=False)
-            value = torch_loss(model, module(*feeds), target, loss)
-            value.backward()
-            optimizer.step()
-            return value.detach()
-
+        step = torch_sgd_step(model, feeds, target, loss)[2]
         if compile_mode is False:
             return lambda: step().item()
         compiled = torch.compile(step, mode=compile_mode) if compile_mode else torch.compile(step)
@@ -322,24 +311,30 @@ def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torc
     return contenders, left_out
 
 
-def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str) -> Run:
-    """PyTorch's whole-network capture: forward, backward and optimizer step in one CUDA graph. Warm-up
-    steps run first (outside the capture), then weights and momentum are put back, so the first replay
-    is the same step eager's first call takes."""
+def torch_sgd_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str):
+    """(module, optimizer, step): torch's side of a training step on `feeds`, SGD with momentum 0.9 at lr
+    0.01, gradients zeroed in place (addresses fixed, so a CUDA graph can capture it); returns the loss."""
     from bench.bench_training import torch_loss
 
-    module = flatten_rnns(model.to_torch().cuda().train())
+    module = flatten_rnns(model.to_torch().to(feeds[0].device).train())
     optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
-    start = [p.detach().clone() for p in module.parameters()]
-    static = [f.clone() for f in feeds]
 
     def step():
         optimizer.zero_grad(set_to_none=False)
-        value = torch_loss(model, module(*static), target, loss)
+        value = torch_loss(model, module(*feeds), target, loss)
         value.backward()
         optimizer.step()
         return value.detach()
 
+    return module, optimizer, step
+
+
+def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str) -> Run:
+    """PyTorch's whole-network capture: forward, backward and optimizer step in one CUDA graph. Warm-up
+    steps run first (outside the capture), then weights and momentum are put back, so the first replay
+    is the same step eager's first call takes."""
+    module, optimizer, step = torch_sgd_step(model, [f.clone() for f in feeds], target, loss)
+    start = [p.detach().clone() for p in module.parameters()]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
