@@ -30,7 +30,8 @@ stage() {  # stage NAME SECONDS COMMAND...
 
 for name in $stages; do
     case $name in
-        fair) stage fair 420 python3 -m bench.fair --budget 300 --host-cost --profile --out "$out" ;;
+        fair) stage fair 420 python3 -m bench.fair --budget 300 --profile --out "$out" \
+                  --host-cost lenet lstm_classifier cnn_lstm resnet_block ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
         tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 python3 -m pytest -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py ;;
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;
