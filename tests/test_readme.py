@@ -1,4 +1,5 @@
-"""What the README names exists: every zoo model and layer it lists is there under that name."""
+"""What the README names exists: every zoo model and layer it lists is there under that name (and it
+lists every zoo model)."""
 
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ def test_every_zoo_model_the_readme_lists_is_an_attribute_and_a_zoo_name():
     assert "lenet_digits" in names
     for name in names:
         assert hasattr(fg.zoo, name) and name in fg.zoo.MODELS, name
+    assert set(fg.zoo.MODELS) <= set(names)  # and every zoo model is listed
 
 
 def test_every_layer_the_readme_lists_is_exported():
