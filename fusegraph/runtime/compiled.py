@@ -11,16 +11,13 @@ import torch
 
 from ..ir import Graph, GraphError, InputError, check_feeds
 from ..kernels import INTERPRETER_LOCK, LaunchCounter, Target
+from ..kernels.registry import FP32_PRECISIONS
 from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from .device import select_device
-from .graphs import GraphRunner
+from .graphs import SIGNATURES, GraphRunner
 from .program import Program
-
-# fp32 dots on the GPU: "ieee" (exact fp32 FMAs), "tf32x3" (three TF32 tensor-core passes, fp32-accurate;
-# the default there), "tf32" (one pass: torch's allow_tf32 equivalent, ~1e-3 relative). The interpreter is ieee.
-FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 def exclusive(method):
@@ -81,7 +78,7 @@ class CompiledModel:
     def _runner(self, run) -> GraphRunner:
         """CUDA graph replay where asked for (every argument a program's kernels take is fixed per input
         shape: what changes between calls, like the dropout step, is read from device memory)."""
-        return GraphRunner(run, self.counter, limit=8 if self.cuda_graphs else 0)
+        return GraphRunner(run, self.counter, limit=SIGNATURES if self.cuda_graphs else 0)
 
     @property
     def kernels(self) -> list[str]:

@@ -19,6 +19,7 @@ from ..kernels import LaunchCounter
 from .replay import Recorded
 
 Run = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+SIGNATURES = 8  # input signatures a runner keeps a captured graph or a launch recording for
 
 
 class Captured:
@@ -48,10 +49,10 @@ class GraphRunner:
     """Runs `run(feeds)` through a captured graph per input signature (shapes and dtypes), up to
     `limit` signatures (0: never); past that, or where capture fails, it launches kernel by kernel,
     replaying the launches recorded on the first call with each signature (runtime/replay.py; up to
-    8 signatures, where the recording holds). Without `copy`, replayed outputs are the recording's
+    SIGNATURES of them, where the recording holds). Without `copy`, replayed outputs are the recording's
     own, overwritten by the next call."""
 
-    def __init__(self, run: Run, counter: LaunchCounter, limit: int = 8) -> None:
+    def __init__(self, run: Run, counter: LaunchCounter, limit: int = SIGNATURES) -> None:
         self.run = run
         self.counter = counter
         self.limit = limit
@@ -77,7 +78,7 @@ class GraphRunner:
         recorded = self.recorded.get(signature)
         if recorded is not None:
             outputs = recorded.replay(feeds, self.counter)
-        elif signature not in self.recorded and len(self.recorded) < 8:
+        elif signature not in self.recorded and len(self.recorded) < SIGNATURES:
             recorded = Recorded(self.run, feeds)
             self.recorded[signature] = recorded if recorded.refused is None else None
             outputs = recorded.outputs
