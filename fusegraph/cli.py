@@ -13,6 +13,7 @@ import torch
 
 from .ir import FusegraphError, GraphError
 from .nn import Model, zoo
+from .passes.autodiff import LOSSES
 
 
 class ModelFileError(FusegraphError):
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train your own model on a dataset that ships with a package")
     train.add_argument("model", help="path/to/file.py:attr (a Model or a function returning one) or a zoo name")
     train.add_argument("--data", choices=["digits", "co2", "sunspots"], required=True)
-    train.add_argument("--loss", choices=["cross_entropy", "binary_cross_entropy", "mse"])
+    train.add_argument("--loss", choices=LOSSES)
     train.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop", "adagrad", "adadelta"], default="adam")
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--epochs", type=positive_int, default=5)
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--unfused", action="store_true", help="with --kernels: one kernel per node")
     show.add_argument("--explain", action="store_true", help="also print the fusion report")
     show.add_argument("--batch", type=positive_int, default=64, help="batch size for --explain's byte counts")
-    show.add_argument("--loss", choices=["cross_entropy", "binary_cross_entropy", "mse"],
+    show.add_argument("--loss", choices=LOSSES,
                       help="with --explain: also report the training step (backward launches, saved activations)")
     show.add_argument("--graph", action="store_true", help="draw the graph before and after fusion to -o FILE")
     show.add_argument("-o", "--output", type=writable_file, default="graph.png", help="with --graph: .png, .svg or .dot")

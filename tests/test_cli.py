@@ -40,7 +40,7 @@ def test_validate_passes_and_show_kernels_prints_source(capsys):
     assert capsys.readouterr().out.rstrip().endswith("PASS")
     assert main(["show", "--kernels", "cnn1d"]) == 0
     out = capsys.readouterr().out
-    assert "def conv1d_fwd_fused_bias_add_relu_max_pool1d(" in out and "@triton.jit" in out
+    assert "def conv1d_bias_add_relu_max_pool1d(" in out and "@triton.jit" in out
 
 
 def test_validate_fails_with_exit_code_1(capsys):
@@ -53,7 +53,7 @@ def test_show_explain_reports_fusion(capsys):
     assert main(["show", "--explain", "lenet_digits", "--batch", "8"]) == 0
     out = capsys.readouterr().out
     assert "launches per forward: 5 fused, 17 unfused (12 saved)" in out
-    assert "conv2d_fwd_fused_bias_add_relu_max_pool2d" in out and "Not fused, and why:" in out
+    assert "conv2d_bias_add_relu_max_pool2d" in out and "Not fused, and why:" in out
 
 
 def test_show_graph_draws_before_and_after(tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_show_graph_draws_before_and_after(tmp_path, capsys):
     written = target if shutil.which("dot") else target.with_suffix(".dot")
     assert written.exists() and str(written) in note
     text = written.read_text()
-    assert "before fusion" in text and "after fusion" in text and "conv2d_fwd_fused_bias_add_relu_max_pool2d" in text
+    assert "before fusion" in text and "after fusion" in text and "conv2d_bias_add_relu_max_pool2d" in text
     assert main(["show", "--graph", "lenet", "-o", str(tmp_path / "g.dot")]) == 0
     assert "digraph fusegraph" in (tmp_path / "g.dot").read_text()
 

@@ -30,3 +30,17 @@ def test_every_layer_the_readme_lists_is_exported():
     assert "Permute" in names and "AvgPool2D" in names
     for name in names:
         assert isinstance(getattr(fg, name, None), type), name
+
+
+def test_the_readme_lists_every_activation():
+    from fusegraph.nn.activations import ACTIVATIONS
+
+    assert re.findall(r"`(\w+)`", _paragraph("- Activations")) == list(ACTIVATIONS)
+
+
+def test_the_readmes_links_into_the_repository_exist():
+    root = Path(__file__).resolve().parents[1]
+    links = re.findall(r"\]\(([^)#:]+)\)", README)
+    assert "docs/ARCHITECTURE.md" in links
+    for link in links:
+        assert (root / link).exists(), link

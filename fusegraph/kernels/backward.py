@@ -7,7 +7,9 @@ from math import prod
 
 import triton
 
-from .epilogue import Emitter, Tile, helpers_for
+from ..passes.kernel_names import kernel_name
+from .epilogue import Emitter, Tile
+from .expr import Names, helpers_for
 from .group import group_of
 from .registry import KernelSource, lifter, module_source, register_template
 
@@ -33,11 +35,11 @@ def {name}(
             w0 = pw * STRIDE_W - PAD_W
             covers = valid & (ph >= 0) & (ph < PH) & (pw >= 0) & (pw < PW) & (ih < h0 + KH) & (iw < w0 + KW)
             window = (plane * PH + ph) * PW + pw
-            g = tl.load(dy_ptr + window, mask=covers, other=0.0).to(tl.float32)
+            g = tl.load({dy} + window, mask=covers, other=0.0).to(tl.float32)
 {prologue}
             if FROM_POSITIONS:
-                # x_ptr holds each window's saved maximum position (int8, row-major in the window)
-                at = tl.load(x_ptr + (plane * PH + ph) * PW + pw, mask=covers, other=-1).to(tl.int32)
+                # {saved} holds each window's saved maximum position (int8, row-major in the window)
+                at = tl.load({saved} + (plane * PH + ph) * PW + pw, mask=covers, other=-1).to(tl.int32)
                 grad += tl.where(covers & (at == (ih - h0) * KW + (iw - w0)), g, 0.0)
             elif IS_MAX:
                 # as PyTorch: the window's first maximum in row-major order takes the gradient, or its last NaN
@@ -48,7 +50,7 @@ def {name}(
                         hh = h0 + kh
                         ww = w0 + kw
                         inside = covers & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                        v = tl.load(x_ptr + (plane * H + hh) * W + ww, mask=inside, other=float("-inf")).to(tl.float32)
+                        v = tl.load({saved} + (plane * H + hh) * W + ww, mask=inside, other=float("-inf")).to(tl.float32)
                         better = inside & ((v > best) | (v != v))
                         best = tl.where(better, v, best)
                         best_at = tl.where(better, hh * W + ww, best_at)
@@ -123,35 +125,40 @@ def _source(name: str, template: str, what: str) -> KernelSource:
     return KernelSource(name, module_source(what, template.format(name=name)))
 
 
+def _node_source(template: str, what: str):
+    """render(node) for a template whose kernel is named for its node."""
+    return lambda node: _source(kernel_name(node), template, what)
+
+
 def render_pool_bwd(node):
     group = group_of(node)
     anchor = group.anchor
     kind = "max" if anchor.op.startswith("max") else "avg"
-    name = node.attrs["kernel"] if node.op == "fused" else f"{kind}_pool_bwd" + (
-        "_from_positions" if anchor.op.endswith("_bwd_idx") else "")
-    dy = f"in{group.input_index(group.data_input)}_ptr"
-    x = f"in{group.input_index(anchor.inputs[1])}_ptr" if kind == "max" else dy  # avg reads no input
-    tile = Tile(load_full=lambda i, v, g: f"tl.load(in{i}_ptr + offs, mask=valid, other=0.0).to(tl.float32)",
+    name = kernel_name(node)
+    names = Names(POOL_BWD_SOURCE)
+    ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
+    dy = f"{ins[group.input_index(group.data_input)]}_ptr"
+    # the max pool's input, or its saved window positions; avg pooling reads neither
+    saved = f"{ins[group.input_index(anchor.inputs[1])]}_ptr" if kind == "max" else dy
+    tile = Tile(load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + offs, mask=valid, other=0.0).to(tl.float32)",
                 load_channel=lambda i, v, g: "0.0")
-    emitter = Emitter(tile, group.input_index)
+    emitter = Emitter(tile, group.input_index, names)
     emitter.bind(anchor.outputs[0], ["grad"])
     lines = emitter.emit_all(group.nodes)
-    lines += [f"    tl.store(out{j}_ptr + offs, {emitter.operand(v)[0]}.to(out{j}_ptr.dtype.element_ty), mask=valid)"
+    lines += [f"    tl.store({outs[j]}_ptr + offs, {emitter.operand(v)[0]}.to({outs[j]}_ptr.dtype.element_ty), mask=valid)"
               for j, v in enumerate(group.outputs)]
     # the prologue (e.g. the ReLU's backward) on each window's gradient, its operands read at that window
-    before = Emitter(Tile(load_full=lambda i, v, g: f"tl.load(in{i}_ptr + window, mask=covers, other=0.0).to(tl.float32)",
-                          load_channel=lambda i, v, g: "0.0"), group.input_index, indent=" " * 12)
+    before = Emitter(Tile(load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + window, mask=covers, other=0.0).to(tl.float32)",
+                          load_channel=lambda i, v, g: "0.0"), group.input_index, names, indent=" " * 12)
     if group.prologue:
         before.bind(group.data_input, ["g"])
         prologue_lines = before.emit_all(group.prologue)
         prologue_lines.append(f"            g = {before.operand(group.prologue[-1].outputs[0])[0]}")
     else:
         prologue_lines = []
-    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
-                         [f"out{j}_ptr" for j in range(len(group.outputs))])
-    source = POOL_BWD_SOURCE.format(name=name, pointers=pointers, epilogue="\n".join(lines),
-                                    prologue="\n".join(prologue_lines)).replace(
-        "dy_ptr + ", f"{dy} + ").replace("x_ptr + ", f"{x} + ")
+    pointers = names.signature(group.inputs, group.outputs)
+    source = POOL_BWD_SOURCE.format(name=name, pointers=pointers, epilogue="\n".join(lines), dy=dy, saved=saved,
+                                    prologue="\n".join(prologue_lines))
     return KernelSource(name, module_source(f"{kind} pooling gradient", helpers_for(source) + "\n\n" + source))
 
 
@@ -211,7 +218,7 @@ def launch_zeros(fn, node, target, inputs, outputs):
 
 
 def render_scatter(node):
-    return _source("embedding_bwd", SCATTER_SOURCE, "embedding gradient (scatter-add)")
+    return _source(kernel_name(node), SCATTER_SOURCE, "embedding gradient (scatter-add)")
 
 
 def launch_scatter(fn, node, target, inputs, outputs):
@@ -233,11 +240,11 @@ for _ndim in (1, 2):
     register_template(f"avg_pool{_ndim}d_bwd", render_pool_bwd, launch_pool_bwd)
     register_template(f"max_pool{_ndim}d_bwd_idx", render_pool_bwd, launch_pool_bwd)
     register_template(f"global_avg_pool{_ndim}d_bwd",
-                      lambda node: _source("global_avg_pool_bwd", BROADCAST_SOURCE, "global average pooling gradient"),
+                      _node_source(BROADCAST_SOURCE, "global average pooling gradient"),
                       launch_global_bwd)
-register_template("bias_grad", lambda node: _source("bias_grad_bwd", BIAS_GRAD_SOURCE, "bias gradient"),
+register_template("bias_grad", _node_source(BIAS_GRAD_SOURCE, "bias gradient"),
                   launch_bias_grad)
 for _op in ("softmax_bwd", "log_softmax_bwd"):
-    register_template(_op, lambda node: _source(f"{node.op}", SOFTMAX_BWD_SOURCE, node.op), launch_softmax_bwd)
-register_template("zeros", lambda node: _source("fill_zeros", FILL_SOURCE, "zero fill"), launch_zeros)
+    register_template(_op, _node_source(SOFTMAX_BWD_SOURCE, "softmax gradient"), launch_softmax_bwd)
+register_template("zeros", _node_source(FILL_SOURCE, "zero fill"), launch_zeros)
 register_template("embedding_bwd", render_scatter, launch_scatter)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import triton
 
-from .epilogue import Emitter, Tile, helpers_for
+from ..passes.kernel_names import kernel_name
+from .epilogue import Emitter, Tile
+from .expr import Names, helpers_for
 from .group import group_of, prologue_lines
 from .registry import KernelSource, lifter, module_source, register_template
 
@@ -69,20 +71,21 @@ def render(node):
     group = group_of(node)
     anchor = group.anchor
     pool = _pool(group)
-    name = node.attrs["kernel"] if node.op == "fused" else f"{anchor.op}_fwd"
+    name = kernel_name(node)
     ix, iw = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
+    names = Names(CONV_SOURCE)
+    ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
     tile = Tile(
-        load_full=lambda i, v, g: f"tl.load(in{i}_ptr + out_offs, mask=tile_mask, other=0.0).to(tl.float32)",
-        load_channel=lambda i, v, g: f"tl.load(in{i}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
+        load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + out_offs, mask=tile_mask, other=0.0).to(tl.float32)",
+        load_channel=lambda i, v, g: f"tl.load({ins[i]}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
     )
-    emitter = Emitter(tile, group.input_index, indent=" " * 12)
+    emitter = Emitter(tile, group.input_index, names, indent=" " * 12)
     emitter.bind(anchor.outputs[0], ["acc"])
     at = group.nodes.index(pool) if pool is not None else len(group.nodes)
     epilogue = emitter.emit_all(group.nodes[:at])
-    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
-                         [f"out{j}_ptr" for j in range(len(group.outputs))])
+    pointers = names.signature(group.inputs, group.outputs)
     if pool is None:
-        stores = [f"            tl.store(out{j}_ptr + out_offs, {emitter.operand(v)[0]}.to(out{j}_ptr.dtype.element_ty), "
+        stores = [f"            tl.store({outs[j]}_ptr + out_offs, {emitter.operand(v)[0]}.to({outs[j]}_ptr.dtype.element_ty), "
                   "mask=tile_mask)" for j, v in enumerate(group.outputs)]
         pool_init, pool_step, finish = "", "\n".join(stores), ""
     else:
@@ -104,20 +107,20 @@ def render(node):
             result = "pooled / tl.maximum(count, 1.0)[:, None]"
         # after the pool: elementwise ops on the pooled tile (an activation moved past a max pool)
         after = Emitter(Tile(
-            load_full=lambda i, v, g: f"tl.load(in{i}_ptr + pooled_offs, mask=pooled_mask, other=0.0).to(tl.float32)",
-            load_channel=lambda i, v, g: f"tl.load(in{i}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
-        ), group.input_index)
+            load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + pooled_offs, mask=pooled_mask, other=0.0).to(tl.float32)",
+            load_channel=lambda i, v, g: f"tl.load({ins[i]}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
+        ), group.input_index, names)
         after.bind(pool.outputs[0], ["result"])
         if len(pool.outputs) == 2:
             after.bind(pool.outputs[1], ["best_at"])
         lines = ["    pooled_offs = (n[:, None] * O + cols[None, :]) * (PH * PW) + (ph * PW + pw)[:, None]",
                  "    pooled_mask = row_ok[:, None] & col_ok[None, :]", f"    result = {result}"]
         lines += after.emit_all(group.nodes[at + 1:])
-        lines += [f"    tl.store(out{j}_ptr + pooled_offs, {after.operand(v)[0]}.to(out{j}_ptr.dtype.element_ty), "
+        lines += [f"    tl.store({outs[j]}_ptr + pooled_offs, {after.operand(v)[0]}.to({outs[j]}_ptr.dtype.element_ty), "
                   "mask=pooled_mask)" for j, v in enumerate(group.outputs)]
         finish = "\n".join(lines)
-    prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 16))
-    source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"in{ix}_ptr", w=f"in{iw}_ptr", prologue=prologue,
+    prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 16, names))
+    source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr", prologue=prologue,
                                 pool_init=pool_init, epilogue="\n".join(epilogue), pool_step=pool_step, finish=finish)
     return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 

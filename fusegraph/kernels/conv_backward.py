@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import triton
 
+from ..passes.kernel_names import kernel_name
 from .group import group_of
 from .registry import KernelSource, lifter, module_source, register_template
 
@@ -106,7 +107,7 @@ def _geometry(node, x_shape, w_shape, dy_shape):
 
 
 def render_input(node):
-    name = f"{node.op.removesuffix('_bwd_input')}_bwd_input"
+    name = kernel_name(node)
     return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", INPUT_SOURCE.format(name=name)))
 
 
@@ -127,7 +128,7 @@ def launch_input(fn, node, target, inputs, outputs):
 def render_weight(node):
     group = group_of(node)
     anchor = group.anchor
-    name = node.attrs["kernel"] if node.op == "fused" else f"{anchor.op.removesuffix('_bwd_weight')}_bwd_weight"
+    name = kernel_name(node)
     pointers = "x_ptr, dy_ptr, dw_ptr" + (", db_ptr" if group.bias_gradient is not None else "")
     bias = group.bias_gradient is not None
     source = WEIGHT_SOURCE.format(

@@ -10,51 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..ir import GraphError, Node, Value
-from ..ir.ops.pointwise import LEAKY_SLOPE
-
-EXPRESSIONS = {
-    # NOTE: written as selections that keep NaN (tl.maximum drops it), as torch's relu does
-    "relu": "tl.where({0} < 0, 0.0, {0})",
-    "leaky_relu": "tl.where({0} >= 0, {0}, {0} * {negative_slope!r})",
-    "sigmoid": "_sigmoid({0})",
-    "tanh": "_tanh({0})",
-    "add": "{0} + {1}",
-    "sub": "{0} - {1}",
-    "mul": "{0} * {1}",
-    "bias_add": "{0} + {1}",
-    "neg": "-{0}",
-    # gradients: (output gradient, the forward value the rule reads), PyTorch's formulas
-    "relu_bwd": "tl.where({1} <= 0, 0.0, {0})",  # a NaN input passes its gradient, as torch's threshold_backward
-    "leaky_relu_bwd": "tl.where({1} > 0, {0}, {0} * {negative_slope!r})",
-    "sigmoid_bwd": "{0} * (1.0 - {1}) * {1}",
-    "tanh_bwd": "{0} * (1.0 - {1} * {1})",
-}
-
-HELPERS = {
-    "_tanh(": '''
-@triton.jit
-def _tanh(x):
-    # NOTE: libdevice tanh fails in the interpreter; near 0 a series avoids the cancellation in (1-e)/(1+e)
-    ax = tl.abs(x)
-    e = tl.exp(-2.0 * ax)
-    far = (1.0 - e) / (1.0 + e)
-    x2 = x * x
-    near = ax * (1.0 - x2 * (1.0 / 3.0 - x2 * (2.0 / 15.0)))
-    t = tl.where(ax < 0.0625, near, far)
-    return tl.where(x < 0, -t, t)
-''',
-    "_sigmoid(": '''
-@triton.jit
-def _sigmoid(x):
-    # NOTE: exp of -|x| only, so large inputs saturate without overflowing
-    e = tl.exp(-tl.abs(x))
-    return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-''',
-}
-
-
-def helpers_for(source: str) -> str:
-    return "".join(code for call, code in HELPERS.items() if call in source)
+from ..ir.ops import get_op, has_trait
+from .expr import Names, to_triton
 
 
 @dataclass
@@ -69,13 +26,16 @@ class Tile:
 
 
 class Emitter:
-    def __init__(self, tile: Tile, input_index: Callable[[Value], int], indent: str = "    ") -> None:
+    """Emits a group's elementwise nodes as Triton lines; each value is named after the IR's value
+    (`names` keeps them apart from each other and from the template's own identifiers)."""
+
+    def __init__(self, tile: Tile, input_index: Callable[[Value], int], names: Names, indent: str = "    ") -> None:
         self.tile = tile
         self.input_index = input_index
+        self.names = names
         self.indent = indent
         self.env: dict[str, list[str]] = {}
         self.lines: list[str] = []
-        self.counter = 0
 
     def bind(self, value: Value, tiles: list[str]) -> None:
         self.env[value.name] = tiles
@@ -84,12 +44,14 @@ class Emitter:
         if value.name not in self.env:
             index = self.input_index(value)
             gates = self.tile.gate_width(value)
-            self.env[value.name] = [self._assign(self.tile.load_full(index, value, g)) for g in range(gates)]
+            loads = [self.tile.load_full(index, value, g) for g in range(gates)]
+            # a template may hand back a tile it already named (a scan's prefetched steps): used as it is
+            self.env[value.name] = [load if load.isidentifier() else self._assign(load, _gate_hint(value, g, gates))
+                                    for g, load in enumerate(loads)]
         return self.env[value.name]
 
-    def _assign(self, expression: str) -> str:
-        name = f"t{self.counter}"
-        self.counter += 1
+    def _assign(self, expression: str, hint: str) -> str:
+        name = self.names.fresh(hint)
         self.lines.append(f"{self.indent}{name} = {expression}")
         return name
 
@@ -105,28 +67,35 @@ class Emitter:
         if op == "concat":  # gate tiles joined back into one full-width value: stored at their gate offsets
             self.env[node.outputs[0].name] = [self.operand(v)[0] for v in node.inputs]
             return
-        if op in ("softmax", "log_softmax"):
+        if has_trait(node, "softmax"):
             (tile,) = self.operand(node.inputs[0])
             assert self.tile.softmax is not None
             for line in self.tile.softmax(tile, op == "log_softmax"):
                 self.lines.append(self.indent + line)
-            self.env[node.outputs[0].name] = [self._assign("_sm")]
+            self.env[node.outputs[0].name] = [self._assign("_sm", node.outputs[0].name)]
             return
-        if op not in EXPRESSIONS:
+        math = get_op(op).math
+        if math is None:
             raise GraphError(f"{node.where}: {op} cannot be generated as elementwise code")
         first = self.operand(node.inputs[0])
-        if op == "bias_add":
+        if has_trait(node, "per_channel"):
             index = self.input_index(node.inputs[1])
-            second = [self.tile.load_channel(index, node.inputs[1], g) for g in range(len(first))]
-        elif len(node.inputs) == 2:
-            second = self.operand(node.inputs[1])
+            rest = [[self.tile.load_channel(index, node.inputs[1], g) for g in range(len(first))]]
         else:
-            second = [None] * len(first)
-        attrs = {"negative_slope": LEAKY_SLOPE, **dict(node.attrs)}
-        results = [self._assign(EXPRESSIONS[op].format(a, b, **attrs)) for a, b in zip(first, second)]
-        self.env[node.outputs[0].name] = results
+            rest = [self.operand(v) for v in node.inputs[1:]]
+        out = node.outputs[0]
+        results = []
+        for g, operands in enumerate(zip(first, *rest)):
+            hint = _gate_hint(out, g, len(first))
+            expression = to_triton(math, operands, node.attrs, lambda text, h=hint: self._assign(text, h))
+            results.append(self._assign(expression, hint))
+        self.env[out.name] = results
 
     def emit_all(self, nodes) -> list[str]:
         for node in nodes:
             self.emit(node)
         return self.lines
+
+
+def _gate_hint(value: Value, gate: int, gates: int) -> str:
+    return value.name if gates == 1 else f"{value.name}_{gate}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Node, Value
-from ..ir.ops import ops_with
-from ..ir.ops.pointwise import LEAKY_SLOPE
+from ..ir.ops import get_op, ops_with
+from .expr import Names, to_triton
 
 ANCHORS = ops_with("kernel_anchor")  # the ops a fused group's template is chosen by (ir/ops traits)
 
@@ -16,8 +16,8 @@ ANCHORS = ops_with("kernel_anchor")  # the ops a fused group's template is chose
 class Group:
     anchor: Node | None
     nodes: tuple[Node, ...]  # after the anchor (or the whole chain when there is no anchor)
-    inputs: tuple[Value, ...]  # kernel arguments in{i}_ptr, in order
-    outputs: tuple[Value, ...]  # kernel arguments out{j}_ptr, in order (no duplicates)
+    inputs: tuple[Value, ...]  # the kernel's pointer arguments, in order
+    outputs: tuple[Value, ...]  # pointer arguments after the inputs, in order (no duplicates)
     prologue: tuple[Node, ...] = ()  # unary ops applied to the anchor's data input as it is loaded
 
     @property
@@ -60,15 +60,20 @@ def group_of(node: Node) -> Group:
     return Group(None, (node,), node.inputs, node.outputs)
 
 
-def prologue_lines(group: Group, var: str, mask: str, indent: str) -> list[str]:
+def prologue_lines(group: Group, var: str, mask: str, indent: str, names: Names) -> list[str]:
     """Statements applying the group's prologue to the loaded tile `var` (masked lanes stay zero)."""
-    from .epilogue import EXPRESSIONS
-
     if not group.prologue:
         return []
     lines = [f"{indent}{var} = {var}.to(tl.float32)"]
+
+    def assign(text: str, hint: str) -> str:
+        name = names.fresh(hint)
+        lines.append(f"{indent}{name} = {text}")
+        return name
+
     for node in group.prologue:
-        attrs = {"negative_slope": LEAKY_SLOPE, **dict(node.attrs)}
-        lines.append(f"{indent}{var} = {EXPRESSIONS[node.op].format(var, **attrs)}")
-    lines.append(f"{indent}{var} = tl.where({mask}, {var}, 0.0).to(in{group.input_index(group.data_input)}_ptr.dtype.element_ty)")
+        hint = node.outputs[0].name
+        expression = to_triton(get_op(node.op).math, [var], node.attrs, lambda text, h=hint: assign(text, h))
+        lines.append(f"{indent}{var} = {expression}")
+    lines.append(f"{indent}{var} = tl.where({mask}, {var}, 0.0).to({names.argument(group.data_input)}_ptr.dtype.element_ty)")
     return lines

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import triton
 
+from ..passes.kernel_names import kernel_name
 from .registry import KernelSource, module_source, register_template
 
 CROSS_ENTROPY_SOURCE = '''
@@ -59,8 +60,8 @@ def {name}(pred_ptr, target_ptr, loss_ptr, grad_ptr, NUMEL, BCE: tl.constexpr, B
 
 
 def render_cross_entropy(node):
-    return KernelSource("cross_entropy_fwd_bwd", module_source(
-        "cross-entropy loss and gradient", CROSS_ENTROPY_SOURCE.format(name="cross_entropy_fwd_bwd")))
+    name = kernel_name(node)
+    return KernelSource(name, module_source("cross-entropy loss and gradient", CROSS_ENTROPY_SOURCE.format(name=name)))
 
 
 def launch_cross_entropy(fn, node, target, inputs, outputs):
@@ -73,7 +74,7 @@ def launch_cross_entropy(fn, node, target, inputs, outputs):
 
 
 def render_elementwise(node):
-    name = f"{node.op}_fwd_bwd"
+    name = kernel_name(node)
     return KernelSource(name, module_source(f"{node.op} loss and gradient", ELEMENTWISE_LOSS_SOURCE.format(name=name)))
 
 

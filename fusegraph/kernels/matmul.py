@@ -12,7 +12,9 @@ import torch
 import triton
 
 from ..ir import GraphError
-from .epilogue import Emitter, Tile, helpers_for
+from ..passes.kernel_names import kernel_name
+from .epilogue import Emitter, Tile
+from .expr import Names, helpers_for
 from .group import group_of, prologue_lines
 from .matmul_gated import is_gated, launch_gated, render_gated
 from .registry import GEMM_TILE, KernelSource, module_source, register_template
@@ -41,16 +43,29 @@ def _gates(group) -> int:
     return next((len(n.outputs) for n in group.nodes if n.op == "split"), 1)
 
 
-def epilogue(group, gates: int, width: int, stored_elsewhere: frozenset[str] = frozenset(),
+def matmul_names(group, gates: int) -> Names:
+    """The identifiers the plain template's generated code takes, kept from the IR's value names; the
+    arguments' stems first, in signature order."""
+    names = Names(MATMUL_SOURCE + GEMM_TILE, ["row_sums", *(f"{w}{g}" for w in ("acc", "b") for g in range(gates))])
+    names.signature(group.inputs, group.outputs)
+    return names
+
+
+def _stems(group, names: Names) -> tuple[list[str], list[str]]:
+    return names.arguments(group.inputs), names.arguments(group.outputs)
+
+
+def epilogue(group, gates: int, width: int, names: Names, stored_elsewhere: frozenset[str] = frozenset(),
              bound: dict | None = None) -> tuple[list[str], str, str]:
     """The elementwise code after the anchor on its (BLOCK_M, BLOCK_N) tile of each gate, and the stores
     of the group's outputs (but those in `stored_elsewhere`); `bound`: values already held in tiles;
     with a bias-gradient sibling, the code that sums A's rows as it is loaded."""
     anchor = group.anchor
+    ins, outs = _stems(group, names)
     tile = Tile(
-        load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + ({g} * N + cols)[None, :], "
+        load_full=lambda i, v, g: (f"tl.load({ins[i]}_ptr + rows[:, None] * {ins[i]}_rs + ({g} * N + cols)[None, :], "
                                    "mask=tile_mask, other=0.0).to(tl.float32)"),
-        load_channel=lambda i, v, g: f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
+        load_channel=lambda i, v, g: f"tl.load({ins[i]}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
         softmax=lambda x, log: [
             f"_m = tl.max(tl.where(col_ok[None, :], {x}, float('-inf')), axis=1)",
             f"_z = tl.where(col_ok[None, :], {x} - _m[:, None], float('-inf'))",
@@ -60,7 +75,7 @@ def epilogue(group, gates: int, width: int, stored_elsewhere: frozenset[str] = f
         gates=gates,
         gate_width=lambda v: v.type.shape[-1] // width,
     )
-    emitter = Emitter(tile, group.input_index)
+    emitter = Emitter(tile, group.input_index, names)
     emitter.bind(anchor.outputs[0], [f"acc{g}" for g in range(gates)])
     for value, tile_name in (bound or {}).items():
         emitter.bind(value, [tile_name])
@@ -75,11 +90,11 @@ def epilogue(group, gates: int, width: int, stored_elsewhere: frozenset[str] = f
             row_sum_init = "    row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)"
             row_sum_step = "        row_sums += tl.sum(a.to(tl.float32), axis=1)\n"
             lines.append("    if tl.program_id(1) == 0:")
-            lines.append(f"        tl.store(out{j}_ptr + rows, row_sums.to(out{j}_ptr.dtype.element_ty), mask=row_ok)")
+            lines.append(f"        tl.store({outs[j]}_ptr + rows, row_sums.to({outs[j]}_ptr.dtype.element_ty), mask=row_ok)")
             continue
         for g, expr in enumerate(emitter.operand(out)):
-            lines.append(f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + ({g} * N + cols)[None, :], "
-                         f"{expr}.to(out{j}_ptr.dtype.element_ty), mask=tile_mask)")
+            lines.append(f"    tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + ({g} * N + cols)[None, :], "
+                         f"{expr}.to({outs[j]}_ptr.dtype.element_ty), mask=tile_mask)")
     return lines, row_sum_init, row_sum_step
 
 
@@ -88,23 +103,24 @@ def render(node):
     anchor = group.anchor
     gates = _gates(group)
     width = anchor.outputs[0].type.shape[-1] // gates
-    name = node.attrs["kernel"] if node.op == "fused" else {"matmul": "matmul_fwd", "matmul_tn": "matmul_tn_bwd"}[node.op]
+    name = kernel_name(node)
     if is_gated(group):
         return render_gated(name, group)
     ia, ib = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
-    lines, row_sum_init, row_sum_step = epilogue(group, gates, width)
+    names = matmul_names(group, gates)
+    lines, row_sum_init, row_sum_step = epilogue(group, gates, width, names)
+    ins, outs = _stems(group, names)
     full = [i for i, v in enumerate(group.inputs) if i != ib and v.name not in group.channel_vectors]
-    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
-                         [f"out{j}_ptr" for j in range(len(group.outputs))])
-    strides = "".join(f"in{i}_rs, " for i in full) + "".join(f"out{j}_rs, " for j in range(len(group.outputs)))
+    pointers = names.signature(group.inputs, group.outputs)
+    strides = "".join(f"{ins[i]}_rs, " for i in full) + "".join(f"{outs[j]}_rs, " for j in range(len(group.outputs)))
     dots = "\n".join(
-        f"        b{g} = tl.load(in{ib}_ptr + ks[:, None] * B_STRIDE_K + ({g} * N + cols)[None, :] * B_STRIDE_N, "
+        f"        b{g} = tl.load({ins[ib]}_ptr + ks[:, None] * B_STRIDE_K + ({g} * N + cols)[None, :] * B_STRIDE_N, "
         f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
         f"        acc{g} += tl.dot(a, b{g}, input_precision=PRECISION)" for g in range(gates))
     source = MATMUL_SOURCE.format(
         tile=GEMM_TILE,
-        name=name, pointers=pointers, strides=strides, a=f"in{ia}",
-        prologue="".join(line + "\n" for line in prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", " " * 8)),
+        name=name, pointers=pointers, strides=strides, a=ins[ia],
+        prologue="".join(line + "\n" for line in prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", " " * 8, names)),
         accumulators="\n".join(f"    acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)),
         dots=dots, epilogue="\n".join(lines), row_sum_init=row_sum_init, row_sum_step=row_sum_step)
     return KernelSource(name, module_source(f"{name} (matmul anchor)", helpers_for(source) + "\n\n" + source))

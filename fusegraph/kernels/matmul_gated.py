@@ -14,7 +14,8 @@ from math import prod
 import triton
 
 from ..ir import GraphError
-from .epilogue import Emitter, Tile, helpers_for
+from .epilogue import Emitter, Tile
+from .expr import Names, helpers_for
 from .registry import GEMM_TILE, KernelSource, module_source
 
 GATED_SOURCE = '''
@@ -66,16 +67,19 @@ def render_gated(name: str, group) -> KernelSource:
     def no_channel(i, v, g):
         raise GraphError(f"%{v.name}: a per-channel operand in a gated prologue")
 
+    names = Names(GATED_SOURCE + GEMM_TILE, ["acc0", "row_sums", *(f"b{g}" for g in range(gates)),
+                                             *(f"carried{c}" for c in range(len(group.prologue) + len(group.nodes)))])
+    ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
     tile = Tile(
-        load_full=lambda i, v, g: (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + {columns(v, g)}, "
+        load_full=lambda i, v, g: (f"tl.load({ins[i]}_ptr + rows[:, None] * {ins[i]}_rs + {columns(v, g)}, "
                                    "mask=chunk_mask, other=0.0).to(tl.float32)"),
         load_channel=no_channel, gates=gates, gate_width=lambda v: gates if v.type.shape != gate_shape else 1)
-    chain = Emitter(tile, group.input_index, indent=" " * 8)
+    chain = Emitter(tile, group.input_index, names, indent=" " * 8)
     prologue = chain.emit_all(group.prologue)
     made = {v.name for n in group.prologue for v in n.outputs}
     stored = frozenset(v.name for v in group.outputs if v.name in made)
-    stores = [f"            tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + {columns(v, g)}, "
-              f"{expr}.to(out{j}_ptr.dtype.element_ty), mask=chunk_mask)"
+    stores = [f"            tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + {columns(v, g)}, "
+              f"{expr}.to({outs[j]}_ptr.dtype.element_ty), mask=chunk_mask)"
               for j, v in enumerate(group.outputs) if v.name in stored for g, expr in enumerate(chain.operand(v))]
     if stores:  # every column block computes the chain; the first stores it
         prologue += ["        if tl.program_id(1) == 0:", *stores]
@@ -86,16 +90,15 @@ def render_gated(name: str, group) -> KernelSource:
     carried_step = [f"        carried{c} += tl.where(k0 == tl.program_id(1) * BLOCK_N, {chain.operand(values[name])[0]}, 0.0)"
                     for c, name in enumerate(carried)]
     dots = "\n".join(
-        f"        b{g} = tl.load(in{ib}_ptr + ({g} * W + ks)[:, None] * B_STRIDE_K + cols[None, :] * B_STRIDE_N, "
+        f"        b{g} = tl.load({ins[ib]}_ptr + ({g} * W + ks)[:, None] * B_STRIDE_K + cols[None, :] * B_STRIDE_N, "
         f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
         f"        acc0 += tl.dot(tl.where(chunk_mask, {expr}, 0.0).to(b{g}.dtype), b{g}, input_precision=PRECISION)"
         for g, expr in enumerate(chain.operand(group.anchor.inputs[0])))
-    lines, _, _ = epilogue(group, 1, group.anchor.outputs[0].type.shape[-1], stored,
+    lines, _, _ = epilogue(group, 1, group.anchor.outputs[0].type.shape[-1], names, stored,
                            {values[name]: f"carried{c}" for c, name in enumerate(carried)})
     full = [i for i, v in enumerate(group.inputs) if i != ib]
-    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
-                         [f"out{j}_ptr" for j in range(len(group.outputs))])
-    strides = "".join(f"in{i}_rs, " for i in full) + "".join(f"out{j}_rs, " for j in range(len(group.outputs)))
+    pointers = names.signature(group.inputs, group.outputs)
+    strides = "".join(f"{ins[i]}_rs, " for i in full) + "".join(f"{outs[j]}_rs, " for j in range(len(group.outputs)))
     source = GATED_SOURCE.format(
         name=name, tile=GEMM_TILE, pointers=pointers, strides=strides, prologue="\n".join(prologue), dots=dots,
         epilogue="\n".join(lines), carried_step="\n".join(carried_step),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import triton
 
+from ..passes.kernel_names import kernel_name
 from .registry import KernelSource, module_source, register_template
 
 GATHER_SOURCE = '''
@@ -50,7 +51,8 @@ def {name}(x_ptr, out_ptr, step_ptr, NUMEL, SEED, RATE, BLOCK: tl.constexpr):
 
 
 def render_gather(node):
-    return KernelSource("embedding_fwd", module_source("embedding", GATHER_SOURCE.format(name="embedding_fwd")))
+    name = kernel_name(node)
+    return KernelSource(name, module_source("embedding", GATHER_SOURCE.format(name=name)))
 
 
 def launch_gather(fn, node, target, inputs, outputs):
@@ -101,7 +103,8 @@ def launch_split(fn, node, target, inputs, outputs):
 
 
 def render_dropout(node):
-    return KernelSource("dropout_fwd", module_source("dropout", DROPOUT_SOURCE.format(name="dropout_fwd")))
+    name = kernel_name(node)
+    return KernelSource(name, module_source("dropout", DROPOUT_SOURCE.format(name=name)))
 
 
 _NO_STEP: dict[str, torch.Tensor] = {}
@@ -141,7 +144,8 @@ def {name}(src_ptr, dst_ptr, NUMEL, T, F, SHIFT, BLOCK: tl.constexpr):
 
 
 def render_time_shift(node):
-    return KernelSource("time_shift", module_source("time shift", TIME_SHIFT_SOURCE.format(name="time_shift")))
+    name = kernel_name(node)
+    return KernelSource(name, module_source("time shift", TIME_SHIFT_SOURCE.format(name=name)))
 
 
 def launch_time_shift(fn, node, target, inputs, outputs):

@@ -11,7 +11,10 @@ from math import prod
 import triton
 
 from ..ir import GraphError
-from .epilogue import EXPRESSIONS, Emitter, Tile, helpers_for
+from ..ir.ops import OPS
+from ..passes.kernel_names import kernel_name
+from .epilogue import Emitter, Tile
+from .expr import Names, helpers_for
 from .group import group_of
 from .registry import KernelSource, module_source, register_template
 
@@ -42,7 +45,7 @@ def gating(group) -> tuple[int, tuple] | None:
 def render(node):
     group = group_of(node)
     for member in group.nodes:
-        if member.op not in (*EXPRESSIONS, "split", "concat"):
+        if OPS[member.op].math is None and member.op not in ("split", "concat"):
             raise GraphError(f"{member.where}: no elementwise kernel for {member.op}")
     vectors = [i for i, v in enumerate(group.inputs) if v.name in group.channel_vectors]
     gates, gate_shape = gating(group) or (1, None)
@@ -53,23 +56,24 @@ def render(node):
     def address(v, g: int) -> str:
         return f"row * {gates} * GATE_W + {g} * GATE_W + col" if full_width(v) else "offs"
 
+    names = Names(POINTWISE_SOURCE + GATE_OFFSETS)
+    ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
     tile = Tile(
-        load_full=lambda i, v, g: f"tl.load(in{i}_ptr + {address(v, g)}, mask=mask, other=0.0).to(tl.float32)",
-        load_channel=lambda i, v, g: (f"tl.load(in{i}_ptr + (offs // in{i}_inner) % in{i}_channels, mask=mask, "
+        load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + {address(v, g)}, mask=mask, other=0.0).to(tl.float32)",
+        load_channel=lambda i, v, g: (f"tl.load({ins[i]}_ptr + (offs // {ins[i]}_inner) % {ins[i]}_channels, mask=mask, "
                                       "other=0.0).to(tl.float32)"),
         gates=gates,
         gate_width=lambda v: gates if full_width(v) else 1,
     )
-    emitter = Emitter(tile, group.input_index)
+    emitter = Emitter(tile, group.input_index, names)
     lines = emitter.emit_all(group.nodes)
     for j, out in enumerate(group.outputs):
         for g, expr in enumerate(emitter.operand(out)):
-            lines.append(f"    tl.store(out{j}_ptr + {address(out, g)}, {expr}.to(out{j}_ptr.dtype.element_ty), "
+            lines.append(f"    tl.store({outs[j]}_ptr + {address(out, g)}, {expr}.to({outs[j]}_ptr.dtype.element_ty), "
                          "mask=mask)")
-    name = node.attrs["kernel"] if node.op == "fused" else f"{node.op}_fwd"
-    pointers = ", ".join([f"in{i}_ptr" for i in range(len(group.inputs))] +
-                         [f"out{j}_ptr" for j in range(len(group.outputs))])
-    vector_args = "".join(f"in{i}_inner, in{i}_channels, " for i in vectors) + ("GATE_W, " if gate_shape else "")
+    name = kernel_name(node)
+    pointers = names.signature(group.inputs, group.outputs)
+    vector_args = "".join(f"{ins[i]}_inner, {ins[i]}_channels, " for i in vectors) + ("GATE_W, " if gate_shape else "")
     source = POINTWISE_SOURCE.format(name=name, pointers=pointers, body="\n".join(lines), vector_args=vector_args,
                                      gate_offsets=GATE_OFFSETS if gate_shape else "")
     return KernelSource(name, module_source(name, helpers_for(source) + "\n\n" + source))
@@ -93,6 +97,6 @@ def launch(fn, node, target, inputs, outputs):
     fn[(triton.cdiv(numel, block),)](*inputs, *outputs, numel, *vector_args, BLOCK=block)
 
 
-for _op in EXPRESSIONS:
+for _op in (name for name, op in OPS.items() if op.math is not None):
     register_template(_op, render, launch)
 register_template("pointwise", render, launch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import triton
 
+from ..passes.kernel_names import kernel_name
 from .registry import KernelSource, lifter, module_source, register_template
 
 POOL_SOURCE = '''
@@ -63,7 +64,7 @@ def {name}(x_ptr, out_ptr, R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
 
 def render_pool(node):
     kind = "max" if node.op.startswith("max") else "avg"
-    name = f"{kind}_pool_fwd"
+    name = kernel_name(node)
     return KernelSource(name, module_source(f"{kind} pooling", POOL_SOURCE.format(name=name)))
 
 
@@ -83,8 +84,8 @@ def launch_pool(fn, node, target, inputs, outputs):
 
 
 def render_global(node):
-    return KernelSource("global_avg_pool_fwd",
-                        module_source("global average pooling", GLOBAL_AVG_SOURCE.format(name="global_avg_pool_fwd")))
+    name = kernel_name(node)
+    return KernelSource(name, module_source("global average pooling", GLOBAL_AVG_SOURCE.format(name=name)))
 
 
 def launch_global(fn, node, target, inputs, outputs):

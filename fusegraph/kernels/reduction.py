@@ -5,6 +5,7 @@ from __future__ import annotations
 import triton
 
 from ..ir import GraphError
+from ..passes.kernel_names import kernel_name
 from .registry import KernelSource, module_source, register_template
 
 SOFTMAX_SOURCE = '''
@@ -33,7 +34,7 @@ def render(node):
     if axis % node.outputs[0].type.rank != node.outputs[0].type.rank - 1:
         raise GraphError(f"{node.where}: the {node.op} kernel reduces the last axis only, got axis {axis}; "
                          "move the axis last before the softmax")
-    name = f"{node.op}_fwd"
+    name = kernel_name(node)
     return KernelSource(name, module_source(node.op, SOFTMAX_SOURCE.format(name=name)))
 
 

@@ -8,14 +8,13 @@ read and per-step outputs written at time t; the final carries are stored once, 
 
 from __future__ import annotations
 
-import re
-
 import torch
 import triton
 
 from ..ir import GraphError, Node
 from ..ir.ops.scan import initial_carry_count
-from .epilogue import Emitter, Tile, helpers_for
+from .epilogue import Emitter, Tile
+from .expr import Names, helpers_for
 from .group import Group, group_of
 from .registry import GPU_TUNING, KernelSource, module_source, register_template
 
@@ -58,11 +57,13 @@ def {name}(
 class _Roles:
     """Where each value of the cell comes from: a carry (a register tile), or scan input `in{i}`."""
 
-    def __init__(self, scan: Node) -> None:
+    def __init__(self, scan: Node, names: Names | None = None) -> None:
+        """`names`: where the carries' tile names come from (only rendering needs them)."""
         attrs, body = scan.attrs, scan.attrs["body"]
+        names = names or Names(SCAN_SOURCE)
         self.num_carries, self.num_seqs = attrs["num_carries"], attrs["num_seqs"]
         self.first = initial_carry_count(attrs)
-        self.carry_names = ["carry_" + _identifier(v.name) for v in body.inputs[: self.num_carries]]
+        self.carry_names = [names.fresh(f"carry_{v.name}") for v in body.inputs[: self.num_carries]]
         self.index = {}
         for i, v in enumerate(body.inputs[self.num_carries:]):
             self.index[v.name] = self.first + i
@@ -70,10 +71,6 @@ class _Roles:
 
     def input_index(self, value) -> int:
         return self.index[value.name]
-
-
-def _identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name)
 
 
 def _cell(scan: Node) -> Group:
@@ -86,33 +83,41 @@ class _Loads:
     """The cell's outside operands: loop constants loaded once before the loop (weight gate tiles,
     biases), sequence tiles loaded one step ahead (names from the graph, `_g<gate>` per gate tile)."""
 
-    def __init__(self, node: Node, roles: _Roles) -> None:
-        self.node, self.roles = node, roles
+    def __init__(self, node: Node, roles: _Roles, names: Names) -> None:
+        self.node, self.roles, self.names = node, roles, names
+        self.ins = names.arguments(node.inputs)
         self.constants: dict[str, str] = {}  # name -> load expression
         self.steps: dict[str, tuple[int, int]] = {}  # name -> (input, gate)
+        self.named: dict[tuple, str] = {}
+
+    def _name(self, key: tuple, hint: str) -> str:
+        if key not in self.named:
+            self.named[key] = self.names.fresh(hint)
+        return self.named[key]
 
     def step(self, i: int, v, g: int) -> str:
         if i not in self.roles.seqs:
             raise GraphError(f"{self.node.where}: %{v.name} would be read element by element from a loop constant")
-        name = f"{_identifier(v.name)}_g{g}"
+        name = self._name(("step", i, g), f"{v.name}_g{g}")
         self.steps[name] = (i, g)
+        self.names.fresh(f"next_{name}")  # NOTE: only reserves it: prefetch_lines writes next_<name>
         return name
 
     def channel(self, i: int, v, g: int) -> str:
-        name = f"{_identifier(v.name)}_g{g}"
-        self.constants[name] = f"tl.load(in{i}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]"
+        name = self._name(("channel", i, g), f"{v.name}_g{g}")
+        self.constants[name] = f"tl.load({self.ins[i]}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]"
         return name
 
     def weight_tile(self, i: int, v, k: int, n: int) -> str:
         """Rows k * N + cols (operand gate k) and columns n * N + cols (output gate n) of the weight."""
-        name = f"{_identifier(v.name)}_k{k}_n{n}"
-        self.constants[name] = (f"tl.load(in{i}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)"
+        name = self._name(("weight", i, k, n), f"{v.name}_k{k}_n{n}")
+        self.constants[name] = (f"tl.load({self.ins[i]}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)"
                                 "[None, :] * B_STRIDE_N, mask=weight_mask, other=0.0)")
         return name
 
-    @staticmethod
-    def _tile(i: int, g: int, at: str) -> str:
-        return (f"tl.load(in{i}_ptr + rows[:, None] * in{i}_rs + {at} * in{i}_ts + ({g} * N + cols)[None, :], "
+    def _tile(self, i: int, g: int, at: str) -> str:
+        stem = self.ins[i]
+        return (f"tl.load({stem}_ptr + rows[:, None] * {stem}_rs + {at} * {stem}_ts + ({g} * N + cols)[None, :], "
                 "mask=tile_mask, other=0.0).to(tl.float32)")
 
     def constant_lines(self) -> str:
@@ -128,7 +133,7 @@ class _Loads:
         return "\n".join(f"        {name} = next_{name}" for name in self.steps)
 
 
-def _step_lines(node: Node, roles: _Roles, loads: _Loads) -> list[str]:
+def _step_lines(node: Node, roles: _Roles, loads: _Loads, names: Names) -> list[str]:
     """One time step on the carries: the cell's prologue, its matmul as one tl.dot per (operand gate,
     output gate), its epilogue, the per-step stores, then the new carries."""
     body = node.attrs["body"]
@@ -138,7 +143,7 @@ def _step_lines(node: Node, roles: _Roles, loads: _Loads) -> list[str]:
     k_gates, n_gates = (v.type.shape[-1] // width for v in (anchor.inputs[0], anchor.outputs[0]))
     tile = Tile(load_full=loads.step, load_channel=loads.channel, gates=n_gates,
                 gate_width=lambda v: v.type.shape[-1] // width)
-    cell = Emitter(tile, roles.input_index, indent=" " * 8)
+    cell = Emitter(tile, roles.input_index, names, indent=" " * 8)
     for value, carry in zip(body.inputs[: roles.num_carries], roles.carry_names):
         cell.bind(value, [carry])
     lines = cell.emit_all(group.prologue)  # NOTE: the emitter's own list: what it emits next follows these lines
@@ -158,10 +163,11 @@ def _step_lines(node: Node, roles: _Roles, loads: _Loads) -> list[str]:
     cell.bind(anchor.outputs[0], [f"acc{n}" for n in range(n_gates)])
     cell.emit_all(group.elementwise)
     num_carries = roles.num_carries
+    outs = names.arguments(node.outputs)
     for j, value in enumerate(body.outputs[num_carries:], start=num_carries):
         for g, expr in enumerate(cell.operand(value)):
-            lines.append(f"        tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + t * out{j}_ts + ({g} * N + cols)"
-                         f"[None, :], {expr}.to(out{j}_ptr.dtype.element_ty), mask=tile_mask)")
+            lines.append(f"        tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + t * {outs[j]}_ts + ({g} * N + cols)"
+                         f"[None, :], {expr}.to({outs[j]}_ptr.dtype.element_ty), mask=tile_mask)")
     # every new carry is computed before any is replaced: a cell may hand one carry's old value to another
     news = [cell.operand(v)[0] for v in body.outputs[:num_carries]]
     lines += [f"        next{j} = {expr}" for j, expr in enumerate(news)]
@@ -172,31 +178,38 @@ def _step_lines(node: Node, roles: _Roles, loads: _Loads) -> list[str]:
 def render(node: Node) -> KernelSource:
     if not node.attrs.get("persistent", False):
         raise GraphError(f"{node.where}: only persistent scans are one kernel; others run step by step")
-    roles = _Roles(node)
-    loads = _Loads(node, roles)
-    step = _step_lines(node, roles, loads)
+    body = node.attrs["body"]
+    group = _cell(node)
+    gates = max(v.type.shape[-1] for v in (*group.anchor.inputs, *group.anchor.outputs)) // body.inputs[0].type.shape[-1]
+    names = Names(SCAN_SOURCE, [*(f"{w}{g}" for w in ("a", "acc") for g in range(gates)),
+                                *(f"next{j}" for j in range(len(body.outputs)))])
+    pointers = names.signature(node.inputs, node.outputs)  # first: the arguments get the plain names
+    ins, outs = names.arguments(node.inputs), names.arguments(node.outputs)
+    roles = _Roles(node, names)
+    loads = _Loads(node, roles, names)
+    step = _step_lines(node, roles, loads, names)
     if node.attrs.get("init_carries", False):
-        init = [f"    {carry} = tl.load(in{j}_ptr + rows[:, None] * in{j}_rs + cols[None, :], mask=tile_mask, "
+        init = [f"    {carry} = tl.load({ins[j]}_ptr + rows[:, None] * {ins[j]}_rs + cols[None, :], mask=tile_mask, "
                 "other=0.0).to(tl.float32)" for j, carry in enumerate(roles.carry_names)]
     else:
         init = [f"    {carry} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for carry in roles.carry_names]
-    stores = [f"    tl.store(out{j}_ptr + rows[:, None] * out{j}_rs + cols[None, :], {carry}.to(out{j}_ptr.dtype.element_ty), "
-              "mask=tile_mask)" for j, carry in enumerate(roles.carry_names)]
+    stores = [f"    tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + cols[None, :], "
+              f"{carry}.to({outs[j]}_ptr.dtype.element_ty), mask=tile_mask)" for j, carry in enumerate(roles.carry_names)]
     name = node.attrs["kernel"]
-    pointers = ", ".join([f"in{i}_ptr" for i in range(len(node.inputs))] + [f"out{j}_ptr" for j in range(len(node.outputs))])
     source = SCAN_SOURCE.format(
-        name=name, pointers=pointers, strides=_stride_names(node, roles), constants=loads.constant_lines(),
+        name=name, pointers=pointers, strides=_stride_names(node, roles, names), constants=loads.constant_lines(),
         carries_init="\n".join(init), first_steps=loads.first_step_lines(), prefetch=loads.prefetch_lines(),
         cell="\n".join(step), advance=loads.advance_lines(), carries_store="\n".join(stores))
     return KernelSource(name, module_source(f"{name} (scan %{node.name}, persistent)", helpers_for(source) + "\n\n" + source))
 
 
-def _stride_names(node: Node, roles: _Roles) -> str:
-    names = [f"in{i}_rs, " for i in range(roles.first)]
-    names += [f"in{i}_rs, in{i}_ts, " for i in sorted(roles.seqs)]
-    names += [f"out{j}_rs, " for j in range(roles.num_carries)]
-    names += [f"out{j}_rs, out{j}_ts, " for j in range(roles.num_carries, len(node.outputs))]
-    return "".join(names)
+def _stride_names(node: Node, roles: _Roles, names: Names) -> str:
+    ins, outs = names.arguments(node.inputs), names.arguments(node.outputs)
+    strides = [f"{ins[i]}_rs, " for i in range(roles.first)]
+    strides += [f"{ins[i]}_rs, {ins[i]}_ts, " for i in sorted(roles.seqs)]
+    strides += [f"{outs[j]}_rs, " for j in range(roles.num_carries)]
+    strides += [f"{outs[j]}_rs, {outs[j]}_ts, " for j in range(roles.num_carries, len(node.outputs))]
+    return "".join(strides)
 
 
 def _rows(t):

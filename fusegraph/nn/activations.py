@@ -1,4 +1,5 @@
-"""Activation names the DSL accepts, and what each one lowers to."""
+"""Activation names the DSL accepts. Each is an op's name: the op (ir/ops/pointwise.py) says what it
+computes, the attrs a layer gives it, its torch.nn module and whether it is ReLU-like."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from difflib import get_close_matches
 from torch import nn
 
 from ..ir import GraphError
-from ..ir.ops.pointwise import LEAKY_SLOPE
+from ..ir.ops import get_op
 
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "linear")
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "softmax", "log_softmax", "linear")
 
 
 def check_activation(activation: str | None, where: str) -> str | None:
@@ -29,21 +30,16 @@ def activation_step(activation: str | None) -> tuple[str, dict] | None:
     """(op, attrs) for the IR, or None."""
     if activation is None:
         return None
-    if activation == "leaky_relu":
-        return "leaky_relu", {"negative_slope": LEAKY_SLOPE}
-    if activation in ("softmax", "log_softmax"):
-        return activation, {"axis": -1}
-    return activation, {}
+    return activation, dict(get_op(activation).defaults)
 
 
 def activation_module(activation: str | None) -> nn.Module:
-    return {
-        None: nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-        "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE), "softmax": lambda: nn.Softmax(dim=-1),
-        "log_softmax": lambda: nn.LogSoftmax(dim=-1),
-    }[activation]()
+    if activation is None:
+        return nn.Identity()
+    op = get_op(activation)
+    return op.module(op.defaults)
 
 
 def weight_init(activation: str | None) -> str:
-    """He for ReLU-family layers, Glorot otherwise."""
-    return "he_normal" if activation in ("relu", "leaky_relu") else "glorot_uniform"
+    """He for ReLU-like layers, Glorot otherwise."""
+    return "he_normal" if activation is not None and "rectifier" in get_op(activation).traits else "glorot_uniform"

@@ -14,9 +14,10 @@ reads); its VJP is a reverse scan over the body's own VJP, which recomputes the 
 from __future__ import annotations
 
 from ..ir import BATCH, Graph, GraphBuilder, GraphError, Node, Role, TensorType, Value, get_op, verify
+from ..ir.ops import OPS
 from .rewrite import fresh_name, with_attrs
 
-LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
+LOSSES = tuple(name for name, op in OPS.items() if "loss" in op.traits)  # in declaration order
 
 
 class GradEmitter:

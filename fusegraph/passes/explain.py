@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from ..ir import Graph, Node
 from ..ir.cost import graph_traffic, is_view, minimum_bytes, node_traffic
+from ..ir.ops import has_trait
 from ..ir.ops.scan import scan_steps
 from .fuse import Decision
+from .kernel_names import kernel_name
 
 
 def _mb(n: int) -> str:
@@ -39,7 +41,7 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, only: set[str] | None =
                          f"{traffic.launches} launches, {_mb(traffic.total)}); each step runs:")
             lines += _kernel_lines(node.attrs["body"], batch, indent + "    ")
         else:
-            name = node.attrs["kernel"] if node.op == "fused" else f"{node.op}_fwd"
+            name = kernel_name(node)
             lines += _entry(name, node, _members(node), node_traffic(node, batch, used), batch, indent, "nodes: ")
     return lines
 
@@ -70,24 +72,30 @@ def explain(source: Graph, fused: Graph, decisions: list[Decision], batch: int =
         "", "Kernels, in launch order:",
     ]
     lines += _kernel_lines(fused, batch, "  ")
-    refused = [d for d in decisions if not d.fused]
-    if refused:
-        lines += ["", "Not fused, and why:"]
-        for d in refused:
-            where = f" (in the body of scan %{d.scope})" if d.scope else ""
-            lines.append(f"  %{d.nodes[0]}{where} stays out of {d.kernel}: {d.reason}")
+    lines += _refusals(decisions)
     return "\n".join(lines)
+
+
+def _refusals(decisions: list[Decision]) -> list[str]:
+    refused = list(dict.fromkeys((d.nodes[0], d.scope, d.kernel, d.reason) for d in decisions if not d.fused))
+    if not refused:
+        return []
+    lines = ["", "Not fused, and why:"]
+    for node, scope, kernel, reason in refused:
+        where = f" (in the body of scan %{scope})" if scope else ""
+        lines.append(f"  %{node}{where} stays out of {kernel}: {reason}")
+    return lines
 
 
 def backward_nodes(train: Graph) -> set[str]:
     """Names of the nodes of a training graph that run after the loss (everything that depends on it)."""
-    later = {v.name for n in train.nodes if n.op in ("cross_entropy", "binary_cross_entropy", "mse")
+    later = {v.name for n in train.nodes if has_trait(n, "loss")
              for v in n.outputs}
     names = set()
     for node in train.nodes:
         emitted_by_autodiff = node.role.backward or (node.op == "fused" and any(
             n.role.backward for n in node.attrs["body"].compute_nodes))
-        if node.op in ("cross_entropy", "binary_cross_entropy", "mse") or emitted_by_autodiff or \
+        if has_trait(node, "loss") or emitted_by_autodiff or \
                 any(v.name in later for v in node.inputs):
             later |= {v.name for v in node.outputs}
             names.add(node.name)
@@ -110,10 +118,12 @@ def saved_activations(train: Graph) -> list:
     return [(v, lambda batch, v=v: nbytes(v.type, batch)) for v in saved.values()]
 
 
-def explain_training(train: Graph, batch: int = 64) -> str:
+def explain_training(train: Graph, batch: int = 64, decisions: list[Decision] | None = None) -> str:
+    """The training step: its forward kernels (those of the training graph, which also keep what the
+    backward reads), the loss, what is saved, the backward kernels, and what did not fuse."""
     backward = backward_nodes(train)
     traffic = {t.node.name: t for t in graph_traffic(train, batch)}
-    losses = {n.name for n in train.nodes if n.op in ("cross_entropy", "binary_cross_entropy", "mse")}
+    losses = {n.name for n in train.nodes if has_trait(n, "loss")}
     forward_launches = sum(t.launches for name, t in traffic.items() if name not in backward)
     loss_launches = sum(t.launches for name, t in traffic.items() if name in losses)
     backward_launches = sum(t.launches for name, t in traffic.items() if name in backward and name not in losses)
@@ -125,5 +135,8 @@ def explain_training(train: Graph, batch: int = 64) -> str:
              "(store: every value below; recompute: each RNN cell's gates, from its stored carries; max pools keep "
              "1-byte window positions, not their input)"]
     lines += [f"    %{v.name}: {v.type}  {_mb(size(batch))}  store" for v, size in saved]
+    forward = {n.name for n in train.nodes} - backward
+    lines += ["", "Forward kernels, in launch order:", *_kernel_lines(train, batch, "  ", only=forward)]
     lines += ["", "Backward kernels, in launch order:", *_kernel_lines(train, batch, "  ", only=backward - losses)]
+    lines += _refusals(decisions or [])
     return "\n".join(lines)

@@ -24,6 +24,7 @@ import networkx as nx
 
 from ..ir import Graph, Node, to_networkx, verify
 from ..ir.ops import ops_with
+from .kernel_names import group_name
 from .rewrite import stable_toposort, subgraph, with_attrs
 
 # NOTE: read off the ops' declared traits (ir/ops/*.py set_traits), not listed here
@@ -70,7 +71,7 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
     replaced: dict[int, Node] = {}
     dropped: set[int] = set()
     for members in groups:
-        kernel = kernel_name(members)
+        kernel = group_name(members)
         body, inputs, outputs = subgraph(members, graph, kernel)
         anchor = next((n.op for n in members if n.op in KERNEL_ANCHORS), "pointwise")
         fused = Node("fused", tuple(inputs), tuple(outputs), {"body": body, "anchor": anchor, "kernel": kernel},
@@ -79,25 +80,6 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
         dropped |= {id(n) for n in members[:-1]}
     rewritten = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
     return verify(Graph(tuple(stable_toposort(rewritten)), graph.outputs, graph.name)), decisions
-
-
-def kernel_name(members: list[Node]) -> str:
-    """`<anchor>_fwd_fused_[in_<prologue op>_]<epilogue ops>`, or `pointwise_fwd_fused_<ops>`."""
-    at = next((i for i, n in enumerate(members) if n.op in KERNEL_ANCHORS), None)
-    if at is None:
-        ops = list(dict.fromkeys(n.op for n in members))
-        head = "pointwise"
-    else:
-        head = members[at].op
-        ops = [f"in_{n.op}" for n in members[:at] if n.op != "bias_grad"] + list(dict.fromkeys(
-            n.op for n in (*members[:at], *members[at + 1:]) if n.op == "bias_grad" or members.index(n) > at))
-    direction = "bwd" if members[-1].role.backward or head.endswith("_bwd_weight") or head == "matmul_tn" else "fwd"
-    head = head.removesuffix("_bwd_weight") + ("_weight" if head.endswith("_bwd_weight") else "")
-    head = head.removesuffix("_bwd_idx").removesuffix("_bwd")
-    if not ops:  # a kernel of one node (named in a decision about what did not join it)
-        return f"{head}_{direction}"
-    name = f"{head}_{direction}_fused_{'_'.join(ops)}"
-    return name if len(name) <= 64 else name[:56].rstrip("_") + "_etc"
 
 
 class _Grouper:
@@ -125,7 +107,7 @@ class _Grouper:
                 if len(members) > 1:
                     found.append(members)
                     self.taken |= {id(n) for n in members}
-                    self.decisions.append(Decision(kernel_name(members), tuple(n.name for n in members), True,
+                    self.decisions.append(Decision(group_name(members), tuple(n.name for n in members), True,
                                                    self._why(members), self.scope))
         return self._computed_operands(found)
 
@@ -155,7 +137,7 @@ class _Grouper:
             merged = sorted([*chain, *host], key=self.graph.nodes.index)
             found = [g for g in found if g is not chain and g is not host] + [merged]
             self.taken |= {id(n) for n in merged}
-            self.decisions.append(Decision(kernel_name(merged), tuple(n.name for n in merged), True,
+            self.decisions.append(Decision(group_name(merged), tuple(n.name for n in merged), True,
                                            f"the elementwise chain computes the matmul's operand %{joined.name} "
                                            "chunk by chunk inside its K loop (computed prologue)", self.scope))
         return found
@@ -179,7 +161,7 @@ class _Grouper:
                     members = sorted([user, node], key=self.graph.nodes.index)
                     found.append(members)
                     self.taken |= {id(user), id(node)}
-                    self.decisions.append(Decision(kernel_name(members), tuple(n.name for n in members), True,
+                    self.decisions.append(Decision(group_name(members), tuple(n.name for n in members), True,
                                                    f"bias gradient reduced inside the {user.op} kernel", self.scope))
                     break
         return found
@@ -213,7 +195,7 @@ class _Grouper:
             value = producer.inputs[0]
 
     def _refuse(self, members: list[Node], node: Node, reason: str) -> None:
-        self.decisions.append(Decision(kernel_name(members), (node.name,), False, reason, self.scope))
+        self.decisions.append(Decision(group_name(members), (node.name,), False, reason, self.scope))
 
     def _grow(self, start: Node) -> list[Node]:
         # a pool gradient hosts elementwise ops on its output like a chain does (e.g. the ReLU gradient before it)

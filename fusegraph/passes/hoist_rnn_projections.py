@@ -63,12 +63,12 @@ def _hoist(scan: Node, taken: set[str]) -> list[Node]:
         last = bias or matmul
         seq = outer_inputs[s]
         width = matmul.outputs[0].type.shape[-1]
-        proj = Value(fresh_name(taken, f"{base}.x_proj"), seq.type.with_shape((*seq.type.shape[:2], width)))
+        proj = Value(fresh_name(taken, f"{base}.{step.name}_proj"), seq.type.with_shape((*seq.type.shape[:2], width)))
         # NOTE: the scan's role, not the cell matmul's: a backward loop's recomputed projection is backward work
         hoisted.append(Node("matmul", (seq, outer_of[matmul.inputs[1].name]), (proj,), matmul.attrs, scan.layer,
                             scan.role))
         if bias is not None:
-            biased = Value(fresh_name(taken, f"{base}.x_proj_bias"), proj.type)
+            biased = Value(fresh_name(taken, f"{base}.{step.name}_proj_bias"), proj.type)
             hoisted.append(Node("bias_add", (proj, outer_of[bias.inputs[1].name]), (biased,), {"axis": 2}, scan.layer,
                                 scan.role))
             proj = biased

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..ir import Graph, Node, verify
 from .fuse import ELEMENTWISE, Decision
+from .kernel_names import persistent_scan_name
 
 # NOTE: tf32x3 (fp32 dots on the GPU) triples the dot operands' registers: a 64-column fp32 LSTM cell
 # spills 328 B of stack per thread on sm_90, a 64-column fp16 one none (tests/kernels/test_gpu_compile.py)
@@ -32,7 +33,7 @@ def persistent_scans_with_report(graph: Graph) -> tuple[Graph, list[Decision]]:
             reason = blocker(node)
             if reason is None:
                 node = _drop_unread_steps(node, used)
-                node = node.replace(attrs={**node.attrs, "persistent": True, "kernel": kernel_name(node)})
+                node = node.replace(attrs={**node.attrs, "persistent": True, "kernel": persistent_scan_name(node)})
                 reason = f"{node.attrs['num_carries']} carries in registers over all steps: one launch"
             decisions.append(Decision(KERNEL, (node.name,), node.attrs.get("persistent", False), reason))
         nodes.append(node)
@@ -41,13 +42,6 @@ def persistent_scans_with_report(graph: Graph) -> tuple[Graph, list[Decision]]:
 
 def persistent_scans(graph: Graph) -> Graph:
     return persistent_scans_with_report(graph)[0]
-
-
-def kernel_name(scan: Node) -> str:
-    (cell,) = scan.attrs["body"].compute_nodes
-    kernel = cell.attrs["kernel"]
-    direction = "bwd" if scan.role.backward else "fwd"
-    return f"scan_{direction}_persistent_" + kernel.removeprefix(f"matmul_{direction}_").removeprefix("fused_")
 
 
 def blocker(scan: Node) -> str | None:

@@ -92,13 +92,15 @@ class CompiledModel:
     def explain(self, batch: int = 64) -> str:
         """What fused into each kernel, what did not and why, and the analytic bytes and launches saved;
         with a loss, the training step's launches and what the backward saves."""
-        text = explain(self.source_graph, self.graph, self.decisions if self.fuse else [], batch)
+        if self.loss is not None:  # the training step's own forward, not the inference one again
+            text = explain_training(self.train_graph, batch, self.train_decisions if self.fuse else [])
+            text += "\n(calls and predict() run the inference graph: fg.compile(model).explain() reports it)"
+        else:
+            text = explain(self.source_graph, self.graph, self.decisions if self.fuse else [], batch)
         if not self.fuse:
             text += "\n(compiled with fuse=False)"
         if self.cuda_graphs:
             text += "\n(on CUDA each call replays these launches as one CUDA graph, captured per input shape)"
-        if self.loss is not None:
-            text += "\n\n" + explain_training(self.train_graph, batch)
         return text
 
     def memory_report(self, batch: int) -> dict[str, int]:

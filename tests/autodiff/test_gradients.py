@@ -64,7 +64,7 @@ def test_global_avg_pool2d():
 @pytest.mark.parametrize("activation,loss", [
     ("softmax", "cross_entropy"), ("log_softmax", "cross_entropy"), (None, "cross_entropy"),
     ("sigmoid", "binary_cross_entropy"), (None, "binary_cross_entropy"), ("relu", "mse"), ("leaky_relu", "mse"),
-    ("tanh", "mse"), ("sigmoid", "mse"),
+    ("tanh", "mse"), ("sigmoid", "mse"), ("gelu", "mse"), ("silu", "mse"), ("elu", "mse"),
 ])
 def test_dense_heads_and_losses(activation, loss):
     model = fg.Sequential([fg.Input((6,)), fg.Dense(8, activation="relu"), fg.Dense(4, activation=activation)])

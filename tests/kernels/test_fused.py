@@ -41,7 +41,7 @@ def test_conv_bias_act_pool_is_one_kernel(conv, pool, pool_cls, batch, shape):
     model = fg.Sequential([fg.Input(shape), fg.Conv2D(**conv), pool_cls(**pool)])
     compiled = fused_and_unfused_match_torch(model, feeds_for(model, batch))
     assert compiled.last_launches == 1
-    assert "pool" in compiled.kernel_names[0] and "_fused_" in compiled.kernel_names[0]
+    assert compiled.kernel_names[0].startswith("conv2d_bias_add_") and "pool" in compiled.kernel_names[0]
 
 
 @pytest.mark.parametrize("pool_cls", [fg.MaxPool1D, fg.AvgPool1D])
@@ -70,7 +70,7 @@ def test_value_with_two_consumers_is_stored_and_right():
 def test_residual_add_folds_into_the_conv_epilogue():
     compiled = fused_and_unfused_match_torch(fg.zoo.resnet_block(), feeds_for(fg.zoo.resnet_block(), 2))
     assert compiled.last_launches == 2
-    assert compiled.kernel_names[1] == "conv2d_fwd_fused_bias_add_add_relu"
+    assert compiled.kernel_names[1] == "conv2d_bias_add_add_relu"
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "softmax", "log_softmax", "sigmoid", None])
@@ -138,7 +138,7 @@ def test_long_lstm_is_one_persistent_kernel_after_its_input_projection():
     model = fg.Sequential([fg.Input((64, 4)), fg.LSTM(8)])
     compiled = assert_compiled_matches_torch(model, feeds_for(model, 2))
     assert compiled.last_launches == 2
-    assert compiled.kernel_names[-1].startswith("scan_fwd_persistent_")
+    assert compiled.kernel_names[-1] == "lstm_cell_persistent"
 
 
 def test_long_wide_lstm_makes_t_plus_one_launches():
@@ -203,7 +203,7 @@ def test_zoo_fused_matches_unfused_and_torch(name):
     fused_and_unfused_match_torch(model, feeds_for(model, 2, vocab=1000))
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "leaky_relu"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "leaky_relu", "gelu", "silu", "elu"])
 def test_activation_before_conv_is_its_prologue_and_padding_stays_zero(activation):
     # sigmoid(0) = 0.5: the conv's zero padding must not see it
     x = fg.Input((2, 7, 6))
@@ -211,7 +211,7 @@ def test_activation_before_conv_is_its_prologue_and_padding_stays_zero(activatio
     model = fg.Model(x, fg.MaxPool2D(2)(h))
     compiled = fused_and_unfused_match_torch(model, feeds_for(model, 2))
     assert compiled.last_launches == 1
-    assert compiled.kernel_names[0].startswith(f"conv2d_fwd_fused_in_{activation}_")
+    assert compiled.kernel_names[0].startswith(f"{activation}_conv2d_bias_add_")
 
 
 def test_activations_before_dense_are_its_prologue():
@@ -219,7 +219,16 @@ def test_activations_before_dense_are_its_prologue():
     h = fg.Activation("sigmoid")(fg.Activation("tanh")(fg.Flatten()(x)))
     model = fg.Model(x, fg.Dense(4, activation="relu")(h))
     compiled = fused_and_unfused_match_torch(model, feeds_for(model, 3))
-    assert compiled.kernel_names == ["matmul_fwd_fused_in_tanh_in_sigmoid_bias_add_relu"]
+    assert compiled.kernel_names == ["tanh_sigmoid_matmul_bias_add_relu"]
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu", "elu"])
+def test_new_activations_fuse_as_prologue_and_epilogue(activation):
+    x = fg.Input((6,))
+    h = fg.Dense(5, activation=activation)(fg.Activation(activation)(x))
+    model = fg.Model(x, fg.Dense(3, activation=activation)(h))
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 3))
+    assert compiled.kernel_names == [f"{activation}_matmul_bias_add_{activation}", f"matmul_bias_add_{activation}"]
 
 
 def test_prologue_value_with_two_consumers_is_not_recomputed():
@@ -257,7 +266,7 @@ def test_persistent_scan_starts_from_given_carries():
     start, x = torch.randn(2, units), torch.randn(2, steps, features)
     torch.testing.assert_close(compiled([start, x]), rnn(x, start[None])[0].detach(), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
     assert compiled.last_launches == 2
-    assert compiled.kernel_names[-1].startswith("scan_fwd_persistent_")
+    assert compiled.kernel_names[-1].endswith("_persistent")
 
 
 @pytest.mark.parametrize("rnn_cls,steps,batch", [(fg.LSTM, 1, 2), (fg.GRU, 3, 300), (fg.SimpleRNN, 2, 257)])
@@ -268,5 +277,5 @@ def test_persistent_scan_edges(rnn_cls, steps, batch):
     model = fg.Model(x, fg.Dense(2)(rnn_cls(5, return_sequences=True, bidirectional=True)(x)))
     feeds = feeds_for(model, batch, seed=steps)
     compiled = fused_and_unfused_match_torch(model, feeds)
-    assert sum(name.startswith("scan_fwd_persistent_") for name in compiled.kernel_names) == 2
+    assert sum(name.endswith("_cell_persistent") for name in compiled.kernel_names) == 2
     assert_grads_match_torch(model, feeds, targets_for(model, "mse", batch), "mse", fuse=True)

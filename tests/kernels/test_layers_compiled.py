@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fusegraph as fg
+from fusegraph.nn.activations import ACTIVATIONS
 from tests.conftest import assert_compiled_matches_torch, feeds_for, single_layer
 
 CONV2D = [
@@ -65,7 +66,7 @@ def test_global_avg_pool(layer, shape):
     assert_compiled_matches_torch(model, feeds_for(model, 3))
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", None])
+@pytest.mark.parametrize("activation", [a for a in ACTIVATIONS if a != "linear"] + [None])
 @pytest.mark.parametrize("shape", [(6,), (5, 6)])
 def test_dense(activation, shape):
     model = single_layer(fg.Dense(9, activation=activation), shape)

@@ -29,8 +29,8 @@ def test_fuse_golden_conv_block():
         "  %c.weight: f32[2,1,3,3] = parameter(init=he_normal, trainable=True)",
         "  %c.bias: f32[2] = parameter(init=zeros, trainable=True)",
         "  %p: f32[N,2,2,2] = fused(%x, %c.weight, %c.bias, anchor=conv2d, "
-        "kernel=conv2d_fwd_fused_bias_add_relu_max_pool2d) "
-        "graph conv2d_fwd_fused_bias_add_relu_max_pool2d(%x: f32[N,1,6,6], %c.weight: f32[2,1,3,3], %c.bias: f32[2]) {",
+        "kernel=conv2d_bias_add_relu_max_pool2d) "
+        "graph conv2d_bias_add_relu_max_pool2d(%x: f32[N,1,6,6], %c.weight: f32[2,1,3,3], %c.bias: f32[2]) {",
         "    %c.conv: f32[N,2,4,4] = conv2d(%x, %c.weight, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))",
         "    %c.bias_add: f32[N,2,4,4] = bias_add(%c.conv, %c.bias, axis=1)",
         "    %c: f32[N,2,4,4] = relu(%c.bias_add)",
@@ -51,7 +51,7 @@ def test_two_consumers_stop_the_pool_and_say_why():
     refused = [d for d in decisions if not d.fused]
     assert any(d.nodes == ("p",) and "other consumers" in d.reason for d in refused)
     kinds = [n.attrs["kernel"] if n.op == "fused" else n.op for n in fused.compute_nodes]
-    assert kinds == ["conv2d_fwd_fused_bias_add_relu", "max_pool2d", "reshape"]
+    assert kinds == ["conv2d_bias_add_relu", "max_pool2d", "reshape"]
 
 
 def test_elementwise_chain_is_one_node_and_stores_escaping_values():
@@ -174,7 +174,7 @@ def test_narrow_scans_become_persistent_and_drop_the_steps_nobody_reads():
     model = fg.zoo.lstm_classifier(vocab_size=50, seq_len=5, embed_dim=4, units=6)
     graph, decisions = run_pipeline(model.graph)
     (scan,) = [n for n in graph.nodes if n.op == "scan"]
-    assert scan.attrs["persistent"] and scan.attrs["kernel"].startswith("scan_fwd_persistent_")
+    assert scan.attrs["persistent"] and scan.attrs["kernel"] == "lstm_cell_persistent"
     assert [v.name for v in scan.outputs] == ["lstm.h", "lstm.c"]  # the unread h sequence is gone
     (decision,) = [d for d in decisions if d.kernel == "persistent scan"]
     assert decision.fused and decision.nodes == ("lstm.h",)
@@ -204,7 +204,7 @@ def test_backward_scans_are_persistent_too_once_dx_leaves_the_loop():
     model = fg.Model(x, fg.GRU(4, name="top")(fg.GRU(4, return_sequences=True, name="bottom")(x)))
     train, _ = run_pipeline(autodiff(model.graph, "mse"))
     backward = [n for n in train.nodes if n.op == "scan" and n.attrs.get("init_carries")]
-    assert len(backward) == 2 and all(n.attrs["kernel"].startswith("scan_bwd_persistent_") for n in backward)
+    assert len(backward) == 2 and all(n.role.backward and n.attrs["kernel"] == "d_gru_cell_persistent" for n in backward)
     # the top layer's input gradient (dz_t W_ih) is one matmul after its backward loop, not one per step
     top = next(n for n in backward if n.layer == "top")
     assert [n.op for n in top.attrs["body"].compute_nodes] == ["fused"]

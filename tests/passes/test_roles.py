@@ -23,7 +23,7 @@ def test_autodiff_marks_what_it_emits_as_backward_and_names_the_node_it_differen
 def test_a_layer_named_d_is_forward():
     model = fg.Sequential([fg.Input((4,)), fg.Dense(3, name="d"), fg.Dense(2, name="out")])
     fused, _ = run_pipeline(model.graph)
-    assert [n.attrs["kernel"] for n in fused.nodes if n.op == "fused"] == ["matmul_fwd_fused_bias_add"] * 2
+    assert [n.attrs["kernel"] for n in fused.nodes if n.op == "fused"] == ["matmul_bias_add"] * 2
     report = fg.compile(model, loss="mse").explain(batch=2)
     counts = re.search(r"(\d+) forward launches, (\d+) loss launch", report)
     assert counts is not None and counts.group(1) == "2"

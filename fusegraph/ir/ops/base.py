@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +36,9 @@ class OpDef:
     doc: str = ""
     vjp: VJP | None = None  # reverse-mode rule in terms of other ops; None: not differentiable
     traits: frozenset[str] = frozenset()  # what passes and templates may do with it: see TRAITS
+    math: Any = None  # an elementwise op's formula (ir/ops/expr.py Expr over its inputs), for code generation
+    module: Callable[[Mapping[str, Any]], Any] | None = None  # attrs -> the torch.nn module computing it
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # the attrs a layer gives it when it names the op
 
 
 # NOTE: the facts fusion reads off an op, declared with the op (set_traits) instead of in op-name lists
@@ -47,6 +50,10 @@ TRAITS = {
     "kernel_anchor": "hosts a fused group: its template generates the group's kernel",
     "pool": "a pool an anchor's epilogue may end with",
     "softmax": "a row softmax a matmul epilogue may end with",
+    "per_channel": "elementwise over input 0, with input 1 a vector along attr `axis` broadcast over the rest",
+    "non_decreasing": "a non-decreasing function (with the attrs layers give it): commutes with a max pool",
+    "rectifier": "ReLU-like: a layer ending in it starts from He initialisation",
+    "loss": "a loss: (prediction, target) -> (mean value, gradient of the prediction)",
 }
 
 OPS: dict[str, OpDef] = {}
@@ -80,6 +87,13 @@ def set_traits(names: Sequence[str], *traits: str) -> None:
 def ops_with(trait: str) -> frozenset[str]:
     """Every op that has `trait`."""
     return frozenset(name for name, op in OPS.items() if trait in op.traits)
+
+
+def has_trait(node: Any, trait: str) -> bool:
+    """Whether `node`'s op has `trait` (a key of TRAITS)."""
+    if trait not in TRAITS:
+        raise RuntimeError(f"unknown op trait {trait!r}")
+    return trait in OPS[node.op].traits
 
 
 def get_op(name: str) -> OpDef:

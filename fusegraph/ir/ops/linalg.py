@@ -14,6 +14,7 @@ from .base import (
     set_vjp,
     shape_str,
 )
+from .expr import Arg
 
 
 def _matmul_rule(types, attrs):
@@ -55,7 +56,7 @@ def _bias_reference(inputs, attrs, ctx):
 
 
 register_op(OpDef("matmul", 2, _matmul_rule, _matmul_reference, "attrs transpose_b"))
-register_op(OpDef("bias_add", 2, _bias_rule, _bias_reference, "attrs axis"))
+register_op(OpDef("bias_add", 2, _bias_rule, _bias_reference, "attrs axis", math=Arg(0) + Arg(1)))
 
 
 # -- backward -----------------------------------------------------------------------------------
@@ -104,6 +105,6 @@ register_op(OpDef("bias_grad", 1, _bias_grad_rule, _bias_grad_reference, "sum ov
 set_vjp("matmul", _matmul_vjp)
 set_vjp("bias_add", _bias_vjp)
 
-set_traits(("bias_add",), "elementwise")
+set_traits(("bias_add",), "elementwise", "per_channel")
 set_traits(("matmul",), "anchor", "kernel_anchor")
 set_traits(("matmul_tn",), "kernel_anchor")

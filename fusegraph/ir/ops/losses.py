@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..errors import GraphError, InputError
 from ..types import TensorType
-from .base import OpDef, register_op, require_float, shape_str
+from .base import OpDef, register_op, require_float, set_traits, shape_str
 
 SCALAR = ()
 
@@ -60,3 +60,4 @@ register_op(OpDef("cross_entropy", 2, _cross_entropy_rule, _cross_entropy_refere
 register_op(OpDef("binary_cross_entropy", 2, _same_shape_rule, _bce_reference,
                   "mean binary cross-entropy of logits against 0/1 targets; outputs loss, gradient"))
 register_op(OpDef("mse", 2, _same_shape_rule, _mse_reference, "mean squared error; outputs loss, gradient"))
+set_traits(("cross_entropy", "binary_cross_entropy", "mse"), "loss")

@@ -1,24 +1,20 @@
-"""Elementwise ops: activations and same-shape binary arithmetic (no implicit broadcasting)."""
+"""Elementwise ops: activations and same-shape binary arithmetic (no implicit broadcasting).
+
+An activation is one `activation(...)` call: its torch reference, its formula, its gradient's formula,
+its torch.nn module and its traits. A layer names it by the same string (nn/activations.py)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import GraphError
 from .base import OpDef, register_op, require_float, require_same_dtype, same_type_unary, set_traits, set_vjp, shape_str
+from .expr import INV_SQRT_2PI, SQRT1_2, Arg, Attr, erf, evaluate, exp, sigmoid, tanh, where
 
 LEAKY_SLOPE = 0.01  # leaky_relu's negative_slope when a node does not set one: PyTorch's default
-
-
-def _unary(name: str, fn, doc: str = "") -> None:
-    register_op(OpDef(name, 1, same_type_unary, lambda inputs, attrs, ctx: [fn(inputs[0], attrs)], doc))
-
-
-_unary("relu", lambda x, a: F.relu(x))
-_unary("leaky_relu", lambda x, a: F.leaky_relu(x, a.get("negative_slope", LEAKY_SLOPE)), "attrs negative_slope")
-_unary("sigmoid", lambda x, a: torch.sigmoid(x))
-_unary("tanh", lambda x, a: torch.tanh(x))
+ELU_ALPHA = 1.0  # elu's alpha when a node does not set one: PyTorch's default
 
 
 def _binary_rule(types, attrs):
@@ -33,8 +29,78 @@ def _binary_rule(types, attrs):
     return [a]
 
 
-for _name, _fn in (("add", torch.add), ("sub", torch.sub), ("mul", torch.mul)):
-    register_op(OpDef(_name, 2, _binary_rule, lambda inputs, attrs, ctx, fn=_fn: [fn(*inputs)]))
+def _grad_rule(types, attrs):
+    return _binary_rule(types, attrs)
+
+
+def activation(name: str, torch_fn, math, grad, reads: str, module, traits: tuple[str, ...] = (),
+               defaults: dict | None = None) -> None:
+    """Declare activation `name` and its gradient op `name_bwd` together.
+
+    torch_fn(x, attrs): the reference; math(x): its formula; grad(dy, saved): the gradient's formula,
+    PyTorch's (so ties, saturation and NaN give its numbers), reading the forward's "output" or
+    "input" (`reads`); module(attrs): the torch.nn module for to_torch()."""
+    x, dy, saved = Arg(0), Arg(0), Arg(1)
+    register_op(OpDef(name, 1, same_type_unary, lambda inputs, attrs, ctx: [torch_fn(inputs[0], attrs)],
+                      math=math(x), module=module, defaults=defaults or {}))
+    register_op(OpDef(f"{name}_bwd", 2, _grad_rule, _evaluated(grad(dy, saved)),
+                      f"inputs: the output gradient, then the forward {reads}", math=grad(dy, saved)))
+    set_vjp(name, _activation_vjp(f"{name}_bwd", reads == "output"))
+    set_traits((name,), "elementwise", "prologue", *traits)
+    set_traits((f"{name}_bwd",), "elementwise")
+
+
+def _evaluated(math):
+    """A gradient op's reference: its formula on torch tensors (the forward op's autograd is what tests
+    hold it to)."""
+    return lambda inputs, attrs, ctx: [evaluate(math, inputs, attrs)]
+
+
+def _activation_vjp(grad_op: str, reads_output: bool):
+    def vjp(b, node, grads, needs):
+        saved = node.outputs[0] if reads_output else node.inputs[0]
+        return [b.op(grad_op, [grads[0], saved], **dict(node.attrs))]
+
+    return vjp
+
+
+# NOTE: selections keep NaN where torch does (a max or min would drop it)
+activation("relu", lambda x, a: F.relu(x), lambda x: where(x < 0, 0.0, x),
+           lambda dy, y: where(y <= 0, 0.0, dy),  # a NaN input passes its gradient, as threshold_backward
+           "output", lambda a: nn.ReLU(), ("non_decreasing", "rectifier"))
+_slope = Attr("negative_slope", LEAKY_SLOPE)
+activation("leaky_relu", lambda x, a: F.leaky_relu(x, a.get("negative_slope", LEAKY_SLOPE)),
+           lambda x: where(x >= 0, x, x * _slope), lambda dy, x: where(x > 0, dy, dy * _slope),
+           "input", lambda a: nn.LeakyReLU(a.get("negative_slope", LEAKY_SLOPE)), ("non_decreasing", "rectifier"),
+           {"negative_slope": LEAKY_SLOPE})
+activation("sigmoid", lambda x, a: torch.sigmoid(x), sigmoid, lambda dy, y: dy * (1.0 - y) * y,
+           "output", lambda a: nn.Sigmoid())
+activation("tanh", lambda x, a: torch.tanh(x), tanh, lambda dy, y: dy * (1.0 - y * y), "output", lambda a: nn.Tanh())
+
+
+def _gelu_grad(dy, x):
+    cdf = 0.5 * (1.0 + erf(x * SQRT1_2))
+    return dy * (cdf + x * exp(-0.5 * x * x) * INV_SQRT_2PI)
+
+
+def _silu_grad(dy, x):
+    s = sigmoid(x)
+    return dy * s * (1.0 + x * (1.0 - s))
+
+
+activation("gelu", lambda x, a: F.gelu(x), lambda x: 0.5 * x * (1.0 + erf(x * SQRT1_2)), _gelu_grad,
+           "input", lambda a: nn.GELU(), ("rectifier",))
+activation("silu", lambda x, a: F.silu(x), lambda x: x * sigmoid(x), _silu_grad, "input", lambda a: nn.SiLU(),
+           ("rectifier",))
+_alpha = Attr("alpha", ELU_ALPHA)
+activation("elu", lambda x, a: F.elu(x, a.get("alpha", ELU_ALPHA)), lambda x: where(x <= 0, _alpha * (exp(x) - 1.0), x),
+           lambda dy, x: where(x <= 0, dy * _alpha * exp(x), dy), "input",
+           lambda a: nn.ELU(a.get("alpha", ELU_ALPHA)), ("rectifier",), {"alpha": ELU_ALPHA})
+
+
+for _name, _fn, _math in (("add", torch.add, Arg(0) + Arg(1)), ("sub", torch.sub, Arg(0) - Arg(1)),
+                          ("mul", torch.mul, Arg(0) * Arg(1))):
+    register_op(OpDef(_name, 2, _binary_rule, lambda inputs, attrs, ctx, fn=_fn: [fn(*inputs)], math=_math))
 
 
 def _softmax_rule(types, attrs):
@@ -46,27 +112,15 @@ def _softmax_rule(types, attrs):
 
 
 register_op(OpDef("softmax", 1, _softmax_rule,
-                  lambda inputs, attrs, ctx: [torch.softmax(inputs[0], attrs.get("axis", -1))], "attrs axis"))
+                  lambda inputs, attrs, ctx: [torch.softmax(inputs[0], attrs.get("axis", -1))], "attrs axis",
+                  module=lambda a: nn.Softmax(dim=a.get("axis", -1)), defaults={"axis": -1}))
 register_op(OpDef("log_softmax", 1, _softmax_rule,
-                  lambda inputs, attrs, ctx: [torch.log_softmax(inputs[0], attrs.get("axis", -1))], "attrs axis"))
+                  lambda inputs, attrs, ctx: [torch.log_softmax(inputs[0], attrs.get("axis", -1))], "attrs axis",
+                  module=lambda a: nn.LogSoftmax(dim=a.get("axis", -1)), defaults={"axis": -1}))
 
 
 # -- backward -----------------------------------------------------------------------------------
-def _grad_rule(types, attrs):
-    return _binary_rule(types, attrs)
-
-
-_BACKWARD = {
-    # PyTorch's rules, so ties and saturation give its numbers: relu uses its output, leaky_relu its input
-    "relu_bwd": lambda dy, y, a: torch.where(y > 0, dy, torch.zeros_like(dy)),
-    "leaky_relu_bwd": lambda dy, x, a: torch.where(x > 0, dy, dy * a.get("negative_slope", LEAKY_SLOPE)),
-    "sigmoid_bwd": lambda dy, y, a: dy * (1 - y) * y,
-    "tanh_bwd": lambda dy, y, a: dy * (1 - y * y),
-}
-for _name, _fn in _BACKWARD.items():
-    register_op(OpDef(_name, 2, _grad_rule, lambda inputs, attrs, ctx, fn=_fn: [fn(*inputs, attrs)],
-                      "inputs: the output gradient, then the forward value the rule reads"))
-register_op(OpDef("neg", 1, same_type_unary, lambda inputs, attrs, ctx: [-inputs[0]]))
+register_op(OpDef("neg", 1, same_type_unary, lambda inputs, attrs, ctx: [-inputs[0]], math=-Arg(0)))
 
 
 def _softmax_bwd_reference(inputs, attrs, ctx):
@@ -86,18 +140,6 @@ register_op(OpDef("log_softmax_bwd", 2, _grad_rule, _log_softmax_bwd_reference,
                   "inputs dy, log_softmax output; attrs axis"))
 
 
-def _activation_vjp(grad_op: str, reads_output: bool):
-    def vjp(b, node, grads, needs):
-        saved = node.outputs[0] if reads_output else node.inputs[0]
-        return [b.op(grad_op, [grads[0], saved], **dict(node.attrs))]
-
-    return vjp
-
-
-set_vjp("relu", _activation_vjp("relu_bwd", True))
-set_vjp("leaky_relu", _activation_vjp("leaky_relu_bwd", False))
-set_vjp("sigmoid", _activation_vjp("sigmoid_bwd", True))
-set_vjp("tanh", _activation_vjp("tanh_bwd", True))
 set_vjp("softmax", _activation_vjp("softmax_bwd", True))
 set_vjp("log_softmax", _activation_vjp("log_softmax_bwd", True))
 set_vjp("add", lambda b, node, grads, needs: [grads[0] if needs[0] else None, grads[0] if needs[1] else None])
@@ -106,7 +148,5 @@ set_vjp("sub", lambda b, node, grads, needs: [grads[0] if needs[0] else None,
 set_vjp("mul", lambda b, node, grads, needs: [b.op("mul", [grads[0], node.inputs[1]]) if needs[0] else None,
                                               b.op("mul", [grads[0], node.inputs[0]]) if needs[1] else None])
 
-set_traits(("relu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul", "neg", "relu_bwd", "leaky_relu_bwd",
-            "sigmoid_bwd", "tanh_bwd"), "elementwise")
-set_traits(("relu", "leaky_relu", "sigmoid", "tanh"), "prologue")
+set_traits(("add", "sub", "mul", "neg"), "elementwise")
 set_traits(("softmax", "log_softmax"), "softmax")
