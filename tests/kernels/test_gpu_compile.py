@@ -111,3 +111,18 @@ def test_half_precision_benchmark_blocks_and_optimizers_compile_for_sm90(launche
         optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat, flat.clone(),
                              [flat.clone() for _ in optimizer.state], 1)
     assert_all_compile(launches, tmp_path)
+
+
+def test_every_activation_compiles_for_sm90_in_every_position(launches, tmp_path):
+    """As a prologue (applied as a conv's and a matmul's operand loads), an epilogue, and its gradient."""
+    from fusegraph.nn.activations import ACTIVATIONS
+
+    for activation in (a for a in ACTIVATIONS if a not in ("linear", "softmax", "log_softmax")):
+        x = fg.Input((2, 8, 8))
+        h = fg.Conv2D(4, 3, activation=activation)(fg.Activation(activation)(x))
+        h = fg.Dense(3, activation=activation)(fg.Activation(activation)(fg.Flatten()(h)))
+        model = fg.Model(x, h)
+        feeds = feeds_for(model, 64)
+        run_as_gpu(model.graph, feeds, model.params)
+        run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params)
+    assert_all_compile(launches, tmp_path)
