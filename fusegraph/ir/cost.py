@@ -1,7 +1,7 @@
 """Analytic memory traffic: the bytes each kernel reads and writes, and the minimum any schedule needs.
 
 A node's kernel reads each input once and writes each output once; views (reshape, a dropout
-outside training) move nothing: `is_view` is the one definition the runtime launches by too. A scan
+outside training) move nothing; the steps are the schedule's (ir/schedule.py), the ones the runtime runs. A scan
 moves its sequences to time-major and back, runs its body once per step, and copies its final
 carries out; a persistent scan is one kernel like any other."""
 
@@ -11,19 +11,12 @@ from dataclasses import dataclass
 from math import prod
 
 from .graph import Graph, Node
+from .ops import OPS
 from .ops.scan import scan_steps
-from .ops.shape import keeps_memory_order
+from .schedule import is_view, schedule, strided_body
 from .types import TensorType
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int8": 1}
-
-
-def is_view(node: Node) -> bool:
-    """Launches nothing: a reshape, a transpose that only moves size-1 axes, or a dropout that is not
-    training (autodiff marks the training ones)."""
-    if node.op == "transpose":
-        return keeps_memory_order(node.attrs["perm"], node.inputs[0].type.shape)
-    return node.op == "reshape" or (node.op == "dropout" and not node.attrs.get("training", False))
 
 
 def nbytes(t: TensorType, batch: int) -> int:
@@ -50,17 +43,11 @@ def node_traffic(node: Node, batch: int, used: set[str] | None = None) -> Traffi
         return _scan_traffic(node, batch, {v.name for v in node.outputs} if used is None else used)
     read = sum(nbytes(v.type, batch) for v in node.inputs)
     written = sum(nbytes(v.type, batch) for v in node.outputs)
-    launches = len(node.inputs) if node.op == "concat" else len(node.outputs) if node.op == "split" else 1
-    if node.op == "embedding_bwd":  # NOTE: its template zero-fills the table gradient, then scatter-adds rows into it
-        launches, written = 2, 2 * written
+    op = OPS[node.op]
+    launches = op.launches(node) if op.launches is not None else 1
+    if "zero_filled" in op.traits:
+        launches, written = launches + 1, 2 * written
     return Traffic(node, launches, read, written)
-
-
-def strided_body(body: Graph) -> bool:
-    """Whether every kernel of a scan body reads and writes strided rows (a matmul-anchored cell)."""
-    steps = [n for n in body.compute_nodes if not is_view(n)]
-    return bool(steps) and len(steps) == len(body.compute_nodes) and all(
-        n.op == "matmul" or (n.op == "fused" and n.attrs["anchor"] == "matmul") for n in steps)
 
 
 def _scan_traffic(node: Node, batch: int, used: set[str]) -> Traffic:
@@ -89,35 +76,11 @@ def _scan_traffic(node: Node, batch: int, used: set[str]) -> Traffic:
     return Traffic(node, launches, read, written)
 
 
-def in_place_concats(graph: Graph) -> dict[str, tuple[str, int]]:
-    """Outputs of strided scans (per-step sequences, or final carries) written straight into their slice
-    of the concat that joins them (a bidirectional RNN's two directions): value -> (concat output, offset
-    on the last axis). Only concats whose every input qualifies: such a concat launches nothing."""
-    users, producers = graph.users(), graph.producers()
-    outputs = {v.name for v in graph.outputs}
-    placed: dict[str, tuple[str, int]] = {}
-    for node in graph.nodes:
-        t = node.outputs[0].type if node.outputs else None
-        if node.op != "concat" or t.rank < 2 or node.attrs["axis"] % t.rank != t.rank - 1:
-            continue
-        slices, offset = {}, 0
-        for v in node.inputs:
-            scan = producers.get(v.name)
-            if (scan is None or scan.op != "scan" or not strided_body(scan.attrs["body"]) or v.name in slices
-                    or v.name in outputs or len(users.get(v.name, [])) != 1):
-                break
-            slices[v.name] = offset
-            offset += v.type.shape[-1]
-        else:
-            placed.update({name: (node.outputs[0].name, at) for name, at in slices.items()})
-    return placed
-
-
 def graph_traffic(graph: Graph, batch: int) -> list[Traffic]:
+    """Per step of the graph's schedule (the one the runtime runs), in order."""
     used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
-    placed = in_place_concats(graph)
-    return [Traffic(n, 0, 0, 0) if n.op == "concat" and n.inputs[0].name in placed else node_traffic(n, batch, used)
-            for n in graph.compute_nodes]
+    return [Traffic(s.node, 0, 0, 0) if s.kind in ("view", "assembled") else node_traffic(s.node, batch, used)
+            for s in schedule(graph).steps]
 
 
 def launch_count(graph: Graph, batch: int) -> int:

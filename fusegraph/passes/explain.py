@@ -4,9 +4,10 @@ unfused; what did not fuse and why; launches and bytes saved for the whole forwa
 from __future__ import annotations
 
 from ..ir import Graph, Node
-from ..ir.cost import graph_traffic, is_view, minimum_bytes, node_traffic
+from ..ir.cost import graph_traffic, minimum_bytes, node_traffic
 from ..ir.ops import has_trait
 from ..ir.ops.scan import scan_steps
+from ..ir.schedule import schedule
 from .fuse import Decision
 from .kernel_names import kernel_name
 
@@ -24,8 +25,9 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, only: set[str] | None =
     names of the top-level nodes to list."""
     lines = []
     used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
-    for node in graph.compute_nodes:
-        if is_view(node) or (only is not None and node.name not in only):
+    for step in schedule(graph).launched:
+        node = step.node
+        if only is not None and node.name not in only:
             continue
         if node.op == "scan" and node.attrs.get("persistent", False):
             time = scan_steps(node)
@@ -34,7 +36,7 @@ def _kernel_lines(graph: Graph, batch: int, indent: str, only: set[str] | None =
                     "persistent kernel, the carries in registers; each step: ")
             lines += _entry(node.attrs["kernel"], node, _members(cell), node_traffic(node, batch, used), batch, indent,
                             what, steps=time)
-        elif node.op == "scan":
+        elif step.kind == "loop":
             time = scan_steps(node)
             traffic = node_traffic(node, batch, used)
             lines.append(f"{indent}scan %{node.name} over {time} steps ({'reversed, ' if node.attrs.get('reverse') else ''}"

@@ -1,8 +1,8 @@
 """Memory planning: which buffer each intermediate value lives in, reusing buffers whose values are dead.
 
-Views (reshape, a dropout outside training: `ir.cost.is_view`) share their source's buffer and extend its lifetime. Graph
-outputs get fresh tensors each call so callers may keep them; inputs and parameters are never
-written. A buffer is handed to a new value only after the step of its last use, so no kernel
+Views (the schedule's view steps: a reshape, a dropout outside training) share their source's
+buffer and extend its lifetime. Graph outputs get fresh tensors each call so callers may keep them;
+inputs and parameters are never written. A buffer is handed to a new value only after the step of its last use, so no kernel
 writes a buffer it is still reading."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..ir import Graph, TensorType
-from ..ir.cost import in_place_concats, is_view, nbytes
+from ..ir.cost import nbytes
+from ..ir.schedule import Schedule
 
 TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
                "int8": torch.int8}
@@ -37,26 +38,27 @@ class MemoryPlan:
         return sum(nbytes(v.type, batch) for n in graph.nodes for v in n.outputs if v.name in names)
 
 
-def plan_memory(graph: Graph) -> MemoryPlan:
+def plan_memory(graph: Graph, scheduled: Schedule) -> MemoryPlan:
     """Slots for every intermediate value. A value written into a slice of a later concat (see
-    ir.cost.in_place_concats) lives in the concat's buffer, which is therefore born with its first slice."""
+    its schedule's `placed`) lives in the concat's buffer, which is therefore born with its first slice."""
     plan = MemoryPlan()
     root: dict[str, str] = {}
     arguments = {v.name for n in graph.nodes if n.op in ("input", "parameter") for v in n.outputs}
-    steps = [n for n in graph.nodes if n.op not in ("input", "parameter")]
-    placed = in_place_concats(graph)
+    steps = [s.node for s in scheduled.steps]
+    views = {id(s.node) for s in scheduled.steps if s.kind == "view"}
+    placed = scheduled.placed
     for node in steps:
         for v in node.outputs:
             if v.name in placed:
                 root[v.name] = placed[v.name][0]
-            elif is_view(node):
+            elif id(node) in views:
                 root[v.name] = root.get(node.inputs[0].name, node.inputs[0].name)
             else:
                 root[v.name] = v.name
     types = {v.name: v.type for n in steps for v in n.outputs}
     born: dict[str, int] = {}
     for i, node in enumerate(steps):
-        if not is_view(node):
+        if id(node) not in views:
             for v in node.outputs:
                 born.setdefault(root[v.name], i)
     plan.fresh = {root.get(v.name, v.name) for v in graph.outputs}

@@ -1,4 +1,4 @@
-"""A compiled graph: its steps (kernel launches, views, scans) and memory plan, run on tensors."""
+"""A compiled graph: its schedule's steps (kernel launches, loops, views) and memory plan, run on tensors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..ir import Graph, GraphError, Node, TensorType
-from ..ir.cost import in_place_concats, is_view, nbytes
+from ..ir.cost import nbytes
+from ..ir.schedule import schedule
 from ..kernels import LaunchCounter, Target, generate, load_kernel
 from ..kernels.memory import launch_copy, render_copy
 from .plan import TORCH_DTYPE, plan_memory
@@ -21,19 +22,16 @@ class Program:
 
         self.graph = graph
         self.target = target
-        self.plan = plan_memory(graph)
+        self.schedule = schedule(graph)
+        self.plan = plan_memory(graph, self.schedule)
         self.copy = load_kernel(render_copy(), counter)
         self.steps: list[tuple[Node, object]] = []
         used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
-        self.placed = in_place_concats(graph)  # scan outputs written straight into their concat
-        self.assembled = {n.name for n in graph.nodes if n.op == "concat" and n.inputs[0].name in self.placed}
+        self.placed = self.schedule.placed  # scan outputs written straight into their concat
         self.types = {v.name: v.type for n in graph.nodes for v in n.outputs}
-        for node in graph.nodes:
-            if node.op in ("input", "parameter") or is_view(node) or node.name in self.assembled:
-                continue
-            step_by_step = node.op == "scan" and not node.attrs.get("persistent", False)
-            step = ScanStep(node, target, counter, used) if step_by_step else generate(node, target, counter)
-            self.steps.append((node, step))
+        for step in self.schedule.launched:
+            runner = ScanStep(step, target, counter, used) if step.kind == "loop" else generate(step.node, target, counter)
+            self.steps.append((step.node, runner))
         self._arenas: dict[int, list[torch.Tensor]] = {}
 
     @property
@@ -75,14 +73,13 @@ class Program:
                 raise GraphError(f"parameter %{node.name} has no value")
             env[node.name] = params[node.name]
         steps = iter(self.steps)
-        for node in self.graph.nodes:
-            if node.op in ("input", "parameter"):
-                continue
+        for scheduled in self.schedule.steps:
+            node = scheduled.node
             inputs = [env[v.name] for v in node.inputs]
-            if is_view(node):
+            if scheduled.kind == "view":
                 env[node.outputs[0].name] = inputs[0].view(node.outputs[0].type.concrete(batch))
                 continue
-            if node.name in self.assembled:  # its inputs were written into it
+            if scheduled.kind == "assembled":  # its inputs were written into it
                 continue
             _, step = next(steps)
             outputs = [self._buffer(v.type, v.name, batch, arena, bind, device, env) for v in node.outputs]

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import torch
 
-from ..ir import Node
 from ..ir.ops.scan import initial_carry_count
+from ..ir.schedule import Step
 from ..kernels import LaunchCounter, Target, load_kernel
 from ..kernels.memory import launch_copy, render_copy
 from .plan import TORCH_DTYPE
 
 
 class ScanStep:
-    def __init__(self, node: Node, target: Target, counter: LaunchCounter, used: set[str]) -> None:
+    def __init__(self, step: Step, target: Target, counter: LaunchCounter, used: set[str]) -> None:
         from .program import Program
 
-        self.node = node
+        self.node = node = step.node
         self.target = target
         self.body = Program(node.attrs["body"], target, counter)
         self.copy = load_kernel(render_copy(), counter)
         self.used = [v.name in used for v in node.outputs]
-        self.strided = bool(self.body.steps) and all(
-            getattr(step, "template", None) is not None and step.template.op == "matmul" for _, step in self.body.steps)
+        self.strided = step.strided
         self._state: dict[tuple, list] = {}
 
     def _carry_buffers(self, batch: int, device) -> list[list[torch.Tensor]]:

@@ -39,6 +39,8 @@ class OpDef:
     math: Any = None  # an elementwise op's formula (ir/ops/expr.py Expr over its inputs), for code generation
     module: Callable[[Mapping[str, Any]], Any] | None = None  # attrs -> the torch.nn module computing it
     defaults: Mapping[str, Any] = field(default_factory=dict)  # the attrs a layer gives it when it names the op
+    view: Callable[[Any], bool] | None = None  # node -> whether it launches nothing (its output views input 0)
+    launches: Callable[[Any], int] | None = None  # node -> kernel launches its template makes (None: one)
 
 
 # NOTE: the facts fusion reads off an op, declared with the op (set_traits) instead of in op-name lists
@@ -54,6 +56,7 @@ TRAITS = {
     "non_decreasing": "a non-decreasing function (with the attrs layers give it): commutes with a max pool",
     "rectifier": "ReLU-like: a layer ending in it starts from He initialisation",
     "loss": "a loss: (prediction, target) -> (mean value, gradient of the prediction)",
+    "zero_filled": "its kernel zero-fills the output, then accumulates into it: one more launch and write",
 }
 
 OPS: dict[str, OpDef] = {}
@@ -71,6 +74,14 @@ def set_vjp(name: str, vjp: VJP) -> None:
     from dataclasses import replace
 
     OPS[name] = replace(OPS[name], vjp=vjp)
+
+
+def set_execution(name: str, *, view: Callable[[Any], bool] | None = None,
+                  launches: Callable[[Any], int] | None = None) -> None:
+    """How an op declared above runs: when it is a view, and how many launches its kernel makes."""
+    from dataclasses import replace
+
+    OPS[name] = replace(OPS[name], view=view or OPS[name].view, launches=launches or OPS[name].launches)
 
 
 def set_traits(names: Sequence[str], *traits: str) -> None:

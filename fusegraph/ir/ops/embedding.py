@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GraphError, InputError
-from .base import OpDef, register_op, require_float, require_rank, set_vjp
+from .base import OpDef, register_op, require_float, require_rank, set_execution, set_traits, set_vjp
 
 
 def _embedding_rule(types, attrs):
@@ -47,6 +47,8 @@ def _dropout_reference(inputs, attrs, ctx):
 register_op(OpDef("embedding", 2, _embedding_rule, _embedding_reference, "rows of the table by id"))
 register_op(OpDef("dropout", 1, _dropout_rule, _dropout_reference,
                   "identity at inference; in training a seeded mask scaled by 1/(1-rate); attrs rate, seed"))
+# autodiff marks the dropouts of a training graph (attr training): only those draw a mask
+set_execution("dropout", view=lambda node: not node.attrs.get("training", False))
 
 
 # -- backward -----------------------------------------------------------------------------------
@@ -71,3 +73,4 @@ register_op(OpDef("embedding_bwd", 2, _embedding_bwd_rule, _embedding_bwd_refere
                   "scatter-add of row gradients into the table; attrs num_embeddings"))
 set_vjp("embedding", _embedding_vjp)
 set_vjp("dropout", lambda b, node, grads, needs: [b.op("dropout", [grads[0]], **dict(node.attrs))])
+set_traits(("embedding_bwd",), "zero_filled")

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import GraphError
 from ..types import BATCH
-from .base import OpDef, normalize_axis, register_op, require_same_dtype, set_vjp, shape_str
+from .base import OpDef, normalize_axis, register_op, require_same_dtype, set_execution, set_vjp, shape_str
 
 
 def _reshape_rule(types, attrs):
@@ -79,6 +79,11 @@ register_op(OpDef("concat", None, _concat_rule,
 register_op(OpDef("split", 1, _split_rule,
                   lambda inputs, attrs, ctx: list(torch.split(inputs[0], list(attrs["sizes"]), attrs["axis"])),
                   "attrs axis, sizes"))
+set_execution("reshape", view=lambda node: True)
+# a transpose that only moves size-1 axes keeps every element where it was
+set_execution("transpose", view=lambda node: keeps_memory_order(node.attrs["perm"], node.inputs[0].type.shape))
+set_execution("concat", launches=lambda node: len(node.inputs))  # one strided copy per input
+set_execution("split", launches=lambda node: len(node.outputs))
 
 
 # -- backward -----------------------------------------------------------------------------------
