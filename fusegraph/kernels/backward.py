@@ -7,6 +7,7 @@ from math import prod
 
 import triton
 
+from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
@@ -133,7 +134,7 @@ def _node_source(template: str, what: str):
 def render_pool_bwd(node):
     group = group_of(node)
     anchor = group.anchor
-    kind = "max" if anchor.op.startswith("max") else "avg"
+    kind = "max" if has_trait(anchor, "max_pool") else "avg"
     name = kernel_name(node)
     names = Names(POOL_BWD_SOURCE)
     ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
@@ -177,7 +178,7 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
     fn[(triton.cdiv(total, block),)](
         *inputs, *outputs, total, h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
         KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
-        IS_MAX=anchor.op.startswith("max"), FROM_POSITIONS=anchor.op.endswith("_bwd_idx"), BLOCK=block)
+        IS_MAX=has_trait(anchor, "max_pool"), FROM_POSITIONS=has_trait(anchor, "from_positions"), BLOCK=block)
 
 
 def launch_global_bwd(fn, node, target, inputs, outputs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import triton
 
+from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
@@ -64,7 +65,7 @@ def {name}(
 
 
 def _pool(group):
-    return next((n for n in group.nodes if "pool" in n.op), None)
+    return next((n for n in group.nodes if has_trait(n, "pool")), None)
 
 
 def render(node):
@@ -90,7 +91,7 @@ def render(node):
         pool_init, pool_step, finish = "", "\n".join(stores), ""
     else:
         (value,) = emitter.operand(pool.inputs[0])
-        if pool.op.startswith("max"):
+        if has_trait(pool, "max_pool"):
             pool_init = ("    pooled = tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)\n"
                          "    best_at = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)")
             # as PyTorch: strictly greater wins (the first maximum in row-major order), and so does every NaN
@@ -131,7 +132,7 @@ def launch(fn, node, target, inputs, outputs):
     pool = _pool(group)
     x = inputs[group.input_index(group.data_input)]
     w = inputs[group.input_index(anchor.inputs[1])]
-    lift = lifter(anchor.op == "conv1d")
+    lift = lifter(anchor.inputs[0].type.rank == 3)
     stride, dilation = lift(anchor.attrs["stride"], 1), lift(anchor.attrs["dilation"], 1)
     padding = lift(anchor.attrs["padding"], (0, 0))
     n, c = x.shape[:2]

@@ -12,6 +12,7 @@ import torch
 import triton
 
 from ..ir import GraphError
+from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
@@ -158,7 +159,7 @@ def launch(fn, node, target, inputs, outputs):
     full = [row_stride(t) if v.name != group.data_input.name else a_strides[0]
             for t, v in zip(inputs, group.inputs)
             if v.name not in group.channel_vectors and v.name != anchor.inputs[1].name]
-    softmax = any(n.op in ("softmax", "log_softmax") for n in group.nodes)
+    softmax = any(has_trait(n, "softmax") for n in group.nodes)
     block_n = max(16, triton.next_power_of_2(n)) if softmax else target.tile(n, gpu=64, interpreted=256)
     block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256)
     block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=softmax)

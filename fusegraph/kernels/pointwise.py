@@ -11,7 +11,7 @@ from math import prod
 import triton
 
 from ..ir import GraphError
-from ..ir.ops import OPS
+from ..ir.ops import OPS, has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
@@ -81,7 +81,8 @@ def render(node):
 
 def launch(fn, node, target, inputs, outputs):
     group = group_of(node)
-    axis_of = {n.inputs[1].name: n.attrs["axis"] % n.outputs[0].type.rank for n in group.nodes if n.op == "bias_add"}
+    axis_of = {n.inputs[1].name: n.attrs["axis"] % n.outputs[0].type.rank for n in group.nodes
+               if has_trait(n, "per_channel")}
     shape = outputs[0].shape
     vector_args = []
     for value in group.inputs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import triton
 
+from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .registry import KernelSource, lifter, module_source, register_template
 
@@ -63,7 +64,7 @@ def {name}(x_ptr, out_ptr, R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
 
 
 def render_pool(node):
-    kind = "max" if node.op.startswith("max") else "avg"
+    kind = "max" if has_trait(node, "max_pool") else "avg"
     name = kernel_name(node)
     return KernelSource(name, module_source(f"{kind} pooling", POOL_SOURCE.format(name=name)))
 
@@ -79,7 +80,7 @@ def launch_pool(fn, node, target, inputs, outputs):
     total = out.numel()
     block = target.tile(total, gpu=512, interpreted=16384)
     fn[(triton.cdiv(total, block),)](x, out, positions, total, h, w, oh, ow, stride[0], stride[1], padding[0][0],
-                                      padding[1][0], KH=kernel[0], KW=kernel[1], IS_MAX=node.op.startswith("max"),
+                                      padding[1][0], KH=kernel[0], KW=kernel[1], IS_MAX=has_trait(node, "max_pool"),
                                       WITH_POSITIONS=len(outputs) == 2, BLOCK=block)
 
 

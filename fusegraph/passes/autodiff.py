@@ -14,7 +14,9 @@ reads); its VJP is a reverse scan over the body's own VJP, which recomputes the 
 from __future__ import annotations
 
 from ..ir import BATCH, Graph, GraphBuilder, GraphError, Node, Role, TensorType, Value, get_op, verify
-from ..ir.ops import OPS
+from ..ir.ops import OPS, has_trait
+from ..ir.ops.losses import ABSORBS
+from ..ir.ops.pool import WITH_POSITIONS
 from .rewrite import fresh_name, with_attrs
 
 LOSSES = tuple(name for name, op in OPS.items() if "loss" in op.traits)  # in declaration order
@@ -70,7 +72,7 @@ def backprop(g: GradEmitter, nodes: list[Node], seeds: dict[str, Value], wanted:
         if rule is None:
             raise GraphError(f"{node.where}: training through {node.op} is not supported")
         g.current = node
-        if any(d is None for d in out_grads) and node.op not in ("split", "scan") and not node.op.endswith("_argmax"):
+        if any(d is None for d in out_grads) and node.op not in ("split", "scan") and not has_trait(node, "saves_positions"):
             out_grads = [d if d is not None else g.op("zeros", [v]) for d, v in zip(out_grads, node.outputs)]
         for value, grad, need in zip(node.inputs, rule(g, node, out_grads, want), want):
             if need and grad is not None:
@@ -91,9 +93,7 @@ def _loss_input(graph: Graph, loss: str) -> tuple[Value, Node | None]:
     """The value the loss reads, and the forward node the loss absorbs (softmax / sigmoid), if any."""
     prediction = graph.outputs[0]
     producer = graph.producers().get(prediction.name)
-    if loss == "cross_entropy" and producer is not None and producer.op in ("softmax", "log_softmax"):
-        return producer.inputs[0], producer
-    if loss == "binary_cross_entropy" and producer is not None and producer.op == "sigmoid":
+    if producer is not None and producer.op in ABSORBS.get(loss, ()):
         return producer.inputs[0], producer
     return prediction, None
 
@@ -144,19 +144,19 @@ def pool_with_positions(graph: Graph) -> Graph:
     for node in graph.nodes:
         if id(node) in moved:
             continue
-        if node.op not in ("max_pool1d", "max_pool2d"):
+        if node.op not in WITH_POSITIONS:
             nodes.append(node)
             continue
         source, (pooled,) = node.inputs[0], node.outputs
         act = producers.get(source.name)
-        commute = (act is not None and act.op in ("relu", "leaky_relu") and len(users[source.name]) == 1
+        commute = (act is not None and has_trait(act, "non_decreasing") and len(users[source.name]) == 1
                    and source.name not in outputs)
         data = act.inputs[0] if commute else source
         positions = Value(fresh_name(taken, f"{pooled.name}.positions"), TensorType(pooled.type.shape, "int8"))
         maxima = Value(fresh_name(taken, f"{pooled.name}.max"), pooled.type) if commute else pooled
         if commute:
             nodes.remove(act)
-        nodes.append(node.replace(op=f"{node.op}_argmax", inputs=(data,), outputs=(maxima, positions)))
+        nodes.append(node.replace(op=WITH_POSITIONS[node.op], inputs=(data,), outputs=(maxima, positions)))
         if commute:
             nodes.append(act.replace(inputs=(maxima,), outputs=(pooled,)))
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ..ir import Graph, Node, to_networkx, verify
-from ..ir.ops import ops_with
+from ..ir.ops import has_trait, ops_with
 from .kernel_names import group_name
 from .rewrite import stable_toposort, subgraph, with_attrs
 
 # NOTE: read off the ops' declared traits (ir/ops/*.py set_traits), not listed here
-ANCHORS = ops_with("anchor")
+ANCHORS = ops_with("conv_anchor") | ops_with("matmul_anchor")
 POOL_GRADS = ops_with("pool_gradient")
 KERNEL_ANCHORS = ops_with("kernel_anchor")  # fused-group hosts
 ELEMENTWISE = ops_with("elementwise")
@@ -119,7 +119,8 @@ class _Grouper:
         for chain in [g for g in found if not any(n.op in KERNEL_ANCHORS for n in g)]:
             made_by = {v.name: n for n in chain for v in n.outputs}
             matmul = next((u for n in reversed(chain) for v in n.outputs for u in self.users.get(v.name, [])
-                           if u.op == "matmul" and u.inputs[0].name == v.name and u.inputs[1].name not in made_by), None)
+                           if has_trait(u, "matmul_anchor") and u.inputs[0].name == v.name
+                           and u.inputs[1].name not in made_by), None)
             if matmul is None or self._depends_on_group(matmul.inputs[1].name, chain):
                 continue
             joined = matmul.inputs[0]
@@ -156,7 +157,7 @@ class _Grouper:
                 rank = dy.type.rank
                 if (user.op == "matmul_tn" and user.inputs[0].name == dy.name and
                         node.attrs["axis"] % rank == rank - 1) or \
-                        (user.op.endswith("_bwd_weight") and user.inputs[1].name == dy.name and
+                        (has_trait(user, "conv_weight_gradient") and user.inputs[1].name == dy.name and
                          node.attrs["axis"] % rank == 1):
                     members = sorted([user, node], key=self.graph.nodes.index)
                     found.append(members)
@@ -187,7 +188,7 @@ class _Grouper:
         while True:
             producer = self.producer.get(value.name)
             if (producer is None or id(producer) in self.taken or producer.op not in allowed
-                    or producer.op == "bias_add" or value.name in self.outputs
+                    or has_trait(producer, "per_channel") or value.name in self.outputs
                     or len(self.users.get(value.name, [])) != 1
                     or any(self._depends_on_group(v.name, [anchor]) for v in producer.inputs[1:])):
                 return chain
@@ -199,7 +200,7 @@ class _Grouper:
 
     def _grow(self, start: Node) -> list[Node]:
         # a pool gradient hosts elementwise ops on its output like a chain does (e.g. the ReLU gradient before it)
-        kind = "conv" if start.op.startswith("conv") else "matmul" if start.op == "matmul" else "pointwise"
+        kind = "conv" if has_trait(start, "conv_anchor") else "matmul" if has_trait(start, "matmul_anchor") else "pointwise"
         members = [start]
         made = {v.name for v in start.outputs}
         gates = self._grow_forward(kind, members, made, None, self.graph.nodes.index(start), report=True)
@@ -299,11 +300,11 @@ class _Grouper:
             # after a pool only elementwise work on the pooled tile (e.g. an activation moved past it)
             if node.op not in ELEMENTWISE or node.outputs[0].type != pooled.outputs[0].type:
                 return "after a pool, a conv kernel takes only elementwise ops on the pooled map"
-            if node.op == "bias_add" and node.attrs["axis"] % node.outputs[0].type.rank != 1:
+            if has_trait(node, "per_channel") and node.attrs["axis"] % node.outputs[0].type.rank != 1:
                 return "bias along a non-channel axis"
             return ""
         if node.op in ELEMENTWISE:
-            if node.op == "bias_add":
+            if has_trait(node, "per_channel"):
                 axis = node.attrs["axis"] % node.outputs[0].type.rank
                 channel = 1 if kind == "conv" else node.outputs[0].type.rank - 1
                 if kind != "pointwise" and (axis != channel or node.inputs[0].name not in made):
@@ -314,7 +315,7 @@ class _Grouper:
                 shapes = set(_gate_shapes(members) or (anchor_type.shape,))
                 if node.outputs[0].type.shape not in shapes:
                     return f"its shape {node.outputs[0].type} differs from the chain's {anchor_type}"
-                if node.op == "bias_add" and gates:
+                if has_trait(node, "per_channel") and gates:
                     return "a bias inside a chain split into gates"
             return ""
         if node.op in POOLS:
@@ -349,7 +350,7 @@ class _Grouper:
             if gates is not None and len(sizes) != gates:
                 return f"{len(sizes)} gates do not match the group's {gates}"
             if kind == "pointwise":
-                if any(m.op == "bias_add" for m in members):
+                if any(has_trait(m, "per_channel") for m in members):
                     return "a bias inside a chain split into gates"
                 full, gate = _gate_shapes(members) or (
                     (t.shape, node.outputs[0].type.shape) if node.inputs[0].name in made
@@ -371,7 +372,7 @@ class _Grouper:
         widths = {v.type.shape for v in node.inputs}
         if node.attrs["axis"] % t.rank != t.rank - 1 or len(widths) != 1:
             return "the concat is not of equal gates along the last axis"
-        if any(m.op == "bias_add" for m in members):
+        if any(has_trait(m, "per_channel") for m in members):
             return "a bias inside a chain joined into gates"
         if gates is not None and (len(node.inputs) != gates or (t.shape, node.inputs[0].type.shape) != _gate_shapes(members)):
             return f"a concat of {len(node.inputs)} gates {t} does not match the chain's {gates} gates"

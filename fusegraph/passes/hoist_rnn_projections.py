@@ -11,6 +11,7 @@ graph computing the same values; every other node unchanged."""
 from __future__ import annotations
 
 from ..ir import Graph, Node, Value, verify
+from ..ir.ops import has_trait
 from ..ir.ops.scan import initial_carry_count
 from .rewrite import fresh_name, input_node, substitute, value_names
 
@@ -36,7 +37,7 @@ def _projection(body: Graph, step: Value, consts: set[str]) -> tuple[Node, Node 
     matmul = projections[0]
     keep_step = len(uses) > 1 or step.name in {v.name for v in body.outputs}
     after = users.get(matmul.outputs[0].name, [])
-    bias = after[0] if len(after) == 1 and after[0].op == "bias_add" else None
+    bias = after[0] if len(after) == 1 and has_trait(after[0], "per_channel") else None
     if bias is not None and (bias.inputs[1].name not in consts or bias.attrs["axis"] % 2 != 1 or
                              matmul.outputs[0].name in {v.name for v in body.outputs}):
         bias = None

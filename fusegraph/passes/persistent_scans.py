@@ -15,6 +15,7 @@ would cost a store per step); a Decision for every scan, kept or not, with the r
 from __future__ import annotations
 
 from ..ir import Graph, Node, verify
+from ..ir.ops import has_trait
 from .fuse import ELEMENTWISE, Decision
 from .kernel_names import persistent_scan_name
 
@@ -53,7 +54,7 @@ def blocker(scan: Node) -> str | None:
         return f"its step runs {len(kernels)} kernels, not one matmul-anchored kernel"
     cell = kernels[0].attrs["body"]
     compute = cell.compute_nodes
-    anchor = next(n for n in compute if n.op == "matmul")
+    anchor = next(n for n in compute if has_trait(n, "matmul_anchor"))
     role = {v.name: ("carry" if i < num_carries else "step" if i < num_carries + num_seqs else "constant")
             for i, v in enumerate(body.inputs)}
     if role.get(anchor.inputs[1].name) != "constant":
@@ -71,7 +72,7 @@ def blocker(scan: Node) -> str | None:
             continue
         if node.op not in CELL_OPS:
             return f"%{node.name} ({node.op}) is not an elementwise cell op"
-        tiles = (*node.inputs[:1], *(node.inputs[1:] if node.op != "bias_add" else ()))  # not bias vectors
+        tiles = (*node.inputs[:1], *(node.inputs[1:] if not has_trait(node, "per_channel") else ()))  # not bias vectors
         if any(v.type.shape[-1] % width for v in (*tiles, *node.outputs)):
             return f"%{node.name} works on a width other than whole gates"
         if any(role.get(v.name) == "constant" for v in tiles):

@@ -205,5 +205,5 @@ for _ndim in (1, 2):
                       "gradient of a convolution's weight; attrs as the conv plus kernel_size"))
     set_vjp(f"conv{_ndim}d", _conv_vjp(_ndim))
 
-set_traits(("conv1d", "conv2d"), "anchor", "kernel_anchor")
-set_traits(("conv1d_bwd_weight", "conv2d_bwd_weight"), "kernel_anchor")
+set_traits(("conv1d", "conv2d"), "conv_anchor", "kernel_anchor")
+set_traits(("conv1d_bwd_weight", "conv2d_bwd_weight"), "kernel_anchor", "conv_weight_gradient")

@@ -61,3 +61,5 @@ register_op(OpDef("binary_cross_entropy", 2, _same_shape_rule, _bce_reference,
                   "mean binary cross-entropy of logits against 0/1 targets; outputs loss, gradient"))
 register_op(OpDef("mse", 2, _same_shape_rule, _mse_reference, "mean squared error; outputs loss, gradient"))
 set_traits(("cross_entropy", "binary_cross_entropy", "mse"), "loss")
+# the output op a loss takes in (computing from its input, the logits): a probability's log is never taken
+ABSORBS = {"cross_entropy": frozenset({"softmax", "log_softmax"}), "binary_cross_entropy": frozenset({"sigmoid"})}
