@@ -14,11 +14,14 @@ import triton
 from ..ir import GraphError
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
+from ..passes.templates import register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import group_of, prologue_lines
 from .matmul_gated import is_gated, launch_gated, render_gated
 from .registry import GEMM_TILE, KernelSource, module_source, register_template
+
+MAX_SOFTMAX_ROW = 1024  # a softmax epilogue's row is one block of columns
 
 MATMUL_SOURCE = '''
 @triton.jit
@@ -175,5 +178,13 @@ def launch(fn, node, target, inputs, outputs):
              PRECISION=target.precision(a.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
+def accepts_softmax(nodes) -> str | None:
+    """A row softmax in the epilogue needs the whole row in one block of the tile."""
+    anchor = next(n for n in nodes if has_trait(n, "matmul_anchor"))
+    width = anchor.outputs[0].type.shape[-1]
+    return f"rows of {width} do not fit one block (max {MAX_SOFTMAX_ROW})" if width > MAX_SOFTMAX_ROW else None
+
+
 register_template("matmul", render, launch)
 register_template("matmul_tn", render, launch)
+register_check("matmul_softmax", accepts_softmax)

@@ -13,10 +13,15 @@ import triton
 
 from ..ir import GraphError, Node
 from ..ir.ops.scan import initial_carry_count
+from ..passes.templates import register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import Group, group_of
 from .registry import GPU_TUNING, KernelSource, module_source, register_template
+
+# NOTE: tf32x3 (fp32 dots on the GPU) triples the dot operands' registers: a 64-column fp32 LSTM cell
+# spills 328 B of stack per thread on sm_90, a 64-column fp16 one none (tests/kernels/test_gpu_compile.py)
+MAX_WIDTH = {"float32": 32, "float16": 64, "bfloat16": 64}
 
 SCAN_SOURCE = '''
 @triton.jit
@@ -251,4 +256,14 @@ def _warps(node: Node, dtype: torch.dtype) -> int:
     return GPU_TUNING["persistent_scan"]["float32" if dtype == torch.float32 else "half"]["num_warps"]
 
 
+def accepts(scan: Node) -> str | None:
+    """The hidden state must fit one register tile (all columns of each gate in one program)."""
+    width, dtype = scan.attrs["body"].inputs[0].type.shape[-1], scan.attrs["body"].inputs[0].type.dtype
+    if width > MAX_WIDTH.get(dtype, 0):
+        return (f"a {dtype} hidden state of {width} columns is over {MAX_WIDTH.get(dtype, 0)}: one launch per step "
+                "spreads each step's GEMM over the device")
+    return None
+
+
 register_template("scan", render, launch)
+register_check("persistent_scan", accepts)

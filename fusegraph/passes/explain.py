@@ -54,7 +54,8 @@ def _entry(name: str, node: Node, members: list[Node], fused, batch: int, indent
     those nodes one kernel each."""
     unfused = steps * sum(node_traffic(m, batch).total for m in members)
     launches = steps * sum(node_traffic(m, batch).launches for m in members)
-    return [f"{indent}{name}  [layer {node.layer}]",
+    pattern = node.attrs.get("pattern") or ("persistent_scan" if node.op == "scan" else "")
+    return [f"{indent}{name}  [layer {node.layer}]" + (f"  ({pattern})" if pattern else ""),
             f"{indent}    {what}" + ", ".join(f"%{m.name} ({m.op})" for m in members),
             f"{indent}    reads {_mb(fused.read)}, writes {_mb(fused.written)}; unfused {_mb(unfused)} in "
             f"{launches} launch{'es' if launches != 1 else ''}"]
@@ -79,13 +80,14 @@ def explain(source: Graph, fused: Graph, decisions: list[Decision], batch: int =
 
 
 def _refusals(decisions: list[Decision]) -> list[str]:
-    refused = list(dict.fromkeys((d.nodes[0], d.scope, d.kernel, d.reason) for d in decisions if not d.fused))
+    refused = list(dict.fromkeys((d.nodes[0], d.scope, d.kernel, d.reason, d.pattern) for d in decisions
+                                 if not d.fused))
     if not refused:
         return []
     lines = ["", "Not fused, and why:"]
-    for node, scope, kernel, reason in refused:
+    for node, scope, kernel, reason, pattern in refused:
         where = f" (in the body of scan %{scope})" if scope else ""
-        lines.append(f"  %{node}{where} stays out of {kernel}: {reason}")
+        lines.append(f"  %{node}{where} stays out of {kernel}{f' ({pattern})' if pattern else ''}: {reason}")
     return lines
 
 

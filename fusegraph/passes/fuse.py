@@ -1,7 +1,11 @@
-"""Fusion: group an anchor (conv, matmul) with the elementwise / pool / softmax epilogue after it, and
-chains of elementwise ops, into `fused` nodes, one kernel each; recurse into scan bodies. An
-elementwise chain whose value is a matmul's data operand joins that matmul as a computed prologue
-(an RNN's backward step: cell gradient, then dh = dz W_hh, one kernel).
+"""Fusion: group nodes into `fused` nodes, one kernel each, by the PATTERNS below, run in order by
+one driver (`fuse_with_report`); recurse into scan bodies. The patterns: a bias gradient beside its
+weight gradient (bias_gradient_sibling); an anchor (conv, matmul, pool gradient) with the activation
+prologue before it and the elementwise / pool / softmax epilogue after it (anchor_epilogue); chains
+of elementwise ops (pointwise_chain); an elementwise chain whose value is a matmul's data operand,
+computed in the matmul's K loop (computed_prologue: an RNN's backward step, dz then dz W_hh). Whether
+a node may join a group is one JOIN_RULES rule per kind of node; a limit of the kernel template
+itself (a softmax row in one block) is the template's check (passes/templates.py).
 
 Assumes: a verified graph (scan projections already hoisted, for RNN cells to fuse fully).
 Guarantees: a verified graph computing the same values; each `fused` node's body is the group's
@@ -18,6 +22,7 @@ original nodes; a Decision for every fusion made or refused, with its reason. Le
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -26,6 +31,7 @@ from ..ir import Graph, Node, to_networkx, verify
 from ..ir.ops import has_trait, ops_with
 from .kernel_names import group_name
 from .rewrite import stable_toposort, subgraph, with_attrs
+from .templates import refusal
 
 # NOTE: read off the ops' declared traits (ir/ops/*.py set_traits), not listed here
 ANCHORS = ops_with("conv_anchor") | ops_with("matmul_anchor")
@@ -35,7 +41,6 @@ ELEMENTWISE = ops_with("elementwise")
 POOLS = ops_with("pool")
 SOFTMAXES = ops_with("softmax")
 PROLOGUE = ops_with("prologue")
-MAX_SOFTMAX_ROW = 1024
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,16 @@ class Decision:
     fused: bool
     reason: str
     scope: str = ""  # the scan whose body this is about, if any
+    pattern: str = ""  # the fusion pattern that made or refused it
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One way nodes join a kernel. `find(grouper)` adds the groups it matches to `grouper.found`
+    (taking their nodes) and records a Decision for each group made and each node refused."""
+
+    name: str
+    find: Callable[[_Grouper], None]
 
 
 def fuse(graph: Graph) -> Graph:
@@ -64,18 +79,20 @@ def fuse_with_report(graph: Graph, scope: str = "") -> tuple[Graph, list[Decisio
         nodes.append(node)
     graph = Graph(tuple(nodes), graph.outputs, graph.name)
     grouper = _Grouper(graph, scope)
-    groups = grouper.groups()
+    for pattern in PATTERNS:
+        grouper.pattern = pattern.name
+        pattern.find(grouper)
     decisions += grouper.decisions
-    if not groups:
+    if not grouper.found:
         return graph, decisions
     replaced: dict[int, Node] = {}
     dropped: set[int] = set()
-    for members in groups:
+    for members, pattern in grouper.found:
         kernel = group_name(members)
         body, inputs, outputs = subgraph(members, graph, kernel)
         anchor = next((n.op for n in members if n.op in KERNEL_ANCHORS), "pointwise")
-        fused = Node("fused", tuple(inputs), tuple(outputs), {"body": body, "anchor": anchor, "kernel": kernel},
-                     members[0].layer, members[-1].role)
+        attrs = {"body": body, "anchor": anchor, "kernel": kernel, "pattern": pattern}
+        fused = Node("fused", tuple(inputs), tuple(outputs), attrs, members[0].layer, members[-1].role)
         replaced[id(members[-1])] = fused
         dropped |= {id(n) for n in members[:-1]}
     rewritten = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
@@ -92,31 +109,29 @@ class _Grouper:
         self.view = to_networkx(graph)
         self.taken: set[int] = set()
         self.decisions: list[Decision] = []
+        self.found: list[tuple[list[Node], str]] = []  # (members in graph order, the pattern that made it)
+        self.pattern = ""
 
-    def groups(self) -> list[list[Node]]:
-        found = self._bias_gradients_with_weight_gradients()
-        # NOTE: anchors first, so an activation feeding a conv or matmul becomes its prologue rather than
-        # a chain of its own; an earlier anchor's epilogue still takes it first (no recomputation)
-        starts = [n for n in self.graph.nodes if n.op in (*ANCHORS, *POOL_GRADS)] + \
-            [n for n in self.graph.nodes if n.op in ELEMENTWISE]
+    def _record(self, members: list[Node], reason: str) -> None:
+        self.found.append((members, self.pattern))
+        self.taken |= {id(n) for n in members}
+        self.decisions.append(Decision(group_name(members), tuple(n.name for n in members), True, reason, self.scope,
+                                       self.pattern))
+
+    def grow_from(self, starts: list[Node]) -> None:
+        """Each start not yet taken, grown into its group (see `_grow`)."""
         for node in starts:
-            if id(node) in self.taken:
-                continue
-            if node.op in (*ANCHORS, *POOL_GRADS) or node.op in ELEMENTWISE:
+            if id(node) not in self.taken:
                 members = self._grow(node)
                 if len(members) > 1:
-                    found.append(members)
-                    self.taken |= {id(n) for n in members}
-                    self.decisions.append(Decision(group_name(members), tuple(n.name for n in members), True,
-                                                   self._why(members), self.scope))
-        return self._computed_operands(found)
+                    self._record(members, self._why(members))
 
-    def _computed_operands(self, found: list[list[Node]]) -> list[list[Node]]:
+    def computed_operands(self) -> None:
         """An elementwise chain (possibly split into gates and joined back) whose value is the data
         operand of a matmul (an RNN's backward step: the cell gradient dz, then dz W_hh): the matmul
         kernel computes its operand chunk by chunk, every gate at once, storing what else the chain
         makes that is used elsewhere."""
-        for chain in [g for g in found if not any(n.op in KERNEL_ANCHORS for n in g)]:
+        for chain in [g for g, _ in self.found if not any(n.op in KERNEL_ANCHORS for n in g)]:
             made_by = {v.name: n for n in chain for v in n.outputs}
             matmul = next((u for n in reversed(chain) for v in n.outputs for u in self.users.get(v.name, [])
                            if has_trait(u, "matmul_anchor") and u.inputs[0].name == v.name
@@ -127,7 +142,7 @@ class _Grouper:
             gated = any(n.op in ("split", "concat") for n in chain)
             if gated and made_by[joined.name].op != "concat":
                 continue  # the operand must be the full width the gates join into
-            host = next((g for g in found if any(n is matmul for n in g)), [matmul])
+            host = next((g for g, _ in self.found if any(n is matmul for n in g)), [matmul])
             gate = (_gate_shapes(chain) or (None, joined.type.shape))[1]
             read_by_epilogue = [v for n in host[1:] for v in n.inputs if v.name in made_by]
             if host[0] is not matmul or any(n.op == "split" for n in host) or (read_by_epilogue and (
@@ -136,17 +151,13 @@ class _Grouper:
                 # the output's columns are not the chain's (they are when dh and the gates share a width)
                 continue
             merged = sorted([*chain, *host], key=self.graph.nodes.index)
-            found = [g for g in found if g is not chain and g is not host] + [merged]
-            self.taken |= {id(n) for n in merged}
-            self.decisions.append(Decision(group_name(merged), tuple(n.name for n in merged), True,
-                                           f"the elementwise chain computes the matmul's operand %{joined.name} "
-                                           "chunk by chunk inside its K loop (computed prologue)", self.scope))
-        return found
+            self.found = [(g, p) for g, p in self.found if g is not chain and g is not host]
+            self._record(merged, f"the elementwise chain computes the matmul's operand %{joined.name} "
+                                 "chunk by chunk inside its K loop")
 
-    def _bias_gradients_with_weight_gradients(self) -> list[list[Node]]:
+    def bias_gradients_with_weight_gradients(self) -> None:
         """A bias gradient sums the same output gradient the weight gradient reads row by row: compute
         it in the weight-gradient kernel (one read of the output gradient, one launch fewer)."""
-        found = []
         for node in self.graph.nodes:
             if node.op != "bias_grad":
                 continue
@@ -159,13 +170,9 @@ class _Grouper:
                         node.attrs["axis"] % rank == rank - 1) or \
                         (has_trait(user, "conv_weight_gradient") and user.inputs[1].name == dy.name and
                          node.attrs["axis"] % rank == 1):
-                    members = sorted([user, node], key=self.graph.nodes.index)
-                    found.append(members)
-                    self.taken |= {id(user), id(node)}
-                    self.decisions.append(Decision(group_name(members), tuple(n.name for n in members), True,
-                                                   f"bias gradient reduced inside the {user.op} kernel", self.scope))
+                    self._record(sorted([user, node], key=self.graph.nodes.index),
+                                 f"bias gradient reduced inside the {user.op} kernel")
                     break
-        return found
 
     def _why(self, members: list[Node]) -> str:
         at = next((i for i, n in enumerate(members) if n.op in KERNEL_ANCHORS), None)
@@ -196,7 +203,7 @@ class _Grouper:
             value = producer.inputs[0]
 
     def _refuse(self, members: list[Node], node: Node, reason: str) -> None:
-        self.decisions.append(Decision(group_name(members), (node.name,), False, reason, self.scope))
+        self.decisions.append(Decision(group_name(members), (node.name,), False, reason, self.scope, self.pattern))
 
     def _grow(self, start: Node) -> list[Node]:
         # a pool gradient hosts elementwise ops on its output like a chain does (e.g. the ReLU gradient before it)
@@ -291,7 +298,7 @@ class _Grouper:
         return any(m.name in ancestors for m in members)
 
     def _refusal(self, kind: str, members: list[Node], made: set[str], node: Node, gates: int | None) -> str:
-        anchor_type = members[0].outputs[0].type
+        """Why `node` cannot join the group (a `kind` kernel so far made of `members`), or ""."""
         for v in node.inputs:
             if v.name not in made and self._depends_on_group(v.name, members):
                 return f"its input %{v.name} is computed from the group outside it (fusing would make a cycle)"
@@ -303,68 +310,74 @@ class _Grouper:
             if has_trait(node, "per_channel") and node.attrs["axis"] % node.outputs[0].type.rank != 1:
                 return "bias along a non-channel axis"
             return ""
-        if node.op in ELEMENTWISE:
-            if has_trait(node, "per_channel"):
-                axis = node.attrs["axis"] % node.outputs[0].type.rank
-                channel = 1 if kind == "conv" else node.outputs[0].type.rank - 1
-                if kind != "pointwise" and (axis != channel or node.inputs[0].name not in made):
-                    return f"bias along axis {axis} is not the tile's channel axis"
-            if kind == "conv" and node.outputs[0].type != anchor_type:
-                return f"its shape {node.outputs[0].type} is not the conv tile's {anchor_type}"
-            if kind == "pointwise":
-                shapes = set(_gate_shapes(members) or (anchor_type.shape,))
-                if node.outputs[0].type.shape not in shapes:
-                    return f"its shape {node.outputs[0].type} differs from the chain's {anchor_type}"
-                if has_trait(node, "per_channel") and gates:
-                    return "a bias inside a chain split into gates"
+        rule = next((rule for applies, rule in JOIN_RULES if applies(node)), None)
+        if rule is None:
+            return f"{node.op} has no place in a {kind} kernel's epilogue"
+        return rule(self, Joining(kind, members, made, node, gates, members[0].outputs[0].type))
+
+    def _elementwise_joins(self, j: Joining) -> str:
+        node, kind = j.node, j.kind
+        if has_trait(node, "per_channel"):
+            axis = node.attrs["axis"] % node.outputs[0].type.rank
+            channel = 1 if kind == "conv" else node.outputs[0].type.rank - 1
+            if kind != "pointwise" and (axis != channel or node.inputs[0].name not in j.made):
+                return f"bias along axis {axis} is not the tile's channel axis"
+        if kind == "conv" and node.outputs[0].type != j.anchor_type:
+            return f"its shape {node.outputs[0].type} is not the conv tile's {j.anchor_type}"
+        if kind == "pointwise":
+            shapes = set(_gate_shapes(j.members) or (j.anchor_type.shape,))
+            if node.outputs[0].type.shape not in shapes:
+                return f"its shape {node.outputs[0].type} differs from the chain's {j.anchor_type}"
+            if has_trait(node, "per_channel") and j.gates:
+                return "a bias inside a chain split into gates"
+        return ""
+
+    def _pool_joins(self, j: Joining) -> str:
+        if j.kind != "conv":
+            return "a pool fuses only after a convolution"
+        return self._single_consumer(j.node.inputs[0].name) or (
+            "values of the group are used outside it; a pooled kernel stores only the pooled map"
+            if self._escapes(j.members, j.node) else "")
+
+    def _softmax_joins(self, j: Joining) -> str:
+        if j.kind != "matmul" or j.gates:
+            return "a softmax fuses only after a dense layer's matmul"
+        if j.node.attrs.get("axis", -1) % j.anchor_type.rank != j.anchor_type.rank - 1:
+            return "softmax is not over the last axis"
+        return refusal("matmul_softmax", [*j.members, j.node]) or self._single_consumer(j.node.inputs[0].name)
+
+    def _concat_joins(self, j: Joining) -> str:
+        if j.kind == "pointwise":
+            return self._pointwise_concat(j.members, j.node, j.gates, j.anchor_type)
+        t = j.node.outputs[0].type
+        if j.kind != "matmul" or not j.gates or len(j.node.inputs) != j.gates or t.shape != j.anchor_type.shape \
+                or j.node.attrs["axis"] % t.rank != t.rank - 1:
+            return "only a gated matmul tile joins its gates back (a concat of one tile per gate)"
+        return ""
+
+    def _split_joins(self, j: Joining) -> str:
+        node, kind, gates, anchor_type = j.node, j.kind, j.gates, j.anchor_type
+        if kind not in ("matmul", "pointwise"):
+            return "only a matmul tile or an elementwise chain splits into gates"
+        sizes = node.attrs["sizes"]
+        t = node.inputs[0].type
+        if node.attrs["axis"] % t.rank != t.rank - 1 or len(set(sizes)) != 1:
+            return "the split is not into equal gates along the last axis"
+        if gates is not None and len(sizes) != gates:
+            return f"{len(sizes)} gates do not match the group's {gates}"
+        if kind == "pointwise":
+            if any(has_trait(m, "per_channel") for m in j.members):
+                return "a bias inside a chain split into gates"
+            full, gate = _gate_shapes(j.members) or (
+                (t.shape, node.outputs[0].type.shape) if node.inputs[0].name in j.made
+                else (t.shape, anchor_type.shape))
+            if (t.shape, node.outputs[0].type.shape) != (full, gate) or \
+                    (node.inputs[0].name in j.made and gates is None and t.shape != anchor_type.shape):
+                return f"the split input {t} is not the chain's {anchor_type}"
             return ""
-        if node.op in POOLS:
-            if kind != "conv":
-                return "a pool fuses only after a convolution"
-            return self._single_consumer(node.inputs[0].name) or (
-                "values of the group are used outside it; a pooled kernel stores only the pooled map"
-                if self._escapes(members, node) else "")
-        if node.op in SOFTMAXES:
-            if kind != "matmul" or gates:
-                return "a softmax fuses only after a dense layer's matmul"
-            if node.attrs.get("axis", -1) % anchor_type.rank != anchor_type.rank - 1:
-                return "softmax is not over the last axis"
-            if anchor_type.shape[-1] > MAX_SOFTMAX_ROW:
-                return f"rows of {anchor_type.shape[-1]} do not fit one block (max {MAX_SOFTMAX_ROW})"
-            return self._single_consumer(node.inputs[0].name)
-        if node.op == "concat" and kind == "pointwise":
-            return self._pointwise_concat(members, node, gates, anchor_type)
-        if node.op == "concat":
-            t = node.outputs[0].type
-            if kind != "matmul" or not gates or len(node.inputs) != gates or t.shape != anchor_type.shape \
-                    or node.attrs["axis"] % t.rank != t.rank - 1:
-                return "only a gated matmul tile joins its gates back (a concat of one tile per gate)"
-            return ""
-        if node.op == "split":
-            if kind not in ("matmul", "pointwise"):
-                return "only a matmul tile or an elementwise chain splits into gates"
-            sizes = node.attrs["sizes"]
-            t = node.inputs[0].type
-            if node.attrs["axis"] % t.rank != t.rank - 1 or len(set(sizes)) != 1:
-                return "the split is not into equal gates along the last axis"
-            if gates is not None and len(sizes) != gates:
-                return f"{len(sizes)} gates do not match the group's {gates}"
-            if kind == "pointwise":
-                if any(has_trait(m, "per_channel") for m in members):
-                    return "a bias inside a chain split into gates"
-                full, gate = _gate_shapes(members) or (
-                    (t.shape, node.outputs[0].type.shape) if node.inputs[0].name in made
-                    else (t.shape, anchor_type.shape))
-                if (t.shape, node.outputs[0].type.shape) != (full, gate) or \
-                        (node.inputs[0].name in made and gates is None and t.shape != anchor_type.shape):
-                    return f"the split input {t} is not the chain's {anchor_type}"
-                return ""
-            if t.shape != anchor_type.shape:
-                return f"the split input {t} is not the matmul tile {anchor_type}"
-            return ""
-        if node.op in ANCHORS or node.op == "scan":
-            return f"{node.op} starts a kernel of its own"
-        return f"{node.op} has no place in a {kind} kernel's epilogue"
+        if t.shape != anchor_type.shape:
+            return f"the split input {t} is not the matmul tile {anchor_type}"
+        return ""
 
     def _pointwise_concat(self, members: list[Node], node: Node, gates: int | None, anchor_type) -> str:
         """An elementwise chain joins gate-wide values back into one full-width value, stored gate by gate."""
@@ -395,6 +408,39 @@ class _Grouper:
                 if v.name in self.outputs or any(id(u) not in ids for u in self.users.get(v.name, [])):
                     return True
         return False
+
+
+@dataclass(frozen=True)
+class Joining:
+    """A node asking to join a group: the group's kernel kind, members, values, gates and anchor tile."""
+
+    kind: str
+    members: list[Node]
+    made: set[str]
+    node: Node
+    gates: int | None
+    anchor_type: object
+
+
+# which rule decides whether a node may join a group, by what the node is (first that applies)
+JOIN_RULES = (
+    (lambda n: n.op in ELEMENTWISE, _Grouper._elementwise_joins),
+    (lambda n: n.op in POOLS, _Grouper._pool_joins),
+    (lambda n: n.op in SOFTMAXES, _Grouper._softmax_joins),
+    (lambda n: n.op == "concat", _Grouper._concat_joins),
+    (lambda n: n.op == "split", _Grouper._split_joins),
+    (lambda n: n.op in ANCHORS or n.op == "scan", lambda grouper, j: f"{j.node.op} starts a kernel of its own"),
+)
+
+# NOTE: in order: anchors grow before elementwise chains, so an activation feeding a conv or matmul becomes
+# its prologue rather than a chain of its own (an earlier anchor's epilogue still takes it first: no
+# recomputation); a chain becomes a matmul's computed prologue only once both exist
+PATTERNS = (
+    Pattern("bias_gradient_sibling", _Grouper.bias_gradients_with_weight_gradients),
+    Pattern("anchor_epilogue", lambda g: g.grow_from([n for n in g.graph.nodes if n.op in (*ANCHORS, *POOL_GRADS)])),
+    Pattern("pointwise_chain", lambda g: g.grow_from([n for n in g.graph.nodes if n.op in ELEMENTWISE])),
+    Pattern("computed_prologue", _Grouper.computed_operands),
+)
 
 
 def _gate_shapes(members: list[Node]) -> tuple[tuple, tuple] | None:

@@ -31,7 +31,7 @@ def group_name(members: Sequence[Node]) -> str:
         before, after = members[:at], members[at + 1:]
         prologue = [n.op for n in before if n.op != "bias_grad"]
         computed_alongside = [n.op for n in before if n.op == "bias_grad"]  # a bias gradient beside its weight's
-        words = [*prologue, members[at].op, *dict.fromkeys([*computed_alongside, *(n.op for n in after)])]
+        words = [*dict.fromkeys(prologue), members[at].op, *dict.fromkeys([*computed_alongside, *(n.op for n in after)])]
     name = "_".join(words)
     if any(n.role.backward for n in members) and not re.search(r"bwd|grad", name):
         name += "_bwd"

@@ -6,7 +6,7 @@ Assumes: a fused graph (runs after `fuse`). A scan qualifies when its body is a 
 kernel (a forward cell: h W_hh^T and the cell update; a backward one: the cell gradient dz, then
 dz W_hh) whose weight operand is a loop constant, every other operand is a carry, a sequence step or
 a per-channel constant (a bias), every value is a whole number of gates (the carries' width) wide,
-and the carries are at most MAX_WIDTH[dtype] columns (one tile: wider cells keep one launch per
+and the carries fit the persistent template's tile (kernels/scan.py MAX_WIDTH: wider cells keep one launch per
 step, whose GEMM then spreads over the device).
 Guarantees: a verified graph computing the same values; each qualifying scan gets attr
 `persistent=True` and its kernel's name, and stops producing per-step outputs nothing reads (they
@@ -18,10 +18,8 @@ from ..ir import Graph, Node, verify
 from ..ir.ops import has_trait
 from .fuse import ELEMENTWISE, Decision
 from .kernel_names import persistent_scan_name
+from .templates import refusal
 
-# NOTE: tf32x3 (fp32 dots on the GPU) triples the dot operands' registers: a 64-column fp32 LSTM cell
-# spills 328 B of stack per thread on sm_90, a 64-column fp16 one none (tests/kernels/test_gpu_compile.py)
-MAX_WIDTH = {"float32": 32, "float16": 64, "bfloat16": 64}
 CELL_OPS = (*ELEMENTWISE, "split", "concat")
 KERNEL = "persistent scan"
 
@@ -36,7 +34,8 @@ def persistent_scans_with_report(graph: Graph) -> tuple[Graph, list[Decision]]:
                 node = _drop_unread_steps(node, used)
                 node = node.replace(attrs={**node.attrs, "persistent": True, "kernel": persistent_scan_name(node)})
                 reason = f"{node.attrs['num_carries']} carries in registers over all steps: one launch"
-            decisions.append(Decision(KERNEL, (node.name,), node.attrs.get("persistent", False), reason))
+            decisions.append(Decision(KERNEL, (node.name,), node.attrs.get("persistent", False), reason,
+                                      pattern="persistent_scan"))
         nodes.append(node)
     return verify(Graph(tuple(nodes), graph.outputs, graph.name)), decisions
 
@@ -59,10 +58,10 @@ def blocker(scan: Node) -> str | None:
             for i, v in enumerate(body.inputs)}
     if role.get(anchor.inputs[1].name) != "constant":
         return "the step's matmul weight changes from step to step"
-    width, dtype = body.inputs[0].type.shape[-1], body.inputs[0].type.dtype
-    if width > MAX_WIDTH.get(dtype, 0):
-        return (f"a {dtype} hidden state of {width} columns is over {MAX_WIDTH.get(dtype, 0)}: one launch per step "
-                "spreads each step's GEMM over the device")
+    width = body.inputs[0].type.shape[-1]
+    too_wide = refusal("persistent_scan", scan)  # the template's tile limit
+    if too_wide:
+        return too_wide
     if any(v.type.shape[-1] != width for v in body.inputs[:num_carries]):
         return "its carries differ in width"
     if any(v.type.shape[-1] % width for v in anchor.inputs[:1] + anchor.outputs):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fusegraph as fg
-from fusegraph.passes.persistent_scans import MAX_WIDTH
+from fusegraph.kernels.scan import MAX_WIDTH
 from tests.conftest import assert_grads_match_torch, feeds_for, targets_for
 
 

@@ -6,7 +6,7 @@ import torch
 
 import fusegraph as fg
 from fusegraph.ir import BATCH, GraphBuilder, TensorType
-from fusegraph.passes.persistent_scans import MAX_WIDTH
+from fusegraph.kernels.scan import MAX_WIDTH
 from tests.conftest import (
     KERNEL_ATOL,
     KERNEL_RTOL,

@@ -17,9 +17,9 @@ import torch
 import fusegraph as fg
 from fusegraph.kernels import LaunchCounter, Target, codegen, load_kernel, registry
 from fusegraph.kernels import optim as optim_kernels
+from fusegraph.kernels.scan import MAX_WIDTH
 from fusegraph.passes import run_pipeline
 from fusegraph.passes.autodiff import autodiff
-from fusegraph.passes.persistent_scans import MAX_WIDTH
 from fusegraph.runtime.program import Program
 from tests.conftest import feeds_for, targets_for
 

@@ -29,7 +29,7 @@ def test_fuse_golden_conv_block():
         "  %c.weight: f32[2,1,3,3] = parameter(init=he_normal, trainable=True)",
         "  %c.bias: f32[2] = parameter(init=zeros, trainable=True)",
         "  %p: f32[N,2,2,2] = fused(%x, %c.weight, %c.bias, anchor=conv2d, "
-        "kernel=conv2d_bias_add_relu_max_pool2d) "
+        "kernel=conv2d_bias_add_relu_max_pool2d, pattern=anchor_epilogue) "
         "graph conv2d_bias_add_relu_max_pool2d(%x: f32[N,1,6,6], %c.weight: f32[2,1,3,3], %c.bias: f32[2]) {",
         "    %c.conv: f32[N,2,4,4] = conv2d(%x, %c.weight, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))",
         "    %c.bias_add: f32[N,2,4,4] = bias_add(%c.conv, %c.bias, axis=1)",
@@ -143,7 +143,7 @@ def test_a_gated_chain_feeding_a_matmul_is_computed_in_its_k_loop():
     graph = verify(b.build([dh, c_next, dz]))
     fused, decisions = fuse_with_report(graph)
     (kernel,) = [n for n in fused.compute_nodes if n.op != "parameter"]
-    assert kernel.attrs["anchor"] == "matmul" and "computed prologue" in decisions[-1].reason
+    assert kernel.attrs["anchor"] == "matmul" and decisions[-1].pattern == kernel.attrs["pattern"] == "computed_prologue"
     from fusegraph.kernels import Target, generate
 
     params = {"w": torch.randn(40, 300)}
@@ -183,8 +183,9 @@ def test_narrow_scans_become_persistent_and_drop_the_steps_nobody_reads():
 
 
 def test_scans_that_cannot_be_persistent_say_why():
+    from fusegraph.kernels.scan import MAX_WIDTH
     from fusegraph.passes import run_pipeline
-    from fusegraph.passes.persistent_scans import MAX_WIDTH, blocker
+    from fusegraph.passes.persistent_scans import blocker
 
     wide = fg.Sequential([fg.Input((3, 2)), fg.GRU(MAX_WIDTH["float32"] + 1, name="gru")])
     graph, decisions = run_pipeline(wide.graph)
