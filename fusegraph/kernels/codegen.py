@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..ir import GraphError, Node
+from ..ir.printer import format_node
 from . import cache
 from .registry import TEMPLATES, KernelSource, Target, Template
 
@@ -101,4 +102,18 @@ def generate(node: Node, target: Target, counter: LaunchCounter | None = None) -
     for value in (*node.inputs, *node.outputs):
         if value.type.dtype in ("float16", "bfloat16") and target.interpreted:
             raise GraphError(f"{node.where}: {value.type.dtype} runs on the GPU only; use float32 on the CPU")
-    return NodeKernel(node, template, load_kernel(template.render(node), counter), target)
+    source = template.render(node)
+    return NodeKernel(node, template, load_kernel(KernelSource(source.name, ir_comment(node) + source.source), counter),
+                      target)
+
+
+def ir_comment(node: Node) -> str:
+    """The IR a kernel runs, as comment lines above its module: one line per node, in order."""
+    runs = node
+    if node.op == "scan":  # a persistent scan: its step's one kernel
+        (runs,) = node.attrs["body"].compute_nodes
+    nodes = runs.attrs["body"].compute_nodes if runs.op == "fused" else (runs,)
+    lines = [f"# {format_node(n, comment_layer=False)}" for n in nodes]
+    if node.op == "scan":
+        lines.insert(0, f"# every step of scan %{node.name}{' (reversed)' if node.attrs.get('reverse') else ''} runs:")
+    return "\n".join(lines) + "\n"

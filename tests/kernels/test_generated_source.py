@@ -1,0 +1,28 @@
+"""Generated kernels read like the IR they run: values, pointers and kernels named from it, the IR as
+a comment on top, and no generated name ever shadowing a template's own variable."""
+
+import re
+
+import fusegraph as fg
+from tests.conftest import assert_compiled_matches_torch, feeds_for
+
+
+def test_an_lstm_kernel_reads_like_the_cell():
+    compiled = fg.compile(fg.Sequential([fg.Input((3, 2)), fg.LSTM(4, name="lstm")]))
+    (source,) = [s for s in compiled.kernels if "def lstm_cell_persistent(" in s]
+    assert source.startswith("# every step of scan %lstm.h runs:\n# %gates_h: f32[N,16] = matmul(")
+    for line in ("i = _sigmoid(gates_0)", "f_c = f * carry_c", "c_next = f_c + i_g", "h_next = o * tanh_c"):
+        assert line in source, line
+    assert "lstm_weight_hh_ptr" in source and not re.search(r"\b(t\d+|in\d+_ptr|out\d+_ptr)\b", source)
+
+
+def test_values_named_like_template_variables_stay_apart():
+    """Layers named like the templates' own variables (acc, offs, mask, x, w, a, rows) still compute
+    torch's numbers: the generated names step around the template's."""
+    x = fg.Input((2, 6, 6), name="x")
+    h = fg.Conv2D(3, 3, padding="same", activation="gelu", name="acc")(fg.Activation("silu", name="w")(x))
+    h = fg.MaxPool2D(2, name="offs")(h)
+    h = fg.Dense(4, activation="elu", name="a")(fg.Activation("tanh", name="mask")(fg.Flatten(name="rows")(h)))
+    model = fg.Model(x, fg.Activation("sigmoid", name="x_mask")(h))
+    compiled = assert_compiled_matches_torch(model, feeds_for(model, 2))
+    assert compiled.kernel_names == ["silu_conv2d_bias_add_gelu_max_pool2d", "tanh_matmul_bias_add_elu_sigmoid"]
