@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .ir import FusegraphError, GraphError
+from .ir.ops import OPS
 from .nn import Model, zoo
 from .passes.autodiff import LOSSES
 
@@ -66,8 +67,8 @@ def sample_inputs(model: Model, batch: int = 4, seed: int = 0) -> list[torch.Ten
     """Random feeds for every model input: normal floats, in-range token ids for int64 inputs."""
     generator = torch.Generator().manual_seed(seed)
     feeds = []
-    vocab = min((n.attrs["type"].shape[0] for n in model.graph.param_nodes
-                 if any(u.op == "embedding" for u in model.graph.users()[n.name])), default=2)
+    vocab = min((rows for n in model.graph.compute_nodes if OPS[n.op].index_inputs is not None
+                 for _, rows, _ in OPS[n.op].index_inputs(n)), default=2)
     for value in model.graph.inputs:
         shape = value.type.concrete(batch)
         if value.type.dtype == "int64":

@@ -14,6 +14,7 @@ from math import prod
 import triton
 
 from ..ir import GraphError
+from ..ir.ops import has_trait
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .registry import GEMM_TILE, KernelSource, module_source
@@ -42,7 +43,7 @@ def {name}(
 def is_gated(group) -> bool:
     """Whether the data operand is computed in the kernel: more than a loaded operand's activation."""
     made = {v.name for n in group.prologue for v in n.outputs}
-    return any(n.op in ("split", "concat") or len(n.inputs) > 1 for n in group.prologue) or \
+    return any(has_trait(n, "gates") or len(n.inputs) > 1 for n in group.prologue) or \
         any(v.name in made for v in group.outputs)
 
 

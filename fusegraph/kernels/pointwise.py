@@ -45,7 +45,7 @@ def gating(group) -> tuple[int, tuple] | None:
 def render(node):
     group = group_of(node)
     for member in group.nodes:
-        if OPS[member.op].math is None and member.op not in ("split", "concat"):
+        if OPS[member.op].math is None and not has_trait(member, "gates"):
             raise GraphError(f"{member.where}: no elementwise kernel for {member.op}")
     vectors = [i for i, v in enumerate(group.inputs) if v.name in group.channel_vectors]
     gates, gate_shape = gating(group) or (1, None)

@@ -139,7 +139,7 @@ class _Grouper:
             if matmul is None or self._depends_on_group(matmul.inputs[1].name, chain):
                 continue
             joined = matmul.inputs[0]
-            gated = any(n.op in ("split", "concat") for n in chain)
+            gated = any(has_trait(n, "gates") for n in chain)
             if gated and made_by[joined.name].op != "concat":
                 continue  # the operand must be the full width the gates join into
             host = next((g for g, _ in self.found if any(n is matmul for n in g)), [matmul])

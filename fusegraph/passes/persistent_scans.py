@@ -15,12 +15,12 @@ would cost a store per step); a Decision for every scan, kept or not, with the r
 from __future__ import annotations
 
 from ..ir import Graph, Node, verify
-from ..ir.ops import has_trait
+from ..ir.ops import has_trait, ops_with
 from .fuse import ELEMENTWISE, Decision
 from .kernel_names import persistent_scan_name
 from .templates import refusal
 
-CELL_OPS = (*ELEMENTWISE, "split", "concat")
+CELL_OPS = ELEMENTWISE | ops_with("gates")
 KERNEL = "persistent scan"
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from ..ir import Graph, GraphError, InputError, check_feeds
+from ..ir.ops import OPS, has_trait
 from ..kernels import INTERPRETER_LOCK, LaunchCounter, Target
 from ..kernels.registry import FP32_PRECISIONS
 from ..passes import run_pipeline
@@ -70,7 +71,7 @@ class CompiledModel:
         if loss is not None:
             self.train_program = Program(self.train_graph, self.target, self.counter)
             self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
-            self._random_kernels = [k.kernel for k in self.train_program.kernels if k.node.op == "dropout"]
+            self._random_kernels = [k.kernel for k in self.train_program.kernels if has_trait(k.node, "random")]
             self._gradients = self._runner(lambda feeds: self.train_program.run(feeds, self.params))
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
@@ -115,10 +116,10 @@ class CompiledModel:
             inputs = {v.name for v in graph.inputs}
             checks = []
             for node in _all_nodes(graph):
-                if node.op == "embedding" and node.inputs[0].name in inputs:
-                    checks.append((node, 0, node.inputs[1].type.shape[0], "token ids"))
-                elif node.op == "cross_entropy" and node.inputs[1].name in inputs:
-                    checks.append((node, 1, node.inputs[0].type.shape[1], "class targets"))
+                index_inputs = OPS[node.op].index_inputs
+                for at, rows, what in index_inputs(node) if index_inputs is not None else []:
+                    if node.inputs[at].name in inputs:
+                        checks.append((node, at, rows, what))
             cache[id(graph)] = checks
         return cache[id(graph)]
 

@@ -41,6 +41,8 @@ class OpDef:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # the attrs a layer gives it when it names the op
     view: Callable[[Any], bool] | None = None  # node -> whether it launches nothing (its output views input 0)
     launches: Callable[[Any], int] | None = None  # node -> kernel launches its template makes (None: one)
+    # node -> (input position, rows, what) for each input that indexes rows of something: checked before a run
+    index_inputs: Callable[[Any], list[tuple[int, int, str]]] | None = None
 
 
 # NOTE: the facts fusion reads off an op, declared with the op (set_traits) instead of in op-name lists
@@ -62,6 +64,8 @@ TRAITS = {
     "rectifier": "ReLU-like: a layer ending in it starts from He initialisation",
     "loss": "a loss: (prediction, target) -> (mean value, gradient of the prediction)",
     "zero_filled": "its kernel zero-fills the output, then accumulates into it: one more launch and write",
+    "gates": "splits a value into equal gate-wide tiles along its last axis, or joins such tiles back",
+    "random": "draws random numbers: its kernel takes a seed that advances with every training step",
 }
 
 OPS: dict[str, OpDef] = {}
@@ -82,11 +86,15 @@ def set_vjp(name: str, vjp: VJP) -> None:
 
 
 def set_execution(name: str, *, view: Callable[[Any], bool] | None = None,
-                  launches: Callable[[Any], int] | None = None) -> None:
-    """How an op declared above runs: when it is a view, and how many launches its kernel makes."""
+                  launches: Callable[[Any], int] | None = None,
+                  index_inputs: Callable[[Any], list[tuple[int, int, str]]] | None = None) -> None:
+    """How an op declared above runs: when it is a view, how many launches its kernel makes, which
+    inputs are row indices (the runtime checks them, as the interpreter would read out of bounds)."""
     from dataclasses import replace
 
-    OPS[name] = replace(OPS[name], view=view or OPS[name].view, launches=launches or OPS[name].launches)
+    op = OPS[name]
+    OPS[name] = replace(op, view=view or op.view, launches=launches or op.launches,
+                        index_inputs=index_inputs or op.index_inputs)
 
 
 def set_traits(names: Sequence[str], *traits: str) -> None:

@@ -45,10 +45,12 @@ def _dropout_reference(inputs, attrs, ctx):
 
 
 register_op(OpDef("embedding", 2, _embedding_rule, _embedding_reference, "rows of the table by id"))
+set_execution("embedding", index_inputs=lambda node: [(0, node.inputs[1].type.shape[0], "token ids")])
 register_op(OpDef("dropout", 1, _dropout_rule, _dropout_reference,
                   "identity at inference; in training a seeded mask scaled by 1/(1-rate); attrs rate, seed"))
 # autodiff marks the dropouts of a training graph (attr training): only those draw a mask
 set_execution("dropout", view=lambda node: not node.attrs.get("training", False))
+set_traits(("dropout",), "random")
 
 
 # -- backward -----------------------------------------------------------------------------------

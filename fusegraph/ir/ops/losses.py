@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..errors import GraphError, InputError
 from ..types import TensorType
-from .base import OpDef, register_op, require_float, set_traits, shape_str
+from .base import OpDef, register_op, require_float, set_execution, set_traits, shape_str
 
 SCALAR = ()
 
@@ -61,5 +61,6 @@ register_op(OpDef("binary_cross_entropy", 2, _same_shape_rule, _bce_reference,
                   "mean binary cross-entropy of logits against 0/1 targets; outputs loss, gradient"))
 register_op(OpDef("mse", 2, _same_shape_rule, _mse_reference, "mean squared error; outputs loss, gradient"))
 set_traits(("cross_entropy", "binary_cross_entropy", "mse"), "loss")
+set_execution("cross_entropy", index_inputs=lambda node: [(1, node.inputs[0].type.shape[1], "class targets")])
 # the output op a loss takes in (computing from its input, the logits): a probability's log is never taken
 ABSORBS = {"cross_entropy": frozenset({"softmax", "log_softmax"}), "binary_cross_entropy": frozenset({"sigmoid"})}

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import GraphError
 from ..types import BATCH
-from .base import OpDef, normalize_axis, register_op, require_same_dtype, set_execution, set_vjp, shape_str
+from .base import OpDef, normalize_axis, register_op, require_same_dtype, set_execution, set_traits, set_vjp, shape_str
 
 
 def _reshape_rule(types, attrs):
@@ -84,6 +84,7 @@ set_execution("reshape", view=lambda node: True)
 set_execution("transpose", view=lambda node: keeps_memory_order(node.attrs["perm"], node.inputs[0].type.shape))
 set_execution("concat", launches=lambda node: len(node.inputs))  # one strided copy per input
 set_execution("split", launches=lambda node: len(node.outputs))
+set_traits(("split", "concat"), "gates")  # in a fused group; on their own they are copies
 
 
 # -- backward -----------------------------------------------------------------------------------
