@@ -1,12 +1,17 @@
 """conv1d / conv2d as an implicit GEMM on tl.dot, with a generated epilogue and an optional pool.
 
 Rows are output pixels (pooled pixels when the group ends in a pool), columns output channels, and
-the reduction runs over (input channel, kernel row, kernel column). With a pool, each program
+the reduction runs over (input channel, kernel row, kernel column). With TAP_MAJOR (inputs of 16
+channels or more) the K loop runs over the kernel's taps, then blocks of channels of one tap: each
+tap's window position is computed once per tap, not decoded per element by integer division, and
+no lane of a channel block is wasted; with fewer channels the flat (channel, tap) order fills the
+blocks that few channels would leave mostly empty. With a pool, each program
 computes the conv at every window position of its pooled pixels and reduces them in registers,
 so the pre-pool map is never written. conv1d is conv2d with height 1."""
 
 from __future__ import annotations
 
+import torch
 import triton
 
 from ..ir.ops import has_trait
@@ -24,7 +29,8 @@ def {name}(
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     POOL_STRIDE_H, POOL_STRIDE_W, POOL_PAD_H, POOL_PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, POOL_KH: tl.constexpr, POOL_KW: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -43,20 +49,35 @@ def {name}(
             pos_ok = row_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
             tile_mask = pos_ok[:, None] & col_ok[None, :]
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
-                k_ok = ks < K
-                c = ks // (KH * KW)
-                kh = (ks // KW) % KH
-                kw = ks % KW
-                ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
-                iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
-                # the conv's padding is the masked-out part of the window: it reads as zero
-                inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                x_mask = pos_ok[:, None] & k_ok[None, :] & inside
-                x = tl.load({x} + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw, mask=x_mask, other=0.0)
-{prologue}                w = tl.load({w} + cols[None, :] * K + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-                acc += tl.dot(x, w, input_precision=PRECISION)
+            if TAP_MAJOR:
+                for tap in range(0, KH * KW):
+                    tap_h = oh * STRIDE_H - PAD_H + (tap // KW) * DIL_H
+                    tap_w = ow * STRIDE_W - PAD_W + (tap % KW) * DIL_W
+                    # the conv's padding is the masked-out part of the window: it reads as zero
+                    tap_ok = pos_ok & (tap_h >= 0) & (tap_h < H) & (tap_w >= 0) & (tap_w < W)
+                    for c0 in range(0, C, BLOCK_K):
+                        channels = c0 + tl.arange(0, BLOCK_K)
+                        channel_ok = channels < C
+                        x_mask = tap_ok[:, None] & channel_ok[None, :]
+                        x = tl.load({x} + (n[:, None] * C + channels[None, :]) * (H * W) + (tap_h * W + tap_w)[:, None],
+                                    mask=x_mask, other=0.0)
+{tap_prologue}                        w = tl.load({w} + cols[None, :] * K + channels[:, None] * (KH * KW) + tap,
+                                    mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+                        acc += tl.dot(x, w, input_precision=PRECISION)
+            else:
+                for k0 in range(0, K, BLOCK_K):
+                    ks = k0 + tl.arange(0, BLOCK_K)
+                    k_ok = ks < K
+                    c = ks // (KH * KW)
+                    kh = (ks // KW) % KH
+                    kw = ks % KW
+                    ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
+                    iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
+                    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                    x_mask = pos_ok[:, None] & k_ok[None, :] & inside
+                    x = tl.load({x} + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw, mask=x_mask, other=0.0)
+{prologue}                    w = tl.load({w} + cols[None, :] * K + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                    acc += tl.dot(x, w, input_precision=PRECISION)
             out_offs = (n[:, None] * O + cols[None, :]) * (OH * OW) + (oh * OW + ow)[:, None]
 {epilogue}
 {pool_step}
@@ -120,8 +141,10 @@ def render(node):
         lines += [f"    tl.store({outs[j]}_ptr + pooled_offs, {after.operand(v)[0]}.to({outs[j]}_ptr.dtype.element_ty), "
                   "mask=pooled_mask)" for j, v in enumerate(group.outputs)]
         finish = "\n".join(lines)
-    prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 16, names))
+    prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 20, names))
+    tap_prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 24, names))
     source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr", prologue=prologue,
+                                tap_prologue=tap_prologue,
                                 pool_init=pool_init, epilogue="\n".join(epilogue), pool_step=pool_step, finish=finish)
     return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
@@ -149,7 +172,10 @@ def launch(fn, node, target, inputs, outputs):
     # NOTE: a pooled tile keeps a window position's accumulator beside the running pool: 64 rows spill
     # registers on sm_90, and so do 32 x 32 x 32 tiles (fp32 as tf32x3: 248-296 B/thread at CIFAR widths;
     # the benchmark block's 32 x 32 x 16 does not), as tests/kernels/test_gpu_compile.py finds
-    block_k = target.tile(c * kh * kw, gpu=32, interpreted=256)
+    tap_major = tap_major_conv(c)
+    # NOTE: tap by tap, 64 x 64 x 32 fp32 tiles (tf32x3) spill 312 B/thread on sm_90; 16 channels a step do not
+    gpu_k = 16 if tap_major and x.dtype == torch.float32 else 32
+    block_k = target.tile(c if tap_major else c * kh * kw, gpu=gpu_k, interpreted=256)
     block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024)
     block_n = target.tile(o, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128)
     block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
@@ -157,7 +183,12 @@ def launch(fn, node, target, inputs, outputs):
     fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
              KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+             TAP_MAJOR=tap_major, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+
+
+def tap_major_conv(channels: int) -> bool:
+    """Taps outer, channel blocks inner, once a tap's channels fill the smallest tl.dot block (16)."""
+    return channels >= 16
 
 
 for _op in ("conv1d", "conv2d"):

@@ -279,3 +279,27 @@ def test_persistent_scan_edges(rnn_cls, steps, batch):
     compiled = fused_and_unfused_match_torch(model, feeds)
     assert sum(name.endswith("_cell_persistent") for name in compiled.kernel_names) == 2
     assert_grads_match_torch(model, feeds, targets_for(model, "mse", batch), "mse", fuse=True)
+
+
+@pytest.mark.parametrize("conv,pool", [
+    (dict(filters=5, kernel_size=3, padding="same", activation="relu"), fg.MaxPool2D(2)),
+    (dict(filters=3, kernel_size=(3, 2), strides=2, dilation=1, padding=(1, 0)), None),
+    (dict(filters=4, kernel_size=2, dilation=2, activation="gelu"), fg.AvgPool2D(2, strides=1, padding="same")),
+])
+def test_channel_blocks_per_kernel_tap(conv, pool):
+    """20 input channels (16 or more: the K loop runs tap by tap over channel blocks, a partial last
+    block) with an activation applied as the input loads, padding, stride, dilation and a pool."""
+    from fusegraph.kernels.conv import tap_major_conv
+
+    x = fg.Input((20, 7, 6))
+    h = fg.Conv2D(**conv)(fg.Activation("silu")(x))
+    model = fg.Model(x, pool(h) if pool is not None else h)
+    assert tap_major_conv(20) and not tap_major_conv(8)
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 2))
+    assert compiled.last_launches == 1
+
+
+def test_conv1d_channel_blocks_per_kernel_tap():
+    x = fg.Input((16, 9))
+    model = fg.Model(x, fg.MaxPool1D(2)(fg.Conv1D(6, 3, padding="same", activation="tanh")(x)))
+    fused_and_unfused_match_torch(model, feeds_for(model, 3))
