@@ -63,12 +63,12 @@ class _Roles:
     """Where each value of the cell comes from: a carry (a register tile), or scan input `in{i}`."""
 
     def __init__(self, scan: Node, names: Names | None = None) -> None:
-        """`names`: where the carries' tile names come from (only rendering needs them)."""
+        """`names`: where the carries' tile names come from (rendering needs them; a launch does not)."""
         attrs, body = scan.attrs, scan.attrs["body"]
-        names = names or Names(SCAN_SOURCE)
         self.num_carries, self.num_seqs = attrs["num_carries"], attrs["num_seqs"]
         self.first = initial_carry_count(attrs)
-        self.carry_names = [names.fresh(f"carry_{v.name}") for v in body.inputs[: self.num_carries]]
+        carries = body.inputs[: self.num_carries]
+        self.carry_names = [names.fresh(f"carry_{v.name}") for v in carries] if names is not None else []
         self.index = {}
         for i, v in enumerate(body.inputs[self.num_carries:]):
             self.index[v.name] = self.first + i
