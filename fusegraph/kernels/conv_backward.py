@@ -11,6 +11,7 @@ import torch
 import triton
 
 from ..passes.kernel_names import kernel_name
+from .conv import tap_major_conv
 from .group import group_of
 from .registry import KernelSource, lifter, module_source, register_template
 
@@ -18,7 +19,7 @@ INPUT_SOURCE = '''
 @triton.jit
 def {name}(
     dy_ptr, w_ptr, dx_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -30,6 +31,36 @@ def {name}(
     ih = (rows // W) % H
     iw = rows % W
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if TAP_MAJOR:
+        for tap in range(0, KH * KW):
+            # the output position this tap reached from each input pixel, when the stride lands on it
+            tap_h = ih + PAD_H - (tap // KW) * DIL_H
+            tap_w = iw + PAD_W - (tap % KW) * DIL_W
+            at_h = tap_h // STRIDE_H
+            at_w = tap_w // STRIDE_W
+            hit = row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0) & (tap_w % STRIDE_W == 0) \
+                & (at_h < OH) & (at_w < OW)
+            for o0 in range(0, O, BLOCK_K):
+                channels = o0 + tl.arange(0, BLOCK_K)
+                channel_ok = channels < O
+                dy = tl.load(dy_ptr + (n[:, None] * O + channels[None, :]) * (OH * OW) + (at_h * OW + at_w)[:, None],
+                             mask=hit[:, None] & channel_ok[None, :], other=0.0)
+                w = tl.load(w_ptr + (channels[:, None] * C + cols[None, :]) * (KH * KW) + tap,
+                            mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+                acc += tl.dot(dy, w, input_precision=PRECISION)
+    else:
+        acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
+                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION, BLOCK_K)
+    out = (n[:, None] * C + cols[None, :]) * (H * W) + (ih * W + iw)[:, None]
+    tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
+                         STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH: tl.constexpr, KW: tl.constexpr,
+                         PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The reduction in flat (output channel, tap) order: few output channels fill a block this way."""
+    K = O * KH * KW
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
@@ -47,8 +78,7 @@ def {name}(
         w = tl.load(w_ptr + (o[:, None] * C + cols[None, :]) * (KH * KW) + (kh * KW + kw)[:, None],
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc += tl.dot(dy, w, input_precision=PRECISION)
-    out = (n[:, None] * C + cols[None, :]) * (H * W) + (ih * W + iw)[:, None]
-    tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+    return acc
 '''
 
 WEIGHT_SOURCE = '''
@@ -119,9 +149,11 @@ def launch_input(fn, node, target, inputs, outputs):
     block_m = target.tile(n * h * wd, gpu=64, interpreted=1024)
     block_n = target.tile(c, gpu=32, interpreted=128)
     block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
-    block_k = target.tile(o * kh * kw, gpu=32, interpreted=256)
+    tap_major = tap_major_conv(o)  # the reduction runs over output channels here
+    gpu_k = 16 if tap_major and dy.dtype == torch.float32 else 32
+    block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256)
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
-    fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype),
+    fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 

@@ -242,3 +242,13 @@ def test_recurrent_training_step_launches_per_time_step(rnn_cls, units, per_step
         compiled.loss_and_grads(torch.randn(2, steps, 3), torch.randn(2, 1))
         launches.append(compiled.last_launches)
     assert launches[1] - launches[0] == 2 * per_step  # two layers
+
+
+@pytest.mark.parametrize("second", [dict(filters=18, kernel_size=3, strides=2, padding="same", activation="gelu"),
+                                    dict(filters=16, kernel_size=(3, 2), dilation=2, padding=(1, 2))])
+def test_input_gradient_through_a_wide_conv(second):
+    """16 or more output channels: the input gradient reduces tap by tap over blocks of output channels
+    (stride and dilation decide, per tap, which output position each input pixel fed)."""
+    model = fg.Sequential([fg.Input((2, 7, 6)), fg.Conv2D(20, 3, padding="same", activation="silu"),
+                           fg.Conv2D(**second), fg.Flatten(), fg.Dense(2)])
+    check(model, batch=2)
