@@ -10,6 +10,11 @@
    the largest error against torch eager with TF32 off.
 3. The persistent scan (a narrow LSTM layer in one kernel: seq 100, batch 256, input 32, hidden
    32): warps per program, and in fp32 the dot precision.
+4. (only when asked: --sweeps conv) conv + bias + ReLU at the ResNet stage shapes (3x3, same
+   padding, batch 32; 64 channels at 56x56 down to 512 at 7x7) in fp16, bf16 and fp32: tiles, K
+   blocks, warps and pipeline stages per shape. The fastest checked configuration per shape goes
+   into GPU_TUNING["conv"] under its conv_shape_key (by hand, from the .md table); cuDNN runs with
+   TF32 off for fp32, as our fp32 dots are fp32-accurate (tf32x3).
 
     python -m bench.tune_gpu --sweeps persistent   # one sweep only
 
@@ -30,10 +35,15 @@ import torch
 
 from bench.bench_blocks import narrow_lstm_layer
 from bench.common import environment, gpu_or_explain, median_ms, write
+from bench.suite import RESNET_STAGES  # (channels, side) of each stage's 3x3 convs
 from fusegraph.cli import sample_inputs
-from fusegraph.kernels.registry import GPU_TUNING
+from fusegraph.kernels.registry import GPU_TUNING, conv_shape_key
 
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2}
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+DEFAULT_SWEEPS = ["recurrent", "precision", "persistent"]
+# tiles and K blocks at 4 warps and 3 stages first; then warps x stages around the fastest tile
+CONV_TILES = [dict(block_m=m, block_n=n, block_k=k, num_warps=4, num_stages=3) for (m, n), k in
+              itertools.product(((64, 64), (128, 64), (64, 128), (128, 128)), (32, 64))]
 TILES = [(16, 16), (16, 32), (32, 16), (32, 32), (64, 16), (64, 32)]
 
 
@@ -141,6 +151,37 @@ def sweep_persistent(results: dict, deadline: float, out: str) -> None:
     GPU_TUNING["fp32_dot"] = chosen
 
 
+def sweep_conv(results: dict, deadline: float, out: str) -> None:
+    torch.backends.cudnn.allow_tf32 = False
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        for channels, side in RESNET_STAGES:
+            name = str(dtype).removeprefix("torch.")
+            model = fg.Sequential([fg.Input((channels, side, side), dtype=name),
+                                   fg.Conv2D(channels, 3, padding="same", activation="relu")], name="conv")
+            x = torch.randn(32, channels, side, side, generator=torch.Generator().manual_seed(0)).to("cuda", dtype)
+            with torch.no_grad():
+                eager = model.to_torch().to("cuda", dtype)
+                expected = eager(x).float()
+                cudnn = median_ms(lambda eager=eager, x=x: eager(x))
+            key = conv_shape_key(dtype, channels, side, side, channels, (3, 3), (1, 1), False)
+            rows = [{"key": key, "config": "rule", "cudnn_ms": cudnn, **measure(model, x, expected)}]
+            configs = CONV_TILES
+            for stage in ("tiles", "warps and stages"):
+                for config in configs:
+                    if time.monotonic() > deadline:
+                        break
+                    GPU_TUNING["conv"][key] = dict(config)
+                    rows.append({"key": key, "config": config, "cudnn_ms": cudnn, **measure(model, x, expected)})
+                timed = [r for r in rows if r.get("ms") and r["config"] != "rule"]
+                if stage == "tiles" and timed:
+                    best = min(timed, key=lambda r: r["ms"])["config"]
+                    configs = [{**best, "num_warps": w, "num_stages": s}
+                               for w, s in itertools.product((4, 8), (2, 3, 4)) if (w, s) != (4, 3)]
+            GPU_TUNING["conv"].pop(key, None)
+            results["conv"].extend(rows)
+            save(results, out)
+
+
 def save(results: dict, out: str) -> None:
     write(results, out, results["file"], markdown)
 
@@ -178,6 +219,16 @@ def markdown(results: dict) -> str:
         dtype = r["dtype"].removeprefix("torch.")
         lines.append(f"| {dtype} | {r['precision']} | {r['num_warps']} | {ms} | {r['cudnn_ms']:.3f} | "
                      f"{r['max_abs_error']:.2e} |")
+    if results.get("conv"):
+        lines += ["", "## conv + bias + ReLU, 3x3 same, batch 32 (ResNet stage shapes): rule vs fastest configurations",
+                  "", "| shape key | config | ms | cuDNN ms | max abs error |", "|---|---|---:|---:|---:|"]
+        keys = list(dict.fromkeys(r["key"] for r in results["conv"]))
+        for key in keys:
+            rows = [r for r in results["conv"] if r["key"] == key]
+            ranked = sorted((r for r in rows if r.get("ms") and r["config"] != "rule"), key=lambda r: r["ms"])[:3]
+            for r in [r for r in rows if r["config"] == "rule"] + ranked:
+                ms = f"{r['ms']:.3f}" if r.get("ms") else "failed the check"
+                lines.append(f"| {key} | {r['config']} | {ms} | {r['cudnn_ms']:.3f} | {r['max_abs_error']:.2e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -185,20 +236,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds of sweeping before it stops")
-    parser.add_argument("--sweeps", nargs="+", default=["recurrent", "precision", "persistent"],
-                        choices=["recurrent", "precision", "persistent"])
+    parser.add_argument("--sweeps", nargs="+", default=DEFAULT_SWEEPS,
+                        choices=[*DEFAULT_SWEEPS, "conv"])
     args = parser.parse_args()
     if not gpu_or_explain("tune_gpu.py"):
         return 0
     deadline = time.monotonic() + args.budget
     results = {"benchmark": "bench/tune_gpu.py", "environment": environment(), "recurrent": [], "precision": [],
-               "persistent": [], "file": "tune" if len(args.sweeps) == 3 else "tune_" + "_".join(args.sweeps)}
+               "persistent": [], "conv": [],
+               "file": "tune" if args.sweeps == DEFAULT_SWEEPS else "tune_" + "_".join(args.sweeps)}
     if "recurrent" in args.sweeps:
         sweep_recurrent(results, deadline, args.out)
     if "precision" in args.sweeps:
         compare_precision(results, deadline + 40, args.out)
     if "persistent" in args.sweeps:
         sweep_persistent(results, deadline + 80, args.out)
+    if "conv" in args.sweeps:
+        sweep_conv(results, deadline + 120, args.out)
     return 0
 
 

@@ -28,7 +28,17 @@ GPU_TUNING: dict = {
     # 100, batch 256, hidden 32): fp32 0.152 ms at 4 warps, 0.173 at 2, 0.198 at 8; fp16 0.082 ms at 4,
     # 0.149 at 8 (bench/results/tune_persistent_cuda.md)
     "persistent_scan": {"float32": {"num_warps": 4}, "half": {"num_warps": 4}},
+    # per conv shape (conv_shape_key): block_m / block_n / block_k / num_warps / num_stages, measured by
+    # `python -m bench.tune_gpu --sweeps conv` (ResNet stage shapes); a shape not here gets conv.py's rule
+    "conv": {},
 }
+
+
+def conv_shape_key(dtype: torch.dtype, channels: int, height: int, width: int, filters: int, kernel: tuple,
+                   stride: tuple, pooled: bool) -> str:
+    """The conv tuning table's key: what decides a conv tile's best launch (not the batch)."""
+    return (f"{str(dtype).removeprefix('torch.')}:{channels}x{height}x{width}->{filters}:"
+            f"k{kernel[0]}x{kernel[1]}:s{stride[0]}x{stride[1]}{':pool' if pooled else ''}")
 
 
 # fp32 dots on the GPU: "ieee" (exact fp32 FMAs), "tf32x3" (three TF32 tensor-core passes, fp32-accurate;
@@ -53,6 +63,10 @@ class Target:
         if self.interpreted or dtype != torch.float32 or not tensor_cores_take_tf32():
             return "ieee"
         return self.fp32_dot or GPU_TUNING["fp32_dot"]
+
+    def tuned_conv(self, key: str) -> dict:
+        """The measured launch for a conv shape (GPU_TUNING["conv"]), or {} (the interpreter: always)."""
+        return {} if self.interpreted else dict(GPU_TUNING["conv"].get(key, {}))
 
     def small_gemm(self, m: int, n: int, dtype: torch.dtype) -> dict:
         """The tuned launch for a GEMM whose 64 x 64 tiles would leave SMs idle; {} when none applies."""

@@ -126,3 +126,18 @@ def test_every_activation_compiles_for_sm90_in_every_position(launches, tmp_path
         run_as_gpu(model.graph, feeds, model.params)
         run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params)
     assert_all_compile(launches, tmp_path)
+
+
+def test_a_tuned_conv_launch_is_used_and_compiles_for_sm90(launches, tmp_path, monkeypatch):
+    """A conv shape in the tuning table launches with its measured blocks, warps and pipeline stages."""
+    from fusegraph.kernels.registry import conv_shape_key
+
+    config = {"block_m": 128, "block_n": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
+    key = conv_shape_key(torch.float16, 64, 14, 14, 64, (3, 3), (1, 1), False)
+    monkeypatch.setitem(registry.GPU_TUNING["conv"], key, config)
+    model = fg.Sequential([fg.Input((64, 14, 14), dtype="float16"), fg.Conv2D(64, 3, padding="same", activation="relu")])
+    run_as_gpu(model.graph, [torch.randn(2, 64, 14, 14).half()], model.params)
+    ((_, _, _, kwargs),) = launches
+    assert {k: v for k, v in kwargs if k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")} == {
+        "BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8, "num_stages": 4}
+    assert_all_compile(launches, tmp_path)
