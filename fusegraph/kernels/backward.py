@@ -11,7 +11,7 @@ from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
-from .group import group_of
+from .group import argument_roles, group_of
 from .registry import KernelSource, lifter, module_source, register_template
 
 POOL_BWD_SOURCE = '''
@@ -137,6 +137,7 @@ def render_pool_bwd(node):
     kind = "max" if has_trait(anchor, "max_pool") else "avg"
     name = kernel_name(node)
     names = Names(POOL_BWD_SOURCE)
+    names.roles.update(argument_roles(group))
     ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
     dy = f"{ins[group.input_index(group.data_input)]}_ptr"
     # the max pool's input, or its saved window positions; avg pooling reads neither

@@ -18,7 +18,7 @@ from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
-from .group import group_of, prologue_lines
+from .group import argument_roles, group_of, prologue_lines
 from .registry import KernelSource, conv_shape_key, lifter, module_source, register_template
 
 CONV_SOURCE = '''
@@ -96,6 +96,7 @@ def render(node):
     name = kernel_name(node)
     ix, iw = group.input_index(group.data_input), group.input_index(anchor.inputs[1])
     names = Names(CONV_SOURCE)
+    names.roles.update(argument_roles(group))
     ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
     tile = Tile(
         load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + out_offs, mask=tile_mask, other=0.0).to(tl.float32)",

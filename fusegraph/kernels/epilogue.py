@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..ir import GraphError, Node, Value
 from ..ir.ops import get_op, has_trait
-from .expr import Names, to_triton
+from .expr import Names, local_name, to_triton
 
 
 @dataclass
@@ -46,7 +46,8 @@ class Emitter:
             gates = self.tile.gate_width(value)
             loads = [self.tile.load_full(index, value, g) for g in range(gates)]
             # a template may hand back a tile it already named (a scan's prefetched steps): used as it is
-            self.env[value.name] = [load if load.isidentifier() else self._assign(load, _gate_hint(value, g, gates))
+            self.env[value.name] = [load if load.isidentifier() else
+                                    self._assign(load, _gate_hint(local_name(value.name), g, gates))
                                     for g, load in enumerate(loads)]
         return self.env[value.name]
 
@@ -72,7 +73,7 @@ class Emitter:
             assert self.tile.softmax is not None
             for line in self.tile.softmax(tile, op == "log_softmax"):
                 self.lines.append(self.indent + line)
-            self.env[node.outputs[0].name] = [self._assign("_sm", node.outputs[0].name)]
+            self.env[node.outputs[0].name] = [self._assign("_sm", _value_hint(node, node.outputs[0]))]
             return
         math = get_op(op).math
         if math is None:
@@ -86,7 +87,7 @@ class Emitter:
         out = node.outputs[0]
         results = []
         for g, operands in enumerate(zip(first, *rest)):
-            hint = _gate_hint(out, g, len(first))
+            hint = _gate_hint(_value_hint(node, out), g, len(first))
             expression = to_triton(math, operands, node.attrs, lambda text, h=hint: self._assign(text, h))
             results.append(self._assign(expression, hint))
         self.env[out.name] = results
@@ -97,5 +98,11 @@ class Emitter:
         return self.lines
 
 
-def _gate_hint(value: Value, gate: int, gates: int) -> str:
-    return value.name if gates == 1 else f"{value.name}_{gate}"
+def _gate_hint(base: str, gate: int, gates: int) -> str:
+    return base if gates == 1 else f"{base}_{gate}"
+
+
+def _value_hint(node: Node, value: Value) -> str:
+    """What a computed value is called in the kernel: its IR name without the layer prefix, or the op
+    when the value is named for its whole layer (`conv1` -> `relu`), so equal layers make equal kernels."""
+    return node.op if value.name == node.layer else local_name(value.name)

@@ -88,6 +88,12 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ARGUMENT_PARTS = ("ptr", "rs", "ts", "inner", "channels")
 
 
+def local_name(name: str) -> str:
+    """A value's name without its layer's prefix (`conv1.bias_add` -> `bias_add`), so the same layer
+    shape in two places generates the same kernel text (Triton compiles it once)."""
+    return name.rsplit(".", 1)[-1]
+
+
 def _identifier(hint: str) -> str:
     base = re.sub(r"\W+", "_", hint).strip("_") or "v"
     return f"v{base}" if base[0].isdigit() else base
@@ -102,12 +108,13 @@ class Names:
             "tl", "triton", *(call.rstrip("(") for call in HELPERS)}
         self.stems: dict[str, str] = {}
         self.lists: dict[tuple[str, ...], list[str]] = {}
+        self.roles: dict[str, str] = {}  # value name -> the role its argument is named for (x, w, bias, out)
 
     def argument(self, value: Any) -> str:
         """The stem of the kernel arguments for `value`: `<stem>_ptr` points at it, `<stem>_rs` (row
         stride), `_ts` (time stride), `_inner`, `_channels` describe it; the same stem every time asked."""
         if value.name not in self.stems:
-            self.stems[value.name] = self._new_stem(value.name)
+            self.stems[value.name] = self._new_stem(self.roles.get(value.name, local_name(value.name)))
         return self.stems[value.name]
 
     def arguments(self, values: Sequence[Any]) -> list[str]:
@@ -117,7 +124,7 @@ class Names:
             seen: set[str] = set()
             stems = []
             for v in values:
-                stems.append(self._new_stem(v.name) if v.name in seen else self.argument(v))
+                stems.append(self._new_stem(local_name(v.name)) if v.name in seen else self.argument(v))
                 seen.add(v.name)
             self.lists[key] = stems
         return self.lists[key]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..ir import Node, Value
 from ..ir.ops import get_op, has_trait, ops_with
-from .expr import Names, to_triton
+from .expr import Names, local_name, to_triton
 
 ANCHORS = ops_with("kernel_anchor")  # the ops a fused group's template is chosen by (ir/ops traits)
 
@@ -60,6 +60,25 @@ def group_of(node: Node) -> Group:
     return Group(None, (node,), node.inputs, node.outputs)
 
 
+def argument_roles(group: Group) -> dict[str, str]:
+    """Kernel arguments named for their role: the anchor's operands `x` and `w` (a pool gradient's
+    `dy` and its saved `x` or `positions`), per-channel vectors `bias`, a single output `out`."""
+    roles: dict[str, str] = {}
+    anchor = group.anchor
+    if anchor is not None:
+        if has_trait(anchor, "pool_gradient"):
+            operands = ("dy", "positions" if has_trait(anchor, "from_positions") else "x")
+        elif has_trait(anchor, "conv_anchor") or has_trait(anchor, "matmul_anchor"):
+            operands = ("x", "w")
+        else:
+            operands = ()
+        roles.update(zip((group.data_input.name, *(v.name for v in anchor.inputs[1:2])), operands))  # avg: dy only
+    roles.update({name: "bias" for name in group.channel_vectors})
+    if len(group.outputs) == 1:
+        roles[group.outputs[0].name] = "out"
+    return roles
+
+
 def prologue_lines(group: Group, var: str, mask: str, indent: str, names: Names) -> list[str]:
     """Statements applying the group's prologue to the loaded tile `var` (masked lanes stay zero)."""
     if not group.prologue:
@@ -72,7 +91,7 @@ def prologue_lines(group: Group, var: str, mask: str, indent: str, names: Names)
         return name
 
     for node in group.prologue:
-        hint = node.outputs[0].name
+        hint = local_name(node.outputs[0].name)
         expression = to_triton(get_op(node.op).math, [var], node.attrs, lambda text, h=hint: assign(text, h))
         lines.append(f"{indent}{var} = {expression}")
     lines.append(f"{indent}{var} = tl.where({mask}, {var}, 0.0).to({names.argument(group.data_input)}_ptr.dtype.element_ty)")

@@ -17,7 +17,7 @@ from ..passes.kernel_names import kernel_name
 from ..passes.templates import register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
-from .group import group_of, prologue_lines
+from .group import argument_roles, group_of, prologue_lines
 from .matmul_gated import is_gated, launch_gated, render_gated
 from .registry import GEMM_TILE, KernelSource, module_source, register_template
 
@@ -51,6 +51,7 @@ def matmul_names(group, gates: int) -> Names:
     """The identifiers the plain template's generated code takes, kept from the IR's value names; the
     arguments' stems first, in signature order."""
     names = Names(MATMUL_SOURCE + GEMM_TILE, ["row_sums", *(f"{w}{g}" for w in ("acc", "b") for g in range(gates))])
+    names.roles.update(argument_roles(group))
     names.signature(group.inputs, group.outputs)
     return names
 

@@ -17,6 +17,7 @@ from ..ir import GraphError
 from ..ir.ops import has_trait
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
+from .group import argument_roles
 from .registry import GEMM_TILE, KernelSource, module_source
 
 GATED_SOURCE = '''
@@ -70,6 +71,7 @@ def render_gated(name: str, group) -> KernelSource:
 
     names = Names(GATED_SOURCE + GEMM_TILE, ["acc0", "row_sums", *(f"b{g}" for g in range(gates)),
                                              *(f"carried{c}" for c in range(len(group.prologue) + len(group.nodes)))])
+    names.roles.update(argument_roles(group))
     ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
     tile = Tile(
         load_full=lambda i, v, g: (f"tl.load({ins[i]}_ptr + rows[:, None] * {ins[i]}_rs + {columns(v, g)}, "

@@ -15,7 +15,7 @@ from ..ir.ops import OPS, has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
-from .group import group_of
+from .group import argument_roles, group_of
 from .registry import KernelSource, module_source, register_template
 
 POINTWISE_SOURCE = '''
@@ -57,6 +57,7 @@ def render(node):
         return f"row * {gates} * GATE_W + {g} * GATE_W + col" if full_width(v) else "offs"
 
     names = Names(POINTWISE_SOURCE + GATE_OFFSETS)
+    names.roles.update(argument_roles(group))
     ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
     tile = Tile(
         load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + {address(v, g)}, mask=mask, other=0.0).to(tl.float32)",

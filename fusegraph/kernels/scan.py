@@ -188,6 +188,7 @@ def render(node: Node) -> KernelSource:
     gates = max(v.type.shape[-1] for v in (*group.anchor.inputs, *group.anchor.outputs)) // body.inputs[0].type.shape[-1]
     names = Names(SCAN_SOURCE, [*(f"{w}{g}" for w in ("a", "acc") for g in range(gates)),
                                 *(f"next{j}" for j in range(len(body.outputs)))])
+    names.roles.update(_argument_roles(node))
     pointers = names.signature(node.inputs, node.outputs)  # first: the arguments get the plain names
     ins, outs = names.arguments(node.inputs), names.arguments(node.outputs)
     roles = _Roles(node, names)
@@ -206,6 +207,14 @@ def render(node: Node) -> KernelSource:
         carries_init="\n".join(init), first_steps=loads.first_step_lines(), prefetch=loads.prefetch_lines(),
         cell="\n".join(step), advance=loads.advance_lines(), carries_store="\n".join(stores))
     return KernelSource(name, module_source(f"{name} (scan %{node.name}, persistent)", helpers_for(source) + "\n\n" + source))
+
+
+def _argument_roles(scan: Node) -> dict[str, str]:
+    """A scan's arguments named for the cell's values they feed or take (`x_proj`, `weight_hh`, `h_next`)."""
+    body, attrs = scan.attrs["body"], scan.attrs
+    first, carries = initial_carry_count(attrs), attrs["num_carries"]
+    inner = [*body.inputs[:first], *body.inputs[carries:]]  # the carries it starts from, then sequences and constants
+    return {outer.name: value.name for outer, value in (*zip(scan.inputs, inner), *zip(scan.outputs, body.outputs))}
 
 
 def _stride_names(node: Node, roles: _Roles, names: Names) -> str:
