@@ -1,8 +1,9 @@
 """The verifier: every rule a well-formed graph keeps, each broken rule one GraphError naming the node.
 
 Rules: known ops with the right arity; every value defined exactly once, before its uses (no cycles,
-no dangling values); each use agrees with the definition's type; each node's recorded output types
-are what its op's shape rule gives; graph outputs are defined; scan bodies verify too.
+no dangling values); each use agrees with the definition's type and layout; each node's recorded
+output types are what its op's shape rule gives; an op's layout traits agree with how its rank-4
+operands are stored; graph outputs are defined; scan bodies verify too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import networkx as nx
 from .errors import GraphError
 from .graph import Graph, Node, Value
 from .nxview import to_networkx
-from .ops import get_op
+from .ops import get_op, has_trait
 
 
 def verify(graph: Graph) -> Graph:
@@ -24,6 +25,7 @@ def verify(graph: Graph) -> Graph:
         for value in node.inputs:
             _check_use(graph, node, value, defined, every_definition)
         _check_types(node)
+        _check_layouts(node)
         for value in node.outputs:
             if value.name in defined:
                 raise GraphError(f"{node.where}: value %{value.name} is defined twice; rename one of them")
@@ -31,7 +33,7 @@ def verify(graph: Graph) -> Graph:
     for value in graph.outputs:
         if value.name not in defined:
             raise GraphError(f"graph {graph.name}: output %{value.name} is never defined")
-        if defined[value.name] != value:
+        if not _same(defined[value.name], value):
             raise GraphError(f"graph {graph.name}: output %{value.name} is {value.type} but defined as "
                              f"{defined[value.name].type}")
     return graph
@@ -61,9 +63,27 @@ def _check_use(graph: Graph, node: Node, value: Value, defined: dict[str, Value]
                              "a value cannot depend on itself (RNNs loop with a scan node)")
         raise GraphError(f"{node.where}: uses %{value.name} before the node defining it; list nodes in "
                          "topological order")
-    if defined[value.name] != value:
+    if not _same(defined[value.name], value):
         raise GraphError(f"{node.where}: uses %{value.name} as {value.type} but it is defined as "
                          f"{defined[value.name].type}")
+
+
+def _same(defined: Value, used: Value) -> bool:
+    """The same value, stored the same way (a type's equality leaves its layout out)."""
+    return defined == used and defined.type.layout == used.type.layout
+
+
+def _check_layouts(node: Node) -> None:
+    """How an op addresses rank-4 values (its layout traits) matches how they are stored."""
+    if node.op in ("input", "parameter", "fused") or has_trait(node, "layout_free"):
+        return
+    layouts = {v.type.layout for v in (*node.inputs, *node.outputs) if v.type.rank == 4}
+    if has_trait(node, "layout_follows") or has_trait(node, "elementwise"):
+        if len(layouts) > 1:
+            raise GraphError(f"{node.where}: indexes its operands as one but they are stored "
+                             f"{' and '.join(sorted(layouts))}")
+    elif layouts - {"contiguous"}:
+        raise GraphError(f"{node.where}: reads and writes contiguous tensors only, but an operand is channels_last")
 
 
 def _check_types(node: Node) -> None:

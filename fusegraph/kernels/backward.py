@@ -7,26 +7,27 @@ from math import prod
 
 import triton
 
+from ..ir import GraphError
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of
+from .layout import channels_last
 from .registry import KernelSource, lifter, module_source, register_template
 
 POOL_BWD_SOURCE = '''
 @triton.jit
 def {name}(
-    {pointers}, TOTAL, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    {pointers}, TOTAL, C, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, REACH_H: tl.constexpr, REACH_W: tl.constexpr,
-    IS_MAX: tl.constexpr, FROM_POSITIONS: tl.constexpr, BLOCK: tl.constexpr,
+    IS_MAX: tl.constexpr, FROM_POSITIONS: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    # one lane per input element: gather from every window that covers it (no atomics, deterministic)
+    # one lane per input element, in storage order: gather from every window that covers it (no atomics,
+    # deterministic); the output gradient, the saved input or positions are stored alike
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < TOTAL
-    iw = offs % W
-    ih = (offs // W) % H
-    plane = offs // (H * W)
+    n, c, ih, iw = _nchw_of(offs, C, H, W, CHANNELS_LAST)
     grad = tl.zeros((BLOCK,), tl.float32)
     for dh in tl.static_range(REACH_H):
         for dw in tl.static_range(REACH_W):
@@ -35,12 +36,12 @@ def {name}(
             h0 = ph * STRIDE_H - PAD_H
             w0 = pw * STRIDE_W - PAD_W
             covers = valid & (ph >= 0) & (ph < PH) & (pw >= 0) & (pw < PW) & (ih < h0 + KH) & (iw < w0 + KW)
-            window = (plane * PH + ph) * PW + pw
+            window = _nchw_at(n, c, ph, pw, C, PH, PW, CHANNELS_LAST)
             g = tl.load({dy} + window, mask=covers, other=0.0).to(tl.float32)
 {prologue}
             if FROM_POSITIONS:
                 # {saved} holds each window's saved maximum position (int8, row-major in the window)
-                at = tl.load({saved} + (plane * PH + ph) * PW + pw, mask=covers, other=-1).to(tl.int32)
+                at = tl.load({saved} + window, mask=covers, other=-1).to(tl.int32)
                 grad += tl.where(covers & (at == (ih - h0) * KW + (iw - w0)), g, 0.0)
             elif IS_MAX:
                 # as PyTorch: the window's first maximum in row-major order takes the gradient, or its last NaN
@@ -51,7 +52,8 @@ def {name}(
                         hh = h0 + kh
                         ww = w0 + kw
                         inside = covers & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                        v = tl.load({saved} + (plane * H + hh) * W + ww, mask=inside, other=float("-inf")).to(tl.float32)
+                        v = tl.load({saved} + _nchw_at(n, c, hh, ww, C, H, W, CHANNELS_LAST), mask=inside,
+                                    other=float("-inf")).to(tl.float32)
                         better = inside & ((v > best) | (v != v))
                         best = tl.where(better, v, best)
                         best_at = tl.where(better, hh * W + ww, best_at)
@@ -64,10 +66,12 @@ def {name}(
 
 BROADCAST_SOURCE = '''
 @triton.jit
-def {name}(dy_ptr, dx_ptr, TOTAL, L, BLOCK: tl.constexpr):
+def {name}(dy_ptr, dx_ptr, TOTAL, C, L, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    # dx in storage order, its L pixels as one (1, L) plane; dy is (N, C)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < TOTAL
-    g = tl.load(dy_ptr + offs // L, mask=mask, other=0.0).to(tl.float32)
+    n, c, _, _ = _nchw_of(offs, C, 1, L, CHANNELS_LAST)
+    g = tl.load(dy_ptr + n * C + c, mask=mask, other=0.0).to(tl.float32)
     tl.store(dx_ptr + offs, (g / L).to(dx_ptr.dtype.element_ty), mask=mask)
 '''
 
@@ -123,7 +127,8 @@ def {name}(dy_ptr, ids_ptr, table_ptr, R, D, BLOCK_R: tl.constexpr, BLOCK_D: tl.
 
 
 def _source(name: str, template: str, what: str) -> KernelSource:
-    return KernelSource(name, module_source(what, template.format(name=name)))
+    source = template.format(name=name)
+    return KernelSource(name, module_source(what, helpers_for(source) + "\n\n" + source))
 
 
 def _node_source(template: str, what: str):
@@ -177,22 +182,29 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
     total = outputs[0].numel()
     block = target.tile(total, gpu=256, interpreted=16384)
     fn[(triton.cdiv(total, block),)](
-        *inputs, *outputs, total, h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
+        *inputs, *outputs, total, dx_shape[1], h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
         KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
-        IS_MAX=has_trait(anchor, "max_pool"), FROM_POSITIONS=has_trait(anchor, "from_positions"), BLOCK=block)
+        IS_MAX=has_trait(anchor, "max_pool"), FROM_POSITIONS=has_trait(anchor, "from_positions"),
+        CHANNELS_LAST=channels_last(anchor.outputs[0]), BLOCK=block)
 
 
 def launch_global_bwd(fn, node, target, inputs, outputs):
     (dy,), (dx,) = inputs, outputs
     total = dx.numel()
     block = target.tile(total, gpu=1024, interpreted=16384)
-    fn[(triton.cdiv(total, block),)](dy, dx, total, prod(node.attrs["input_size"]), BLOCK=block)
+    fn[(triton.cdiv(total, block),)](dy, dx, total, dx.shape[1], prod(node.attrs["input_size"]),
+                                      CHANNELS_LAST=channels_last(node.outputs[0]), BLOCK=block)
 
 
 def launch_bias_grad(fn, node, target, inputs, outputs):
     (dy,), (db,) = inputs, outputs
     axis = node.attrs["axis"] % dy.dim()
-    outer, channels, inner = prod(dy.shape[:axis]), dy.shape[axis], prod(dy.shape[axis + 1:])
+    # dy as (outer, channels, inner) in storage order: a channels-last one is (N * H * W, C, 1)
+    if channels_last(node.inputs[0]) and axis != 1:
+        raise GraphError(f"{node.where}: a channels-last bias gradient sums over channels (axis 1), got axis {axis}")
+    channels = dy.shape[axis]
+    inner = 1 if channels_last(node.inputs[0]) else prod(dy.shape[axis + 1:])
+    outer = dy.numel() // (channels * inner)
     block_c = target.tile(channels, gpu=32, interpreted=128, floor=1)
     block_j = target.tile(outer * inner, gpu=128, interpreted=1024, floor=1)
     fn[(triton.cdiv(channels, block_c),)](dy, db, outer, channels, inner, BLOCK_J=block_j, BLOCK_C=block_c)

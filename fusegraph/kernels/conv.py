@@ -19,6 +19,7 @@ from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
+from .layout import channels_last
 from .registry import KernelSource, conv_shape_key, lifter, module_source, register_template
 
 CONV_SOURCE = '''
@@ -30,6 +31,7 @@ def {name}(
     POOL_STRIDE_H, POOL_STRIDE_W, POOL_PAD_H, POOL_PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, POOL_KH: tl.constexpr, POOL_KW: tl.constexpr,
     PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
+    X_CL: tl.constexpr, W_CL: tl.constexpr, OUT_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -59,10 +61,10 @@ def {name}(
                         channels = c0 + tl.arange(0, BLOCK_K)
                         channel_ok = channels < C
                         x_mask = tap_ok[:, None] & channel_ok[None, :]
-                        x = tl.load({x} + (n[:, None] * C + channels[None, :]) * (H * W) + (tap_h * W + tap_w)[:, None],
-                                    mask=x_mask, other=0.0)
-{tap_prologue}                        w = tl.load({w} + cols[None, :] * K + channels[:, None] * (KH * KW) + tap,
-                                    mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+                        x = tl.load({x} + _nchw_at(n[:, None], channels[None, :], tap_h[:, None], tap_w[:, None],
+                                                     C, H, W, X_CL), mask=x_mask, other=0.0)
+{tap_prologue}                        w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, C, KH, KW, W_CL)
+                        w = tl.load({w} + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
                         acc += tl.dot(x, w, input_precision=PRECISION)
             else:
                 for k0 in range(0, K, BLOCK_K):
@@ -75,10 +77,11 @@ def {name}(
                     iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
                     inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
                     x_mask = pos_ok[:, None] & k_ok[None, :] & inside
-                    x = tl.load({x} + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw, mask=x_mask, other=0.0)
-{prologue}                    w = tl.load({w} + cols[None, :] * K + ks[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                    x = tl.load({x} + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL), mask=x_mask, other=0.0)
+{prologue}                    w = tl.load({w} + _nchw_at(cols[None, :], c[:, None], kh[:, None], kw[:, None], C, KH, KW, W_CL),
+                                mask=k_ok[:, None] & col_ok[None, :], other=0.0)
                     acc += tl.dot(x, w, input_precision=PRECISION)
-            out_offs = (n[:, None] * O + cols[None, :]) * (OH * OW) + (oh * OW + ow)[:, None]
+            out_offs = _nchw_at(n[:, None], cols[None, :], oh[:, None], ow[:, None], O, OH, OW, OUT_CL)
 {epilogue}
 {pool_step}
 {finish}
@@ -136,7 +139,8 @@ def render(node):
         after.bind(pool.outputs[0], ["result"])
         if len(pool.outputs) == 2:
             after.bind(pool.outputs[1], ["best_at"])
-        lines = ["    pooled_offs = (n[:, None] * O + cols[None, :]) * (PH * PW) + (ph * PW + pw)[:, None]",
+        # the pool follows its input's layout (ir/ops traits): OUT_CL serves both
+        lines = ["    pooled_offs = _nchw_at(n[:, None], cols[None, :], ph[:, None], pw[:, None], O, PH, PW, OUT_CL)",
                  "    pooled_mask = row_ok[:, None] & col_ok[None, :]", f"    result = {result}"]
         lines += after.emit_all(group.nodes[at + 1:])
         lines += [f"    tl.store({outs[j]}_ptr + pooled_offs, {after.operand(v)[0]}.to({outs[j]}_ptr.dtype.element_ty), "
@@ -187,7 +191,8 @@ def launch(fn, node, target, inputs, outputs):
     fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
              KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
-             TAP_MAJOR=tap_major, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+             TAP_MAJOR=tap_major, X_CL=channels_last(group.data_input), W_CL=channels_last(anchor.inputs[1]),
+             OUT_CL=channels_last(anchor.outputs[0]), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
 def tap_major_conv(channels: int) -> bool:

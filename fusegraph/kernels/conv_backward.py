@@ -12,7 +12,9 @@ import triton
 
 from ..passes.kernel_names import kernel_name
 from .conv import tap_major_conv
+from .expr import helpers_for
 from .group import group_of
+from .layout import channels_last
 from .registry import KernelSource, lifter, module_source, register_template
 
 INPUT_SOURCE = '''
@@ -20,11 +22,11 @@ INPUT_SOURCE = '''
 def {name}(
     dy_ptr, w_ptr, dx_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
+    DY_CL: tl.constexpr, W_CL: tl.constexpr, DX_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    K = O * KH * KW
     row_ok = rows < N * H * W
     col_ok = cols < C
     n = rows // (H * W)
@@ -43,22 +45,22 @@ def {name}(
             for o0 in range(0, O, BLOCK_K):
                 channels = o0 + tl.arange(0, BLOCK_K)
                 channel_ok = channels < O
-                dy = tl.load(dy_ptr + (n[:, None] * O + channels[None, :]) * (OH * OW) + (at_h * OW + at_w)[:, None],
+                dy = tl.load(dy_ptr + _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None], O, OH, OW, DY_CL),
                              mask=hit[:, None] & channel_ok[None, :], other=0.0)
-                w = tl.load(w_ptr + (channels[:, None] * C + cols[None, :]) * (KH * KW) + tap,
+                w = tl.load(w_ptr + _nchw_at(channels[:, None], cols[None, :], tap // KW, tap % KW, C, KH, KW, W_CL),
                             mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
                 acc += tl.dot(dy, w, input_precision=PRECISION)
     else:
         acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
-                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION, BLOCK_K)
-    out = (n[:, None] * C + cols[None, :]) * (H * W) + (ih * W + iw)[:, None]
+                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION, DY_CL, W_CL, BLOCK_K)
+    out = _nchw_at(n[:, None], cols[None, :], ih[:, None], iw[:, None], C, H, W, DX_CL)
     tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
 def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
                          STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH: tl.constexpr, KW: tl.constexpr,
-                         PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+                         PRECISION: tl.constexpr, DY_CL: tl.constexpr, W_CL: tl.constexpr, BLOCK_K: tl.constexpr):
     """The reduction in flat (output channel, tap) order: few output channels fill a block this way."""
     K = O * KH * KW
     for k0 in range(0, K, BLOCK_K):
@@ -74,8 +76,8 @@ def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C,
         ow = tw // STRIDE_W
         hit = (th >= 0) & (tw >= 0) & (th % STRIDE_H == 0) & (tw % STRIDE_W == 0) & (oh < OH) & (ow < OW)
         mask = row_ok[:, None] & k_ok[None, :] & hit
-        dy = tl.load(dy_ptr + ((n[:, None] * O + o[None, :]) * OH + oh) * OW + ow, mask=mask, other=0.0)
-        w = tl.load(w_ptr + (o[:, None] * C + cols[None, :]) * (KH * KW) + (kh * KW + kw)[:, None],
+        dy = tl.load(dy_ptr + _nchw_at(n[:, None], o[None, :], oh, ow, O, OH, OW, DY_CL), mask=mask, other=0.0)
+        w = tl.load(w_ptr + _nchw_at(o[:, None], cols[None, :], kh[:, None], kw[:, None], C, KH, KW, W_CL),
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc += tl.dot(dy, w, input_precision=PRECISION)
     return acc
@@ -86,6 +88,7 @@ WEIGHT_SOURCE = '''
 def {name}(
     {pointers}, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     K_PER_SPLIT, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+    X_CL: tl.constexpr, DY_CL: tl.constexpr, DW_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # split-K: program_id(2) sums its own slice of the N * OH * OW positions; SPLIT > 1 adds the
@@ -97,9 +100,15 @@ def {name}(
     k_end = tl.minimum(k_start + K_PER_SPLIT, N * OH * OW)
     row_ok = rows < O
     col_ok = cols < TAPS
-    c = cols // (KH * KW)
-    kh = (cols // KW) % KH
-    kw = cols % KW
+    # columns in the weight gradient's storage order: a channels-last one takes a tap's channels together
+    if DW_CL:
+        c = cols % C
+        tap = cols // C
+    else:
+        c = cols // (KH * KW)
+        tap = cols % (KH * KW)
+    kh = tap // KW
+    kw = tap % KW
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 {row_sum_init}
     for k0 in range(k_start, k_end, BLOCK_K):
@@ -108,15 +117,15 @@ def {name}(
         n = ks // (OH * OW)
         oh = (ks // OW) % OH
         ow = ks % OW
-        dy = tl.load(dy_ptr + (n[None, :] * O + rows[:, None]) * (OH * OW) + (oh * OW + ow)[None, :],
+        dy = tl.load(dy_ptr + _nchw_at(n[None, :], rows[:, None], oh[None, :], ow[None, :], O, OH, OW, DY_CL),
                      mask=row_ok[:, None] & k_ok[None, :], other=0.0)
 {row_sum_step}        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
         iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
         inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x = tl.load(x_ptr + ((n[:, None] * C + c[None, :]) * H + ih) * W + iw,
+        x = tl.load(x_ptr + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL),
                     mask=k_ok[:, None] & col_ok[None, :] & inside, other=0.0)
         acc += tl.dot(dy, x, input_precision=PRECISION)
-    dw_offs = rows[:, None] * TAPS + cols[None, :]
+    dw_offs = rows[:, None] * TAPS + cols[None, :]  # the columns run in storage order
     if SPLIT > 1:
         tl.atomic_add(dw_ptr + dw_offs, acc, mask=row_ok[:, None] & col_ok[None, :])
     else:
@@ -138,7 +147,8 @@ def _geometry(node, x_shape, w_shape, dy_shape):
 
 def render_input(node):
     name = kernel_name(node)
-    return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", INPUT_SOURCE.format(name=name)))
+    source = INPUT_SOURCE.format(name=name)
+    return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
 def launch_input(fn, node, target, inputs, outputs):
@@ -154,6 +164,7 @@ def launch_input(fn, node, target, inputs, outputs):
     block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256)
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
     fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
+             DY_CL=channels_last(node.inputs[0]), W_CL=channels_last(node.inputs[1]), DX_CL=channels_last(node.outputs[0]),
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 
@@ -174,7 +185,7 @@ def render_weight(node):
                     "        else:\n"
                     "            tl.store(db_ptr + rows, row_sums.to(db_ptr.dtype.element_ty), mask=row_ok)\n")
         if bias else "")
-    return KernelSource(name, module_source(f"{anchor.op} (implicit GEMM)", source))
+    return KernelSource(name, module_source(f"{anchor.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
 def launch_weight(fn, node, target, inputs, outputs):
@@ -201,7 +212,8 @@ def launch_weight(fn, node, target, inputs, outputs):
             grad.zero_()
     grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n), split)
     fn[grid](x, dy, dw, *extra, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision(x.dtype), SPLIT=split,
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+             X_CL=channels_last(anchor.inputs[0]), DY_CL=channels_last(anchor.inputs[1]),
+             DW_CL=channels_last(anchor.outputs[0]), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 
 for _ndim in (1, 2):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..ir.ops.expr import FUNCTIONS, Arg, Attr, Call, Const, Expr, attr_value
+from .layout import LAYOUT_HELPERS
 
 TRITON = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
@@ -46,6 +47,9 @@ def _sigmoid(x):
     return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 ''',
 }
+
+
+HELPERS.update(LAYOUT_HELPERS)
 
 
 def helpers_for(source: str) -> str:

@@ -1,7 +1,8 @@
 """Elementwise kernels generated from a chain of elementwise nodes (one node, unfused).
 
 Each outside operand is either a full tensor (indexed like the output) or a per-channel vector
-broadcast along one axis (indexed by `(offset // inner) % channels`); every value the chain makes
+broadcast along one axis (indexed by `(offset // inner) % channels`, inner the axis's stride in
+storage: every operand of a chain is stored alike, so a channels-last chain differs only there); every value the chain makes
 that is used outside it is stored."""
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def launch(fn, node, target, inputs, outputs):
     for value in group.inputs:
         if value.name in axis_of:
             axis = axis_of[value.name]
-            vector_args += [prod(shape[axis + 1:]), shape[axis]]
+            # a channels-last tensor's channels are innermost in storage: the channel axis's stride is 1
+            inner = 1 if group.outputs[0].type.channels_last else prod(shape[axis + 1:])
+            vector_args += [inner, shape[axis]]
     gated = gating(group)
     if gated is not None:  # the kernel runs over one gate's elements
         numel, vector_args = prod(gated[1][1:]) * outputs[0].shape[0], [*vector_args, gated[1][-1]]

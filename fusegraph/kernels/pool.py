@@ -9,19 +9,21 @@ import triton
 
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
+from .expr import helpers_for
+from .layout import channels_last
 from .registry import KernelSource, lifter, module_source, register_template
 
 POOL_SOURCE = '''
 @triton.jit
 def {name}(
-    x_ptr, out_ptr, pos_ptr, TOTAL, H, W, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
-    KH: tl.constexpr, KW: tl.constexpr, IS_MAX: tl.constexpr, WITH_POSITIONS: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr, out_ptr, pos_ptr, TOTAL, C, H, W, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    KH: tl.constexpr, KW: tl.constexpr, IS_MAX: tl.constexpr, WITH_POSITIONS: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
+    # one lane per output element, in storage order (the input and positions are stored alike)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < TOTAL
-    ow = offs % OW
-    oh = (offs // OW) % OH
-    plane = offs // (OH * OW)
+    n, c, oh, ow = _nchw_of(offs, C, OH, OW, CHANNELS_LAST)
     if IS_MAX:
         acc = tl.full((BLOCK,), float("-inf"), tl.float32)
     else:
@@ -33,7 +35,8 @@ def {name}(
             ih = oh * STRIDE_H - PAD_H + kh
             iw = ow * STRIDE_W - PAD_W + kw
             inside = valid & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x = tl.load(x_ptr + (plane * H + ih) * W + iw, mask=inside, other=float("-inf") if IS_MAX else 0.0)
+            x = tl.load(x_ptr + _nchw_at(n, c, ih, iw, C, H, W, CHANNELS_LAST), mask=inside,
+                        other=float("-inf") if IS_MAX else 0.0)
             if IS_MAX:
                 # as PyTorch: strictly greater wins (the first maximum), and so does every NaN (the last)
                 take = (x.to(tl.float32) > acc) | (x != x)
@@ -51,14 +54,18 @@ def {name}(
 
 GLOBAL_AVG_SOURCE = '''
 @triton.jit
-def {name}(x_ptr, out_ptr, R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+def {name}(x_ptr, out_ptr, R, C, L, CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    # a row per (sample, channel); its L pixels read as one (1, L) plane of the input
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < R
+    n = rows // C
+    c = rows % C
     acc = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
     for l0 in range(0, L, BLOCK_L):
         cols = l0 + tl.arange(0, BLOCK_L)
         mask = row_ok[:, None] & (cols[None, :] < L)
-        acc += tl.load(x_ptr + rows[:, None] * L + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        at = _nchw_at(n[:, None], c[:, None], 0, cols[None, :], C, 1, L, CHANNELS_LAST)
+        acc += tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + rows, (tl.sum(acc, axis=1) / L).to(out_ptr.dtype.element_ty), mask=row_ok)
 '''
 
@@ -66,7 +73,8 @@ def {name}(x_ptr, out_ptr, R, L, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
 def render_pool(node):
     kind = "max" if has_trait(node, "max_pool") else "avg"
     name = kernel_name(node)
-    return KernelSource(name, module_source(f"{kind} pooling", POOL_SOURCE.format(name=name)))
+    source = POOL_SOURCE.format(name=name)
+    return KernelSource(name, module_source(f"{kind} pooling", helpers_for(source) + "\n\n" + source))
 
 
 def launch_pool(fn, node, target, inputs, outputs):
@@ -79,14 +87,16 @@ def launch_pool(fn, node, target, inputs, outputs):
     oh, ow = lift(out.shape[2:], 1)
     total = out.numel()
     block = target.tile(total, gpu=512, interpreted=16384)
-    fn[(triton.cdiv(total, block),)](x, out, positions, total, h, w, oh, ow, stride[0], stride[1], padding[0][0],
-                                      padding[1][0], KH=kernel[0], KW=kernel[1], IS_MAX=has_trait(node, "max_pool"),
-                                      WITH_POSITIONS=len(outputs) == 2, BLOCK=block)
+    fn[(triton.cdiv(total, block),)](x, out, positions, total, x.shape[1], h, w, oh, ow, stride[0], stride[1],
+                                      padding[0][0], padding[1][0], KH=kernel[0], KW=kernel[1],
+                                      IS_MAX=has_trait(node, "max_pool"), WITH_POSITIONS=len(outputs) == 2,
+                                      CHANNELS_LAST=channels_last(node.inputs[0]), BLOCK=block)
 
 
 def render_global(node):
     name = kernel_name(node)
-    return KernelSource(name, module_source("global average pooling", GLOBAL_AVG_SOURCE.format(name=name)))
+    source = GLOBAL_AVG_SOURCE.format(name=name)
+    return KernelSource(name, module_source("global average pooling", helpers_for(source) + "\n\n" + source))
 
 
 def launch_global(fn, node, target, inputs, outputs):
@@ -94,7 +104,8 @@ def launch_global(fn, node, target, inputs, outputs):
     rows, length = out.numel(), x.numel() // max(out.numel(), 1)
     block_r = target.tile(rows, gpu=32, interpreted=256, floor=1)
     block_l = target.tile(length, gpu=128, interpreted=1024, floor=1)
-    fn[(triton.cdiv(rows, block_r),)](x, out, rows, length, BLOCK_R=block_r, BLOCK_L=block_l)
+    fn[(triton.cdiv(rows, block_r),)](x, out, rows, x.shape[1], length, CHANNELS_LAST=channels_last(node.inputs[0]),
+                                      BLOCK_R=block_r, BLOCK_L=block_l)
 
 
 for _ndim in (1, 2):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..ir import Graph, verify
+from .channels_last import channels_last
 from .eliminate_dead_code import eliminate_dead_code
 from .forward_scan_passthroughs import forward_scan_passthroughs
 from .fuse import Decision, fuse_with_report
@@ -16,25 +17,30 @@ from .sink_scan_projections import sink_scan_projections
 def run_pipeline(graph: Graph, *, fuse: bool = True,
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
     """verify → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
-    RNN input projections → sink per-step output projections after the loop → fuse → persistent
-    scans (a narrow RNN layer as one kernel). Returns the graph and the fusion decisions."""
+    RNN input projections → sink per-step output projections after the loop → store the conv part
+    channels-last → fuse → persistent scans (a narrow RNN layer as one kernel). Without `fuse`, only
+    verify, dead code and the layout: one kernel per node, stored as the fused graph stores it.
+    Returns the graph and the fusion decisions."""
     decisions: list[Decision] = []
+
+    def fuse_step(g: Graph) -> Graph:
+        fused, made = fuse_with_report(g)
+        decisions.extend(made)
+        return fused
+
+    def persistent_step(g: Graph) -> Graph:
+        persistent, made = persistent_scans_with_report(g)
+        decisions.extend(made)
+        return persistent
+
     steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify), ("eliminate_dead_code", eliminate_dead_code)]
     if fuse:
-        def fuse_step(g: Graph) -> Graph:
-            fused, made = fuse_with_report(g)
-            decisions.extend(made)
-            return fused
-
-        def persistent_step(g: Graph) -> Graph:
-            persistent, made = persistent_scans_with_report(g)
-            decisions.extend(made)
-            return persistent
-
         steps += [("forward_scan_passthroughs", forward_scan_passthroughs),
                   ("hoist_rnn_projections", hoist_rnn_projections),
-                  ("sink_scan_projections", sink_scan_projections), ("fuse", fuse_step),
-                  ("persistent_scans", persistent_step)]
+                  ("sink_scan_projections", sink_scan_projections)]
+    steps.append(("channels_last", channels_last))
+    if fuse:
+        steps += [("fuse", fuse_step), ("persistent_scans", persistent_step)]
     for name, step in steps:
         graph = step(graph)
         if dump is not None:

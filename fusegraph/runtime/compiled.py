@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ir import Graph, GraphError, InputError, check_feeds
+from ..ir import Graph, GraphError, InputError, TensorType, check_feeds
 from ..ir.ops import OPS, has_trait
 from ..kernels import INTERPRETER_LOCK, LaunchCounter, Target
 from ..kernels.registry import FP32_PRECISIONS
@@ -18,6 +18,7 @@ from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from .device import select_device
 from .graphs import SIGNATURES, GraphRunner
+from .plan import MEMORY_FORMAT
 from .program import Program
 
 
@@ -64,7 +65,9 @@ class CompiledModel:
             raise GraphError(f"fp32_precision must be one of {', '.join(FP32_PRECISIONS)} (or None for the tuned "
                              f"default), got {fp32_precision!r}")
         self.target = Target(self.device, fp32_precision)
-        self.params = {name: t.detach().to(self.device).contiguous().clone() for name, t in model.params.items()}
+        # each weight stored as the graph reads it: a conv's channels-last weights are packed here, once
+        stored = {n.name: n.outputs[0].type for n in self.graph.param_nodes}
+        self.params = {name: _packed(t.detach().to(self.device), stored.get(name)) for name, t in model.params.items()}
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
         self._forward = self._runner(lambda feeds: self.program.run(feeds, self.params))
@@ -167,6 +170,12 @@ class CompiledModel:
             outputs = self._forward(feeds, copy=True)
         self.last_launches = self._forward.last_launches
         return outputs[0] if self._single_output else outputs
+
+
+def _packed(tensor: torch.Tensor, stored: TensorType | None) -> torch.Tensor:
+    """A copy of `tensor` (never the caller's) in the layout the graph stores it in."""
+    layout = MEMORY_FORMAT[stored.layout] if stored is not None else torch.contiguous_format
+    return tensor.clone(memory_format=layout)
 
 
 def _all_nodes(graph: Graph):

@@ -19,6 +19,25 @@ TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
                "int8": torch.int8}
 
 
+MEMORY_FORMAT = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def in_layout(storage: torch.Tensor, t: TensorType, shape: tuple[int, ...]) -> torch.Tensor:
+    """`storage` (one flat run of t's dtype) as a `shape` tensor stored in t's layout."""
+    if not t.channels_last:
+        return storage.view(shape)
+    n, c, h, w = shape
+    return storage.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def stored_as(tensor: torch.Tensor, t: TensorType) -> torch.Tensor:
+    """`tensor` itself when it is stored in t's layout, else a copy that is (a parameter packed for a graph
+    that stores it otherwise than the model does)."""
+    if tensor.is_contiguous(memory_format=MEMORY_FORMAT[t.layout]):
+        return tensor
+    return tensor.contiguous(memory_format=MEMORY_FORMAT[t.layout])
+
+
 @dataclass
 class MemoryPlan:
     slot_of: dict[str, int] = field(default_factory=dict)

@@ -11,7 +11,7 @@ from ..ir.cost import nbytes
 from ..ir.schedule import schedule
 from ..kernels import LaunchCounter, Target, generate, load_kernel
 from ..kernels.memory import launch_copy, render_copy
-from .plan import TORCH_DTYPE, plan_memory
+from .plan import MEMORY_FORMAT, TORCH_DTYPE, in_layout, plan_memory, stored_as
 
 
 class Program:
@@ -58,8 +58,8 @@ class Program:
             return env[whole].narrow(-1, offset, t.shape[-1])
         shape, dtype = t.concrete(batch), TORCH_DTYPE[t.dtype]
         if name in self.plan.slot_of:
-            return arena[self.plan.slot_of[name]][: nbytes(t, batch)].view(dtype).view(shape)
-        return torch.empty(shape, dtype=dtype, device=device)
+            return in_layout(arena[self.plan.slot_of[name]][: nbytes(t, batch)].view(dtype), t, shape)
+        return torch.empty(shape, dtype=dtype, device=device, memory_format=MEMORY_FORMAT[t.layout])
 
     def run(self, feeds: Sequence[torch.Tensor], params: Mapping[str, torch.Tensor],
             bind: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
@@ -71,7 +71,7 @@ class Program:
         for node in self.graph.param_nodes:
             if node.name not in params:
                 raise GraphError(f"parameter %{node.name} has no value")
-            env[node.name] = params[node.name]
+            env[node.name] = stored_as(params[node.name], node.outputs[0].type)
         steps = iter(self.steps)
         for scheduled in self.schedule.steps:
             node = scheduled.node

@@ -10,13 +10,14 @@ from math import prod
 
 import torch
 
-from ..ir import GraphError, InputError, check_feeds
+from ..ir import GraphError, InputError, TensorType, check_feeds
 from ..kernels import load_kernel
 from ..kernels import optim as optim_kernels
 from ..optim import Optimizer
 from ..passes import run_pipeline
 from ..passes.autodiff import loss_graph
 from .compiled import CompiledModel, exclusive
+from .plan import in_layout
 from .program import Program
 
 
@@ -98,7 +99,8 @@ class Trainer(CompiledModel):
     @exclusive
     def host_weights(self) -> tuple[dict[str, torch.Tensor], int]:
         """A host copy of every parameter as of the last completed step, and the version it is."""
-        return {name: t.detach().cpu().clone() for name, t in self.params.items()}, self.weights_version
+        return ({name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+                 for name, t in self.params.items()}, self.weights_version)
 
     def _flatten_parameters(self) -> None:
         sizes = {name: prod(self.params[name].shape) for name in self.trainable}
@@ -106,12 +108,15 @@ class Trainer(CompiledModel):
         self.flat_grads = torch.empty_like(self.flat)
         self.grad_views: dict[str, torch.Tensor] = {}
         offset = 0
+        # a weight and its gradient are stored alike (the optimizer walks both flat), as the step reads them
+        stored = {n.name: n.outputs[0].type for n in self.train_graph.param_nodes}
         for name in self.trainable:
-            shape, n = self.params[name].shape, sizes[name]
-            view = self.flat[offset:offset + n].view(shape)
+            shape, n = tuple(self.params[name].shape), sizes[name]
+            layout = stored.get(name, TensorType(shape))
+            view = in_layout(self.flat[offset:offset + n], layout, shape)
             view.copy_(self.params[name])
             self.params[name] = view
-            self.grad_views[name] = self.flat_grads[offset:offset + n].view(shape)
+            self.grad_views[name] = in_layout(self.flat_grads[offset:offset + n], layout, shape)
             offset += n
         self._bind = {v.name: self.grad_views[name] for v, name in zip(self.train_graph.outputs[1:-1], self.trainable)}
 

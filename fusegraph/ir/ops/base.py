@@ -66,6 +66,9 @@ TRAITS = {
     "zero_filled": "its kernel zero-fills the output, then accumulates into it: one more launch and write",
     "gates": "splits a value into equal gate-wide tiles along its last axis, or joins such tiles back",
     "random": "draws random numbers: its kernel takes a seed that advances with every training step",
+    "layout_follows": "stores its rank-4 operands and results alike (indexes them as one): one layout for all "
+                      "(every elementwise op does too)",
+    "layout_free": "addresses each rank-4 operand through its own layout: may read one layout and write another",
 }
 
 OPS: dict[str, OpDef] = {}

@@ -207,3 +207,4 @@ for _ndim in (1, 2):
 
 set_traits(("conv1d", "conv2d"), "conv_anchor", "kernel_anchor")
 set_traits(("conv1d_bwd_weight", "conv2d_bwd_weight"), "kernel_anchor", "conv_weight_gradient")
+set_traits(("conv2d", "conv2d_bwd_input", "conv2d_bwd_weight"), "layout_free")

@@ -50,7 +50,7 @@ register_op(OpDef("dropout", 1, _dropout_rule, _dropout_reference,
                   "identity at inference; in training a seeded mask scaled by 1/(1-rate); attrs rate, seed"))
 # autodiff marks the dropouts of a training graph (attr training): only those draw a mask
 set_execution("dropout", view=lambda node: not node.attrs.get("training", False))
-set_traits(("dropout",), "random")
+set_traits(("dropout",), "random", "layout_follows")
 
 
 # -- backward -----------------------------------------------------------------------------------

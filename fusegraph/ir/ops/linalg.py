@@ -102,6 +102,7 @@ def _bias_vjp(b, node, grads, needs):
 register_op(OpDef("matmul_tn", 2, _matmul_tn_rule, _matmul_tn_reference,
                   "p^T @ q over all leading dimensions (weight gradients)"))
 register_op(OpDef("bias_grad", 1, _bias_grad_rule, _bias_grad_reference, "sum over every axis but `axis`"))
+set_traits(("bias_grad",), "layout_free")
 set_vjp("matmul", _matmul_vjp)
 set_vjp("bias_add", _bias_vjp)
 

@@ -90,6 +90,7 @@ set_traits(("split", "concat"), "gates")  # in a fused group; on their own they 
 # -- backward -----------------------------------------------------------------------------------
 register_op(OpDef("zeros", 1, lambda types, attrs: [types[0]],
                   lambda inputs, attrs, ctx: [torch.zeros_like(inputs[0])], "zeros shaped like its input"))
+set_traits(("zeros",), "layout_follows")
 
 
 def _reshape_vjp(b, node, grads, needs):
