@@ -1,0 +1,39 @@
+"""Where an element of an (N, C, H, W) tensor is stored, contiguous (NCHW) or channels-last (NHWC):
+the helpers every template that reads rank-4 tensors calls, with the layout a constexpr flag per
+operand (from the IR value's type, passes/channels_last.py). Rank-3 tensors are (N, C, 1, W)."""
+
+from __future__ import annotations
+
+LAYOUT_HELPERS = {
+    "_nchw_at(": '''
+@triton.jit
+def _nchw_at(n, c, h, w, C, H, W, CHANNELS_LAST: tl.constexpr):
+    # channels-last keeps one pixel's channels together: a tap's channel block is one contiguous run
+    if CHANNELS_LAST:
+        at = ((n * H + h) * W + w) * C + c
+    else:
+        at = ((n * C + c) * H + h) * W + w
+    return at
+''',
+    "_nchw_of(": '''
+@triton.jit
+def _nchw_of(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
+    # the (n, c, h, w) stored at offs: lanes walking storage in order touch consecutive addresses
+    if CHANNELS_LAST:
+        c = offs % C
+        w = (offs // C) % W
+        h = (offs // (C * W)) % H
+        n = offs // (C * W * H)
+    else:
+        w = offs % W
+        h = (offs // W) % H
+        c = (offs // (W * H)) % C
+        n = offs // (W * H * C)
+    return n, c, h, w
+''',
+}
+
+
+def channels_last(value) -> bool:
+    """The constexpr a template passes for an IR value: whether it is stored channels-last."""
+    return value.type.channels_last
