@@ -184,15 +184,16 @@ def launch(fn, node, target, inputs, outputs):
     block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024)
     block_n = target.tile(o, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128)
     block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
-    tuned = target.tuned_conv(conv_shape_key(x.dtype, c, h, wd, o, (kh, kw), stride, pool is not None))
+    layouts = (channels_last(group.data_input), channels_last(anchor.outputs[0]))
+    tuned = target.tuned_conv(conv_shape_key(x.dtype, c, h, wd, o, (kh, kw), stride, pool is not None, layouts))
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
     grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n))
     fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
              KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
-             TAP_MAJOR=tap_major, X_CL=channels_last(group.data_input), W_CL=channels_last(anchor.inputs[1]),
-             OUT_CL=channels_last(anchor.outputs[0]), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+             TAP_MAJOR=tap_major, X_CL=layouts[0], W_CL=channels_last(anchor.inputs[1]), OUT_CL=layouts[1],
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
 def tap_major_conv(channels: int) -> bool:

@@ -35,10 +35,12 @@ GPU_TUNING: dict = {
 
 
 def conv_shape_key(dtype: torch.dtype, channels: int, height: int, width: int, filters: int, kernel: tuple,
-                   stride: tuple, pooled: bool) -> str:
-    """The conv tuning table's key: what decides a conv tile's best launch (not the batch)."""
+                   stride: tuple, pooled: bool, layouts: tuple[bool, bool] = (False, False)) -> str:
+    """The conv tuning table's key: what decides a conv tile's best launch (not the batch). `layouts`:
+    whether its input and its output are stored channels-last (contiguous channel runs vectorize)."""
+    stored = "->".join("nhwc" if cl else "nchw" for cl in layouts)
     return (f"{str(dtype).removeprefix('torch.')}:{channels}x{height}x{width}->{filters}:"
-            f"k{kernel[0]}x{kernel[1]}:s{stride[0]}x{stride[1]}{':pool' if pooled else ''}")
+            f"k{kernel[0]}x{kernel[1]}:s{stride[0]}x{stride[1]}{':pool' if pooled else ''}:{stored}")
 
 
 # fp32 dots on the GPU: "ieee" (exact fp32 FMAs), "tf32x3" (three TF32 tensor-core passes, fp32-accurate;

@@ -2,9 +2,11 @@
 ptxas it ships. Run as a separate process (`python -m tests.kernels.gpu_compile LAUNCHES.pkl`)
 because the test process interprets kernels, and Triton fixes that choice when first imported.
 
-Each record: (kernel name, module source, [(kind, type)] per positional argument, constexpr and
+Each record: (kernel name, module source, [(kind, type, 16-divisible)] per positional argument, constexpr and
 launch keyword arguments). Prints one line per failure: a kernel that does not compile, whose tl.dot
-compiled to no tensor-core instruction (no `mma` in its PTX), or that spills more than
+compiled to no tensor-core instruction (no `mma` in its PTX), with `--pipelined`, one launched with
+num_stages > 1 whose loads are not pipelined (no asynchronous copy, `cp.async`, in its PTX: loads
+from addresses not known to be aligned and contiguous, or a K loop of one step, cannot be), or that spills more than
 MAX_STACK_BYTES of registers to the stack per thread (cuobjdump's resource usage); exits 1 if any."""
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def load(name: str, source: str, folder: str):
     return getattr(module, name)
 
 
-def compile_all(records) -> list[str]:
+def compile_all(records, pipelined: bool = False) -> list[str]:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -57,18 +59,24 @@ def compile_all(records) -> list[str]:
     for name, source, arguments, keywords in records:
         fn = load(name, source, folder)
         signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
-                     for arg, (kind, t) in zip(fn.arg_names, arguments)}
+                     for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind != "one"}
+        # NOTE: as the launcher specializes them: loads vectorize and pipeline only from aligned addresses
+        attrs = {(i,): [["tt.divisibility", 16]] for i, (_, _, aligned) in enumerate(arguments) if aligned}
         options = {k: v for k, v in keywords.items() if k in LAUNCH_OPTIONS}
         constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
+        constexprs.update({arg: 1 for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "one"})
         signature.update({k: "constexpr" for k in constexprs})
         try:
-            compiled = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32),
+            compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
                                       options=options)
         except Exception as error:  # noqa: BLE001 - every compiler error is a failure to report
             failures.append(f"{name} {constexprs} {options}: {type(error).__name__}: {str(error)[:500]}")
             continue
         if "tl.dot(" in source and "mma" not in compiled.asm["ptx"]:
             failures.append(f"{name} {constexprs} {options}: its tl.dot uses no tensor cores")
+        stages = options.get("num_stages", 1)
+        if pipelined and "tl.dot(" in source and stages > 1 and "cp.async" not in compiled.asm["ptx"]:
+            failures.append(f"{name} {constexprs} {options}: num_stages > 1 but no load is pipelined (no cp.async)")
         spilled = stack_bytes(compiled.asm["cubin"], folder)
         if spilled > MAX_STACK_BYTES:
             failures.append(f"{name} {constexprs} {options}: spills {spilled} bytes of stack per thread")
@@ -79,7 +87,7 @@ if __name__ == "__main__":
     os.environ.pop("TRITON_INTERPRET", None)
     with open(sys.argv[1], "rb") as handle:
         records = pickle.load(handle)
-    failures = compile_all(records)
+    failures = compile_all(records, pipelined="--pipelined" in sys.argv[2:])
     for line in failures:
         print("FAILED", line)
     print(f"compiled {len(records) - len(failures)} of {len(records)} kernels for sm_90")

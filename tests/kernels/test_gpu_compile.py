@@ -29,17 +29,21 @@ CUDA = Target("cuda")
 
 
 def describe(args) -> tuple:
-    """Each positional argument as the compiler's signature sees it."""
+    """Each positional argument as the compiler's signature sees it, specialized as Triton's launcher
+    does: an aligned pointer or an integer multiple of 16 as 16-divisible, an integer 1 as a constant.
+    That tells the compiler which loads are contiguous, so vectorized and copied asynchronously."""
     kinds = []
     for arg in args:
         if isinstance(arg, torch.Tensor):
-            kinds.append(("pointer", str(arg.dtype).removeprefix("torch.")))
+            kinds.append(("pointer", str(arg.dtype).removeprefix("torch."), arg.data_ptr() % 16 == 0))
         elif isinstance(arg, bool):
-            kinds.append(("scalar", "i1"))
+            kinds.append(("scalar", "i1", False))
+        elif arg == 1 and isinstance(arg, int):
+            kinds.append(("one", "i32", False))  # the launcher passes a 1 as a constant (a unit stride)
         elif isinstance(arg, int):
-            kinds.append(("scalar", "i64" if abs(arg) >= 2**31 else "i32"))
+            kinds.append(("scalar", "i64" if abs(arg) >= 2**31 else "i32", arg % 16 == 0))
         elif isinstance(arg, float):
-            kinds.append(("scalar", "fp32"))
+            kinds.append(("scalar", "fp32", False))
         else:
             raise TypeError(f"a kernel argument of type {type(arg).__name__}")
     return tuple(kinds)
@@ -65,13 +69,16 @@ def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict) -> N
     Program(run_pipeline(graph)[0], CUDA, LaunchCounter()).run(feeds, params)
 
 
-def assert_all_compile(launches: dict, tmp_path: Path) -> None:
+def assert_all_compile(launches: dict, tmp_path: Path, pipelined: bool = False) -> None:
+    """Every recorded launch compiles for sm_90 (see tests/kernels/gpu_compile.py); `pipelined`: each
+    with num_stages > 1 also copies its operands asynchronously (aligned real-size shapes only)."""
     assert launches, "nothing was launched"
     path = tmp_path / "launches.pkl"
     path.write_bytes(pickle.dumps([(name, source, list(args), dict(kw)) for name, source, args, kw in launches]))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
-    result = subprocess.run([sys.executable, "-m", "tests.kernels.gpu_compile", str(path)], cwd=ROOT, env=env,
+    command = [sys.executable, "-m", "tests.kernels.gpu_compile", str(path), *(["--pipelined"] if pipelined else [])]
+    result = subprocess.run(command, cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert f"compiled {len(launches)} of {len(launches)} kernels for sm_90" in result.stdout
@@ -128,16 +135,21 @@ def test_every_activation_compiles_for_sm90_in_every_position(launches, tmp_path
     assert_all_compile(launches, tmp_path)
 
 
-def test_a_tuned_conv_launch_is_used_and_compiles_for_sm90(launches, tmp_path, monkeypatch):
-    """A conv shape in the tuning table launches with its measured blocks, warps and pipeline stages."""
+def test_a_tuned_conv_launch_is_used_pipelined_for_sm90(launches, tmp_path, monkeypatch):
+    """A conv shape in the tuning table (per layout) launches with its measured blocks, warps and
+    pipeline stages, and its operand loads are copied asynchronously, stage ahead of the dot."""
     from fusegraph.kernels.registry import conv_shape_key
 
     config = {"block_m": 128, "block_n": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
-    key = conv_shape_key(torch.float16, 64, 14, 14, 64, (3, 3), (1, 1), False)
+    key = conv_shape_key(torch.float16, 64, 14, 14, 64, (3, 3), (1, 1), False, layouts=(True, True))
     monkeypatch.setitem(registry.GPU_TUNING["conv"], key, config)
-    model = fg.Sequential([fg.Input((64, 14, 14), dtype="float16"), fg.Conv2D(64, 3, padding="same", activation="relu")])
+    # the middle conv reads and writes channels-last (the first reads the caller's NCHW, the last writes it)
+    model = fg.Sequential([fg.Input((64, 14, 14), dtype="float16"),
+                           *(fg.Conv2D(64, 3, padding="same", activation="relu") for _ in range(3))])
     run_as_gpu(model.graph, [torch.randn(2, 64, 14, 14).half()], model.params)
-    ((_, _, _, kwargs),) = launches
-    assert {k: v for k, v in kwargs if k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")} == {
-        "BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8, "num_stages": 4}
-    assert_all_compile(launches, tmp_path)
+    tuned = [dict(kwargs) for _, _, _, kwargs in launches if dict(kwargs).get("num_stages") == 4]
+    assert len(launches) == 3 and len(tuned) == 1
+    assert tuned[0]["X_CL"] and tuned[0]["OUT_CL"] and tuned[0]["W_CL"]
+    assert {k: v for k, v in tuned[0].items() if k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps")} == {
+        "BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8}
+    assert_all_compile(launches, tmp_path, pipelined=True)
