@@ -9,7 +9,9 @@ contiguous tensors. Values a `layout_follows` op joins form a class; a class is 
 channels-last unless a member must be contiguous: a graph input (callers pass contiguous tensors),
 a graph output (callers get one back), or an operand of an op of neither kind (a reshape, a
 matmul, a scan). No copy is ever inserted: the first conv reads the contiguous input and writes
-channels-last, the last writes what the flatten after it reads.
+channels-last, the last writes what the flatten after it reads. With `edges="channels_last"`
+(callers that keep their tensors channels-last, as a PyTorch model converted to it does), graph
+inputs and outputs are stored as their class is, like every other value.
 
 Two ties keep training consistent: a parameter's gradient takes the parameter's layout (the
 optimizer walks both as one flat buffer), and a backward dropout takes its forward's (the mask is
@@ -18,15 +20,20 @@ a function of the element's index in storage).
 Assumes: a verified, unfused graph (runs before fuse; scan bodies have no rank-4 values).
 Guarantees: the same graph with layouts set on rank-4 values; every use agrees with its definition;
 `layout_follows` nodes have one layout; other nodes (but `layout_free` ones and parameters) touch
-only contiguous values; graph inputs and outputs other than parameter gradients are contiguous."""
+only contiguous values; with contiguous edges, graph inputs and outputs other than parameter
+gradients are contiguous."""
 
 from __future__ import annotations
 
 from ..ir import Graph, Node, Value, verify
 from ..ir.ops import has_trait
 
+EDGES = ("contiguous", "channels_last")
 
-def channels_last(graph: Graph) -> Graph:
+
+def channels_last(graph: Graph, edges: str = "contiguous") -> Graph:
+    if edges not in EDGES:
+        raise ValueError(f"edges must be one of {EDGES}, got {edges!r}")
     classes = _Classes()
     contiguous: set[str] = set()
     by_name = {n.name: n for n in graph.nodes}
@@ -35,6 +42,8 @@ def channels_last(graph: Graph) -> Graph:
         values = [v.name for v in (*node.inputs, *node.outputs) if v.type.rank == 4]
         if _follows(node):
             classes.join(values)
+        elif node.op == "input" and edges == "channels_last":
+            pass
         elif not (has_trait(node, "layout_free") or node.op == "parameter"):
             contiguous.update(values)
         forward = by_name.get(node.role.gradient_of or "")
@@ -42,7 +51,8 @@ def channels_last(graph: Graph) -> Graph:
             classes.join([values[0], forward.outputs[0].name])  # the same mask, so the same index order
     for gradient, parameter in gradients.items():
         classes.join([gradient, parameter])
-    contiguous.update(v.name for v in graph.outputs if v.type.rank == 4 and v.name not in gradients)
+    if edges == "contiguous":
+        contiguous.update(v.name for v in graph.outputs if v.type.rank == 4 and v.name not in gradients)
     pinned = {classes.find(name) for name in contiguous}
 
     def stored(value: Value) -> Value:

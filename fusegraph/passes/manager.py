@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from ..ir import Graph, verify
@@ -14,13 +15,14 @@ from .persistent_scans import persistent_scans_with_report
 from .sink_scan_projections import sink_scan_projections
 
 
-def run_pipeline(graph: Graph, *, fuse: bool = True,
+def run_pipeline(graph: Graph, *, fuse: bool = True, memory_format: str = "contiguous",
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
     """verify → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
     RNN input projections → sink per-step output projections after the loop → store the conv part
     channels-last → fuse → persistent scans (a narrow RNN layer as one kernel). Without `fuse`, only
     verify, dead code and the layout: one kernel per node, stored as the fused graph stores it.
-    Returns the graph and the fusion decisions."""
+    `memory_format`: how callers store the graph's rank-4 inputs and outputs ("contiguous" or
+    "channels_last"). Returns the graph and the fusion decisions."""
     decisions: list[Decision] = []
 
     def fuse_step(g: Graph) -> Graph:
@@ -38,7 +40,7 @@ def run_pipeline(graph: Graph, *, fuse: bool = True,
         steps += [("forward_scan_passthroughs", forward_scan_passthroughs),
                   ("hoist_rnn_projections", hoist_rnn_projections),
                   ("sink_scan_projections", sink_scan_projections)]
-    steps.append(("channels_last", channels_last))
+    steps.append(("channels_last", functools.partial(channels_last, edges=memory_format)))
     if fuse:
         steps += [("fuse", fuse_step), ("persistent_scans", persistent_step)]
     for name, step in steps:

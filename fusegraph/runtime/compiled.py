@@ -18,7 +18,7 @@ from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from .device import select_device
 from .graphs import SIGNATURES, GraphRunner
-from .plan import MEMORY_FORMAT
+from .plan import MEMORY_FORMAT, stored_as
 from .program import Program
 
 
@@ -40,14 +40,16 @@ class CompiledModel:
     Safe to call from several threads: calls on one model run one at a time."""
 
     def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
-                 cuda_graphs: bool | None = None, fp32_precision: str | None = None) -> None:
+                 cuda_graphs: bool | None = None, fp32_precision: str | None = None,
+                 memory_format: str | torch.memory_format | None = None) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
         self.source_graph = graph
         self._lock = threading.RLock()
         self.fuse = fuse
-        self.graph, self.decisions = run_pipeline(graph, fuse=fuse)
+        self.memory_format = _memory_format(memory_format)
+        self.graph, self.decisions = run_pipeline(graph, fuse=fuse, memory_format=self.memory_format)
         self.loss = loss
         if loss is not None:
             half = next((n for n in graph.param_nodes if n.outputs[0].type.dtype != "float32"), None)
@@ -56,7 +58,8 @@ class CompiledModel:
                                  f"{half.outputs[0].type.dtype}; build the model with dtype='float32' to train it "
                                  "(half precision serves inference)")
             self.train_source = autodiff(graph, loss)
-            self.train_graph, self.train_decisions = run_pipeline(self.train_source, fuse=fuse)
+            self.train_graph, self.train_decisions = run_pipeline(self.train_source, fuse=fuse,
+                                                                  memory_format=self.memory_format)
         self.device = select_device(device)
         if cuda_graphs and self.device != "cuda":
             raise GraphError(f"cuda_graphs=True needs the GPU, but this model is compiled for {self.device}")
@@ -133,7 +136,7 @@ class CompiledModel:
             if tensor.device.type != self.device:
                 raise InputError(f"input '{value.name}' is on {tensor.device.type} but the model was compiled for "
                                  f"{self.device}; move it with .to('{self.device}')")
-            checked.append(tensor.contiguous())
+            checked.append(stored_as(tensor, value.type))  # NCHW, or NHWC where the graph keeps it so
         names = {v.name: t for v, t in zip(graph.inputs, checked)}
         # NOTE: kernels do not bounds-check a gather (the interpreter would read wild memory), so ids are checked here
         for node, index, rows, what in self._range_checks(graph):
@@ -172,6 +175,17 @@ class CompiledModel:
         return outputs[0] if self._single_output else outputs
 
 
+def _memory_format(value) -> str:
+    """compile()'s memory_format as the layout name passes use."""
+    names = {None: "contiguous", torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
+             "contiguous": "contiguous", "channels_last": "channels_last"}
+    try:
+        return names[value]
+    except (KeyError, TypeError):
+        raise GraphError(f"memory_format must be torch.contiguous_format or torch.channels_last (or their names), "
+                         f"got {value!r}") from None
+
+
 def _packed(tensor: torch.Tensor, stored: TensorType | None) -> torch.Tensor:
     """A copy of `tensor` (never the caller's) in the layout the graph stores it in."""
     layout = MEMORY_FORMAT[stored.layout] if stored is not None else torch.contiguous_format
@@ -186,13 +200,17 @@ def _all_nodes(graph: Graph):
 
 
 def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
-            optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None) -> CompiledModel:
+            optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
+            memory_format: str | torch.memory_format | None = None) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
     (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
     when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
     launches, captured on the first call with each input shape (`cuda_graphs=False`: launch one by one).
-    `fp32_precision`: how fp32 dots run on the GPU ("tf32x3" by default, "ieee", or one-pass "tf32")."""
+    `fp32_precision`: how fp32 dots run on the GPU ("tf32x3" by default, "ieee", or one-pass "tf32").
+    Inside, a chain of convs keeps its activations channels-last (NHWC); `memory_format=torch.channels_last`
+    says the caller's images are stored so too (a PyTorch model converted with .to(memory_format=...)):
+    inputs are read and outputs written channels-last, with no conversion at the edges."""
     from .training import make
 
     return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs,
-                fp32_precision=fp32_precision)
+                fp32_precision=fp32_precision, memory_format=memory_format)

@@ -69,15 +69,17 @@ def _pair(data, what: str) -> tuple:
 
 class Trainer(CompiledModel):
     def __init__(self, model, *, loss: str, optimizer: Optimizer | None = None, fuse: bool = True,
-                 device: str | None = None, cuda_graphs: bool | None = None, fp32_precision: str | None = None) -> None:
+                 device: str | None = None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
+                 memory_format=None) -> None:
         super().__init__(model, fuse=fuse, device=device, loss=loss, cuda_graphs=cuda_graphs,
-                         fp32_precision=fp32_precision)
+                         fp32_precision=fp32_precision, memory_format=memory_format)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise GraphError(f"optimizer must be one of fg.optim's (SGD, Adam, ...), got {type(optimizer).__name__}")
         self.model = model
         self.optimizer = optimizer
         self._flatten_parameters()
-        self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse)
+        self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse,
+                                          memory_format=self.memory_format)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params))
         self.steps_taken = 0  # completed steps: a step counts (for Adam's bias correction...) once it is done
@@ -270,12 +272,13 @@ class Trainer(CompiledModel):
 
 def make(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
          optimizer: Optimizer | None = None, cuda_graphs: bool | None = None,
-         fp32_precision: str | None = None) -> CompiledModel:
+         fp32_precision: str | None = None, memory_format=None) -> CompiledModel:
     if loss is None:
         if optimizer is not None:
             raise GraphError("an optimizer needs a loss: fg.compile(model, loss='cross_entropy', optimizer=...)")
-        return CompiledModel(model, fuse=fuse, device=device, cuda_graphs=cuda_graphs, fp32_precision=fp32_precision)
+        return CompiledModel(model, fuse=fuse, device=device, cuda_graphs=cuda_graphs, fp32_precision=fp32_precision,
+                             memory_format=memory_format)
     return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device, cuda_graphs=cuda_graphs,
-                   fp32_precision=fp32_precision)
+                   fp32_precision=fp32_precision, memory_format=memory_format)
 
 

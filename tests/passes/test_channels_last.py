@@ -176,3 +176,40 @@ def test_training_with_packed_weights_follows_torch_and_hands_back_nchw_weights(
     for name, tensor in weights.items():
         assert tensor.is_contiguous()
         torch.testing.assert_close(tensor, expected[name].detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_callers_who_keep_images_channels_last_pass_and_get_them_so():
+    """memory_format=torch.channels_last: a PyTorch model converted to channels-last, compiled; its
+    NHWC input is read where it lies and its conv output comes back NHWC, equal to torch's."""
+    x = fg.Input((3, 7, 6))
+    hidden = fg.Conv2D(WIDE, 3, padding="same", activation="relu")(x)
+    model = fg.Model(x, [fg.Conv2D(WIDE, 3, strides=2, padding="same")(hidden), fg.MaxPool2D(2)(hidden)])
+    image = torch.randn(2, 3, 7, 6).contiguous(memory_format=torch.channels_last)
+    compiled = fg.compile(model, memory_format=torch.channels_last)
+    assert compiled.graph.inputs[0].type.channels_last
+    with torch.no_grad():
+        expected = model.to_torch().to(memory_format=torch.channels_last)(image)
+    for ours, theirs in zip(compiled(image), expected, strict=True):
+        assert ours.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    # an NCHW image is converted on the way in, not refused
+    torch.testing.assert_close(compiled(image.contiguous())[0], expected[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(GraphError, match="memory_format must be"):
+        fg.compile(model, memory_format="nhwc")
+
+
+def test_channels_last_edges_train_like_torch():
+    model = network("max", "global")
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(0.05), memory_format="channels_last")
+    assert trainer.train_graph.inputs[0].type.channels_last
+    oracle = model.to_torch()
+    torch_optimizer = torch.optim.SGD(oracle.parameters(), lr=0.05)
+    x = torch.randn(4, 3, 9, 8).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 2, 1, 2])
+    for _ in range(2):
+        ours = trainer.train_step(x, y)
+        torch_optimizer.zero_grad()
+        theirs = torch.nn.functional.cross_entropy(oracle(x), y)
+        theirs.backward()
+        torch_optimizer.step()
+        assert ours == pytest.approx(theirs.item(), rel=1e-4)
