@@ -39,12 +39,13 @@ def results_path(out: str, env: dict) -> Path:
     return Path(out) / f"fair_{slug}.jsonl"
 
 
-def done_rows(path: Path) -> set[tuple[str, str, str]]:
-    """(row, dtype, precision) of every result on file."""
+def done_rows(path: Path) -> set[tuple[str, str, str, str]]:
+    """(row, dtype, precision, memory format) of every result on file."""
     if not path.is_file():
         return set()
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["row"], r.get("dtype", "float32"), r.get("precision", "exact")) for r in records}
+    return {(r["row"], r.get("dtype", "float32"), r.get("precision", "exact"), r.get("memory_format", "contiguous"))
+            for r in records}
 
 
 def runs_in(row: Row, dtype: str) -> bool:
@@ -53,7 +54,7 @@ def runs_in(row: Row, dtype: str) -> bool:
 
 
 def plan(rows: list[str] | None, path: Path, budget: float, dtype: str = "float32",
-         precision: str = "exact") -> list[Row]:
+         precision: str = "exact", memory_format: str = "contiguous") -> list[Row]:
     """The rows named (`--rows` with no names: none), else the SUBSET rows not yet measured on this GPU in
     this dtype and precision, then the others, while their expected times fit in `budget`."""
     if rows is not None:
@@ -64,14 +65,15 @@ def plan(rows: list[str] | None, path: Path, budget: float, dtype: str = "float3
     chosen, total, done = [], 0, done_rows(path)
     for name in SUBSET + [r for r in ROWS if r not in SUBSET]:
         row = ROWS[name]
-        if (name, dtype, precision) in done or not runs_in(row, dtype) or total + row.expected_s > budget:
+        if (name, dtype, precision, memory_format) in done or not runs_in(row, dtype) \
+                or total + row.expected_s > budget:
             continue
         chosen.append(row)
         total += row.expected_s
     return chosen
 
 
-def contenders_for(row: Row, scale: str, precision: str, dtype: str = "float32"):
+def contenders_for(row: Row, scale: str, precision: str, dtype: str = "float32", memory_format: str = "contiguous"):
     """The row's contenders (built, each called once) and what was left out: a forward, a training step
     or an optimizer step."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -81,21 +83,21 @@ def contenders_for(row: Row, scale: str, precision: str, dtype: str = "float32")
     model, feeds = row.build(scale, dtype)
     feeds = [f.to(device, getattr(torch, dtype)) for f in feeds]
     if row.loss is None:
-        return (*forward_contenders(model, feeds, precision), feeds)
+        return (*forward_contenders(model, feeds, precision, memory_format=memory_format), feeds)
     from bench.bench_training import targets
 
     target = targets(model, row.loss, len(feeds[0])).to(device)
-    return (*training_contenders(model, feeds, target, row.loss, precision), feeds)
+    return (*training_contenders(model, feeds, target, row.loss, precision, memory_format=memory_format), feeds)
 
 
 def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False,
-            dtype: str = "float32", profiled: bool = False) -> dict:
+            dtype: str = "float32", profiled: bool = False, memory_format: str = "contiguous") -> dict:
     start = time.perf_counter()
-    contenders, left_out, feeds = contenders_for(row, scale, precision, dtype)
+    contenders, left_out, feeds = contenders_for(row, scale, precision, dtype, memory_format)
     device = feeds[0].device.type
     tolerance = TOLERANCE[precision if dtype == "float32" else dtype]
     outcome = measure(contenders, left_out, rounds, tolerance, precision, training=row.loss is not None)
-    result = {"row": row.name, "scale": scale, "precision": precision, "dtype": dtype,
+    result = {"row": row.name, "scale": scale, "precision": precision, "dtype": dtype, "memory_format": memory_format,
               "shape": [list(f.shape) for f in feeds], **outcome.summary(),
               "wall_s": round(time.perf_counter() - start, 1)}
     if profiled:
@@ -175,7 +177,8 @@ def markdown(records: list[dict], env: dict, path: Path) -> str:
         ratios = ", ".join(f"{name} {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
                            for name, r in record["ratios_vs_fusegraph"].items())
         times = ", ".join(f"{name} {ms:.3f}" for name, ms in record["median_ms"].items())
-        lines.append(f"- **{record['row']}** ({record['dtype']}, {record['precision']}, {record['rounds']} rounds): "
+        stored = ", channels-last" if record.get("memory_format") == "channels_last" else ""
+        lines.append(f"- **{record['row']}** ({record['dtype']}, {record['precision']}{stored}, {record['rounds']} rounds): "
                      f"{times} ms; {ratios}")
         if "copy_ms" in record:
             lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["exact", "tf32"], default="exact", help="fp32 pairing")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                         help="forward rows in half precision too (training and optimizer rows are fp32)")
+    parser.add_argument("--memory-format", choices=["contiguous", "channels_last"], default="contiguous",
+                        help="how every contender stores images and conv weights (torch: .to(memory_format=...))")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
     parser.add_argument("--out", default=None, help="results folder (default bench/results at full scale)")
     parser.add_argument("--plan", action="store_true", help="print the rows that would run and their expected time")
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     out = args.out or ("bench/results" if args.scale == "full" else None)
     path = results_path(out or "bench/results", env)
-    rows = plan(args.rows, path, args.budget, args.dtype, args.precision)
+    rows = plan(args.rows, path, args.budget, args.dtype, args.precision, args.memory_format)
     print(f"{len(rows)} rows, expected about {sum(r.expected_s for r in rows)} s on the GPU: {[r.name for r in rows]}")
     if args.plan:
         return 0
@@ -233,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         save({"row": f"host cost per launch: {name}", "scale": args.scale, "host_cost": cost, "environment": env},
              out, path, env)
     for row in rows:
-        record = run_row(row, args.scale, args.rounds, args.precision, args.cold_start, args.dtype, args.profile)
+        record = run_row(row, args.scale, args.rounds, args.precision, args.cold_start, args.dtype, args.profile,
+                         args.memory_format)
         save({**record, "environment": env}, out, path, env)
     return 0
 

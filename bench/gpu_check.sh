@@ -3,8 +3,8 @@
 # eat the others; the default (fair benchmark, then the GPU tests) fits one 10-minute device call. Results and one log go to $1 (default
 # bench/results); Triton's compile cache is shared between the stages.
 #
-#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair blocks tests training models tune profile
-#                                                 # (default: fair tests)
+#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair fair-nhwc blocks tests training models tune
+#                                                 # tune-conv profile (default: fair tests)
 set -u
 out="${1:-bench/results}"
 shift || true
@@ -32,6 +32,10 @@ for name in $stages; do
     case $name in
         fair) stage fair 420 python3 -m bench.fair --budget 300 --profile --out "$out" \
                   --host-cost lenet lstm_classifier cnn_lstm resnet_block ;;
+        fair-nhwc) stage fair-nhwc 300 python3 -m bench.fair --dtype float16 --memory-format channels_last \
+                  --out "$out" --rows "conv3x3 64ch 56x56 b32" "conv3x3 256ch 14x14 b128" \
+                  "vgg conv3x3+relu+pool 64ch 112x112 b32" "cifar_cnn forward b128" ;;
+        tune-conv) stage tune-conv 330 python3 -m bench.tune_gpu --sweeps conv --budget 240 --out "$out" ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
         tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 python3 -m pytest -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py ;;
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;

@@ -118,22 +118,32 @@ def _detached(value):
     return torch.tensor(value)
 
 
+def in_memory_format(feeds: list[torch.Tensor], module: torch.nn.Module | None,
+                     memory_format: str) -> tuple[list[torch.Tensor], torch.nn.Module | None]:
+    """Images and the torch module stored as `memory_format` says, for every contender alike: with
+    "channels_last", what PyTorch users do with `.to(memory_format=torch.channels_last)`."""
+    if memory_format == "contiguous":
+        return feeds, module
+    feeds = [f.contiguous(memory_format=torch.channels_last) if f.dim() == 4 else f for f in feeds]
+    return feeds, module.to(memory_format=torch.channels_last) if module is not None else None
+
+
 def forward_contenders(model: fg.Model, feeds: list[torch.Tensor], precision: str = "exact",
-                       cuda: bool | None = None) -> tuple[list[Contender], dict[str, str]]:
+                       cuda: bool | None = None, memory_format: str = "contiguous") -> tuple[list[Contender], dict[str, str]]:
     """Every contender of one forward of `model` on `feeds` (already on the device, in the model's dtype),
-    with what was left out and why."""
+    with what was left out and why; `memory_format`: how every contender stores images and weights."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     device, dtype = feeds[0].device, next((f.dtype for f in feeds if f.is_floating_point()), torch.float32)
     left_out: dict[str, str] = {}
-    eager = flatten_rnns(model.to_torch().to(device, dtype).eval())
+    feeds, eager = in_memory_format(feeds, flatten_rnns(model.to_torch().to(device, dtype).eval()), memory_format)
     ours = "tf32" if precision == "tf32" else "ieee"
     builds: dict[str, Callable[[], Run]] = {
         "eager": lambda: (lambda: eager(*feeds)),
-        BASELINE: lambda: _fusegraph(model, feeds, ours, graphs=cuda),
-        "fusegraph-launch": lambda: _fusegraph(model, feeds, ours, graphs=False),
+        BASELINE: lambda: _fusegraph(model, feeds, ours, cuda, memory_format),
+        "fusegraph-launch": lambda: _fusegraph(model, feeds, ours, False, memory_format),
     }
     if precision == "exact" and dtype == torch.float32:
-        builds["fusegraph-tf32x3"] = lambda: _fusegraph(model, feeds, "tf32x3", graphs=cuda)
+        builds["fusegraph-tf32x3"] = lambda: _fusegraph(model, feeds, "tf32x3", cuda, memory_format)
     if cuda:
         import torch._dynamo as dynamo
 
@@ -150,8 +160,9 @@ def forward_contenders(model: fg.Model, feeds: list[torch.Tensor], precision: st
         return [_timed_first_call(name, build) for name, build in builds.items()], left_out
 
 
-def _fusegraph(model: fg.Model, feeds: list[torch.Tensor], precision: str, graphs: bool) -> Run:
-    compiled = fg.compile(model, cuda_graphs=graphs, fp32_precision=precision)
+def _fusegraph(model: fg.Model, feeds: list[torch.Tensor], precision: str, graphs: bool,
+               memory_format: str = "contiguous") -> Run:
+    compiled = fg.compile(model, cuda_graphs=graphs, fp32_precision=precision, memory_format=memory_format)
     return lambda: compiled(feeds)
 
 
@@ -269,15 +280,17 @@ def _synchronize() -> None:
 
 
 def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
-                        precision: str = "exact", cuda: bool | None = None) -> tuple[list[Contender], dict[str, str]]:
+                        precision: str = "exact", cuda: bool | None = None,
+                        memory_format: str = "contiguous") -> tuple[list[Contender], dict[str, str]]:
     """Every contender of one training step (forward, loss, backward, SGD with momentum 0.9 at lr 0.01),
     each reading its loss back to the host as a training loop does; each starts from the same weights,
-    so the first steps' losses are compared."""
+    so the first steps' losses are compared. `memory_format`: how every contender stores images and weights."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     left_out: dict[str, str] = {}
+    feeds, _ = in_memory_format(feeds, None, memory_format)
 
     def torch_step(compile_mode: str | None | bool = False) -> Run:
-        step = torch_sgd_step(model, feeds, target, loss)[2]
+        step = torch_sgd_step(model, feeds, target, loss, memory_format)[2]
         if compile_mode is False:
             return lambda: step().item()
         compiled = torch.compile(step, mode=compile_mode) if compile_mode else torch.compile(step)
@@ -285,7 +298,7 @@ def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torc
 
     def fusegraph_step(ours: str, graphs: bool) -> Run:
         trainer = fg.compile(model, loss=loss, optimizer=fg.optim.SGD(lr=0.01, momentum=0.9), cuda_graphs=graphs,
-                             fp32_precision=ours)
+                             fp32_precision=ours, memory_format=memory_format)
         return lambda: trainer.train_step(feeds, target)
 
     ours = "tf32" if precision == "tf32" else "ieee"
@@ -294,7 +307,7 @@ def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torc
         builds["fusegraph-tf32x3"] = lambda: fusegraph_step("tf32x3", cuda)
     if cuda:
         builds["fusegraph-launch"] = lambda: fusegraph_step(ours, False)
-        builds["eager+graph"] = lambda: _captured_training_step(model, feeds, target, loss)
+        builds["eager+graph"] = lambda: _captured_training_step(model, feeds, target, loss, memory_format)
         builds["compile"] = lambda: torch_step(None)
         builds["compile-max"] = lambda: torch_step("max-autotune")
     else:
@@ -311,12 +324,13 @@ def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torc
     return contenders, left_out
 
 
-def torch_sgd_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str):
+def torch_sgd_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
+                   memory_format: str = "contiguous"):
     """(module, optimizer, step): torch's side of a training step on `feeds`, SGD with momentum 0.9 at lr
     0.01, gradients zeroed in place (addresses fixed, so a CUDA graph can capture it); returns the loss."""
     from bench.bench_training import torch_loss
 
-    module = flatten_rnns(model.to_torch().to(feeds[0].device).train())
+    _, module = in_memory_format([], flatten_rnns(model.to_torch().to(feeds[0].device).train()), memory_format)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
 
     def step():
@@ -329,11 +343,12 @@ def torch_sgd_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Ten
     return module, optimizer, step
 
 
-def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str) -> Run:
+def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
+                            memory_format: str = "contiguous") -> Run:
     """PyTorch's whole-network capture: forward, backward and optimizer step in one CUDA graph. Warm-up
     steps run first (outside the capture), then weights and momentum are put back, so the first replay
     is the same step eager's first call takes."""
-    module, optimizer, step = torch_sgd_step(model, [f.clone() for f in feeds], target, loss)
+    module, optimizer, step = torch_sgd_step(model, [f.clone() for f in feeds], target, loss, memory_format)
     start = [p.detach().clone() for p in module.parameters()]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

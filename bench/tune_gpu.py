@@ -11,8 +11,9 @@
 3. The persistent scan (a narrow LSTM layer in one kernel: seq 100, batch 256, input 32, hidden
    32): warps per program, and in fp32 the dot precision.
 4. (only when asked: --sweeps conv) conv + bias + ReLU at the ResNet stage shapes (3x3, same
-   padding, batch 32; 64 channels at 56x56 down to 512 at 7x7) in fp16, bf16 and fp32: tiles, K
-   blocks, warps and pipeline stages per shape. The fastest checked configuration per shape goes
+   padding, batch 32; 64 channels at 56x56 down to 512 at 7x7) in fp16, bf16 and fp32, channels-last
+   in and out first (a conv between convs; cuDNN channels-last too), then NCHW: tiles, K blocks,
+   warps and pipeline stages per shape. The fastest checked configuration per shape goes
    into GPU_TUNING["conv"] under its conv_shape_key (by hand, from the .md table); cuDNN runs with
    TF32 off for fp32, as our fp32 dots are fp32-accurate (tf32x3).
 
@@ -54,8 +55,8 @@ def recurrent_layer(cell: str, dtype: torch.dtype) -> tuple[fg.Model, torch.Tens
     return model, torch.randn(64, 100, 128, generator=torch.Generator().manual_seed(0)).to("cuda", dtype)
 
 
-def measure(model: fg.Model, x: torch.Tensor, expected: torch.Tensor) -> dict:
-    compiled = fg.compile(model)
+def measure(model: fg.Model, x: torch.Tensor, expected: torch.Tensor, memory_format: str = "contiguous") -> dict:
+    compiled = fg.compile(model, memory_format=memory_format)
     with torch.no_grad():
         ours = compiled(x).float()
     error = float((ours - expected).abs().max())
@@ -152,34 +153,41 @@ def sweep_persistent(results: dict, deadline: float, out: str) -> None:
 
 
 def sweep_conv(results: dict, deadline: float, out: str) -> None:
+    """Channels-last in and out (a conv inside a network of convs: what the layout pass gives it),
+    cuDNN channels-last too; then, time left, the NCHW edges a lone conv keeps."""
     torch.backends.cudnn.allow_tf32 = False
-    for dtype in (torch.float16, torch.bfloat16, torch.float32):
-        for channels, side in RESNET_STAGES:
-            name = str(dtype).removeprefix("torch.")
-            model = fg.Sequential([fg.Input((channels, side, side), dtype=name),
-                                   fg.Conv2D(channels, 3, padding="same", activation="relu")], name="conv")
-            x = torch.randn(32, channels, side, side, generator=torch.Generator().manual_seed(0)).to("cuda", dtype)
-            with torch.no_grad():
-                eager = model.to_torch().to("cuda", dtype)
-                expected = eager(x).float()
-                cudnn = median_ms(lambda eager=eager, x=x: eager(x))
-            key = conv_shape_key(dtype, channels, side, side, channels, (3, 3), (1, 1), False)
-            rows = [{"key": key, "config": "rule", "cudnn_ms": cudnn, **measure(model, x, expected)}]
-            configs = CONV_TILES
-            for stage in ("tiles", "warps and stages"):
-                for config in configs:
-                    if time.monotonic() > deadline:
-                        break
-                    GPU_TUNING["conv"][key] = dict(config)
-                    rows.append({"key": key, "config": config, "cudnn_ms": cudnn, **measure(model, x, expected)})
-                timed = [r for r in rows if r.get("ms") and r["config"] != "rule"]
-                if stage == "tiles" and timed:
-                    best = min(timed, key=lambda r: r["ms"])["config"]
-                    configs = [{**best, "num_warps": w, "num_stages": s}
-                               for w, s in itertools.product((4, 8), (2, 3, 4)) if (w, s) != (4, 3)]
-            GPU_TUNING["conv"].pop(key, None)
-            results["conv"].extend(rows)
-            save(results, out)
+    shapes = itertools.product(("channels_last", "contiguous"), (torch.float16, torch.bfloat16, torch.float32),
+                               RESNET_STAGES)
+    for memory_format, dtype, (channels, side) in shapes:
+        name = str(dtype).removeprefix("torch.")
+        model = fg.Sequential([fg.Input((channels, side, side), dtype=name),
+                               fg.Conv2D(channels, 3, padding="same", activation="relu")], name="conv")
+        x = torch.randn(32, channels, side, side, generator=torch.Generator().manual_seed(0)).to("cuda", dtype)
+        stored = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        x = x.contiguous(memory_format=stored)
+        with torch.no_grad():
+            eager = model.to_torch().to("cuda", dtype).to(memory_format=stored)
+            expected = eager(x).float()
+            cudnn = median_ms(lambda eager=eager, x=x: eager(x))
+        cl = memory_format == "channels_last"
+        key = conv_shape_key(dtype, channels, side, side, channels, (3, 3), (1, 1), False, layouts=(cl, cl))
+        rows = [{"key": key, "config": "rule", "cudnn_ms": cudnn, **measure(model, x, expected, memory_format)}]
+        configs = CONV_TILES
+        for stage in ("tiles", "warps and stages"):
+            for config in configs:
+                if time.monotonic() > deadline:
+                    break
+                GPU_TUNING["conv"][key] = dict(config)
+                rows.append({"key": key, "config": config, "cudnn_ms": cudnn,
+                             **measure(model, x, expected, memory_format)})
+            timed = [r for r in rows if r.get("ms") and r["config"] != "rule"]
+            if stage == "tiles" and timed:
+                best = min(timed, key=lambda r: r["ms"])["config"]
+                configs = [{**best, "num_warps": w, "num_stages": s}
+                           for w, s in itertools.product((4, 8), (2, 3, 4)) if (w, s) != (4, 3)]
+        GPU_TUNING["conv"].pop(key, None)
+        results["conv"].extend(rows)
+        save(results, out)
 
 
 def save(results: dict, out: str) -> None:

@@ -5,6 +5,7 @@ interleaved rounds, ratios with ranges, results appended and the next run's plan
 import json
 
 import pytest
+import torch
 
 from bench import fair, harness
 from bench.suite import ROWS, SUBSET
@@ -74,3 +75,26 @@ def test_a_contender_that_disagrees_with_eager_fails_the_row():
     contenders.append(harness.Contender("wrong", lambda: feeds[0], first_result=feeds[0]))
     with pytest.raises(AssertionError, match="wrong differs from eager"):
         harness.check_against_eager(contenders, tolerance=1e-4)
+
+
+def test_channels_last_rows_give_every_contender_channels_last_images(tmp_path, monkeypatch):
+    """--memory-format channels_last: torch's module and images and fusegraph's edges alike; a row
+    measured so is on file apart from the contiguous one."""
+    seen = []
+    real = harness.in_memory_format
+
+    def spy(feeds, module, memory_format):
+        feeds, module = real(feeds, module, memory_format)
+        seen.extend(f.is_contiguous(memory_format=torch.channels_last) for f in feeds if f.dim() == 4)
+        return feeds, module
+
+    monkeypatch.setattr(harness, "in_memory_format", spy)
+    row = "vgg conv3x3+relu+pool 64ch 112x112 b32"
+    assert fair.main(["--scale", "tiny", "--rounds", "1", "--out", str(tmp_path), "--rows", row,
+                      "--memory-format", "channels_last"]) == 0
+    (jsonl,) = tmp_path.glob("fair_*.jsonl")
+    (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert record["memory_format"] == "channels_last" and record["max_abs_error_vs_eager"]["fusegraph"] < 1e-4
+    assert seen and all(seen)
+    assert row in [r.name for r in fair.plan(None, jsonl, budget=10_000)]  # the contiguous row is still to run
+    assert row not in [r.name for r in fair.plan(None, jsonl, budget=10_000, memory_format="channels_last")]
