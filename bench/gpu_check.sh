@@ -4,7 +4,7 @@
 # bench/results); Triton's compile cache is shared between the stages.
 #
 #     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair fair-nhwc blocks tests training models tune
-#                                                 # tune-conv profile (default: fair tests)
+#                                                 # tune-conv tune-conv-grad profile (default: fair tests)
 set -u
 out="${1:-bench/results}"
 shift || true
@@ -36,6 +36,7 @@ for name in $stages; do
                   --out "$out" --rows "conv3x3 64ch 56x56 b32" "conv3x3 256ch 14x14 b128" \
                   "vgg conv3x3+relu+pool 64ch 112x112 b32" "cifar_cnn forward b128" ;;
         tune-conv) stage tune-conv 330 python3 -m bench.tune_gpu --sweeps conv --budget 240 --out "$out" ;;
+        tune-conv-grad) stage tune-conv-grad 330 python3 -m bench.tune_gpu --sweeps conv_grad --budget 240 --out "$out" ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
         tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 python3 -m pytest -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py ;;
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;

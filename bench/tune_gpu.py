@@ -16,6 +16,9 @@
    warps and pipeline stages per shape. The fastest checked configuration per shape goes
    into GPU_TUNING["conv"] under its conv_shape_key (by hand, from the .md table); cuDNN runs with
    TF32 off for fp32, as our fp32 dots are fp32-accurate (tf32x3).
+5. (only when asked: --sweeps conv_grad) the conv input and weight gradients at the same shapes in
+   fp32, channels-last: GPU_TUNING["conv_input_grad"] and ["conv_weight_grad"], keyed by the forward
+   conv's key; times are whole loss_and_grads calls, torch's forward + backward beside them.
 
     python -m bench.tune_gpu --sweeps persistent   # one sweep only
 
@@ -46,6 +49,10 @@ DEFAULT_SWEEPS = ["recurrent", "precision", "persistent"]
 CONV_TILES = [dict(block_m=m, block_n=n, block_k=k, num_warps=4, num_stages=3) for (m, n), k in
               itertools.product(((64, 64), (128, 64), (64, 128), (128, 128)), (32, 64))]
 TILES = [(16, 16), (16, 32), (32, 16), (32, 32), (64, 16), (64, 32)]
+# fp32 gradient tiles (tf32x3 keeps three products: 16-wide K blocks at 64 x 64 and up, as conv.py's rule)
+DEVICE, GRAD_BATCH = "cuda", 32  # tests/bench run the gradient sweep's machinery on the CPU, small
+GRAD_TILES = [dict(block_m=m, block_n=n, block_k=k, num_warps=4, num_stages=3) for m, n, k in
+              ((64, 64, 16), (64, 64, 32), (128, 64, 16), (64, 128, 16), (32, 64, 32), (64, 32, 32))]
 
 
 def recurrent_layer(cell: str, dtype: torch.dtype) -> tuple[fg.Model, torch.Tensor]:
@@ -190,6 +197,63 @@ def sweep_conv(results: dict, deadline: float, out: str) -> None:
         save(results, out)
 
 
+def sweep_conv_grad(results: dict, deadline: float, out: str) -> None:
+    """The conv gradients at the ResNet stage shapes in fp32 (training is fp32), x and y channels-last
+    (two convs, so the second's input gradient runs): one table at a time, the other kernel on its rule;
+    each configuration's gradients checked against torch.autograd first; torch's own step (cuDNN
+    channels-last, TF32 off) beside it. Times are a whole loss_and_grads call."""
+    from bench.bench_training import torch_loss
+
+    torch.backends.cudnn.allow_tf32 = False
+    for channels, side in RESNET_STAGES:
+        model = fg.Sequential([fg.Input((channels, side, side)),
+                               *(fg.Conv2D(channels, 3, padding="same", activation="relu") for _ in range(2)),
+                               fg.GlobalAvgPool2D(), fg.Dense(4)], name="conv_grad")
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(GRAD_BATCH, channels, side, side, generator=generator).to(DEVICE)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randn(GRAD_BATCH, 4, generator=generator).to(DEVICE)
+        eager = model.to_torch().to(DEVICE).to(memory_format=torch.channels_last)
+
+        def torch_step(eager=eager, x=x, y=y, model=model) -> None:
+            eager.zero_grad(set_to_none=False)
+            torch_loss(model, eager(x), y, "mse").backward()
+
+        torch_step()
+        expected = {name: p.grad.detach().clone() for name, p in eager.fusegraph_parameters().items()}
+        torch_ms = median_ms(torch_step)
+        key = conv_shape_key(torch.float32, channels, side, side, channels, (3, 3), (1, 1), False, layouts=(True, True))
+        for table in ("conv_input_grad", "conv_weight_grad"):
+            rows = [{"table": table, "key": key, "config": "rule", "torch_ms": torch_ms,
+                     **measure_gradients(model, x, y, expected)}]
+            configs = GRAD_TILES
+            for stage in ("tiles", "warps and stages"):
+                for config in configs:
+                    if time.monotonic() > deadline:
+                        break
+                    GPU_TUNING[table][key] = dict(config)
+                    rows.append({"table": table, "key": key, "config": config, "torch_ms": torch_ms,
+                                 **measure_gradients(model, x, y, expected)})
+                timed = [r for r in rows if r.get("ms") and r["config"] != "rule"]
+                if stage == "tiles" and timed:
+                    best = min(timed, key=lambda r: r["ms"])["config"]
+                    configs = [{**best, "num_warps": w, "num_stages": s}
+                               for w, s in itertools.product((4, 8), (2, 3, 4)) if (w, s) != (4, 3)]
+            GPU_TUNING[table].pop(key, None)
+            results["conv_grad"].extend(rows)
+            save(results, out)
+
+
+def measure_gradients(model: fg.Model, x: torch.Tensor, y: torch.Tensor, expected: dict) -> dict:
+    compiled = fg.compile(model, loss="mse", memory_format="channels_last")
+    _, grads = compiled.loss_and_grads(x, y)
+    error = max(float((grads[name] - g).abs().max() / (1 + g.abs().max())) for name, g in expected.items())
+    row = {"max_rel_error": error, "ok": error <= TOLERANCE[torch.float32]}
+    if row["ok"]:
+        row["ms"] = median_ms(lambda: compiled.loss_and_grads(x, y))
+    return row
+
+
 def save(results: dict, out: str) -> None:
     write(results, out, results["file"], markdown)
 
@@ -237,6 +301,17 @@ def markdown(results: dict) -> str:
             for r in [r for r in rows if r["config"] == "rule"] + ranked:
                 ms = f"{r['ms']:.3f}" if r.get("ms") else "failed the check"
                 lines.append(f"| {key} | {r['config']} | {ms} | {r['cudnn_ms']:.3f} | {r['max_abs_error']:.2e} |")
+    if results.get("conv_grad"):
+        lines += ["", "## conv gradients, fp32, 2 convs 3x3 same, batch 32, channels-last: rule vs fastest per table",
+                  "", "| table | shape key | config | ms (loss_and_grads) | torch ms | max rel error |",
+                  "|---|---|---|---:|---:|---:|"]
+        for table, key in dict.fromkeys((r["table"], r["key"]) for r in results["conv_grad"]):
+            rows = [r for r in results["conv_grad"] if (r["table"], r["key"]) == (table, key)]
+            ranked = sorted((r for r in rows if r.get("ms") and r["config"] != "rule"), key=lambda r: r["ms"])[:3]
+            for r in [r for r in rows if r["config"] == "rule"] + ranked:
+                ms = f"{r['ms']:.3f}" if r.get("ms") else "failed the check"
+                lines.append(f"| {table} | {key} | {r['config']} | {ms} | {r['torch_ms']:.3f} | "
+                             f"{r['max_rel_error']:.2e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,13 +320,13 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds of sweeping before it stops")
     parser.add_argument("--sweeps", nargs="+", default=DEFAULT_SWEEPS,
-                        choices=[*DEFAULT_SWEEPS, "conv"])
+                        choices=[*DEFAULT_SWEEPS, "conv", "conv_grad"])
     args = parser.parse_args()
     if not gpu_or_explain("tune_gpu.py"):
         return 0
     deadline = time.monotonic() + args.budget
     results = {"benchmark": "bench/tune_gpu.py", "environment": environment(), "recurrent": [], "precision": [],
-               "persistent": [], "conv": [],
+               "persistent": [], "conv": [], "conv_grad": [],
                "file": "tune" if args.sweeps == DEFAULT_SWEEPS else "tune_" + "_".join(args.sweeps)}
     if "recurrent" in args.sweeps:
         sweep_recurrent(results, deadline, args.out)
@@ -261,6 +336,8 @@ def main() -> int:
         sweep_persistent(results, deadline + 80, args.out)
     if "conv" in args.sweeps:
         sweep_conv(results, deadline + 120, args.out)
+    if "conv_grad" in args.sweeps:
+        sweep_conv_grad(results, deadline + 120, args.out)
     return 0
 
 

@@ -15,7 +15,7 @@ from .conv import tap_major_conv
 from .expr import helpers_for
 from .group import group_of
 from .layout import channels_last
-from .registry import KernelSource, lifter, module_source, register_template
+from .registry import KernelSource, conv_shape_key, lifter, module_source, register_template
 
 INPUT_SOURCE = '''
 @triton.jit
@@ -145,6 +145,12 @@ def _geometry(node, x_shape, w_shape, dy_shape):
             dilation[0], dilation[1]), (kh, kw)
 
 
+def _forward_key(dtype, sizes: tuple, kernel: tuple, layouts: tuple[bool, bool]) -> str:
+    """The tuning key of the conv a gradient differentiates: its shape, and how its x and y are stored."""
+    n, c, h, w, o = sizes[:5]
+    return conv_shape_key(dtype, c, h, w, o, kernel, (sizes[7], sizes[8]), False, layouts)
+
+
 def render_input(node):
     name = kernel_name(node)
     source = INPUT_SOURCE.format(name=name)
@@ -162,10 +168,14 @@ def launch_input(fn, node, target, inputs, outputs):
     tap_major = tap_major_conv(o)  # the reduction runs over output channels here
     gpu_k = 16 if tap_major and dy.dtype == torch.float32 else 32
     block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256)
+    layouts = (channels_last(node.outputs[0]), channels_last(node.inputs[0]))  # the forward's x and y
+    tuned = target.tuned_conv(_forward_key(dy.dtype, sizes, (kh, kw), layouts), "conv_input_grad")
+    block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
+                                 (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
     fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
-             DY_CL=channels_last(node.inputs[0]), W_CL=channels_last(node.inputs[1]), DX_CL=channels_last(node.outputs[0]),
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+             DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]), DX_CL=layouts[0],
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
 def render_weight(node):
@@ -201,6 +211,10 @@ def launch_weight(fn, node, target, inputs, outputs):
     block_m = target.tile(o, gpu=32, interpreted=128)
     block_n = target.tile(c * kh * kw, gpu=32, interpreted=128)
     block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024)
+    layouts = (channels_last(anchor.inputs[0]), channels_last(anchor.inputs[1]))
+    tuned = target.tuned_conv(_forward_key(x.dtype, sizes, (kh, kw), layouts), "conv_weight_grad")
+    block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
+                                 (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
     tiles = triton.cdiv(o, block_m) * triton.cdiv(c * kh * kw, block_n)
     # a weight gradient is a few tiles with a reduction over every output position: split it
     # across programs (atomic fp32 sums) or a handful of programs loop over the whole batch
@@ -212,8 +226,8 @@ def launch_weight(fn, node, target, inputs, outputs):
             grad.zero_()
     grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n), split)
     fn[grid](x, dy, dw, *extra, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision(x.dtype), SPLIT=split,
-             X_CL=channels_last(anchor.inputs[0]), DY_CL=channels_last(anchor.inputs[1]),
-             DW_CL=channels_last(anchor.outputs[0]), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+             X_CL=layouts[0], DY_CL=layouts[1], DW_CL=channels_last(anchor.outputs[0]),
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
 for _ndim in (1, 2):

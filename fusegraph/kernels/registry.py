@@ -29,8 +29,11 @@ GPU_TUNING: dict = {
     # 0.149 at 8 (bench/results/tune_persistent_cuda.md)
     "persistent_scan": {"float32": {"num_warps": 4}, "half": {"num_warps": 4}},
     # per conv shape (conv_shape_key): block_m / block_n / block_k / num_warps / num_stages, measured by
-    # `python -m bench.tune_gpu --sweeps conv` (ResNet stage shapes); a shape not here gets conv.py's rule
+    # `python -m bench.tune_gpu --sweeps conv` (ResNet stage shapes); a shape not here gets conv.py's rule.
+    # The gradients' tables are keyed by their forward conv's shape and its (input, output) layouts
     "conv": {},
+    "conv_input_grad": {},
+    "conv_weight_grad": {},
 }
 
 
@@ -66,9 +69,10 @@ class Target:
             return "ieee"
         return self.fp32_dot or GPU_TUNING["fp32_dot"]
 
-    def tuned_conv(self, key: str) -> dict:
-        """The measured launch for a conv shape (GPU_TUNING["conv"]), or {} (the interpreter: always)."""
-        return {} if self.interpreted else dict(GPU_TUNING["conv"].get(key, {}))
+    def tuned_conv(self, key: str, kernel: str = "conv") -> dict:
+        """The measured launch for a conv shape (GPU_TUNING[kernel]: "conv", "conv_input_grad" or
+        "conv_weight_grad"), or {} (the interpreter: always)."""
+        return {} if self.interpreted else dict(GPU_TUNING[kernel].get(key, {}))
 
     def small_gemm(self, m: int, n: int, dtype: torch.dtype) -> dict:
         """The tuned launch for a GEMM whose 64 x 64 tiles would leave SMs idle; {} when none applies."""

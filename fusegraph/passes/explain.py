@@ -75,8 +75,34 @@ def explain(source: Graph, fused: Graph, decisions: list[Decision], batch: int =
         "", "Kernels, in launch order:",
     ]
     lines += _kernel_lines(fused, batch, "  ")
+    lines += _layouts(fused)
     lines += _refusals(decisions)
     return "\n".join(lines)
+
+
+def _layouts(graph: Graph) -> list[str]:
+    """Where the graph keeps activations channels-last, and which convs convert at its edges."""
+    values = [v for n in _flat(graph) if n.op not in ("input", "parameter") for v in n.outputs if v.type.rank == 4]
+    stored = [v.name for v in values if v.type.channels_last]
+    if not stored:
+        return []
+    packed = [n.name for n in graph.param_nodes if n.outputs[0].type.channels_last]
+    edges = [f"%{n.name} reads {_layout(n.inputs[0])}, writes {_layout(n.outputs[0])}" for n in _flat(graph)
+             if has_trait(n, "layout_free") and n.inputs[0].type.rank == 4 and n.outputs[0].type.rank == 4
+             and n.inputs[0].type.layout != n.outputs[0].type.layout]
+    lines = ["", f"Stored channels-last (NHWC): {len(stored)} of {len(values)} rank-4 activations "
+                 f"(%{stored[0]} ... %{stored[-1]}); {len(packed)} conv weights packed (O, KH, KW, C)"]
+    if edges:
+        lines.append("  layout changes inside a kernel, no copy: " + "; ".join(edges))
+    return lines
+
+
+def _flat(graph: Graph) -> list[Node]:
+    return [m for n in graph.nodes for m in (n.attrs["body"].nodes if n.op == "fused" else [n])]
+
+
+def _layout(value) -> str:
+    return "NHWC" if value.type.channels_last else "NCHW"
 
 
 def _refusals(decisions: list[Decision]) -> list[str]:
@@ -142,5 +168,6 @@ def explain_training(train: Graph, batch: int = 64, decisions: list[Decision] | 
     forward = {n.name for n in train.nodes} - backward
     lines += ["", "Forward kernels, in launch order:", *_kernel_lines(train, batch, "  ", only=forward)]
     lines += ["", "Backward kernels, in launch order:", *_kernel_lines(train, batch, "  ", only=backward - losses)]
+    lines += _layouts(train)
     lines += _refusals(decisions or [])
     return "\n".join(lines)

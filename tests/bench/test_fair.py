@@ -98,3 +98,28 @@ def test_channels_last_rows_give_every_contender_channels_last_images(tmp_path, 
     assert seen and all(seen)
     assert row in [r.name for r in fair.plan(None, jsonl, budget=10_000)]  # the contiguous row is still to run
     assert row not in [r.name for r in fair.plan(None, jsonl, budget=10_000, memory_format="channels_last")]
+
+
+def test_the_conv_gradient_sweep_checks_each_planted_launch_on_the_cpu(tmp_path, monkeypatch):
+    """bench/tune_gpu.py's conv-gradient sweep, its machinery at a tiny shape in the interpreter (the
+    GPU session that runs it cannot afford a crash): each table planted in turn, every configuration's
+    gradients checked against torch.autograd, the table left as it was."""
+    from bench import tune_gpu
+    from fusegraph.kernels.registry import GPU_TUNING
+
+    monkeypatch.setattr(tune_gpu, "DEVICE", "cpu")
+    monkeypatch.setattr(tune_gpu, "GRAD_BATCH", 2)
+    monkeypatch.setattr(tune_gpu, "RESNET_STAGES", [(16, 4)])
+    monkeypatch.setattr(tune_gpu, "GRAD_TILES", tune_gpu.GRAD_TILES[:1])
+    monkeypatch.setattr(tune_gpu, "median_ms", lambda fn: 1.0)
+    monkeypatch.setattr(tune_gpu, "save", lambda results, out: None)
+    results = {"conv_grad": []}
+    tune_gpu.sweep_conv_grad(results, deadline=float("inf"), out=str(tmp_path))
+    rows = results["conv_grad"]
+    assert {r["table"] for r in rows} == {"conv_input_grad", "conv_weight_grad"}
+    assert all(r["ok"] and r["max_rel_error"] < 1e-4 for r in rows), rows
+    assert len(rows) == 2 * (1 + 1 + 5)  # the rule, one tile, then warps x stages around it
+    assert GPU_TUNING["conv_input_grad"] == {} and GPU_TUNING["conv_weight_grad"] == {}
+    assert "conv_input_grad" in tune_gpu.markdown({"environment": {"device": "cpu", "torch": "", "triton": ""},
+                                                   "benchmark": "", "recurrent": [], "precision": [],
+                                                   "persistent": [], "conv": [], **results})

@@ -153,3 +153,27 @@ def test_a_tuned_conv_launch_is_used_pipelined_for_sm90(launches, tmp_path, monk
     assert {k: v for k, v in tuned[0].items() if k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps")} == {
         "BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8}
     assert_all_compile(launches, tmp_path, pipelined=True)
+
+
+def test_tuned_conv_gradient_launches_are_used_pipelined_for_sm90(launches, tmp_path, monkeypatch):
+    """The input and weight gradients of a conv between convs (channels-last x and y) launch with the
+    entries their tables hold under the forward conv's key, and pipeline their operand loads."""
+    from fusegraph.kernels.registry import conv_shape_key
+
+    key = conv_shape_key(torch.float32, 32, 8, 8, 32, (3, 3), (1, 1), False, layouts=(True, True))
+    planted = {"conv_input_grad": {"block_m": 64, "block_n": 32, "block_k": 16, "num_warps": 4, "num_stages": 3},
+               "conv_weight_grad": {"block_m": 32, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}}
+    for table, config in planted.items():
+        monkeypatch.setitem(registry.GPU_TUNING[table], key, config)
+    model = fg.Sequential([fg.Input((32, 8, 8)), *(fg.Conv2D(32, 3, padding="same", activation="relu") for _ in range(3)),
+                           fg.Flatten(), fg.Dense(2)])
+    feeds = feeds_for(model, 4)
+    run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 4)], model.params)
+    staged = [(name, dict(kwargs)) for name, _, _, kwargs in launches
+              if name.startswith("conv2d_bwd") and "num_stages" in dict(kwargs)]
+    # the first conv reads the caller's NCHW input and the last writes the flatten's NCHW: other keys
+    assert [name for name, _ in staged] == ["conv2d_bwd_input", "conv2d_bwd_weight_bias_grad"], staged
+    (_, to_input), (_, to_weight) = staged
+    assert to_input["BLOCK_M"] == 64 and to_input["num_stages"] == 3 and to_input["DY_CL"] and to_input["DX_CL"]
+    assert to_weight["BLOCK_N"] == 64 and to_weight["num_stages"] == 2 and to_weight["X_CL"] and to_weight["DW_CL"]
+    assert_all_compile(launches, tmp_path, pipelined=True)

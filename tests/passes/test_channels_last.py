@@ -29,6 +29,9 @@ def test_the_conv_part_is_channels_last_and_the_edges_contiguous():
     assert stored["conv2_1.bias"] == stored["fc.weight"] == "contiguous"
     assert all(v.type.layout == "contiguous" for v in graph.outputs)
     assert "f32[N,64,32,32]:channels_last = conv2d(%image" in str(graph)
+    report = fg.compile(fg.zoo.cifar_cnn()).explain()
+    assert "Stored channels-last (NHWC): 14 of 18 rank-4 activations" in report
+    assert "%conv1_1.conv reads NCHW, writes NHWC; %conv3_1.conv reads NHWC, writes NCHW" in report
 
 
 def test_a_conv_output_the_caller_gets_back_stays_contiguous():
