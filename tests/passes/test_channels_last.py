@@ -10,7 +10,13 @@ from fusegraph.ir import Graph, GraphError, TensorType, Value, verify
 from fusegraph.passes import run_pipeline
 from fusegraph.passes.autodiff import autodiff
 from fusegraph.passes.channels_last import channels_last
-from tests.conftest import assert_compiled_matches_torch, assert_grads_match_torch, feeds_for, targets_for
+from tests.conftest import (
+    assert_compiled_matches_torch,
+    assert_grads_match_torch,
+    assert_training_follows_torch,
+    feeds_for,
+    targets_for,
+)
 
 
 def layouts(graph: Graph) -> dict[str, str]:
@@ -166,14 +172,9 @@ def test_training_with_packed_weights_follows_torch_and_hands_back_nchw_weights(
     assert trainer.params["conv2d_1.weight"].is_contiguous(memory_format=torch.channels_last)
     torch_optimizer = torch.optim.SGD(oracle.parameters(), lr=0.05, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        x, y = torch.randn(4, 3, 9, 8, generator=generator), torch.randint(0, 3, (4,), generator=generator)
-        ours = trainer.train_step(x, y)
-        torch_optimizer.zero_grad()
-        theirs = torch.nn.functional.cross_entropy(oracle(x), y)
-        theirs.backward()
-        torch_optimizer.step()
-        assert ours == pytest.approx(theirs.item(), rel=1e-4)
+    batches = [(torch.randn(4, 3, 9, 8, generator=generator), torch.randint(0, 3, (4,), generator=generator))
+               for _ in range(3)]
+    assert_training_follows_torch(model, trainer, torch_optimizer, oracle, batches)
     weights, _ = trainer.host_weights()
     expected = oracle.fusegraph_parameters()
     for name, tensor in weights.items():
@@ -208,11 +209,4 @@ def test_channels_last_edges_train_like_torch():
     oracle = model.to_torch()
     torch_optimizer = torch.optim.SGD(oracle.parameters(), lr=0.05)
     x = torch.randn(4, 3, 9, 8).contiguous(memory_format=torch.channels_last)
-    y = torch.tensor([0, 2, 1, 2])
-    for _ in range(2):
-        ours = trainer.train_step(x, y)
-        torch_optimizer.zero_grad()
-        theirs = torch.nn.functional.cross_entropy(oracle(x), y)
-        theirs.backward()
-        torch_optimizer.step()
-        assert ours == pytest.approx(theirs.item(), rel=1e-4)
+    assert_training_follows_torch(model, trainer, torch_optimizer, oracle, [(x, torch.tensor([0, 2, 1, 2]))] * 2)
