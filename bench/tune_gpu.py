@@ -48,6 +48,10 @@ DEFAULT_SWEEPS = ["recurrent", "precision", "persistent"]
 # tiles and K blocks at 4 warps and 3 stages first; then warps x stages around the fastest tile
 CONV_TILES = [dict(block_m=m, block_n=n, block_k=k, num_warps=4, num_stages=3) for (m, n), k in
               itertools.product(((64, 64), (128, 64), (64, 128), (128, 128)), (32, 64))]
+# fp32 runs three TF32 products (tf32x3): K blocks of 64, or 128 x 128 tiles, spill on sm_90 (536-1096 B/thread,
+# tests/kernels/test_gpu_compile.py)
+FP32_CONV_TILES = [dict(block_m=m, block_n=n, block_k=k, num_warps=4, num_stages=3) for (m, n), k in
+                   itertools.product(((64, 64), (128, 64), (64, 128)), (16, 32))]
 TILES = [(16, 16), (16, 32), (32, 16), (32, 32), (64, 16), (64, 32)]
 # fp32 gradient tiles (tf32x3 keeps three products: 16-wide K blocks at 64 x 64 and up, as conv.py's rule)
 DEVICE, GRAD_BATCH = "cuda", 32  # tests/bench run the gradient sweep's machinery on the CPU, small
@@ -179,7 +183,7 @@ def sweep_conv(results: dict, deadline: float, out: str) -> None:
         cl = memory_format == "channels_last"
         key = conv_shape_key(dtype, channels, side, side, channels, (3, 3), (1, 1), False, layouts=(cl, cl))
         rows = [{"key": key, "config": "rule", "cudnn_ms": cudnn, **measure(model, x, expected, memory_format)}]
-        configs = CONV_TILES
+        configs = FP32_CONV_TILES if dtype == torch.float32 else CONV_TILES
         for stage in ("tiles", "warps and stages"):
             for config in configs:
                 if time.monotonic() > deadline:

@@ -65,8 +65,8 @@ def launches(monkeypatch) -> dict:
     return recorded
 
 
-def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict) -> None:
-    Program(run_pipeline(graph)[0], CUDA, LaunchCounter()).run(feeds, params)
+def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, memory_format: str = "contiguous") -> None:
+    Program(run_pipeline(graph, memory_format=memory_format)[0], CUDA, LaunchCounter()).run(feeds, params)
 
 
 def assert_all_compile(launches: dict, tmp_path: Path, pipelined: bool = False) -> None:
@@ -176,4 +176,42 @@ def test_tuned_conv_gradient_launches_are_used_pipelined_for_sm90(launches, tmp_
     (_, to_input), (_, to_weight) = staged
     assert to_input["BLOCK_M"] == 64 and to_input["num_stages"] == 3 and to_input["DY_CL"] and to_input["DX_CL"]
     assert to_weight["BLOCK_N"] == 64 and to_weight["num_stages"] == 2 and to_weight["X_CL"] and to_weight["DW_CL"]
+    assert_all_compile(launches, tmp_path, pipelined=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_every_conv_tile_the_sweep_tries_compiles_pipelined_for_sm90(dtype, launches, tmp_path, monkeypatch):
+    """bench/tune_gpu.py's candidate conv tiles (4 warps, 3 stages), channels-last in and out: each
+    compiles, on tensor cores, without spilling, its loads pipelined; a GPU period is not spent on
+    one that cannot."""
+    from bench.tune_gpu import CONV_TILES, FP32_CONV_TILES
+    from fusegraph.kernels.registry import conv_shape_key
+
+    key = conv_shape_key(getattr(torch, dtype), 64, 14, 14, 64, (3, 3), (1, 1), False, layouts=(True, True))
+    model = fg.Sequential([fg.Input((64, 14, 14), dtype=dtype), fg.Conv2D(64, 3, padding="same", activation="relu")])
+    image = torch.randn(2, 64, 14, 14).to(getattr(torch, dtype)).contiguous(memory_format=torch.channels_last)
+    tiles = FP32_CONV_TILES if dtype == "float32" else CONV_TILES
+    for config in tiles:
+        monkeypatch.setitem(registry.GPU_TUNING["conv"], key, config)
+        run_as_gpu(model.graph, [image], model.params, memory_format="channels_last")
+    assert len(launches) == len(tiles)
+    assert_all_compile(launches, tmp_path, pipelined=True)
+
+
+def test_every_conv_gradient_tile_the_sweep_tries_compiles_pipelined_for_sm90(launches, tmp_path, monkeypatch):
+    """bench/tune_gpu.py's candidate tiles for both conv gradient kernels (fp32, channels-last)."""
+    from bench.tune_gpu import GRAD_TILES
+    from fusegraph.kernels.registry import conv_shape_key
+
+    key = conv_shape_key(torch.float32, 32, 8, 8, 32, (3, 3), (1, 1), False, layouts=(True, True))
+    model = fg.Sequential([fg.Input((32, 8, 8)), *(fg.Conv2D(32, 3, padding="same", activation="relu") for _ in range(2)),
+                           fg.GlobalAvgPool2D(), fg.Dense(2)])
+    feeds = [f.contiguous(memory_format=torch.channels_last) for f in feeds_for(model, 4)]
+    for config in GRAD_TILES:
+        for table in ("conv_input_grad", "conv_weight_grad"):
+            monkeypatch.setitem(registry.GPU_TUNING[table], key, config)
+        run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 4)], model.params,
+                   memory_format="channels_last")
+    tuned = [name for name, _, _, kwargs in launches if name.startswith("conv2d_bwd") and "num_stages" in dict(kwargs)]
+    assert len(tuned) >= 2 * len(GRAD_TILES)  # each config, both kernels (the two convs' share a key)
     assert_all_compile(launches, tmp_path, pipelined=True)
