@@ -9,6 +9,8 @@ from .nn import (
     Add,
     AvgPool1D,
     AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
     Concatenate,
     Conv1D,
     Conv2D,
@@ -33,7 +35,8 @@ from .runtime import CompiledModel, compile
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "CacheError", "CompiledModel", "Concatenate", "Conv1D",
+    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "CacheError",
+    "CompiledModel", "Concatenate", "Conv1D",
     "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
     "Input", "InputError", "Layer", "MaxPool1D", "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN", "compile", "ir",
     "optim", "zoo",

@@ -110,12 +110,22 @@ def targets_for(model: fg.Model, loss: str, batch: int, seed: int = 1) -> torch.
     return torch.randn(shape, generator=generator)
 
 
+def training_oracle(model: fg.Model) -> torch.nn.Module:
+    """model.to_torch() as a training step sees it: batch norms on the batch's statistics (train mode);
+    dropout stays off, so both sides are deterministic."""
+    oracle = model.to_torch()
+    for module in oracle.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.train()
+    return oracle
+
+
 def assert_grads_match_torch(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
                              rtol: float = KERNEL_RTOL, atol: float = KERNEL_ATOL, **compile_args) -> fg.CompiledModel:
     """fusegraph's loss and every gradient equal torch.autograd's on to_torch() (fp32)."""
     compiled = fg.compile(model, loss=loss, **compile_args)
     value, grads = compiled.loss_and_grads(feeds, target)
-    oracle = model.to_torch()
+    oracle = training_oracle(model)
     expected = torch_loss(model, oracle(*feeds), target, loss)
     expected.backward()
     torch.testing.assert_close(torch.tensor(value), expected.detach(), rtol=rtol, atol=atol)

@@ -1,7 +1,7 @@
 """Triton kernel templates and codegen, registered by op name."""
 
 from . import triton_env  # noqa: F401, I001  (must run before triton is imported)
-from . import backward, conv, conv_backward, losses, matmul, memory, pointwise, pool, reduction, scan  # noqa: F401,E501
+from . import backward, conv, conv_backward, losses, matmul, memory, norm, pointwise, pool, reduction, scan  # noqa: F401,E501
 from .codegen import (
     INTERPRETER_LOCK,
     Kernel,

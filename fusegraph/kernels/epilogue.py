@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..ir import GraphError, Node, Value
-from ..ir.ops import get_op, has_trait
+from ..ir.ops import channel_inputs, get_op, has_trait
 from .expr import Names, local_name, to_triton
 
 
@@ -79,11 +79,9 @@ class Emitter:
         if math is None:
             raise GraphError(f"{node.where}: {op} cannot be generated as elementwise code")
         first = self.operand(node.inputs[0])
-        if has_trait(node, "per_channel"):
-            index = self.input_index(node.inputs[1])
-            rest = [[self.tile.load_channel(index, node.inputs[1], g) for g in range(len(first))]]
-        else:
-            rest = [self.operand(v) for v in node.inputs[1:]]
+        vectors = channel_inputs(node)
+        rest = [[self.tile.load_channel(self.input_index(v), v, g) for g in range(len(first))] if i in vectors
+                else self.operand(v) for i, v in enumerate(node.inputs) if i >= 1]
         out = node.outputs[0]
         results = []
         for g, operands in enumerate(zip(first, *rest)):

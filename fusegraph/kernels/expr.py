@@ -19,7 +19,7 @@ TRITON = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
     "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
     "where": "tl.where({0}, {1}, {2})",
-    "exp": "tl.exp({0})", "abs": "tl.abs({0})", "erf": "tl.math.erf({0})",
+    "exp": "tl.exp({0})", "abs": "tl.abs({0})", "erf": "tl.math.erf({0})", "rsqrt": "tl.math.rsqrt({0})",
     # NOTE: our own helpers (HELPERS below): libdevice tanh fails in the interpreter, and exp(-|x|) saturates
     "sigmoid": "_sigmoid({0})", "tanh": "_tanh({0})",
 }

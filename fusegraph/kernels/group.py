@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Node, Value
-from ..ir.ops import get_op, has_trait, ops_with
+from ..ir.ops import channel_inputs, get_op, has_trait, ops_with
 from .expr import Names, local_name, to_triton
 
 ANCHORS = ops_with("kernel_anchor")  # the ops a fused group's template is chosen by (ir/ops traits)
@@ -40,7 +40,7 @@ class Group:
     @property
     def channel_vectors(self) -> set[str]:
         """Inputs read per channel (bias vectors) rather than element by element."""
-        return {n.inputs[1].name for n in self.nodes if has_trait(n, "per_channel")}
+        return {n.inputs[i].name for n in self.nodes for i in channel_inputs(n)}
 
 
 def group_of(node: Node) -> Group:

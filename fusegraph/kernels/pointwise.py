@@ -12,7 +12,7 @@ from math import prod
 import triton
 
 from ..ir import GraphError
-from ..ir.ops import OPS, has_trait
+from ..ir.ops import OPS, channel_inputs, has_trait
 from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
@@ -83,8 +83,8 @@ def render(node):
 
 def launch(fn, node, target, inputs, outputs):
     group = group_of(node)
-    axis_of = {n.inputs[1].name: n.attrs["axis"] % n.outputs[0].type.rank for n in group.nodes
-               if has_trait(n, "per_channel")}
+    axis_of = {n.inputs[i].name: n.attrs["axis"] % n.outputs[0].type.rank for n in group.nodes
+               for i in channel_inputs(n)}
     shape = outputs[0].shape
     vector_args = []
     for value in group.inputs:

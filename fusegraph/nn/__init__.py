@@ -5,12 +5,14 @@ from .core import Activation, Dense, Dropout, Embedding, Flatten, Permute
 from .layer import Layer
 from .merge import Add, Concatenate
 from .model import Input, Model, Sequential
+from .norm import BatchNorm1D, BatchNorm2D
 from .pool import AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 from .recurrent import GRU, LSTM, SimpleRNN
 from .tensor import SymbolicTensor
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "Concatenate", "Conv1D", "Conv2D", "Dense",
+    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concatenate",
+    "Conv1D", "Conv2D", "Dense",
     "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "MaxPool1D",
     "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN", "SymbolicTensor",
 ]

@@ -9,7 +9,7 @@ import torch
 
 from ..ir import Graph, Node
 
-DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -25,6 +25,8 @@ def _sample(node: Node, generator: torch.Generator) -> torch.Tensor:
     init = node.attrs["init"]
     if init == "zeros":
         return torch.zeros(shape)
+    if init == "ones":
+        return torch.ones(shape)
     if init == "normal":
         return torch.randn(shape, generator=generator)
     if init == "uniform":

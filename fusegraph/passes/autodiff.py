@@ -2,8 +2,9 @@
 
 Assumes: a verified forward graph with one output (the prediction); `loss` names a loss op.
 Guarantees: a verified graph whose inputs are the forward inputs then `target`, and whose outputs
-are the mean loss, the gradient of every trainable parameter in parameter order, then the value the
-loss read (the logits, for accuracy). Gradients
+are the mean loss, the gradient of every trainable parameter in parameter order, the value the
+loss read (the logits, for accuracy), then the new value of each running statistic (batch norms
+train on their batch's statistics; running_state() pairs each with its parameter). Gradients
 come from each op's VJP rule (in ir/ops), in terms of other ops; contributions to one value are
 summed; only values that depend on a trainable parameter get gradients, so frozen parameters and
 the data get no gradient nodes at all. A classifier ending in softmax / log_softmax is trained
@@ -132,6 +133,39 @@ def training_dropouts(graph: Graph) -> Graph:
     return Graph(nodes, graph.outputs, graph.name)
 
 
+def training_batch_norms(graph: Graph) -> Graph:
+    """Every batch norm of a graph that trains normalises with its batch's statistics (batch_norm_train,
+    whose VJP differentiates through them) and gives its running statistics' new values
+    (running_average nodes, each reading the parameter it replaces: running_state() finds them)."""
+    taken = {v.name for n in graph.nodes for v in n.outputs}
+    nodes = []
+    for node in graph.nodes:
+        if node.op != "batch_norm":
+            nodes.append(node)
+            continue
+        x, running_mean, running_var, weight, bias = node.inputs
+        (y,) = node.outputs
+        stat = running_mean.type
+        mean, var, invstd = (Value(fresh_name(taken, f"{y.name}.{what}"), stat) for what in ("mean", "var", "invstd"))
+        nodes.append(node.replace(op="batch_norm_train", inputs=(x, weight, bias), outputs=(y, mean, var, invstd),
+                                  attrs={"eps": node.attrs["eps"], "counter": node.attrs.get("counter")}))
+        for running, batch in ((running_mean, mean), (running_var, var)):
+            new = Value(fresh_name(taken, f"{running.name}.next"), stat)
+            nodes.append(Node("running_average", (running, batch), (new,), {"momentum": node.attrs["momentum"]},
+                              node.layer))
+    return verify(Graph(tuple(nodes), graph.outputs, graph.name))
+
+
+def running_state(train: Graph) -> list[tuple[str, Value]]:
+    """(parameter name, its new value) for each running statistic a training step updates, in order."""
+    return [(n.inputs[0].name, n.outputs[0]) for n in train.nodes if n.op == "running_average"]
+
+
+def batch_counters(train: Graph) -> list[str]:
+    """The parameters that count a batch norm's training steps (torch's num_batches_tracked)."""
+    return [n.attrs["counter"] for n in train.nodes if n.op == "batch_norm_train" and n.attrs.get("counter")]
+
+
 def pool_with_positions(graph: Graph) -> Graph:
     """Max pools save where each maximum was (int8) for their backward, instead of their input; a ReLU
     (or leaky ReLU) whose only reader is the pool moves after it (max and a non-decreasing function
@@ -168,7 +202,7 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         raise GraphError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     if len(graph.outputs) != 1:
         raise GraphError(f"training needs a model with one output, this one has {len(graph.outputs)}")
-    graph = expose_scan_carries(pool_with_positions(training_dropouts(graph)))
+    graph = expose_scan_carries(pool_with_positions(training_batch_norms(training_dropouts(graph))))
     logits, absorbed = _loss_input(graph, loss)
     if loss == "cross_entropy":
         if logits.type.rank != 2:
@@ -189,6 +223,7 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         value = param.outputs[0]
         outputs.append(grads[value.name] if value.name in grads else g.op("zeros", [value]))
     outputs.append(logits)
+    outputs += [new for _, new in running_state(graph)]
     return _inputs_first(b, outputs, f"{graph.name}_train")
 
 

@@ -15,7 +15,7 @@ would cost a store per step); a Decision for every scan, kept or not, with the r
 from __future__ import annotations
 
 from ..ir import Graph, Node, verify
-from ..ir.ops import has_trait, ops_with
+from ..ir.ops import channel_inputs, has_trait, ops_with
 from .fuse import ELEMENTWISE, Decision
 from .kernel_names import persistent_scan_name
 from .templates import refusal
@@ -71,7 +71,8 @@ def blocker(scan: Node) -> str | None:
             continue
         if node.op not in CELL_OPS:
             return f"%{node.name} ({node.op}) is not an elementwise cell op"
-        tiles = (*node.inputs[:1], *(node.inputs[1:] if not has_trait(node, "per_channel") else ()))  # not bias vectors
+        vectors = channel_inputs(node)
+        tiles = tuple(v for i, v in enumerate(node.inputs) if i not in vectors)  # not bias vectors
         if any(v.type.shape[-1] % width for v in (*tiles, *node.outputs)):
             return f"%{node.name} works on a width other than whole gates"
         if any(role.get(v.name) == "constant" for v in tiles):

@@ -52,7 +52,7 @@ class CompiledModel:
         self.graph, self.decisions = run_pipeline(graph, fuse=fuse, memory_format=self.memory_format)
         self.loss = loss
         if loss is not None:
-            half = next((n for n in graph.param_nodes if n.outputs[0].type.dtype != "float32"), None)
+            half = next((n for n in graph.param_nodes if n.outputs[0].type.dtype in ("float16", "bfloat16")), None)
             if half is not None:
                 raise GraphError(f"{half.where}: training runs in float32, but %{half.name} is "
                                  f"{half.outputs[0].type.dtype}; build the model with dtype='float32' to train it "
@@ -152,11 +152,14 @@ class CompiledModel:
     def loss_and_grads(self, x: torch.Tensor | Sequence[torch.Tensor],
                        y: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
         """The mean loss on (x, y) and the gradient of every trainable parameter, keyed like model.params
-        (frozen parameters have no entry: no kernel computes their gradient)."""
+        (frozen parameters have no entry: no kernel computes their gradient). Batch norms normalise with
+        the batch's statistics, as in torch's train mode; their running statistics are left as they are
+        (a training step updates them)."""
         if self.loss is None:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
         outputs = self._run_training(x, y, self._gradients)
-        return float(outputs[0]), {name: g.clone() for name, g in zip(self.trainable, outputs[1:-1])}
+        grads = outputs[1:1 + len(self.trainable)]
+        return float(outputs[0]), {name: g.clone() for name, g in zip(self.trainable, grads, strict=True)}
 
     def _run_training(self, x, y, runner) -> list[torch.Tensor]:
         xs = list(x) if isinstance(x, (list, tuple)) else [x]

@@ -15,7 +15,7 @@ from ..kernels import load_kernel
 from ..kernels import optim as optim_kernels
 from ..optim import Optimizer
 from ..passes import run_pipeline
-from ..passes.autodiff import loss_graph
+from ..passes.autodiff import batch_counters, loss_graph, running_state
 from .compiled import CompiledModel, exclusive
 from .plan import in_layout
 from .program import Program
@@ -120,7 +120,13 @@ class Trainer(CompiledModel):
             self.params[name] = view
             self.grad_views[name] = in_layout(self.flat_grads[offset:offset + n], layout, shape)
             offset += n
-        self._bind = {v.name: self.grad_views[name] for v, name in zip(self.train_graph.outputs[1:-1], self.trainable)}
+        gradients = self.train_graph.outputs[1:1 + len(self.trainable)]
+        self._bind = {v.name: self.grad_views[name] for v, name in zip(gradients, self.trainable, strict=True)}
+        # batch norms' running statistics: which step output replaces which parameter, and the step counters
+        at = {v.name: i for i, v in enumerate(self.train_graph.outputs)}
+        self._running = [(name, at[new.name]) for name, new in running_state(self.train_source)]
+        self._counters = batch_counters(self.train_source)
+        self._logits_at = 1 + len(self.trainable)
 
     # -- one step ------------------------------------------------------------------------------
     @exclusive
@@ -136,27 +142,32 @@ class Trainer(CompiledModel):
         self._step_number.fill_(step)
         outputs = self._run_training(x, y, self._step_runner)
         launches = self.last_launches
-        self._update(step)
+        self._update(step, outputs)
         self.steps_taken = step
         self.weights_version += 1
         self.last_launches = launches + 1
         return outputs
 
-    def _update(self, step: int) -> None:
-        """One optimizer launch: all of it or, if interrupted, none of it."""
-        if not self.target.interpreted:  # NOTE: a launched GPU kernel runs to the end whatever Python does
-            optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
-                                 self.states, step)
-            return
+    def _update(self, step: int, outputs: list[torch.Tensor]) -> None:
+        """One optimizer launch and the running statistics' new values: all of it or, if interrupted, none."""
+        state = [self.flat, *self.states, *(self.params[name] for name, _ in self._running),
+                 *(self.params[name] for name in self._counters)]
         # the interpreter runs a launch's programs one by one in Python: Ctrl-C can land between them
-        before = [t.clone() for t in (self.flat, *self.states)]
+        before = [t.clone() for t in state] if self.target.interpreted else None
         try:
             optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
                                  self.states, step)
+            for name, at in self._running:
+                self.params[name].copy_(outputs[at])
+            for name in self._counters:
+                self.params[name].add_(1)
         except BaseException:
-            for tensor, saved in zip((self.flat, *self.states), before):
+            for tensor, saved in zip(state, before or []):  # NOTE: on a GPU, launched work runs to the end
                 tensor.copy_(saved)
             raise
+
+    def _running_values(self) -> list[torch.Tensor]:
+        return [self.params[name].clone() for name, _ in self._running] + [self.params[n].clone() for n in self._counters]
 
     # -- loops ---------------------------------------------------------------------------------
     @exclusive
@@ -189,7 +200,11 @@ class Trainer(CompiledModel):
                          augment=augment)
         finally:
             if best_flat[0] is not None:
-                self.flat.copy_(best_flat[0])
+                flat, running = best_flat[0]
+                self.flat.copy_(flat)
+                names = [name for name, _ in self._running] + self._counters
+                for name, saved in zip(names, running, strict=True):
+                    self.params[name].copy_(saved)
                 self.weights_version += 1
         return history
 
@@ -211,7 +226,7 @@ class Trainer(CompiledModel):
                     xb = [augment(xb[0], generator)]
                 outputs = self._step([t.to(self.device) for t in xb], yb.to(self.device))
                 total += float(outputs[0]) * len(index)
-                correct += self._correct(outputs[-1], yb.to(self.device))
+                correct += self._correct(outputs[self._logits_at], yb.to(self.device))
                 seen += len(index)
                 bar.set_postfix(self._metrics(total / seen, correct, seen))
             for key, value in self._metrics(total / seen, correct, seen).items():
@@ -223,7 +238,7 @@ class Trainer(CompiledModel):
                     print("  " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items()))
                 if early_stopping is not None:
                     if history["val_loss"][-1] < best:
-                        best, best_flat[0], waited = history["val_loss"][-1], self.flat.clone(), 0
+                        best, best_flat[0], waited = history["val_loss"][-1], (self.flat.clone(), self._running_values()), 0
                     else:
                         waited += 1
                         if waited >= early_stopping:

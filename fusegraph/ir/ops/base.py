@@ -59,7 +59,8 @@ TRAITS = {
     "saves_positions": "outputs each window's maximum position (int8) beside the pooled map: that output has no gradient",
     "from_positions": "a max pool gradient that reads the saved window positions, not the pool's input",
     "softmax": "a row softmax a matmul epilogue may end with",
-    "per_channel": "elementwise over input 0, with input 1 a vector along attr `axis` broadcast over the rest",
+    "per_channel": "elementwise over its full inputs, its rank-1 inputs (input 1 on) vectors along attr `axis` "
+                   "broadcast over the rest (channel_inputs)",
     "non_decreasing": "a non-decreasing function (with the attrs layers give it): commutes with a max pool",
     "rectifier": "ReLU-like: a layer ending in it starts from He initialisation",
     "loss": "a loss: (prediction, target) -> (mean value, gradient of the prediction)",
@@ -121,6 +122,13 @@ def has_trait(node: Any, trait: str) -> bool:
     if trait not in TRAITS:
         raise RuntimeError(f"unknown op trait {trait!r}")
     return trait in OPS[node.op].traits
+
+
+def channel_inputs(node: Any) -> list[int]:
+    """Positions of a `per_channel` node's inputs that are per-channel vectors (a bias, a norm's statistics)."""
+    if "per_channel" not in OPS[node.op].traits or node.outputs[0].type.rank < 2:
+        return []
+    return [i for i, v in enumerate(node.inputs) if i >= 1 and v.type.rank == 1]
 
 
 def get_op(name: str) -> OpDef:

@@ -18,7 +18,7 @@ import torch
 FUNCTIONS = {
     "add": 2, "sub": 2, "mul": 2, "div": 2, "neg": 1,
     "lt": 2, "le": 2, "gt": 2, "ge": 2, "where": 3,
-    "exp": 1, "abs": 1, "erf": 1, "sigmoid": 1, "tanh": 1,
+    "exp": 1, "abs": 1, "erf": 1, "sigmoid": 1, "tanh": 1, "rsqrt": 1,
 }
 
 
@@ -109,6 +109,10 @@ def erf(x: Expr) -> Call:
     return Call("erf", (x,))
 
 
+def rsqrt(x: Expr) -> Call:
+    return Call("rsqrt", (x,))
+
+
 def sigmoid(x: Expr) -> Call:
     return Call("sigmoid", (x,))
 
@@ -138,6 +142,7 @@ _TORCH = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "neg": torch.neg,
     "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "where": torch.where,
     "exp": torch.exp, "abs": torch.abs, "erf": torch.erf, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+    "rsqrt": torch.rsqrt,
 }
 
 

@@ -3,7 +3,7 @@
 from ..errors import GraphError
 from .base import OpDef, register_op
 
-INITIALISERS = ("he_normal", "glorot_uniform", "zeros", "uniform", "normal")
+INITIALISERS = ("he_normal", "glorot_uniform", "zeros", "ones", "uniform", "normal")
 
 
 def _argument_rule(types, attrs):

@@ -1,0 +1,127 @@
+"""Batch normalisation over axis 1 (channels), as torch's nn.BatchNorm1d / 2d.
+
+`batch_norm` is the evaluation form: running statistics in, a per-channel affine map out, so it
+joins a conv's or a matmul's epilogue. A training graph replaces it (passes/autodiff.py) with
+`batch_norm_train`, which computes the batch's statistics, and `running_average` nodes that give the
+new running statistics; its VJP is `batch_norm_train_bwd`, the whole gradient through the batch
+statistics in one op."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import GraphError
+from .base import OpDef, register_op, require_float, set_execution, set_traits, set_vjp, shape_str
+from .expr import Arg, Attr, rsqrt
+
+EPS, MOMENTUM = 1e-5, 0.1  # torch's defaults
+
+
+def _channels(x) -> int:
+    if x.rank < 2:
+        raise GraphError(f"batch normalisation needs (batch, channels, ...), got {shape_str(x)}")
+    require_float(x)
+    return x.shape[1]
+
+
+def _require_vectors(types, channels: int, names: tuple[str, ...]) -> None:
+    for t, name in zip(types, names):
+        if t.shape != (channels,):
+            raise GraphError(f"{name} must have one value per channel ({channels}), got {shape_str(t)}")
+
+
+def _eval_rule(types, attrs):
+    x = types[0]
+    _require_vectors(types[1:], _channels(x), ("running_mean", "running_var", "weight", "bias"))
+    return [x]
+
+
+def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.reshape([-1 if i == 1 else 1 for i in range(x.dim())])
+
+
+def _eval_reference(inputs, attrs, ctx):
+    x, mean, var, weight, bias = inputs
+    return [torch.nn.functional.batch_norm(x, mean, var, weight, bias, training=False, eps=attrs.get("eps", EPS))]
+
+
+def _train_rule(types, attrs):
+    x = types[0]
+    channels = _channels(x)
+    _require_vectors(types[1:], channels, ("weight", "bias"))
+    stat = x.with_shape((channels,))
+    return [x, stat, stat, stat]
+
+
+def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dims = [d for d in range(x.dim()) if d != 1]
+    mean = x.mean(dim=dims)
+    biased = x.var(dim=dims, unbiased=False)
+    return mean, x.var(dim=dims, unbiased=True), torch.rsqrt(biased + eps)
+
+
+def _train_reference(inputs, attrs, ctx):
+    x, weight, bias = inputs
+    eps = attrs.get("eps", EPS)
+    y = torch.nn.functional.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
+    mean, unbiased, invstd = _statistics(x, eps)
+    return [y, mean, unbiased, invstd]
+
+
+def _train_vjp(b, node, grads, needs):
+    dy = grads[0]
+    x, weight, _ = node.inputs
+    _, mean, _, invstd = node.outputs
+    dx, dweight, dbias = b.op("batch_norm_train_bwd", [dy, x, mean, invstd, weight])
+    return [dx, dweight, dbias]
+
+
+def _bwd_rule(types, attrs):
+    dy, x = types[:2]
+    _require_vectors(types[2:], _channels(x), ("mean", "invstd", "weight"))
+    if dy.shape != x.shape:
+        raise GraphError(f"the output gradient {shape_str(dy)} is not shaped like the input {shape_str(x)}")
+    return [x, types[4], types[4]]
+
+
+def _bwd_reference(inputs, attrs, ctx):
+    dy, x, mean, invstd, weight = inputs
+    dims = [d for d in range(x.dim()) if d != 1]
+    xhat = (x - _per_channel(mean, x)) * _per_channel(invstd, x)
+    dbias, dweight = dy.sum(dim=dims), (dy * xhat).sum(dim=dims)
+    count = x.numel() // x.shape[1]
+    dx = _per_channel(weight * invstd, x) * (dy - _per_channel(dbias / count, x) - xhat * _per_channel(dweight / count, x))
+    return [dx, dweight, dbias]
+
+
+def _running_rule(types, attrs):
+    running, batch = types
+    if running.shape != batch.shape or running.rank != 1:
+        raise GraphError(f"a running statistic {shape_str(running)} and its batch value {shape_str(batch)} must be "
+                         "the same vector")
+    return [running]
+
+
+def _running_reference(inputs, attrs, ctx):
+    running, batch = inputs
+    momentum = attrs.get("momentum", MOMENTUM)
+    return [(1 - momentum) * running + momentum * batch]
+
+
+register_op(OpDef("batch_norm", 5, _eval_rule, _eval_reference,
+                  "(x, running_mean, running_var, weight, bias) -> y; attr eps",
+                  math=(Arg(0) - Arg(1)) * rsqrt(Arg(2) + Attr("eps", EPS)) * Arg(3) + Arg(4)))
+register_op(OpDef("batch_norm_train", 3, _train_rule, _train_reference,
+                  "(x, weight, bias) -> (y, batch mean, unbiased batch variance, 1/sqrt(biased variance + eps))"))
+register_op(OpDef("batch_norm_train_bwd", 5, _bwd_rule, _bwd_reference,
+                  "(dy, x, mean, invstd, weight) -> (dx, dweight, dbias): through the batch statistics"))
+register_op(OpDef("running_average", 2, _running_rule, _running_reference,
+                  "(running, batch) -> (1 - momentum) * running + momentum * batch; attr momentum",
+                  math=Arg(0) + (Arg(1) - Arg(0)) * Attr("momentum", MOMENTUM)))
+set_vjp("batch_norm_train", _train_vjp)
+# statistics, then the normalisation: two launches each (kernels/norm.py)
+set_execution("batch_norm_train", launches=lambda node: 2)
+set_execution("batch_norm_train_bwd", launches=lambda node: 2)
+set_traits(("batch_norm",), "elementwise", "per_channel")
+set_traits(("running_average",), "elementwise")
+set_traits(("batch_norm_train", "batch_norm_train_bwd"), "layout_follows")

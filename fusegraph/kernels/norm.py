@@ -1,0 +1,159 @@
+"""Batch normalisation in training: the batch's per-channel statistics (a reduction over every
+(sample, pixel) of a channel), then the normalisation (elementwise); its gradient the same way: the
+two per-channel sums the gradient needs, then the input gradient. A tensor is viewed as
+(OUTER, C, INNER) in storage order: (N, C, H * W) contiguous, (N * H * W, C, 1) channels-last.
+The evaluation form (`batch_norm`, running statistics) is elementwise: kernels/pointwise.py, or a
+conv's or matmul's epilogue."""
+
+from __future__ import annotations
+
+from math import prod
+
+import triton
+
+from ..ir import InputError
+from ..passes.kernel_names import kernel_name
+from .layout import channels_last
+from .registry import KernelSource, module_source, register_template
+
+STATISTICS_SOURCE = '''
+@triton.jit
+def {name}(x_ptr, mean_ptr, var_ptr, invstd_ptr, OUTER, C, INNER, EPS,
+           BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr):
+    # two passes over a block of channels: the mean, then the squared deviations from it (no cancellation)
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < C
+    count = OUTER * INNER
+    total = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
+    for j0 in range(0, count, BLOCK_J):
+        js = j0 + tl.arange(0, BLOCK_J)
+        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        total += tl.load(x_ptr + offs, mask=(js < count)[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
+    mean = tl.sum(total, axis=0) / count
+    squares = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
+    for j0 in range(0, count, BLOCK_J):
+        js = j0 + tl.arange(0, BLOCK_J)
+        mask = (js < count)[:, None] & col_ok[None, :]
+        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        squares += tl.where(mask, (x - mean[None, :]) * (x - mean[None, :]), 0.0)
+    biased = tl.sum(squares, axis=0) / count
+    tl.store(mean_ptr + cols, mean.to(mean_ptr.dtype.element_ty), mask=col_ok)
+    # the running variance is torch's unbiased estimate; the normalisation uses the biased one
+    tl.store(var_ptr + cols, (biased * count / (count - 1)).to(var_ptr.dtype.element_ty), mask=col_ok)
+    tl.store(invstd_ptr + cols, tl.math.rsqrt(biased + EPS).to(invstd_ptr.dtype.element_ty), mask=col_ok)
+'''
+
+GRADIENT_SUMS_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, x_ptr, mean_ptr, invstd_ptr, dweight_ptr, dbias_ptr, OUTER, C, INNER,
+           BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr):
+    # per channel: sum(dy) (the bias gradient) and sum(dy * xhat) (the weight gradient)
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < C
+    count = OUTER * INNER
+    mean = tl.load(mean_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    invstd = tl.load(invstd_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dy_sum = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
+    dy_xhat_sum = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
+    for j0 in range(0, count, BLOCK_J):
+        js = j0 + tl.arange(0, BLOCK_J)
+        mask = (js < count)[:, None] & col_ok[None, :]
+        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy_sum += dy
+        dy_xhat_sum += dy * (x - mean[None, :]) * invstd[None, :]
+    tl.store(dbias_ptr + cols, tl.sum(dy_sum, axis=0).to(dbias_ptr.dtype.element_ty), mask=col_ok)
+    tl.store(dweight_ptr + cols, tl.sum(dy_xhat_sum, axis=0).to(dweight_ptr.dtype.element_ty), mask=col_ok)
+'''
+
+APPLY_SOURCE = '''
+@triton.jit
+def {name}(x_ptr, dy_ptr, mean_ptr, invstd_ptr, weight_ptr, bias_ptr, dweight_ptr, dbias_ptr, out_ptr,
+           NUMEL, C, INNER, COUNT, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+    # forward: y = xhat * weight + bias; backward: dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    c = (offs // INNER) % C
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.load(mean_ptr + c, mask=mask, other=0.0).to(tl.float32)
+    invstd = tl.load(invstd_ptr + c, mask=mask, other=0.0).to(tl.float32)
+    weight = tl.load(weight_ptr + c, mask=mask, other=0.0).to(tl.float32)
+    xhat = (x - mean) * invstd
+    if BACKWARD:
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy_mean = tl.load(dbias_ptr + c, mask=mask, other=0.0).to(tl.float32) / COUNT
+        dy_xhat_mean = tl.load(dweight_ptr + c, mask=mask, other=0.0).to(tl.float32) / COUNT
+        out = weight * invstd * (dy - dy_mean - xhat * dy_xhat_mean)
+    else:
+        out = xhat * weight + tl.load(bias_ptr + c, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+'''
+
+
+def _source(name: str, template: str, what: str) -> KernelSource:
+    return KernelSource(name, module_source(what, template.format(name=name)))
+
+
+def _view(node, x) -> tuple[int, int, int]:
+    """(OUTER, C, INNER) of `x` in storage order."""
+    channels = x.shape[1]
+    inner = 1 if channels_last(node.inputs[0]) else prod(x.shape[2:])
+    return x.numel() // (channels * inner), channels, inner
+
+
+def _reduce_grid(target, outer: int, channels: int, inner: int) -> tuple[tuple[int], dict]:
+    block_c = target.tile(channels, gpu=32, interpreted=128, floor=1)
+    block_j = target.tile(outer * inner, gpu=128, interpreted=1024, floor=1)
+    return (triton.cdiv(channels, block_c),), {"BLOCK_J": block_j, "BLOCK_C": block_c}
+
+
+def _apply(fn, target, tensors: dict, out, sizes: tuple[int, int, int], backward: bool) -> None:
+    from .codegen import load_kernel
+
+    apply = load_kernel(_source("batch_norm_apply", APPLY_SOURCE, "batch normalisation, applied"), fn.counter)
+    outer, channels, inner = sizes
+    numel = out.numel()
+    block = target.tile(numel, gpu=1024, interpreted=16384)
+    x = tensors["x"]
+    args = [tensors.get(k, x) for k in ("x", "dy", "mean", "invstd", "weight", "bias", "dweight", "dbias")]
+    apply[(triton.cdiv(numel, block),)](*args, out, numel, channels, inner, outer * inner, BACKWARD=backward,
+                                        BLOCK=block)
+
+
+def render_train(node):
+    return _source(kernel_name(node), STATISTICS_SOURCE, "batch normalisation statistics")
+
+
+def launch_train(fn, node, target, inputs, outputs):
+    """The statistics, then the normalisation: two kernels."""
+    x, weight, bias = inputs
+    y, mean, var, invstd = outputs
+    outer, channels, inner = sizes = _view(node, x)
+    if outer * inner < 2:
+        raise InputError(f"{node.where}: batch normalisation in training needs more than one value per channel, "
+                         f"got a batch of {x.shape[0]} with {outer * inner // max(x.shape[0], 1)} values each; "
+                         "train with a larger batch")
+    grid, blocks = _reduce_grid(target, outer, channels, inner)
+    fn[grid](x, mean, var, invstd, outer, channels, inner, float(node.attrs.get("eps", 1e-5)), **blocks)
+    _apply(fn, target, {"x": x, "mean": mean, "invstd": invstd, "weight": weight, "bias": bias}, y, sizes, False)
+
+
+def render_train_bwd(node):
+    return _source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation gradient sums")
+
+
+def launch_train_bwd(fn, node, target, inputs, outputs):
+    """The weight and bias gradients (per-channel sums), then the input gradient: two kernels."""
+    dy, x, mean, invstd, weight = inputs
+    dx, dweight, dbias = outputs
+    outer, channels, inner = sizes = _view(node, x)
+    grid, blocks = _reduce_grid(target, outer, channels, inner)
+    fn[grid](dy, x, mean, invstd, dweight, dbias, outer, channels, inner, **blocks)
+    _apply(fn, target, {"x": x, "dy": dy, "mean": mean, "invstd": invstd, "weight": weight, "dweight": dweight,
+                        "dbias": dbias}, dx, sizes, True)
+
+
+register_template("batch_norm_train", render_train, launch_train)
+register_template("batch_norm_train_bwd", render_train_bwd, launch_train_bwd)
