@@ -17,6 +17,7 @@ class _BatchNorm(Layer):
 
     def __init__(self, eps: float = EPS, momentum: float = MOMENTUM, name: str | None = None) -> None:
         super().__init__(name)
+        self.eps, self.momentum = eps, momentum  # as given, for messages naming the layer
         for what, value, low, high in (("eps", eps, 0.0, None), ("momentum", momentum, 0.0, 1.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or \
                     (value <= low if what == "eps" else value > high):
