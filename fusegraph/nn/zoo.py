@@ -10,11 +10,13 @@ from . import (
     LSTM,
     Activation,
     Add,
+    BatchNorm2D,
     Conv1D,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAvgPool2D,
     Input,
     MaxPool1D,
     MaxPool2D,
@@ -110,6 +112,29 @@ def resnet_block(input_shape: tuple[int, int, int] = (16, 8, 8), dtype: str = "f
     return Model(x, y, name="resnet_block")
 
 
+def cifar_resnet(width: int = 16, num_classes: int = 10, dtype: str = "float32") -> Model:
+    """A CIFAR-10 ResNet with batch normalisation (He et al.'s CIFAR layout, one basic block per stage):
+    a 3x3 stem at `width`, then stages at width, 2x and 4x channels (the second and third halve the
+    side with a strided conv, their shortcut a 1x1 strided conv), each conv followed by BatchNorm2D,
+    then global average pooling and the classes. 0.08M parameters at width 16."""
+    x = Input((3, 32, 32), dtype=dtype, name="image")
+
+    def conv_bn(h, channels: int, name: str, stride: int = 1, kernel: int = 3, relu: bool = True):
+        h = Conv2D(channels, kernel, strides=stride, padding="same" if stride == 1 else kernel // 2, use_bias=False,
+                   name=f"{name}_conv")(h)
+        h = BatchNorm2D(name=f"{name}_bn")(h)
+        return Activation("relu", name=f"{name}_relu")(h) if relu else h
+
+    h = conv_bn(x, width, "stem")
+    for stage, channels in enumerate((width, 2 * width, 4 * width), start=1):
+        stride = 1 if stage == 1 else 2
+        body = conv_bn(conv_bn(h, channels, f"block{stage}_a", stride), channels, f"block{stage}_b", relu=False)
+        shortcut = h if stride == 1 else conv_bn(h, channels, f"block{stage}_down", stride, kernel=1, relu=False)
+        h = Activation("relu", name=f"block{stage}_relu")(Add(name=f"block{stage}_add")([body, shortcut]))
+    h = GlobalAvgPool2D(name="pool")(h)
+    return Model(x, Dense(num_classes, name="logits")(h), name="cifar_resnet")
+
+
 def lenet_digits() -> Model:
     """LeNet-5 for scikit-learn's 1x8x8 digits (what `fusegraph demo` trains)."""
     return lenet((1, 8, 8))
@@ -124,12 +149,13 @@ MODELS: dict[str, Callable[[], Model]] = {
     "cnn_lstm": cnn_lstm,
     "resnet_block": resnet_block,
     "cifar_cnn": cifar_cnn,
+    "cifar_resnet": cifar_resnet,
 }
 
 # the loss each zoo model trains with (tests and benchmarks train them so)
 LOSSES: dict[str, str] = {"lenet": "cross_entropy", "lenet_digits": "cross_entropy", "cnn1d": "mse",
                           "lstm_classifier": "binary_cross_entropy", "gru_forecaster": "mse", "cnn_lstm": "mse",
-                          "resnet_block": "mse", "cifar_cnn": "cross_entropy"}
+                          "resnet_block": "mse", "cifar_cnn": "cross_entropy", "cifar_resnet": "cross_entropy"}
 
 
 def get(name: str) -> Model:

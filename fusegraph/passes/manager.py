@@ -8,6 +8,7 @@ from collections.abc import Callable
 from ..ir import Graph, verify
 from .channels_last import channels_last
 from .eliminate_dead_code import eliminate_dead_code
+from .fold_batch_norms import fold_batch_norms
 from .forward_scan_passthroughs import forward_scan_passthroughs
 from .fuse import Decision, fuse_with_report
 from .hoist_rnn_projections import hoist_rnn_projections
@@ -18,7 +19,8 @@ from .sink_scan_projections import sink_scan_projections
 def run_pipeline(graph: Graph, *, fuse: bool = True, memory_format: str = "contiguous",
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
     """verify → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
-    RNN input projections → sink per-step output projections after the loop → store the conv part
+    RNN input projections → sink per-step output projections after the loop → fold evaluation batch
+    norms into the conv or dense before them → store the conv part
     channels-last → fuse → persistent scans (a narrow RNN layer as one kernel). Without `fuse`, only
     verify, dead code and the layout: one kernel per node, stored as the fused graph stores it.
     `memory_format`: how callers store the graph's rank-4 inputs and outputs ("contiguous" or
@@ -39,7 +41,7 @@ def run_pipeline(graph: Graph, *, fuse: bool = True, memory_format: str = "conti
     if fuse:
         steps += [("forward_scan_passthroughs", forward_scan_passthroughs),
                   ("hoist_rnn_projections", hoist_rnn_projections),
-                  ("sink_scan_projections", sink_scan_projections)]
+                  ("sink_scan_projections", sink_scan_projections), ("fold_batch_norms", fold_batch_norms)]
     steps.append(("channels_last", functools.partial(channels_last, edges=memory_format)))
     if fuse:
         steps += [("fuse", fuse_step), ("persistent_scans", persistent_step)]

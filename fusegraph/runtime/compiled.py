@@ -16,6 +16,7 @@ from ..kernels.registry import FP32_PRECISIONS
 from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
+from ..passes.fold_batch_norms import derived_parameters, fold
 from .device import select_device
 from .graphs import SIGNATURES, GraphRunner
 from .plan import MEMORY_FORMAT, stored_as
@@ -73,7 +74,8 @@ class CompiledModel:
         self.params = {name: _packed(t.detach().to(self.device), stored.get(name)) for name, t in model.params.items()}
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
-        self._forward = self._runner(lambda feeds: self.program.run(feeds, self.params))
+        self._derived: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # per graph: (weights version, values)
+        self._forward = self._runner(lambda feeds: self.program.run(feeds, self.params_for(self.graph)))
         if loss is not None:
             self.train_program = Program(self.train_graph, self.target, self.counter)
             self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
@@ -81,6 +83,27 @@ class CompiledModel:
             self._gradients = self._runner(lambda feeds: self.train_program.run(feeds, self.params))
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
+
+    def params_for(self, graph: Graph) -> dict[str, torch.Tensor]:
+        """The weights `graph` reads: the model's, and those it derives from them (a batch norm folded into
+        the layer before it), recomputed in place when the weights have changed since (a captured CUDA
+        graph keeps reading the same tensors)."""
+        derived = derived_parameters(graph)
+        if not derived:
+            return self.params
+        version = getattr(self, "weights_version", 0)
+        seen, values = self._derived.get(id(graph), (None, {}))
+        if seen != version:
+            stored = {n.name: n.outputs[0].type for n in graph.param_nodes}
+            with torch.no_grad():
+                for name, recipe in derived:
+                    value = fold(recipe, self.params)
+                    if name in values:
+                        values[name].copy_(value)
+                    else:
+                        values[name] = _packed(value, stored[name])
+            self._derived[id(graph)] = (version, values)
+        return {**self.params, **values}
 
     def _runner(self, run) -> GraphRunner:
         """CUDA graph replay where asked for (every argument a program's kernels take is fixed per input
@@ -172,6 +195,7 @@ class CompiledModel:
     @exclusive
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         feeds = self._check_device_and_ids(check_feeds(self.graph, x))
+        self.params_for(self.graph)  # NOTE: a CUDA graph replay runs no Python: refresh folded weights first
         with torch.no_grad():
             outputs = self._forward(feeds, copy=True)
         self.last_launches = self._forward.last_launches

@@ -81,7 +81,7 @@ class Trainer(CompiledModel):
         self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse,
                                           memory_format=self.memory_format)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
-        self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params))
+        self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params_for(self.eval_graph)))
         self.steps_taken = 0  # completed steps: a step counts (for Adam's bias correction...) once it is done
         self.weights_version = 0  # bumped whenever the weights change; the Model reads through on a change
         self.history: dict[str, list[float]] = {}
@@ -267,6 +267,7 @@ class Trainer(CompiledModel):
             xb = [t[start:start + batch_size].to(self.device) for t in xs]
             yb = y[start:start + batch_size].to(self.device)
             feeds = self._check_device_and_ids(check_feeds(self.eval_graph, [*xb, yb]), self.eval_graph)
+            self.params_for(self.eval_graph)  # folded batch norms follow the weights (see __call__)
             with torch.no_grad():
                 loss, logits = self._evaluation(feeds)
             total += float(loss) * len(yb)

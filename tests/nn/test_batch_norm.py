@@ -50,10 +50,23 @@ def test_evaluation_uses_running_statistics_like_torch_eval(build, fuse):
     assert_compiled_matches_torch(model, feeds_for(model, 3), fuse=fuse)
 
 
-def test_conv_bias_batch_norm_relu_pool_is_one_kernel_in_evaluation():
+def test_a_batch_norm_after_a_conv_or_dense_folds_into_its_weights():
+    """conv + bias + BN + ReLU + pool is one kernel, and the BN is gone: its scale multiplies the conv's
+    weights, its shift is the new bias (computed from the current weights, so training moves them)."""
     compiled = fg.compile(conv_block())
-    assert compiled.kernel_names[0] == "conv2d_bias_add_batch_norm_relu_max_pool2d"
-    assert "matmul_bias_add_batch_norm" in compiled.kernel_names
+    assert compiled.kernel_names == ["conv2d_bias_add_relu_max_pool2d", "conv2d_bias_add_silu", "global_avg_pool2d",
+                                     "matmul_bias_add", "matmul_bias_add"]
+    assert not [n for n in compiled.graph.nodes if n.op == "batch_norm"]
+    assert {n.name for n in compiled.graph.param_nodes if "folded" in n.attrs} >= {"conv2d.weight.folded",
+                                                                                    "batch_norm2d.folded_bias"}
+
+
+def test_a_batch_norm_that_cannot_fold_still_fuses_as_an_epilogue():
+    """After an activation the scale cannot move into the weights: the four vectors load in the epilogue."""
+    model = with_random_state(fg.Sequential([fg.Input((3, 6, 6)), fg.Conv2D(4, 3, activation="relu"), fg.BatchNorm2D(),
+                                             fg.Flatten(), fg.Dense(2)]))
+    compiled = assert_compiled_matches_torch(model, feeds_for(model, 2))
+    assert compiled.kernel_names[0] == "conv2d_bias_add_relu_batch_norm"
 
 
 @pytest.mark.parametrize("fuse", [True, False])
@@ -81,6 +94,7 @@ def test_training_steps_update_running_statistics_like_torch():
     generator = torch.Generator().manual_seed(1)
     batches = [(torch.randn(4, 3, 8, 7, generator=generator), torch.randint(0, 3, (4,), generator=generator))
                for _ in range(3)]
+    trainer.predict(batches[0][0])  # folds the batch norms into the untrained weights: training must refold
     assert_training_follows_torch(model, trainer, torch_optimizer, oracle, batches)
     state = oracle.state_dict()
     ours = model.params  # read through from the trainer
