@@ -70,6 +70,14 @@ def _cifar(batch: int):
     return build
 
 
+def _cifar_resnet(batch: int):
+    def build(scale: str, dtype: str = "float32"):
+        model = fg.zoo.cifar_resnet(dtype=dtype) if scale == "full" else fg.zoo.cifar_resnet(width=4, dtype=dtype)
+        return model, _feeds(model, batch if scale == "full" else 2)
+
+    return build
+
+
 def _pointwise_chain(scale: str, dtype: str = "float32"):
     rows, cols = (4096, 16384) if scale == "full" else (4, 64)  # 256 MB in, 256 MB out in fp32
     x = fg.Input((cols,), dtype=dtype)
@@ -106,6 +114,9 @@ for _c, _s in ((64, 112), (128, 56)):
                                                              _vgg_block(_c, _s, 32), 60)
 ROWS["cifar_cnn forward b128"] = Row("cifar_cnn forward b128", _cifar(128), 90)
 ROWS["cifar_cnn training step b128"] = Row("cifar_cnn training step b128", _cifar(128), 150, loss="cross_entropy")
+ROWS["cifar_resnet forward b128"] = Row("cifar_resnet forward b128", _cifar_resnet(128), 90)
+ROWS["cifar_resnet training step b128"] = Row("cifar_resnet training step b128", _cifar_resnet(128), 150,
+                                              loss="cross_entropy")
 ROWS["lstm h512 training step b64"] = Row("lstm h512 training step b64", _rnn("lstm", 512, 64), 120, loss="mse")
 for _kind in ("lstm", "gru"):
     for _h in (512, 1024):
@@ -128,4 +139,4 @@ SUBSET = ["conv3x3 64ch 56x56 b32", "conv3x3 256ch 14x14 b128", "conv3x3/2 128ch
           "vgg conv3x3+relu+pool 64ch 112x112 b32", "cifar_cnn forward b128", "cifar_cnn training step b128",
           "lstm h512 seq100 b64",
           "lstm h1024 seq100 b256", "gru h1024 seq100 b64", "lstm h512 bidirectional b64", "pointwise chain 256MB",
-          "max pool 2x2 268MB", "adam step 939MB"]
+          "max pool 2x2 268MB", "adam step 939MB", "cifar_resnet training step b128"]
