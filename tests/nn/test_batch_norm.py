@@ -140,3 +140,13 @@ def test_bad_batch_norms_are_refused_clearly():
     trainer = fg.compile(model, loss="mse", optimizer=fg.optim.SGD(0.1))
     with pytest.raises(fg.InputError, match="batch_norm1d.*more than one value per channel"):
         trainer.train_step(torch.randn(1, 4), torch.randn(1, 2))
+
+
+def test_early_stopping_restores_the_running_statistics_with_the_best_weights():
+    """Evaluation reads the running statistics: the best epoch's loss comes back only if they do too."""
+    model = fg.Sequential([fg.Input((4,)), fg.Dense(6), fg.BatchNorm1D(momentum=0.5), fg.Dense(1)])
+    trainer = fg.compile(model, loss="mse", optimizer=fg.optim.SGD(lr=0.1))  # its best epoch is not its last
+    x, y = feeds_for(model, 32)[0], targets_for(model, "mse", 32)
+    history = trainer.fit(x, y, epochs=10, batch_size=8, validation_data=(x, y), early_stopping=2, verbose=False)
+    assert len(history["val_loss"]) < 10
+    assert trainer.evaluate(x, y)["loss"] == pytest.approx(min(history["val_loss"]), rel=1e-5)
