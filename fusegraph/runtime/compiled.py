@@ -88,7 +88,10 @@ class CompiledModel:
         """The weights `graph` reads: the model's, and those it derives from them (a batch norm folded into
         the layer before it), recomputed in place when the weights have changed since (a captured CUDA
         graph keeps reading the same tensors)."""
-        derived = derived_parameters(graph)
+        recipes = self.__dict__.setdefault("_recipes", {})
+        if id(graph) not in recipes:
+            recipes[id(graph)] = derived_parameters(graph)
+        derived = recipes[id(graph)]
         if not derived:
             return self.params
         version = getattr(self, "weights_version", 0)

@@ -20,6 +20,7 @@ from fusegraph.kernels import optim as optim_kernels
 from fusegraph.kernels.scan import MAX_WIDTH
 from fusegraph.passes import run_pipeline
 from fusegraph.passes.autodiff import autodiff
+from fusegraph.passes.fold_batch_norms import derived_parameters, fold
 from fusegraph.runtime.program import Program
 from tests.conftest import feeds_for, targets_for
 
@@ -66,7 +67,9 @@ def launches(monkeypatch) -> dict:
 
 
 def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, memory_format: str = "contiguous") -> None:
-    Program(run_pipeline(graph, memory_format=memory_format)[0], CUDA, LaunchCounter()).run(feeds, params)
+    compiled = run_pipeline(graph, memory_format=memory_format)[0]
+    folded = {name: fold(recipe, params) for name, recipe in derived_parameters(compiled)}  # batch norms folded
+    Program(compiled, CUDA, LaunchCounter()).run(feeds, {**params, **folded})
 
 
 def assert_all_compile(launches: dict, tmp_path: Path, pipelined: bool = False) -> None:
