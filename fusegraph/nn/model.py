@@ -185,11 +185,14 @@ class Model:
         self.params = {name: params[name].detach().clone() for name in expected}
 
     def count_params(self, trainable_only: bool = False) -> int:
+        """Parameters as torch counts them: frozen ones included (unless trainable_only), state such as a
+        batch norm's running statistics (torch's buffers) not."""
         return sum(prod(n.attrs["type"].shape) for n in self.graph.param_nodes
-                   if n.attrs["trainable"] or not trainable_only)
+                   if not n.attrs.get("state") and (n.attrs["trainable"] or not trainable_only))
 
     def layer_params(self, layer: Layer) -> int:
-        return sum(prod(n.attrs["type"].shape) for n in self.graph.param_nodes if n.layer == layer.name)
+        return sum(prod(n.attrs["type"].shape) for n in self.graph.param_nodes
+                   if n.layer == layer.name and not n.attrs.get("state"))
 
     # -- shapes and reports -------------------------------------------------------------------
     @property

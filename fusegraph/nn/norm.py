@@ -38,10 +38,11 @@ class _BatchNorm(Layer):
         weight = b.parameter(f"{name}.weight", vector, "ones", layer=name)
         bias = b.parameter(f"{name}.bias", vector, "zeros", layer=name)
         # running statistics: model state the trainer updates, not trained
-        mean = b.parameter(f"{name}.running_mean", vector, "zeros", trainable=False, layer=name)
-        var = b.parameter(f"{name}.running_var", vector, "ones", trainable=False, layer=name)
+        # state=True: torch's buffers, not parameters (count_params leaves them out, as torch's parameters() does)
+        mean = b.parameter(f"{name}.running_mean", vector, "zeros", trainable=False, layer=name, state=True)
+        var = b.parameter(f"{name}.running_var", vector, "ones", trainable=False, layer=name, state=True)
         counter = b.parameter(f"{name}.num_batches_tracked", TensorType((), "int64"), "zeros", trainable=False,
-                              layer=name)
+                              layer=name, state=True)
         return [b.op("batch_norm", [x, mean, var, weight, bias], name=name, layer=name, eps=self.eps,
                      momentum=self.momentum, axis=1, counter=counter.name)]
 

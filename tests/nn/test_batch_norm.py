@@ -150,3 +150,12 @@ def test_early_stopping_restores_the_running_statistics_with_the_best_weights():
     history = trainer.fit(x, y, epochs=10, batch_size=8, validation_data=(x, y), early_stopping=2, verbose=False)
     assert len(history["val_loss"]) < 10
     assert trainer.evaluate(x, y)["loss"] == pytest.approx(min(history["val_loss"]), rel=1e-5)
+
+
+def test_running_statistics_are_state_not_parameters():
+    """As torch's buffers: in model.params and to_torch()'s state, not counted as parameters, not trained."""
+    model = fg.Sequential([fg.Input((3, 4, 4)), fg.BatchNorm2D(name="bn")])
+    assert model.count_params() == 6 == sum(p.numel() for p in model.to_torch().parameters())
+    assert set(model.params) == {"bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+    assert set(model.to_torch().state_dict()) == {f"layers.bn.{k}" for k in
+                                                  ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
