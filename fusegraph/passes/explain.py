@@ -75,9 +75,19 @@ def explain(source: Graph, fused: Graph, decisions: list[Decision], batch: int =
         "", "Kernels, in launch order:",
     ]
     lines += _kernel_lines(fused, batch, "  ")
+    lines += _folded(fused)
     lines += _layouts(fused)
     lines += _refusals(decisions)
     return "\n".join(lines)
+
+
+def _folded(graph: Graph) -> list[str]:
+    """The batch norms folded into the conv or dense before them (passes/fold_batch_norms.py)."""
+    layers = list(dict.fromkeys(n.layer for n in graph.param_nodes if n.attrs.get("folded", ("",))[0] == "bias"))
+    if not layers:
+        return []
+    return ["", f"Batch norms folded into the weights and bias of the layer before them (no kernel of their own): "
+                f"{', '.join(layers)}"]
 
 
 def _layouts(graph: Graph) -> list[str]:

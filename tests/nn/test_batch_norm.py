@@ -59,6 +59,8 @@ def test_a_batch_norm_after_a_conv_or_dense_folds_into_its_weights():
     assert not [n for n in compiled.graph.nodes if n.op == "batch_norm"]
     assert {n.name for n in compiled.graph.param_nodes if "folded" in n.attrs} >= {"conv2d.weight.folded",
                                                                                     "batch_norm2d.folded_bias"}
+    assert "folded into the weights and bias of the layer before them (no kernel of their own): batch_norm2d, " \
+           "batch_norm2d_1, batch_norm1d" in compiled.explain()
 
 
 def test_a_batch_norm_that_cannot_fold_still_fuses_as_an_epilogue():
