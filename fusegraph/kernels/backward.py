@@ -84,7 +84,7 @@ def {name}(dy_ptr, db_ptr, OUTER, C, INNER, BLOCK_J: tl.constexpr, BLOCK_C: tl.c
     acc = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
     for j0 in range(0, OUTER * INNER, BLOCK_J):
         js = j0 + tl.arange(0, BLOCK_J)
-        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        offs = _channel_view_at(js, cols, C, INNER)
         acc += tl.load(dy_ptr + offs, mask=(js < OUTER * INNER)[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
     tl.store(db_ptr + cols, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty), mask=col_ok)
 '''

@@ -31,6 +31,13 @@ def _nchw_of(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
         n = offs // (W * H * C)
     return n, c, h, w
 ''',
+    "_channel_view_at(": '''
+@triton.jit
+def _channel_view_at(js, cols, C, INNER):
+    # a tensor viewed as (OUTER, C, INNER) in storage order ((N, C, H * W), or (N * H * W, C, 1) channels-last):
+    # the (j, c) block of positions j = outer * INNER + inner and channels c
+    return (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+''',
 }
 
 

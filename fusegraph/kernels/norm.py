@@ -13,6 +13,7 @@ import triton
 
 from ..ir import InputError
 from ..passes.kernel_names import kernel_name
+from .expr import helpers_for
 from .layout import channels_last
 from .registry import KernelSource, module_source, register_template
 
@@ -27,14 +28,14 @@ def {name}(x_ptr, mean_ptr, var_ptr, invstd_ptr, OUTER, C, INNER, EPS,
     total = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
     for j0 in range(0, count, BLOCK_J):
         js = j0 + tl.arange(0, BLOCK_J)
-        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        offs = _channel_view_at(js, cols, C, INNER)
         total += tl.load(x_ptr + offs, mask=(js < count)[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
     mean = tl.sum(total, axis=0) / count
     squares = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
     for j0 in range(0, count, BLOCK_J):
         js = j0 + tl.arange(0, BLOCK_J)
         mask = (js < count)[:, None] & col_ok[None, :]
-        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        offs = _channel_view_at(js, cols, C, INNER)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         squares += tl.where(mask, (x - mean[None, :]) * (x - mean[None, :]), 0.0)
     biased = tl.sum(squares, axis=0) / count
@@ -59,7 +60,7 @@ def {name}(dy_ptr, x_ptr, mean_ptr, invstd_ptr, dweight_ptr, dbias_ptr, OUTER, C
     for j0 in range(0, count, BLOCK_J):
         js = j0 + tl.arange(0, BLOCK_J)
         mask = (js < count)[:, None] & col_ok[None, :]
-        offs = (js // INNER)[:, None] * (C * INNER) + cols[None, :] * INNER + (js % INNER)[:, None]
+        offs = _channel_view_at(js, cols, C, INNER)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         dy_sum += dy
@@ -93,7 +94,8 @@ def {name}(x_ptr, dy_ptr, mean_ptr, invstd_ptr, weight_ptr, bias_ptr, dweight_pt
 
 
 def _source(name: str, template: str, what: str) -> KernelSource:
-    return KernelSource(name, module_source(what, template.format(name=name)))
+    source = template.format(name=name)
+    return KernelSource(name, module_source(what, helpers_for(source) + "\n\n" + source))
 
 
 def _view(node, x) -> tuple[int, int, int]:
