@@ -185,7 +185,9 @@ class CompiledModel:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
         outputs = self._run_training(x, y, self._gradients)
         grads = outputs[1:1 + len(self.trainable)]
-        return float(outputs[0]), {name: g.clone() for name, g in zip(self.trainable, grads, strict=True)}
+        # NOTE: contiguous copies, like model.params: a packed (channels-last) conv weight's gradient included
+        return float(outputs[0]), {name: g.clone(memory_format=torch.contiguous_format)
+                                   for name, g in zip(self.trainable, grads, strict=True)}
 
     def _run_training(self, x, y, runner) -> list[torch.Tensor]:
         xs = list(x) if isinstance(x, (list, tuple)) else [x]

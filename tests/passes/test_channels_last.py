@@ -163,6 +163,8 @@ def test_channels_last_gradients_match_autograd(pool, head, fuse):
                                         fuse=fuse)
     stored = {n.name: n.outputs[0].type for n in compiled.train_graph.param_nodes}
     assert stored["conv2d_1.weight"].channels_last
+    _, grads = compiled.loss_and_grads(feeds_for(model, batch=2), targets_for(model, "mse", 2))
+    assert all(g.is_contiguous() for g in grads.values())  # handed back like model.params
 
 
 def test_training_with_packed_weights_follows_torch_and_hands_back_nchw_weights():
