@@ -319,13 +319,14 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fusegraph tune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds of sweeping before it stops")
     parser.add_argument("--sweeps", nargs="+", default=DEFAULT_SWEEPS,
                         choices=[*DEFAULT_SWEEPS, "conv", "conv_grad"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not gpu_or_explain("tune_gpu.py"):
         return 0
     deadline = time.monotonic() + args.budget

@@ -150,6 +150,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """The GPU launch sweeps (bench/tune_gpu.py); they write tables to commit into the repository's
+    GPU_TUNING, so they run from a source checkout, not an installed package."""
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        from bench import tune_gpu
+    except ImportError:
+        raise FusegraphError("fusegraph tune runs from a fusegraph source checkout (it needs bench/tune_gpu.py, "
+                             "and what it measures goes into the repository's tuning table); cd into one") from None
+    finally:
+        sys.path.pop(0)
+    return tune_gpu.main(args.sweep_args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
@@ -280,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--graph", action="store_true", help="draw the graph before and after fusion to -o FILE")
     show.add_argument("-o", "--output", type=writable_file, default="graph.png", help="with --graph: .png, .svg or .dot")
     show.set_defaults(run=cmd_show)
+    tune = sub.add_parser("tune", help="measure the GPU launch tables (from a source checkout; "
+                                       "bench/tune_gpu.py's options, e.g. --sweeps conv conv_grad --budget 240)",
+                          add_help=False)
+    tune.set_defaults(run=cmd_tune)
     validate = sub.add_parser("validate", help="run compiled kernels and to_torch() on random inputs; PASS or FAIL")
     validate.add_argument("model", help="a zoo name or path/to/file.py:attr")
     validate.add_argument("--batch", type=positive_int, default=4)
@@ -287,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--rtol", type=float, default=1e-4)
     validate.add_argument("--atol", type=float, default=1e-5)
     validate.set_defaults(run=cmd_validate)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "tune":
+        args.sweep_args = extra  # bench/tune_gpu.py parses its own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except FusegraphError as error:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from fusegraph.cli import main
 
@@ -116,3 +117,14 @@ def test_train_a_conv1d_model_on_a_series_takes_the_window_from_its_sequence_axi
     assert "windows of 16 steps of the sunspots series, shaped (1, 16)" in out and "held-out:" in out
     assert main(["train", f"{path}:build", "--data", "sunspots", "--window", "24"]) == 2
     assert "takes windows of 16 steps" in capsys.readouterr().err
+
+
+def test_tune_runs_the_gpu_sweeps_from_a_checkout_and_says_why_nothing_ran(tmp_path, capsys, monkeypatch):
+    with monkeypatch.context() as outside:  # an installed package has no bench/: one clear error
+        outside.chdir(tmp_path)
+        outside.setitem(sys.modules, "bench", None)
+        assert main(["tune", "--sweeps", "conv"]) == 2
+    assert "runs from a fusegraph source checkout" in capsys.readouterr().err
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(["tune", "--sweeps", "conv", "conv_grad", "--budget", "1"]) == 0  # its own options, passed through
+    assert "needs a CUDA GPU; nothing measured" in capsys.readouterr().err
