@@ -30,6 +30,7 @@ from .nn import (
     SimpleRNN,
     zoo,
 )
+from .precision import LossScale
 from .runtime import CompiledModel, compile
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "CacheError",
     "CompiledModel", "Concatenate", "Conv1D",
     "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
-    "Input", "InputError", "Layer", "MaxPool1D", "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN", "compile", "ir",
+    "Input", "InputError", "Layer", "LossScale", "MaxPool1D", "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN",
+    "compile", "ir",
     "optim", "zoo",
 ]

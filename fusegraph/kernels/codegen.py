@@ -100,8 +100,9 @@ def generate(node: Node, target: Target, counter: LaunchCounter | None = None) -
     if template is None:
         raise GraphError(f"{node.where}: no kernel template for op {node.op!r}")
     for value in (*node.inputs, *node.outputs):
-        if value.type.dtype in ("float16", "bfloat16") and target.interpreted:
-            raise GraphError(f"{node.where}: {value.type.dtype} runs on the GPU only; use float32 on the CPU")
+        if value.type.dtype == "bfloat16" and target.interpreted:  # numpy, which it computes with, has none
+            raise GraphError(f"{node.where}: bfloat16 runs on the GPU only (Triton's interpreter has no bfloat16); "
+                             "use float32 or float16 on the CPU")
     source = template.render(node)
     return NodeKernel(node, template, load_kernel(KernelSource(source.name, ir_comment(node) + source.source), counter),
                       target)

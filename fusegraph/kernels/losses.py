@@ -1,7 +1,9 @@
 """Losses as single kernels that compute the mean loss and its gradient in one pass.
 
 One program walks all rows (losses are small next to the layers feeding them), so the mean is
-summed in registers without atomics and is deterministic."""
+summed in registers without atomics and is deterministic. With a gradient scale (SCALED, mixed-precision
+training's loss scale, read from device memory so a captured CUDA graph follows it), the gradient is
+multiplied by it in float32 before it is stored: small gradients survive a float16 store."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from .registry import KernelSource, module_source, register_template
 
 CROSS_ENTROPY_SOURCE = '''
 @triton.jit
-def {name}(logits_ptr, target_ptr, loss_ptr, grad_ptr, N, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+def {name}(logits_ptr, target_ptr, scale_ptr, loss_ptr, grad_ptr, N, C, SCALED: tl.constexpr,
+           BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    grad_scale = tl.load(scale_ptr).to(tl.float32) if SCALED else 1.0
     cols = tl.arange(0, BLOCK_C)
     col_ok = cols < C
     total = tl.zeros((BLOCK_R,), tl.float32)
@@ -29,14 +33,16 @@ def {name}(logits_ptr, target_ptr, loss_ptr, grad_ptr, N, C, BLOCK_R: tl.constex
         # loss = logsumexp(x) - x[target], both relative to the row max: no log of a probability
         picked = tl.sum(tl.where(is_target & mask, shifted, 0.0), axis=1)
         total += tl.where(row_ok, tl.log(s) - picked, 0.0)
-        grad = (e / s[:, None] - is_target.to(tl.float32)) / N
+        grad = (e / s[:, None] - is_target.to(tl.float32)) / N * grad_scale
         tl.store(grad_ptr + rows[:, None] * C + cols[None, :], grad.to(grad_ptr.dtype.element_ty), mask=mask)
     tl.store(loss_ptr, (tl.sum(total, axis=0) / N).to(loss_ptr.dtype.element_ty))
 '''
 
 ELEMENTWISE_LOSS_SOURCE = '''
 @triton.jit
-def {name}(pred_ptr, target_ptr, loss_ptr, grad_ptr, NUMEL, BCE: tl.constexpr, BLOCK: tl.constexpr):
+def {name}(pred_ptr, target_ptr, scale_ptr, loss_ptr, grad_ptr, NUMEL, BCE: tl.constexpr, SCALED: tl.constexpr,
+           BLOCK: tl.constexpr):
+    grad_scale = tl.load(scale_ptr).to(tl.float32) if SCALED else 1.0
     total = tl.zeros((BLOCK,), tl.float32)
     for start in range(0, NUMEL, BLOCK):
         offs = start + tl.arange(0, BLOCK)
@@ -54,6 +60,7 @@ def {name}(pred_ptr, target_ptr, loss_ptr, grad_ptr, NUMEL, BCE: tl.constexpr, B
             loss = d * d
             grad = 2.0 * d / NUMEL
         total += tl.where(mask, loss, 0.0)
+        grad = grad * grad_scale
         tl.store(grad_ptr + offs, grad.to(grad_ptr.dtype.element_ty), mask=mask)
     tl.store(loss_ptr, (tl.sum(total, axis=0) / NUMEL).to(loss_ptr.dtype.element_ty))
 '''
@@ -65,12 +72,13 @@ def render_cross_entropy(node):
 
 
 def launch_cross_entropy(fn, node, target, inputs, outputs):
-    logits, labels = inputs
+    logits, labels = inputs[:2]
     loss, grad = outputs
     n, c = logits.shape
     block_c = triton.next_power_of_2(c)
     block_r = max(1, min(triton.next_power_of_2(n), 4096 // block_c))
-    fn[(1,)](logits, labels, loss, grad, n, c, BLOCK_R=block_r, BLOCK_C=block_c)
+    scale = inputs[2] if len(inputs) == 3 else loss  # unread unless SCALED
+    fn[(1,)](logits, labels, scale, loss, grad, n, c, SCALED=len(inputs) == 3, BLOCK_R=block_r, BLOCK_C=block_c)
 
 
 def render_elementwise(node):
@@ -79,11 +87,13 @@ def render_elementwise(node):
 
 
 def launch_elementwise(fn, node, target, inputs, outputs):
-    pred, labels = inputs
+    pred, labels = inputs[:2]
     loss, grad = outputs
     numel = pred.numel()
     block = target.tile(numel, gpu=1024, interpreted=8192)
-    fn[(1,)](pred, labels, loss, grad, numel, BCE=node.op == "binary_cross_entropy", BLOCK=block)
+    scale = inputs[2] if len(inputs) == 3 else loss  # unread unless SCALED
+    fn[(1,)](pred, labels, scale, loss, grad, numel, BCE=node.op == "binary_cross_entropy", SCALED=len(inputs) == 3,
+             BLOCK=block)
 
 
 register_template("cross_entropy", render_cross_entropy, launch_cross_entropy)

@@ -3,7 +3,13 @@ so a single launch updates them all, with their gradients and state buffers read
 
 The update of each optimizer is the elementwise code below, PyTorch's formulas in PyTorch's order
 (so results agree to rounding); per-step scalars (bias corrections, decayed learning rates) are
-computed on the host and passed in."""
+computed on the host and passed in.
+
+In mixed precision the gradients are half precision (float16 ones multiplied by the loss scale): the
+kernel reads them into float32 times INV_SCALE (GradScaler's unscale), updates the float32 master
+weights and state, and writes the half copy the next step's kernels read (HALF_COPY): one launch.
+Before it, float16 training launches NONFINITE_SOURCE over the gradients: a step whose gradients
+hold an inf or a NaN is skipped (the runtime reads the flag)."""
 
 from __future__ import annotations
 
@@ -13,13 +19,29 @@ from .registry import KernelSource, module_source
 
 OPTIM_SOURCE = '''
 @triton.jit
-def {name}(p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, NUMEL, LR, A, B, C, D, E, A1, B1, FIRST, BLOCK: tl.constexpr):
+def {name}(p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, half_ptr, NUMEL, LR, A, B, C, D, E, A1, B1, FIRST, INV_SCALE,
+           HALF_COPY: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
     p = tl.load(p_ptr + offs, mask=mask, other=0.0)
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HALF_COPY:
+        g = g * INV_SCALE
 {update}
     tl.store(p_ptr + offs, p, mask=mask)
+    if HALF_COPY:
+        tl.store(half_ptr + offs, p.to(half_ptr.dtype.element_ty), mask=mask)
+'''
+
+NONFINITE_SOURCE = '''
+@triton.jit
+def nonfinite_gradients(g_ptr, found_ptr, NUMEL, BLOCK: tl.constexpr):
+    # sets *found_ptr to 1 when a gradient is inf or NaN; it never clears it (the runtime does)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    g = tl.load(g_ptr + offs, mask=offs < NUMEL, other=0.0).to(tl.float32)
+    bad = tl.max(((g != g) | (tl.abs(g) == float("inf"))).to(tl.int32), axis=0)
+    if bad > 0:
+        tl.store(found_ptr, 1)
 '''
 
 # A..E are each optimizer's hyperparameters in the order of `scalars` below; A1 = 1 - A and B1 = 1 - B
@@ -80,6 +102,10 @@ def render(optimizer) -> KernelSource:
         name=name, update=UPDATES[optimizer.name])))
 
 
+def render_nonfinite() -> KernelSource:
+    return KernelSource("nonfinite_gradients", module_source("the non-finite gradient check", NONFINITE_SOURCE))
+
+
 def scalars(optimizer, step: int) -> tuple:
     """(LR, A, B, C, D, E, A1, B1, FIRST) for `step` (1-based)."""
     lr, a, b, c, d, e, first = _scalars(optimizer, step)
@@ -101,10 +127,22 @@ def _scalars(optimizer, step: int) -> tuple:
     return step_size, beta1, beta2, o.eps, (1 - beta2 ** step) ** 0.5, o.weight_decay, -1 if o.amsgrad else 0
 
 
-def launch(fn, optimizer, target, params, grads, states, step: int) -> None:
+def launch(fn, optimizer, target, params, grads, states, step: int, half_copy=None, inv_scale: float = 1.0) -> None:
+    """One step over the flat buffers; with `half_copy` (mixed precision), gradients times `inv_scale` and
+    the updated weights written to it too."""
     numel = params.numel()
     if numel == 0:  # every parameter frozen: nothing to update
         return
     block = target.tile(numel, gpu=1024, interpreted=65536)
     padded = [*states, *([params] * (3 - len(states)))]  # unused state slots are never touched
-    fn[(triton.cdiv(numel, block),)](params, grads, *padded, numel, *scalars(optimizer, step), BLOCK=block)
+    fn[(triton.cdiv(numel, block),)](params, grads, *padded, params if half_copy is None else half_copy, numel,
+                                     *scalars(optimizer, step), inv_scale, HALF_COPY=half_copy is not None,
+                                     BLOCK=block)
+
+
+def launch_nonfinite(fn, target, grads, found) -> None:
+    """Sets `found` (an int32 scalar) to 1 when a gradient is not finite."""
+    numel = grads.numel()
+    if numel:
+        block = target.tile(numel, gpu=2048, interpreted=65536)
+        fn[(triton.cdiv(numel, block),)](grads, found, numel, BLOCK=block)

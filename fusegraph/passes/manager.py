@@ -12,17 +12,20 @@ from .fold_batch_norms import fold_batch_norms
 from .forward_scan_passthroughs import forward_scan_passthroughs
 from .fuse import Decision, fuse_with_report
 from .hoist_rnn_projections import hoist_rnn_projections
+from .mixed_precision import half_precision
 from .persistent_scans import persistent_scans_with_report
 from .sink_scan_projections import sink_scan_projections
 
 
-def run_pipeline(graph: Graph, *, fuse: bool = True, memory_format: str = "contiguous",
+def run_pipeline(graph: Graph, *, fuse: bool = True, memory_format: str = "contiguous", half: str | None = None,
+                 loss_scale: bool = False,
                  dump: Callable[[str, Graph], None] | None = None) -> tuple[Graph, list[Decision]]:
-    """verify → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
+    """verify → (with `half`, a dtype: run in mixed precision, each loss's gradient scaled by the loss
+    scale with `loss_scale`) → eliminate dead code → read sequences instead of scans' pass-through outputs → hoist
     RNN input projections → sink per-step output projections after the loop → fold evaluation batch
     norms into the conv or dense before them → store the conv part
     channels-last → fuse → persistent scans (a narrow RNN layer as one kernel). Without `fuse`, only
-    verify, dead code and the layout: one kernel per node, stored as the fused graph stores it.
+    verify, the precision, dead code and the layout: one kernel per node, stored as the fused graph stores it.
     `memory_format`: how callers store the graph's rank-4 inputs and outputs ("contiguous" or
     "channels_last"). Returns the graph and the fusion decisions."""
     decisions: list[Decision] = []
@@ -37,7 +40,10 @@ def run_pipeline(graph: Graph, *, fuse: bool = True, memory_format: str = "conti
         decisions.extend(made)
         return persistent
 
-    steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify), ("eliminate_dead_code", eliminate_dead_code)]
+    steps: list[tuple[str, Callable[[Graph], Graph]]] = [("verify", verify)]
+    if half is not None:
+        steps.append(("half_precision", functools.partial(half_precision, dtype=half, loss_scale=loss_scale)))
+    steps.append(("eliminate_dead_code", eliminate_dead_code))
     if fuse:
         steps += [("forward_scan_passthroughs", forward_scan_passthroughs),
                   ("hoist_rnn_projections", hoist_rnn_projections),

@@ -17,9 +17,11 @@ from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from ..passes.fold_batch_norms import derived_parameters, fold
+from ..passes.mixed_precision import LOSS_SCALE
+from ..precision import LossScale, half_dtype
 from .device import select_device
 from .graphs import SIGNATURES, GraphRunner
-from .plan import MEMORY_FORMAT, stored_as
+from .plan import MEMORY_FORMAT, TORCH_DTYPE, stored_as
 from .program import Program
 
 
@@ -42,7 +44,8 @@ class CompiledModel:
 
     def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
                  cuda_graphs: bool | None = None, fp32_precision: str | None = None,
-                 memory_format: str | torch.memory_format | None = None) -> None:
+                 memory_format: str | torch.memory_format | None = None, precision: str | None = None,
+                 loss_scale: LossScale | None = None) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
@@ -50,18 +53,24 @@ class CompiledModel:
         self._lock = threading.RLock()
         self.fuse = fuse
         self.memory_format = _memory_format(memory_format)
-        self.graph, self.decisions = run_pipeline(graph, fuse=fuse, memory_format=self.memory_format)
+        self.half = half_dtype(precision)
+        self.loss_scaling = _loss_scaling(self.half, loss, loss_scale)
+        self.device = select_device(device)
+        if self.half == "bfloat16" and self.device != "cuda":
+            raise GraphError("precision='bf16' runs on the GPU only (Triton's interpreter has no bfloat16); "
+                             "on the CPU use precision='fp16' or float32")
+        self.graph, self.decisions = run_pipeline(graph, fuse=fuse, memory_format=self.memory_format, half=self.half)
         self.loss = loss
         if loss is not None:
             half = next((n for n in graph.param_nodes if n.outputs[0].type.dtype in ("float16", "bfloat16")), None)
             if half is not None:
-                raise GraphError(f"{half.where}: training runs in float32, but %{half.name} is "
-                                 f"{half.outputs[0].type.dtype}; build the model with dtype='float32' to train it "
-                                 "(half precision serves inference)")
+                raise GraphError(f"{half.where}: training keeps float32 master weights, but %{half.name} is "
+                                 f"{half.outputs[0].type.dtype}; build the model with dtype='float32' and train "
+                                 "it with precision='bf16' or 'fp16'")
             self.train_source = autodiff(graph, loss)
             self.train_graph, self.train_decisions = run_pipeline(self.train_source, fuse=fuse,
-                                                                  memory_format=self.memory_format)
-        self.device = select_device(device)
+                                                                  memory_format=self.memory_format, half=self.half,
+                                                                  loss_scale=self.loss_scaling is not None)
         if cuda_graphs and self.device != "cuda":
             raise GraphError(f"cuda_graphs=True needs the GPU, but this model is compiled for {self.device}")
         self.cuda_graphs = self.device == "cuda" if cuda_graphs is None else cuda_graphs
@@ -71,7 +80,16 @@ class CompiledModel:
         self.target = Target(self.device, fp32_precision)
         # each weight stored as the graph reads it: a conv's channels-last weights are packed here, once
         stored = {n.name: n.outputs[0].type for n in self.graph.param_nodes}
-        self.params = {name: _packed(t.detach().to(self.device), stored.get(name)) for name, t in model.params.items()}
+        self.params = {name: _packed(t.detach().to(self.device), stored.get(name), t.dtype)
+                       for name, t in model.params.items()}
+        self.casts: dict[str, torch.Tensor] = {}  # in mixed precision: each weight's half copy the kernels read
+        self._casts_version: int | None = 0  # the weights version the copies were made from
+        self.runtime_params: dict[str, torch.Tensor] = {}  # what graphs read that the model has not: the loss scale
+        if self.loss_scaling is not None:
+            self.loss_scale = self.loss_scaling.init_scale  # GradScaler's scale and growth tracker, on the host
+            self.growth_tracker = 0
+            self.runtime_params[LOSS_SCALE] = torch.full((), self.loss_scale, device=self.device)
+        self._recipes: dict[int, list] = {}
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
         self._derived: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # per graph: (weights version, values)
@@ -80,21 +98,29 @@ class CompiledModel:
             self.train_program = Program(self.train_graph, self.target, self.counter)
             self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
             self._random_kernels = [k.kernel for k in self.train_program.kernels if has_trait(k.node, "random")]
-            self._gradients = self._runner(lambda feeds: self.train_program.run(feeds, self.params))
+            self._gradients = self._runner(lambda feeds: self.train_program.run(feeds,
+                                                                                 self.params_for(self.train_graph)))
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
 
     def params_for(self, graph: Graph) -> dict[str, torch.Tensor]:
-        """The weights `graph` reads: the model's, and those it derives from them (a batch norm folded into
-        the layer before it), recomputed in place when the weights have changed since (a captured CUDA
-        graph keeps reading the same tensors)."""
-        recipes = self.__dict__.setdefault("_recipes", {})
-        if id(graph) not in recipes:
-            recipes[id(graph)] = derived_parameters(graph)
-        derived = recipes[id(graph)]
-        if not derived:
-            return self.params
+        """The weights `graph` reads, each in the dtype it reads: the model's (in mixed precision, half
+        copies of them), the runtime's (the loss scale), and those derived from them (a batch norm folded
+        into the layer before it, computed from the float32 weights). Copies are refreshed in place when
+        the weights have changed since (a captured CUDA graph keeps reading the same tensors)."""
+        if id(graph) not in self._recipes:
+            self._add_casts(graph)
+            self._recipes[id(graph)] = derived_parameters(graph)
         version = getattr(self, "weights_version", 0)
+        if self._casts_version != version:
+            with torch.no_grad():
+                for name, copy in self.casts.items():
+                    copy.copy_(self.params[name])
+            self._casts_version = version
+        bound = {**self.params, **self.casts, **self.runtime_params} if self.casts or self.runtime_params else self.params
+        derived = self._recipes[id(graph)]
+        if not derived:
+            return bound
         seen, values = self._derived.get(id(graph), (None, {}))
         if seen != version:
             stored = {n.name: n.outputs[0].type for n in graph.param_nodes}
@@ -106,7 +132,14 @@ class CompiledModel:
                     else:
                         values[name] = _packed(value, stored[name])
             self._derived[id(graph)] = (version, values)
-        return {**self.params, **values}
+        return {**bound, **values}
+
+    def _add_casts(self, graph: Graph) -> None:
+        """A half copy of each model weight `graph` reads in another dtype than the model keeps it in."""
+        for node in graph.param_nodes:
+            t, master = node.outputs[0].type, self.params.get(node.name)
+            if master is not None and TORCH_DTYPE[t.dtype] != master.dtype and node.name not in self.casts:
+                self.casts[node.name] = _packed(master, t)
 
     def _runner(self, run) -> GraphRunner:
         """CUDA graph replay where asked for (every argument a program's kernels take is fixed per input
@@ -156,13 +189,15 @@ class CompiledModel:
         return cache[id(graph)]
 
     def _check_device_and_ids(self, feeds: list[torch.Tensor], graph: Graph | None = None) -> list[torch.Tensor]:
+        """The feeds (checked against the model's declared inputs) as `graph` reads them: its layout and,
+        in mixed precision, its dtype."""
         graph = graph or self.graph
         checked = []
         for value, tensor in zip(graph.inputs, feeds):
             if tensor.device.type != self.device:
                 raise InputError(f"input '{value.name}' is on {tensor.device.type} but the model was compiled for "
                                  f"{self.device}; move it with .to('{self.device}')")
-            checked.append(stored_as(tensor, value.type))  # NCHW, or NHWC where the graph keeps it so
+            checked.append(stored_as(tensor, value.type))  # NCHW or NHWC, and float32 or half, as the graph keeps it
         names = {v.name: t for v, t in zip(graph.inputs, checked)}
         # NOTE: kernels do not bounds-check a gather (the interpreter would read wild memory), so ids are checked here
         for node, index, rows, what in self._range_checks(graph):
@@ -185,13 +220,16 @@ class CompiledModel:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
         outputs = self._run_training(x, y, self._gradients)
         grads = outputs[1:1 + len(self.trainable)]
-        # NOTE: contiguous copies, like model.params: a packed (channels-last) conv weight's gradient included
-        return float(outputs[0]), {name: g.clone(memory_format=torch.contiguous_format)
+        unscale = 1.0 / self.loss_scale if self.loss_scaling is not None else 1.0
+        # NOTE: contiguous copies in the weights' dtype, like model.params: a packed (channels-last) conv weight's
+        # gradient included; in mixed precision unscaled in float32, as GradScaler.unscale_ does
+        return float(outputs[0]), {name: g.to(self.params[name].dtype, memory_format=torch.contiguous_format,
+                                              copy=True).mul_(unscale)
                                    for name, g in zip(self.trainable, grads, strict=True)}
 
     def _run_training(self, x, y, runner) -> list[torch.Tensor]:
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
-        feeds = self._check_device_and_ids(check_feeds(self.train_graph, [*xs, y]), self.train_graph)
+        feeds = self._check_device_and_ids(check_feeds(self.train_source, [*xs, y]), self.train_graph)
         with torch.no_grad():
             outputs = runner(feeds)
         self.last_launches = runner.last_launches
@@ -199,7 +237,7 @@ class CompiledModel:
 
     @exclusive
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-        feeds = self._check_device_and_ids(check_feeds(self.graph, x))
+        feeds = self._check_device_and_ids(check_feeds(self.source_graph, x))
         self.params_for(self.graph)  # NOTE: a CUDA graph replay runs no Python: refresh folded weights first
         with torch.no_grad():
             outputs = self._forward(feeds, copy=True)
@@ -218,10 +256,26 @@ def _memory_format(value) -> str:
                          f"got {value!r}") from None
 
 
-def _packed(tensor: torch.Tensor, stored: TensorType | None) -> torch.Tensor:
-    """A copy of `tensor` (never the caller's) in the layout the graph stores it in."""
+def _packed(tensor: torch.Tensor, stored: TensorType | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A copy of `tensor` (never the caller's) in the layout the graph stores it in, in `dtype` (by default
+    the graph's)."""
     layout = MEMORY_FORMAT[stored.layout] if stored is not None else torch.contiguous_format
-    return tensor.clone(memory_format=layout)
+    if dtype is None:
+        dtype = TORCH_DTYPE[stored.dtype] if stored is not None else tensor.dtype
+    return tensor.to(dtype, memory_format=layout, copy=True)
+
+
+def _loss_scaling(half: str | None, loss: str | None, loss_scale) -> LossScale | None:
+    """float16 training's loss scale (GradScaler's defaults unless given); None where none applies."""
+    if loss_scale is not None:
+        if not isinstance(loss_scale, LossScale):
+            raise GraphError(f"loss_scale must be a fg.LossScale, got {type(loss_scale).__name__}")
+        if half != "float16" or loss is None:
+            raise GraphError("loss_scale applies to training in precision='fp16' (bf16 has float32's exponent "
+                             "range and needs none)")
+    if half != "float16" or loss is None:
+        return None
+    return loss_scale or LossScale()
 
 
 def _all_nodes(graph: Graph):
@@ -233,7 +287,8 @@ def _all_nodes(graph: Graph):
 
 def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
             optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
-            memory_format: str | torch.memory_format | None = None) -> CompiledModel:
+            memory_format: str | torch.memory_format | None = None, precision: str | None = None,
+            loss_scale: LossScale | None = None) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
     (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
     when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
@@ -241,8 +296,14 @@ def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | 
     `fp32_precision`: how fp32 dots run on the GPU ("tf32x3" by default, "ieee", or one-pass "tf32").
     Inside, a chain of convs keeps its activations channels-last (NHWC); `memory_format=torch.channels_last`
     says the caller's images are stored so too (a PyTorch model converted with .to(memory_format=...)):
-    inputs are read and outputs written channels-last, with no conversion at the edges."""
+    inputs are read and outputs written channels-last, with no conversion at the edges.
+    `precision="bf16"` or `"fp16"` runs a float32 model in mixed precision: activations, weights and
+    gradients in half precision, dots and reductions accumulated in float32, losses and batch-norm
+    statistics in float32, and the optimizer updating float32 master weights; calls return half
+    outputs. fp16 training scales its loss gradient dynamically (`loss_scale=fg.LossScale(...)`, torch's
+    GradScaler rules and defaults). bf16 needs the GPU; fp16 also runs in the interpreter."""
     from .training import make
 
     return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs,
-                fp32_precision=fp32_precision, memory_format=memory_format)
+                fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
+                loss_scale=loss_scale)

@@ -31,11 +31,13 @@ def in_layout(storage: torch.Tensor, t: TensorType, shape: tuple[int, ...]) -> t
 
 
 def stored_as(tensor: torch.Tensor, t: TensorType) -> torch.Tensor:
-    """`tensor` itself when it is stored in t's layout, else a copy that is (a parameter packed for a graph
-    that stores it otherwise than the model does)."""
-    if tensor.is_contiguous(memory_format=MEMORY_FORMAT[t.layout]):
+    """`tensor` itself when it is stored in t's layout and dtype, else a copy that is (a parameter packed
+    for a graph that stores it otherwise than the model does, a float32 batch fed to a half-precision
+    graph)."""
+    layout, dtype = MEMORY_FORMAT[t.layout], TORCH_DTYPE[t.dtype]
+    if tensor.dtype == dtype and tensor.is_contiguous(memory_format=layout):
         return tensor
-    return tensor.contiguous(memory_format=MEMORY_FORMAT[t.layout])
+    return tensor.to(dtype, memory_format=layout, copy=True)  # NOTE: without copy, .to() may hand back tensor
 
 
 @dataclass

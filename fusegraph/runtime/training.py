@@ -16,8 +16,9 @@ from ..kernels import optim as optim_kernels
 from ..optim import Optimizer
 from ..passes import run_pipeline
 from ..passes.autodiff import batch_counters, loss_graph, running_state
+from ..passes.mixed_precision import LOSS_SCALE
 from .compiled import CompiledModel, exclusive
-from .plan import in_layout
+from .plan import TORCH_DTYPE, in_layout
 from .program import Program
 
 
@@ -70,23 +71,26 @@ def _pair(data, what: str) -> tuple:
 class Trainer(CompiledModel):
     def __init__(self, model, *, loss: str, optimizer: Optimizer | None = None, fuse: bool = True,
                  device: str | None = None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
-                 memory_format=None) -> None:
+                 memory_format=None, precision: str | None = None, loss_scale=None) -> None:
         super().__init__(model, fuse=fuse, device=device, loss=loss, cuda_graphs=cuda_graphs,
-                         fp32_precision=fp32_precision, memory_format=memory_format)
+                         fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
+                         loss_scale=loss_scale)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise GraphError(f"optimizer must be one of fg.optim's (SGD, Adam, ...), got {type(optimizer).__name__}")
         self.model = model
         self.optimizer = optimizer
         self._flatten_parameters()
-        self.eval_graph, _ = run_pipeline(loss_graph(self.source_graph, loss), fuse=fuse,
-                                          memory_format=self.memory_format)
+        self.eval_source = loss_graph(self.source_graph, loss)
+        self.eval_graph, _ = run_pipeline(self.eval_source, fuse=fuse, memory_format=self.memory_format, half=self.half)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params_for(self.eval_graph)))
-        self.steps_taken = 0  # completed steps: a step counts (for Adam's bias correction...) once it is done
+        self.steps_taken = 0  # completed steps: a step counts once it is done
+        self.optimizer_steps = 0  # the updates made (Adam's bias correction...): float16 skips overflowing steps
         self.weights_version = 0  # bumped whenever the weights change; the Model reads through on a change
         self.history: dict[str, list[float]] = {}
         # gradients land straight in flat_grads, where the optimizer kernel reads them
-        self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params, self._bind))
+        self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params_for(self.train_graph),
+                                                                              self._bind))
         self._step_number = torch.zeros((), dtype=torch.int64, device=self.device)
         for kernel in self._random_kernels:
             kernel.step = self._step_number  # a new dropout mask every step
@@ -95,6 +99,9 @@ class Trainer(CompiledModel):
             if optimizer.name == "Adagrad":
                 self.states[0].fill_(optimizer.initial_accumulator_value)
             self.optimizer_kernel = load_kernel(optim_kernels.render(optimizer), self.counter)
+        if self.loss_scaling is not None:
+            self.nonfinite_kernel = load_kernel(optim_kernels.render_nonfinite(), self.counter)
+            self._found_nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
         if hasattr(model, "follow"):
             model.follow(self)
 
@@ -105,9 +112,15 @@ class Trainer(CompiledModel):
                  for name, t in self.params.items()}, self.weights_version)
 
     def _flatten_parameters(self) -> None:
+        """The float32 weights in one flat buffer (the optimizer's), their gradients in another in the
+        dtype the step computes them in; in mixed precision a third holds the half copy the step reads."""
         sizes = {name: prod(self.params[name].shape) for name in self.trainable}
-        self.flat = torch.empty(sum(sizes.values()), device=self.device)
-        self.flat_grads = torch.empty_like(self.flat)
+        gradients = self.train_graph.outputs[1:1 + len(self.trainable)]
+        total = sum(sizes.values())
+        self.flat = torch.empty(total, device=self.device)
+        grad_dtype = TORCH_DTYPE[gradients[0].type.dtype] if gradients else torch.float32
+        self.flat_grads = torch.empty(total, dtype=grad_dtype, device=self.device)
+        self.flat_half = torch.empty(total, dtype=TORCH_DTYPE[self.half], device=self.device) if self.half else None
         self.grad_views: dict[str, torch.Tensor] = {}
         offset = 0
         # a weight and its gradient are stored alike (the optimizer walks both flat), as the step reads them
@@ -118,9 +131,11 @@ class Trainer(CompiledModel):
             view = in_layout(self.flat[offset:offset + n], layout, shape)
             view.copy_(self.params[name])
             self.params[name] = view
+            if self.flat_half is not None:
+                self.casts[name] = in_layout(self.flat_half[offset:offset + n], layout, shape)
+                self.casts[name].copy_(view)
             self.grad_views[name] = in_layout(self.flat_grads[offset:offset + n], layout, shape)
             offset += n
-        gradients = self.train_graph.outputs[1:1 + len(self.trainable)]
         self._bind = {v.name: self.grad_views[name] for v, name in zip(gradients, self.trainable, strict=True)}
         # batch norms' running statistics: which step output replaces which parameter, and the step counters
         at = {v.name: i for i, v in enumerate(self.train_graph.outputs)}
@@ -140,23 +155,27 @@ class Trainer(CompiledModel):
                              "optimizer=fg.optim.Adam())")
         step = self.steps_taken + 1
         self._step_number.fill_(step)
+        self.params_for(self.train_graph)  # NOTE: a CUDA graph replay runs no Python: refresh the half copies first
         outputs = self._run_training(x, y, self._step_runner)
         launches = self.last_launches
-        self._update(step, outputs)
+        launches += self._update(outputs)
         self.steps_taken = step
         self.weights_version += 1
-        self.last_launches = launches + 1
+        if self.half is not None:
+            self._casts_version = self.weights_version  # the optimizer wrote the half copies too
+        self.last_launches = launches
         return outputs
 
-    def _update(self, step: int, outputs: list[torch.Tensor]) -> None:
-        """One optimizer launch and the running statistics' new values: all of it or, if interrupted, none."""
+    def _update(self, outputs: list[torch.Tensor]) -> int:
+        """The optimizer's update (unless float16 gradients overflowed: then the loss scale backs off) and the
+        running statistics' new values: all of it or, if interrupted, none. Returns the launches it made."""
         state = [self.flat, *self.states, *(self.params[name] for name, _ in self._running),
-                 *(self.params[name] for name in self._counters)]
+                 *(self.params[name] for name in self._counters), *([self.flat_half] if self.half else [])]
         # the interpreter runs a launch's programs one by one in Python: Ctrl-C can land between them
         before = [t.clone() for t in state] if self.target.interpreted else None
+        host = (self.optimizer_steps, getattr(self, "loss_scale", None), getattr(self, "growth_tracker", None))
         try:
-            optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
-                                 self.states, step)
+            launches = self._optimizer_step()
             for name, at in self._running:
                 self.params[name].copy_(outputs[at])
             for name in self._counters:
@@ -164,7 +183,37 @@ class Trainer(CompiledModel):
         except BaseException:
             for tensor, saved in zip(state, before or []):  # NOTE: on a GPU, launched work runs to the end
                 tensor.copy_(saved)
+            self.optimizer_steps = host[0]
+            if self.loss_scaling is not None:
+                self._set_loss_scale(*host[1:])
             raise
+        return launches
+
+    def _optimizer_step(self) -> int:
+        """One optimizer launch over the flat buffers, after float16's check for overflowed gradients, which
+        skips it and backs the loss scale off when they did (GradScaler.step and update)."""
+        launches = 0
+        if self.loss_scaling is not None:
+            optim_kernels.launch_nonfinite(self.nonfinite_kernel, self.target, self.flat_grads, self._found_nonfinite)
+            launches += 1
+            found = bool(self._found_nonfinite)  # NOTE: one device-to-host sync, as GradScaler.step makes
+            if found:
+                self._found_nonfinite.zero_()
+            unscale = 1.0 / self.loss_scale
+            self._set_loss_scale(*self.loss_scaling.update(self.loss_scale, self.growth_tracker, found))
+            if found:
+                return launches
+        else:
+            unscale = 1.0
+        self.optimizer_steps += 1
+        optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
+                             self.states, self.optimizer_steps, half_copy=self.flat_half, inv_scale=unscale)
+        return launches + 1
+
+    def _set_loss_scale(self, scale: float, growth_tracker: int) -> None:
+        if scale != self.loss_scale:
+            self.runtime_params[LOSS_SCALE].fill_(scale)
+        self.loss_scale, self.growth_tracker = scale, growth_tracker
 
     def _running_values(self) -> list[torch.Tensor]:
         return [self.params[name].clone() for name, _ in self._running] + [self.params[n].clone() for n in self._counters]
@@ -266,7 +315,7 @@ class Trainer(CompiledModel):
         for start in range(0, len(y), batch_size):
             xb = [t[start:start + batch_size].to(self.device) for t in xs]
             yb = y[start:start + batch_size].to(self.device)
-            feeds = self._check_device_and_ids(check_feeds(self.eval_graph, [*xb, yb]), self.eval_graph)
+            feeds = self._check_device_and_ids(check_feeds(self.eval_source, [*xb, yb]), self.eval_graph)
             self.params_for(self.eval_graph)  # folded batch norms follow the weights (see __call__)
             with torch.no_grad():
                 loss, logits = self._evaluation(feeds)
@@ -288,13 +337,15 @@ class Trainer(CompiledModel):
 
 def make(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
          optimizer: Optimizer | None = None, cuda_graphs: bool | None = None,
-         fp32_precision: str | None = None, memory_format=None) -> CompiledModel:
+         fp32_precision: str | None = None, memory_format=None, precision: str | None = None,
+         loss_scale=None) -> CompiledModel:
     if loss is None:
         if optimizer is not None:
             raise GraphError("an optimizer needs a loss: fg.compile(model, loss='cross_entropy', optimizer=...)")
         return CompiledModel(model, fuse=fuse, device=device, cuda_graphs=cuda_graphs, fp32_precision=fp32_precision,
-                             memory_format=memory_format)
+                             memory_format=memory_format, precision=precision, loss_scale=loss_scale)
     return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device, cuda_graphs=cuda_graphs,
-                   fp32_precision=fp32_precision, memory_format=memory_format)
+                   fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
+                   loss_scale=loss_scale)
 
 

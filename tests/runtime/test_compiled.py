@@ -91,12 +91,14 @@ def test_compiled_model_uses_the_cache_folder(tmp_path, monkeypatch):
     assert any(f.startswith("matmul_bias_add_tanh_") for f in files)
 
 
-def test_half_precision_on_the_cpu_is_a_clear_error():
+def test_training_a_half_model_and_bfloat16_in_the_interpreter_are_clear_errors():
     model = fg.Sequential([fg.Input((4,), dtype="float16"), fg.Dense(3)])
-    with pytest.raises(fg.GraphError, match="training runs in float32, but %dense.weight is float16"):
+    with pytest.raises(fg.GraphError, match="training keeps float32 master weights, but %dense.weight is float16; "
+                                            "build the model with dtype='float32' and train it with precision="):
         fg.compile(model, loss="mse")
-    with pytest.raises(fg.GraphError, match="float16 runs on the GPU only"):
-        fg.compile(model)
+    brain = fg.Sequential([fg.Input((4,), dtype="bfloat16"), fg.Dense(3)])
+    with pytest.raises(fg.GraphError, match="bfloat16 runs on the GPU only"):
+        fg.compile(brain)
 
 
 def test_compile_rejects_non_models_and_bad_devices():

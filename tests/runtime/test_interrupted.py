@@ -72,8 +72,8 @@ def test_ctrl_c_in_the_forward_or_the_optimizer_kernel_changes_nothing(monkeypat
 
     real_launch = training.optim_kernels.launch
 
-    def interrupted_update(kernel, optimizer, target, flat, grads, states, step):
-        real_launch(kernel, optimizer, target, flat, grads, states, step)
+    def interrupted_update(kernel, optimizer, target, flat, grads, states, step, **half):
+        real_launch(kernel, optimizer, target, flat, grads, states, step, **half)
         flat[:3] = 99.0  # as if the interpreter had run some of the update's programs
         raise KeyboardInterrupt
 

@@ -63,7 +63,7 @@ TRAITS = {
                    "broadcast over the rest (channel_inputs)",
     "non_decreasing": "a non-decreasing function (with the attrs layers give it): commutes with a max pool",
     "rectifier": "ReLU-like: a layer ending in it starts from He initialisation",
-    "loss": "a loss: (prediction, target) -> (mean value, gradient of the prediction)",
+    "loss": "a loss: (prediction, target[, gradient scale]) -> (mean value in float32, gradient of the prediction)",
     "zero_filled": "its kernel zero-fills the output, then accumulates into it: one more launch and write",
     "gates": "splits a value into equal gate-wide tiles along its last axis, or joins such tiles back",
     "random": "draws random numbers: its kernel takes a seed that advances with every training step",
@@ -152,6 +152,11 @@ def require_same_dtype(types: Sequence[TensorType]) -> None:
     dtypes = {t.dtype for t in types}
     if len(dtypes) > 1:
         raise GraphError(f"inputs have different dtypes {sorted(dtypes)}; cast them to one dtype")
+
+
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float32 if it is half precision (what a half-precision op computes in), else as it is."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def normalize_axis(axis: int, rank: int) -> int:

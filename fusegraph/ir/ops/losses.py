@@ -2,7 +2,12 @@
 
 cross_entropy takes logits and integer class targets; a model ending in softmax or log_softmax is
 trained through the logits feeding it, so no log of a probability is ever taken. binary_cross_entropy
-takes logits too (a sigmoid output's input); mse takes the prediction itself."""
+takes logits too (a sigmoid output's input); mse takes the prediction itself.
+
+The loss is computed, and its value kept, in float32 whatever the prediction's dtype (as torch's
+autocast does); a float target keeps its own dtype. An optional third input, a float32 scalar,
+multiplies the gradient before it is stored (mixed-precision training's loss scale: small gradients
+survive float16)."""
 
 from __future__ import annotations
 
@@ -11,55 +16,69 @@ import torch.nn.functional as F
 
 from ..errors import GraphError, InputError
 from ..types import TensorType
-from .base import OpDef, register_op, require_float, set_execution, set_traits, shape_str
+from .base import OpDef, register_op, require_float, set_execution, set_traits, shape_str, widened
 
 SCALAR = ()
 
 
+def _scale_rule(types) -> None:
+    if len(types) not in (2, 3):
+        raise GraphError(f"a loss takes (prediction, target) and optionally a gradient scale, got {len(types)} inputs")
+    if len(types) == 3 and types[2] != TensorType(SCALAR, "float32"):
+        raise GraphError(f"a loss's gradient scale must be a float32 scalar, got {types[2]}")
+
+
+def _scaled(grad: torch.Tensor, inputs) -> torch.Tensor:
+    return grad * inputs[2] if len(inputs) == 3 else grad
+
+
 def _cross_entropy_rule(types, attrs):
-    logits, target = types
+    _scale_rule(types)
+    logits, target = types[:2]
     require_float(logits, "logits")
     if logits.rank != 2:
         raise GraphError(f"cross_entropy takes (batch, classes) logits, got {shape_str(logits)}")
     if target.dtype != "int64" or target.shape != logits.shape[:1]:
         raise GraphError(f"cross_entropy targets must be int64 class ids of shape (batch,), got {target}")
-    return [TensorType(SCALAR, logits.dtype), logits]
+    return [TensorType(SCALAR, "float32"), logits]
 
 
 def _cross_entropy_reference(inputs, attrs, ctx):
-    logits, target = inputs
+    logits, target = inputs[:2]
     classes = logits.shape[1]
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= classes):
         raise InputError(f"class targets must lie in [0, {classes}), got [{int(target.min())}, {int(target.max())}]")
-    loss = F.cross_entropy(logits, target)
-    grad = (torch.softmax(logits, 1) - F.one_hot(target, classes).to(logits.dtype)) / logits.shape[0]
-    return [loss, grad]
+    wide = widened(logits)
+    loss = F.cross_entropy(wide, target)
+    grad = (torch.softmax(wide, 1) - F.one_hot(target, classes).to(wide.dtype)) / logits.shape[0]
+    return [loss, _scaled(grad, inputs).to(logits.dtype)]
 
 
 def _same_shape_rule(types, attrs):
-    pred, target = types
+    _scale_rule(types)
+    pred, target = types[:2]
     require_float(pred, "prediction")
-    if target != pred:
-        raise GraphError(f"targets must match the prediction {pred}, got {target}")
-    return [TensorType(SCALAR, pred.dtype), pred]
+    if target.shape != pred.shape or not target.is_float:
+        raise GraphError(f"targets must be floats shaped like the prediction {pred}, got {target}")
+    return [TensorType(SCALAR, "float32"), pred]
 
 
 def _bce_reference(inputs, attrs, ctx):
-    logits, target = inputs
+    logits, target = (widened(t) for t in inputs[:2])
     loss = F.binary_cross_entropy_with_logits(logits, target)
-    return [loss, (torch.sigmoid(logits) - target) / logits.numel()]
+    return [loss, _scaled((torch.sigmoid(logits) - target) / logits.numel(), inputs).to(inputs[0].dtype)]
 
 
 def _mse_reference(inputs, attrs, ctx):
-    pred, target = inputs
-    return [F.mse_loss(pred, target), 2.0 * (pred - target) / pred.numel()]
+    pred, target = (widened(t) for t in inputs[:2])
+    return [F.mse_loss(pred, target), _scaled(2.0 * (pred - target) / pred.numel(), inputs).to(inputs[0].dtype)]
 
 
-register_op(OpDef("cross_entropy", 2, _cross_entropy_rule, _cross_entropy_reference,
-                  "mean cross-entropy of logits against class ids; outputs loss, d loss / d logits"))
-register_op(OpDef("binary_cross_entropy", 2, _same_shape_rule, _bce_reference,
-                  "mean binary cross-entropy of logits against 0/1 targets; outputs loss, gradient"))
-register_op(OpDef("mse", 2, _same_shape_rule, _mse_reference, "mean squared error; outputs loss, gradient"))
+register_op(OpDef("cross_entropy", None, _cross_entropy_rule, _cross_entropy_reference,
+                  "mean cross-entropy of logits against class ids [, gradient scale]; outputs loss, d loss / d logits"))
+register_op(OpDef("binary_cross_entropy", None, _same_shape_rule, _bce_reference,
+                  "mean binary cross-entropy of logits against 0/1 targets [, gradient scale]; outputs loss, gradient"))
+register_op(OpDef("mse", None, _same_shape_rule, _mse_reference, "mean squared error [, gradient scale]; outputs loss, gradient"))
 set_traits(("cross_entropy", "binary_cross_entropy", "mse"), "loss")
 set_execution("cross_entropy", index_inputs=lambda node: [(1, node.inputs[0].type.shape[1], "class targets")])
 # the output op a loss takes in (computing from its input, the logits): a probability's log is never taken

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import GraphError
-from .base import OpDef, register_op, require_float, set_execution, set_traits, set_vjp, shape_str
+from ..types import TensorType
+from .base import OpDef, register_op, require_float, set_execution, set_traits, set_vjp, shape_str, widened
 from .expr import Arg, Attr, rsqrt
 
 EPS, MOMENTUM = 1e-5, 0.1  # torch's defaults
@@ -49,7 +50,7 @@ def _train_rule(types, attrs):
     x = types[0]
     channels = _channels(x)
     _require_vectors(types[1:], channels, ("weight", "bias"))
-    stat = x.with_shape((channels,))
+    stat = TensorType((channels,), "float32")  # statistics accumulate and stay in float32, as torch's do
     return [x, stat, stat, stat]
 
 
@@ -61,11 +62,11 @@ def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _train_reference(inputs, attrs, ctx):
-    x, weight, bias = inputs
+    x, weight, bias = (widened(t) for t in inputs)  # a half-precision batch is normalised in float32
     eps = attrs.get("eps", EPS)
     y = torch.nn.functional.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
     mean, unbiased, invstd = _statistics(x, eps)
-    return [y, mean, unbiased, invstd]
+    return [y.to(inputs[0].dtype), mean, unbiased, invstd]
 
 
 def _train_vjp(b, node, grads, needs):
@@ -85,13 +86,13 @@ def _bwd_rule(types, attrs):
 
 
 def _bwd_reference(inputs, attrs, ctx):
-    dy, x, mean, invstd, weight = inputs
+    dy, x, mean, invstd, weight = (widened(t) for t in inputs)
     dims = [d for d in range(x.dim()) if d != 1]
     xhat = (x - _per_channel(mean, x)) * _per_channel(invstd, x)
     dbias, dweight = dy.sum(dim=dims), (dy * xhat).sum(dim=dims)
     count = x.numel() // x.shape[1]
     dx = _per_channel(weight * invstd, x) * (dy - _per_channel(dbias / count, x) - xhat * _per_channel(dweight / count, x))
-    return [dx, dweight, dbias]
+    return [dx.to(inputs[1].dtype), dweight.to(inputs[4].dtype), dbias.to(inputs[4].dtype)]
 
 
 def _running_rule(types, attrs):
