@@ -49,8 +49,9 @@ def done_rows(path: Path) -> set[tuple[str, str, str, str]]:
 
 
 def runs_in(row: Row, dtype: str) -> bool:
-    """Training steps and optimizer steps are fp32 (fusegraph trains in fp32); forwards run in any dtype."""
-    return dtype == "float32" or (row.loss is None and row.optimizer_numel is None)
+    """Optimizer steps are fp32 only; forwards run in any dtype, training steps in half dtypes as mixed
+    precision (a float32 model, torch's autocast against fg.compile(precision=...))."""
+    return dtype == "float32" or row.optimizer_numel is None
 
 
 def plan(rows: list[str] | None, path: Path, budget: float, dtype: str = "float32",
@@ -80,14 +81,18 @@ def contenders_for(row: Row, scale: str, precision: str, dtype: str = "float32",
     if row.optimizer_numel is not None:
         numel = row.optimizer_numel(scale)
         return (*optimizer_contenders(numel, device), [torch.empty(numel, device=device)])
-    model, feeds = row.build(scale, dtype)
-    feeds = [f.to(device, getattr(torch, dtype)) for f in feeds]
     if row.loss is None:
+        model, feeds = row.build(scale, dtype)
+        feeds = [f.to(device, getattr(torch, dtype)) for f in feeds]
         return (*forward_contenders(model, feeds, precision, memory_format=memory_format), feeds)
     from bench.bench_training import targets
 
+    model, feeds = row.build(scale, "float32")  # a half dtype trains a float32 model in mixed precision
+    feeds = [f.to(device) for f in feeds]
     target = targets(model, row.loss, len(feeds[0])).to(device)
-    return (*training_contenders(model, feeds, target, row.loss, precision, memory_format=memory_format), feeds)
+    amp = None if dtype == "float32" else dtype
+    return (*training_contenders(model, feeds, target, row.loss, precision, memory_format=memory_format, amp=amp),
+            feeds)
 
 
 def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False,
@@ -98,6 +103,7 @@ def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool 
     tolerance = TOLERANCE[precision if dtype == "float32" else dtype]
     outcome = measure(contenders, left_out, rounds, tolerance, precision, training=row.loss is not None)
     result = {"row": row.name, "scale": scale, "precision": precision, "dtype": dtype, "memory_format": memory_format,
+              **({"mixed_precision": True} if row.loss is not None and dtype != "float32" else {}),
               "shape": [list(f.shape) for f in feeds], **outcome.summary(),
               "wall_s": round(time.perf_counter() - start, 1)}
     if profiled:
@@ -178,7 +184,8 @@ def markdown(records: list[dict], env: dict, path: Path) -> str:
                            for name, r in record["ratios_vs_fusegraph"].items())
         times = ", ".join(f"{name} {ms:.3f}" for name, ms in record["median_ms"].items())
         stored = ", channels-last" if record.get("memory_format") == "channels_last" else ""
-        lines.append(f"- **{record['row']}** ({record['dtype']}, {record['precision']}{stored}, {record['rounds']} rounds): "
+        dtype = f"{record['dtype']} mixed precision" if record.get("mixed_precision") else record["dtype"]
+        lines.append(f"- **{record['row']}** ({dtype}, {record['precision']}{stored}, {record['rounds']} rounds): "
                      f"{times} ms; {ratios}")
         if "copy_ms" in record:
             lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
@@ -203,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--precision", choices=["exact", "tf32"], default="exact", help="fp32 pairing")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                        help="forward rows in half precision too (training and optimizer rows are fp32)")
+                        help="forward rows in this dtype; training rows in it as mixed precision (autocast); "
+                             "optimizer rows are fp32 only")
     parser.add_argument("--memory-format", choices=["contiguous", "channels_last"], default="contiguous",
                         help="how every contender stores images and conv weights (torch: .to(memory_format=...))")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")

@@ -280,17 +280,19 @@ def _synchronize() -> None:
 
 
 def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
-                        precision: str = "exact", cuda: bool | None = None,
-                        memory_format: str = "contiguous") -> tuple[list[Contender], dict[str, str]]:
+                        precision: str = "exact", cuda: bool | None = None, memory_format: str = "contiguous",
+                        amp: str | None = None) -> tuple[list[Contender], dict[str, str]]:
     """Every contender of one training step (forward, loss, backward, SGD with momentum 0.9 at lr 0.01),
     each reading its loss back to the host as a training loop does; each starts from the same weights,
-    so the first steps' losses are compared. `memory_format`: how every contender stores images and weights."""
+    so the first steps' losses are compared. `memory_format`: how every contender stores images and weights.
+    `amp` ("bfloat16" or "float16"): mixed precision on a float32 model, torch's recipe (autocast, and for
+    float16 a GradScaler) against fg.compile(precision=...), CUDA graphs on both sides as in float32."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     left_out: dict[str, str] = {}
     feeds, _ = in_memory_format(feeds, None, memory_format)
 
     def torch_step(compile_mode: str | None | bool = False) -> Run:
-        step = torch_sgd_step(model, feeds, target, loss, memory_format)[2]
+        step = torch_sgd_step(model, feeds, target, loss, memory_format, amp)[2]
         if compile_mode is False:
             return lambda: step().item()
         compiled = torch.compile(step, mode=compile_mode) if compile_mode else torch.compile(step)
@@ -298,16 +300,16 @@ def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torc
 
     def fusegraph_step(ours: str, graphs: bool) -> Run:
         trainer = fg.compile(model, loss=loss, optimizer=fg.optim.SGD(lr=0.01, momentum=0.9), cuda_graphs=graphs,
-                             fp32_precision=ours, memory_format=memory_format)
+                             fp32_precision=ours, memory_format=memory_format, precision=AMP_PRECISION.get(amp))
         return lambda: trainer.train_step(feeds, target)
 
     ours = "tf32" if precision == "tf32" else "ieee"
     builds: dict[str, Callable[[], Run]] = {"eager": torch_step, BASELINE: lambda: fusegraph_step(ours, cuda)}
-    if precision == "exact":
+    if precision == "exact" and amp is None:
         builds["fusegraph-tf32x3"] = lambda: fusegraph_step("tf32x3", cuda)
     if cuda:
         builds["fusegraph-launch"] = lambda: fusegraph_step(ours, False)
-        builds["eager+graph"] = lambda: _captured_training_step(model, feeds, target, loss, memory_format)
+        builds["eager+graph"] = lambda: _captured_training_step(model, feeds, target, loss, memory_format, amp)
         builds["compile"] = lambda: torch_step(None)
         builds["compile-max"] = lambda: torch_step("max-autotune")
     else:
@@ -324,31 +326,52 @@ def training_contenders(model: fg.Model, feeds: list[torch.Tensor], target: torc
     return contenders, left_out
 
 
+AMP_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}  # fg.compile's name for each autocast dtype
+
+
 def torch_sgd_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
-                   memory_format: str = "contiguous"):
+                   memory_format: str = "contiguous", amp: str | None = None):
     """(module, optimizer, step): torch's side of a training step on `feeds`, SGD with momentum 0.9 at lr
-    0.01, gradients zeroed in place (addresses fixed, so a CUDA graph can capture it); returns the loss."""
+    0.01, gradients zeroed in place (addresses fixed, so a CUDA graph can capture it); returns the loss.
+    With `amp`, torch's mixed-precision recipe: forward and loss under autocast (its weight-cast cache off,
+    as CUDA graph capture needs) and, for float16, a GradScaler; on the GPU the optimizer is the fused
+    SGD, which takes the scaler's scale and overflow flag on the device (no host sync: capturable)."""
     from bench.bench_training import torch_loss
 
-    _, module = in_memory_format([], flatten_rnns(model.to_torch().to(feeds[0].device).train()), memory_format)
-    optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+    device = feeds[0].device
+    _, module = in_memory_format([], flatten_rnns(model.to_torch().to(device).train()), memory_format)
+    fused = amp is not None and device.type == "cuda"
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9, **({"fused": True} if fused else {}))
+    scaler = torch.amp.GradScaler(device.type) if amp == "float16" else None
+
+    def forward() -> torch.Tensor:
+        if amp is None:
+            return torch_loss(model, module(*feeds), target, loss)
+        with torch.autocast(device.type, dtype=getattr(torch, amp), cache_enabled=False):
+            return torch_loss(model, module(*feeds), target, loss)
 
     def step():
         optimizer.zero_grad(set_to_none=False)
-        value = torch_loss(model, module(*feeds), target, loss)
-        value.backward()
-        optimizer.step()
+        value = forward()
+        if scaler is None:
+            value.backward()
+            optimizer.step()
+        else:
+            scaler.scale(value).backward()
+            scaler.step(optimizer)
+            scaler.update()
         return value.detach()
 
+    step.scaler = scaler
     return module, optimizer, step
 
 
 def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: torch.Tensor, loss: str,
-                            memory_format: str = "contiguous") -> Run:
+                            memory_format: str = "contiguous", amp: str | None = None) -> Run:
     """PyTorch's whole-network capture: forward, backward and optimizer step in one CUDA graph. Warm-up
-    steps run first (outside the capture), then weights and momentum are put back, so the first replay
-    is the same step eager's first call takes."""
-    module, optimizer, step = torch_sgd_step(model, [f.clone() for f in feeds], target, loss, memory_format)
+    steps run first (outside the capture), then weights, momentum (and a GradScaler's scale) are put
+    back, so the first replay is the same step eager's first call takes."""
+    module, optimizer, step = torch_sgd_step(model, [f.clone() for f in feeds], target, loss, memory_format, amp)
     start = [p.detach().clone() for p in module.parameters()]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -364,6 +387,9 @@ def _captured_training_step(model: fg.Model, feeds: list[torch.Tensor], target: 
             param.copy_(saved)
         for state in optimizer.state.values():
             state["momentum_buffer"].zero_()  # NOTE: a zero buffer's first update is SGD's first step
+        if step.scaler is not None:
+            step.scaler._scale.fill_(step.scaler._init_scale)  # noqa: SLF001 (GradScaler has no public reset)
+            step.scaler._growth_tracker.zero_()  # noqa: SLF001
 
     def replay():
         graph.replay()

@@ -218,16 +218,22 @@ def launch_weight(fn, node, target, inputs, outputs):
     tiles = triton.cdiv(o, block_m) * triton.cdiv(c * kh * kw, block_n)
     # a weight gradient is a few tiles with a reduction over every output position: split it
     # across programs (atomic fp32 sums) or a handful of programs loop over the whole batch
-    split = target.split_k(n * oh * ow, block_k, tiles) if dw.dtype == torch.float32 else 1
+    split = target.split_k(n * oh * ow, block_k, tiles)
     k_per_split = triton.cdiv(triton.cdiv(n * oh * ow, split), block_k) * block_k
     split = triton.cdiv(n * oh * ow, k_per_split)
+    grads = [dw, *extra]
     if split > 1:
-        for grad in (dw, *extra):
+        # partial sums meet in float32: a half-precision gradient is summed in a float32 copy, rounded once
+        grads = [g if g.dtype == torch.float32 else torch.empty_like(g, dtype=torch.float32) for g in grads]
+        for grad in grads:
             grad.zero_()
     grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n), split)
-    fn[grid](x, dy, dw, *extra, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision(x.dtype), SPLIT=split,
+    fn[grid](x, dy, *grads, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision(x.dtype), SPLIT=split,
              X_CL=layouts[0], DY_CL=layouts[1], DW_CL=channels_last(anchor.outputs[0]),
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+    for grad, total in zip((dw, *extra), grads, strict=True):
+        if total is not grad:
+            grad.copy_(total)
 
 
 for _ndim in (1, 2):

@@ -31,7 +31,21 @@ def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path, capsys):
     assert planned[0] == next(name for name in SUBSET if name not in rows) and not set(rows) & set(planned)
     assert [row.name for row in fair.plan(None, jsonl, budget=1)] == []
     half = [row.name for row in fair.plan(None, jsonl, budget=10_000, dtype="float16")]
-    assert half[0] == SUBSET[0] and "cifar_cnn training step b128" not in half and "adam step 939MB" not in half
+    assert half[0] == SUBSET[0] and "cifar_cnn training step b128" in half and "adam step 939MB" not in half
+
+
+def test_a_half_precision_training_row_is_mixed_precision_against_autocast(tmp_path):
+    """--dtype float16 on a training row: a float32 model trained by torch's autocast + GradScaler recipe
+    and by fg.compile(precision="fp16"), their first losses checked against each other."""
+    row = "cifar_resnet training step b128"
+    assert fair.main(["--scale", "tiny", "--rounds", "1", "--out", str(tmp_path), "--rows", row,
+                      "--dtype", "float16"]) == 0
+    (jsonl,) = tmp_path.glob("fair_*.jsonl")
+    (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert record["mixed_precision"] and record["dtype"] == "float16"
+    assert record["max_abs_error_vs_eager"]["fusegraph"] < fair.TOLERANCE["float16"]
+    assert f"**{row}** (float16 mixed precision" in jsonl.with_suffix(".md").read_text()
+    assert row in [r.name for r in fair.plan(None, jsonl, budget=10_000)]  # float32's row is still to run
 
 
 def test_first_call_latency_cold_then_warm(tmp_path):

@@ -21,6 +21,8 @@ from fusegraph.kernels.scan import MAX_WIDTH
 from fusegraph.passes import run_pipeline
 from fusegraph.passes.autodiff import autodiff
 from fusegraph.passes.fold_batch_norms import derived_parameters, fold
+from fusegraph.passes.mixed_precision import LOSS_SCALE
+from fusegraph.runtime.plan import TORCH_DTYPE
 from fusegraph.runtime.program import Program
 from tests.conftest import feeds_for, targets_for
 
@@ -66,10 +68,13 @@ def launches(monkeypatch) -> dict:
     return recorded
 
 
-def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, memory_format: str = "contiguous") -> None:
-    compiled = run_pipeline(graph, memory_format=memory_format)[0]
+def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, memory_format: str = "contiguous",
+               half: str | None = None) -> None:
+    """`half`: in mixed precision (float16 with its loss scale); Program casts the float32 weights and feeds."""
+    compiled = run_pipeline(graph, memory_format=memory_format, half=half, loss_scale=half == "float16")[0]
     folded = {name: fold(recipe, params) for name, recipe in derived_parameters(compiled)}  # batch norms folded
-    Program(compiled, CUDA, LaunchCounter()).run(feeds, {**params, **folded})
+    feeds = [f.to(TORCH_DTYPE[v.type.dtype]) for f, v in zip(feeds, compiled.inputs, strict=True)]
+    Program(compiled, CUDA, LaunchCounter()).run(feeds, {**params, **folded, LOSS_SCALE: torch.ones(())})
 
 
 def assert_all_compile(launches: dict, tmp_path: Path, pipelined: bool = False) -> None:
@@ -120,6 +125,27 @@ def test_half_precision_benchmark_blocks_and_optimizers_compile_for_sm90(launche
     for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam(amsgrad=True), fg.optim.RMSprop(centered=True)):
         optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat, flat.clone(),
                              [flat.clone() for _ in optimizer.state], 1)
+    assert_all_compile(launches, tmp_path)
+
+
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_mixed_precision_training_kernels_compile_for_sm90(half, launches, tmp_path):
+    """Every zoo model's training step in mixed precision (half activations, weights and gradients;
+    float32 losses and statistics), at the benchmark's batch; the optimizer writing its half copy and
+    float16's check for overflowed gradients."""
+    names = LOSSES if half == "bfloat16" else ["cifar_resnet", "lstm_classifier"]  # the same templates: a sample
+    for name in names:
+        model, loss = fg.zoo.get(name), LOSSES[name]
+        feeds = feeds_for(model, 128, vocab=1000)
+        run_as_gpu(autodiff(model.graph, loss), [*feeds, targets_for(model, loss, 128)], model.params, half=half)
+        run_as_gpu(model.graph, feeds, model.params, half=half)
+    flat = torch.zeros(1000)
+    for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam()):
+        optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat,
+                             flat.to(getattr(torch, half)), [flat.clone() for _ in optimizer.state], 1,
+                             half_copy=flat.to(getattr(torch, half)), inv_scale=2.0 ** -16)
+    optim_kernels.launch_nonfinite(load_kernel(optim_kernels.render_nonfinite()), CUDA, flat.half(),
+                                   torch.zeros((), dtype=torch.int32))
     assert_all_compile(launches, tmp_path)
 
 

@@ -213,3 +213,37 @@ def test_fp32_precision_modes_on_gpu(precision, tolerance):
     theirs = model.to_torch().cuda()(*feeds)
     ours = fg.compile(model, device="cuda", fp32_precision=precision)(feeds)
     torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", ["cifar_resnet", "lstm_classifier"])
+def test_mixed_precision_training_on_gpu_follows_autocast(name, dtype):
+    """fg.compile(precision=...) against torch's recipe on the same GPU: autocast, and for float16 a
+    GradScaler; three SGD steps (CUDA graphs replayed on our side), each loss within half precision's
+    tolerance, the loss scale exactly torch's, then the float32 master weights."""
+    from tests.conftest import training_oracle
+
+    model = fg.zoo.get(name)
+    rtol, atol = HALF_TOL[dtype]
+    loss = LOSSES[name]
+    trainer = fg.compile(model, loss=loss, optimizer=fg.optim.SGD(0.01, momentum=0.9), device="cuda",
+                         precision={"bfloat16": "bf16", "float16": "fp16"}[dtype])
+    oracle = training_oracle(model).cuda()
+    torch_optimizer = torch.optim.SGD(oracle.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == "float16")
+    for step in range(3):
+        x = [f.cuda() for f in feeds_for(model, 32, seed=step, vocab=1000)]
+        y = targets_for(model, loss, 32, seed=step).cuda()
+        ours = trainer.train_step(x, y)
+        torch_optimizer.zero_grad()
+        with torch.autocast("cuda", dtype=getattr(torch, dtype)):
+            theirs = torch_loss(model, oracle(*x), y, loss)
+        scaler.scale(theirs).backward()
+        scaler.step(torch_optimizer)
+        scaler.update()
+        assert ours == pytest.approx(theirs.item(), rel=rtol, abs=atol), step
+        if dtype == "float16":
+            assert trainer.loss_scale == scaler.get_scale()
+    for param_name, param in oracle.fusegraph_parameters().items():
+        assert trainer.params[param_name].dtype == torch.float32
+        torch.testing.assert_close(trainer.params[param_name], param.detach(), rtol=rtol, atol=atol)

@@ -218,3 +218,20 @@ def test_bad_precision_arguments_are_clear_errors():
         fg.LossScale(growth_interval=0)
     with pytest.raises(fg.GraphError, match="init_scale must be a number > 0 that float32 holds"):
         fg.LossScale(init_scale=1e39)
+
+
+def test_a_split_conv_weight_gradient_sums_its_halves_in_float32():
+    """2048 output positions: two programs share each weight-gradient tile (split-K), their partial sums
+    meeting in a float32 copy that is rounded to float16 once."""
+    model = fg.Sequential([fg.Input((3, 16, 16)), fg.Conv2D(4, 3, padding="same"), fg.Flatten(), fg.Dense(2)])
+    model.init(0)
+    generator = torch.Generator().manual_seed(4)
+    x, y = torch.randn(8, 3, 16, 16, generator=generator), torch.randint(0, 2, (8,), generator=generator)
+    value, grads = fg.compile(model, loss="cross_entropy", precision="fp16").loss_and_grads(x, y)
+    oracle = training_oracle(model)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = F.cross_entropy(oracle(x), y)
+    loss.backward()
+    assert value == pytest.approx(loss.item(), rel=1e-3)
+    for name, param in oracle.fusegraph_parameters().items():
+        torch.testing.assert_close(grads[name], param.grad, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"{n}: {m}")
