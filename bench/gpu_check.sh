@@ -3,8 +3,8 @@
 # eat the others; the default (fair benchmark, then the GPU tests) fits one 10-minute device call. Results and one log go to $1 (default
 # bench/results); Triton's compile cache is shared between the stages.
 #
-#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair fair-nhwc blocks tests training models tune
-#                                                 # tune-conv tune-conv-grad profile (default: fair tests)
+#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair fair-amp fair-nhwc blocks tests training models
+#                                                 # tune tune-conv tune-conv-grad profile (default: fair tests)
 set -u
 out="${1:-bench/results}"
 shift || true
@@ -32,6 +32,9 @@ for name in $stages; do
     case $name in
         fair) stage fair 420 python3 -m bench.fair --budget 300 --profile --out "$out" \
                   --host-cost lenet lstm_classifier cnn_lstm resnet_block ;;
+        fair-amp) stage fair-amp 420 bash -c "python3 -m bench.fair --dtype bfloat16 --out '$out' \
+                  --rows 'cifar_resnet training step b128' 'cifar_cnn training step b128' &&
+                  python3 -m bench.fair --dtype float16 --out '$out' --rows 'cifar_resnet training step b128'" ;;
         fair-nhwc) stage fair-nhwc 300 python3 -m bench.fair --dtype float16 --memory-format channels_last \
                   --out "$out" --rows "conv3x3 64ch 56x56 b32" "conv3x3 256ch 14x14 b128" \
                   "vgg conv3x3+relu+pool 64ch 112x112 b32" "cifar_cnn forward b128" ;;

@@ -17,7 +17,7 @@ from ..passes import run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from ..passes.fold_batch_norms import derived_parameters, fold
-from ..passes.mixed_precision import LOSS_SCALE
+from ..passes.mixed_precision import LOSS_SCALE, half_precision
 from ..precision import LossScale, half_dtype
 from .device import select_device
 from .graphs import SIGNATURES, GraphRunner
@@ -161,8 +161,13 @@ class CompiledModel:
         if self.loss is not None:  # the training step's own forward, not the inference one again
             text = explain_training(self.train_graph, batch, self.train_decisions if self.fuse else [])
             text += "\n(calls and predict() run the inference graph: fg.compile(model).explain() reports it)"
-        else:
-            text = explain(self.source_graph, self.graph, self.decisions if self.fuse else [], batch)
+        else:  # NOTE: unfused in the same precision, so the bytes saved are fusion's alone
+            source = half_precision(self.source_graph, self.half) if self.half else self.source_graph
+            text = explain(source, self.graph, self.decisions if self.fuse else [], batch)
+        if self.half:
+            text += (f"\n(mixed precision: {self.half} activations, weights and gradients; float32 accumulation, "
+                     "losses, batch-norm statistics and master weights"
+                     + (f"; loss scale {self.loss_scale:g})" if self.loss_scaling is not None else ")"))
         if not self.fuse:
             text += "\n(compiled with fuse=False)"
         if self.cuda_graphs:

@@ -235,3 +235,24 @@ def test_a_split_conv_weight_gradient_sums_its_halves_in_float32():
     assert value == pytest.approx(loss.item(), rel=1e-3)
     for name, param in oracle.fusegraph_parameters().items():
         torch.testing.assert_close(grads[name], param.grad, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_explain_reports_the_precision_and_fusion_savings_alone():
+    fp32, fp16 = fg.compile(bn_cnn()).explain(), fg.compile(bn_cnn(), precision="fp16").explain()
+    saved = [line for line in fp16.splitlines() if "bytes moved" in line]
+    assert "(mixed precision: float16 activations, weights and gradients" in fp16
+    assert saved != [line for line in fp32.splitlines() if "bytes moved" in line]  # half the activation bytes
+    assert "launches per forward: 4 fused" in fp16 and "mixed precision" not in fp32
+    trainer = fg.compile(bn_cnn(), loss="cross_entropy", optimizer=fg.optim.SGD(0.1), precision="fp16")
+    assert "loss scale 65536)" in trainer.explain()
+
+
+def test_early_stopping_puts_back_the_best_weights_and_their_half_copy():
+    """Restoring the best epoch writes the float32 weights; the half copy the kernels read follows them."""
+    model = bn_cnn()
+    (x, y), (xv, yv) = batches(2, seed=5)
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(5.0), precision="fp16")
+    history = trainer.fit(x, y, epochs=3, batch_size=8, validation_data=(xv, yv), early_stopping=1, verbose=False)
+    assert len(history["val_loss"]) < 3 or min(history["val_loss"]) < history["val_loss"][-1]
+    fresh = fg.compile(model, precision="fp16")  # the model reads the restored weights through
+    assert torch.equal(trainer.predict(xv), fresh(xv))
