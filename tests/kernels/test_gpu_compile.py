@@ -138,7 +138,8 @@ def test_mixed_precision_training_kernels_compile_for_sm90(half, launches, tmp_p
         model, loss = fg.zoo.get(name), LOSSES[name]
         feeds = feeds_for(model, 128, vocab=1000)
         run_as_gpu(autodiff(model.graph, loss), [*feeds, targets_for(model, loss, 128)], model.params, half=half)
-        run_as_gpu(model.graph, feeds, model.params, half=half)
+    model = fg.zoo.cifar_resnet()  # and inference: batch norms folded from the float32 weights, then rounded
+    run_as_gpu(model.graph, feeds_for(model, 128), model.params, half=half)
     flat = torch.zeros(1000)
     for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam()):
         optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat,
