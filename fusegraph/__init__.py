@@ -1,6 +1,7 @@
 """fusegraph: a compiler from a small layer-graph DSL to fused Triton kernels, checked against PyTorch."""
 
 from . import ir, optim
+from .interop import from_torch
 from .ir import CacheError, FusegraphError, GraphError, InputError
 from .nn import (
     GRU,
@@ -40,6 +41,6 @@ __all__ = [
     "CompiledModel", "Concatenate", "Conv1D",
     "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
     "Input", "InputError", "Layer", "LossScale", "MaxPool1D", "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN",
-    "compile", "ir",
+    "compile", "from_torch", "ir",
     "optim", "zoo",
 ]

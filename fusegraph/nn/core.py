@@ -9,6 +9,7 @@ from math import prod
 from torch import nn
 
 from ..ir import BATCH, GraphError, TensorType, as_int
+from ..ir.ops import get_op
 from .activations import activation_module, activation_step, check_activation, weight_init
 from .conv import param_dtype
 from .layer import Layer, copy_into, flag, positive_int
@@ -108,23 +109,39 @@ class Permute(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, activation: str, name: str | None = None) -> None:
+    """`Activation(name, **options)`: the options an activation has, PyTorch's defaults otherwise
+    (`negative_slope` of leaky_relu, `alpha` of elu, `axis` of softmax / log_softmax)."""
+
+    def __init__(self, activation: str, name: str | None = None, **options) -> None:
         super().__init__(name)
-        self.activation = activation
+        self.activation, self.options = activation, {}
         self.act = check_activation(activation, self.describe())
+        known = dict(activation_step(self.act)[1]) if self.act is not None else {}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise self.fail(f"{activation!r} has no option {', '.join(unknown)}; its options: "
+                            f"{', '.join(known) or 'none'}")
+        for key, value in options.items():
+            if isinstance(value, bool) or not isinstance(value, type(known[key])) and not (
+                    isinstance(known[key], float) and isinstance(value, int)):
+                raise self.fail(f"option {key} must be a {type(known[key]).__name__}, got {value!r}")
+        self.options = {k: float(v) if isinstance(known[k], float) else v for k, v in options.items()}
 
     def config(self):
-        return {"activation": self.activation}
+        return {"activation": self.activation, **self.options}
 
     def emit(self, b, inputs, name):
         (x,) = inputs
         act = activation_step(self.act)
         if act is None:
             return [x]
-        return [b.op(act[0], [x], name=name, layer=name, **act[1])]
+        return [b.op(act[0], [x], name=name, layer=name, **{**act[1], **self.options})]
 
     def torch_module(self, params):
-        return activation_module(self.act)
+        if self.act is None:
+            return activation_module(None)
+        op = get_op(self.act)
+        return op.module({**op.defaults, **self.options})
 
 
 class Dropout(Layer):

@@ -1,0 +1,698 @@
+"""`fg.from_torch(module, example_inputs)`: a PyTorch model as a fusegraph Model, its weights copied.
+
+torch.fx traces the module (each torch.nn layer a `call_module` node; functions, tensor methods and
+parameters read with `get_attr` as written), ShapeProp runs the example inputs through a copy of
+it so every node knows its shape, and each node becomes a call of a fusegraph layer (fusegraph/nn).
+Views that only name a shape (`.view(x.size(0), -1)`, an RNN's `out[:, -1]`) resolve to the layer
+computing that value. Anything else is refused with one GraphError naming the node, the module path
+and type, and what is supported. The Model's `torch_names` maps each of its parameter names to the
+source module's state_dict key."""
+
+from __future__ import annotations
+
+import copy
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..ir import GraphError
+from ..nn import (
+    GRU,
+    LSTM,
+    Activation,
+    Add,
+    AvgPool1D,
+    AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
+    Concatenate,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    GlobalAvgPool1D,
+    GlobalAvgPool2D,
+    Input,
+    MaxPool1D,
+    MaxPool2D,
+    Model,
+    Permute,
+    SimpleRNN,
+)
+from ..nn.recurrent import PARAM_NAMES
+from ..nn.tensor import SymbolicTensor
+
+
+def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], *,
+               name: str | None = None) -> Model:
+    """The fusegraph Model computing what `module` computes on inputs shaped like `example_inputs`
+    (batch first; the batch size is free), with `module`'s weights; `module` is not changed."""
+    if not isinstance(module, nn.Module):
+        raise GraphError(f"from_torch takes a torch.nn.Module, got {type(module).__name__}")
+    examples = [example_inputs] if isinstance(example_inputs, torch.Tensor) else list(example_inputs)
+    if not examples or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in examples):
+        raise GraphError("from_torch: example_inputs must be a tensor or a list of tensors, batch first")
+    traced = _trace(module)
+    shaped = copy.deepcopy(traced)  # NOTE: running it moves a training batch norm's statistics: not the caller's
+    with torch.no_grad():
+        try:
+            fx.passes.shape_prop.ShapeProp(shaped).propagate(*examples)
+        except Exception as error:  # noqa: BLE001 - the module's own failure, reported as ours
+            raise GraphError(f"from_torch: {type(module).__name__} fails on the example inputs: "
+                             f"{type(error).__name__}: {error}") from None
+    converter = _Converter(module, examples)
+    for node, shaped_node in zip(traced.graph.nodes, shaped.graph.nodes, strict=True):
+        converter.visit(node, shaped_node.meta.get("tensor_meta"))
+    model_name = name or re.sub(r"\W", "_", type(module).__name__).lower()
+    model = Model(converter.inputs, converter.outputs, name=model_name)
+    params = dict(model.params)
+    for key, tensor in converter.copies.items():
+        expected = params[key]
+        if tensor.shape != expected.shape or tensor.dtype != expected.dtype:
+            raise GraphError(f"from_torch: {converter.torch_names[key]} is {tuple(tensor.shape)} {tensor.dtype}, "
+                             f"but fusegraph's {key} is {tuple(expected.shape)} {expected.dtype}; "
+                             "fusegraph models are float32 (or built in the example inputs' dtype)")
+        params[key] = tensor
+    model.load_params(params)
+    model.torch_names = dict(converter.torch_names)
+    return model
+
+
+def _trace(module: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(module)
+    except Exception as error:  # noqa: BLE001 - torch.fx's many failure types
+        raise GraphError(f"from_torch: torch.fx cannot trace {type(module).__name__}: {type(error).__name__}: "
+                         f"{error}. Control flow that depends on tensor values cannot be traced; write the "
+                         "forward without it") from None
+
+
+# -- values that are not (yet) one fusegraph tensor ------------------------------------------------
+@dataclass
+class _Pooled:
+    """A global average pool that kept its size-1 axes: (N, C, 1, 1) in torch, (N, C) in fusegraph."""
+
+    tensor: SymbolicTensor
+
+
+@dataclass
+class _Constant:
+    """A parameter or buffer read with get_attr (a functional conv's or linear's weight)."""
+
+    tensor: torch.Tensor
+    key: str
+
+
+@dataclass
+class _Size:
+    """x.size() / x.shape (dim None), or one of its entries."""
+
+    tensor: SymbolicTensor
+    dim: int | None = None
+
+
+@dataclass
+class _Recurrent:
+    """An nn.RNN / LSTM / GRU call, built once its use is known: the whole sequence, or only the last
+    step (`out[:, -1]`, `h_n[-1]`), which is the layer without return_sequences."""
+
+    module: nn.RNNBase
+    path: str
+    name: str
+    x: SymbolicTensor
+    converter: _Converter
+    built: str | None = None
+    output: SymbolicTensor | None = None
+
+    def build(self, use: str) -> SymbolicTensor:
+        if self.built is not None and self.built != use:
+            raise GraphError(f"from_torch: the {type(self.module).__name__} at '{self.path}' is read both as its whole "
+                             "output sequence and as its last step; fusegraph builds one of them per RNN")
+        if self.output is None:
+            self.output = self.converter.recurrent_layers(self, sequence=use == "sequence")
+            self.built = use
+        return self.output
+
+
+@dataclass
+class _Part:
+    """What getitem has picked out of an RNN's results so far: "seq", "state", "h" or "c"."""
+
+    rnn: _Recurrent
+    part: str
+
+
+@dataclass
+class _Converter:
+    root: nn.Module
+    examples: list[torch.Tensor]
+    env: dict[str, object] = field(default_factory=dict)
+    inputs: list[SymbolicTensor] = field(default_factory=list)
+    outputs: list[SymbolicTensor] | SymbolicTensor = field(default_factory=list)
+    copies: dict[str, torch.Tensor] = field(default_factory=dict)
+    torch_names: dict[str, str] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)
+    called: set[str] = field(default_factory=set)
+
+    # -- walking the graph ---------------------------------------------------------------------
+    def visit(self, node: fx.Node, meta) -> None:
+        self.node = node
+        if node.op == "placeholder":
+            value = self.placeholder(node)
+        elif node.op == "get_attr":
+            value = _Constant(_attribute(self.root, node.target), node.target)
+        elif node.op == "call_module":
+            value = self.call_module(node)
+        elif node.op in ("call_function", "call_method"):
+            table = FUNCTIONS if node.op == "call_function" else METHODS
+            handler = table.get(node.target)
+            if handler is None:
+                raise self.unsupported(f"{_callable_name(node)} is not supported", _SUPPORTED_FUNCTIONS)
+            value = handler(self, node, *node.args, **node.kwargs)
+        else:  # output
+            (result,) = node.args
+            results = result if isinstance(result, (tuple, list)) else None
+            self.outputs = [self.tensor(r) for r in results] if results is not None else self.tensor(result)
+            return
+        if isinstance(value, SymbolicTensor) and meta is not None and hasattr(meta, "shape"):
+            expected = tuple(meta.shape[1:])
+            if value.shape != expected:  # NOTE: a converter bug, or a reshape that moves the batch
+                raise self.fail(f"gives shape (batch, {', '.join(map(str, expected))}) in torch but "
+                                f"{value.shape} here; fusegraph keeps the batch as the first axis")
+        self.env[node.name] = value
+
+    def placeholder(self, node: fx.Node) -> SymbolicTensor:
+        index = len(self.inputs)
+        if index >= len(self.examples):
+            raise GraphError(f"from_torch: forward takes more inputs than the {len(self.examples)} example(s) given")
+        example = self.examples[index]
+        tensor = Input(tuple(example.shape[1:]), dtype=str(example.dtype).removeprefix("torch."),
+                       name=self.layer_name(node.name))
+        self.inputs.append(tensor)
+        return tensor
+
+    def call_module(self, node: fx.Node):
+        module = self.root.get_submodule(node.target)
+        if node.target in self.called:
+            raise self.fail(f"calls module '{node.target}' a second time; fusegraph layers are not shared, "
+                            "give each call its own module")
+        self.called.add(node.target)
+        handler = next((h for cls, h in MODULES.items() if type(module) is cls), None)
+        if handler is None:
+            raise self.unsupported(f"module '{node.target}' ({type(module).__name__}) is not supported",
+                                   _SUPPORTED_MODULES)
+        return handler(self, node, module, *node.args, **node.kwargs)
+
+    # -- helpers for handlers ------------------------------------------------------------------
+    def where(self) -> str:
+        node = self.node
+        if node.op == "call_module":
+            return f"from_torch: module '{node.target}' ({type(self.root.get_submodule(node.target)).__name__})"
+        return f"from_torch: {_callable_name(node)} (node {node.name})"
+
+    def fail(self, message: str) -> GraphError:
+        return GraphError(f"{self.where()} {message}")
+
+    def unsupported(self, message: str, supported: str) -> GraphError:
+        return GraphError(f"from_torch: {message} (node {self.node.name}); supported: {supported}")
+
+    def value(self, arg):
+        return self.env[arg.name] if isinstance(arg, fx.Node) else arg
+
+    def tensor(self, arg) -> SymbolicTensor:
+        value = self.value(arg)
+        if isinstance(value, SymbolicTensor):
+            return value
+        if isinstance(value, _Part) and value.part == "seq":
+            return value.rnn.build("sequence")
+        if isinstance(value, _Pooled):
+            raise self.fail("reads a global average that kept its size-1 axes (AdaptiveAvgPool(1), "
+                            "mean(keepdim=True)); fusegraph supports it flattened next (nn.Flatten, x.flatten(1), "
+                            "x.view(x.size(0), -1))")
+        if isinstance(value, (_Part, _Recurrent)):
+            raise self.fail(f"reads the {value.part if isinstance(value, _Part) else 'result'} of the RNN at "
+                            f"'{value.rnn.path if isinstance(value, _Part) else value.path}'; supported: its output "
+                            "sequence, and for one direction its last step (out[:, -1], h_n[-1])")
+        raise self.fail(f"takes {value!r} where a tensor computed from the inputs is needed")
+
+    def layer_name(self, base: str) -> str:
+        name = re.sub(r"\W", "_", base)
+        name = f"_{name}" if not re.match(r"[A-Za-z_]", name) else name
+        unique, n = name, 1
+        while unique in self.names:
+            unique, n = f"{name}_{n}", n + 1
+        self.names.add(unique)
+        return unique
+
+    def name_here(self) -> str:
+        return self.layer_name(self.node.target if self.node.op == "call_module" else self.node.name)
+
+    def copy(self, layer: str, weights: dict[str, tuple[torch.Tensor, str]]) -> None:
+        """Copies each (tensor, torch key) into the fusegraph parameter `layer.<name>`."""
+        for suffix, (tensor, key) in weights.items():
+            self.copies[f"{layer}.{suffix}"] = tensor.detach().clone()
+            self.torch_names[f"{layer}.{suffix}"] = key
+
+    def recurrent_layers(self, rnn: _Recurrent, sequence: bool) -> SymbolicTensor:
+        module, layers = rnn.module, rnn.module.num_layers
+        cls = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: SimpleRNN}[type(module)]
+        directions = ("", "_reverse") if module.bidirectional else ("",)
+        x = rnn.x
+        for k in range(layers):
+            name = rnn.name if layers == 1 else self.layer_name(f"{rnn.name}_l{k}")
+            layer = cls(module.hidden_size, return_sequences=sequence or k < layers - 1,
+                        bidirectional=module.bidirectional, name=name)
+            x = layer(x)
+            self.copy(name, {f"{p}{d}": (module.get_parameter(f"{p}_l{k}{d}"), f"{rnn.path}.{p}_l{k}{d}")
+                             for p in PARAM_NAMES for d in directions})
+        return x
+
+
+def _attribute(root: nn.Module, target: str) -> torch.Tensor:
+    owner, _, name = target.rpartition(".")
+    value = getattr(root.get_submodule(owner) if owner else root, name)
+    if not isinstance(value, torch.Tensor):
+        raise GraphError(f"from_torch: attribute '{target}' ({type(value).__name__}) is read as a value; only "
+                         "parameters and buffers (a functional conv's or linear's weights) are supported")
+    return value
+
+
+def _callable_name(node: fx.Node) -> str:
+    if node.op == "call_method":
+        return f"the tensor method .{node.target}()"
+    target = node.target
+    module = getattr(target, "__module__", None) or ""
+    short = {"torch.nn.functional": "F", "_operator": "operator", "builtins": ""}.get(module, module)
+    return f"{short + '.' if short else ''}{getattr(target, '__name__', str(target))}"
+
+
+def _bind(args: tuple, kwargs: dict, names: Sequence[str], defaults: dict) -> dict:
+    """Positional and keyword arguments by parameter name, with defaults (torch's signatures)."""
+    bound = dict(defaults)
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def _pair_or_int(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else value
+
+
+def _single(value) -> int | None:
+    """1 for an output size of 1 / (1,) / (1, 1); None otherwise."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    return 1 if all(v == 1 for v in values) else None
+
+
+# -- handlers: (converter, node, args...) -> value ------------------------------------------------------
+def _conv(c: _Converter, x, weight: torch.Tensor, bias, stride, padding, dilation, groups, ndim: int,
+          keys: tuple[str, str | None], padding_mode: str = "zeros") -> SymbolicTensor:
+    if groups != 1:
+        raise c.fail(f"has groups={groups}; fusegraph convolutions have groups=1")
+    if padding_mode != "zeros":
+        raise c.fail(f"has padding_mode={padding_mode!r}; fusegraph pads with zeros")
+    name = c.name_here()
+    cls = Conv1D if ndim == 1 else Conv2D
+    layer = cls(weight.shape[0], tuple(weight.shape[2:]), strides=_pair_or_int(stride),
+                padding=_pair_or_int(padding), dilation=_pair_or_int(dilation), use_bias=bias is not None, name=name)
+    out = layer(c.tensor(x))
+    c.copy(name, {"weight": (weight, keys[0])} | ({"bias": (bias, keys[1])} if bias is not None else {}))
+    return out
+
+
+def _conv_module(c: _Converter, node, module, x):
+    bias = module.bias
+    return _conv(c, x, module.weight, bias, module.stride, module.padding, module.dilation, module.groups,
+                 1 if isinstance(module, nn.Conv1d) else 2, (f"{node.target}.weight", f"{node.target}.bias"),
+                 module.padding_mode)
+
+
+def _conv_function(ndim: int):
+    def handler(c: _Converter, node, *args, **kwargs):
+        a = _bind(args, kwargs, ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+                  {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+        weight, bias = c.value(a["weight"]), c.value(a["bias"])
+        if not isinstance(weight, _Constant) or not (bias is None or isinstance(bias, _Constant)):
+            raise c.fail("takes weights computed in forward; fusegraph reads them as parameters of the module")
+        return _conv(c, a["input"], weight.tensor, bias.tensor if bias is not None else None, a["stride"],
+                     a["padding"], a["dilation"], a["groups"], ndim, (weight.key, bias.key if bias else None))
+    return handler
+
+
+def _dense(c: _Converter, x, weight: torch.Tensor, bias, keys: tuple[str, str | None]) -> SymbolicTensor:
+    name = c.name_here()
+    out = Dense(weight.shape[0], use_bias=bias is not None, name=name)(c.tensor(x))
+    c.copy(name, {"weight": (weight, keys[0])} | ({"bias": (bias, keys[1])} if bias is not None else {}))
+    return out
+
+
+def _linear_module(c: _Converter, node, module, x):
+    return _dense(c, x, module.weight, module.bias, (f"{node.target}.weight", f"{node.target}.bias"))
+
+
+def _linear_function(c: _Converter, node, *args, **kwargs):
+    a = _bind(args, kwargs, ("input", "weight", "bias"), {"bias": None})
+    weight, bias = c.value(a["weight"]), c.value(a["bias"])
+    if not isinstance(weight, _Constant) or not (bias is None or isinstance(bias, _Constant)):
+        raise c.fail("takes weights computed in forward; fusegraph reads them as parameters of the module")
+    return _dense(c, a["input"], weight.tensor, bias.tensor if bias is not None else None,
+                  (weight.key, bias.key if bias else None))
+
+
+def _pool(c: _Converter, kind: str, ndim: int, x, kernel_size, stride=None, padding=0, dilation=1,
+          ceil_mode=False, return_indices=False, count_include_pad=True, divisor_override=None):
+    if ceil_mode:
+        raise c.fail("has ceil_mode=True; fusegraph pools floor the output size (ceil_mode=False)")
+    if return_indices:
+        raise c.fail("has return_indices=True; fusegraph pools return the pooled values only")
+    if _single(dilation) is None:
+        raise c.fail(f"has dilation={dilation!r}; fusegraph pools are not dilated")
+    if divisor_override is not None:
+        raise c.fail("has divisor_override; fusegraph averages over the window")
+    pads = padding if isinstance(padding, (tuple, list)) else (padding,)
+    if kind == "avg" and count_include_pad and any(p != 0 for p in pads):
+        raise c.fail("has count_include_pad=True with padding; fusegraph averages over the input pixels of each "
+                     "window only (count_include_pad=False)")
+    cls = {("max", 1): MaxPool1D, ("max", 2): MaxPool2D, ("avg", 1): AvgPool1D, ("avg", 2): AvgPool2D}[kind, ndim]
+    strides = None if stride is None or stride == [] or stride == () else _pair_or_int(stride)
+    return cls(_pair_or_int(kernel_size), strides=strides, padding=_pair_or_int(padding), name=c.name_here())(
+        c.tensor(x))
+
+
+def _pool_module(kind: str, ndim: int):
+    def handler(c: _Converter, node, module, x):
+        options = {"stride": module.stride, "padding": module.padding, "ceil_mode": module.ceil_mode}
+        if kind == "max":
+            options |= {"dilation": module.dilation, "return_indices": module.return_indices}
+        else:
+            options |= {"count_include_pad": module.count_include_pad, "divisor_override": module.divisor_override}
+        return _pool(c, kind, ndim, x, module.kernel_size, **options)
+    return handler
+
+
+def _pool_function(kind: str, ndim: int):
+    names = ("input", "kernel_size", "stride", "padding") + (
+        ("dilation", "ceil_mode", "return_indices") if kind == "max" else ("ceil_mode", "count_include_pad",
+                                                                         "divisor_override"))
+
+    def handler(c: _Converter, node, *args, **kwargs):
+        a = _bind(args, kwargs, names, {})
+        return _pool(c, kind, ndim, a.pop("input"), **a)
+    return handler
+
+
+def _global_average(c: _Converter, x, ndim: int, keep: bool):
+    tensor = c.tensor(x)
+    if tensor.type.rank != ndim + 2:
+        raise c.fail(f"averages over the spatial axes of {tensor.type}; expected (batch, channels, "
+                     f"{'length' if ndim == 1 else 'height, width'})")
+    out = (GlobalAvgPool1D if ndim == 1 else GlobalAvgPool2D)(name=c.name_here())(tensor)
+    return _Pooled(out) if keep else out
+
+
+def _adaptive_module(ndim: int):
+    def handler(c: _Converter, node, module, x):
+        if _single(module.output_size) is None:
+            raise c.fail(f"has output_size={module.output_size!r}; fusegraph supports 1 (a global average)")
+        return _global_average(c, x, ndim, keep=True)
+    return handler
+
+
+def _adaptive_function(ndim: int):
+    def handler(c: _Converter, node, x, output_size):
+        if _single(output_size) is None:
+            raise c.fail(f"has output_size={output_size!r}; fusegraph supports 1 (a global average)")
+        return _global_average(c, x, ndim, keep=True)
+    return handler
+
+
+def _mean(c: _Converter, node, x, dim=None, keepdim=False, dtype=None):
+    tensor = c.tensor(x)
+    rank = tensor.type.rank
+    dims = sorted({d % rank for d in (dim if isinstance(dim, (tuple, list)) else (dim,))} if dim is not None else ())
+    if rank in (3, 4) and dims == list(range(2, rank)) and dtype is None:
+        return _global_average(c, x, rank - 2, keep=keepdim)
+    raise c.fail(f"averages over dims {dim!r} of {tensor.type}; fusegraph supports the mean over every axis after "
+                 "the channels (a global average pool)")
+
+
+def _flatten(c: _Converter, x, start_dim: int = 1, end_dim: int = -1):
+    value = c.value(x)
+    if isinstance(value, _Pooled):
+        return value.tensor
+    tensor = c.tensor(x)
+    if start_dim != 1 or end_dim not in (-1, tensor.type.rank - 1):
+        raise c.fail(f"flattens dims {start_dim}..{end_dim}; fusegraph flattens everything after the batch "
+                     "(start_dim=1, end_dim=-1)")
+    return tensor if tensor.type.rank == 2 else Flatten(name=c.name_here())(tensor)
+
+
+def _flatten_module(c: _Converter, node, module, x):
+    return _flatten(c, x, module.start_dim, module.end_dim)
+
+
+def _flatten_function(c: _Converter, node, x, start_dim=0, end_dim=-1):
+    return _flatten(c, x, start_dim, end_dim)
+
+
+def _view(c: _Converter, node, x, *shape):
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    value = c.value(x)
+    tensor = value.tensor if isinstance(value, _Pooled) else c.tensor(x)
+    sizes = [c.value(s) for s in shape]
+    features = 1
+    for d in tensor.shape[1:]:
+        features *= d
+    batch_first = len(sizes) == 2 and (sizes[0] == -1 and sizes[1] == features or isinstance(sizes[0], _Size)
+                                       and sizes[0].dim == 0 and sizes[1] in (-1, features))
+    if not batch_first:
+        raise c.fail(f"reshapes to {tuple(s if not isinstance(s, _Size) else 'x.size(0)' for s in sizes)}; fusegraph "
+                     "reshapes only to (batch, features): x.view(x.size(0), -1), x.flatten(1), nn.Flatten")
+    return tensor if isinstance(value, _Pooled) or tensor.type.rank == 2 else Flatten(name=c.name_here())(tensor)
+
+
+def _size(c: _Converter, node, x, dim=None):
+    return _Size(c.tensor(x), dim)
+
+
+def _getattr(c: _Converter, node, x, attribute):
+    if attribute == "shape":
+        return _Size(c.tensor(x))
+    raise c.fail(f"reads .{attribute}; only .shape is supported")
+
+
+def _activation(name: str, **fixed) -> Callable:
+    """A handler applying activation `name`; `options(args, kwargs)` gives its options from the call."""
+    def handler(c: _Converter, node, x, *args, **kwargs):
+        return Activation(name, name=c.name_here(), **fixed)(c.tensor(x))
+    return handler
+
+
+def _softmax(name: str):
+    def handler(c: _Converter, node, x, dim=None, *args, **kwargs):
+        tensor = c.tensor(x)
+        if dim is None or dim % tensor.type.rank != tensor.type.rank - 1:
+            raise c.fail(f"takes dim={dim!r}; fusegraph's {name} runs over the last dim (dim=-1)")
+        return Activation(name, name=c.name_here())(tensor)
+    return handler
+
+
+def _softmax_module(name: str):
+    def handler(c: _Converter, node, module, x):
+        return _softmax(name)(c, node, x, module.dim)
+    return handler
+
+
+def _leaky_module(c: _Converter, node, module, x):
+    return Activation("leaky_relu", name=c.name_here(), negative_slope=module.negative_slope)(c.tensor(x))
+
+
+def _leaky_function(c: _Converter, node, x, negative_slope=0.01, inplace=False):
+    return Activation("leaky_relu", name=c.name_here(), negative_slope=negative_slope)(c.tensor(x))
+
+
+def _elu_module(c: _Converter, node, module, x):
+    return Activation("elu", name=c.name_here(), alpha=module.alpha)(c.tensor(x))
+
+
+def _elu_function(c: _Converter, node, x, alpha=1.0, inplace=False):
+    return Activation("elu", name=c.name_here(), alpha=alpha)(c.tensor(x))
+
+
+def _gelu(c: _Converter, x, approximate: str):
+    if approximate != "none":
+        raise c.fail(f"has approximate={approximate!r}; fusegraph's gelu is exact (approximate='none')")
+    return Activation("gelu", name=c.name_here())(c.tensor(x))
+
+
+def _module_activation(name: str):
+    def handler(c: _Converter, node, module, x):
+        return Activation(name, name=c.name_here())(c.tensor(x))
+    return handler
+
+
+def _dropout(c: _Converter, x, p: float):
+    tensor = c.tensor(x)
+    return tensor if p == 0 else Dropout(p, name=c.name_here())(tensor)
+
+
+def _dropout_function(c: _Converter, node, x, p=0.5, training=True, inplace=False):
+    return _dropout(c, x, p)
+
+
+def _embedding_module(c: _Converter, node, module, ids):
+    for option, default in (("padding_idx", None), ("max_norm", None), ("scale_grad_by_freq", False),
+                            ("sparse", False)):
+        if getattr(module, option) != default:
+            raise c.fail(f"has {option}={getattr(module, option)!r}; fusegraph embeddings have none")
+    name = c.name_here()
+    out = Embedding(module.num_embeddings, module.embedding_dim, trainable=module.weight.requires_grad,
+                    name=name)(c.tensor(ids))
+    c.copy(name, {"weight": (module.weight, f"{node.target}.weight")})
+    return out
+
+
+def _batch_norm_module(c: _Converter, node, module, x):
+    if not (module.affine and module.track_running_stats) or module.momentum is None:
+        raise c.fail("needs affine=True, track_running_stats=True and a momentum (not None), as fusegraph's "
+                     "BatchNorm1D / BatchNorm2D keep")
+    name = c.name_here()
+    cls = BatchNorm2D if isinstance(module, nn.BatchNorm2d) else BatchNorm1D
+    out = cls(eps=module.eps, momentum=module.momentum, name=name)(c.tensor(x))
+    c.copy(name, {k: (getattr(module, k), f"{node.target}.{k}")
+                  for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")})
+    return out
+
+
+def _recurrent_module(c: _Converter, node, module, x, state=None):
+    if state is not None:
+        raise c.fail("is given an initial state; fusegraph RNNs start from zeros")
+    for option, ok, needed in (("batch_first", module.batch_first, "batch_first=True"),
+                               ("bias", module.bias, "bias=True"),
+                               ("proj_size", getattr(module, "proj_size", 0) == 0, "proj_size=0"),
+                               ("dropout", module.dropout == 0 or module.num_layers == 1, "dropout=0 between layers"),
+                               ("nonlinearity", getattr(module, "nonlinearity", "tanh") == "tanh",
+                                "nonlinearity='tanh'")):
+        if not ok:
+            raise c.fail(f"has {option}={getattr(module, option)!r}; fusegraph RNNs need {needed}")
+    return _Recurrent(module, node.target, c.name_here(), c.tensor(x), c)
+
+
+def _getitem(c: _Converter, node, container, index):
+    value = c.value(container)
+    if isinstance(value, _Size):
+        if value.dim is None and index == 0:
+            return _Size(value.tensor, 0)
+        return value.tensor.shape[index - 1] if isinstance(index, int) and index > 0 else value
+    if isinstance(value, _Recurrent):
+        return _Part(value, {0: "seq", 1: "state"}[index])
+    if isinstance(value, _Part):
+        rnn, lstm = value.rnn, isinstance(value.rnn.module, nn.LSTM)
+        if value.part == "state" and lstm:
+            return _Part(rnn, ("h", "c")[index])
+        last = rnn.module.num_layers * (2 if rnn.module.bidirectional else 1) - 1
+        is_h = value.part == "h" or value.part == "state" and not lstm
+        is_last_step = value.part == "seq" and isinstance(index, tuple) and len(index) in (2, 3) and \
+            index[0] == slice(None) and index[1] == -1 and all(i == slice(None) for i in index[2:])
+        if (is_h and index in (-1, last) or is_last_step) and not rnn.module.bidirectional:
+            return rnn.build("last")
+        raise c.fail(f"picks {index!r} out of the RNN at '{rnn.path}'; supported: its output sequence, and for one "
+                     "direction its last step (out[:, -1], h_n[-1])")
+    if isinstance(value, (tuple, list)):
+        return value[index]
+    raise c.fail(f"indexes a tensor with {index!r}; fusegraph supports indexing an RNN's results only")
+
+
+def _add(c: _Converter, node, a, b, *, alpha=1):
+    if not all(isinstance(c.value(v), (SymbolicTensor, _Part)) for v in (a, b)):
+        raise c.fail("adds a constant; fusegraph adds two tensors of the same shape (a residual)")
+    if alpha != 1:
+        raise c.fail(f"has alpha={alpha!r}; fusegraph adds with alpha=1")
+    return Add(name=c.name_here())([c.tensor(a), c.tensor(b)])
+
+
+def _cat(c: _Converter, node, tensors, dim=0):
+    values = [c.tensor(t) for t in tensors]
+    axis = dim % values[0].type.rank
+    if axis == 0:
+        raise c.fail("concatenates along the batch (dim=0); fusegraph concatenates along dim >= 1")
+    return Concatenate(axis=axis, name=c.name_here())(values)
+
+
+def _permute(c: _Converter, node, x, *dims):
+    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    tensor = c.tensor(x)
+    dims = tuple(d % tensor.type.rank for d in dims)
+    if not dims or dims[0] != 0:
+        raise c.fail(f"permutes to {dims}; the batch must stay first")
+    return Permute(dims[1:], name=c.name_here())(tensor)
+
+
+def _transpose(c: _Converter, node, x, dim0, dim1):
+    rank = c.tensor(x).type.rank
+    perm = list(range(rank))
+    perm[dim0 % rank], perm[dim1 % rank] = perm[dim1 % rank], perm[dim0 % rank]
+    return _permute(c, node, x, tuple(perm))
+
+
+def _identity(c: _Converter, node, x, *args, **kwargs):
+    return c.value(x) if isinstance(c.value(x), _Pooled) else c.tensor(x)
+
+
+def _identity_module(c: _Converter, node, module, x):
+    return _identity(c, node, x)
+
+
+MODULES: dict[type, Callable] = {
+    nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Linear: _linear_module,
+    nn.MaxPool1d: _pool_module("max", 1), nn.MaxPool2d: _pool_module("max", 2),
+    nn.AvgPool1d: _pool_module("avg", 1), nn.AvgPool2d: _pool_module("avg", 2),
+    nn.AdaptiveAvgPool1d: _adaptive_module(1), nn.AdaptiveAvgPool2d: _adaptive_module(2),
+    nn.Flatten: _flatten_module, nn.Identity: _identity_module,
+    nn.ReLU: _module_activation("relu"), nn.Sigmoid: _module_activation("sigmoid"), nn.Tanh: _module_activation("tanh"),
+    nn.SiLU: _module_activation("silu"), nn.LeakyReLU: _leaky_module, nn.ELU: _elu_module,
+    nn.GELU: lambda c, node, module, x: _gelu(c, x, module.approximate),
+    nn.Softmax: _softmax_module("softmax"), nn.LogSoftmax: _softmax_module("log_softmax"),
+    nn.Dropout: lambda c, node, module, x: _dropout(c, x, module.p),
+    nn.Embedding: _embedding_module, nn.BatchNorm1d: _batch_norm_module, nn.BatchNorm2d: _batch_norm_module,
+    nn.LSTM: _recurrent_module, nn.GRU: _recurrent_module, nn.RNN: _recurrent_module,
+}
+
+FUNCTIONS: dict[Callable, Callable] = {
+    F.conv1d: _conv_function(1), F.conv2d: _conv_function(2), torch.conv1d: _conv_function(1),
+    torch.conv2d: _conv_function(2), F.linear: _linear_function,
+    F.max_pool1d: _pool_function("max", 1), F.max_pool2d: _pool_function("max", 2),
+    F.avg_pool1d: _pool_function("avg", 1), F.avg_pool2d: _pool_function("avg", 2),
+    F.adaptive_avg_pool1d: _adaptive_function(1), F.adaptive_avg_pool2d: _adaptive_function(2),
+    torch.mean: _mean, torch.flatten: _flatten_function, torch.reshape: _view,
+    F.relu: _activation("relu"), torch.relu: _activation("relu"), F.leaky_relu: _leaky_function,
+    torch.sigmoid: _activation("sigmoid"), F.sigmoid: _activation("sigmoid"), torch.tanh: _activation("tanh"),
+    F.tanh: _activation("tanh"), F.silu: _activation("silu"), F.elu: _elu_function,
+    F.gelu: lambda c, node, x, approximate="none": _gelu(c, x, approximate),
+    F.softmax: _softmax("softmax"), torch.softmax: _softmax("softmax"),
+    F.log_softmax: _softmax("log_softmax"), torch.log_softmax: _softmax("log_softmax"),
+    F.dropout: _dropout_function, operator.add: _add, torch.add: _add, operator.iadd: _add,
+    torch.cat: _cat, torch.concat: _cat, torch.permute: _permute, torch.transpose: _transpose,
+    operator.getitem: _getitem, getattr: _getattr,
+}
+
+METHODS: dict[str, Callable] = {
+    "view": _view, "reshape": _view, "flatten": _flatten_function, "size": _size, "mean": _mean,
+    "relu": _activation("relu"), "sigmoid": _activation("sigmoid"), "tanh": _activation("tanh"),
+    "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add,
+    "permute": _permute, "transpose": _transpose, "contiguous": _identity,
+}
+
+_SUPPORTED_MODULES = ", ".join(sorted(cls.__name__ for cls in MODULES))
+_SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_avg_pool*(1), "
+                        "activations (relu, leaky_relu, sigmoid, tanh, gelu, silu, elu, softmax, log_softmax) as "
+                        "functions and methods, F.dropout, torch.flatten / .view / .reshape to (batch, -1), mean "
+                        "over the spatial axes, + / torch.add of two tensors, torch.cat, .permute / .transpose "
+                        "keeping the batch first, .size() / .shape, and indexing an RNN's results")
