@@ -227,6 +227,28 @@ def autodiff(graph: Graph, loss: str) -> Graph:
     return _inputs_first(b, outputs, f"{graph.name}_train")
 
 
+def vjp_graph(graph: Graph, training: bool = True) -> Graph:
+    """The forward graph and its reverse pass from given output gradients (what torch.autograd runs):
+    inputs are the forward inputs, then one gradient per output (named `<output>.grad`); outputs are
+    the forward outputs, the gradient of every trainable parameter in parameter order, of every float
+    input in input order (zeros where nothing depends on it), then in training the new value of each
+    running statistic. `training`: dropout draws and batch norms use the batch's statistics."""
+    verify(graph)
+    if training:
+        graph = training_batch_norms(training_dropouts(graph))
+    graph = expose_scan_carries(pool_with_positions(graph))
+    b = _extending(graph)
+    taken = {v.name for n in graph.nodes for v in n.outputs}
+    seeds = {v.name: b.input(fresh_name(taken, f"{v.name}.grad"), v.type) for v in graph.outputs}
+    trainable = [n.outputs[0] for n in graph.param_nodes if n.attrs.get("trainable", True)]
+    floats = [v for v in graph.inputs if v.type.is_float]
+    grads = backprop(GradEmitter(b), list(graph.nodes), seeds, {v.name for v in (*trainable, *floats)})
+    g = GradEmitter(b)
+    wrt = [grads[v.name] if v.name in grads else g.op("zeros", [v]) for v in (*trainable, *floats)]
+    running = [new for _, new in running_state(graph)] if training else []
+    return _inputs_first(b, [*graph.outputs, *wrt, *running], f"{graph.name}_vjp")
+
+
 def loss_graph(graph: Graph, loss: str) -> Graph:
     """The forward graph with its loss: inputs then `target`; outputs (mean loss, the value the loss read)."""
     verify(graph)

@@ -82,6 +82,8 @@ class CompiledModel:
         stored = {n.name: n.outputs[0].type for n in self.graph.param_nodes}
         self.params = {name: _packed(t.detach().to(self.device), stored.get(name), t.dtype)
                        for name, t in model.params.items()}
+        self.torch_names: dict[str, str] = dict(getattr(model, "torch_names", {}))  # from fg.from_torch
+        self.shared_weights = False  # to_module() hands the weights to torch.optim
         self.casts: dict[str, torch.Tensor] = {}  # in mixed precision: each weight's half copy the kernels read
         self._casts_version: int | None = 0  # the weights version the copies were made from
         self.runtime_params: dict[str, torch.Tensor] = {}  # what graphs read that the model has not: the loss scale
@@ -122,7 +124,7 @@ class CompiledModel:
         if not derived:
             return bound
         seen, values = self._derived.get(id(graph), (None, {}))
-        if seen != version:
+        if seen != version or self.shared_weights:
             stored = {n.name: n.outputs[0].type for n in graph.param_nodes}
             with torch.no_grad():
                 for name, recipe in derived:
@@ -145,6 +147,14 @@ class CompiledModel:
         """CUDA graph replay where asked for (every argument a program's kernels take is fixed per input
         shape: what changes between calls, like the dropout step, is read from device memory)."""
         return GraphRunner(run, self.counter, limit=SIGNATURES if self.cuda_graphs else 0)
+
+    def to_module(self) -> torch.nn.Module:
+        """This model as a torch.nn.Module: forward and backward run fusegraph's kernels (through a
+        torch.autograd.Function); its parameters share storage with this model's weights, for torch.optim
+        in a plain PyTorch loop; state_dict() names are the source module's after fg.from_torch."""
+        from .module import FusegraphModule
+
+        return FusegraphModule(self)
 
     @property
     def kernels(self) -> list[str]:

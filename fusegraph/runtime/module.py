@@ -1,0 +1,179 @@
+"""`compiled.to_module()`: a compiled model as a torch.nn.Module whose forward runs fusegraph's forward
+kernels and whose backward, through a torch.autograd.Function, runs fusegraph's generated backward
+kernels. Its parameters are nn.Parameters sharing storage with the compiled model's weights, so
+torch.optim, LR schedulers and gradient clipping in a plain PyTorch loop act on what the kernels
+read; running statistics and frozen weights are buffers. state_dict() keys are the source module's
+names when the model came from fg.from_torch, else fusegraph's.
+
+Each mode (train: dropout draws, batch norms on the batch's statistics, running statistics updated;
+eval: neither) has its own pair of programs: autodiff.vjp_graph split by passes/split_backward.py
+into the forward a call runs and the backward run later with the output gradients. A call's saved
+activations are its forward's outputs, fresh tensors held by its autograd node, so forwards may run
+several times before their backwards."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+from torch import nn
+
+from ..ir import GraphError, check_feeds
+from ..ir.ops import has_trait
+from ..kernels import INTERPRETER_LOCK
+from ..passes import run_pipeline
+from ..passes.autodiff import running_state, vjp_graph
+from ..passes.eliminate_dead_code import eliminate_dead_code
+from ..passes.fold_batch_norms import derived_parameters, fold
+from ..passes.split_backward import split_backward
+from .plan import TORCH_DTYPE
+from .program import Program
+
+
+class _Halves:
+    """One mode's forward and backward programs and what connects them."""
+
+    def __init__(self, compiled, training: bool) -> None:
+        source = compiled.source_graph
+        full = eliminate_dead_code(vjp_graph(source, training))
+        seeds = {f"{v.name}" for v in full.inputs[len(source.inputs):]}
+        self.trainable = [n.name for n in source.param_nodes if n.attrs.get("trainable", True)]
+        self.float_inputs = [i for i, v in enumerate(source.inputs) if v.type.is_float]
+        gradients = len(self.trainable) + len(self.float_inputs)
+        forward, backward, self.saved = split_backward(full, seeds, len(source.outputs), gradients)
+        self.outputs = len(source.outputs)
+        self.running = [name for name, _ in running_state(full)] if training else []
+        self.counters = [n.attrs["counter"] for n in full.nodes
+                         if n.op == "batch_norm_train" and n.attrs.get("counter")] if training else []
+        options = {"fuse": compiled.fuse, "memory_format": compiled.memory_format}
+        self.forward_graph = run_pipeline(forward, **options)[0]
+        self.backward_graph = run_pipeline(backward, **options)[0]
+        self.forward = Program(self.forward_graph, compiled.target, compiled.counter)
+        self.backward = Program(self.backward_graph, compiled.target, compiled.counter)
+        self.folded = derived_parameters(self.forward_graph)
+        self.random = [k.kernel for program in (self.forward, self.backward) for k in program.kernels
+                       if has_trait(k.node, "random")]
+        self.output_types = [v.type for v in self.forward_graph.outputs[:self.outputs]]
+
+
+class FusegraphModule(nn.Module):
+    """A compiled fusegraph model as a torch.nn.Module (see the module docstring)."""
+
+    def __init__(self, compiled) -> None:
+        super().__init__()
+        if compiled.half is not None:
+            raise GraphError("to_module runs in float32: compile without precision= (torch.autocast does not "
+                             "reach fusegraph's kernels)")
+        self._compiled = compiled
+        compiled.shared_weights = True  # torch.optim changes them unseen: folded weights follow on every call
+        source = compiled.source_graph
+        names = compiled.torch_names
+        self.fusegraph_names: dict[str, str] = {}  # state_dict key -> fusegraph parameter name
+        trainable = {n.name for n in source.param_nodes if n.attrs.get("trainable", True)}
+        for node in source.param_nodes:
+            key = names.get(node.name, node.name)
+            owner, attribute = _owner(self, key)
+            tensor = compiled.params[node.name]
+            if node.name in trainable:
+                owner.register_parameter(attribute, nn.Parameter(tensor))  # NOTE: the same storage, not a copy
+            else:
+                owner.register_buffer(attribute, tensor)
+            self.fusegraph_names[key] = node.name
+        self._halves: dict[bool, _Halves] = {}
+        self._lock = threading.RLock()
+        self._step = torch.zeros((), dtype=torch.int64, device=compiled.device)
+        self._calls = 0
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """Every weight by fusegraph name, as the module holds it now (load_state_dict may have replaced one)."""
+        state = dict(self.named_parameters()) | dict(self.named_buffers())
+        return {self.fusegraph_names[key]: tensor for key, tensor in state.items() if key in self.fusegraph_names}
+
+    def _mode(self, training: bool) -> _Halves:
+        if training not in self._halves:
+            self._halves[training] = _Halves(self._compiled, training)
+            for kernel in self._halves[training].random:
+                kernel.step = self._step
+        return self._halves[training]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        xs = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) else list(inputs)
+        halves = self._mode(self.training)
+        tensors = self._tensors()
+        outputs = _Call.apply(self, halves, len(xs), *xs, *(tensors[name] for name in halves.trainable))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def locked(self):
+        interpreter = INTERPRETER_LOCK if self._compiled.target.interpreted else contextlib.nullcontext()
+        return _Both(self._lock, interpreter)
+
+
+class _Both:
+    def __init__(self, *managers) -> None:
+        self.stack = contextlib.ExitStack()
+        self.managers = managers
+
+    def __enter__(self):
+        for manager in self.managers:
+            self.stack.enter_context(manager)
+
+    def __exit__(self, *exc):
+        return self.stack.__exit__(*exc)
+
+
+class _Call(torch.autograd.Function):
+    """One call: forward kernels now, backward kernels when autograd asks."""
+
+    @staticmethod
+    def forward(ctx, module: FusegraphModule, halves: _Halves, count: int, *args: torch.Tensor):
+        compiled = module._compiled
+        xs = args[:count]
+        feeds = compiled._check_device_and_ids(check_feeds(compiled.source_graph, [x.detach() for x in xs]))
+        with module.locked(), torch.no_grad():
+            tensors = module._tensors()
+            params = {**tensors, **{name: fold(recipe, tensors) for name, recipe in halves.folded}}
+            if halves.random:
+                module._calls += 1
+                module._step.fill_(module._calls)
+            results = halves.forward.run(feeds, params)
+            outputs = results[:halves.outputs]
+            running = results[halves.outputs:halves.outputs + len(halves.running)]
+            for name, value in zip(halves.running, running, strict=True):
+                tensors[name].copy_(value)
+            for name in halves.counters:
+                tensors[name].add_(1)
+        ctx.module, ctx.halves, ctx.count, ctx.step = module, halves, count, module._calls
+        ctx.saved = results[halves.outputs + len(halves.running):]  # NOTE: this call's own tensors
+        ctx.output_types = [(o.shape, o.dtype, o.stride()) for o in outputs]
+        non_float = [o for o in outputs if not o.is_floating_point()]
+        if non_float:
+            ctx.mark_non_differentiable(*non_float)
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        module, halves = ctx.module, ctx.halves
+        seeds = [(g if g is not None else torch.zeros(shape, dtype=dtype, device=module._step.device))
+                 .contiguous(memory_format=torch.contiguous_format)
+                 for g, (shape, dtype, _) in zip(grads, ctx.output_types, strict=True)]
+        seeds = [s.to(TORCH_DTYPE[t.dtype]) for s, t in zip(seeds, halves.output_types, strict=True)]
+        with module.locked(), torch.no_grad():
+            if halves.random:
+                module._step.fill_(ctx.step)  # the masks this call's forward drew
+            results = halves.backward.run([*ctx.saved, *seeds], module._tensors())
+        param_grads = results[:len(halves.trainable)]
+        input_grads = dict(zip(halves.float_inputs, results[len(halves.trainable):], strict=True))
+        ctx.saved = None
+        return (None, None, None, *(input_grads.get(i) for i in range(ctx.count)), *param_grads)
+
+
+def _owner(root: nn.Module, key: str) -> tuple[nn.Module, str]:
+    """The (nested, created as needed) module holding dotted `key`'s last part: state_dict() then has `key`."""
+    *path, attribute = key.split(".")
+    owner = root
+    for part in path:
+        if part not in owner._modules:
+            owner.add_module(part, nn.Module())
+        owner = owner._modules[part]
+    return owner, attribute
