@@ -92,15 +92,23 @@ class FusegraphModule(nn.Module):
 
     def _mode(self, training: bool) -> _Halves:
         if training not in self._halves:
-            self._halves[training] = _Halves(self._compiled, training)
+            try:
+                self._halves[training] = _Halves(self._compiled, training)
+            except GraphError as error:
+                raise GraphError(f"to_module: gradients in {'train' if training else 'eval'} mode: {error}; "
+                                 "in eval mode run under torch.no_grad(), or differentiate in train mode") from None
             for kernel in self._halves[training].random:
                 kernel.step = self._step
         return self._halves[training]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         xs = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) else list(inputs)
-        halves = self._mode(self.training)
         tensors = self._tensors()
+        wanted = torch.is_grad_enabled() and any(t.requires_grad for t in (*xs, *tensors.values()))
+        if not self.training and not wanted:  # inference: the compiled model's own kernels and weights
+            with self.locked():
+                return self._compiled(xs)
+        halves = self._mode(self.training)
         outputs = _Call.apply(self, halves, len(xs), *xs, *(tensors[name] for name in halves.trainable))
         return outputs[0] if len(outputs) == 1 else outputs
 
