@@ -14,6 +14,7 @@ import torch
 from .ir import FusegraphError, GraphError
 from .ir.ops import OPS
 from .nn import Model, zoo
+from .nn.torch_module import TorchModel
 from .passes.autodiff import LOSSES
 
 
@@ -40,8 +41,17 @@ def user_code(file: Path):
 
 def load_model(spec: str) -> Model:
     """A zoo name, or `path/to/file.py:attr` where attr is a Model or a function returning one."""
+    model, _ = load_validated(spec)
+    return model
+
+
+def load_validated(spec: str) -> tuple[Model, torch.nn.Module]:
+    """(the Model, the torch module it must compute what computes): a zoo name or `path/to/file.py:attr`,
+    attr a fusegraph Model (checked against its to_torch()), or a function returning one or returning
+    (torch.nn.Module, example inputs), imported with fg.from_torch and checked against that module."""
     if ":" not in spec:
-        return zoo.get(spec)
+        model = zoo.get(spec)
+        return model, model.to_torch()
     path, _, attr = spec.rpartition(":")
     file = Path(path)
     if not file.is_file():
@@ -58,9 +68,21 @@ def load_model(spec: str) -> Model:
     if callable(model) and not isinstance(model, Model):
         with user_code(file):
             model = model()
+    if _is_torch_pair(model):
+        import copy
+
+        from .interop import from_torch
+
+        module, examples = model
+        return from_torch(module, examples), copy.deepcopy(module).eval()
     if not isinstance(model, Model):
-        raise GraphError(f"{spec} is a {type(model).__name__}, not a fusegraph Model")
-    return model
+        raise GraphError(f"{spec} is a {type(model).__name__}, not a fusegraph Model (nor a function returning one, "
+                         "or returning a torch.nn.Module with its example inputs)")
+    return model, model.to_torch()
+
+
+def _is_torch_pair(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.nn.Module)
 
 
 def sample_inputs(model: Model, batch: int = 4, seed: int = 0) -> list[torch.Tensor]:
@@ -135,14 +157,16 @@ def compare(ours, theirs, rtol: float, atol: float) -> list[tuple[float, float, 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .runtime import compile
 
-    model = load_model(args.model)
+    model, reference = load_validated(args.model)
     compiled = compile(model)
     feeds = [f.to(compiled.device) for f in sample_inputs(model, args.batch, args.seed)]
     ours = compiled(feeds)
     with torch.no_grad():
-        theirs = model.to_torch().to(compiled.device)(*feeds)
+        theirs = reference.to(compiled.device)(*feeds)
     ok = True
-    print(f"{args.model}: {compiled.last_launches} kernel launches on {compiled.device}, batch {args.batch}")
+    against = "to_torch()" if isinstance(reference, TorchModel) else f"the torch module ({type(reference).__name__})"
+    print(f"{args.model}: {compiled.last_launches} kernel launches on {compiled.device}, batch {args.batch}, "
+          f"against {against}")
     for i, (abs_err, rel_err, passed) in enumerate(compare(ours, theirs, args.rtol, args.atol)):
         ok &= passed
         print(f"  output {i}: max abs error {abs_err:.3e}  max rel error {rel_err:.3e}  {'PASS' if passed else 'FAIL'}")

@@ -50,6 +50,24 @@ def test_validate_fails_with_exit_code_1(capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
+def test_validate_takes_a_torch_module_with_example_inputs(tmp_path, capsys):
+    """The user's own PyTorch model: imported with fg.from_torch, compiled, checked against the module itself."""
+    path = tmp_path / "net.py"
+    path.write_text("import torch\nfrom torch import nn\n"
+                    "def build():\n"
+                    "    torch.manual_seed(0)\n"
+                    "    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),\n"
+                    "                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3))\n"
+                    "    return net, torch.randn(2, 1, 4, 4)\n"
+                    "def unsupported():\n"
+                    "    return nn.Sequential(nn.LayerNorm(4)), torch.randn(2, 4)\n")
+    assert main(["validate", f"{path}:build", "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "against the torch module (Sequential)" in out and out.rstrip().endswith("PASS")
+    assert main(["validate", f"{path}:unsupported"]) == 2
+    assert "module '0' (LayerNorm) is not supported" in capsys.readouterr().err
+
+
 def test_show_explain_reports_fusion(capsys):
     assert main(["show", "--explain", "lenet_digits", "--batch", "8"]) == 0
     out = capsys.readouterr().out

@@ -26,3 +26,11 @@ def test_custom_cell_is_one_projection_and_one_persistent_kernel():
     result = load("custom_cell").main(steps=6, verbose=False)
     assert result["launches"] == 2 and result["kernels"][-1] == "mgu_cell_persistent"
     assert result["max_abs_difference"] <= KERNEL_ATOL
+
+
+def test_a_pytorch_cnn_trains_in_a_pytorch_loop_on_fusegraph_kernels():
+    example = load("torch_cnn_digits")
+    result = example.main(epochs=2, limit=192, verbose=False)
+    assert result["losses"][1] < result["losses"][0]
+    assert result["max_gradient_gap"] <= KERNEL_ATOL
+    assert result["state_dict_keys"] == list(example.DigitsCNN().state_dict())  # the PyTorch net's own names
