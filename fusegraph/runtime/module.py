@@ -57,14 +57,48 @@ class _Halves:
         self.output_types = [v.type for v in self.forward_graph.outputs[:self.outputs]]
 
 
+class Differentiable:
+    """A compiled model's forward and backward programs per mode, run through torch.autograd on the weights
+    each call binds (a module's own parameters, or the tensors torch.compile passes a partition)."""
+
+    def __init__(self, compiled, what: str) -> None:
+        if compiled.half is not None:
+            raise GraphError(f"{what} runs in float32: compile without precision= (torch.autocast does not "
+                             "reach fusegraph's kernels)")
+        self.compiled, self.what = compiled, what
+        self._halves: dict[bool, _Halves] = {}
+        self._lock = threading.RLock()
+        self.step = torch.zeros((), dtype=torch.int64, device=compiled.device)
+        self.calls = 0
+
+    def mode(self, training: bool) -> _Halves:
+        if training not in self._halves:
+            try:
+                self._halves[training] = _Halves(self.compiled, training)
+            except GraphError as error:
+                raise GraphError(f"{self.what}: gradients in {'train' if training else 'eval'} mode: {error}; "
+                                 "in eval mode run under torch.no_grad(), or differentiate in train mode") from None
+            for kernel in self._halves[training].random:
+                kernel.step = self.step
+        return self._halves[training]
+
+    def locked(self):
+        interpreter = INTERPRETER_LOCK if self.compiled.target.interpreted else contextlib.nullcontext()
+        return _Both(self._lock, interpreter)
+
+    def __call__(self, xs: list[torch.Tensor], tensors: dict[str, torch.Tensor], training: bool) -> tuple:
+        """The outputs of one call on `xs` with the weights `tensors` (fusegraph names), differentiable in
+        the inputs and the trainable weights."""
+        halves = self.mode(training)
+        return _Call.apply(self, halves, tensors, len(xs), *xs, *(tensors[name] for name in halves.trainable))
+
+
 class FusegraphModule(nn.Module):
     """A compiled fusegraph model as a torch.nn.Module (see the module docstring)."""
 
     def __init__(self, compiled) -> None:
         super().__init__()
-        if compiled.half is not None:
-            raise GraphError("to_module runs in float32: compile without precision= (torch.autocast does not "
-                             "reach fusegraph's kernels)")
+        self._runner = Differentiable(compiled, "to_module")
         self._compiled = compiled
         compiled.shared_weights = True  # torch.optim changes them unseen: folded weights follow on every call
         source = compiled.source_graph
@@ -80,41 +114,21 @@ class FusegraphModule(nn.Module):
             else:
                 owner.register_buffer(attribute, tensor)
             self.fusegraph_names[key] = node.name
-        self._halves: dict[bool, _Halves] = {}
-        self._lock = threading.RLock()
-        self._step = torch.zeros((), dtype=torch.int64, device=compiled.device)
-        self._calls = 0
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         """Every weight by fusegraph name, as the module holds it now (load_state_dict may have replaced one)."""
         state = dict(self.named_parameters()) | dict(self.named_buffers())
         return {self.fusegraph_names[key]: tensor for key, tensor in state.items() if key in self.fusegraph_names}
 
-    def _mode(self, training: bool) -> _Halves:
-        if training not in self._halves:
-            try:
-                self._halves[training] = _Halves(self._compiled, training)
-            except GraphError as error:
-                raise GraphError(f"to_module: gradients in {'train' if training else 'eval'} mode: {error}; "
-                                 "in eval mode run under torch.no_grad(), or differentiate in train mode") from None
-            for kernel in self._halves[training].random:
-                kernel.step = self._step
-        return self._halves[training]
-
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         xs = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) else list(inputs)
         tensors = self._tensors()
         wanted = torch.is_grad_enabled() and any(t.requires_grad for t in (*xs, *tensors.values()))
         if not self.training and not wanted:  # inference: the compiled model's own kernels and weights
-            with self.locked():
+            with self._runner.locked():
                 return self._compiled(xs)
-        halves = self._mode(self.training)
-        outputs = _Call.apply(self, halves, len(xs), *xs, *(tensors[name] for name in halves.trainable))
+        outputs = self._runner(xs, tensors, self.training)
         return outputs[0] if len(outputs) == 1 else outputs
-
-    def locked(self):
-        interpreter = INTERPRETER_LOCK if self._compiled.target.interpreted else contextlib.nullcontext()
-        return _Both(self._lock, interpreter)
 
 
 class _Both:
@@ -134,16 +148,15 @@ class _Call(torch.autograd.Function):
     """One call: forward kernels now, backward kernels when autograd asks."""
 
     @staticmethod
-    def forward(ctx, module: FusegraphModule, halves: _Halves, count: int, *args: torch.Tensor):
-        compiled = module._compiled
+    def forward(ctx, runner: Differentiable, halves: _Halves, tensors: dict, count: int, *args: torch.Tensor):
+        compiled = runner.compiled
         xs = args[:count]
         feeds = compiled._check_device_and_ids(check_feeds(compiled.source_graph, [x.detach() for x in xs]))
-        with module.locked(), torch.no_grad():
-            tensors = module._tensors()
+        with runner.locked(), torch.no_grad():
             params = {**tensors, **{name: fold(recipe, tensors) for name, recipe in halves.folded}}
             if halves.random:
-                module._calls += 1
-                module._step.fill_(module._calls)
+                runner.calls += 1
+                runner.step.fill_(runner.calls)
             results = halves.forward.run(feeds, params)
             outputs = results[:halves.outputs]
             running = results[halves.outputs:halves.outputs + len(halves.running)]
@@ -151,9 +164,9 @@ class _Call(torch.autograd.Function):
                 tensors[name].copy_(value)
             for name in halves.counters:
                 tensors[name].add_(1)
-        ctx.module, ctx.halves, ctx.count, ctx.step = module, halves, count, module._calls
+        ctx.runner, ctx.halves, ctx.tensors, ctx.count, ctx.step = runner, halves, tensors, count, runner.calls
         ctx.saved = results[halves.outputs + len(halves.running):]  # NOTE: this call's own tensors
-        ctx.output_types = [(o.shape, o.dtype, o.stride()) for o in outputs]
+        ctx.output_types = [(o.shape, o.dtype) for o in outputs]
         non_float = [o for o in outputs if not o.is_floating_point()]
         if non_float:
             ctx.mark_non_differentiable(*non_float)
@@ -161,19 +174,18 @@ class _Call(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
-        module, halves = ctx.module, ctx.halves
-        seeds = [(g if g is not None else torch.zeros(shape, dtype=dtype, device=module._step.device))
-                 .contiguous(memory_format=torch.contiguous_format)
-                 for g, (shape, dtype, _) in zip(grads, ctx.output_types, strict=True)]
-        seeds = [s.to(TORCH_DTYPE[t.dtype]) for s, t in zip(seeds, halves.output_types, strict=True)]
-        with module.locked(), torch.no_grad():
+        runner, halves = ctx.runner, ctx.halves
+        seeds = [(g if g is not None else torch.zeros(shape, dtype=dtype, device=runner.step.device))
+                 .to(TORCH_DTYPE[t.dtype]).contiguous()  # NOTE: autograd hands expanded (stride 0) gradients
+                 for g, (shape, dtype), t in zip(grads, ctx.output_types, halves.output_types, strict=True)]
+        with runner.locked(), torch.no_grad():
             if halves.random:
-                module._step.fill_(ctx.step)  # the masks this call's forward drew
-            results = halves.backward.run([*ctx.saved, *seeds], module._tensors())
+                runner.step.fill_(ctx.step)  # the masks this call's forward drew
+            results = halves.backward.run([*ctx.saved, *seeds], ctx.tensors)
         param_grads = results[:len(halves.trainable)]
         input_grads = dict(zip(halves.float_inputs, results[len(halves.trainable):], strict=True))
-        ctx.saved = None
-        return (None, None, None, *(input_grads.get(i) for i in range(ctx.count)), *param_grads)
+        ctx.saved = ctx.tensors = None
+        return (None, None, None, None, *(input_grads.get(i) for i in range(ctx.count)), *param_grads)
 
 
 def _owner(root: nn.Module, key: str) -> tuple[nn.Module, str]:
