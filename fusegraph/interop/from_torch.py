@@ -59,19 +59,28 @@ def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
     examples = [example_inputs] if isinstance(example_inputs, torch.Tensor) else list(example_inputs)
     if not examples or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in examples):
         raise GraphError("from_torch: example_inputs must be a tensor or a list of tensors, batch first")
-    traced = _trace(module)
+    model, _ = convert(_trace(module), module, examples, name=name or re.sub(r"\W", "_", type(module).__name__).lower())
+    return model
+
+
+def convert(traced: fx.GraphModule, root: nn.Module, examples: list[torch.Tensor], *, name: str,
+            weights: dict[int, str] | None = None) -> tuple[Model, _Converter]:
+    """The Model `traced` computes on inputs shaped like `examples`; `weights` names the placeholders (by
+    position) that are weights (torch.compile's graphs take parameters and buffers as inputs):
+    `model.torch_names` maps the fusegraph parameters they became to those names."""
     shaped = copy.deepcopy(traced)  # NOTE: running it moves a training batch norm's statistics: not the caller's
     with torch.no_grad():
         try:
-            fx.passes.shape_prop.ShapeProp(shaped).propagate(*examples)
+            fx.passes.shape_prop.ShapeProp(shaped).propagate(*(t.clone() for t in examples))
         except Exception as error:  # noqa: BLE001 - the module's own failure, reported as ours
-            raise GraphError(f"from_torch: {type(module).__name__} fails on the example inputs: "
+            raise GraphError(f"from_torch: {type(root).__name__} fails on the example inputs: "
                              f"{type(error).__name__}: {error}") from None
-    converter = _Converter(module, examples)
+    converter = _Converter(root, examples, weights or {})
     for node, shaped_node in zip(traced.graph.nodes, shaped.graph.nodes, strict=True):
         converter.visit(node, shaped_node.meta.get("tensor_meta"))
-    model_name = name or re.sub(r"\W", "_", type(module).__name__).lower()
-    model = Model(converter.inputs, converter.outputs, name=model_name)
+    if not converter.inputs:
+        raise GraphError("from_torch: the graph reads no input but weights; fusegraph models take a batch")
+    model = Model(converter.inputs, converter.outputs, name=name)
     params = dict(model.params)
     for key, tensor in converter.copies.items():
         expected = params[key]
@@ -82,7 +91,7 @@ def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
         params[key] = tensor
     model.load_params(params)
     model.torch_names = dict(converter.torch_names)
-    return model
+    return model, converter
 
 
 def _trace(module: nn.Module) -> fx.GraphModule:
@@ -123,7 +132,11 @@ class _Recurrent:
     """An nn.RNN / LSTM / GRU call, built once its use is known: the whole sequence, or only the last
     step (`out[:, -1]`, `h_n[-1]`), which is the layer without return_sequences."""
 
-    module: nn.RNNBase
+    kind: str  # "LSTM", "GRU" or "RNN"
+    hidden: int
+    layers: int
+    bidirectional: bool
+    weights: dict[str, tuple[torch.Tensor, str]]  # torch's name ("weight_ih_l0_reverse") -> (tensor, key)
     path: str
     name: str
     x: SymbolicTensor
@@ -133,7 +146,7 @@ class _Recurrent:
 
     def build(self, use: str) -> SymbolicTensor:
         if self.built is not None and self.built != use:
-            raise GraphError(f"from_torch: the {type(self.module).__name__} at '{self.path}' is read both as its whole "
+            raise GraphError(f"from_torch: the {self.kind} at '{self.path}' is read both as its whole "
                              "output sequence and as its last step; fusegraph builds one of them per RNN")
         if self.output is None:
             self.output = self.converter.recurrent_layers(self, sequence=use == "sequence")
@@ -153,7 +166,10 @@ class _Part:
 class _Converter:
     root: nn.Module
     examples: list[torch.Tensor]
+    weights: dict[int, str]  # placeholder position -> name, for placeholders that are weights
     env: dict[str, object] = field(default_factory=dict)
+    placeholders: int = 0
+    modes: set[bool] = field(default_factory=set)  # the `training` flags of functional dropouts and batch norms
     inputs: list[SymbolicTensor] = field(default_factory=list)
     outputs: list[SymbolicTensor] | SymbolicTensor = field(default_factory=list)
     copies: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -188,11 +204,14 @@ class _Converter:
                                 f"{value.shape} here; fusegraph keeps the batch as the first axis")
         self.env[node.name] = value
 
-    def placeholder(self, node: fx.Node) -> SymbolicTensor:
-        index = len(self.inputs)
+    def placeholder(self, node: fx.Node) -> SymbolicTensor | _Constant:
+        index = self.placeholders
+        self.placeholders += 1
         if index >= len(self.examples):
             raise GraphError(f"from_torch: forward takes more inputs than the {len(self.examples)} example(s) given")
         example = self.examples[index]
+        if index in self.weights:
+            return _Constant(example, self.weights[index])
         tensor = Input(tuple(example.shape[1:]), dtype=str(example.dtype).removeprefix("torch."),
                        name=self.layer_name(node.name))
         self.inputs.append(tensor)
@@ -230,6 +249,11 @@ class _Converter:
         value = self.value(arg)
         if isinstance(value, SymbolicTensor):
             return value
+        if isinstance(value, _Zeros):
+            raise self.fail("reads torch.zeros(...) as data; fusegraph supports zeros only as an RNN's initial state")
+        if isinstance(value, _Constant):
+            raise self.fail(f"computes with the weight '{value.key}' as data; fusegraph reads weights only as a "
+                            "layer's parameters")
         if isinstance(value, _Part) and value.part == "seq":
             return value.rnn.build("sequence")
         if isinstance(value, _Pooled):
@@ -261,17 +285,15 @@ class _Converter:
             self.torch_names[f"{layer}.{suffix}"] = key
 
     def recurrent_layers(self, rnn: _Recurrent, sequence: bool) -> SymbolicTensor:
-        module, layers = rnn.module, rnn.module.num_layers
-        cls = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: SimpleRNN}[type(module)]
-        directions = ("", "_reverse") if module.bidirectional else ("",)
+        cls = {"LSTM": LSTM, "GRU": GRU, "RNN": SimpleRNN}[rnn.kind]
+        directions = ("", "_reverse") if rnn.bidirectional else ("",)
         x = rnn.x
-        for k in range(layers):
-            name = rnn.name if layers == 1 else self.layer_name(f"{rnn.name}_l{k}")
-            layer = cls(module.hidden_size, return_sequences=sequence or k < layers - 1,
-                        bidirectional=module.bidirectional, name=name)
+        for k in range(rnn.layers):
+            name = rnn.name if rnn.layers == 1 else self.layer_name(f"{rnn.name}_l{k}")
+            layer = cls(rnn.hidden, return_sequences=sequence or k < rnn.layers - 1, bidirectional=rnn.bidirectional,
+                        name=name)
             x = layer(x)
-            self.copy(name, {f"{p}{d}": (module.get_parameter(f"{p}_l{k}{d}"), f"{rnn.path}.{p}_l{k}{d}")
-                             for p in PARAM_NAMES for d in directions})
+            self.copy(name, {f"{p}{d}": rnn.weights[f"{p}_l{k}{d}"] for p in PARAM_NAMES for d in directions})
         return x
 
 
@@ -544,7 +566,23 @@ def _dropout(c: _Converter, x, p: float):
 
 
 def _dropout_function(c: _Converter, node, x, p=0.5, training=True, inplace=False):
+    c.modes.add(bool(training))
     return _dropout(c, x, p)
+
+
+def _batch_norm_function(c: _Converter, node, *args, **kwargs):
+    a = _bind(args, kwargs, ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+              {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5})
+    vectors = [c.value(a[k]) for k in ("running_mean", "running_var", "weight", "bias")]
+    if not all(isinstance(v, _Constant) for v in vectors) or a["momentum"] is None:
+        raise c.fail("needs running statistics, weight and bias that are the module's buffers and parameters, "
+                     "and a momentum (not None), as fusegraph's BatchNorm1D / BatchNorm2D keep")
+    c.modes.add(bool(a["training"]))
+    x = c.tensor(a["input"])
+    name = c.name_here()
+    out = (BatchNorm2D if x.type.rank == 4 else BatchNorm1D)(eps=a["eps"], momentum=a["momentum"], name=name)(x)
+    c.copy(name, {k: (v.tensor, v.key) for k, v in zip(("running_mean", "running_var", "weight", "bias"), vectors)})
+    return out
 
 
 def _embedding_module(c: _Converter, node, module, ids):
@@ -582,7 +620,62 @@ def _recurrent_module(c: _Converter, node, module, x, state=None):
                                 "nonlinearity='tanh'")):
         if not ok:
             raise c.fail(f"has {option}={getattr(module, option)!r}; fusegraph RNNs need {needed}")
-    return _Recurrent(module, node.target, c.name_here(), c.tensor(x), c)
+    directions = ("", "_reverse") if module.bidirectional else ("",)
+    weights = {f"{p}_l{k}{d}": (module.get_parameter(f"{p}_l{k}{d}"), f"{node.target}.{p}_l{k}{d}")
+               for k in range(module.num_layers) for p in PARAM_NAMES for d in directions}
+    return _Recurrent(type(module).__name__, module.hidden_size, module.num_layers, module.bidirectional, weights,
+                      node.target, c.name_here(), c.tensor(x), c)
+
+
+class _Zeros:
+    """torch.zeros(...): an RNN's initial state as torch.compile's graphs write it (fusegraph starts from zeros)."""
+
+
+def _zeros(c: _Converter, node, *size, **kwargs):
+    return _Zeros()
+
+
+def _recurrent_function(kind: str):
+    """torch.lstm / gru / rnn_tanh as torch.compile's graphs call them: (input, hx, weights, has_biases,
+    num_layers, dropout, train, bidirectional, batch_first)."""
+    def handler(c: _Converter, node, x, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+                batch_first):
+        states = hx if isinstance(hx, (tuple, list)) else (hx,)
+        if not all(isinstance(c.value(h), _Zeros) for h in states):
+            raise c.fail("is given an initial state; fusegraph RNNs start from zeros")
+        for option, ok, needed in (("batch_first", batch_first, "batch_first=True"), ("bias", has_biases, "bias=True"),
+                                   ("dropout", dropout == 0 or num_layers == 1, "dropout=0 between layers")):
+            if not ok:
+                raise c.fail(f"has {option}; fusegraph RNNs need {needed}")
+        tensors = [c.value(p) for p in params]
+        if not all(isinstance(t, _Constant) for t in tensors):
+            raise c.fail("takes weights computed in forward; fusegraph reads them as the module's parameters")
+        directions = ("", "_reverse") if bidirectional else ("",)
+        names = [f"{p}_l{k}{d}" for k in range(num_layers) for d in directions for p in PARAM_NAMES]
+        if len(names) != len(tensors):
+            raise c.fail(f"takes {len(tensors)} weights; expected {len(names)} (projections are not supported)")
+        weights = {name: (t.tensor, t.key) for name, t in zip(names, tensors)}
+        hidden = tensors[1].tensor.shape[1]
+        return _Recurrent(kind, hidden, num_layers, bidirectional, weights, node.name, c.name_here(), c.tensor(x), c)
+    return handler
+
+
+def _embedding_function(c: _Converter, node, *args, **kwargs):
+    a = _bind(args, kwargs, ("input", "weight", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq",
+                             "sparse"), {"padding_idx": None, "max_norm": None, "scale_grad_by_freq": False,
+                                         "sparse": False})
+    weight = c.value(a["weight"])
+    if not isinstance(weight, _Constant):
+        raise c.fail("takes a table computed in forward; fusegraph reads it as the module's parameter")
+    for option, default in (("padding_idx", None), ("max_norm", None), ("scale_grad_by_freq", False),
+                            ("sparse", False)):
+        if a[option] != default:
+            raise c.fail(f"has {option}={a[option]!r}; fusegraph embeddings have none")
+    name = c.name_here()
+    table = weight.tensor
+    out = Embedding(table.shape[0], table.shape[1], trainable=table.requires_grad, name=name)(c.tensor(a["input"]))
+    c.copy(name, {"weight": (table, weight.key)})
+    return out
 
 
 def _getitem(c: _Converter, node, container, index):
@@ -594,14 +687,14 @@ def _getitem(c: _Converter, node, container, index):
     if isinstance(value, _Recurrent):
         return _Part(value, {0: "seq", 1: "state"}[index])
     if isinstance(value, _Part):
-        rnn, lstm = value.rnn, isinstance(value.rnn.module, nn.LSTM)
+        rnn, lstm = value.rnn, value.rnn.kind == "LSTM"
         if value.part == "state" and lstm:
             return _Part(rnn, ("h", "c")[index])
-        last = rnn.module.num_layers * (2 if rnn.module.bidirectional else 1) - 1
+        last = rnn.layers * (2 if rnn.bidirectional else 1) - 1
         is_h = value.part == "h" or value.part == "state" and not lstm
         is_last_step = value.part == "seq" and isinstance(index, tuple) and len(index) in (2, 3) and \
             index[0] == slice(None) and index[1] == -1 and all(i == slice(None) for i in index[2:])
-        if (is_h and index in (-1, last) or is_last_step) and not rnn.module.bidirectional:
+        if (is_h and index in (-1, last) or is_last_step) and not rnn.bidirectional:
             return rnn.build("last")
         raise c.fail(f"picks {index!r} out of the RNN at '{rnn.path}'; supported: its output sequence, and for one "
                      "direction its last step (out[:, -1], h_n[-1])")
@@ -678,9 +771,11 @@ FUNCTIONS: dict[Callable, Callable] = {
     F.gelu: lambda c, node, x, approximate="none": _gelu(c, x, approximate),
     F.softmax: _softmax("softmax"), torch.softmax: _softmax("softmax"),
     F.log_softmax: _softmax("log_softmax"), torch.log_softmax: _softmax("log_softmax"),
-    F.dropout: _dropout_function, operator.add: _add, torch.add: _add, operator.iadd: _add,
+    F.dropout: _dropout_function, F.batch_norm: _batch_norm_function, operator.add: _add, torch.add: _add, operator.iadd: _add,
     torch.cat: _cat, torch.concat: _cat, torch.permute: _permute, torch.transpose: _transpose,
-    operator.getitem: _getitem, getattr: _getattr,
+    operator.getitem: _getitem, getattr: _getattr, torch.zeros: _zeros, F.embedding: _embedding_function,
+    torch.lstm: _recurrent_function("LSTM"), torch.gru: _recurrent_function("GRU"),
+    torch.rnn_tanh: _recurrent_function("RNN"),
 }
 
 METHODS: dict[str, Callable] = {

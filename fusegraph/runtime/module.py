@@ -86,6 +86,15 @@ class Differentiable:
         interpreter = INTERPRETER_LOCK if self.compiled.target.interpreted else contextlib.nullcontext()
         return _Both(self._lock, interpreter)
 
+    def infer(self, xs: list[torch.Tensor], tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """One inference call (no gradients): the compiled model's forward kernels on the weights `tensors`,
+        batch norms folded from them."""
+        compiled = self.compiled
+        feeds = compiled._check_device_and_ids(check_feeds(compiled.source_graph, [x.detach() for x in xs]))
+        folded = derived_parameters(compiled.graph)
+        with self.locked(), torch.no_grad():
+            return compiled.program.run(feeds, {**tensors, **{name: fold(recipe, tensors) for name, recipe in folded}})
+
     def __call__(self, xs: list[torch.Tensor], tensors: dict[str, torch.Tensor], training: bool) -> tuple:
         """The outputs of one call on `xs` with the weights `tensors` (fusegraph names), differentiable in
         the inputs and the trainable weights."""
