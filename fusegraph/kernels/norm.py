@@ -47,14 +47,17 @@ def {name}(x_ptr, mean_ptr, var_ptr, invstd_ptr, OUTER, C, INNER, EPS,
 
 GRADIENT_SUMS_SOURCE = '''
 @triton.jit
-def {name}(dy_ptr, x_ptr, mean_ptr, invstd_ptr, dweight_ptr, dbias_ptr, OUTER, C, INNER,
-           BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr):
-    # per channel: sum(dy) (the bias gradient) and sum(dy * xhat) (the weight gradient)
+def {name}(dy_ptr, x_ptr, mean_ptr, invstd_ptr, dweight_ptr, dbias_ptr, OUTER, C, INNER, EPS,
+           FROM_VARIANCE: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr):
+    # per channel: sum(dy) (the bias gradient) and sum(dy * xhat) (the weight gradient); FROM_VARIANCE: the
+    # evaluation form's running variance in place of 1/sqrt(variance + eps)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < C
     count = OUTER * INNER
     mean = tl.load(mean_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    invstd = tl.load(invstd_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    invstd = tl.load(invstd_ptr + cols, mask=col_ok, other=1.0).to(tl.float32)
+    if FROM_VARIANCE:
+        invstd = tl.math.rsqrt(invstd + EPS)
     dy_sum = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
     dy_xhat_sum = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
     for j0 in range(0, count, BLOCK_J):
@@ -152,10 +155,25 @@ def launch_train_bwd(fn, node, target, inputs, outputs):
     dx, dweight, dbias = outputs
     outer, channels, inner = sizes = _view(node, x)
     grid, blocks = _reduce_grid(target, outer, channels, inner)
-    fn[grid](dy, x, mean, invstd, dweight, dbias, outer, channels, inner, **blocks)
+    fn[grid](dy, x, mean, invstd, dweight, dbias, outer, channels, inner, 0.0, FROM_VARIANCE=False, **blocks)
     _apply(fn, target, {"x": x, "dy": dy, "mean": mean, "invstd": invstd, "weight": weight, "dweight": dweight,
                         "dbias": dbias}, dx, sizes, True)
 
 
+def render_param_grads(node):
+    return _source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation weight and bias gradients")
+
+
+def launch_param_grads(fn, node, target, inputs, outputs):
+    """The evaluation form's weight and bias gradients (per-channel sums over the running statistics)."""
+    dy, x, mean, var = inputs
+    dweight, dbias = outputs
+    outer, channels, inner = _view(node, x)
+    grid, blocks = _reduce_grid(target, outer, channels, inner)
+    fn[grid](dy, x, mean, var, dweight, dbias, outer, channels, inner, float(node.attrs.get("eps", 1e-5)),
+             FROM_VARIANCE=True, **blocks)
+
+
 register_template("batch_norm_train", render_train, launch_train)
+register_template("batch_norm_param_grads", render_param_grads, launch_param_grads)
 register_template("batch_norm_train_bwd", render_train_bwd, launch_train_bwd)

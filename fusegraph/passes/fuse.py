@@ -317,6 +317,8 @@ class _Grouper:
 
     def _elementwise_joins(self, j: Joining) -> str:
         node, kind = j.node, j.kind
+        if has_trait(node, "per_channel") and has_trait(j.members[0], "pool_gradient"):
+            return "a per-channel vector after a pooling gradient (its kernel walks the pool's input, not its channels)"
         if has_trait(node, "per_channel"):
             axis = node.attrs["axis"] % node.outputs[0].type.rank
             channel = 1 if kind == "conv" else node.outputs[0].type.rank - 1

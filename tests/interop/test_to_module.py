@@ -142,19 +142,17 @@ def test_mixed_precision_models_are_refused_clearly():
         fg.compile(model, precision="fp16").to_module()
 
 
-def test_eval_mode_differentiates_where_it_can_and_says_where_it_cannot():
-    """Eval mode with gradients: the running statistics' batch norm has no gradient op yet: one clear error;
-    a net without one differentiates in eval mode as in train mode."""
-    (x, y), = batches(1)
-    module = module_of(cnn(), x).eval()
-    with pytest.raises(fg.GraphError, match="to_module: gradients in eval mode: .*batch_norm.* run under "
-                                            "torch.no_grad\\(\\), or differentiate in train mode"):
-        module(x)
-    net = LSTMClassifier().eval()
-    ids = torch.randint(0, 12, (3, 5), generator=torch.Generator().manual_seed(6))
-    module = module_of(net, ids).eval()
-    F.cross_entropy(module(ids), y[:3] % 3).backward()
-    F.cross_entropy(net(ids), y[:3] % 3).backward()
+@pytest.mark.parametrize("build", [cnn, LSTMClassifier], ids=["batch_norm", "lstm"])
+def test_eval_mode_gradients_are_torchs(build):
+    """Fine-tuning with the running statistics fixed: the evaluation batch norm's own gradient (the input's
+    scaled per channel, the weight's and bias's per-channel sums), and an RNN's, as torch.autograd's."""
+    net = build().eval()
+    (x, y), = batches(1) if build is cnn else [(torch.randint(0, 12, (3, 5), generator=torch.Generator()
+                                                              .manual_seed(6)), torch.tensor([0, 2, 1]))]
+    module = module_of(net, x).eval()
+    F.cross_entropy(module(x), y).backward()
+    F.cross_entropy(net(x), y).backward()
     mine = dict(module.named_parameters())
     for name, param in net.named_parameters():
-        torch.testing.assert_close(mine[name].grad, param.grad, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(mine[name].grad, param.grad, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"{n}: {m}")
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in net.state_dict().items() if "running" in k)

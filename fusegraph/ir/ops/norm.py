@@ -46,6 +46,34 @@ def _eval_reference(inputs, attrs, ctx):
     return [torch.nn.functional.batch_norm(x, mean, var, weight, bias, training=False, eps=attrs.get("eps", EPS))]
 
 
+def _eval_vjp(b, node, grads, needs):
+    """Running statistics are constants: dx = dy * weight / sqrt(var + eps) is the evaluation form itself
+    with a zero mean and bias; the weight and bias gradients are per-channel sums."""
+    dy = grads[0]
+    x, mean, var, weight, bias = node.inputs
+    eps = node.attrs.get("eps", EPS)
+    dx = b.op("batch_norm", [dy, b.op("zeros", [mean]), var, weight, b.op("zeros", [bias])], eps=eps,
+              axis=node.attrs.get("axis", 1)) if needs[0] else None
+    dweight, dbias = b.op("batch_norm_param_grads", [dy, x, mean, var], eps=eps) if needs[3] or needs[4] else (None,) * 2
+    return [dx, None, None, dweight, dbias]
+
+
+def _param_grads_rule(types, attrs):
+    dy, x, mean, var = types
+    _require_vectors((mean, var), _channels(x), ("running_mean", "running_var"))
+    if dy.shape != x.shape:
+        raise GraphError(f"the output gradient {shape_str(dy)} is not shaped like the input {shape_str(x)}")
+    vector = TensorType((x.shape[1],), dy.dtype)
+    return [vector, vector]
+
+
+def _param_grads_reference(inputs, attrs, ctx):
+    dy, x, mean, var = (widened(t) for t in inputs)
+    dims = [d for d in range(x.dim()) if d != 1]
+    xhat = (x - _per_channel(mean, x)) * _per_channel(torch.rsqrt(var + attrs.get("eps", EPS)), x)
+    return [(dy * xhat).sum(dim=dims).to(inputs[0].dtype), dy.sum(dim=dims).to(inputs[0].dtype)]
+
+
 def _train_rule(types, attrs):
     x = types[0]
     channels = _channels(x)
@@ -116,13 +144,16 @@ register_op(OpDef("batch_norm_train", 3, _train_rule, _train_reference,
                   "(x, weight, bias) -> (y, batch mean, unbiased batch variance, 1/sqrt(biased variance + eps))"))
 register_op(OpDef("batch_norm_train_bwd", 5, _bwd_rule, _bwd_reference,
                   "(dy, x, mean, invstd, weight) -> (dx, dweight, dbias): through the batch statistics"))
+register_op(OpDef("batch_norm_param_grads", 4, _param_grads_rule, _param_grads_reference,
+                  "(dy, x, running_mean, running_var) -> (dweight, dbias) of the evaluation form; attr eps"))
 register_op(OpDef("running_average", 2, _running_rule, _running_reference,
                   "(running, batch) -> (1 - momentum) * running + momentum * batch; attr momentum",
                   math=Arg(0) + (Arg(1) - Arg(0)) * Attr("momentum", MOMENTUM)))
 set_vjp("batch_norm_train", _train_vjp)
+set_vjp("batch_norm", _eval_vjp)
 # statistics, then the normalisation: two launches each (kernels/norm.py)
 set_execution("batch_norm_train", launches=lambda node: 2)
 set_execution("batch_norm_train_bwd", launches=lambda node: 2)
 set_traits(("batch_norm",), "elementwise", "per_channel")
 set_traits(("running_average",), "elementwise")
-set_traits(("batch_norm_train", "batch_norm_train_bwd"), "layout_follows")
+set_traits(("batch_norm_train", "batch_norm_train_bwd", "batch_norm_param_grads"), "layout_follows")
