@@ -150,6 +150,30 @@ def test_mixed_precision_training_kernels_compile_for_sm90(half, launches, tmp_p
     assert_all_compile(launches, tmp_path)
 
 
+def test_module_forward_and_backward_halves_compile_for_sm90(launches, tmp_path):
+    """to_module()'s and the torch.compile backend's programs: autodiff.vjp_graph split into the forward a
+    call runs and the backward from given output gradients, in train and eval mode (the evaluation batch
+    norm's own gradient kernel)."""
+    from fusegraph.ir.types import BATCH
+    from fusegraph.passes.autodiff import vjp_graph
+    from fusegraph.passes.eliminate_dead_code import eliminate_dead_code
+    from fusegraph.passes.split_backward import split_backward
+
+    model = fg.zoo.cifar_resnet()
+    source = model.graph
+    for training in (True, False):
+        full = eliminate_dead_code(vjp_graph(source, training))
+        seeds = {v.name for v in full.inputs[len(source.inputs):]}
+        trainable = sum(n.attrs.get("trainable", True) for n in source.param_nodes)
+        for half in split_backward(full, seeds, len(source.outputs), trainable + len(source.inputs))[:2]:
+            feeds = [torch.randn(v.type.concrete(128)) if v.type.is_float else
+                     torch.zeros(v.type.concrete(128), dtype=TORCH_DTYPE[v.type.dtype]) for v in half.inputs]
+            assert all(v.type.shape[0] == BATCH for v in half.inputs if v.type.rank > 1)
+            run_as_gpu(half, feeds, model.params)
+    assert any(name.startswith("batch_norm_param_grads") for name, *_ in launches)
+    assert_all_compile(launches, tmp_path)
+
+
 def test_every_activation_compiles_for_sm90_in_every_position(launches, tmp_path):
     """As a prologue (applied as a conv's and a matmul's operand loads), an epilogue, and its gradient."""
     from fusegraph.nn.activations import ACTIVATIONS

@@ -247,3 +247,34 @@ def test_mixed_precision_training_on_gpu_follows_autocast(name, dtype):
     for param_name, param in oracle.fusegraph_parameters().items():
         assert trainer.params[param_name].dtype == torch.float32
         torch.testing.assert_close(trainer.params[param_name], param.detach(), rtol=rtol, atol=atol)
+
+
+def test_from_torch_to_module_and_the_backend_train_on_gpu_like_torch():
+    """A torch CNN with batch norm: fg.from_torch + to_module() in a torch.optim loop, and
+    torch.compile(backend="fusegraph"), each three SGD steps beside eager on the same GPU."""
+    import copy
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 16 * 16, 10)).cuda()
+    generator = torch.Generator().manual_seed(1)
+    data = [(torch.randn(32, 3, 32, 32, generator=generator).cuda(), torch.randint(0, 10, (32,), generator=generator)
+             .cuda()) for _ in range(3)]
+    eager = copy.deepcopy(net)
+    module = fg.compile(fg.from_torch(net, data[0][0]), device="cuda").to_module()
+    backend_net = copy.deepcopy(net)
+    compiled = torch.compile(backend_net, backend="fusegraph")
+    models = [(eager, eager), (module, module), (compiled, backend_net)]
+    optimizers = [torch.optim.SGD(owner.parameters(), lr=0.05, momentum=0.9) for _, owner in models]
+    for x, y in data:
+        for (model, _), optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    expected = eager.state_dict()
+    for _, owner in models[1:]:
+        for key, value in owner.state_dict().items():
+            torch.testing.assert_close(value, expected[key], rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
