@@ -109,19 +109,23 @@ def test_overflowing_gradients_skip_the_step_and_back_the_scale_off_like_grad_sc
     assert_state_is_torch(model, trainer, oracle)
 
 
-def test_loss_and_grads_are_unscaled_float32_like_autocast():
-    model = bn_cnn()
-    (x, y), = batches(1)
-    compiled = fg.compile(model, loss="cross_entropy", precision="fp16")
-    value, grads = compiled.loss_and_grads(x, y)
+def assert_fp16_gradients_are_autocasts(model: fg.Model, x: torch.Tensor, y: torch.Tensor, autocast: bool = True):
+    """loss_and_grads in fp16: the loss and unscaled float32 gradients of torch's autocast (float16) step
+    (without `autocast`: torch's float32 step, within float16's tolerance)."""
+    value, grads = fg.compile(model, loss="cross_entropy", precision="fp16").loss_and_grads(x, y)
     oracle = training_oracle(model)
-    with torch.autocast("cpu", dtype=torch.float16):
+    with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
         loss = F.cross_entropy(oracle(x), y)
     loss.backward()
     assert value == pytest.approx(loss.item(), rel=1e-3)
     for name, param in oracle.fusegraph_parameters().items():
         assert grads[name].dtype == torch.float32
         torch.testing.assert_close(grads[name], param.grad, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_loss_and_grads_are_unscaled_float32_like_autocast():
+    (x, y), = batches(1)
+    assert_fp16_gradients_are_autocasts(bn_cnn(), x, y)
 
 
 def test_fp16_inference_matches_autocast_eval():
@@ -161,13 +165,7 @@ def test_a_recurrent_model_trains_in_fp16():
     model.init(0)
     generator = torch.Generator().manual_seed(2)
     x, y = torch.randn(6, 5, 4, generator=generator), torch.randint(0, 3, (6,), generator=generator)
-    value, grads = fg.compile(model, loss="cross_entropy", precision="fp16").loss_and_grads(x, y)
-    oracle = training_oracle(model)
-    loss = F.cross_entropy(oracle(x), y)
-    loss.backward()
-    assert value == pytest.approx(loss.item(), rel=1e-3)
-    for name, param in oracle.fusegraph_parameters().items():
-        torch.testing.assert_close(grads[name], param.grad, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"{n}: {m}")
+    assert_fp16_gradients_are_autocasts(model, x, y, autocast=False)
 
 
 def test_an_interrupted_fp16_step_changes_nothing(monkeypatch):
@@ -227,14 +225,7 @@ def test_a_split_conv_weight_gradient_sums_its_halves_in_float32():
     model.init(0)
     generator = torch.Generator().manual_seed(4)
     x, y = torch.randn(8, 3, 16, 16, generator=generator), torch.randint(0, 2, (8,), generator=generator)
-    value, grads = fg.compile(model, loss="cross_entropy", precision="fp16").loss_and_grads(x, y)
-    oracle = training_oracle(model)
-    with torch.autocast("cpu", dtype=torch.float16):
-        loss = F.cross_entropy(oracle(x), y)
-    loss.backward()
-    assert value == pytest.approx(loss.item(), rel=1e-3)
-    for name, param in oracle.fusegraph_parameters().items():
-        torch.testing.assert_close(grads[name], param.grad, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"{n}: {m}")
+    assert_fp16_gradients_are_autocasts(model, x, y)
 
 
 def test_explain_reports_the_precision_and_fusion_savings_alone():
