@@ -155,6 +155,18 @@ class _Recurrent:
 
 
 @dataclass
+class _Direction:
+    """One direction's final state of a bidirectional RNN's last layer (h_n[-2]: forward, h_n[-1]: backward)."""
+
+    rnn: _Recurrent
+    direction: int
+
+
+_RNN_READS = ("its output sequence; for one direction its last step (out[:, -1], h_n[-1]); for two, "
+              "torch.cat((h_n[-2], h_n[-1]), dim=1)")
+
+
+@dataclass
 class _Part:
     """What getitem has picked out of an RNN's results so far: "seq", "state", "h" or "c"."""
 
@@ -260,10 +272,11 @@ class _Converter:
             raise self.fail("reads a global average that kept its size-1 axes (AdaptiveAvgPool(1), "
                             "mean(keepdim=True)); fusegraph supports it flattened next (nn.Flatten, x.flatten(1), "
                             "x.view(x.size(0), -1))")
-        if isinstance(value, (_Part, _Recurrent)):
-            raise self.fail(f"reads the {value.part if isinstance(value, _Part) else 'result'} of the RNN at "
-                            f"'{value.rnn.path if isinstance(value, _Part) else value.path}'; supported: its output "
-                            "sequence, and for one direction its last step (out[:, -1], h_n[-1])")
+        if isinstance(value, (_Part, _Recurrent, _Direction)):
+            what = value.part if isinstance(value, _Part) else "one direction" if isinstance(value, _Direction) \
+                else "result"
+            path = value.path if isinstance(value, _Recurrent) else value.rnn.path
+            raise self.fail(f"reads the {what} of the RNN at '{path}'; supported: {_RNN_READS}")
         raise self.fail(f"takes {value!r} where a tensor computed from the inputs is needed")
 
     def layer_name(self, base: str) -> str:
@@ -696,8 +709,9 @@ def _getitem(c: _Converter, node, container, index):
             index[0] == slice(None) and index[1] == -1 and all(i == slice(None) for i in index[2:])
         if (is_h and index in (-1, last) or is_last_step) and not rnn.bidirectional:
             return rnn.build("last")
-        raise c.fail(f"picks {index!r} out of the RNN at '{rnn.path}'; supported: its output sequence, and for one "
-                     "direction its last step (out[:, -1], h_n[-1])")
+        if is_h and rnn.bidirectional and index in (-2, -1, last - 1, last):
+            return _Direction(rnn, 1 if index in (-1, last) else 0)
+        raise c.fail(f"picks {index!r} out of the RNN at '{rnn.path}'; supported: {_RNN_READS}")
     if isinstance(value, (tuple, list)):
         return value[index]
     raise c.fail(f"indexes a tensor with {index!r}; fusegraph supports indexing an RNN's results only")
@@ -712,6 +726,13 @@ def _add(c: _Converter, node, a, b, *, alpha=1):
 
 
 def _cat(c: _Converter, node, tensors, dim=0):
+    parts = [c.value(t) for t in tensors]
+    if any(isinstance(p, _Direction) for p in parts):
+        rank = 2
+        if [getattr(p, "direction", None) for p in parts] != [0, 1] or parts[0].rnn is not parts[1].rnn \
+                or dim % rank != 1:
+            raise c.fail(f"concatenates single directions of an RNN's final state; supported: {_RNN_READS}")
+        return parts[0].rnn.build("last")
     values = [c.tensor(t) for t in tensors]
     axis = dim % values[0].type.rank
     if axis == 0:

@@ -115,6 +115,29 @@ def test_recurrent_last_steps_and_embeddings(frozen):
     assert ("embed.weight" in trainable) is not frozen
 
 
+class BothDirections(nn.Module):
+    """The usual bidirectional classifier: the last layer's two final states, concatenated."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(3, 4, batch_first=True, bidirectional=True, num_layers=2)
+        self.head = nn.Linear(8, 2)
+        self.lstm = cell is nn.LSTM  # NOTE: decided here, not on the traced results
+
+    def forward(self, x):
+        _, state = self.rnn(x)
+        h = state[0] if self.lstm else state
+        return self.head(torch.cat((h[-2], h[-1]), dim=1))
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_both_directions_final_states(cell):
+    torch.manual_seed(7)
+    net = BothDirections(cell).eval()
+    x = torch.randn(3, 5, 3)
+    assert_computes_the_same(net, fg.from_torch(net, x), x)
+
+
 def test_weights_keep_their_torch_names_and_the_net_is_not_changed():
     torch.manual_seed(2)
     net = ModuleCNN().train()  # a training batch norm moves its statistics when run: from_torch must not run it
@@ -205,7 +228,10 @@ UNSUPPORTED = [
     ("projection", Wrap(lambda s, x: s.m(x)[0], m=nn.LSTM(3, 4, batch_first=True, proj_size=2)), (2, 5, 3),
      "has proj_size=2"),
     ("bidirectional h_n", Wrap(lambda s, x: s.m(x)[1][-1], m=nn.GRU(3, 4, batch_first=True, bidirectional=True)),
-     (2, 5, 3), "picks -1 out of the RNN at 'm'"),
+     (2, 5, 3), "reads the one direction of the RNN at 'm'; supported: .*torch.cat\\(\\(h_n\\[-2\\], h_n\\[-1\\]\\)"),
+    ("directions swapped", Wrap(lambda s, x: torch.cat((s.m(x)[1][-1], s.m(x)[1][-2]), 1),
+                                m=nn.GRU(3, 4, batch_first=True, bidirectional=True)), (2, 5, 3),
+     "calls module 'm' a second time"),
     ("both uses", Wrap(_lstm_both, m=nn.LSTM(3, 4, batch_first=True)), (2, 5, 3),
      "read both as its whole output sequence and as its last step"),
     ("initial state", WithState(), (1, 5, 3),
