@@ -1,7 +1,8 @@
 """`fg.from_torch(module, example_inputs)`: a PyTorch model as a fusegraph Model, its weights copied.
 
 torch.fx traces the module (each torch.nn layer a `call_module` node; functions, tensor methods and
-parameters read with `get_attr` as written), ShapeProp runs the example inputs through a copy of
+parameters read with `get_attr` as written), or where it cannot (control flow on shapes), torch.export
+(ATen ops, mapped onto the same handlers, its batch left free); ShapeProp runs the example inputs through a copy of
 it so every node knows its shape, and each node becomes a call of a fusegraph layer (fusegraph/nn).
 Views that only name a shape (`.view(x.size(0), -1)`, an RNN's `out[:, -1]`) resolve to the layer
 computing that value. Anything else is refused with one GraphError naming the node, the module path
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import operator
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -59,7 +61,8 @@ def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
     examples = [example_inputs] if isinstance(example_inputs, torch.Tensor) else list(example_inputs)
     if not examples or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in examples):
         raise GraphError("from_torch: example_inputs must be a tensor or a list of tensors, batch first")
-    model, _ = convert(_trace(module), module, examples, name=name or re.sub(r"\W", "_", type(module).__name__).lower())
+    traced, root = _trace(module, examples)
+    model, _ = convert(traced, root, examples, name=name or re.sub(r"\W", "_", type(module).__name__).lower())
     return model
 
 
@@ -68,7 +71,9 @@ def convert(traced: fx.GraphModule, root: nn.Module, examples: list[torch.Tensor
     """The Model `traced` computes on inputs shaped like `examples`; `weights` names the placeholders (by
     position) that are weights (torch.compile's graphs take parameters and buffers as inputs):
     `model.torch_names` maps the fusegraph parameters they became to those names."""
-    shaped = copy.deepcopy(traced)  # NOTE: running it moves a training batch norm's statistics: not the caller's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's output spec, copied
+        shaped = copy.deepcopy(traced)  # NOTE: running it moves a training batch norm's statistics: not the caller's
     with torch.no_grad():
         try:
             fx.passes.shape_prop.ShapeProp(shaped).propagate(*(t.clone() for t in examples))
@@ -94,13 +99,26 @@ def convert(traced: fx.GraphModule, root: nn.Module, examples: list[torch.Tensor
     return model, converter
 
 
-def _trace(module: nn.Module) -> fx.GraphModule:
+def _trace(module: nn.Module, examples: list[torch.Tensor]) -> tuple[fx.GraphModule, nn.Module]:
+    """(graph, the module its get_attr nodes read): torch.fx's symbolic trace, or where it cannot trace
+    (control flow on shapes, say) torch.export's, its batch left free, at ATen level."""
     try:
-        return fx.symbolic_trace(module)
-    except Exception as error:  # noqa: BLE001 - torch.fx's many failure types
-        raise GraphError(f"from_torch: torch.fx cannot trace {type(module).__name__}: {type(error).__name__}: "
-                         f"{error}. Control flow that depends on tensor values cannot be traced; write the "
-                         "forward without it") from None
+        return fx.symbolic_trace(module), module
+    except Exception as fx_error:  # noqa: BLE001 - torch.fx's many failure types
+        failure = f"torch.fx: {type(fx_error).__name__}: {fx_error}"
+    try:
+        batch = torch.export.Dim.AUTO
+        with warnings.catch_warnings():  # NOTE: nn.LSTM's own _flat_weights bookkeeping, which export reports
+            warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
+            exported = torch.export.export(copy.deepcopy(module), tuple(t.clone() for t in examples),
+                                           dynamic_shapes=tuple({0: batch} for _ in examples))
+        graph_module = exported.module()
+        return graph_module, graph_module
+    except Exception as export_error:  # noqa: BLE001
+        raise GraphError(f"from_torch: neither torch.fx nor torch.export can trace {type(module).__name__} "
+                         f"({failure}; torch.export: {type(export_error).__name__}: {str(export_error)[:300]}). "
+                         "Control flow that depends on tensor values cannot be traced; write the forward "
+                         "without it") from None
 
 
 # -- values that are not (yet) one fusegraph tensor ------------------------------------------------
@@ -141,6 +159,7 @@ class _Recurrent:
     name: str
     x: SymbolicTensor
     converter: _Converter
+    flat: bool = False  # torch.lstm / aten.lstm: (output, h_n[, c_n]), not nn.LSTM's (output, (h_n, c_n))
     built: str | None = None
     output: SymbolicTensor | None = None
 
@@ -196,6 +215,8 @@ class _Converter:
             value = self.placeholder(node)
         elif node.op == "get_attr":
             value = _Constant(_attribute(self.root, node.target), node.target)
+        elif node.op == "call_module" and node.target == "_guards_fn":  # torch.export's input checks
+            return
         elif node.op == "call_module":
             value = self.call_module(node)
         elif node.op in ("call_function", "call_method"):
@@ -206,6 +227,8 @@ class _Converter:
             value = handler(self, node, *node.args, **node.kwargs)
         else:  # output
             (result,) = node.args
+            if isinstance(result, (tuple, list)) and len(result) == 1 and _single_output(self.root):
+                result = result[0]  # torch.export's graphs return a tuple however the module returns
             results = result if isinstance(result, (tuple, list)) else None
             self.outputs = [self.tensor(r) for r in results] if results is not None else self.tensor(result)
             return
@@ -308,6 +331,12 @@ class _Converter:
             x = layer(x)
             self.copy(name, {f"{p}{d}": rnn.weights[f"{p}_l{k}{d}"] for p in PARAM_NAMES for d in directions})
         return x
+
+
+def _single_output(root: nn.Module) -> bool:
+    """Whether an exported module's forward returns one tensor (its output spec is a leaf)."""
+    spec = getattr(root, "_out_spec", None)
+    return spec is not None and spec.is_leaf()
 
 
 def _attribute(root: nn.Module, target: str) -> torch.Tensor:
@@ -595,6 +624,9 @@ def _batch_norm_function(c: _Converter, node, *args, **kwargs):
     name = c.name_here()
     out = (BatchNorm2D if x.type.rank == 4 else BatchNorm1D)(eps=a["eps"], momentum=a["momentum"], name=name)(x)
     c.copy(name, {k: (v.tensor, v.key) for k, v in zip(("running_mean", "running_var", "weight", "bias"), vectors)})
+    counter = vectors[0].key.removesuffix("running_mean") + "num_batches_tracked"
+    if vectors[0].key.endswith(".running_mean") and counter in dict(c.root.named_buffers()):  # torch.export's
+        c.copy(name, {"num_batches_tracked": (c.root.get_buffer(counter), counter)})
     return out
 
 
@@ -669,8 +701,27 @@ def _recurrent_function(kind: str):
             raise c.fail(f"takes {len(tensors)} weights; expected {len(names)} (projections are not supported)")
         weights = {name: (t.tensor, t.key) for name, t in zip(names, tensors)}
         hidden = tensors[1].tensor.shape[1]
-        return _Recurrent(kind, hidden, num_layers, bidirectional, weights, node.name, c.name_here(), c.tensor(x), c)
+        return _Recurrent(kind, hidden, num_layers, bidirectional, weights, node.name, c.name_here(), c.tensor(x), c,
+                          flat=True)
     return handler
+
+
+def _aten_slice(c: _Converter, node, x, dim=0, start=None, end=None, step=1):
+    """x[..., :, ...] as torch.export writes it: a whole-axis slice is the value itself (an RNN's output
+    sequence stays one, for the select of its last step that follows)."""
+    if start in (None, 0) and (end is None or end >= 2 ** 31 - 1) and step == 1:
+        return c.value(x)
+    raise c.fail(f"slices dim {dim} to [{start}:{end}:{step}]; fusegraph supports indexing an RNN's results only")
+
+
+def _aten_embedding(c: _Converter, node, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    return _embedding_function(c, node, indices, weight, None if padding_idx == -1 else padding_idx,
+                               scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
+
+
+def _aten_batch_norm(c: _Converter, node, x, weight, bias, running_mean, running_var, training, momentum, eps,
+                     cudnn_enabled=True):
+    return _batch_norm_function(c, node, x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
 def _embedding_function(c: _Converter, node, *args, **kwargs):
@@ -698,7 +749,10 @@ def _getitem(c: _Converter, node, container, index):
             return _Size(value.tensor, 0)
         return value.tensor.shape[index - 1] if isinstance(index, int) and index > 0 else value
     if isinstance(value, _Recurrent):
-        return _Part(value, {0: "seq", 1: "state"}[index])
+        parts = ("seq", "h", "c") if value.flat else ("seq", "state")
+        if not isinstance(index, int) or not -len(parts) <= index < len(parts):
+            raise c.fail(f"picks {index!r} out of the RNN at '{value.path}'; supported: {_RNN_READS}")
+        return _Part(value, parts[index])
     if isinstance(value, _Part):
         rnn, lstm = value.rnn, value.rnn.kind == "LSTM"
         if value.part == "state" and lstm:
@@ -805,6 +859,31 @@ METHODS: dict[str, Callable] = {
     "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add,
     "permute": _permute, "transpose": _transpose, "contiguous": _identity,
 }
+
+_aten = torch.ops.aten
+# torch.export's ATen-level graphs (its training IR): the same handlers, where the signature is torch's
+FUNCTIONS.update({
+    _aten.conv1d.default: _conv_function(1), _aten.conv2d.default: _conv_function(2),
+    _aten.conv1d.padding: _conv_function(1), _aten.conv2d.padding: _conv_function(2),
+    _aten.linear.default: _linear_function, _aten.max_pool1d.default: _pool_function("max", 1),
+    _aten.max_pool2d.default: _pool_function("max", 2), _aten.avg_pool1d.default: _pool_function("avg", 1),
+    _aten.avg_pool2d.default: _pool_function("avg", 2), _aten.adaptive_avg_pool1d.default: _adaptive_function(1),
+    _aten.adaptive_avg_pool2d.default: _adaptive_function(2), _aten.mean.dim: _mean,
+    _aten.flatten.using_ints: _flatten_function, _aten.view.default: _view, _aten.reshape.default: _view,
+    _aten.sym_size.int: _size, _aten.relu.default: _activation("relu"), _aten.sigmoid.default: _activation("sigmoid"),
+    _aten.tanh.default: _activation("tanh"), _aten.silu.default: _activation("silu"),
+    _aten.gelu.default: lambda c, node, x, approximate="none": _gelu(c, x, approximate),
+    _aten.elu.default: lambda c, node, x, alpha=1.0, scale=1.0, input_scale=1.0: _elu_function(c, node, x, alpha),
+    _aten.leaky_relu.default: _leaky_function, _aten.softmax.int: _softmax("softmax"),
+    _aten.log_softmax.int: _softmax("log_softmax"), _aten.dropout.default: _dropout_function,
+    _aten.embedding.default: _aten_embedding, _aten.batch_norm.default: _aten_batch_norm,
+    _aten.add.Tensor: _add, _aten.cat.default: _cat, _aten.permute.default: _permute,
+    _aten.transpose.int: _transpose, _aten.contiguous.default: _identity, _aten.zeros.default: _zeros,
+    _aten.lstm.input: _recurrent_function("LSTM"), _aten.gru.input: _recurrent_function("GRU"),
+    _aten.rnn_tanh.input: _recurrent_function("RNN"), _aten.slice.Tensor: _aten_slice,
+    _aten.select.int: lambda c, node, x, dim, index: _getitem(c, node, x, index if dim == 0 else
+                                                              (slice(None),) * dim + (index,)),
+})
 
 _SUPPORTED_MODULES = ", ".join(sorted(cls.__name__ for cls in MODULES))
 _SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_avg_pool*(1), "
