@@ -115,6 +115,31 @@ def test_the_model_computes_what_the_net_computes(build, shape, tracer):
     assert_computes_the_same(net, model, x)
 
 
+class ShapeBranch(nn.Module):
+    """torch.fx cannot trace a branch on a shape; torch.export can (and keeps the batch free)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(64, 2)
+
+    def forward(self, x):
+        h = F.max_pool2d(self.conv(x), 2)
+        if h.shape[1] > 1:
+            h = torch.tanh(h)
+        return self.head(h.view(h.size(0), -1))
+
+
+def test_a_forward_torch_fx_cannot_trace_comes_through_torch_export():
+    torch.manual_seed(8)
+    net = ShapeBranch().eval()
+    with pytest.raises(torch.fx.proxy.TraceError):
+        torch.fx.symbolic_trace(net)
+    model = fg.from_torch(net, torch.randn(3, 3, 8, 8))
+    assert_computes_the_same(net, model, torch.randn(5, 3, 8, 8))
+    assert set(model.torch_names.values()) == set(net.state_dict())
+
+
 @pytest.mark.parametrize("frozen", [False, True])
 def test_recurrent_last_steps_and_embeddings(frozen, tracer):
     torch.manual_seed(1)
