@@ -18,7 +18,8 @@ from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupport
 
 from ..ir import GraphError
-from .from_torch import FUNCTIONS, METHODS, MODULES, convert
+from .from_torch import convert
+from .torch_ops import FUNCTIONS, METHODS, MODULES
 
 
 class FusegraphFallbackWarning(UserWarning):

@@ -7,49 +7,26 @@ it so every node knows its shape, and each node becomes a call of a fusegraph la
 Views that only name a shape (`.view(x.size(0), -1)`, an RNN's `out[:, -1]`) resolve to the layer
 computing that value. Anything else is refused with one GraphError naming the node, the module path
 and type, and what is supported. The Model's `torch_names` maps each of its parameter names to the
-source module's state_dict key."""
+source module's state_dict key. The handlers and the tables of what converts are in torch_ops.py;
+the values a node may become besides a tensor (a weight, a shape, a pending RNN) in values.py."""
 
 from __future__ import annotations
 
 import copy
-import operator
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from ..ir import GraphError
-from ..nn import (
-    GRU,
-    LSTM,
-    Activation,
-    Add,
-    AvgPool1D,
-    AvgPool2D,
-    BatchNorm1D,
-    BatchNorm2D,
-    Concatenate,
-    Conv1D,
-    Conv2D,
-    Dense,
-    Dropout,
-    Embedding,
-    Flatten,
-    GlobalAvgPool1D,
-    GlobalAvgPool2D,
-    Input,
-    MaxPool1D,
-    MaxPool2D,
-    Model,
-    Permute,
-    SimpleRNN,
-)
+from ..nn import GRU, LSTM, Input, Model, SimpleRNN
 from ..nn.recurrent import PARAM_NAMES
 from ..nn.tensor import SymbolicTensor
+from .torch_ops import FUNCTIONS, METHODS, MODULES, SUPPORTED_FUNCTIONS, SUPPORTED_MODULES
+from .values import RNN_READS, Constant, Direction, Part, Pooled, Recurrent, Zeros
 
 
 def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], *,
@@ -67,7 +44,7 @@ def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
 
 
 def convert(traced: fx.GraphModule, root: nn.Module, examples: list[torch.Tensor], *, name: str,
-            weights: dict[int, str] | None = None) -> tuple[Model, _Converter]:
+            weights: dict[int, str] | None = None) -> tuple[Model, Converter]:
     """The Model `traced` computes on inputs shaped like `examples`; `weights` names the placeholders (by
     position) that are weights (torch.compile's graphs take parameters and buffers as inputs):
     `model.torch_names` maps the fusegraph parameters they became to those names."""
@@ -80,7 +57,7 @@ def convert(traced: fx.GraphModule, root: nn.Module, examples: list[torch.Tensor
         except Exception as error:  # noqa: BLE001 - the module's own failure, reported as ours
             raise GraphError(f"from_torch: {type(root).__name__} fails on the example inputs: "
                              f"{type(error).__name__}: {error}") from None
-    converter = _Converter(root, examples, weights or {})
+    converter = Converter(root, examples, weights or {})
     for node, shaped_node in zip(traced.graph.nodes, shaped.graph.nodes, strict=True):
         converter.visit(node, shaped_node.meta.get("tensor_meta"))
     if not converter.inputs:
@@ -121,80 +98,8 @@ def _trace(module: nn.Module, examples: list[torch.Tensor]) -> tuple[fx.GraphMod
                          "without it") from None
 
 
-# -- values that are not (yet) one fusegraph tensor ------------------------------------------------
 @dataclass
-class _Pooled:
-    """A global average pool that kept its size-1 axes: (N, C, 1, 1) in torch, (N, C) in fusegraph."""
-
-    tensor: SymbolicTensor
-
-
-@dataclass
-class _Constant:
-    """A parameter or buffer read with get_attr (a functional conv's or linear's weight)."""
-
-    tensor: torch.Tensor
-    key: str
-
-
-@dataclass
-class _Size:
-    """x.size() / x.shape (dim None), or one of its entries."""
-
-    tensor: SymbolicTensor
-    dim: int | None = None
-
-
-@dataclass
-class _Recurrent:
-    """An nn.RNN / LSTM / GRU call, built once its use is known: the whole sequence, or only the last
-    step (`out[:, -1]`, `h_n[-1]`), which is the layer without return_sequences."""
-
-    kind: str  # "LSTM", "GRU" or "RNN"
-    hidden: int
-    layers: int
-    bidirectional: bool
-    weights: dict[str, tuple[torch.Tensor, str]]  # torch's name ("weight_ih_l0_reverse") -> (tensor, key)
-    path: str
-    name: str
-    x: SymbolicTensor
-    converter: _Converter
-    flat: bool = False  # torch.lstm / aten.lstm: (output, h_n[, c_n]), not nn.LSTM's (output, (h_n, c_n))
-    built: str | None = None
-    output: SymbolicTensor | None = None
-
-    def build(self, use: str) -> SymbolicTensor:
-        if self.built is not None and self.built != use:
-            raise GraphError(f"from_torch: the {self.kind} at '{self.path}' is read both as its whole "
-                             "output sequence and as its last step; fusegraph builds one of them per RNN")
-        if self.output is None:
-            self.output = self.converter.recurrent_layers(self, sequence=use == "sequence")
-            self.built = use
-        return self.output
-
-
-@dataclass
-class _Direction:
-    """One direction's final state of a bidirectional RNN's last layer (h_n[-2]: forward, h_n[-1]: backward)."""
-
-    rnn: _Recurrent
-    direction: int
-
-
-_RNN_READS = ("its output sequence; for one direction its last step (out[:, -1], h_n[-1]); for two, "
-              "torch.cat((h_n[-2], h_n[-1]), dim=1)")
-
-
-@dataclass
-class _Part:
-    """What getitem has picked out of an RNN's results so far: "seq", "state", "h" or "c"."""
-
-    rnn: _Recurrent
-    part: str
-
-
-@dataclass
-class _Converter:
+class Converter:
     root: nn.Module
     examples: list[torch.Tensor]
     weights: dict[int, str]  # placeholder position -> name, for placeholders that are weights
@@ -214,7 +119,7 @@ class _Converter:
         if node.op == "placeholder":
             value = self.placeholder(node)
         elif node.op == "get_attr":
-            value = _Constant(_attribute(self.root, node.target), node.target)
+            value = Constant(_attribute(self.root, node.target), node.target)
         elif node.op == "call_module" and node.target == "_guards_fn":  # torch.export's input checks
             return
         elif node.op == "call_module":
@@ -223,7 +128,7 @@ class _Converter:
             table = FUNCTIONS if node.op == "call_function" else METHODS
             handler = table.get(node.target)
             if handler is None:
-                raise self.unsupported(f"{_callable_name(node)} is not supported", _SUPPORTED_FUNCTIONS)
+                raise self.unsupported(f"{_callable_name(node)} is not supported", SUPPORTED_FUNCTIONS)
             value = handler(self, node, *node.args, **node.kwargs)
         else:  # output
             (result,) = node.args
@@ -239,14 +144,14 @@ class _Converter:
                                 f"{value.shape} here; fusegraph keeps the batch as the first axis")
         self.env[node.name] = value
 
-    def placeholder(self, node: fx.Node) -> SymbolicTensor | _Constant:
+    def placeholder(self, node: fx.Node) -> SymbolicTensor | Constant:
         index = self.placeholders
         self.placeholders += 1
         if index >= len(self.examples):
             raise GraphError(f"from_torch: forward takes more inputs than the {len(self.examples)} example(s) given")
         example = self.examples[index]
         if index in self.weights:
-            return _Constant(example, self.weights[index])
+            return Constant(example, self.weights[index])
         tensor = Input(tuple(example.shape[1:]), dtype=str(example.dtype).removeprefix("torch."),
                        name=self.layer_name(node.name))
         self.inputs.append(tensor)
@@ -261,7 +166,7 @@ class _Converter:
         handler = next((h for cls, h in MODULES.items() if type(module) is cls), None)
         if handler is None:
             raise self.unsupported(f"module '{node.target}' ({type(module).__name__}) is not supported",
-                                   _SUPPORTED_MODULES)
+                                   SUPPORTED_MODULES)
         return handler(self, node, module, *node.args, **node.kwargs)
 
     # -- helpers for handlers ------------------------------------------------------------------
@@ -284,22 +189,22 @@ class _Converter:
         value = self.value(arg)
         if isinstance(value, SymbolicTensor):
             return value
-        if isinstance(value, _Zeros):
+        if isinstance(value, Zeros):
             raise self.fail("reads torch.zeros(...) as data; fusegraph supports zeros only as an RNN's initial state")
-        if isinstance(value, _Constant):
+        if isinstance(value, Constant):
             raise self.fail(f"computes with the weight '{value.key}' as data; fusegraph reads weights only as a "
                             "layer's parameters")
-        if isinstance(value, _Part) and value.part == "seq":
+        if isinstance(value, Part) and value.part == "seq":
             return value.rnn.build("sequence")
-        if isinstance(value, _Pooled):
+        if isinstance(value, Pooled):
             raise self.fail("reads a global average that kept its size-1 axes (AdaptiveAvgPool(1), "
                             "mean(keepdim=True)); fusegraph supports it flattened next (nn.Flatten, x.flatten(1), "
                             "x.view(x.size(0), -1))")
-        if isinstance(value, (_Part, _Recurrent, _Direction)):
-            what = value.part if isinstance(value, _Part) else "one direction" if isinstance(value, _Direction) \
+        if isinstance(value, (Part, Recurrent, Direction)):
+            what = value.part if isinstance(value, Part) else "one direction" if isinstance(value, Direction) \
                 else "result"
-            path = value.path if isinstance(value, _Recurrent) else value.rnn.path
-            raise self.fail(f"reads the {what} of the RNN at '{path}'; supported: {_RNN_READS}")
+            path = value.path if isinstance(value, Recurrent) else value.rnn.path
+            raise self.fail(f"reads the {what} of the RNN at '{path}'; supported: {RNN_READS}")
         raise self.fail(f"takes {value!r} where a tensor computed from the inputs is needed")
 
     def layer_name(self, base: str) -> str:
@@ -320,7 +225,7 @@ class _Converter:
             self.copies[f"{layer}.{suffix}"] = tensor.detach().clone()
             self.torch_names[f"{layer}.{suffix}"] = key
 
-    def recurrent_layers(self, rnn: _Recurrent, sequence: bool) -> SymbolicTensor:
+    def recurrent_layers(self, rnn: Recurrent, sequence: bool) -> SymbolicTensor:
         cls = {"LSTM": LSTM, "GRU": GRU, "RNN": SimpleRNN}[rnn.kind]
         directions = ("", "_reverse") if rnn.bidirectional else ("",)
         x = rnn.x
@@ -355,539 +260,3 @@ def _callable_name(node: fx.Node) -> str:
     module = getattr(target, "__module__", None) or ""
     short = {"torch.nn.functional": "F", "_operator": "operator", "builtins": ""}.get(module, module)
     return f"{short + '.' if short else ''}{getattr(target, '__name__', str(target))}"
-
-
-def _bind(args: tuple, kwargs: dict, names: Sequence[str], defaults: dict) -> dict:
-    """Positional and keyword arguments by parameter name, with defaults (torch's signatures)."""
-    bound = dict(defaults)
-    bound.update(zip(names, args))
-    bound.update(kwargs)
-    return bound
-
-
-def _pair_or_int(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else value
-
-
-def _single(value) -> int | None:
-    """1 for an output size of 1 / (1,) / (1, 1); None otherwise."""
-    values = value if isinstance(value, (tuple, list)) else (value,)
-    return 1 if all(v == 1 for v in values) else None
-
-
-# -- handlers: (converter, node, args...) -> value ------------------------------------------------------
-def _conv(c: _Converter, x, weight: torch.Tensor, bias, stride, padding, dilation, groups, ndim: int,
-          keys: tuple[str, str | None], padding_mode: str = "zeros") -> SymbolicTensor:
-    if groups != 1:
-        raise c.fail(f"has groups={groups}; fusegraph convolutions have groups=1")
-    if padding_mode != "zeros":
-        raise c.fail(f"has padding_mode={padding_mode!r}; fusegraph pads with zeros")
-    name = c.name_here()
-    cls = Conv1D if ndim == 1 else Conv2D
-    layer = cls(weight.shape[0], tuple(weight.shape[2:]), strides=_pair_or_int(stride),
-                padding=_pair_or_int(padding), dilation=_pair_or_int(dilation), use_bias=bias is not None, name=name)
-    out = layer(c.tensor(x))
-    c.copy(name, {"weight": (weight, keys[0])} | ({"bias": (bias, keys[1])} if bias is not None else {}))
-    return out
-
-
-def _conv_module(c: _Converter, node, module, x):
-    bias = module.bias
-    return _conv(c, x, module.weight, bias, module.stride, module.padding, module.dilation, module.groups,
-                 1 if isinstance(module, nn.Conv1d) else 2, (f"{node.target}.weight", f"{node.target}.bias"),
-                 module.padding_mode)
-
-
-def _conv_function(ndim: int):
-    def handler(c: _Converter, node, *args, **kwargs):
-        a = _bind(args, kwargs, ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-                  {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
-        weight, bias = c.value(a["weight"]), c.value(a["bias"])
-        if not isinstance(weight, _Constant) or not (bias is None or isinstance(bias, _Constant)):
-            raise c.fail("takes weights computed in forward; fusegraph reads them as parameters of the module")
-        return _conv(c, a["input"], weight.tensor, bias.tensor if bias is not None else None, a["stride"],
-                     a["padding"], a["dilation"], a["groups"], ndim, (weight.key, bias.key if bias else None))
-    return handler
-
-
-def _dense(c: _Converter, x, weight: torch.Tensor, bias, keys: tuple[str, str | None]) -> SymbolicTensor:
-    name = c.name_here()
-    out = Dense(weight.shape[0], use_bias=bias is not None, name=name)(c.tensor(x))
-    c.copy(name, {"weight": (weight, keys[0])} | ({"bias": (bias, keys[1])} if bias is not None else {}))
-    return out
-
-
-def _linear_module(c: _Converter, node, module, x):
-    return _dense(c, x, module.weight, module.bias, (f"{node.target}.weight", f"{node.target}.bias"))
-
-
-def _linear_function(c: _Converter, node, *args, **kwargs):
-    a = _bind(args, kwargs, ("input", "weight", "bias"), {"bias": None})
-    weight, bias = c.value(a["weight"]), c.value(a["bias"])
-    if not isinstance(weight, _Constant) or not (bias is None or isinstance(bias, _Constant)):
-        raise c.fail("takes weights computed in forward; fusegraph reads them as parameters of the module")
-    return _dense(c, a["input"], weight.tensor, bias.tensor if bias is not None else None,
-                  (weight.key, bias.key if bias else None))
-
-
-def _pool(c: _Converter, kind: str, ndim: int, x, kernel_size, stride=None, padding=0, dilation=1,
-          ceil_mode=False, return_indices=False, count_include_pad=True, divisor_override=None):
-    if ceil_mode:
-        raise c.fail("has ceil_mode=True; fusegraph pools floor the output size (ceil_mode=False)")
-    if return_indices:
-        raise c.fail("has return_indices=True; fusegraph pools return the pooled values only")
-    if _single(dilation) is None:
-        raise c.fail(f"has dilation={dilation!r}; fusegraph pools are not dilated")
-    if divisor_override is not None:
-        raise c.fail("has divisor_override; fusegraph averages over the window")
-    pads = padding if isinstance(padding, (tuple, list)) else (padding,)
-    if kind == "avg" and count_include_pad and any(p != 0 for p in pads):
-        raise c.fail("has count_include_pad=True with padding; fusegraph averages over the input pixels of each "
-                     "window only (count_include_pad=False)")
-    cls = {("max", 1): MaxPool1D, ("max", 2): MaxPool2D, ("avg", 1): AvgPool1D, ("avg", 2): AvgPool2D}[kind, ndim]
-    strides = None if stride is None or stride == [] or stride == () else _pair_or_int(stride)
-    return cls(_pair_or_int(kernel_size), strides=strides, padding=_pair_or_int(padding), name=c.name_here())(
-        c.tensor(x))
-
-
-def _pool_module(kind: str, ndim: int):
-    def handler(c: _Converter, node, module, x):
-        options = {"stride": module.stride, "padding": module.padding, "ceil_mode": module.ceil_mode}
-        if kind == "max":
-            options |= {"dilation": module.dilation, "return_indices": module.return_indices}
-        else:
-            options |= {"count_include_pad": module.count_include_pad, "divisor_override": module.divisor_override}
-        return _pool(c, kind, ndim, x, module.kernel_size, **options)
-    return handler
-
-
-def _pool_function(kind: str, ndim: int):
-    names = ("input", "kernel_size", "stride", "padding") + (
-        ("dilation", "ceil_mode", "return_indices") if kind == "max" else ("ceil_mode", "count_include_pad",
-                                                                         "divisor_override"))
-
-    def handler(c: _Converter, node, *args, **kwargs):
-        a = _bind(args, kwargs, names, {})
-        return _pool(c, kind, ndim, a.pop("input"), **a)
-    return handler
-
-
-def _global_average(c: _Converter, x, ndim: int, keep: bool):
-    tensor = c.tensor(x)
-    if tensor.type.rank != ndim + 2:
-        raise c.fail(f"averages over the spatial axes of {tensor.type}; expected (batch, channels, "
-                     f"{'length' if ndim == 1 else 'height, width'})")
-    out = (GlobalAvgPool1D if ndim == 1 else GlobalAvgPool2D)(name=c.name_here())(tensor)
-    return _Pooled(out) if keep else out
-
-
-def _adaptive_module(ndim: int):
-    def handler(c: _Converter, node, module, x):
-        if _single(module.output_size) is None:
-            raise c.fail(f"has output_size={module.output_size!r}; fusegraph supports 1 (a global average)")
-        return _global_average(c, x, ndim, keep=True)
-    return handler
-
-
-def _adaptive_function(ndim: int):
-    def handler(c: _Converter, node, x, output_size):
-        if _single(output_size) is None:
-            raise c.fail(f"has output_size={output_size!r}; fusegraph supports 1 (a global average)")
-        return _global_average(c, x, ndim, keep=True)
-    return handler
-
-
-def _mean(c: _Converter, node, x, dim=None, keepdim=False, dtype=None):
-    tensor = c.tensor(x)
-    rank = tensor.type.rank
-    dims = sorted({d % rank for d in (dim if isinstance(dim, (tuple, list)) else (dim,))} if dim is not None else ())
-    if rank in (3, 4) and dims == list(range(2, rank)) and dtype is None:
-        return _global_average(c, x, rank - 2, keep=keepdim)
-    raise c.fail(f"averages over dims {dim!r} of {tensor.type}; fusegraph supports the mean over every axis after "
-                 "the channels (a global average pool)")
-
-
-def _flatten(c: _Converter, x, start_dim: int = 1, end_dim: int = -1):
-    value = c.value(x)
-    if isinstance(value, _Pooled):
-        return value.tensor
-    tensor = c.tensor(x)
-    if start_dim != 1 or end_dim not in (-1, tensor.type.rank - 1):
-        raise c.fail(f"flattens dims {start_dim}..{end_dim}; fusegraph flattens everything after the batch "
-                     "(start_dim=1, end_dim=-1)")
-    return tensor if tensor.type.rank == 2 else Flatten(name=c.name_here())(tensor)
-
-
-def _flatten_module(c: _Converter, node, module, x):
-    return _flatten(c, x, module.start_dim, module.end_dim)
-
-
-def _flatten_function(c: _Converter, node, x, start_dim=0, end_dim=-1):
-    return _flatten(c, x, start_dim, end_dim)
-
-
-def _view(c: _Converter, node, x, *shape):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    value = c.value(x)
-    tensor = value.tensor if isinstance(value, _Pooled) else c.tensor(x)
-    sizes = [c.value(s) for s in shape]
-    features = 1
-    for d in tensor.shape[1:]:
-        features *= d
-    batch_first = len(sizes) == 2 and (sizes[0] == -1 and sizes[1] == features or isinstance(sizes[0], _Size)
-                                       and sizes[0].dim == 0 and sizes[1] in (-1, features))
-    if not batch_first:
-        raise c.fail(f"reshapes to {tuple(s if not isinstance(s, _Size) else 'x.size(0)' for s in sizes)}; fusegraph "
-                     "reshapes only to (batch, features): x.view(x.size(0), -1), x.flatten(1), nn.Flatten")
-    return tensor if isinstance(value, _Pooled) or tensor.type.rank == 2 else Flatten(name=c.name_here())(tensor)
-
-
-def _size(c: _Converter, node, x, dim=None):
-    return _Size(c.tensor(x), dim)
-
-
-def _getattr(c: _Converter, node, x, attribute):
-    if attribute == "shape":
-        return _Size(c.tensor(x))
-    raise c.fail(f"reads .{attribute}; only .shape is supported")
-
-
-def _activation(name: str, **fixed) -> Callable:
-    """A handler applying activation `name`; `options(args, kwargs)` gives its options from the call."""
-    def handler(c: _Converter, node, x, *args, **kwargs):
-        return Activation(name, name=c.name_here(), **fixed)(c.tensor(x))
-    return handler
-
-
-def _softmax(name: str):
-    def handler(c: _Converter, node, x, dim=None, *args, **kwargs):
-        tensor = c.tensor(x)
-        if dim is None or dim % tensor.type.rank != tensor.type.rank - 1:
-            raise c.fail(f"takes dim={dim!r}; fusegraph's {name} runs over the last dim (dim=-1)")
-        return Activation(name, name=c.name_here())(tensor)
-    return handler
-
-
-def _softmax_module(name: str):
-    def handler(c: _Converter, node, module, x):
-        return _softmax(name)(c, node, x, module.dim)
-    return handler
-
-
-def _leaky_module(c: _Converter, node, module, x):
-    return Activation("leaky_relu", name=c.name_here(), negative_slope=module.negative_slope)(c.tensor(x))
-
-
-def _leaky_function(c: _Converter, node, x, negative_slope=0.01, inplace=False):
-    return Activation("leaky_relu", name=c.name_here(), negative_slope=negative_slope)(c.tensor(x))
-
-
-def _elu_module(c: _Converter, node, module, x):
-    return Activation("elu", name=c.name_here(), alpha=module.alpha)(c.tensor(x))
-
-
-def _elu_function(c: _Converter, node, x, alpha=1.0, inplace=False):
-    return Activation("elu", name=c.name_here(), alpha=alpha)(c.tensor(x))
-
-
-def _gelu(c: _Converter, x, approximate: str):
-    if approximate != "none":
-        raise c.fail(f"has approximate={approximate!r}; fusegraph's gelu is exact (approximate='none')")
-    return Activation("gelu", name=c.name_here())(c.tensor(x))
-
-
-def _module_activation(name: str):
-    def handler(c: _Converter, node, module, x):
-        return Activation(name, name=c.name_here())(c.tensor(x))
-    return handler
-
-
-def _dropout(c: _Converter, x, p: float):
-    tensor = c.tensor(x)
-    return tensor if p == 0 else Dropout(p, name=c.name_here())(tensor)
-
-
-def _dropout_function(c: _Converter, node, x, p=0.5, training=True, inplace=False):
-    c.modes.add(bool(training))
-    return _dropout(c, x, p)
-
-
-def _batch_norm_function(c: _Converter, node, *args, **kwargs):
-    a = _bind(args, kwargs, ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
-              {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5})
-    vectors = [c.value(a[k]) for k in ("running_mean", "running_var", "weight", "bias")]
-    if not all(isinstance(v, _Constant) for v in vectors) or a["momentum"] is None:
-        raise c.fail("needs running statistics, weight and bias that are the module's buffers and parameters, "
-                     "and a momentum (not None), as fusegraph's BatchNorm1D / BatchNorm2D keep")
-    c.modes.add(bool(a["training"]))
-    x = c.tensor(a["input"])
-    name = c.name_here()
-    out = (BatchNorm2D if x.type.rank == 4 else BatchNorm1D)(eps=a["eps"], momentum=a["momentum"], name=name)(x)
-    c.copy(name, {k: (v.tensor, v.key) for k, v in zip(("running_mean", "running_var", "weight", "bias"), vectors)})
-    counter = vectors[0].key.removesuffix("running_mean") + "num_batches_tracked"
-    if vectors[0].key.endswith(".running_mean") and counter in dict(c.root.named_buffers()):  # torch.export's
-        c.copy(name, {"num_batches_tracked": (c.root.get_buffer(counter), counter)})
-    return out
-
-
-def _embedding_module(c: _Converter, node, module, ids):
-    for option, default in (("padding_idx", None), ("max_norm", None), ("scale_grad_by_freq", False),
-                            ("sparse", False)):
-        if getattr(module, option) != default:
-            raise c.fail(f"has {option}={getattr(module, option)!r}; fusegraph embeddings have none")
-    name = c.name_here()
-    out = Embedding(module.num_embeddings, module.embedding_dim, trainable=module.weight.requires_grad,
-                    name=name)(c.tensor(ids))
-    c.copy(name, {"weight": (module.weight, f"{node.target}.weight")})
-    return out
-
-
-def _batch_norm_module(c: _Converter, node, module, x):
-    if not (module.affine and module.track_running_stats) or module.momentum is None:
-        raise c.fail("needs affine=True, track_running_stats=True and a momentum (not None), as fusegraph's "
-                     "BatchNorm1D / BatchNorm2D keep")
-    name = c.name_here()
-    cls = BatchNorm2D if isinstance(module, nn.BatchNorm2d) else BatchNorm1D
-    out = cls(eps=module.eps, momentum=module.momentum, name=name)(c.tensor(x))
-    c.copy(name, {k: (getattr(module, k), f"{node.target}.{k}")
-                  for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")})
-    return out
-
-
-def _recurrent_module(c: _Converter, node, module, x, state=None):
-    if state is not None:
-        raise c.fail("is given an initial state; fusegraph RNNs start from zeros")
-    for option, ok, needed in (("batch_first", module.batch_first, "batch_first=True"),
-                               ("bias", module.bias, "bias=True"),
-                               ("proj_size", getattr(module, "proj_size", 0) == 0, "proj_size=0"),
-                               ("dropout", module.dropout == 0 or module.num_layers == 1, "dropout=0 between layers"),
-                               ("nonlinearity", getattr(module, "nonlinearity", "tanh") == "tanh",
-                                "nonlinearity='tanh'")):
-        if not ok:
-            raise c.fail(f"has {option}={getattr(module, option)!r}; fusegraph RNNs need {needed}")
-    directions = ("", "_reverse") if module.bidirectional else ("",)
-    weights = {f"{p}_l{k}{d}": (module.get_parameter(f"{p}_l{k}{d}"), f"{node.target}.{p}_l{k}{d}")
-               for k in range(module.num_layers) for p in PARAM_NAMES for d in directions}
-    return _Recurrent(type(module).__name__, module.hidden_size, module.num_layers, module.bidirectional, weights,
-                      node.target, c.name_here(), c.tensor(x), c)
-
-
-class _Zeros:
-    """torch.zeros(...): an RNN's initial state as torch.compile's graphs write it (fusegraph starts from zeros)."""
-
-
-def _zeros(c: _Converter, node, *size, **kwargs):
-    return _Zeros()
-
-
-def _recurrent_function(kind: str):
-    """torch.lstm / gru / rnn_tanh as torch.compile's graphs call them: (input, hx, weights, has_biases,
-    num_layers, dropout, train, bidirectional, batch_first)."""
-    def handler(c: _Converter, node, x, hx, params, has_biases, num_layers, dropout, train, bidirectional,
-                batch_first):
-        states = hx if isinstance(hx, (tuple, list)) else (hx,)
-        if not all(isinstance(c.value(h), _Zeros) for h in states):
-            raise c.fail("is given an initial state; fusegraph RNNs start from zeros")
-        for option, ok, needed in (("batch_first", batch_first, "batch_first=True"), ("bias", has_biases, "bias=True"),
-                                   ("dropout", dropout == 0 or num_layers == 1, "dropout=0 between layers")):
-            if not ok:
-                raise c.fail(f"has {option}; fusegraph RNNs need {needed}")
-        tensors = [c.value(p) for p in params]
-        if not all(isinstance(t, _Constant) for t in tensors):
-            raise c.fail("takes weights computed in forward; fusegraph reads them as the module's parameters")
-        directions = ("", "_reverse") if bidirectional else ("",)
-        names = [f"{p}_l{k}{d}" for k in range(num_layers) for d in directions for p in PARAM_NAMES]
-        if len(names) != len(tensors):
-            raise c.fail(f"takes {len(tensors)} weights; expected {len(names)} (projections are not supported)")
-        weights = {name: (t.tensor, t.key) for name, t in zip(names, tensors)}
-        hidden = tensors[1].tensor.shape[1]
-        return _Recurrent(kind, hidden, num_layers, bidirectional, weights, node.name, c.name_here(), c.tensor(x), c,
-                          flat=True)
-    return handler
-
-
-def _aten_slice(c: _Converter, node, x, dim=0, start=None, end=None, step=1):
-    """x[..., :, ...] as torch.export writes it: a whole-axis slice is the value itself (an RNN's output
-    sequence stays one, for the select of its last step that follows)."""
-    if start in (None, 0) and (end is None or end >= 2 ** 31 - 1) and step == 1:
-        return c.value(x)
-    raise c.fail(f"slices dim {dim} to [{start}:{end}:{step}]; fusegraph supports indexing an RNN's results only")
-
-
-def _aten_embedding(c: _Converter, node, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
-    return _embedding_function(c, node, indices, weight, None if padding_idx == -1 else padding_idx,
-                               scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
-
-
-def _aten_batch_norm(c: _Converter, node, x, weight, bias, running_mean, running_var, training, momentum, eps,
-                     cudnn_enabled=True):
-    return _batch_norm_function(c, node, x, running_mean, running_var, weight, bias, training, momentum, eps)
-
-
-def _embedding_function(c: _Converter, node, *args, **kwargs):
-    a = _bind(args, kwargs, ("input", "weight", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq",
-                             "sparse"), {"padding_idx": None, "max_norm": None, "scale_grad_by_freq": False,
-                                         "sparse": False})
-    weight = c.value(a["weight"])
-    if not isinstance(weight, _Constant):
-        raise c.fail("takes a table computed in forward; fusegraph reads it as the module's parameter")
-    for option, default in (("padding_idx", None), ("max_norm", None), ("scale_grad_by_freq", False),
-                            ("sparse", False)):
-        if a[option] != default:
-            raise c.fail(f"has {option}={a[option]!r}; fusegraph embeddings have none")
-    name = c.name_here()
-    table = weight.tensor
-    out = Embedding(table.shape[0], table.shape[1], trainable=table.requires_grad, name=name)(c.tensor(a["input"]))
-    c.copy(name, {"weight": (table, weight.key)})
-    return out
-
-
-def _getitem(c: _Converter, node, container, index):
-    value = c.value(container)
-    if isinstance(value, _Size):
-        if value.dim is None and index == 0:
-            return _Size(value.tensor, 0)
-        return value.tensor.shape[index - 1] if isinstance(index, int) and index > 0 else value
-    if isinstance(value, _Recurrent):
-        parts = ("seq", "h", "c") if value.flat else ("seq", "state")
-        if not isinstance(index, int) or not -len(parts) <= index < len(parts):
-            raise c.fail(f"picks {index!r} out of the RNN at '{value.path}'; supported: {_RNN_READS}")
-        return _Part(value, parts[index])
-    if isinstance(value, _Part):
-        rnn, lstm = value.rnn, value.rnn.kind == "LSTM"
-        if value.part == "state" and lstm:
-            return _Part(rnn, ("h", "c")[index])
-        last = rnn.layers * (2 if rnn.bidirectional else 1) - 1
-        is_h = value.part == "h" or value.part == "state" and not lstm
-        is_last_step = value.part == "seq" and isinstance(index, tuple) and len(index) in (2, 3) and \
-            index[0] == slice(None) and index[1] == -1 and all(i == slice(None) for i in index[2:])
-        if (is_h and index in (-1, last) or is_last_step) and not rnn.bidirectional:
-            return rnn.build("last")
-        if is_h and rnn.bidirectional and index in (-2, -1, last - 1, last):
-            return _Direction(rnn, 1 if index in (-1, last) else 0)
-        raise c.fail(f"picks {index!r} out of the RNN at '{rnn.path}'; supported: {_RNN_READS}")
-    if isinstance(value, (tuple, list)):
-        return value[index]
-    raise c.fail(f"indexes a tensor with {index!r}; fusegraph supports indexing an RNN's results only")
-
-
-def _add(c: _Converter, node, a, b, *, alpha=1):
-    if not all(isinstance(c.value(v), (SymbolicTensor, _Part)) for v in (a, b)):
-        raise c.fail("adds a constant; fusegraph adds two tensors of the same shape (a residual)")
-    if alpha != 1:
-        raise c.fail(f"has alpha={alpha!r}; fusegraph adds with alpha=1")
-    return Add(name=c.name_here())([c.tensor(a), c.tensor(b)])
-
-
-def _cat(c: _Converter, node, tensors, dim=0):
-    parts = [c.value(t) for t in tensors]
-    if any(isinstance(p, _Direction) for p in parts):
-        rank = 2
-        if [getattr(p, "direction", None) for p in parts] != [0, 1] or parts[0].rnn is not parts[1].rnn \
-                or dim % rank != 1:
-            raise c.fail(f"concatenates single directions of an RNN's final state; supported: {_RNN_READS}")
-        return parts[0].rnn.build("last")
-    values = [c.tensor(t) for t in tensors]
-    axis = dim % values[0].type.rank
-    if axis == 0:
-        raise c.fail("concatenates along the batch (dim=0); fusegraph concatenates along dim >= 1")
-    return Concatenate(axis=axis, name=c.name_here())(values)
-
-
-def _permute(c: _Converter, node, x, *dims):
-    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-    tensor = c.tensor(x)
-    dims = tuple(d % tensor.type.rank for d in dims)
-    if not dims or dims[0] != 0:
-        raise c.fail(f"permutes to {dims}; the batch must stay first")
-    return Permute(dims[1:], name=c.name_here())(tensor)
-
-
-def _transpose(c: _Converter, node, x, dim0, dim1):
-    rank = c.tensor(x).type.rank
-    perm = list(range(rank))
-    perm[dim0 % rank], perm[dim1 % rank] = perm[dim1 % rank], perm[dim0 % rank]
-    return _permute(c, node, x, tuple(perm))
-
-
-def _identity(c: _Converter, node, x, *args, **kwargs):
-    return c.value(x) if isinstance(c.value(x), _Pooled) else c.tensor(x)
-
-
-def _identity_module(c: _Converter, node, module, x):
-    return _identity(c, node, x)
-
-
-MODULES: dict[type, Callable] = {
-    nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Linear: _linear_module,
-    nn.MaxPool1d: _pool_module("max", 1), nn.MaxPool2d: _pool_module("max", 2),
-    nn.AvgPool1d: _pool_module("avg", 1), nn.AvgPool2d: _pool_module("avg", 2),
-    nn.AdaptiveAvgPool1d: _adaptive_module(1), nn.AdaptiveAvgPool2d: _adaptive_module(2),
-    nn.Flatten: _flatten_module, nn.Identity: _identity_module,
-    nn.ReLU: _module_activation("relu"), nn.Sigmoid: _module_activation("sigmoid"), nn.Tanh: _module_activation("tanh"),
-    nn.SiLU: _module_activation("silu"), nn.LeakyReLU: _leaky_module, nn.ELU: _elu_module,
-    nn.GELU: lambda c, node, module, x: _gelu(c, x, module.approximate),
-    nn.Softmax: _softmax_module("softmax"), nn.LogSoftmax: _softmax_module("log_softmax"),
-    nn.Dropout: lambda c, node, module, x: _dropout(c, x, module.p),
-    nn.Embedding: _embedding_module, nn.BatchNorm1d: _batch_norm_module, nn.BatchNorm2d: _batch_norm_module,
-    nn.LSTM: _recurrent_module, nn.GRU: _recurrent_module, nn.RNN: _recurrent_module,
-}
-
-FUNCTIONS: dict[Callable, Callable] = {
-    F.conv1d: _conv_function(1), F.conv2d: _conv_function(2), torch.conv1d: _conv_function(1),
-    torch.conv2d: _conv_function(2), F.linear: _linear_function,
-    F.max_pool1d: _pool_function("max", 1), F.max_pool2d: _pool_function("max", 2),
-    F.avg_pool1d: _pool_function("avg", 1), F.avg_pool2d: _pool_function("avg", 2),
-    F.adaptive_avg_pool1d: _adaptive_function(1), F.adaptive_avg_pool2d: _adaptive_function(2),
-    torch.mean: _mean, torch.flatten: _flatten_function, torch.reshape: _view,
-    F.relu: _activation("relu"), torch.relu: _activation("relu"), F.leaky_relu: _leaky_function,
-    torch.sigmoid: _activation("sigmoid"), F.sigmoid: _activation("sigmoid"), torch.tanh: _activation("tanh"),
-    F.tanh: _activation("tanh"), F.silu: _activation("silu"), F.elu: _elu_function,
-    F.gelu: lambda c, node, x, approximate="none": _gelu(c, x, approximate),
-    F.softmax: _softmax("softmax"), torch.softmax: _softmax("softmax"),
-    F.log_softmax: _softmax("log_softmax"), torch.log_softmax: _softmax("log_softmax"),
-    F.dropout: _dropout_function, F.batch_norm: _batch_norm_function, operator.add: _add, torch.add: _add, operator.iadd: _add,
-    torch.cat: _cat, torch.concat: _cat, torch.permute: _permute, torch.transpose: _transpose,
-    operator.getitem: _getitem, getattr: _getattr, torch.zeros: _zeros, F.embedding: _embedding_function,
-    torch.lstm: _recurrent_function("LSTM"), torch.gru: _recurrent_function("GRU"),
-    torch.rnn_tanh: _recurrent_function("RNN"),
-}
-
-METHODS: dict[str, Callable] = {
-    "view": _view, "reshape": _view, "flatten": _flatten_function, "size": _size, "mean": _mean,
-    "relu": _activation("relu"), "sigmoid": _activation("sigmoid"), "tanh": _activation("tanh"),
-    "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add,
-    "permute": _permute, "transpose": _transpose, "contiguous": _identity,
-}
-
-_aten = torch.ops.aten
-# torch.export's ATen-level graphs (its training IR): the same handlers, where the signature is torch's
-FUNCTIONS.update({
-    _aten.conv1d.default: _conv_function(1), _aten.conv2d.default: _conv_function(2),
-    _aten.conv1d.padding: _conv_function(1), _aten.conv2d.padding: _conv_function(2),
-    _aten.linear.default: _linear_function, _aten.max_pool1d.default: _pool_function("max", 1),
-    _aten.max_pool2d.default: _pool_function("max", 2), _aten.avg_pool1d.default: _pool_function("avg", 1),
-    _aten.avg_pool2d.default: _pool_function("avg", 2), _aten.adaptive_avg_pool1d.default: _adaptive_function(1),
-    _aten.adaptive_avg_pool2d.default: _adaptive_function(2), _aten.mean.dim: _mean,
-    _aten.flatten.using_ints: _flatten_function, _aten.view.default: _view, _aten.reshape.default: _view,
-    _aten.sym_size.int: _size, _aten.relu.default: _activation("relu"), _aten.sigmoid.default: _activation("sigmoid"),
-    _aten.tanh.default: _activation("tanh"), _aten.silu.default: _activation("silu"),
-    _aten.gelu.default: lambda c, node, x, approximate="none": _gelu(c, x, approximate),
-    _aten.elu.default: lambda c, node, x, alpha=1.0, scale=1.0, input_scale=1.0: _elu_function(c, node, x, alpha),
-    _aten.leaky_relu.default: _leaky_function, _aten.softmax.int: _softmax("softmax"),
-    _aten.log_softmax.int: _softmax("log_softmax"), _aten.dropout.default: _dropout_function,
-    _aten.embedding.default: _aten_embedding, _aten.batch_norm.default: _aten_batch_norm,
-    _aten.add.Tensor: _add, _aten.cat.default: _cat, _aten.permute.default: _permute,
-    _aten.transpose.int: _transpose, _aten.contiguous.default: _identity, _aten.zeros.default: _zeros,
-    _aten.lstm.input: _recurrent_function("LSTM"), _aten.gru.input: _recurrent_function("GRU"),
-    _aten.rnn_tanh.input: _recurrent_function("RNN"), _aten.slice.Tensor: _aten_slice,
-    _aten.select.int: lambda c, node, x, dim, index: _getitem(c, node, x, index if dim == 0 else
-                                                              (slice(None),) * dim + (index,)),
-})
-
-_SUPPORTED_MODULES = ", ".join(sorted(cls.__name__ for cls in MODULES))
-_SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_avg_pool*(1), "
-                        "activations (relu, leaky_relu, sigmoid, tanh, gelu, silu, elu, softmax, log_softmax) as "
-                        "functions and methods, F.dropout, torch.flatten / .view / .reshape to (batch, -1), mean "
-                        "over the spatial axes, + / torch.add of two tensors, torch.cat, .permute / .transpose "
-                        "keeping the batch first, .size() / .shape, and indexing an RNN's results")
