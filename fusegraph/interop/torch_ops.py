@@ -142,7 +142,8 @@ def _pool_module(kind: str, ndim: int):
         if kind == "max":
             options |= {"dilation": module.dilation, "return_indices": module.return_indices}
         else:
-            options |= {"count_include_pad": module.count_include_pad, "divisor_override": module.divisor_override}
+            options |= {"count_include_pad": module.count_include_pad,
+                        "divisor_override": getattr(module, "divisor_override", None)}  # AvgPool1d has none
         return _pool(c, kind, ndim, x, module.kernel_size, **options)
     return handler
 

@@ -74,6 +74,25 @@ class SequenceNet(nn.Module):
         return self.out(torch.flatten(self.avg(seq.transpose(1, 2)), 1))
 
 
+class RestOfTheList(nn.Module):
+    """The supported constructs the nets above do not use."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 4, 3, padding="same")
+        self.norm = nn.BatchNorm1d(4)
+        self.pool = nn.AvgPool1d(2)
+        self.a = nn.Linear(16, 6)
+        self.b = nn.Linear(16, 6)
+        self.norm_features = nn.BatchNorm1d(6)
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.pool(self.norm(self.conv(x))), 0.1)
+        h = h.reshape(h.size(0), -1)
+        return self.softmax(self.norm_features(torch.add(self.a(h), self.b(h))))
+
+
 class LastStepNets(nn.Module):
     """The last step of each RNN kind, read the ways torch code reads it."""
 
@@ -106,7 +125,8 @@ def tracer(request, monkeypatch):
 
 
 @pytest.mark.parametrize("build,shape", [(ModuleCNN, (3, 3, 8, 8)), (FunctionalCNN, (2, 3, 6, 6)),
-                                         (SequenceNet, (3, 2, 8))], ids=["modules", "functions", "sequence"])
+                                         (SequenceNet, (3, 2, 8)), (RestOfTheList, (3, 2, 8))],
+                         ids=["modules", "functions", "sequence", "rest"])
 def test_the_model_computes_what_the_net_computes(build, shape, tracer):
     torch.manual_seed(0)
     net = build().eval()
