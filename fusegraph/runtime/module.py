@@ -70,6 +70,7 @@ class Differentiable:
         self._lock = threading.RLock()
         self.step = torch.zeros((), dtype=torch.int64, device=compiled.device)
         self.calls = 0
+        self._folded: list | None = None  # the inference graph's folded batch norms, found on first use
 
     def mode(self, training: bool) -> _Halves:
         if training not in self._halves:
@@ -91,9 +92,10 @@ class Differentiable:
         batch norms folded from them."""
         compiled = self.compiled
         feeds = compiled._check_device_and_ids(check_feeds(compiled.source_graph, [x.detach() for x in xs]))
-        folded = derived_parameters(compiled.graph)
+        if self._folded is None:
+            self._folded = derived_parameters(compiled.graph)
         with self.locked(), torch.no_grad():
-            return compiled.program.run(feeds, {**tensors, **{name: fold(recipe, tensors) for name, recipe in folded}})
+            return compiled.program.run(feeds, {**tensors, **{name: fold(r, tensors) for name, r in self._folded}})
 
     def __call__(self, xs: list[torch.Tensor], tensors: dict[str, torch.Tensor], training: bool) -> tuple:
         """The outputs of one call on `xs` with the weights `tensors` (fusegraph names), differentiable in
