@@ -186,6 +186,7 @@ class Trainer(CompiledModel):
             self.optimizer_steps = host[0]
             if self.loss_scaling is not None:
                 self._set_loss_scale(*host[1:])
+                self._found_nonfinite.zero_()  # the check never clears its flag itself
             raise
         return launches
 
