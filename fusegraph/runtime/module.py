@@ -37,7 +37,7 @@ class _Halves:
     def __init__(self, compiled, training: bool) -> None:
         source = compiled.source_graph
         full = eliminate_dead_code(vjp_graph(source, training))
-        seeds = {f"{v.name}" for v in full.inputs[len(source.inputs):]}
+        seeds = {v.name for v in full.inputs[len(source.inputs):]}
         self.trainable = [n.name for n in source.param_nodes if n.attrs.get("trainable", True)]
         self.float_inputs = [i for i, v in enumerate(source.inputs) if v.type.is_float]
         gradients = len(self.trainable) + len(self.float_inputs)
@@ -83,9 +83,12 @@ class Differentiable:
                 kernel.step = self.step
         return self._halves[training]
 
+    @contextlib.contextmanager
     def locked(self):
+        """This model's lock and, in Triton's interpreter, the process-wide interpreter lock."""
         interpreter = INTERPRETER_LOCK if self.compiled.target.interpreted else contextlib.nullcontext()
-        return _Both(self._lock, interpreter)
+        with self._lock, interpreter:
+            yield
 
     def infer(self, xs: list[torch.Tensor], tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """One inference call (no gradients): the compiled model's forward kernels on the weights `tensors`,
@@ -140,19 +143,6 @@ class FusegraphModule(nn.Module):
                 return self._compiled(xs)
         outputs = self._runner(xs, tensors, self.training)
         return outputs[0] if len(outputs) == 1 else outputs
-
-
-class _Both:
-    def __init__(self, *managers) -> None:
-        self.stack = contextlib.ExitStack()
-        self.managers = managers
-
-    def __enter__(self):
-        for manager in self.managers:
-            self.stack.enter_context(manager)
-
-    def __exit__(self, *exc):
-        return self.stack.__exit__(*exc)
 
 
 class _Call(torch.autograd.Function):
