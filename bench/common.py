@@ -36,10 +36,12 @@ def write(results: dict, out: str, stem: str, markdown: Callable[[dict], str]) -
 
 
 def gpu_or_explain(script: str) -> bool:
-    """True on a CUDA GPU, with torch's TF32 shortcuts off (fp32 means fp32); else says why nothing ran."""
+    """True on a CUDA GPU, with torch's TF32 shortcuts off (fp32 means fp32) and cuDNN choosing each conv's
+    algorithm by timing them (as fusegraph's convs read tuned tables); else says why nothing ran."""
     if not torch.cuda.is_available():
         print(f"{script} needs a CUDA GPU; nothing measured", file=sys.stderr)
         return False
+    torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     return True
@@ -72,6 +74,7 @@ def forward_timings(model, feeds: list[torch.Tensor], dtype: torch.dtype = torch
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
     ours, ours_launching = fg.compile(model), fg.compile(model, cuda_graphs=False)
     eager = model.to_torch().to("cuda", dtype)
     compiled = torch.compile(copy.deepcopy(eager))

@@ -1,16 +1,24 @@
-"""The fair benchmark, sized to a 15-minute GPU period: measures rows of bench/suite.py with every
-contender of bench/harness.py and appends each to the results kept in the repository, so the next
-run adds rows instead of repeating them.
+"""The fair benchmark, sized to one 10-minute call of a 15-minute GPU loan: measures jobs of
+bench/suite.py (a row in a dtype, precision and memory format, or a zoo model's host cost per launch)
+with every contender of bench/harness.py and appends each record to the results kept in the
+repository, so the next run measures what is not on file yet.
 
-    python -m bench.fair [--rows NAME ...] [--budget 480] [--rounds 5] [--out bench/results]
-    python -m bench.fair --plan          # which rows would run next, and the time they are expected to take
-    python -m bench.fair --cold-start    # also each row's first-call latency, cold and warm caches
+    python -m bench.fair [--budget 480] [--rounds 5] [--out bench/results]   # the plan below
+    python -m bench.fair --plan                     # what would run, and the time it is expected to take
+    python -m bench.fair --rows NAME ... [--dtype float16] [--memory-format channels_last]
+    python -m bench.fair --host-cost lenet ...      # only those models' host cost per launch
+    python -m bench.fair --cold-start               # also each row's first-call latency, cold and warm caches
 
-Without --rows it takes the SUBSET rows this GPU has no result for, in order, while their expected
-times fit in --budget seconds (expected times are rough: torch.compile's max-autotune dominates them).
-Results: <out>/fair_<device>.jsonl (one JSON object per measured row) and fair_<device>.md, the table
-made from all of them. `--scale tiny` runs the same machinery at interpreter sizes on the CPU (the
-tests' dry run); its times are not performance figures and it writes nowhere unless --out is given."""
+Without --rows it plans suite.FIRST_CALL (host costs among them), then the SUBSET rows in float32,
+then the others: those not on file for this GPU, while their times (measured on an earlier run, else
+expected) fit --budget. The budget holds while running: no job starts that cannot finish in what is
+left of it. On a GPU each job runs in its own process (--isolate), killed when it outlasts what is left
+(or twice its time plus a minute): a crash, a hang or a poisoned CUDA context ends that job only. Every
+failure (a row, a contender, a host-cost model) is recorded with its exception and last frames, and the
+run goes on. Results: <out>/fair_<device>.jsonl (one JSON object per job, appended atomically) and
+fair_<device>.md, the table made from the latest record of each job. `--scale tiny` runs the same
+machinery at interpreter sizes on the CPU (the tests' dry run); its times are not performance figures
+and it writes nowhere unless --out is given."""
 
 from __future__ import annotations
 
@@ -18,20 +26,31 @@ from __future__ import annotations
 import fusegraph
 
 import argparse
+import importlib
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
+from bench import records
 from bench.common import environment
+from bench.harness import forward_contenders, measure, optimizer_contenders, training_contenders
+from bench.host_cost import host_cost_per_launch
+from bench.suite import HOST_COST_EXPECTED_S, Job, Row
 from fusegraph.cli import sample_inputs
-from bench.harness import forward_contenders, host_cost_per_launch, measure, optimizer_contenders, training_contenders
-from bench.suite import ROWS, SUBSET, Row
 
 TOLERANCE = {"exact": 1e-4, "tf32": 2e-2, "float16": 2e-2, "bfloat16": 1e-1}  # against eager, same dtype
+GPU_TESTS_LIMIT_S = 150  # bench/gpu_check.sh's `tests` stage: the second device call
+JOB_LIMIT_FACTOR, JOB_LIMIT_MARGIN_S = 2, 60  # an isolated job is killed past factor x its time + margin
+OUTPUT_TAIL = 30  # lines of a killed or crashed job's output kept in its record
 
 
 def results_path(out: str, env: dict) -> Path:
@@ -39,13 +58,19 @@ def results_path(out: str, env: dict) -> Path:
     return Path(out) / f"fair_{slug}.jsonl"
 
 
-def done_rows(path: Path) -> set[tuple[str, str, str, str]]:
-    """(row, dtype, precision, memory format) of every result on file."""
-    if not path.is_file():
-        return set()
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["row"], r.get("dtype", "float32"), r.get("precision", "exact"), r.get("memory_format", "contiguous"))
-            for r in records}
+def job_key(record: dict) -> tuple[str, str, str, str]:
+    return (record["row"], record.get("dtype", "float32"), record.get("precision", "exact"),
+            record.get("memory_format", "contiguous"))
+
+
+def done_jobs(path: Path) -> set[tuple[str, str, str, str]]:
+    """The key of every job on file that measured something (a failed job is tried again)."""
+    return {job_key(r) for r in records.read(path) if "row_failed" not in r}
+
+
+def measured_seconds(path: Path) -> dict[tuple[str, str, str, str], float]:
+    """Each job's wall time on its latest record on file (a killed job: the time it was given)."""
+    return {job_key(r): float(r["wall_s"]) for r in records.read(path) if "wall_s" in r}
 
 
 def runs_in(row: Row, dtype: str) -> bool:
@@ -54,67 +79,138 @@ def runs_in(row: Row, dtype: str) -> bool:
     return dtype == "float32" or row.optimizer_numel is None
 
 
-def plan(rows: list[str] | None, path: Path, budget: float, dtype: str = "float32",
-         precision: str = "exact", memory_format: str = "contiguous") -> list[Row]:
-    """The rows named (`--rows` with no names: none), else the SUBSET rows not yet measured on this GPU in
-    this dtype and precision, then the others, while their expected times fit in `budget`."""
-    if rows is not None:
-        unknown = [r for r in rows if r not in ROWS]
+def expected_seconds(job: Job, suite: ModuleType, measured: dict) -> float:
+    if job.key in measured:
+        return measured[job.key]
+    return HOST_COST_EXPECTED_S if job.host_cost else suite.ROWS[job.row].expected_s
+
+
+def plan(suite: ModuleType, path: Path, budget: float, rows: list[str] | None = None, host_cost: list[str] | None = None,
+         dtype: str = "float32", precision: str = "exact", memory_format: str = "contiguous") -> list[Job]:
+    """The jobs named (`--rows` / `--host-cost`), else suite.FIRST_CALL, then the SUBSET rows, then the
+    others (float32, `precision`), leaving out those on file and those that would not fit in `budget`
+    seconds."""
+    if rows is not None or host_cost is not None:
+        unknown = [r for r in rows or [] if r not in suite.ROWS]
         if unknown:
-            raise SystemExit(f"unknown rows {unknown}; rows: {list(ROWS)}")
-        return [ROWS[r] for r in rows if runs_in(ROWS[r], dtype)]
-    chosen, total, done = [], 0, done_rows(path)
-    for name in SUBSET + [r for r in ROWS if r not in SUBSET]:
-        row = ROWS[name]
-        if (name, dtype, precision, memory_format) in done or not runs_in(row, dtype) \
-                or total + row.expected_s > budget:
+            raise SystemExit(f"unknown rows {unknown}; rows: {list(suite.ROWS)}")
+        models = [m for m in host_cost or [] if m not in fusegraph.zoo.MODELS]
+        if models:
+            raise SystemExit(f"unknown zoo models {models}; models: {list(fusegraph.zoo.MODELS)}")
+        return [Job(m, host_cost=True) for m in host_cost or []] + \
+            [Job(r, dtype, precision, memory_format) for r in rows or [] if runs_in(suite.ROWS[r], dtype)]
+    candidates = list(suite.FIRST_CALL)
+    ordered = suite.SUBSET + [r for r in suite.ROWS if r not in suite.SUBSET]
+    candidates += [Job(r, precision=precision) for r in ordered]
+    done, measured = done_jobs(path), measured_seconds(path)
+    chosen, total = [], 0.0
+    for job in candidates:
+        seconds = expected_seconds(job, suite, measured)
+        if job.key in done or job in chosen or total + seconds > budget:
             continue
-        chosen.append(row)
-        total += row.expected_s
+        chosen.append(job)
+        total += seconds
     return chosen
 
 
 def contenders_for(row: Row, scale: str, precision: str, dtype: str = "float32", memory_format: str = "contiguous"):
-    """The row's contenders (built, each called once) and what was left out: a forward, a training step
-    or an optimizer step."""
+    """The row's lineup (contenders built, each called) and its feeds: a forward, a training step or an
+    optimizer step."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if row.optimizer_numel is not None:
         numel = row.optimizer_numel(scale)
-        return (*optimizer_contenders(numel, device), [torch.empty(numel, device=device)])
+        return optimizer_contenders(numel, device), [torch.empty(numel, device=device)]
     if row.loss is None:
         model, feeds = row.build(scale, dtype)
         feeds = [f.to(device, getattr(torch, dtype)) for f in feeds]
-        return (*forward_contenders(model, feeds, precision, memory_format=memory_format), feeds)
+        return forward_contenders(model, feeds, precision, memory_format=memory_format, torch_form=row.torch_form), feeds
     from bench.bench_training import targets
 
     model, feeds = row.build(scale, "float32")  # a half dtype trains a float32 model in mixed precision
     feeds = [f.to(device) for f in feeds]
     target = targets(model, row.loss, len(feeds[0])).to(device)
     amp = None if dtype == "float32" else dtype
-    return (*training_contenders(model, feeds, target, row.loss, precision, memory_format=memory_format, amp=amp),
-            feeds)
+    return (training_contenders(model, feeds, target, row.loss, precision, memory_format=memory_format, amp=amp,
+                                torch_form=row.torch_form), feeds)
 
 
 def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool = False,
             dtype: str = "float32", profiled: bool = False, memory_format: str = "contiguous") -> dict:
+    import torch._dynamo
+
     start = time.perf_counter()
-    contenders, left_out, feeds = contenders_for(row, scale, precision, dtype, memory_format)
+    torch._dynamo.reset()  # NOTE: each row compiles afresh: no recompile limit carried over from the last
+    lineup, feeds = contenders_for(row, scale, precision, dtype, memory_format)
     device = feeds[0].device.type
     tolerance = TOLERANCE[precision if dtype == "float32" else dtype]
-    outcome = measure(contenders, left_out, rounds, tolerance, precision, training=row.loss is not None)
+    outcome = measure(lineup, rounds, tolerance, precision, training=row.loss is not None)
     result = {"row": row.name, "scale": scale, "precision": precision, "dtype": dtype, "memory_format": memory_format,
               **({"mixed_precision": True} if row.loss is not None and dtype != "float32" else {}),
-              "shape": [list(f.shape) for f in feeds], **outcome.summary(),
-              "wall_s": round(time.perf_counter() - start, 1)}
+              "shape": [list(f.shape) for f in feeds], **outcome.summary()}
     if profiled:
-        result["profile"] = kernel_profiles(contenders)
+        result["profile"] = kernel_profiles(lineup.contenders)
     if first_call:
         result["first_call_cold_warm_s"] = first_call_latency(row, scale, precision, dtype)
     if row.moved_bytes is not None:
         moved = row.moved_bytes(scale) * torch.finfo(getattr(torch, dtype)).bits // 32
         result["moved_bytes"] = moved
         result["copy_ms"] = _copy_ms(moved, device)
+    result["wall_s"] = round(time.perf_counter() - start, 1)
     return result
+
+
+def run_job(job: Job, suite: ModuleType, args: argparse.Namespace) -> dict:
+    """One job's record; whatever it raises is the record's `row_failed`, never the end of the run."""
+    start = time.perf_counter()
+    base = {"row": job.name, "scale": args.scale, "dtype": job.dtype, "precision": job.precision,
+            "memory_format": job.memory_format}
+    try:
+        if job.host_cost:
+            model = fusegraph.zoo.get(job.row)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            feeds = [f.to(device) for f in sample_inputs(model, batch=1)]
+            cost = host_cost_per_launch(model, feeds, calls=200 if args.scale == "full" else 2)
+            return {**base, "host_cost": cost, "wall_s": round(time.perf_counter() - start, 1)}
+        return run_row(suite.ROWS[job.row], args.scale, args.rounds, job.precision, args.cold_start, job.dtype,
+                       args.profile, job.memory_format)
+    except Exception as error:  # NOTE: a row's failure is a result; the next row still runs
+        return {**base, "row_failed": records.failure(error), "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def run_isolated(job: Job, args: argparse.Namespace, path: Path, limit: float) -> dict | None:
+    """Runs `job` in a child process that appends its own record; if it crashes or outlasts `limit`
+    seconds (it and its children are killed), the failure record, else None."""
+    command = [sys.executable, "-m", "bench.fair", "--job", json.dumps(asdict(job)), "--suite", args.suite,
+               "--scale", args.scale, "--rounds", str(args.rounds), "--out", str(path.parent),
+               *(["--profile"] if args.profile else []), *(["--cold-start"] if args.cold_start else [])]
+    before, start = len(records.read(path)), time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)  # NOTE: its own group: Inductor's workers die with it
+    timed_out = False
+    try:
+        output, _ = child.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(child.pid, signal.SIGKILL)
+        output, _ = child.communicate()
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        raise
+    print(output, end="", flush=True)
+    if len(records.read(path)) > before:
+        return None
+    why = f"killed after {limit:.0f} s (the time left to it)" if timed_out else \
+        f"the job's process ended with {_exit_status(child.returncode)} before writing its record"
+    return {"row": job.name, "scale": args.scale, "dtype": job.dtype, "precision": job.precision,
+            "memory_format": job.memory_format, "wall_s": round(time.perf_counter() - start, 1),
+            "row_failed": {"error": "Timeout" if timed_out else "Crash", "message": why,
+                           "output_tail": output.splitlines()[-OUTPUT_TAIL:]}}
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def kernel_profiles(contenders: list, top: int = 8) -> dict:
@@ -127,7 +223,11 @@ def kernel_profiles(contenders: list, top: int = 8) -> dict:
     profiles = {}
     for contender in contenders:
         if contender.name in ("fusegraph", "eager"):
-            times = kernel_times(contender.run)
+            try:
+                times = kernel_times(contender.run)
+            except Exception as error:
+                profiles[contender.name] = records.failure(error)
+                continue
             profiles[contender.name] = {"total_us": times["total_us"], "kernels": times["kernels"][:top]}
     return profiles
 
@@ -144,15 +244,13 @@ def _copy_ms(moved: int, device: str) -> float:
 def first_calls(row: Row, scale: str, precision: str, dtype: str = "float32") -> dict[str, float]:
     """Seconds from nothing to the first result, per contender (codegen, Triton JIT, Inductor, capture),
     in this process: call it in a fresh one."""
-    contenders, _, _ = contenders_for(row, scale, precision, dtype)
-    return {c.name: round(c.first_call_s, 3) for c in contenders}
+    lineup, _ = contenders_for(row, scale, precision, dtype)
+    return {c.name: round(c.first_call_s, 3) for c in lineup.contenders}
 
 
 def first_call_latency(row: Row, scale: str, precision: str, dtype: str = "float32") -> dict[str, dict[str, float]]:
     """First-call seconds with cold caches (fresh, empty fusegraph / Triton / Inductor cache folders, a new
     process) and then warm ones (the same folders, another new process)."""
-    import os
-    import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="fusegraph-first-call-") as folder:
@@ -167,102 +265,160 @@ def first_call_latency(row: Row, scale: str, precision: str, dtype: str = "float
     return results
 
 
-def markdown(records: list[dict], env: dict, path: Path) -> str:
+def latest(all_records: list[dict]) -> list[dict]:
+    """The latest record of each job, in the order jobs were first measured."""
+    by_key: dict[tuple, dict] = {}
+    for record in all_records:
+        by_key.pop(job_key(record), None)
+        by_key[job_key(record)] = record
+    return list(by_key.values())
+
+
+def markdown(all_records: list[dict], env: dict, path: Path) -> str:
     lines = [f"# Fair benchmark on {env['device']}", "",
              f"Produced by `bench/fair.py` into `{path.name}`; torch {env['torch']}, Triton {env['triton']}. Each cell: "
              "median ms over interleaved rounds; ratios are (contender / fusegraph) per round, median [min-max] "
-             "(> 1: fusegraph faster). fp32 'exact': torch TF32 off vs fusegraph ieee (tf32x3 beside it); "
-             "every contender checked against eager in the same run.", ""]
-    for record in records:
-        if "host_cost" in record:
-            cost = record["host_cost"]
-            lines.append(f"- **{record['row']}**: {cost['fusegraph_us_per_launch']:.1f} us per launch vs "
-                         f"{cost['bare_triton_us_per_launch']:.1f} us for bare Triton launches of the same "
-                         f"{cost['launches_per_call']} kernels: {cost['ratio']:.2f}x (target <= 1.5x)")
-            continue
-        ratios = ", ".join(f"{name} {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
-                           for name, r in record["ratios_vs_fusegraph"].items())
-        times = ", ".join(f"{name} {ms:.3f}" for name, ms in record["median_ms"].items())
-        stored = ", channels-last" if record.get("memory_format") == "channels_last" else ""
-        dtype = f"{record['dtype']} mixed precision" if record.get("mixed_precision") else record["dtype"]
-        lines.append(f"- **{record['row']}** ({dtype}, {record['precision']}{stored}, {record['rounds']} rounds): "
-                     f"{times} ms; {ratios}")
-        if "copy_ms" in record:
-            lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
-                         f"of a device copy of the same {record['moved_bytes'] / 1e6:.0f} MB")
-        for name, profile in record.get("profile", {}).items():
-            if isinstance(profile, dict):
-                top = ", ".join(f"{k['name'][:40]} {k['us']:.0f}" for k in profile["kernels"][:4])
-                lines.append(f"  - {name} kernels, us: {top} (total {profile['total_us']:.0f})")
-        if "first_call_cold_warm_s" in record:
-            lines.append("  - first call, s: " + "; ".join(
-                f"{kind}: " + ", ".join(f"{name} {sec:.2f}" for name, sec in calls.items())
-                for kind, calls in record["first_call_cold_warm_s"].items()))
-        if record["left_out"]:
-            lines.append("  - left out: " + "; ".join(f"{k}: {v}" for k, v in record["left_out"].items()))
+             "(> 1: fusegraph faster); 'best torch' is the fastest torch contender that ran as itself and agreed "
+             "with eager. fp32 'exact': torch TF32 off vs fusegraph ieee (tf32x3 beside it); cuDNN benchmark "
+             "mode on for every torch contender; every contender checked against eager in the same run "
+             "(training: the losses of steps 1-3). The latest record of each job.", ""]
+    for record in latest(all_records):
+        lines += _describe(record)
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="*", default=None)
-    parser.add_argument("--budget", type=float, default=480.0, help="seconds of expected row time to spend")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--precision", choices=["exact", "tf32"], default="exact", help="fp32 pairing")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                        help="forward rows in this dtype; training rows in it as mixed precision (autocast); "
-                             "optimizer rows are fp32 only")
-    parser.add_argument("--memory-format", choices=["contiguous", "channels_last"], default="contiguous",
-                        help="how every contender stores images and conv weights (torch: .to(memory_format=...))")
-    parser.add_argument("--scale", choices=["full", "tiny"], default="full")
-    parser.add_argument("--out", default=None, help="results folder (default bench/results at full scale)")
-    parser.add_argument("--plan", action="store_true", help="print the rows that would run and their expected time")
-    parser.add_argument("--first-call", metavar="ROW", help="print one row's first-call seconds per contender (JSON)")
-    parser.add_argument("--host-cost", nargs="*", metavar="MODEL", default=None,
-                        help="also each zoo model's host cost per launch against bare Triton launches (default: all)")
-    parser.add_argument("--profile", action="store_true", help="also each row's per-kernel GPU time (torch.profiler)")
-    parser.add_argument("--cold-start", action="store_true",
-                        help="also measure each row's first call with cold and warm caches (two fresh processes)")
-    args = parser.parse_args(argv)
-    if args.first_call:
-        print(json.dumps(first_calls(ROWS[args.first_call], args.scale, args.precision, args.dtype)))
-        return 0
-    env = environment()
-    out = args.out or ("bench/results" if args.scale == "full" else None)
-    path = results_path(out or "bench/results", env)
-    rows = plan(args.rows, path, args.budget, args.dtype, args.precision, args.memory_format)
-    print(f"{len(rows)} rows, expected about {sum(r.expected_s for r in rows)} s on the GPU: {[r.name for r in rows]}")
-    if args.plan:
-        return 0
-    if args.scale == "full" and env["device_type"] != "cuda":
-        print("full-size rows need a CUDA GPU; use --scale tiny for a dry run", file=sys.stderr)
-        return 2
-    # NOTE: host cost first: it is quick and it is a target; rows may run into the stage's time limit
-    for name in [] if args.host_cost is None else args.host_cost or list(fusegraph.zoo.MODELS):
-        model = fusegraph.zoo.get(name)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        feeds = [f.to(device) for f in sample_inputs(model, batch=1)]
-        cost = host_cost_per_launch(model, feeds, calls=200 if args.scale == "full" else 2)
-        save({"row": f"host cost per launch: {name}", "scale": args.scale, "host_cost": cost, "environment": env},
-             out, path, env)
-    for row in rows:
-        record = run_row(row, args.scale, args.rounds, args.precision, args.cold_start, args.dtype, args.profile,
-                         args.memory_format)
-        save({**record, "environment": env}, out, path, env)
-    return 0
+def _describe(record: dict) -> list[str]:
+    if "row_failed" in record:
+        failed = record["row_failed"]
+        return [f"- **{record['row']}** ({record.get('dtype', 'float32')}): FAILED after {record.get('wall_s', '?')} s: "
+                f"{failed['error']}: {failed['message'][:300]}"]
+    if "host_cost" in record:
+        cost = record["host_cost"]
+        return [f"- **{record['row']}** ({cost['launches_per_call']} launches, {cost['eager_ops_per_call']} eager ops "
+                f"per call), us: fusegraph {cost['fusegraph_us_per_launch']:.1f} per launch, bare Triton "
+                f"{cost['bare_triton_us_per_launch']:.1f}, eager {cost['eager_us_per_op']:.1f} per op "
+                f"(fusegraph's kernels launched bare: {cost['fusegraph_kernels_bare_us_per_launch']:.1f}): "
+                f"{cost['vs_bare_triton']:.2f}x bare Triton (goal <= {cost['goals']['vs_bare_triton']}x), "
+                f"{cost['vs_eager_per_op']:.2f}x eager per op (goal <= {cost['goals']['vs_eager_per_op']}x)"]
+    ratios = ", ".join(f"{name} {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
+                       for name, r in record["ratios_vs_fusegraph"].items())
+    label = record.get("fusegraph_label", "fusegraph")
+    times = ", ".join(f"{label if name == 'fusegraph' else name} {ms:.3f}" for name, ms in record["median_ms"].items())
+    stored = ", channels-last" if record.get("memory_format") == "channels_last" else ""
+    dtype = f"{record['dtype']} mixed precision" if record.get("mixed_precision") else record["dtype"]
+    lines = [f"- **{record['row']}** ({dtype}, {record['precision']}{stored}, {record['rounds']} rounds): "
+             f"{times} ms; {ratios}"]
+    if "best_torch" in record:
+        best = record["best_torch"]
+        r = best["ratio"]
+        lines.append(f"  - best torch: {best['name']} {best['median_ms']:.3f} ms; fusegraph {r['median']:.2f}x "
+                     f"[{r['min']:.2f}-{r['max']:.2f}] its speed")
+    if "copy_ms" in record and "fusegraph" in record["median_ms"]:
+        lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
+                     f"of a device copy of the same {record['moved_bytes'] / 1e6:.0f} MB")
+    for name, profile in record.get("profile", {}).items():
+        if isinstance(profile, dict) and "kernels" in profile:
+            top = ", ".join(f"{k['name'][:40]} {k['us']:.0f}" for k in profile["kernels"][:4])
+            lines.append(f"  - {name} kernels, us: {top} (total {profile['total_us']:.0f})")
+    if "first_call_cold_warm_s" in record:
+        lines.append("  - first call, s: " + "; ".join(
+            f"{kind}: " + ", ".join(f"{name} {sec:.2f}" for name, sec in calls.items())
+            for kind, calls in record["first_call_cold_warm_s"].items()))
+    for name, reason in record.get("eager_fallbacks", {}).items():
+        lines.append(f"  - {name} not timed: {reason}")
+    for name, failed in record.get("failed", {}).items():
+        lines.append(f"  - {name} FAILED: {failed['error']}: {failed['message'][:200]}")
+    if record["left_out"]:
+        lines.append("  - left out: " + "; ".join(f"{k}: {v}" for k, v in record["left_out"].items()))
+    return lines
 
 
 def save(record: dict, out: str | None, path: Path, env: dict) -> None:
     """Print one record and, with a results folder, append it and remake the table (a run cut off keeps
     what it measured)."""
-    print(json.dumps(record))
+    print(json.dumps(record), flush=True)
     if out is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    path.with_suffix(".md").write_text(markdown(records, env, path))
+    records.append(path, record)
+    remake_table(path, env)
+
+
+def remake_table(path: Path, env: dict) -> None:
+    path.with_suffix(".md").write_text(markdown(records.read(path), env, path))
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="*", default=None)
+    parser.add_argument("--host-cost", nargs="*", metavar="MODEL", default=None,
+                        help="zoo models whose host cost per launch to measure (with --rows: besides them)")
+    parser.add_argument("--budget", type=float, default=480.0,
+                        help="seconds this run may take: no job starts that cannot finish within them")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--precision", choices=["exact", "tf32"], default="exact", help="fp32 pairing")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                        help="--rows in this dtype (training rows as mixed precision: autocast); optimizer rows "
+                             "are fp32 only")
+    parser.add_argument("--memory-format", choices=["contiguous", "channels_last"], default="contiguous",
+                        help="how every contender stores images and conv weights (torch: .to(memory_format=...))")
+    parser.add_argument("--scale", choices=["full", "tiny"], default="full")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results at full scale)")
+    parser.add_argument("--suite", default="bench.suite", help="the module whose ROWS, FIRST_CALL, ... to run")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                        help="each job in its own process (default: on at full scale)")
+    parser.add_argument("--plan", action="store_true", help="print the jobs that would run and their expected time")
+    parser.add_argument("--first-call", metavar="ROW", help="print one row's first-call seconds per contender (JSON)")
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # one job, as JSON: what an isolated child runs
+    parser.add_argument("--profile", action="store_true", help="also each row's per-kernel GPU time (torch.profiler)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="also measure each row's first call with cold and warm caches (two fresh processes)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    args = arguments(argv)
+    suite = importlib.import_module(args.suite)
+    if args.first_call:
+        print(json.dumps(first_calls(suite.ROWS[args.first_call], args.scale, args.precision, args.dtype)))
+        return 0
+    env = environment()
+    out = args.out or ("bench/results" if args.scale == "full" else None)
+    path = results_path(out or "bench/results", env)
+    if args.job:
+        save({**run_job(Job(**json.loads(args.job)), suite, args), "environment": env}, out, path, env)
+        return 0
+    jobs = plan(suite, path, args.budget, args.rows, args.host_cost, args.dtype, args.precision, args.memory_format)
+    measured = measured_seconds(path)
+    print(f"{len(jobs)} jobs, expected about {sum(expected_seconds(j, suite, measured) for j in jobs):.0f} s "
+          f"of a {args.budget:.0f} s budget:")
+    for job in jobs:
+        print(f"  {expected_seconds(job, suite, measured):5.0f} s  {job.name} ({job.dtype}, {job.precision}, "
+              f"{job.memory_format})")
+    if args.plan:
+        print(f"then, in a second call: bash bench/gpu_check.sh OUT tests (the GPU tests, limit {GPU_TESTS_LIMIT_S} s)")
+        return 0
+    if args.scale == "full" and env["device_type"] != "cuda":
+        print("full-size rows need a CUDA GPU; use --scale tiny for a dry run", file=sys.stderr)
+        return 2
+    isolate = args.scale == "full" if args.isolate is None else args.isolate
+    if isolate and out is None:
+        raise SystemExit("--isolate needs --out: each job's process appends its record there")
+    deadline = started + args.budget
+    # NOTE: a stage's `timeout` sends SIGTERM: unwind, so that a running job's process group is killed too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    for job in jobs:
+        left, needs = deadline - time.monotonic(), expected_seconds(job, suite, measured)
+        if needs > left:
+            print(f"skipped {job.name}: expected {needs:.0f} s, {left:.0f} s of the budget left", flush=True)
+            continue
+        if isolate:
+            crashed = run_isolated(job, args, path, limit=min(left, JOB_LIMIT_FACTOR * needs + JOB_LIMIT_MARGIN_S))
+            if crashed is not None:
+                save({**crashed, "environment": env}, out, path, env)
+        else:
+            save({**run_job(job, suite, args), "environment": env}, out, path, env)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# One pass over what needs a CUDA GPU, each stage under its own time limit so one slow stage cannot
-# eat the others; the default (fair benchmark, then the GPU tests) fits one 10-minute device call. Results and one log go to $1 (default
-# bench/results); Triton's compile cache is shared between the stages.
+# What needs a CUDA GPU, in stages, each under its own time limit (`timeout -k`: a stage that ignores
+# SIGTERM is killed 10 s later) so one slow stage cannot eat the others. Results and one log go to $1
+# (default bench/results); Triton's compile cache is shared between the stages.
 #
-#     bash bench/gpu_check.sh [OUT] [STAGE...]   # stages: fair fair-amp fair-nhwc blocks tests training models
-#                                                 # tune tune-conv tune-conv-grad profile (default: fair tests)
+#     bash bench/gpu_check.sh [OUT] [STAGE...]
+#
+# The two calls of a 15-minute loan (a device call runs at most 600 s; each adds up to under 560 s):
+#     bash bench/gpu_check.sh OUT install fair     # 1st: `python -m bench.fair --plan` says what (<= 480 s)
+#     bash bench/gpu_check.sh OUT install tests    # 2nd: the GPU tests (150 s)
+# Other stages: fair-amp fair-nhwc blocks training models tune tune-conv tune-conv-grad profile.
+# `install` puts the project on the bare GPU machine (no network there): an editable install without
+# dependencies or build isolation, so that entry points (the torch.compile backend) exist.
 set -u
 out="${1:-bench/results}"
 shift || true
-stages="${*:-fair tests}"
+stages="${*:-install fair}"
 mkdir -p "$out"
 log="$out/gpu_check.log"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -20,26 +26,26 @@ stage() {  # stage NAME SECONDS COMMAND...
     shift 2
     echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
     local start=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$log"
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$log"
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+  python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__,
+'triton', triton.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 } 2>&1 | tee -a "$log"
 
 for name in $stages; do
     case $name in
-        fair) stage fair 420 python3 -m bench.fair --budget 300 --profile --out "$out" \
-                  --host-cost lenet lstm_classifier cnn_lstm resnet_block ;;
-        fair-amp) stage fair-amp 420 bash -c "python3 -m bench.fair --dtype bfloat16 --out '$out' \
-                  --rows 'cifar_resnet training step b128' 'cifar_cnn training step b128' &&
-                  python3 -m bench.fair --dtype float16 --out '$out' --rows 'cifar_resnet training step b128'" ;;
-        fair-nhwc) stage fair-nhwc 300 python3 -m bench.fair --dtype float16 --memory-format channels_last \
+        install) stage install 60 python3 -m pip install --quiet --no-deps --no-build-isolation --no-index -e . ;;
+        fair) stage fair 490 python3 -m bench.fair --budget 480 --profile --out "$out" ;;
+        fair-amp) stage fair-amp 490 python3 -m bench.fair --budget 480 --dtype bfloat16 --out "$out" \
+                  --rows 'cifar_resnet training step b128' 'cifar_cnn training step b128' ;;
+        fair-nhwc) stage fair-nhwc 490 python3 -m bench.fair --budget 480 --dtype float16 --memory-format channels_last \
                   --out "$out" --rows "conv3x3 64ch 56x56 b32" "conv3x3 256ch 14x14 b128" \
                   "vgg conv3x3+relu+pool 64ch 112x112 b32" "cifar_cnn forward b128" ;;
-        tune-conv) stage tune-conv 330 python3 -m bench.tune_gpu --sweeps conv --budget 240 --out "$out" ;;
-        tune-conv-grad) stage tune-conv-grad 330 python3 -m bench.tune_gpu --sweeps conv_grad --budget 240 --out "$out" ;;
+        tune-conv) stage tune-conv 300 python3 -m bench.tune_gpu --sweeps conv --budget 240 --out "$out" ;;
+        tune-conv-grad) stage tune-conv-grad 300 python3 -m bench.tune_gpu --sweeps conv_grad --budget 240 --out "$out" ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
         tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 python3 -m pytest -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py ;;
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;

@@ -81,6 +81,8 @@ def sweep_recurrent(results: dict, deadline: float, out: str) -> None:
     variants = [("float32", "ieee", torch.float32), ("float32", "tf32x3", torch.float32), ("half", "ieee", torch.float16)]
     for cell in ("lstm", "gru"):
         for key, precision, dtype in variants:
+            if time.monotonic() > deadline:
+                break
             model, x = recurrent_layer(cell, dtype)
             with torch.no_grad():
                 expected = model.to_torch().to("cuda", dtype)(x).float()
@@ -143,6 +145,8 @@ def compare_precision(results: dict, deadline: float, out: str) -> None:
 def sweep_persistent(results: dict, deadline: float, out: str) -> None:
     chosen = GPU_TUNING["fp32_dot"]
     for key, dtype in (("float32", torch.float32), ("half", torch.float16)):
+        if time.monotonic() > deadline:
+            break
         model, x = narrow_lstm_layer(str(dtype).removeprefix("torch."))
         x = x.to("cuda", dtype)
         with torch.no_grad():
@@ -170,6 +174,8 @@ def sweep_conv(results: dict, deadline: float, out: str) -> None:
     shapes = itertools.product(("channels_last", "contiguous"), (torch.float16, torch.bfloat16, torch.float32),
                                RESNET_STAGES)
     for memory_format, dtype, (channels, side) in shapes:
+        if time.monotonic() > deadline:  # NOTE: each shape measures its rule first: none starts past the deadline
+            break
         name = str(dtype).removeprefix("torch.")
         model = fg.Sequential([fg.Input((channels, side, side), dtype=name),
                                fg.Conv2D(channels, 3, padding="same", activation="relu")], name="conv")
@@ -210,6 +216,8 @@ def sweep_conv_grad(results: dict, deadline: float, out: str) -> None:
 
     torch.backends.cudnn.allow_tf32 = False
     for channels, side in RESNET_STAGES:
+        if time.monotonic() > deadline:
+            break
         model = fg.Sequential([fg.Input((channels, side, side)),
                                *(fg.Conv2D(channels, 3, padding="same", activation="relu") for _ in range(2)),
                                fg.GlobalAvgPool2D(), fg.Dense(4)], name="conv_grad")
@@ -329,20 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not gpu_or_explain("tune_gpu.py"):
         return 0
-    deadline = time.monotonic() + args.budget
+    end = time.monotonic() + args.budget
     results = {"benchmark": "bench/tune_gpu.py", "environment": environment(), "recurrent": [], "precision": [],
                "persistent": [], "conv": [], "conv_grad": [],
                "file": "tune" if args.sweeps == DEFAULT_SWEEPS else "tune_" + "_".join(args.sweeps)}
-    if "recurrent" in args.sweeps:
-        sweep_recurrent(results, deadline, args.out)
-    if "precision" in args.sweeps:
-        compare_precision(results, deadline + 40, args.out)
-    if "persistent" in args.sweeps:
-        sweep_persistent(results, deadline + 80, args.out)
-    if "conv" in args.sweeps:
-        sweep_conv(results, deadline + 120, args.out)
-    if "conv_grad" in args.sweeps:
-        sweep_conv_grad(results, deadline + 120, args.out)
+    sweeps = {"recurrent": sweep_recurrent, "precision": compare_precision, "persistent": sweep_persistent,
+              "conv": sweep_conv, "conv_grad": sweep_conv_grad}
+    chosen = [name for name in sweeps if name in args.sweeps]
+    for done, name in enumerate(chosen):
+        # NOTE: each sweep gets an equal share of what is left, and none a second past the budget
+        share = (end - time.monotonic()) / (len(chosen) - done)
+        sweeps[name](results, min(end, time.monotonic() + share), args.out)
     return 0
 
 

@@ -92,6 +92,7 @@ class CompiledModel:
             self.growth_tracker = 0
             self.runtime_params[LOSS_SCALE] = torch.full((), self.loss_scale, device=self.device)
         self._recipes: dict[int, list] = {}
+        self._graph_runners: list[GraphRunner] = []
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
         self._derived: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # per graph: (weights version, values)
@@ -146,7 +147,19 @@ class CompiledModel:
     def _runner(self, run) -> GraphRunner:
         """CUDA graph replay where asked for (every argument a program's kernels take is fixed per input
         shape: what changes between calls, like the dropout step, is read from device memory)."""
-        return GraphRunner(run, self.counter, limit=SIGNATURES if self.cuda_graphs else 0)
+        runner = GraphRunner(run, self.counter, limit=SIGNATURES if self.cuda_graphs else 0)
+        self._graph_runners.append(runner)
+        return runner
+
+    def cuda_graph_status(self) -> str:
+        """How calls so far have run: "captured" (replayed as CUDA graphs), "capture failed: <reason>"
+        (launched one by one instead), "off" (cuda_graphs=False or no GPU), or "not called yet"."""
+        if not self.cuda_graphs:
+            return "off"
+        failed = next((r.failed for r in self._graph_runners if r.failed is not None), None)
+        if failed is not None:
+            return f"capture failed: {failed}"
+        return "captured" if any(r.captured for r in self._graph_runners) else "not called yet"
 
     def to_module(self) -> torch.nn.Module:
         """This model as a torch.nn.Module: forward and backward run fusegraph's kernels (through a

@@ -58,3 +58,17 @@ def test_a_run_with_a_value_making_torch_op_is_not_replayed():
     assert runner([torch.ones(3)], copy=True)[0].tolist() == [2, 2, 2]
     assert runner([torch.full((3,), 5.0)], copy=True)[0].tolist() == [10, 10, 10]
     assert list(runner.recorded.values()) == [None]
+
+
+def test_cuda_graph_status_says_how_calls_ran():
+    """What the fair benchmark labels its fusegraph contender with: off without CUDA graphs, and a failed
+    capture named with its reason (the runner then launches one by one)."""
+    model = fg.zoo.lenet_digits()
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    assert trainer.cuda_graph_status() == "off"
+    trainer.cuda_graphs = True  # as on a GPU, where the runners would capture
+    assert trainer.cuda_graph_status() == "not called yet"
+    trainer._step_runner.captured[("signature",)] = object()
+    assert trainer.cuda_graph_status() == "captured"
+    trainer._step_runner.failed = "operation not permitted when stream is capturing"
+    assert trainer.cuda_graph_status() == "capture failed: operation not permitted when stream is capturing"
