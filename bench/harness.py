@@ -109,7 +109,8 @@ class Outcome:
             summary["best_torch"] = best
         ours = next((c for c in lineup.contenders if c.name == BASELINE), None)
         if ours is not None and ours.info.get("cuda_graph") not in (None, "captured"):
-            summary["fusegraph_label"] = f"fusegraph (one by one: {ours.info['cuda_graph']})"
+            status = ours.info["cuda_graph"]
+            summary["fusegraph_label"] = f"fusegraph (one by one: {'CUDA graphs off' if status == 'off' else status})"
         return summary
 
 

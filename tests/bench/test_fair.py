@@ -39,7 +39,7 @@ def test_dry_run_appends_rows_and_the_next_plan_skips_them(tmp_path):
         assert record["cudnn_benchmark"] and not record["failed"] and not record["eager_fallbacks"]
         assert record["best_torch"]["name"] == "eager"  # the only torch contender the CPU times
         assert record["best_torch"]["ratio"] == record["ratios_vs_fusegraph"]["eager"]
-    assert measured[0]["fusegraph_label"] == "fusegraph (one by one: off)"  # no CUDA graph on the CPU: said
+    assert measured[0]["fusegraph_label"] == "fusegraph (one by one: CUDA graphs off)"  # no CUDA graph on the CPU: said
     assert "moved_bytes" in measured[-1] and measured[-1]["copy_ms"] > 0
     table = jsonl.with_suffix(".md").read_text()
     assert "pointwise chain 256MB" in table and "best torch: eager" in table
