@@ -36,6 +36,15 @@ HALF_TOL = {"float16": (1e-2, 1e-2), "bfloat16": (5e-2, 5e-2)}
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.fixture
+def small_tiles():
+    """The interpreter's small tiles (kernels/registry.py): launches spanning several programs and split
+    reductions at test sizes, for the tests that exist to cover those paths; its large tiles put most
+    launches in one program."""
+    with fg.kernels.registry.interpreter_tiles("small"):
+        yield
+
+
 def feeds_for(model: fg.Model, batch: int = 3, seed: int = 0, vocab: int | None = None) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     feeds = []

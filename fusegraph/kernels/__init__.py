@@ -14,6 +14,11 @@ from .codegen import (
 )
 from .registry import TEMPLATES, KernelSource, Target
 
+if triton_env.INTERPRETING:
+    from . import interpreter
+
+    interpreter.install()
+
 __all__ = ["INTERPRETER_LOCK", "TEMPLATES", "Kernel",
            "KernelSource", "LaunchCounter", "NodeKernel", "Target", "generate", "inside_launch", "load_kernel",
            "recording_launches"]

@@ -14,7 +14,7 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of
 from .layout import channels_last
-from .registry import KernelSource, lifter, module_source, register_template
+from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, lifter, module_source, register_template
 
 POOL_BWD_SOURCE = '''
 @triton.jit
@@ -180,7 +180,7 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
     h, w = lift(dx_shape[2:], 1)
     ph, pw = lift(dy.shape[2:], 1)
     total = outputs[0].numel()
-    block = target.tile(total, gpu=256, interpreted=16384)
+    block = target.tile(total, gpu=256, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(total, block),)](
         *inputs, *outputs, total, dx_shape[1], h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
         KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
@@ -191,7 +191,7 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
 def launch_global_bwd(fn, node, target, inputs, outputs):
     (dy,), (dx,) = inputs, outputs
     total = dx.numel()
-    block = target.tile(total, gpu=1024, interpreted=16384)
+    block = target.tile(total, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(total, block),)](dy, dx, total, dx.shape[1], prod(node.attrs["input_size"]),
                                       CHANNELS_LAST=channels_last(node.outputs[0]), BLOCK=block)
 
@@ -223,7 +223,7 @@ def launch_softmax_bwd(fn, node, target, inputs, outputs):
 
 def launch_fill(fn, target, out) -> None:
     total = out.numel()
-    block = target.tile(total, gpu=1024, interpreted=16384)
+    block = target.tile(total, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(total, block),)](out, total, BLOCK=block)
 
 

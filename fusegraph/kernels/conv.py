@@ -20,7 +20,7 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
 from .layout import channels_last
-from .registry import KernelSource, conv_shape_key, lifter, module_source, register_template
+from .registry import KernelSource, conv_shape_key, interpreter_budget, lifter, module_source, register_template
 
 CONV_SOURCE = '''
 @triton.jit
@@ -181,8 +181,9 @@ def launch(fn, node, target, inputs, outputs):
     # NOTE: tap by tap, 64 x 64 x 32 fp32 tiles (tf32x3) spill 312 B/thread on sm_90; 16 channels a step do not
     gpu_k = 16 if tap_major and x.dtype == torch.float32 else 32
     block_k = target.tile(c if tap_major else c * kh * kw, gpu=gpu_k, interpreted=256)
-    block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024)
-    block_n = target.tile(o, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128)
+    block_n = target.tile(o, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128, large=256)
+    block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024,
+                          large=interpreter_budget(block_k, block_n))
     block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
     layouts = (channels_last(group.data_input), channels_last(anchor.outputs[0]))
     tuned = target.tuned_conv(conv_shape_key(x.dtype, c, h, wd, o, (kh, kw), stride, pool is not None, layouts))

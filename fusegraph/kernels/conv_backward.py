@@ -15,7 +15,7 @@ from .conv import tap_major_conv
 from .expr import helpers_for
 from .group import group_of
 from .layout import channels_last
-from .registry import KernelSource, conv_shape_key, lifter, module_source, register_template
+from .registry import KernelSource, conv_shape_key, interpreter_budget, lifter, module_source, register_template
 
 INPUT_SOURCE = '''
 @triton.jit
@@ -162,12 +162,12 @@ def launch_input(fn, node, target, inputs, outputs):
     (dx,) = outputs
     sizes, (kh, kw) = _geometry(node, dx.shape, w.shape, dy.shape)
     n, c, h, wd, o = sizes[:5]
-    block_m = target.tile(n * h * wd, gpu=64, interpreted=1024)
-    block_n = target.tile(c, gpu=32, interpreted=128)
-    block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
     tap_major = tap_major_conv(o)  # the reduction runs over output channels here
     gpu_k = 16 if tap_major and dy.dtype == torch.float32 else 32
     block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256)
+    block_n = target.tile(c, gpu=32, interpreted=128, large=256)
+    block_m = target.tile(n * h * wd, gpu=64, interpreted=1024, large=interpreter_budget(block_k, block_n))
+    block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
     layouts = (channels_last(node.outputs[0]), channels_last(node.inputs[0]))  # the forward's x and y
     tuned = target.tuned_conv(_forward_key(dy.dtype, sizes, (kh, kw), layouts), "conv_input_grad")
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
@@ -208,9 +208,9 @@ def launch_weight(fn, node, target, inputs, outputs):
     extra = [by_name[group.bias_gradient.outputs[0].name]] if group.bias_gradient is not None else []
     sizes, (kh, kw) = _geometry(anchor, x.shape, dw.shape, dy.shape)
     n, c, o, oh, ow = sizes[0], sizes[1], sizes[4], sizes[5], sizes[6]
-    block_m = target.tile(o, gpu=32, interpreted=128)
-    block_n = target.tile(c * kh * kw, gpu=32, interpreted=128)
-    block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024)
+    block_m = target.tile(o, gpu=32, interpreted=128, large=256)
+    block_n = target.tile(c * kh * kw, gpu=32, interpreted=128, large=256)
+    block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024, large=interpreter_budget(block_m, block_n))
     layouts = (channels_last(anchor.inputs[0]), channels_last(anchor.inputs[1]))
     tuned = target.tuned_conv(_forward_key(x.dtype, sizes, (kh, kw), layouts), "conv_weight_grad")
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in

@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 
 from ..passes.kernel_names import kernel_name
-from .registry import KernelSource, module_source, register_template
+from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source, register_template
 
 CROSS_ENTROPY_SOURCE = '''
 @triton.jit
@@ -90,7 +90,7 @@ def launch_elementwise(fn, node, target, inputs, outputs):
     pred, labels = inputs[:2]
     loss, grad = outputs
     numel = pred.numel()
-    block = target.tile(numel, gpu=1024, interpreted=8192)
+    block = target.tile(numel, gpu=1024, interpreted=8192, large=INTERPRETER_TILE_ELEMENTS)
     scale = inputs[2] if len(inputs) == 3 else loss  # unread unless SCALED
     fn[(1,)](pred, labels, scale, loss, grad, numel, BCE=node.op == "binary_cross_entropy", SCALED=len(inputs) == 3,
              BLOCK=block)

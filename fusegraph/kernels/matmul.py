@@ -19,7 +19,7 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
 from .matmul_gated import is_gated, launch_gated, render_gated
-from .registry import GEMM_TILE, KernelSource, module_source, register_template
+from .registry import GEMM_TILE, KernelSource, interpreter_budget, module_source, register_template
 
 MAX_SOFTMAX_ROW = 1024  # a softmax epilogue's row is one block of columns
 
@@ -165,9 +165,9 @@ def launch(fn, node, target, inputs, outputs):
             if v.name not in group.channel_vectors and v.name != anchor.inputs[1].name]
     softmax = any(has_trait(n, "softmax") for n in group.nodes)
     block_n = max(16, triton.next_power_of_2(n)) if softmax else target.tile(n, gpu=64, interpreted=256)
-    block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256)
+    block_k = target.tile(k, gpu=32, interpreted=256, large=1024)
+    block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256, large=interpreter_budget(block_k, block_n))
     block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=softmax)
-    block_k = target.tile(k, gpu=32, interpreted=256)
     tuned = target.small_gemm(m, n, a.dtype) if anchor.op == "matmul" and not softmax else {}
     # a tuned block never larger than its dimension needs (tl.dot still wants 16)
     block_m, block_n, block_k = (min(tuned.pop(key, default), max(16, triton.next_power_of_2(size)))

@@ -7,7 +7,7 @@ import torch
 import triton
 
 from ..passes.kernel_names import kernel_name
-from .registry import KernelSource, module_source, register_template
+from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source, register_template
 
 GATHER_SOURCE = '''
 @triton.jit
@@ -81,7 +81,7 @@ def launch_copy(fn, target, src: torch.Tensor, dst: torch.Tensor) -> None:
     sizes, src_strides = _as_rank4(src)
     _, dst_strides = _as_rank4(dst)
     numel = src.numel()
-    block = target.tile(numel, gpu=1024, interpreted=16384)
+    block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(numel, block),)](src, dst, numel, sizes[1], sizes[2], sizes[3], *src_strides, *dst_strides,
                                       BLOCK=block)
 
@@ -115,7 +115,7 @@ def launch_dropout(fn, node, target, inputs, outputs):
     backward's dropout node carries the same seed and reads the same step, so it applies the same mask."""
     (x,), (out,) = inputs, outputs
     numel = x.numel()
-    block = target.tile(numel, gpu=1024, interpreted=16384)
+    block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     step = getattr(fn, "step", None)
     if step is None:
         step = _NO_STEP.setdefault(str(x.device), torch.zeros((), dtype=torch.int64, device=x.device))
@@ -152,7 +152,7 @@ def launch_time_shift(fn, node, target, inputs, outputs):
     (seq,), (out,) = inputs, outputs
     numel = seq.numel()
     features = numel // (seq.shape[0] * seq.shape[1])
-    block = target.tile(numel, gpu=1024, interpreted=16384)
+    block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     shift = -1 if node.attrs.get("reverse", False) else 1
     fn[(triton.cdiv(numel, block),)](seq, out, numel, seq.shape[1], features, shift, BLOCK=block)
 

@@ -15,7 +15,7 @@ from ..ir import InputError
 from ..passes.kernel_names import kernel_name
 from .expr import helpers_for
 from .layout import channels_last
-from .registry import KernelSource, module_source, register_template
+from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source, register_template
 
 STATISTICS_SOURCE = '''
 @triton.jit
@@ -120,7 +120,7 @@ def _apply(fn, target, tensors: dict, out, sizes: tuple[int, int, int], backward
     apply = load_kernel(_source("batch_norm_apply", APPLY_SOURCE, "batch normalisation, applied"), fn.counter)
     outer, channels, inner = sizes
     numel = out.numel()
-    block = target.tile(numel, gpu=1024, interpreted=16384)
+    block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     x = tensors["x"]
     args = [tensors.get(k, x) for k in ("x", "dy", "mean", "invstd", "weight", "bias", "dweight", "dbias")]
     apply[(triton.cdiv(numel, block),)](*args, out, numel, channels, inner, outer * inner, BACKWARD=backward,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import triton
 
-from .registry import KernelSource, module_source
+from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source
 
 OPTIM_SOURCE = '''
 @triton.jit
@@ -133,7 +133,7 @@ def launch(fn, optimizer, target, params, grads, states, step: int, half_copy=No
     numel = params.numel()
     if numel == 0:  # every parameter frozen: nothing to update
         return
-    block = target.tile(numel, gpu=1024, interpreted=65536)
+    block = target.tile(numel, gpu=1024, interpreted=65536, large=INTERPRETER_TILE_ELEMENTS)
     padded = [*states, *([params] * (3 - len(states)))]  # unused state slots are never touched
     fn[(triton.cdiv(numel, block),)](params, grads, *padded, params if half_copy is None else half_copy, numel,
                                      *scalars(optimizer, step), inv_scale, HALF_COPY=half_copy is not None,
@@ -144,5 +144,5 @@ def launch_nonfinite(fn, target, grads, found) -> None:
     """Sets `found` (an int32 scalar) to 1 when a gradient is not finite."""
     numel = grads.numel()
     if numel:
-        block = target.tile(numel, gpu=2048, interpreted=65536)
+        block = target.tile(numel, gpu=2048, interpreted=65536, large=INTERPRETER_TILE_ELEMENTS)
         fn[(triton.cdiv(numel, block),)](grads, found, numel, BLOCK=block)

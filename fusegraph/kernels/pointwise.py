@@ -17,7 +17,7 @@ from ..passes.kernel_names import kernel_name
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of
-from .registry import KernelSource, module_source, register_template
+from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source, register_template
 
 POINTWISE_SOURCE = '''
 @triton.jit
@@ -98,7 +98,7 @@ def launch(fn, node, target, inputs, outputs):
         numel, vector_args = prod(gated[1][1:]) * outputs[0].shape[0], [*vector_args, gated[1][-1]]
     else:
         numel = outputs[0].numel()
-    block = target.tile(numel, gpu=1024, interpreted=16384)
+    block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(numel, block),)](*inputs, *outputs, numel, *vector_args, BLOCK=block)
 
 

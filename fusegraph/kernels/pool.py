@@ -11,7 +11,7 @@ from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from .expr import helpers_for
 from .layout import channels_last
-from .registry import KernelSource, lifter, module_source, register_template
+from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, lifter, module_source, register_template
 
 POOL_SOURCE = '''
 @triton.jit
@@ -86,7 +86,7 @@ def launch_pool(fn, node, target, inputs, outputs):
     h, w = lift(x.shape[2:], 1)
     oh, ow = lift(out.shape[2:], 1)
     total = out.numel()
-    block = target.tile(total, gpu=512, interpreted=16384)
+    block = target.tile(total, gpu=512, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(total, block),)](x, out, positions, total, x.shape[1], h, w, oh, ow, stride[0], stride[1],
                                       padding[0][0], padding[1][0], KH=kernel[0], KW=kernel[1],
                                       IS_MAX=has_trait(node, "max_pool"), WITH_POSITIONS=len(outputs) == 2,

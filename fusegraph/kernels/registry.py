@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -46,6 +48,36 @@ def conv_shape_key(dtype: torch.dtype, channels: int, height: int, width: int, f
             f"k{kernel[0]}x{kernel[1]}:s{stride[0]}x{stride[1]}{':pool' if pooled else ''}:{stored}")
 
 
+# The interpreter pays a fixed 60-160 us per tl op whatever its block holds, which only amortises at
+# tens of thousands of elements: its "large" tiles grow a block's rows (or its reduction) until the
+# tile holds INTERPRETER_TILE_ELEMENTS, which puts most launches in one program (Triton refuses blocks
+# over 2^20). The "small" tiles (each launch's `interpreted` cap) keep several programs and split
+# reductions at test sizes: the tests that exist to cover those paths run with them
+# (`interpreter_tiles("small")`, or FUSEGRAPH_INTERPRETER_TILES=small for a whole run).
+INTERPRETER_TILE_ELEMENTS = 1 << 18
+INTERPRETER_TILES = ("large", "small")
+_interpreter_tiles = [os.environ.get("FUSEGRAPH_INTERPRETER_TILES", "large")]
+if _interpreter_tiles[0] not in INTERPRETER_TILES:
+    raise ValueError(f"FUSEGRAPH_INTERPRETER_TILES must be one of {INTERPRETER_TILES}, got {_interpreter_tiles[0]!r}")
+
+
+@contextlib.contextmanager
+def interpreter_tiles(kind: str) -> Iterator[None]:
+    """Launches made within it (a model's first call records them) use the interpreter's `kind` tiles."""
+    if kind not in INTERPRETER_TILES:
+        raise ValueError(f"interpreter tiles are one of {INTERPRETER_TILES}, got {kind!r}")
+    _interpreter_tiles.append(kind)
+    try:
+        yield
+    finally:
+        _interpreter_tiles.pop()
+
+
+def interpreter_budget(*other_dims: int) -> int:
+    """The rows (or reduction) a large interpreter tile may have beside blocks of `other_dims`."""
+    return max(1, INTERPRETER_TILE_ELEMENTS // max(other_dims, default=1))
+
+
 # fp32 dots on the GPU: "ieee" (exact fp32 FMAs), "tf32x3" (three TF32 tensor-core passes, fp32-accurate;
 # the default there), "tf32" (one pass: torch's allow_tf32 equivalent, ~1e-3 relative). The interpreter is ieee.
 FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")
@@ -80,9 +112,16 @@ class Target:
             return {}
         return dict(GPU_TUNING["small_matmul"]["float32" if dtype == torch.float32 else "half"])
 
-    def tile(self, size: int, gpu: int, interpreted: int, floor: int = 16) -> int:
-        """A power-of-two block covering `size`, capped per target; >= `floor` for tl.dot."""
-        cap = interpreted if self.interpreted else gpu
+    def tile(self, size: int, gpu: int, interpreted: int, floor: int = 16, large: int | None = None) -> int:
+        """A power-of-two block covering `size`, capped per target: `gpu`; in the interpreter
+        `interpreted`, or with its large tiles `large` where given (interpreter_budget(...) for a
+        tile's rows); >= `floor` for tl.dot."""
+        if not self.interpreted:
+            cap = gpu
+        elif large is None or _interpreter_tiles[-1] == "small":
+            cap = interpreted
+        else:
+            cap = max(interpreted, large)
         return max(floor, min(cap, triton.next_power_of_2(max(size, 1))))
 
     def spread(self, m: int, n: int, block_m: int, block_n: int, keep_n: bool = False) -> tuple[int, int]:
@@ -102,11 +141,11 @@ class Target:
 
     def split_k(self, k: int, block_k: int, tiles: int) -> int:
         """How many programs share each output tile's reduction over `k`: on the GPU enough for two
-        programs per SM, each keeping at least 8 blocks of the reduction; in the interpreter 2 as
-        soon as there are two blocks, so the tests run the split path too."""
+        programs per SM, each keeping at least 8 blocks of the reduction; in the interpreter with
+        small tiles 2 as soon as there are two blocks, so the tests run the split path too."""
         blocks = triton.cdiv(k, block_k)
         if self.interpreted:
-            return 2 if blocks >= 2 else 1
+            return 2 if blocks >= 2 and _interpreter_tiles[-1] == "small" else 1
         return max(1, min(triton.cdiv(2 * sm_count(), tiles), blocks // 8))
 
 

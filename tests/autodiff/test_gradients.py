@@ -36,6 +36,7 @@ def test_conv1d(config):
 
 @pytest.mark.parametrize("layer,shape", [(fg.Conv2D(3, 3, padding="same", activation="relu"), (2, 20, 20)),
                                          (fg.Conv1D(4, 5, strides=2, activation="tanh"), (3, 700))])
+@pytest.mark.usefixtures("small_tiles")
 def test_conv_weight_gradient_split_across_programs(layer, shape):
     """Over 1024 output positions (batch x spatial), the weight-gradient reduction is split across
     programs whose partial sums, bias included, are added atomically."""

@@ -51,6 +51,7 @@ def test_conv1d_pool_is_one_kernel(pool_cls):
     assert fused_and_unfused_match_torch(model, feeds_for(model, 2)).last_launches == 1
 
 
+@pytest.mark.usefixtures("small_tiles")
 def test_pool_windows_spanning_programs():
     # 2 x 16 x 16 pooled pixels span several 256-row programs; windows overlap their neighbours'
     model = fg.Sequential([fg.Input((1, 31, 32)), fg.Conv2D(3, 3, padding="same", activation="relu"),

@@ -9,6 +9,8 @@ import fusegraph as fg
 from fusegraph.nn.activations import ACTIVATIONS
 from tests.conftest import assert_compiled_matches_torch, feeds_for, single_layer
 
+pytestmark = pytest.mark.usefixtures("small_tiles")  # sizes spanning several programs: the interpreter's small tiles
+
 CONV2D = [
     dict(filters=5, kernel_size=3),
     dict(filters=7, kernel_size=(3, 2), strides=2, activation="relu"),

@@ -90,7 +90,10 @@ def test_overflowing_gradients_skip_the_step_and_back_the_scale_off_like_grad_sc
     scale = fg.LossScale(init_scale=2.0 ** 40, growth_interval=3)
     trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.Adam(lr=1e-3), precision="fp16",
                          loss_scale=scale)
-    data = batches(30, seed=1)
+    # NOTE: 26 steps: 22 overflows halve the scale to 2 ** 18, three clean steps grow it, the next overflows.
+    # Step 27 sits on float16's edge: whether torch's CPU autocast conv overflows there depends on the CPU's
+    # oneDNN kernels (it does on some machines, not on others), so no step past it is compared
+    data = batches(26, seed=1)
     torch_optimizer = torch.optim.Adam(oracle.parameters(), lr=1e-3)
     expected = torch_amp_steps(model, torch_optimizer, oracle,
                                torch.amp.GradScaler("cpu", init_scale=2.0 ** 40, growth_interval=3), data)
@@ -103,7 +106,7 @@ def test_overflowing_gradients_skip_the_step_and_back_the_scale_off_like_grad_sc
         if trainer.loss_scale < scale_before:  # this step overflowed
             skipped += 1
             assert torch.equal(trainer.flat, weights) and all(map(torch.equal, trainer.states, state))
-    assert skipped >= 20 and trainer.optimizer_steps == 30 - skipped >= 5
+    assert skipped == 23 and trainer.optimizer_steps == 26 - skipped == 3
     # Adam's bias correction counts the updates made, as torch's does
     assert {int(state["step"]) for state in torch_optimizer.state.values()} == {trainer.optimizer_steps}
     assert_state_is_torch(model, trainer, oracle)
@@ -218,6 +221,7 @@ def test_bad_precision_arguments_are_clear_errors():
         fg.LossScale(init_scale=1e39)
 
 
+@pytest.mark.usefixtures("small_tiles")
 def test_a_split_conv_weight_gradient_sums_its_halves_in_float32():
     """2048 output positions: two programs share each weight-gradient tile (split-K), their partial sums
     meeting in a float32 copy that is rounded to float16 once."""
