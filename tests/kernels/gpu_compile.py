@@ -11,7 +11,9 @@ MAX_STACK_BYTES of registers to the stack per thread (cuobjdump's resource usage
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import pickle
 import sys
@@ -49,45 +51,94 @@ def load(name: str, source: str, folder: str):
     return getattr(module, name)
 
 
-def compile_all(records, pipelined: bool = False) -> list[str]:
+def compile_one(record, pipelined: bool, folder: str) -> list[str]:
+    """The failures of one recorded launch (none: it compiles, on tensor cores, pipelined if asked, without
+    spilling)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    name, source, arguments, keywords = record
+    fn = load(name, source, folder)
+    signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
+                 for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind != "one"}
+    # NOTE: as the launcher specializes them: loads vectorize and pipeline only from aligned addresses
+    attrs = {(i,): [["tt.divisibility", 16]] for i, (_, _, aligned) in enumerate(arguments) if aligned}
+    options = {k: v for k, v in keywords.items() if k in LAUNCH_OPTIONS}
+    constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
+    constexprs.update({arg: 1 for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "one"})
+    signature.update({k: "constexpr" for k in constexprs})
+    try:
+        compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                                  options=options)
+    except Exception as error:  # noqa: BLE001 - every compiler error is a failure to report
+        return [f"{name} {constexprs} {options}: {type(error).__name__}: {str(error)[:500]}"]
     failures = []
-    folder = tempfile.mkdtemp(prefix="fusegraph-gpu-compile-")
-    for name, source, arguments, keywords in records:
-        fn = load(name, source, folder)
-        signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
-                     for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind != "one"}
-        # NOTE: as the launcher specializes them: loads vectorize and pipeline only from aligned addresses
-        attrs = {(i,): [["tt.divisibility", 16]] for i, (_, _, aligned) in enumerate(arguments) if aligned}
-        options = {k: v for k, v in keywords.items() if k in LAUNCH_OPTIONS}
-        constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
-        constexprs.update({arg: 1 for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "one"})
-        signature.update({k: "constexpr" for k in constexprs})
-        try:
-            compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                                      options=options)
-        except Exception as error:  # noqa: BLE001 - every compiler error is a failure to report
-            failures.append(f"{name} {constexprs} {options}: {type(error).__name__}: {str(error)[:500]}")
-            continue
-        if "tl.dot(" in source and "mma" not in compiled.asm["ptx"]:
-            failures.append(f"{name} {constexprs} {options}: its tl.dot uses no tensor cores")
-        stages = options.get("num_stages", 1)
-        if pipelined and "tl.dot(" in source and stages > 1 and "cp.async" not in compiled.asm["ptx"]:
-            failures.append(f"{name} {constexprs} {options}: num_stages > 1 but no load is pipelined (no cp.async)")
-        spilled = stack_bytes(compiled.asm["cubin"], folder)
-        if spilled > MAX_STACK_BYTES:
-            failures.append(f"{name} {constexprs} {options}: spills {spilled} bytes of stack per thread")
+    if "tl.dot(" in source and "mma" not in compiled.asm["ptx"]:
+        failures.append(f"{name} {constexprs} {options}: its tl.dot uses no tensor cores")
+    stages = options.get("num_stages", 1)
+    if pipelined and "tl.dot(" in source and stages > 1 and "cp.async" not in compiled.asm["ptx"]:
+        failures.append(f"{name} {constexprs} {options}: num_stages > 1 but no load is pipelined (no cp.async)")
+    spilled = stack_bytes(compiled.asm["cubin"], folder)
+    if spilled > MAX_STACK_BYTES:
+        failures.append(f"{name} {constexprs} {options}: spills {spilled} bytes of stack per thread")
     return failures
+
+
+def verdict_key(record, pipelined: bool) -> str:
+    """What decides a launch's verdict: its source, argument specialization, constexprs and options, the check
+    asked for and the compiler."""
+    import triton
+
+    name, source, arguments, keywords = record
+    text = repr((name, source, [tuple(a) for a in arguments], sorted(keywords.items()), pipelined, triton.__version__,
+                 MAX_STACK_BYTES))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _compile_in_worker(args) -> list[str]:
+    record, pipelined = args
+    return compile_one(record, pipelined, tempfile.mkdtemp(prefix="fusegraph-gpu-compile-"))
+
+
+def compile_all(records, pipelined: bool = False, verdicts: str | None = None, workers: int = 1) -> list[str]:
+    """Every record's failures. With `verdicts` (a folder shared by a test run), a launch already judged
+    there is not compiled again; the others compile in `workers` processes."""
+    keys = [verdict_key(record, pipelined) for record in records]
+    known: dict[str, list[str]] = {}
+    if verdicts:
+        for key in keys:
+            path = os.path.join(verdicts, key + ".json")
+            if os.path.exists(path):
+                with open(path) as handle:
+                    known[key] = json.load(handle)
+    todo = {key: record for key, record in zip(keys, records) if key not in known}
+    jobs = [(record, pipelined) for record in todo.values()]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            results = pool.map(_compile_in_worker, jobs, chunksize=1)
+    else:
+        results = [_compile_in_worker(job) for job in jobs]
+    for key, failures in zip(todo, results, strict=True):
+        known[key] = failures
+        if verdicts:
+            os.makedirs(verdicts, exist_ok=True)
+            partial = os.path.join(verdicts, f"{key}.{os.getpid()}.tmp")
+            with open(partial, "w") as handle:
+                json.dump(failures, handle)
+            os.replace(partial, os.path.join(verdicts, key + ".json"))  # NOTE: whole or absent, never torn
+    return [line for key in dict.fromkeys(keys) for line in known[key]]
 
 
 if __name__ == "__main__":
     os.environ.pop("TRITON_INTERPRET", None)
     with open(sys.argv[1], "rb") as handle:
         records = pickle.load(handle)
-    failures = compile_all(records, pipelined="--pipelined" in sys.argv[2:])
+    verdicts = os.environ.get("FUSEGRAPH_SM90_VERDICTS")
+    failures = compile_all(records, pipelined="--pipelined" in sys.argv[2:], verdicts=verdicts,
+                           workers=len(os.sched_getaffinity(0)))
     for line in failures:
         print("FAILED", line)
     print(f"compiled {len(records) - len(failures)} of {len(records)} kernels for sm_90")

@@ -52,12 +52,27 @@ def describe(args) -> tuple:
     return tuple(kinds)
 
 
+class Launches(dict):
+    """Recorded launches (keys), and the test run's compile caches they are judged with."""
+
+    def __init__(self, cache: Path) -> None:
+        super().__init__()
+        self.cache = cache
+
+
+@pytest.fixture(scope="session")
+def sm90_cache(tmp_path_factory) -> Path:
+    """One Triton cache and one folder of verdicts for the whole test run: a kernel launched the same way
+    by several tests compiles once."""
+    return tmp_path_factory.mktemp("sm90-compile-cache")
+
+
 @pytest.fixture
-def launches(monkeypatch) -> dict:
+def launches(monkeypatch, sm90_cache) -> Launches:
     """Kernel launches recorded, not run, with the launch choices of a 132-SM sm_90 GPU."""
     monkeypatch.setattr(registry, "sm_count", lambda: 132)
     monkeypatch.setattr(registry, "tensor_cores_take_tf32", lambda: True)
-    recorded: dict = {}
+    recorded = Launches(sm90_cache)
 
     def record(kernel, grid):
         def launch(*args, **kwargs):
@@ -77,14 +92,16 @@ def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, memo
     Program(compiled, CUDA, LaunchCounter()).run(feeds, {**params, **folded, LOSS_SCALE: torch.ones(())})
 
 
-def assert_all_compile(launches: dict, tmp_path: Path, pipelined: bool = False) -> None:
+def assert_all_compile(launches: Launches, tmp_path: Path, pipelined: bool = False) -> None:
     """Every recorded launch compiles for sm_90 (see tests/kernels/gpu_compile.py); `pipelined`: each
-    with num_stages > 1 also copies its operands asynchronously (aligned real-size shapes only)."""
+    with num_stages > 1 also copies its operands asynchronously (aligned real-size shapes only). Launches
+    judged by an earlier test of this run keep their verdict; the others compile on every core."""
     assert launches, "nothing was launched"
     path = tmp_path / "launches.pkl"
     path.write_bytes(pickle.dumps([(name, source, list(args), dict(kw)) for name, source, args, kw in launches]))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
+    env["TRITON_CACHE_DIR"] = str(launches.cache / "triton")
+    env["FUSEGRAPH_SM90_VERDICTS"] = str(launches.cache / "verdicts")
     command = [sys.executable, "-m", "tests.kernels.gpu_compile", str(path), *(["--pipelined"] if pipelined else [])]
     result = subprocess.run(command, cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=900)
