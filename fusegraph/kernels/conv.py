@@ -20,7 +20,7 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
 from .layout import channels_last
-from .registry import KernelSource, conv_shape_key, interpreter_budget, lifter, module_source, register_template
+from .registry import KernelSource, Target, conv_shape_key, interpreter_budget, lifter, module_source, register_template
 
 CONV_SOURCE = '''
 @triton.jit
@@ -177,10 +177,10 @@ def launch(fn, node, target, inputs, outputs):
     # NOTE: a pooled tile keeps a window position's accumulator beside the running pool: 64 rows spill
     # registers on sm_90, and so do 32 x 32 x 32 tiles (fp32 as tf32x3: 248-296 B/thread at CIFAR widths;
     # the benchmark block's 32 x 32 x 16 does not), as tests/kernels/test_gpu_compile.py finds
-    tap_major = tap_major_conv(c)
+    tap_major = tap_major_conv(c, kh * kw, n * ph * pw, target)
     # NOTE: tap by tap, 64 x 64 x 32 fp32 tiles (tf32x3) spill 312 B/thread on sm_90; 16 channels a step do not
     gpu_k = 16 if tap_major and x.dtype == torch.float32 else 32
-    block_k = target.tile(c if tap_major else c * kh * kw, gpu=gpu_k, interpreted=256)
+    block_k = target.tile(c if tap_major else c * kh * kw, gpu=gpu_k, interpreted=256, large=None if tap_major else 1024)
     block_n = target.tile(o, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128, large=256)
     block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024,
                           large=interpreter_budget(block_k, block_n))
@@ -197,9 +197,16 @@ def launch(fn, node, target, inputs, outputs):
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
-def tap_major_conv(channels: int) -> bool:
-    """Taps outer, channel blocks inner, once a tap's channels fill the smallest tl.dot block (16)."""
-    return channels >= 16
+def tap_major_conv(channels: int, taps: int = 1, rows: int = 0, target: Target | None = None) -> bool:
+    """Taps outer, channel blocks inner, once a tap's channels fill the smallest tl.dot block (16). In the
+    interpreter's large tiles, whose cost is the tile steps it takes (a fixed cost per tl op), only where
+    that takes fewer steps than one flat (channel, tap) reduction over `rows` output rows."""
+    if channels < 16 or target is None or not target.large_interpreter_tiles:
+        return channels >= 16
+    flat_k = target.tile(channels * taps, gpu=0, interpreted=256, large=1024)
+    flat = triton.cdiv(rows, interpreter_budget(flat_k)) * triton.cdiv(channels * taps, flat_k)
+    tap_k = target.tile(channels, gpu=0, interpreted=256)
+    return triton.cdiv(rows, interpreter_budget(tap_k)) * taps * triton.cdiv(channels, tap_k) <= flat
 
 
 for _op in ("conv1d", "conv2d"):

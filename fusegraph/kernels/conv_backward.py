@@ -162,9 +162,9 @@ def launch_input(fn, node, target, inputs, outputs):
     (dx,) = outputs
     sizes, (kh, kw) = _geometry(node, dx.shape, w.shape, dy.shape)
     n, c, h, wd, o = sizes[:5]
-    tap_major = tap_major_conv(o)  # the reduction runs over output channels here
+    tap_major = tap_major_conv(o, kh * kw, n * h * wd, target)  # the reduction runs over output channels here
     gpu_k = 16 if tap_major and dy.dtype == torch.float32 else 32
-    block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256)
+    block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256, large=None if tap_major else 1024)
     block_n = target.tile(c, gpu=32, interpreted=128, large=256)
     block_m = target.tile(n * h * wd, gpu=64, interpreted=1024, large=interpreter_budget(block_k, block_n))
     block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)

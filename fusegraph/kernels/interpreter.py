@@ -6,8 +6,10 @@ a GPU.
   copy of both operands, the operation again and two range comparisons, then hands them to a
   `device_assert` that does nothing (the interpreter's options never set `debug`): over half of a LeNet
   training step. FUSEGRAPH_INTERPRETER_DEBUG=1 leaves the interpreter exactly as Triton ships it.
-- `@triton.jit` helpers called from a kernel (kernels/layout.py's addressing helpers, hundreds of calls a
-  launch) no longer re-patch triton.language on every call: the launch has patched it already.
+- triton.language is patched for the interpreter once, not on every launch and every call of a
+  `@triton.jit` helper (kernels/layout.py's addressing helpers: hundreds a launch), each of which walked
+  the language modules anew (about 4 ms): the patches depend on nothing a launch sets, and upstream
+  already leaves a helper's in place.
 - numpy's BLAS, which the interpreter's tl.dot calls, runs on one thread inside a launch: the blocks are
   small and its thread pool's wake-ups cost more than they save (3x slower under load on 2 cores).
 
@@ -24,6 +26,8 @@ import threading
 DEBUG = os.environ.get("FUSEGRAPH_INTERPRETER_DEBUG", "0") not in ("", "0")
 _STATE = threading.local()
 installed: list[str] = []  # which pieces took: read by tests and `fusegraph` diagnostics
+patches: list[str] = []  # the kernels (or helpers) whose launch patched triton.language: once per module
+blas_libraries: list[str] = []  # the BLAS libraries a launch runs on one thread
 
 
 def install() -> list[str]:
@@ -34,7 +38,7 @@ def install() -> list[str]:
 
     if DEBUG:
         return installed
-    for piece in (_overflow_checks_off, _helpers_run_in_the_launch_scope, _one_blas_thread_per_launch):
+    for piece in (_overflow_checks_off, _language_patched_once, _one_blas_thread_per_launch):
         if piece(interpreter):
             installed.append(piece.__name__.strip("_"))
     return installed
@@ -49,44 +53,33 @@ def _overflow_checks_off(interpreter) -> bool:
     return True
 
 
-def _helpers_run_in_the_launch_scope(interpreter) -> bool:
-    executor, function = getattr(interpreter, "GridExecutor", None), getattr(interpreter, "InterpretedFunction", None)
+class _KeptPatch:
+    """What `_patch_lang` returns once the language is patched for good: nothing to restore."""
+
+    def restore(self) -> None:
+        pass
+
+
+def _language_patched_once(interpreter) -> bool:
     patch = getattr(interpreter, "_patch_lang", None)
-    if executor is None or function is None or patch is None or not hasattr(function, "rewrite"):
+    if patch is None or not hasattr(getattr(interpreter, "_LangPatchScope", None), "restore"):
         return False
     import triton.language as tl
 
     languages = (tl, tl.core)
+    done: set[int] = set()
+    kept = _KeptPatch()
 
-    def patched_by(fn) -> frozenset:
-        """The language modules `_patch_lang(fn)` patches: those `fn`'s globals hold (tl, tl.core)."""
-        return frozenset(id(v) for v in fn.__globals__.values() if any(v is lang for lang in languages))
+    @functools.wraps(patch)
+    def patch_once(fn):
+        wanted = {id(v) for v in fn.__globals__.values() if any(v is lang for lang in languages)}
+        if not wanted <= done:
+            patch(fn)  # NOTE: never restored: the patches read no launch state (upstream's helper calls leave them too)
+            done.update(wanted)
+            patches.append(fn.__name__)
+        return kept
 
-    launch, call = executor.__call__, function.__call__
-
-    @functools.wraps(launch)
-    def launch_marked(self, *args, **kwargs):
-        outer = getattr(_STATE, "patched", None)
-        _STATE.patched = patched_by(self.fn)
-        try:
-            return launch(self, *args, **kwargs)
-        finally:
-            _STATE.patched = outer
-
-    @functools.wraps(call)
-    def call_in_launch(self, *args, **kwargs):
-        patched = getattr(_STATE, "patched", None)
-        # NOTE: a helper reaching triton.language through a module the launch did not patch (Triton's own
-        # standard library reads `core`) patches for itself, as upstream does
-        if patched is None or not patched_by(self.fn) <= patched:
-            return call(self, *args, **kwargs)
-        fn = self.rewrite()
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:
-            raise interpreter.InterpreterError(repr(error)) from error
-
-    executor.__call__, function.__call__ = launch_marked, call_in_launch
+    interpreter._patch_lang = patch_once
     return True
 
 
@@ -98,9 +91,10 @@ def _one_blas_thread_per_launch(interpreter) -> bool:
         return False
     if executor is None:
         return False
-    controller = ThreadpoolController()
-    if not controller.select(user_api="blas").lib_controllers:
+    controller = ThreadpoolController().select(user_api="blas")  # numpy's, loaded with it: what tl.dot calls
+    if not controller.lib_controllers:
         return False
+    blas_libraries.extend(lib.filepath for lib in controller.lib_controllers)
     launch = executor.__call__
 
     @functools.wraps(launch)
@@ -109,7 +103,7 @@ def _one_blas_thread_per_launch(interpreter) -> bool:
             return launch(self, *args, **kwargs)
         _STATE.one_thread = True
         try:
-            with controller.limit(limits=1, user_api="blas"):
+            with controller.limit(limits=1):
                 return launch(self, *args, **kwargs)
         finally:
             _STATE.one_thread = False

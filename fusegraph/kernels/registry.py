@@ -94,6 +94,10 @@ class Target:
     def interpreted(self) -> bool:
         return self.device != "cuda"
 
+    @property
+    def large_interpreter_tiles(self) -> bool:
+        return self.interpreted and _interpreter_tiles[-1] == "large"
+
     def precision(self, dtype: torch.dtype) -> str:
         """tl.dot's input precision for `dtype` operands. fp32 on the GPU: tf32x3 by default (fp32-accurate,
         validated at 1e-4); one-pass "tf32" only when asked for, as torch's TF32 mode is."""
