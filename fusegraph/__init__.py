@@ -2,7 +2,7 @@
 
 from . import ir, optim
 from .interop import from_torch
-from .ir import CacheError, FusegraphError, GraphError, InputError
+from .ir import CacheError, CheckpointError, FusegraphError, GraphError, InputError
 from .nn import (
     GRU,
     LSTM,
@@ -33,14 +33,15 @@ from .nn import (
 )
 from .precision import LossScale
 from .runtime import CompiledModel, compile
+from .saving import load
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "CacheError",
+    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "CacheError", "CheckpointError",
     "CompiledModel", "Concatenate", "Conv1D",
     "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "FusegraphError", "GlobalAvgPool1D", "GlobalAvgPool2D", "GraphError",
     "Input", "InputError", "Layer", "LossScale", "MaxPool1D", "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN",
-    "compile", "from_torch", "ir",
+    "compile", "from_torch", "ir", "load",
     "optim", "zoo",
 ]

@@ -13,5 +13,9 @@ class InputError(FusegraphError, ValueError):
     """A tensor handed to a model that does not match what the model expects."""
 
 
+class CheckpointError(FusegraphError, ValueError):
+    """A file that is not a fusegraph save, is damaged, or a state that does not fit what it is loaded into."""
+
+
 class CacheError(FusegraphError, PermissionError):
     """A kernel cache folder fusegraph refuses to use (owned by someone else, or writable by others)."""

@@ -37,6 +37,11 @@ def default_name(cls: type) -> str:
 class Layer:
     """Subclasses implement `emit` (IR for one call) and `torch_module` (the PyTorch equivalent)."""
 
+    def __new__(cls, *args, **kwargs):
+        layer = super().__new__(cls)
+        layer._init_args = (args, kwargs)  # NOTE: what a saved model rebuilds it from (nn/definition.py)
+        return layer
+
     def __init__(self, name: str | None = None, trainable: bool = True) -> None:
         if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*", name)):
             raise GraphError(f"{type(self).__name__}: name must be an identifier (letters, digits, _), got {name!r}")

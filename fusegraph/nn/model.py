@@ -184,6 +184,15 @@ class Model:
                 raise GraphError(f"load_params: {name} must be {t.dtype}, got {given.dtype}")
         self.params = {name: params[name].detach().clone() for name in expected}
 
+    def save(self, path) -> None:
+        """Writes the definition (as data) and the weights (running statistics included) to `path`;
+        `fg.load(path)` gives the Model back. Atomic: a crash mid-write keeps the file there was."""
+        from ..saving import write
+        from .definition import definition
+
+        write(path, "model", {"definition": definition(self)},
+              {f"param.{name}": t for name, t in self.params.items()})
+
     def count_params(self, trainable_only: bool = False) -> int:
         """Parameters as torch counts them: frozen ones included (unless trainable_only), state such as a
         batch norm's running statistics (torch's buffers) not."""

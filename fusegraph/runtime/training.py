@@ -17,6 +17,7 @@ from ..optim import Optimizer
 from ..passes import run_pipeline
 from ..passes.autodiff import batch_counters, loss_graph, running_state
 from ..passes.mixed_precision import LOSS_SCALE
+from . import checkpoint
 from .compiled import CompiledModel, exclusive
 from .plan import TORCH_DTYPE, in_layout
 from .program import Program
@@ -88,6 +89,7 @@ class Trainer(CompiledModel):
         self.optimizer_steps = 0  # the updates made (Adam's bias correction...): float16 skips overflowing steps
         self.weights_version = 0  # bumped whenever the weights change; the Model reads through on a change
         self.history: dict[str, list[float]] = {}
+        self.epochs = 0  # epochs fit() has completed, over every call
         # gradients land straight in flat_grads, where the optimizer kernel reads them
         self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params_for(self.train_graph),
                                                                               self._bind))
@@ -104,6 +106,32 @@ class Trainer(CompiledModel):
             self._found_nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
         if hasattr(model, "follow"):
             model.follow(self)
+
+    # -- keeping the work -------------------------------------------------------------------------
+    @exclusive
+    def state_dict(self) -> dict:
+        """Weights, optimizer buffers, step counters, loss scale, epochs and history: tensors and plain values
+        only (torch.save / torch.load(weights_only=True) take it). See runtime/checkpoint.py."""
+        return checkpoint.state_dict(self)
+
+    @exclusive
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (another trainer's `state_dict()` for the same model and optimizer): the next
+        step is the one the saved trainer would have taken. A state that does not fit is a CheckpointError."""
+        checkpoint.load_state_dict(self, state)
+
+    @exclusive
+    def save(self, path) -> None:
+        """The model's definition, the state and the compile options, atomically to `path`: `fg.load(path)`
+        gives a Trainer that continues exactly."""
+        from ..nn.definition import definition
+        from ..saving import write
+
+        if not hasattr(self.model, "_calls"):
+            raise GraphError("save() needs a trainer compiled from a fg.Model (this one was compiled from a bare graph)")
+        state, tensors = checkpoint.to_save(self)
+        write(path, "trainer", {"definition": definition(self.model), "options": checkpoint.compile_options(self),
+                                "state": state}, tensors)
 
     @exclusive
     def host_weights(self) -> tuple[dict[str, torch.Tensor], int]:
@@ -281,6 +309,7 @@ class Trainer(CompiledModel):
                 bar.set_postfix(self._metrics(total / seen, correct, seen))
             for key, value in self._metrics(total / seen, correct, seen).items():
                 history.setdefault(key, []).append(value)
+            self.epochs += 1
             if validation_data is not None:
                 for key, value in self.evaluate(*validation_data).items():
                     history.setdefault(f"val_{key}", []).append(value)

@@ -1,0 +1,146 @@
+"""A Trainer's whole state as tensors and plain values: what `state_dict()` returns, `load_state_dict()`
+takes back, and `save()` writes beside the model's definition (fusegraph/saving.py), so that a run
+continued from it takes the very steps the uninterrupted run would have.
+
+The state: every parameter (float32 masters, batch-norm running statistics and counts, in PyTorch
+layouts), the optimizer's buffers per parameter, the step counters (steps taken, which also seeds
+dropout's masks; optimizer updates made, Adam's bias correction), float16's loss scale and growth
+tracker, the epochs trained and the history. What the trainer was compiled with (loss, optimizer and
+its hyperparameters, precision, memory format, fp32 precision, fusion) travels with a save."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .. import optim
+from ..ir import CheckpointError
+from ..precision import LossScale
+
+STATE_VERSION = 1
+HALF_NAMES = {"float16": "fp16", "bfloat16": "bf16"}
+
+
+def _checkpoint_error(message: str) -> CheckpointError:
+    return CheckpointError(message)
+
+
+def _graph_digest(trainer) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(trainer.source_graph).encode()).hexdigest()
+
+
+def _buffer_views(trainer, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each trainable parameter's part of a flat buffer laid out like the weights' (an optimizer state)."""
+    return {name: buffer.as_strided(trainer.params[name].size(), trainer.params[name].stride(),
+                                    trainer.params[name].storage_offset()) for name in trainer.trainable}
+
+
+def state_dict(trainer) -> dict[str, Any]:
+    """Tensors (on the CPU, contiguous) and plain values only: torch.load(weights_only=True) reads it."""
+    weights, _ = trainer.host_weights()
+    state = {}
+    if trainer.optimizer is not None:
+        for buffer_name, buffer in zip(trainer.optimizer.state, trainer.states, strict=True):
+            state[buffer_name] = {name: view.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+                                  for name, view in _buffer_views(trainer, buffer).items()}
+    return {"fusegraph_state_version": STATE_VERSION, "model": trainer.source_graph.name,
+            "graph_sha256": _graph_digest(trainer), "params": weights,
+            "optimizer": None if trainer.optimizer is None else {"name": trainer.optimizer.name, "state": state},
+            "steps_taken": trainer.steps_taken, "optimizer_steps": trainer.optimizer_steps,
+            "loss_scale": getattr(trainer, "loss_scale", None), "growth_tracker": getattr(trainer, "growth_tracker", None),
+            "epochs": trainer.epochs, "history": {k: list(v) for k, v in trainer.history.items()}}
+
+
+def load_state_dict(trainer, state: Any) -> None:
+    """Puts `state` (from `state_dict()` of a trainer of the same model) into `trainer`; whatever differs is
+    one CheckpointError naming it, before anything is changed."""
+    if not isinstance(state, dict) or state.get("fusegraph_state_version") != STATE_VERSION:
+        found = state.get("fusegraph_state_version") if isinstance(state, dict) else type(state).__name__
+        raise _checkpoint_error(f"a trainer state of version {found!r}; this fusegraph reads version {STATE_VERSION}")
+    if state.get("graph_sha256") != _graph_digest(trainer):
+        raise _checkpoint_error(f"the state is of model '{state.get('model')}', whose graph differs from this "
+                                f"trainer's model '{trainer.source_graph.name}'")
+    params = state.get("params") or {}
+    expected = {name: tuple(t.shape) for name, t in trainer.host_weights()[0].items()}
+    got = {name: tuple(t.shape) for name, t in params.items() if isinstance(t, torch.Tensor)}
+    if got != expected:
+        differ = sorted(set(got) ^ set(expected)) or [n for n in expected if got[n] != expected[n]]
+        raise _checkpoint_error(f"the state's parameters differ from the trainer's: {differ}")
+    saved, ours = state.get("optimizer"), trainer.optimizer
+    if (saved is None) != (ours is None) or (ours is not None and saved.get("name") != ours.name):
+        raise _checkpoint_error(f"the state was saved with optimizer {saved and saved.get('name')}, this trainer has "
+                                f"{ours and ours.name}")
+    if ours is not None and set(saved["state"]) != set(ours.state):
+        raise _checkpoint_error(f"the state's optimizer buffers {sorted(saved['state'])} are not {list(ours.state)}")
+    if (state.get("loss_scale") is None) != (trainer.loss_scaling is None):
+        raise _checkpoint_error("the state's loss scale does not match this trainer's precision (fp16 keeps one)")
+    with torch.no_grad():
+        for name, tensor in params.items():
+            trainer.params[name].copy_(tensor)
+        if ours is not None:
+            for buffer_name, buffer in zip(ours.state, trainer.states, strict=True):
+                for name, view in _buffer_views(trainer, buffer).items():
+                    view.copy_(saved["state"][buffer_name][name])
+    trainer.steps_taken, trainer.optimizer_steps = int(state["steps_taken"]), int(state["optimizer_steps"])
+    if trainer.loss_scaling is not None:
+        trainer._set_loss_scale(float(state["loss_scale"]), int(state["growth_tracker"]))
+    trainer.epochs = int(state.get("epochs", 0))
+    trainer.history = {k: [float(v) for v in values] for k, values in (state.get("history") or {}).items()}
+    trainer.weights_version += 1  # half copies, folded batch norms and the Model follow
+
+
+def compile_options(trainer) -> dict[str, Any]:
+    optimizer = trainer.optimizer
+    scale = trainer.loss_scaling
+    return {"loss": trainer.loss, "fuse": trainer.fuse, "memory_format": trainer.memory_format,
+            "precision": HALF_NAMES.get(trainer.half), "fp32_precision": trainer.target.fp32_dot,
+            "optimizer": None if optimizer is None else {
+                "name": optimizer.name,
+                "hyperparameters": {f.name: (list(v) if isinstance(v := getattr(optimizer, f.name), tuple) else v)
+                                    for f in dataclasses.fields(optimizer) if f.name != "state"}},
+            "loss_scale": None if scale is None else dataclasses.asdict(scale)}
+
+
+def to_save(trainer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The state split for a save: plain values (JSON) and tensors by flat name."""
+    state = state_dict(trainer)
+    tensors = {f"param.{name}": t for name, t in state.pop("params").items()}
+    if state["optimizer"] is not None:
+        for buffer_name, per_param in state["optimizer"].pop("state").items():
+            tensors.update({f"optim.{buffer_name}.{name}": t for name, t in per_param.items()})
+    return state, tensors
+
+
+def trainer_from_save(model, body: dict, tensors: dict[str, torch.Tensor], device: str | None, where: str):
+    """The Trainer a save describes, compiled as it was and holding its state."""
+    from .compiled import compile
+
+    try:
+        options, state = body["options"], dict(body["state"])
+        spec = options["optimizer"]
+        optimizer = None
+        if spec is not None:
+            cls = getattr(optim, spec["name"], None)
+            if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
+                raise _checkpoint_error(f"{where}: unknown optimizer {spec['name']!r}")
+            optimizer = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["hyperparameters"].items()})
+        scale = LossScale(**options["loss_scale"]) if options["loss_scale"] is not None else None
+        trainer = compile(model, loss=options["loss"], optimizer=optimizer, fuse=options["fuse"], device=device,
+                          memory_format=options["memory_format"], precision=options["precision"],
+                          fp32_precision=options["fp32_precision"], loss_scale=scale)
+        state["params"] = {name[len("param."):]: t for name, t in tensors.items() if name.startswith("param.")}
+        if state.get("optimizer") is not None:
+            buffers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in optimizer.state}
+            for key, tensor in tensors.items():
+                if key.startswith("optim."):
+                    buffer_name, param = key[len("optim."):].split(".", 1)
+                    buffers.setdefault(buffer_name, {})[param] = tensor
+            state["optimizer"]["state"] = buffers
+    except (KeyError, TypeError) as error:
+        raise _checkpoint_error(f"{where} is damaged: its trainer part lacks or misstates {error}") from None
+    trainer.load_state_dict(state)
+    return trainer
