@@ -231,8 +231,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     optimizer = kind(lr=args.lr) if args.lr else kind()
     trainer = compile(model, loss=loss, optimizer=optimizer)
     history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                          validation_data=(x_test, y_test))
+                          validation_data=(x_test, y_test), checkpoint=args.output)
     print("held-out:", ", ".join(f"{k} {v:.4f}" for k, v in trainer.evaluate(x_test, y_test).items()))
+    if args.output:
+        print(f"saved the trainer (weights, optimizer state, history) to {args.output}: fg.load({str(args.output)!r})")
     return 0 if history["loss"] else 1
 
 
@@ -306,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--window", type=positive_int, default=None,
                        help="series: steps per window (default and must match: the model's sequence length)")
+    train.add_argument("-o", "--output", type=writable_file, default=None,
+                       help="save the trainer there after each epoch (fg.load(path) continues it)")
     train.set_defaults(run=cmd_train)
     show = sub.add_parser("show", help="print a model's IR, parameter counts and output shapes")
     show.add_argument("model", help=f"a zoo name ({', '.join(zoo.MODELS)}) or path/to/file.py:attr")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ def read(path: str | os.PathLike, kind: str | None = None) -> tuple[str, dict, d
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NOTE: torch's notes on foreign pickles; refusing is ours to say
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # NOTE: torch's message says what its safe unpickler refused, if that was it
         raise CheckpointError(f"{path} is not a fusegraph save, or it is damaged (truncated?): "
                               f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fusegraph as fg
 from fusegraph.cli import main
 
 
@@ -130,9 +131,13 @@ def test_train_a_conv1d_model_on_a_series_takes_the_window_from_its_sequence_axi
                     "def build():\n"
                     "    return fg.Sequential([fg.Input((1, 16)), fg.Conv1D(4, 3, activation='relu'),\n"
                     "                          fg.GlobalAvgPool1D(), fg.Dense(1)])\n")
-    assert main(["train", f"{path}:build", "--data", "sunspots", "--epochs", "1", "--batch-size", "64"]) == 0
+    saved = tmp_path / "conv.fg"
+    assert main(["train", f"{path}:build", "--data", "sunspots", "--epochs", "1", "--batch-size", "64",
+                 "-o", str(saved)]) == 0
     out = capsys.readouterr().out
     assert "windows of 16 steps of the sunspots series, shaped (1, 16)" in out and "held-out:" in out
+    trained = fg.load(saved)  # the weights it trained, kept
+    assert "saved the trainer" in out and trained.epochs == 1 and trained.steps_taken > 0
     assert main(["train", f"{path}:build", "--data", "sunspots", "--window", "24"]) == 2
     assert "takes windows of 16 steps" in capsys.readouterr().err
 

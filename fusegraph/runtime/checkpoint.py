@@ -86,6 +86,7 @@ def load_state_dict(trainer, state: Any) -> None:
                 for name, view in _buffer_views(trainer, buffer).items():
                     view.copy_(saved["state"][buffer_name][name])
     trainer.steps_taken, trainer.optimizer_steps = int(state["steps_taken"]), int(state["optimizer_steps"])
+    trainer._step_number.fill_(trainer.steps_taken)  # dropout's masks between steps (loss_and_grads) are the last step's
     if trainer.loss_scaling is not None:
         trainer._set_loss_scale(float(state["loss_scale"]), int(state["growth_tracker"]))
     trainer.epochs = int(state.get("epochs", 0))

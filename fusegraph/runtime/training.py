@@ -251,31 +251,41 @@ class Trainer(CompiledModel):
     @exclusive
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
             validation_data: tuple | None = None, early_stopping: int | None = None,
-            verbose: bool = True, augment=None) -> dict[str, list[float]]:
+            verbose: bool = True, augment=None, checkpoint=None, initial_epoch: int = 0) -> dict[str, list[float]]:
         """Train for `epochs` over (x, y) in batches; with `validation_data`, evaluate after each epoch and,
         with `early_stopping=patience`, stop when validation loss has not improved for that many epochs
         and restore the best weights. `augment(x_batch, generator)` may transform each training batch.
         Returns the history: loss (and accuracy) per epoch, with val_ entries when validating; it is also
         `self.history`, kept as far as it got if fit stops on an exception or Ctrl-C. Whatever stops it,
         the trainer, the Model and `to_torch()` then hold the same weights: the last completed step's,
-        or with early stopping the best epoch's so far."""
+        or with early stopping the best epoch's so far.
+
+        `checkpoint=path`: the trainer is saved there (`save`) after each epoch and, with early stopping,
+        also at each new best epoch to `<path stem>.best<suffix>`. `initial_epoch=k` continues a run that
+        stopped after k epochs (a trainer from `fg.load`: `initial_epoch=trainer.epochs`): epochs are
+        numbered on from k, the history is extended, and the shuffles are those the uninterrupted run
+        draws, so it takes the same steps (augmentation draws its own; early stopping's patience starts
+        afresh)."""
         xs, y = _samples(x, y)
         if augment is not None and len(xs) != 1:
             raise InputError("augment applies to single-input models")
         _positive_int("epochs", epochs)
         _positive_int("batch_size", batch_size)
         _positive_int("early_stopping (the patience, in epochs)", early_stopping, allow_none=True)
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) or \
+                not 0 <= initial_epoch < epochs:
+            raise InputError(f"initial_epoch must be an integer from 0 to epochs - 1 ({epochs - 1}), got {initial_epoch!r}")
         if validation_data is not None:
             _samples(*_pair(validation_data, "validation_data"))
         elif early_stopping is not None:
             raise InputError("early_stopping watches the validation loss: pass validation_data=(x_val, y_val) too")
-        history: dict[str, list[float]] = {"loss": []}
+        history: dict[str, list[float]] = {k: list(v) for k, v in self.history.items()} if initial_epoch else {"loss": []}
         self.history = history
         best_flat: list[torch.Tensor | None] = [None]  # early stopping's best weights, set by _epochs
         try:
             self._epochs(xs, y, history, best_flat, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
                          validation_data=validation_data, early_stopping=early_stopping, verbose=verbose,
-                         augment=augment)
+                         augment=augment, checkpoint=checkpoint, initial_epoch=initial_epoch)
         finally:
             if best_flat[0] is not None:
                 flat, running = best_flat[0]
@@ -287,13 +297,17 @@ class Trainer(CompiledModel):
         return history
 
     def _epochs(self, xs, y, history, best_flat, *, epochs, batch_size, shuffle, seed, validation_data,
-                early_stopping, verbose, augment) -> None:
+                early_stopping, verbose, augment, checkpoint, initial_epoch) -> None:
+        from pathlib import Path
+
         from tqdm.auto import tqdm
 
         best, waited = float("inf"), 0
         generator = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
+            if epoch < initial_epoch:
+                continue  # NOTE: its shuffle drawn all the same, so the epochs after it shuffle as they would have
             total, correct, seen = 0.0, 0, 0
             bar = tqdm(range(0, len(y), batch_size), desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose,
                        leave=True, dynamic_ncols=True)
@@ -318,10 +332,15 @@ class Trainer(CompiledModel):
                 if early_stopping is not None:
                     if history["val_loss"][-1] < best:
                         best, best_flat[0], waited = history["val_loss"][-1], (self.flat.clone(), self._running_values()), 0
+                        if checkpoint is not None:
+                            path = Path(checkpoint)
+                            self.save(path.with_name(f"{path.stem}.best{path.suffix}"))
                     else:
                         waited += 1
-                        if waited >= early_stopping:
-                            break
+            if checkpoint is not None:
+                self.save(checkpoint)
+            if early_stopping is not None and waited >= early_stopping:
+                break
 
     def _correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
         if self.loss == "cross_entropy":
