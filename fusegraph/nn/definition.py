@@ -94,6 +94,13 @@ def definition(model) -> dict[str, Any]:
             "graph_sha256": graph_digest(model)}
 
 
+def rebuilt(data: Mapping[str, Any], params: Mapping[str, Any]):
+    """A model from its definition and weights: what pickling and deep-copying a Model come down to."""
+    model = from_definition(data)
+    model.load_params(params)
+    return model
+
+
 def _layer_classes(custom: Mapping[str, type] | None) -> dict[str, type]:
     from .. import nn
 

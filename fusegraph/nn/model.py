@@ -184,6 +184,13 @@ class Model:
                 raise GraphError(f"load_params: {name} must be {t.dtype}, got {given.dtype}")
         self.params = {name: params[name].detach().clone() for name in expected}
 
+    def __reduce__(self):
+        # NOTE: copied and pickled as its definition and weights, rebuilt by calling the layers again: the
+        # copy is a model of its own (independent weights), never a shared graph
+        from .definition import definition, rebuilt
+
+        return (rebuilt, (definition(self), {name: t.detach().clone() for name, t in self.params.items()}))
+
     def save(self, path) -> None:
         """Writes the definition (as data) and the weights (running statistics included) to `path`;
         `fg.load(path)` gives the Model back. Atomic: a crash mid-write keeps the file there was."""

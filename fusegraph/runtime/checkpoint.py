@@ -145,3 +145,46 @@ def trainer_from_save(model, body: dict, tensors: dict[str, torch.Tensor], devic
         raise _checkpoint_error(f"{where} is damaged: its trainer part lacks or misstates {error}") from None
     trainer.load_state_dict(state)
     return trainer
+
+
+def compiled_options(compiled) -> dict[str, Any]:
+    """What an inference CompiledModel was compiled with (its device too: a copy runs where it ran)."""
+    return {"fuse": compiled.fuse, "device": compiled.device, "cuda_graphs": compiled.cuda_graphs,
+            "fp32_precision": compiled.target.fp32_dot, "memory_format": compiled.memory_format,
+            "precision": HALF_NAMES.get(compiled.half)}
+
+
+def _model_of(compiled):
+    model = getattr(compiled, "model", None)
+    if model is None or not hasattr(model, "_calls"):
+        raise TypeError("a model compiled from a bare graph cannot be copied or pickled; compile a fg.Model")
+    return model
+
+
+def reduce_compiled(compiled):
+    """Pickling / deep-copying a CompiledModel or Trainer: its model's definition, weights and state, and
+    how it was compiled; the copy is compiled anew and holds copies of everything."""
+    from ..nn.definition import definition
+
+    model = _model_of(compiled)
+    if hasattr(compiled, "optimizer"):  # a Trainer
+        state, tensors = to_save(compiled)
+        body = {"definition": definition(model), "options": compile_options(compiled), "state": state}
+        return (_rebuilt_trainer, (body, tensors, compiled.device))
+    weights = {name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+               for name, t in compiled.params.items()}
+    return (_rebuilt_compiled, (definition(model), weights, compiled_options(compiled)))
+
+
+def _rebuilt_compiled(data, weights, options):
+    from ..nn.definition import rebuilt
+    from .compiled import compile
+
+    return compile(rebuilt(data, weights), **options)
+
+
+def _rebuilt_trainer(body, tensors, device):
+    from ..nn.definition import rebuilt
+
+    model = rebuilt(body["definition"], {k[len("param."):]: t for k, t in tensors.items() if k.startswith("param.")})
+    return trainer_from_save(model, body, tensors, device=device, where="a copied trainer")

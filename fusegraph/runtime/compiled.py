@@ -50,6 +50,7 @@ class CompiledModel:
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
         self.source_graph = graph
+        self.model = model  # what a copy or a pickle rebuilds it from
         self._lock = threading.RLock()
         self.fuse = fuse
         self.memory_format = _memory_format(memory_format)
@@ -160,6 +161,11 @@ class CompiledModel:
         if failed is not None:
             return f"capture failed: {failed}"
         return "captured" if any(r.captured for r in self._graph_runners) else "not called yet"
+
+    def __reduce__(self):
+        from .checkpoint import reduce_compiled
+
+        return reduce_compiled(self)
 
     def to_module(self) -> torch.nn.Module:
         """This model as a torch.nn.Module: forward and backward run fusegraph's kernels (through a

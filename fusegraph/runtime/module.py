@@ -129,6 +129,12 @@ class FusegraphModule(nn.Module):
                 owner.register_buffer(attribute, tensor)
             self.fusegraph_names[key] = node.name
 
+    def __reduce__(self):
+        # NOTE: the compiled model is rebuilt (runtime/checkpoint.py), then this module's own state (which
+        # load_state_dict or torch.optim may have moved) is put back into the new module's shared weights
+        state = {key: t.detach().clone() for key, t in self.state_dict().items()}
+        return (_rebuilt_module, (self._compiled, state, self.training))
+
     def _tensors(self) -> dict[str, torch.Tensor]:
         """Every weight by fusegraph name, as the module holds it now (load_state_dict may have replaced one)."""
         state = dict(self.named_parameters()) | dict(self.named_buffers())
@@ -198,3 +204,9 @@ def _owner(root: nn.Module, key: str) -> tuple[nn.Module, str]:
             owner.add_module(part, nn.Module())
         owner = owner._modules[part]
     return owner, attribute
+
+
+def _rebuilt_module(compiled, state: dict[str, torch.Tensor], training: bool) -> FusegraphModule:
+    module = compiled.to_module()
+    module.load_state_dict(state)
+    return module.train(training)

@@ -236,3 +236,28 @@ def test_a_trainer_compiled_with_its_options_comes_back_with_them(tmp_path):
     assert back.loss == "cross_entropy" and back.target.fp32_dot == "ieee" and back.steps_taken == 1
     feeds, target = feeds_for(back.model, 3), targets_for(back.model, "cross_entropy", 3)
     assert back.loss_and_grads(feeds, target)[0] == trainer.loss_and_grads(feeds, target)[0]
+
+
+def test_models_compiled_models_trainers_and_modules_copy_and_pickle_independently():
+    """The "keep the best model" idiom: copy.deepcopy and pickle give working objects of their own."""
+    import copy
+
+    data = batches(3)
+    trainer = fg.compile(bn_dropout_cnn(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1, momentum=0.9))
+    trainer.train_step(*data[0])
+    for clone in (copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))):
+        twin = clone(trainer)
+        assert twin.train_step(*data[1]) == trainer.train_step(*data[1]) and torch.equal(twin.flat, trainer.flat)
+        twin.train_step(*data[2])
+        assert not torch.equal(twin.flat, trainer.flat)  # its own weights: the original did not move
+        model = bn_dropout_cnn()
+        copied = clone(model)
+        copied.params["dense.bias"].add_(1.0)
+        assert not torch.equal(copied.params["dense.bias"], model.params["dense.bias"])
+        compiled = fg.compile(model)
+        x = data[0][0]
+        torch.testing.assert_close(clone(compiled)(x), compiled(x), rtol=0, atol=0)
+        module = fg.compile(bn_dropout_cnn(), loss="cross_entropy").to_module().eval()
+        with torch.no_grad():
+            module.get_parameter("dense.bias").add_(0.5)  # as torch.optim would: the copy carries it
+            torch.testing.assert_close(clone(module)(x), module(x), rtol=0, atol=0)
