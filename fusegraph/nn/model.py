@@ -124,6 +124,7 @@ class Model:
         _warn_channels_read_as_time(self._calls)
         self.graph: Graph = self._build()
         self._trainer: weakref.ref | None = None
+        self._compiled: weakref.WeakSet = weakref.WeakSet()  # compiled models holding copies of the weights
         self.params: dict[str, torch.Tensor] = {}
         self.init(0)
 
@@ -155,6 +156,10 @@ class Model:
         self._params = value
         self._trainer = None  # weights set here win over any trainer's
 
+    def compiled_by(self, compiled) -> None:
+        """`compiled` holds these weights: load_params reaches it too (held weakly)."""
+        self._compiled.add(compiled)
+
     def follow(self, trainer) -> None:
         """Read `params` through to `trainer` (`weights_version`, `host_weights()`), held weakly."""
         self._trainer = weakref.ref(trainer)
@@ -166,7 +171,8 @@ class Model:
         return self.params
 
     def load_params(self, params: Mapping[str, torch.Tensor]) -> None:
-        """Copy tensors in by name; names, shapes and dtypes must match exactly."""
+        """Copy tensors in by name; names, shapes and dtypes must match exactly. The weights go to every
+        compiled model and trainer made from this model too, and `params` goes on following a trainer."""
         if not isinstance(params, Mapping):
             raise GraphError(f"load_params takes a dict name -> tensor, got {type(params).__name__}")
         expected = {node.name: node.attrs["type"] for node in self.graph.param_nodes}
@@ -182,7 +188,14 @@ class Model:
                 raise GraphError(f"load_params: {name} must have shape {t.shape}, got {tuple(given.shape)}")
             if str(given.dtype).removeprefix("torch.") != t.dtype:
                 raise GraphError(f"load_params: {name} must be {t.dtype}, got {given.dtype}")
-        self.params = {name: params[name].detach().clone() for name in expected}
+        loaded = {name: params[name].detach().clone() for name in expected}
+        for compiled in list(self._compiled):
+            compiled.set_weights(loaded)
+        trainer = self._trainer() if self._trainer is not None else None
+        if trainer is None:
+            self.params = loaded
+        else:  # NOTE: still the trainer's model: the next steps move these weights, and params shows them
+            self._params, self._weights_version = loaded, trainer.weights_version
 
     def __reduce__(self):
         # NOTE: copied and pickled as its definition and weights, rebuilt by calling the layers again: the

@@ -51,6 +51,7 @@ class CompiledModel:
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
         self.source_graph = graph
         self.model = model  # what a copy or a pickle rebuilds it from
+        self.weights_version = 0  # bumped whenever the weights change: copies and folded weights follow
         self._lock = threading.RLock()
         self.fuse = fuse
         self.memory_format = _memory_format(memory_format)
@@ -106,6 +107,8 @@ class CompiledModel:
                                                                                  self.params_for(self.train_graph)))
         self._single_output = not isinstance(getattr(model, "output_shape", None), list)
         self.last_launches = 0
+        if hasattr(model, "compiled_by"):
+            model.compiled_by(self)
 
     def params_for(self, graph: Graph) -> dict[str, torch.Tensor]:
         """The weights `graph` reads, each in the dtype it reads: the model's (in mixed precision, half
@@ -115,7 +118,7 @@ class CompiledModel:
         if id(graph) not in self._recipes:
             self._add_casts(graph)
             self._recipes[id(graph)] = derived_parameters(graph)
-        version = getattr(self, "weights_version", 0)
+        version = self.weights_version
         if self._casts_version != version:
             with torch.no_grad():
                 for name, copy in self.casts.items():
@@ -161,6 +164,15 @@ class CompiledModel:
         if failed is not None:
             return f"capture failed: {failed}"
         return "captured" if any(r.captured for r in self._graph_runners) else "not called yet"
+
+    @exclusive
+    def set_weights(self, params: dict[str, torch.Tensor]) -> None:
+        """Copies `params` (name -> tensor, PyTorch layouts) into this model's weights, in place (captured
+        CUDA graphs and to_module() parameters read the same tensors)."""
+        with torch.no_grad():
+            for name, tensor in params.items():
+                self.params[name].copy_(tensor)
+        self.weights_version += 1
 
     def __reduce__(self):
         from .checkpoint import reduce_compiled

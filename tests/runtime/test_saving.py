@@ -261,3 +261,25 @@ def test_models_compiled_models_trainers_and_modules_copy_and_pickle_independent
         with torch.no_grad():
             module.get_parameter("dense.bias").add_(0.5)  # as torch.optim would: the copy carries it
             torch.testing.assert_close(clone(module)(x), module(x), rtol=0, atol=0)
+
+
+def test_load_params_reaches_the_trainers_and_compiled_models_made_from_the_model():
+    """No stale weights: a trainer takes them (its next step starts there, and model.params goes on
+    following it), and so does an inference model compiled before."""
+    data = batches(3)
+    model = bn_dropout_cnn()
+    start = {name: t.clone() for name, t in model.params.items()}
+    compiled = fg.compile(model)
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    trainer.train_step(*data[0])
+    model.load_params(start)
+    assert all(torch.equal(trainer.host_weights()[0][k], v) for k, v in start.items())
+    trainer.train_step(*data[1])  # from the loaded weights: the Model shows where the step took them
+    assert not torch.equal(model.params["dense.weight"], start["dense.weight"])
+    assert all(torch.equal(model.params[k], v) for k, v in trainer.host_weights()[0].items())  # still following
+    other = bn_dropout_cnn()
+    other.init(11)
+    model.load_params(other.params)
+    x = data[1][0]
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), other.to_torch()(x), rtol=1e-4, atol=1e-5)
