@@ -143,11 +143,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def compare(ours, theirs, rtol: float, atol: float) -> list[tuple[float, float, bool]]:
-    """Per output: max abs error, max relative error, and whether |a - b| <= atol + rtol * |b| everywhere."""
-    ours, theirs = ([ours], [theirs]) if isinstance(ours, torch.Tensor) else (ours, theirs)
+    """Per output: max abs error, max relative error, and whether |a - b| <= atol + rtol * |b| everywhere.
+    A single output compares as a list of one (a model built with outputs=[y] returns [y], its torch
+    module y); a different number of outputs fails."""
+    ours, theirs = ([v] if isinstance(v, torch.Tensor) else list(v) for v in (ours, theirs))
+    if len(ours) != len(theirs):
+        return [(float("inf"), float("inf"), False)]
     errors = []
-    for a, b in zip(ours, theirs):
-        a, b = a.double().cpu(), b.double().cpu()
+    for a, b in zip(ours, theirs, strict=True):
+        a, b = a.detach().double().cpu(), b.detach().double().cpu()
+        if a.shape != b.shape:
+            errors.append((float("inf"), float("inf"), False))
+            continue
         diff = (a - b).abs()
         close = bool((diff <= atol + rtol * b.abs()).all()) and a.shape == b.shape
         errors.append((float(diff.max()), float((diff / b.abs().clamp_min(1e-12)).max()), close))

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 import fusegraph as fg
 from fusegraph.cli import main
 
@@ -151,3 +153,19 @@ def test_tune_runs_the_gpu_sweeps_from_a_checkout_and_says_why_nothing_ran(tmp_p
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     assert main(["tune", "--sweeps", "conv", "conv_grad", "--budget", "1"]) == 0  # its own options, passed through
     assert "needs a CUDA GPU; nothing measured" in capsys.readouterr().err
+
+
+def test_validate_compares_a_model_built_with_a_list_of_one_output(tmp_path, capsys):
+    """outputs=[y]: the compiled model returns [y] and its torch module y; output 0 is the whole of y."""
+    path = tmp_path / "listed.py"
+    path.write_text("import fusegraph as fg\n"
+                    "def build():\n"
+                    "    x = fg.Input((4,))\n"
+                    "    return fg.Model(x, [fg.Dense(3, activation='tanh')(x)])\n")
+    assert main(["validate", f"{path}:build", "--batch", "5"]) == 0
+    assert capsys.readouterr().out.strip().endswith("PASS")
+    from fusegraph.cli import compare
+
+    y = torch.ones(5, 3)
+    assert compare([y], y, 1e-4, 1e-5) == [(0.0, 0.0, True)]
+    assert not compare([y], y[:1], 1e-4, 1e-5)[0][2] and not compare([y, y], y, 1e-4, 1e-5)[0][2]

@@ -12,6 +12,9 @@ a GPU.
   already leaves a helper's in place.
 - numpy's BLAS, which the interpreter's tl.dot calls, runs on one thread inside a launch: the blocks are
   small and its thread pool's wake-ups cost more than they save (3x slower under load on 2 cores).
+- numpy's floating-point warnings ("overflow encountered in cast", "invalid value") stay inside a
+  launch: a kernel computing inf or NaN on a GPU says nothing either (float16 training overflows on
+  purpose while its loss scale backs off); the values themselves are unchanged.
 
 Each piece checks that the Triton it patches has what it expects, and is skipped otherwise (a Triton
 whose interpreter differs keeps its own behaviour)."""
@@ -38,7 +41,7 @@ def install() -> list[str]:
 
     if DEBUG:
         return installed
-    for piece in (_overflow_checks_off, _language_patched_once, _one_blas_thread_per_launch):
+    for piece in (_overflow_checks_off, _language_patched_once, _one_blas_thread_per_launch, _numpy_quiet_in_launches):
         if piece(interpreter):
             installed.append(piece.__name__.strip("_"))
     return installed
@@ -109,4 +112,21 @@ def _one_blas_thread_per_launch(interpreter) -> bool:
             _STATE.one_thread = False
 
     executor.__call__ = launch_on_one_thread
+    return True
+
+
+def _numpy_quiet_in_launches(interpreter) -> bool:
+    executor = getattr(interpreter, "GridExecutor", None)
+    if executor is None:
+        return False
+    import numpy as np
+
+    launch = executor.__call__
+
+    @functools.wraps(launch)
+    def launch_quietly(self, *args, **kwargs):
+        with np.errstate(all="ignore"):
+            return launch(self, *args, **kwargs)
+
+    executor.__call__ = launch_quietly
     return True

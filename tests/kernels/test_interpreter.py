@@ -16,7 +16,8 @@ from tests.conftest import KERNEL_ATOL, KERNEL_RTOL, feeds_for, targets_for
 
 
 def test_every_piece_is_installed_on_this_triton():
-    assert interpreter.installed == ["overflow_checks_off", "language_patched_once", "one_blas_thread_per_launch"]
+    assert interpreter.installed == ["overflow_checks_off", "language_patched_once", "one_blas_thread_per_launch",
+                                     "numpy_quiet_in_launches"]
     assert not triton_interpreter.interpreter_builder.options.sanitize_overflow
 
 
@@ -110,3 +111,15 @@ def test_large_tiles_put_launches_in_one_program_and_small_tiles_still_split():
     assert large["conv2d_bwd_weight_bias_grad"] == [1, 1]  # one program each: no split reduction
     assert all(p % 2 == 0 for p in small["conv2d_bwd_weight_bias_grad"])  # split-K in 2: partial sums added atomically
     assert sum(small["conv2d_bwd_input"]) > 1 and sum(large["conv2d_bwd_input"]) <= sum(small["conv2d_bwd_input"])
+
+
+def test_a_kernel_computing_inf_warns_nothing_and_keeps_the_value():
+    import warnings
+
+    x = fg.Input((3,))
+    model = fg.Model(x, fg.Activation("tanh")(x))
+    big = torch.tensor([[1e38, -1e38, 0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NOTE: a numpy warning would fail the call
+        out = fg.compile(model, precision="fp16")(big)
+    assert out.dtype == torch.float16 and out.tolist()[0][:2] == [1.0, -1.0]

@@ -161,3 +161,23 @@ def test_running_statistics_are_state_not_parameters():
     assert set(model.params) == {"bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
     assert set(model.to_torch().state_dict()) == {f"layers.bn.{k}" for k in
                                                   ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
+def test_running_statistics_after_an_infinite_batch_are_torchs():
+    """Two training steps on a batch holding inf: torch's update keeps the running mean inf (and the
+    running variance NaN); fusegraph's must not turn inf into NaN on the second step."""
+    model = fg.Sequential([fg.Input((3,)), fg.BatchNorm1D(), fg.Dense(2)])
+    model.init(0)
+    oracle = training_oracle(model)
+    x = torch.randn(4, 3)
+    x[1, 0] = float("inf")
+    y = torch.randint(0, 2, (4,))
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.0))
+    for _ in range(2):
+        trainer.train_step(x, y)
+        oracle(x)
+    for buffer in ("running_mean", "running_var"):
+        torch.testing.assert_close(model.params[f"batch_norm1d.{buffer}"], getattr(oracle.layers["batch_norm1d"], buffer),
+                                   equal_nan=True)
+    assert model.params["batch_norm1d.running_mean"][0] == float("inf")

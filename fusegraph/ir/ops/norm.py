@@ -148,7 +148,9 @@ register_op(OpDef("batch_norm_param_grads", 4, _param_grads_rule, _param_grads_r
                   "(dy, x, running_mean, running_var) -> (dweight, dbias) of the evaluation form; attr eps"))
 register_op(OpDef("running_average", 2, _running_rule, _running_reference,
                   "(running, batch) -> (1 - momentum) * running + momentum * batch; attr momentum",
-                  math=Arg(0) + (Arg(1) - Arg(0)) * Attr("momentum", MOMENTUM)))
+                  # NOTE: torch's own formula: an infinite batch statistic leaves inf, where
+                  # running + (batch - running) * momentum would make inf - inf = NaN the next step
+                  math=Arg(0) * (1 - Attr("momentum", MOMENTUM)) + Arg(1) * Attr("momentum", MOMENTUM)))
 set_vjp("batch_norm_train", _train_vjp)
 set_vjp("batch_norm", _eval_vjp)
 # statistics, then the normalisation: two launches each (kernels/norm.py)
