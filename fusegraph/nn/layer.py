@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,17 @@ def flag(value: Any, what: str, where: str) -> bool:
     raise GraphError(f"{where}: {what} must be True or False, got {value!r}")
 
 
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + "/"
+
+
+def user_site() -> str:
+    """file:line of the innermost frame outside fusegraph: where the user's code made this happen."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "an unknown place"
+
+
 def default_name(cls: type) -> str:
     """Conv2D → conv2d, MaxPool2D → max_pool2d, SimpleRNN → simple_rnn, LSTM → lstm."""
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", cls.__name__).lower()
@@ -40,6 +53,7 @@ class Layer:
     def __new__(cls, *args, **kwargs):
         layer = super().__new__(cls)
         layer._init_args = (args, kwargs)  # NOTE: what a saved model rebuilds it from (nn/definition.py)
+        layer._created_at = user_site()
         return layer
 
     def __init__(self, name: str | None = None, trainable: bool = True) -> None:
@@ -80,7 +94,14 @@ class Layer:
                             f"on {[str(t) for t in types]}; create a new layer")
         scratch = GraphBuilder()
         values = [scratch.input(f"input{i}", t) for i, t in enumerate(types)]
-        outputs = self.emit(scratch, values, self.name or default_name(type(self)))
+        name = self.name or default_name(type(self))
+        try:
+            outputs = self.emit(scratch, values, name)
+        except GraphError as error:
+            message = str(error)
+            if self.name is None:  # NOTE: not yet named by a model: "layer 'conv2d'" could be another one
+                message = message.replace(f"layer '{name}'", f"an unnamed {type(self).__name__} layer", 1)
+            raise GraphError(f"{message} (the layer created at {self._created_at}, called at {user_site()})") from None
         self.input_types = types
         call = Call(self, tensors)
         call.outputs = tuple(SymbolicTensor(v.type, call) for v in outputs)

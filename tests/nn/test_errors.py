@@ -1,5 +1,7 @@
 """Every malformed model is one GraphError naming the layer and saying what to change."""
 
+import sys
+
 import pytest
 import torch
 
@@ -183,3 +185,16 @@ def test_numpy_integer_sizes_are_accepted():
     model = fg.Model(x, fg.Dense(np.int64(3), use_bias=np.bool_(True))(fg.Flatten()(y)))
     assert model.output_shape == (3,) and all(type(d) is int for d in model.graph.outputs[0].type.shape[1:])
     assert model.count_params() == 2 * 9 + 2 + 2 * 2 * 4 * 4 * 3 + 3
+
+
+def test_a_shape_error_in_an_unnamed_layer_says_which_one_and_where():
+    """Two unnamed Conv2Ds: the second fails; the message must not name it 'conv2d' (the first one's
+    name in the model) and says where it was created and called."""
+    first = fg.Conv2D(2, 3)
+    second = fg.Conv2D(2, 5)
+    line = sys._getframe().f_lineno - 1
+    with pytest.raises(fg.GraphError) as error:
+        fg.Sequential([fg.Input((1, 5, 5)), first, second])
+    message = str(error.value)
+    assert message.startswith("an unnamed Conv2D layer") and "layer 'conv2d'" not in message
+    assert f"created at {__file__}:{line}" in message and f"called at {__file__}:{line + 3}" in message
