@@ -136,17 +136,40 @@ class FusegraphModule(nn.Module):
         return (_rebuilt_module, (self._compiled, state, self.training))
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        """Every weight by fusegraph name, as the module holds it now (load_state_dict may have replaced one)."""
+        """Every weight by fusegraph name, as the module holds it now (load_state_dict(assign=True) or
+        `param.data = ...` may have replaced one); one converted to another dtype (`.half()`, `.double()`)
+        or moved to another device is refused: the kernels were compiled for the compiled model's."""
         state = dict(self.named_parameters()) | dict(self.named_buffers())
-        return {self.fusegraph_names[key]: tensor for key, tensor in state.items() if key in self.fusegraph_names}
+        tensors = {}
+        for key, tensor in state.items():
+            if key not in self.fusegraph_names:
+                continue
+            name = self.fusegraph_names[key]
+            own = self._compiled.params[name]
+            if tensor.dtype != own.dtype or tensor.device != own.device or tensor.shape != own.shape:
+                raise GraphError(f"{key} is now {str(tensor.dtype).removeprefix('torch.')} {tuple(tensor.shape)} on "
+                                 f"{tensor.device}, but this module's kernels were compiled for "
+                                 f"{str(own.dtype).removeprefix('torch.')} {tuple(own.shape)} on {own.device}; "
+                                 "compile again (fg.compile(..., precision=...) for half precision) instead of "
+                                 "converting the module")
+            tensors[name] = tensor
+        return tensors
+
+    def _owns_weights(self, tensors: dict[str, torch.Tensor]) -> bool:
+        """Whether every weight is still the very tensor the compiled model reads (not replaced)."""
+        params = self._compiled.params
+        return all(t.data_ptr() == params[n].data_ptr() and t.stride() == params[n].stride() for n, t in tensors.items())
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         xs = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) else list(inputs)
         tensors = self._tensors()
         wanted = torch.is_grad_enabled() and any(t.requires_grad for t in (*xs, *tensors.values()))
-        if not self.training and not wanted:  # inference: the compiled model's own kernels and weights
-            with self._runner.locked():
-                return self._compiled(xs)
+        if not self.training and not wanted:  # inference: the compiled model's own kernels...
+            if self._owns_weights(tensors):
+                with self._runner.locked():
+                    return self._compiled(xs)
+            outputs = [o.clone() for o in self._runner.infer(xs, tensors)]  # ... on the weights that replaced its own
+            return outputs[0] if len(outputs) == 1 else tuple(outputs)
         outputs = self._runner(xs, tensors, self.training)
         return outputs[0] if len(outputs) == 1 else outputs
 

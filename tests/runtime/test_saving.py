@@ -4,6 +4,7 @@ process takes the uninterrupted run's steps bit for bit (interpreter; fp32 with 
 fp16 with its loss scale); a file that is not exactly a fusegraph save is one CheckpointError, and a
 pickle planted in one never runs."""
 
+import copy
 import json
 import os
 import pickle
@@ -240,8 +241,6 @@ def test_a_trainer_compiled_with_its_options_comes_back_with_them(tmp_path):
 
 def test_models_compiled_models_trainers_and_modules_copy_and_pickle_independently():
     """The "keep the best model" idiom: copy.deepcopy and pickle give working objects of their own."""
-    import copy
-
     data = batches(3)
     trainer = fg.compile(bn_dropout_cnn(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1, momentum=0.9))
     trainer.train_step(*data[0])
@@ -283,3 +282,26 @@ def test_load_params_reaches_the_trainers_and_compiled_models_made_from_the_mode
     x = data[1][0]
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), other.to_torch()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_module_whose_parameters_were_replaced_runs_on_them_on_every_path():
+    """load_state_dict(assign=True) and param.data = ... give the module new tensors: inference under
+    no_grad uses them too (it used to run the compiled model's old weights); a dtype conversion is
+    refused with one error naming the parameter."""
+    model = bn_dropout_cnn()
+    module = fg.compile(model, loss="cross_entropy").to_module().eval()
+    other = bn_dropout_cnn()
+    other.init(21)
+    oracle = other.to_torch().eval()
+    x = batches(1)[0][0]
+    replacement = {k: t.clone() for k, t in fg.compile(other, loss="cross_entropy").to_module().state_dict().items()}
+    module.load_state_dict(replacement, assign=True)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), oracle(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(module(x), oracle(x), rtol=1e-4, atol=1e-5)  # the differentiable path agrees
+    module.get_parameter("dense.weight").data = torch.zeros(10, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), module.get_parameter("dense.bias").expand(6, 10), rtol=0, atol=0)
+    for convert in (torch.nn.Module.half, torch.nn.Module.double):
+        with torch.no_grad(), pytest.raises(fg.GraphError, match="conv2d.weight is now .* compiled for float32"):
+            convert(copy.deepcopy(module))(x)
