@@ -19,6 +19,7 @@ import numpy as np
 from .ir import GraphError
 
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: the lowest a loss scale backs off to
 
 # the names compile() takes, and the dtype each runs in (None: float32 throughout)
 PRECISIONS = {"fp32": None, "float32": None, "bf16": "bfloat16", "bfloat16": "bfloat16",
@@ -60,9 +61,10 @@ class LossScale:
         object.__setattr__(self, "growth_interval", int(interval))
 
     def update(self, scale: float, growth_tracker: int, found_inf: bool) -> tuple[float, int]:
-        """(scale, growth tracker) after a step: GradScaler.update's rule."""
+        """(scale, growth tracker) after a step: GradScaler.update's rule, except that the scale never backs
+        off below float32's smallest normal number (GradScaler's would reach 0, and 1 / scale then fails)."""
         if found_inf:
-            return as_float32(scale * self.backoff_factor), 0
+            return max(as_float32(scale * self.backoff_factor), FLOAT32_TINY), 0
         if growth_tracker + 1 == self.growth_interval:
             grown = as_float32(scale * self.growth_factor)
             return (grown if math.isfinite(grown) else scale), 0

@@ -6,6 +6,7 @@ parameters; frozen parameters live outside it and never change."""
 from __future__ import annotations
 
 import numbers
+import warnings
 from math import prod
 
 import torch
@@ -21,6 +22,8 @@ from . import checkpoint
 from .compiled import CompiledModel, exclusive
 from .plan import TORCH_DTYPE, in_layout
 from .program import Program
+
+SKIPS_BEFORE_WARNING = 50  # float16 steps skipped in a row before a run is called stuck (2 ** 50 of scale)
 
 
 def _as_inputs(data, what: str = "x") -> list[torch.Tensor]:
@@ -90,6 +93,7 @@ class Trainer(CompiledModel):
         self.weights_version = 0  # bumped whenever the weights change; the Model reads through on a change
         self.history: dict[str, list[float]] = {}
         self.epochs = 0  # epochs fit() has completed, over every call
+        self.skipped_in_a_row = 0  # float16 steps skipped since the last update
         # gradients land straight in flat_grads, where the optimizer kernel reads them
         self._step_runner = self._runner(lambda feeds: self.train_program.run(feeds, self.params_for(self.train_graph),
                                                                               self._bind))
@@ -228,6 +232,7 @@ class Trainer(CompiledModel):
             found = bool(self._found_nonfinite)  # NOTE: one device-to-host sync, as GradScaler.step makes
             if found:
                 self._found_nonfinite.zero_()
+            self._warn_if_stuck(found)
             unscale = 1.0 / self.loss_scale
             self._set_loss_scale(*self.loss_scaling.update(self.loss_scale, self.growth_tracker, found))
             if found:
@@ -238,6 +243,18 @@ class Trainer(CompiledModel):
         optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
                              self.states, self.optimizer_steps, half_copy=self.flat_half, inv_scale=unscale)
         return launches + 1
+
+    def _warn_if_stuck(self, found: bool) -> None:
+        """A run of SKIPS_BEFORE_WARNING skipped float16 steps is not a scale finding its level: the
+        gradients are not finite at any scale (an input, a weight or a loss that is). Said once per run,
+        naming the first parameter whose gradient is not finite."""
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if found else 0
+        if self.skipped_in_a_row != SKIPS_BEFORE_WARNING:
+            return
+        first = next((name for name, grad in self.grad_views.items() if not bool(torch.isfinite(grad).all())), None)
+        warnings.warn(f"{SKIPS_BEFORE_WARNING} float16 steps in a row were skipped (loss scale now {self.loss_scale:g}): "
+                      f"the gradient of {first or 'some parameter'} is not finite at any scale; look for inf or NaN "
+                      "in the inputs, the weights or the loss", RuntimeWarning, stacklevel=5)
 
     def _set_loss_scale(self, scale: float, growth_tracker: int) -> None:
         if scale != self.loss_scale:

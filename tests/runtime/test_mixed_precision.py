@@ -251,3 +251,20 @@ def test_early_stopping_puts_back_the_best_weights_and_their_half_copy():
     assert len(history["val_loss"]) < 3 or min(history["val_loss"]) < history["val_loss"][-1]
     fresh = fg.compile(model, precision="fp16")  # the model reads the restored weights through
     assert torch.equal(trainer.predict(xv), fresh(xv))
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
+def test_gradients_that_are_never_finite_warn_once_and_the_scale_never_reaches_zero():
+    """An input holding inf: every float16 step overflows whatever the scale. After a run of skipped steps
+    one warning names the parameter; the scale bottoms out at float32's smallest normal, not 0."""
+    model = fg.Sequential([fg.Input((3,)), fg.Dense(2)])
+    model.init(0)
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1), precision="fp16",
+                         loss_scale=fg.LossScale(init_scale=2.0 ** -120))
+    x, y = torch.tensor([[1.0, float("inf"), 0.0]]), torch.tensor([1])
+    with pytest.warns(RuntimeWarning, match="the gradient of dense.weight is not finite at any scale") as caught:
+        for _ in range(training.SKIPS_BEFORE_WARNING + 10):
+            trainer.train_step(x, y)
+    assert len([w for w in caught if "steps in a row were skipped" in str(w.message)]) == 1
+    assert trainer.loss_scale == fg.precision.FLOAT32_TINY > 0 and trainer.optimizer_steps == 0
+    assert fg.LossScale().update(fg.precision.FLOAT32_TINY, 0, True) == (fg.precision.FLOAT32_TINY, 0)
