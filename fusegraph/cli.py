@@ -181,6 +181,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+TUNE_HELP = """usage: fusegraph tune [--sweeps SWEEP ...] [--budget SECONDS] [--out FOLDER]
+
+Measures fusegraph's GPU launch choices (the GPU_TUNING tables in fusegraph/kernels/registry.py) on the
+GPU it runs on: recurrent small-GEMM tiles, fp32 dot precision, the persistent scan's warps, conv and
+conv-gradient tiles (sweeps: recurrent precision persistent conv conv_grad). Its results are written to
+--out as JSON and markdown, to be committed into the repository's tables, so it runs from a source
+checkout of fusegraph (it is bench/tune_gpu.py there; `fusegraph tune --help` inside one lists every
+option), on a CUDA GPU."""
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """The GPU launch sweeps (bench/tune_gpu.py); they write tables to commit into the repository's
     GPU_TUNING, so they run from a source checkout, not an installed package."""
@@ -188,6 +198,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     try:
         from bench import tune_gpu
     except ImportError:
+        if {"-h", "--help"} & set(args.sweep_args):
+            print(TUNE_HELP)
+            return 0
         raise FusegraphError("fusegraph tune runs from a fusegraph source checkout (it needs bench/tune_gpu.py, "
                              "and what it measures goes into the repository's tuning table); cd into one") from None
     finally:

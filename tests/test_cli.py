@@ -149,7 +149,9 @@ def test_tune_runs_the_gpu_sweeps_from_a_checkout_and_says_why_nothing_ran(tmp_p
         outside.chdir(tmp_path)
         outside.setitem(sys.modules, "bench", None)
         assert main(["tune", "--sweeps", "conv"]) == 2
-    assert "runs from a fusegraph source checkout" in capsys.readouterr().err
+        assert "runs from a fusegraph source checkout" in capsys.readouterr().err
+        assert main(["tune", "--help"]) == 0  # what it is, even where it cannot run
+        assert "usage: fusegraph tune" in capsys.readouterr().out
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     assert main(["tune", "--sweeps", "conv", "conv_grad", "--budget", "1"]) == 0  # its own options, passed through
     assert "needs a CUDA GPU; nothing measured" in capsys.readouterr().err
