@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import os
 import threading
+import warnings
 
 DEBUG = os.environ.get("FUSEGRAPH_INTERPRETER_DEBUG", "0") not in ("", "0")
 _STATE = threading.local()
@@ -125,7 +126,9 @@ def _numpy_quiet_in_launches(interpreter) -> bool:
 
     @functools.wraps(launch)
     def launch_quietly(self, *args, **kwargs):
-        with np.errstate(all="ignore"):
+        # NOTE: errstate for arithmetic; numpy's nan-reductions ("All-NaN slice") warn through `warnings`
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             return launch(self, *args, **kwargs)
 
     executor.__call__ = launch_quietly
