@@ -59,6 +59,9 @@ def layer_arguments(layer: Layer) -> dict[str, Any]:
     for name, parameter in signature.parameters.items():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             arguments.update(arguments.pop(name, {}))
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL and arguments.get(name):
+            raise GraphError(f"{layer.describe()}: its constructor takes *{name}, which a saved model cannot name; "
+                             "give the layer keyword parameters to be saved")
     if "name" in signature.parameters:
         arguments["name"] = layer.name  # the name the model gave it
     return arguments

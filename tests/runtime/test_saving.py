@@ -305,3 +305,27 @@ def test_a_module_whose_parameters_were_replaced_runs_on_them_on_every_path():
     for convert in (torch.nn.Module.half, torch.nn.Module.double):
         with torch.no_grad(), pytest.raises(fg.GraphError, match="conv2d.weight is now .* compiled for float32"):
             convert(copy.deepcopy(module))(x)
+
+
+class Rectify(fg.Layer):
+    """A layer of the user's own: saved by class name and arguments, found again through custom_layers."""
+
+    def __init__(self, negative: bool = False, name: str | None = None) -> None:
+        super().__init__(name)
+        self.negative = negative
+
+    def emit(self, b, inputs, name):
+        return [b.op("relu", list(inputs), name=name, layer=name)]
+
+    def torch_module(self, params):
+        return torch.nn.ReLU()
+
+
+def test_a_layer_of_ones_own_comes_back_through_custom_layers(tmp_path):
+    x = fg.Input((4,))
+    model = fg.Model(x, fg.Dense(2)(Rectify(negative=True)(x)))
+    model.save(tmp_path / "m.fg")
+    with pytest.raises(fg.GraphError, match="Rectify, which is not one of fusegraph's layers; pass it"):
+        fg.load(tmp_path / "m.fg")
+    back = fg.load(tmp_path / "m.fg", custom_layers={"Rectify": Rectify})
+    assert str(back.graph) == str(model.graph) and back.layers[0].negative is True
