@@ -136,8 +136,9 @@ class _Grouper:
             matmul = next((u for n in reversed(chain) for v in n.outputs for u in self.users.get(v.name, [])
                            if has_trait(u, "matmul_anchor") and u.inputs[0].name == v.name
                            and u.inputs[1].name not in made_by), None)
-            if matmul is None or self._depends_on_group(matmul.inputs[1].name, chain):
-                continue
+            if matmul is None or self._depends_on_group(matmul.inputs[1].name, chain) or \
+                    any(has_trait(n, "per_channel") for n in chain):
+                continue  # NOTE: the gated template computes the operand from full-size values only
             joined = matmul.inputs[0]
             gated = any(has_trait(n, "gates") for n in chain)
             if gated and made_by[joined.name].op != "concat":

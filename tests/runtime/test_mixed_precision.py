@@ -268,3 +268,26 @@ def test_gradients_that_are_never_finite_warn_once_and_the_scale_never_reaches_z
     assert len([w for w in caught if "steps in a row were skipped" in str(w.message)]) == 1
     assert trainer.loss_scale == fg.precision.FLOAT32_TINY > 0 and trainer.optimizer_steps == 0
     assert fg.LossScale().update(fg.precision.FLOAT32_TINY, 0, True) == (fg.precision.FLOAT32_TINY, 0)
+
+
+def test_a_batch_norm_on_raw_features_runs_in_float32_as_under_autocast():
+    """Features around 1e5 (beyond float16's 65504) normalised by a batch norm before the first dense:
+    autocast runs the batch norm in float32 and the dense in half. So does fusegraph (the input and the
+    batch norm's weights stay float32, a cast before the matmul): no overflow, no skipped step, torch's
+    losses and loss scale."""
+    model = with_random_state(fg.Sequential([fg.Input((4,)), fg.BatchNorm1D(), fg.Dense(3)]))
+    oracle = training_oracle(model)
+    generator = torch.Generator().manual_seed(2)
+    data = [(1e5 + 1e4 * torch.randn(8, 4, generator=generator), torch.randint(0, 3, (8,), generator=generator))
+            for _ in range(3)]
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(0.1), precision="fp16")
+    types = {v.name: v.type.dtype for n in trainer.train_graph.nodes for v in n.outputs}
+    assert types["batch_norm1d.weight"] == "float32" and trainer.train_graph.inputs[0].type.dtype == "float32"
+    assert "cast" in [n.op for n in trainer.train_graph.nodes]
+    expected = torch_amp_steps(model, torch.optim.SGD(oracle.parameters(), lr=0.1), oracle,
+                               torch.amp.GradScaler("cpu"), data)
+    for (x, y), (loss, scale) in zip(data, expected, strict=True):
+        assert trainer.train_step(x, y) == pytest.approx(loss, rel=1e-3)
+        assert trainer.loss_scale == scale == 2.0 ** 16  # nothing overflowed
+    assert trainer.optimizer_steps == 3
+    assert_state_is_torch(model, trainer, oracle)

@@ -70,6 +70,8 @@ TRAITS = {
     "layout_follows": "stores its rank-4 operands and results alike (indexes them as one): one layout for all "
                       "(every elementwise op does too)",
     "layout_free": "addresses each rank-4 operand through its own layout: may read one layout and write another",
+    "autocast_half": "torch.autocast runs it in half precision (its lower-precision list): in mixed precision its "
+                     "float operands are half, where every other op keeps its inputs' dtype",
 }
 
 OPS: dict[str, OpDef] = {}

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GraphError
+from ..types import FLOAT_DTYPES, TensorType
 from .base import OpDef, register_op, require_float, require_same_dtype, same_type_unary, set_traits, set_vjp, shape_str
 from .expr import INV_SQRT_2PI, SQRT1_2, Arg, Attr, erf, evaluate, exp, sigmoid, tanh, where
 
@@ -150,3 +151,21 @@ set_vjp("mul", lambda b, node, grads, needs: [b.op("mul", [grads[0], node.inputs
 
 set_traits(("add", "sub", "mul", "neg"), "elementwise")
 set_traits(("softmax", "log_softmax"), "softmax")
+
+
+# -- precision ----------------------------------------------------------------------------------
+def _cast_rule(types, attrs):
+    (x,) = types
+    require_float(x)
+    if attrs.get("dtype") not in FLOAT_DTYPES:
+        raise GraphError(f"cast: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {attrs.get('dtype')!r}")
+    return [TensorType(x.shape, attrs["dtype"], x.layout)]
+
+
+# NOTE: mixed precision's casts (passes/mixed_precision.py): where a float32 value meets an op autocast
+# runs in half, or a half value an op that runs in float32. Not a prologue: a conv or matmul reads its
+# operand in the dtype it computes in
+register_op(OpDef("cast", 1, _cast_rule, lambda inputs, attrs, ctx: [inputs[0].to(getattr(torch, attrs["dtype"]))],
+                  "x in another float dtype; attr dtype", math=Arg(0)))
+set_vjp("cast", lambda b, node, grads, needs: [b.op("cast", [grads[0]], dtype=node.inputs[0].type.dtype)])
+set_traits(("cast",), "elementwise")

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import GraphError
 from ..types import BATCH
-from .base import OpDef, register_op, set_vjp, shape_str
+from .base import OpDef, register_op, set_traits, set_vjp, shape_str
 
 
 def _scan_rule(types, attrs):
@@ -208,3 +208,4 @@ def _scan_vjp(b, node, grads, needs):
 
 
 set_vjp("scan", _scan_vjp)
+set_traits(("scan",), "autocast_half")  # a recurrent layer's cell: torch.autocast runs nn.LSTM/GRU/RNN in half
