@@ -82,23 +82,39 @@ def read(path: str | os.PathLike, kind: str | None = None) -> tuple[str, dict, d
     return found, body, tensors
 
 
+PARAM = "param."  # a save's tensors: the weights under this prefix, a trainer's optimizer buffers beside them
+
+
+def as_tensors(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {PARAM + name: t for name, t in weights.items()}
+
+
+def weights_in(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name[len(PARAM):]: t for name, t in tensors.items() if name.startswith(PARAM)}
+
+
 def load(path: str | os.PathLike, *, custom_layers: Mapping[str, type] | None = None, device: str | None = None):
     """The Model (from `model.save`) or the Trainer, ready to continue (from `trainer.save`) saved at `path`.
     `custom_layers`: name -> class for layers of your own (fusegraph's are found by name)."""
+    kind, body, tensors = read(path)
+    return from_parts(kind, body, tensors, custom_layers=custom_layers, device=device, where=str(path))
+
+
+def from_parts(kind: str, body: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], *,
+               custom_layers: Mapping[str, type] | None = None, device: str | None = None, where: str):
+    """The Model or Trainer a save's parts describe (what `load` and copying a trainer build)."""
     from .nn.definition import from_definition
 
-    kind, body, tensors = read(path)
     try:
         model = from_definition(body["definition"], custom_layers)
     except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} is damaged: its model definition lacks {error}") from None
-    params = {name[len("param."):]: t for name, t in tensors.items() if name.startswith("param.")}
+        raise CheckpointError(f"{where} is damaged: its model definition lacks {error}") from None
     try:
-        model.load_params(params)
+        model.load_params(weights_in(tensors))
     except FusegraphError as error:
-        raise CheckpointError(f"{path}: its weights do not fit its model: {error}") from None
+        raise CheckpointError(f"{where}: its weights do not fit its model: {error}") from None
     if kind == "model":
         return model
     from .runtime.checkpoint import trainer_from_save
 
-    return trainer_from_save(model, body, tensors, device=device, where=str(path))
+    return trainer_from_save(model, body, tensors, device=device, where=where)

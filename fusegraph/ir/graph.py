@@ -117,6 +117,12 @@ class Graph:
                 used.setdefault(v.name, []).append(n)
         return used
 
+    def digest(self) -> str:
+        """SHA-256 of the printed graph: equal for graphs that print alike (what a save checks its model by)."""
+        import hashlib
+
+        return hashlib.sha256(str(self).encode()).hexdigest()
+
     def __str__(self) -> str:
         from .printer import format_graph
 

@@ -7,7 +7,6 @@ its own needs them passed in (`fg.load(path, custom_layers={"MyLayer": MyLayer})
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -67,10 +66,6 @@ def layer_arguments(layer: Layer) -> dict[str, Any]:
     return arguments
 
 
-def graph_digest(model) -> str:
-    return hashlib.sha256(str(model.graph).encode()).hexdigest()
-
-
 def definition(model) -> dict[str, Any]:
     """`model` as plain data (see the module docstring)."""
     from .model import InputLayer
@@ -94,7 +89,7 @@ def definition(model) -> dict[str, Any]:
     return {"version": VERSION, "name": model.name, "layers": layers, "calls": calls,
             "inputs": [refer(t) for t in model._inputs], "outputs": [refer(t) for t in model._outputs],
             "single_output": model._single_output, "torch_names": dict(getattr(model, "torch_names", {})),
-            "graph_sha256": graph_digest(model)}
+            "graph_sha256": model.graph.digest()}
 
 
 def rebuilt(data: Mapping[str, Any], params: Mapping[str, Any]):
@@ -153,7 +148,7 @@ def from_definition(data: Mapping[str, Any], custom_layers: Mapping[str, type] |
                   model_outputs[0] if data["single_output"] else model_outputs, name=data["name"])
     if data.get("torch_names"):
         model.torch_names = dict(data["torch_names"])
-    if graph_digest(model) != data["graph_sha256"]:
+    if model.graph.digest() != data["graph_sha256"]:
         raise GraphError(f"model '{data['name']}' rebuilt from its saved definition differs from the saved graph "
                          "(saved by another fusegraph version, or a custom layer that changed)")
     return model

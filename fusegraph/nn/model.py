@@ -207,11 +207,10 @@ class Model:
     def save(self, path) -> None:
         """Writes the definition (as data) and the weights (running statistics included) to `path`;
         `fg.load(path)` gives the Model back. Atomic: a crash mid-write keeps the file there was."""
-        from ..saving import write
+        from ..saving import as_tensors, write
         from .definition import definition
 
-        write(path, "model", {"definition": definition(self)},
-              {f"param.{name}": t for name, t in self.params.items()})
+        write(path, "model", {"definition": definition(self)}, as_tensors(self.params))
 
     def count_params(self, trainable_only: bool = False) -> int:
         """Parameters as torch counts them: frozen ones included (unless trainable_only), state such as a

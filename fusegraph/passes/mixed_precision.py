@@ -85,11 +85,8 @@ def _retype(graph: Graph, dtype: str, keep: set[str], scale: Value | None, nodes
             (value,) = node.outputs
             if node.op == "parameter":
                 new = retyped(value, wanted[value.name]) if value.name in wanted else value
-            elif value.type.is_float and value.name not in keep and (
-                    not users.get(value.name) or all(has_trait(u, "autocast_half") for u in users[value.name])):
-                new = retyped(value, dtype)  # NOTE: read only in half: cast once on the way in, by the runtime
-            else:
-                new = value
+            else:  # NOTE: read only in half: cast once on the way in, by the runtime
+                new = retyped(value, _input_dtype(value, users, dtype, keep))
             node = node.replace(outputs=(new,), attrs={**node.attrs, "type": new.type})
         else:
             inputs = [values[v.name] for v in node.inputs]
@@ -104,19 +101,31 @@ def _retype(graph: Graph, dtype: str, keep: set[str], scale: Value | None, nodes
             if scale is not None and has_trait(node, "loss"):
                 inputs = [*inputs[:2], scale]
             attrs = dict(node.attrs)
-            if "body" in attrs:  # a scan: its step runs in the same precision
+            if "body" in attrs:  # a scan: its step runs in half throughout
                 attrs["body"] = _half_everywhere(attrs["body"], dtype, set())
-            try:
-                types = OPS[node.op].infer([v.type for v in inputs], attrs)
-            except GraphError as error:
-                raise GraphError(f"{node.where}: in {dtype}: {error}") from None
-            outputs = tuple(Value(v.name, TensorType(t.shape, t.dtype, v.type.layout))
-                            for v, t in zip(node.outputs, types, strict=True))
-            node = node.replace(inputs=tuple(inputs), outputs=outputs, attrs=attrs)
+            node = _rederived(node, inputs, attrs, dtype)
         values.update((v.name, v) for v in node.outputs)
         nodes.append(node)
     outputs = tuple(cast(values[v.name], r.type.dtype) for v, r in zip(graph.outputs, reference.outputs, strict=True))
     return Graph(tuple(nodes), outputs, graph.name)
+
+
+def _input_dtype(value: Value, users: dict, dtype: str, keep: set[str]) -> str:
+    """A graph input's dtype: half where only ops autocast runs in half read it (or nothing does)."""
+    readers = users.get(value.name, [])
+    if value.type.is_float and value.name not in keep and all(has_trait(u, "autocast_half") for u in readers):
+        return dtype
+    return value.type.dtype
+
+
+def _rederived(node: Node, inputs, attrs: dict, dtype: str) -> Node:
+    """`node` reading `inputs`, its outputs' types re-derived from its op's shape rule."""
+    try:
+        types = OPS[node.op].infer([v.type for v in inputs], attrs)
+    except GraphError as error:
+        raise GraphError(f"{node.where}: in {dtype}: {error}") from None
+    outputs = tuple(Value(v.name, TensorType(t.shape, t.dtype, v.type.layout)) for v, t in zip(node.outputs, types, strict=True))
+    return node.replace(inputs=tuple(inputs), outputs=outputs, attrs=attrs)
 
 
 def _compute_dtype(node: Node, inputs: list[Value], params: set[str], dtype: str, fixed: set[str]) -> str | None:
@@ -145,9 +154,7 @@ def _parameter_dtypes(graph: Graph, dtype: str, keep: set[str]) -> dict[str, str
     for node in graph.nodes:
         if node.op == "input":
             (value,) = node.outputs
-            half_only = users.get(value.name) and all(has_trait(u, "autocast_half") for u in users[value.name])
-            activation[value.name] = dtype if value.type.is_float and value.name not in keep and \
-                (half_only or not users.get(value.name)) else value.type.dtype
+            activation[value.name] = _input_dtype(value, users, dtype, keep)
         elif node.op != "parameter":
             seen = [Value(v.name, TensorType(v.type.shape, activation.get(v.name, v.type.dtype), v.type.layout))
                     for v in node.inputs]
@@ -187,13 +194,7 @@ def _half_everywhere(graph: Graph, dtype: str, keep: set[str]) -> Graph:
             attrs = dict(node.attrs)
             if "body" in attrs:
                 attrs["body"] = _half_everywhere(attrs["body"], dtype, set())
-            try:
-                types = OPS[node.op].infer([v.type for v in inputs], attrs)
-            except GraphError as error:
-                raise GraphError(f"{node.where}: in {dtype}: {error}") from None
-            outputs = tuple(Value(v.name, TensorType(t.shape, t.dtype, v.type.layout))
-                            for v, t in zip(node.outputs, types, strict=True))
-            node = node.replace(inputs=inputs, outputs=outputs, attrs=attrs)
+            node = _rederived(node, inputs, attrs, dtype)
         values.update((v.name, v) for v in node.outputs)
         nodes.append(node)
     return Graph(tuple(nodes), tuple(values[v.name] for v in graph.outputs), graph.name)

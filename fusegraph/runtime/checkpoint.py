@@ -18,19 +18,10 @@ import torch
 from .. import optim
 from ..ir import CheckpointError
 from ..precision import LossScale
+from ..saving import as_tensors, from_parts, weights_in
 
 STATE_VERSION = 1
 HALF_NAMES = {"float16": "fp16", "bfloat16": "bf16"}
-
-
-def _checkpoint_error(message: str) -> CheckpointError:
-    return CheckpointError(message)
-
-
-def _graph_digest(trainer) -> str:
-    import hashlib
-
-    return hashlib.sha256(str(trainer.source_graph).encode()).hexdigest()
 
 
 def _buffer_views(trainer, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,7 +39,7 @@ def state_dict(trainer) -> dict[str, Any]:
             state[buffer_name] = {name: view.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
                                   for name, view in _buffer_views(trainer, buffer).items()}
     return {"fusegraph_state_version": STATE_VERSION, "model": trainer.source_graph.name,
-            "graph_sha256": _graph_digest(trainer), "params": weights,
+            "graph_sha256": trainer.source_graph.digest(), "params": weights,
             "optimizer": None if trainer.optimizer is None else {"name": trainer.optimizer.name, "state": state},
             "steps_taken": trainer.steps_taken, "optimizer_steps": trainer.optimizer_steps,
             "loss_scale": getattr(trainer, "loss_scale", None), "growth_tracker": getattr(trainer, "growth_tracker", None),
@@ -60,24 +51,24 @@ def load_state_dict(trainer, state: Any) -> None:
     one CheckpointError naming it, before anything is changed."""
     if not isinstance(state, dict) or state.get("fusegraph_state_version") != STATE_VERSION:
         found = state.get("fusegraph_state_version") if isinstance(state, dict) else type(state).__name__
-        raise _checkpoint_error(f"a trainer state of version {found!r}; this fusegraph reads version {STATE_VERSION}")
-    if state.get("graph_sha256") != _graph_digest(trainer):
-        raise _checkpoint_error(f"the state is of model '{state.get('model')}', whose graph differs from this "
+        raise CheckpointError(f"a trainer state of version {found!r}; this fusegraph reads version {STATE_VERSION}")
+    if state.get("graph_sha256") != trainer.source_graph.digest():
+        raise CheckpointError(f"the state is of model '{state.get('model')}', whose graph differs from this "
                                 f"trainer's model '{trainer.source_graph.name}'")
     params = state.get("params") or {}
     expected = {name: tuple(t.shape) for name, t in trainer.host_weights()[0].items()}
     got = {name: tuple(t.shape) for name, t in params.items() if isinstance(t, torch.Tensor)}
     if got != expected:
         differ = sorted(set(got) ^ set(expected)) or [n for n in expected if got[n] != expected[n]]
-        raise _checkpoint_error(f"the state's parameters differ from the trainer's: {differ}")
+        raise CheckpointError(f"the state's parameters differ from the trainer's: {differ}")
     saved, ours = state.get("optimizer"), trainer.optimizer
     if (saved is None) != (ours is None) or (ours is not None and saved.get("name") != ours.name):
-        raise _checkpoint_error(f"the state was saved with optimizer {saved and saved.get('name')}, this trainer has "
+        raise CheckpointError(f"the state was saved with optimizer {saved and saved.get('name')}, this trainer has "
                                 f"{ours and ours.name}")
     if ours is not None and set(saved["state"]) != set(ours.state):
-        raise _checkpoint_error(f"the state's optimizer buffers {sorted(saved['state'])} are not {list(ours.state)}")
+        raise CheckpointError(f"the state's optimizer buffers {sorted(saved['state'])} are not {list(ours.state)}")
     if (state.get("loss_scale") is None) != (trainer.loss_scaling is None):
-        raise _checkpoint_error("the state's loss scale does not match this trainer's precision (fp16 keeps one)")
+        raise CheckpointError("the state's loss scale does not match this trainer's precision (fp16 keeps one)")
     with torch.no_grad():
         for name, tensor in params.items():
             trainer.params[name].copy_(tensor)
@@ -109,7 +100,7 @@ def compile_options(trainer) -> dict[str, Any]:
 def to_save(trainer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The state split for a save: plain values (JSON) and tensors by flat name."""
     state = state_dict(trainer)
-    tensors = {f"param.{name}": t for name, t in state.pop("params").items()}
+    tensors = as_tensors(state.pop("params"))
     if state["optimizer"] is not None:
         for buffer_name, per_param in state["optimizer"].pop("state").items():
             tensors.update({f"optim.{buffer_name}.{name}": t for name, t in per_param.items()})
@@ -127,13 +118,13 @@ def trainer_from_save(model, body: dict, tensors: dict[str, torch.Tensor], devic
         if spec is not None:
             cls = getattr(optim, spec["name"], None)
             if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
-                raise _checkpoint_error(f"{where}: unknown optimizer {spec['name']!r}")
+                raise CheckpointError(f"{where}: unknown optimizer {spec['name']!r}")
             optimizer = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["hyperparameters"].items()})
         scale = LossScale(**options["loss_scale"]) if options["loss_scale"] is not None else None
         trainer = compile(model, loss=options["loss"], optimizer=optimizer, fuse=options["fuse"], device=device,
                           memory_format=options["memory_format"], precision=options["precision"],
                           fp32_precision=options["fp32_precision"], loss_scale=scale)
-        state["params"] = {name[len("param."):]: t for name, t in tensors.items() if name.startswith("param.")}
+        state["params"] = weights_in(tensors)
         if state.get("optimizer") is not None:
             buffers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in optimizer.state}
             for key, tensor in tensors.items():
@@ -142,7 +133,7 @@ def trainer_from_save(model, body: dict, tensors: dict[str, torch.Tensor], devic
                     buffers.setdefault(buffer_name, {})[param] = tensor
             state["optimizer"]["state"] = buffers
     except (KeyError, TypeError) as error:
-        raise _checkpoint_error(f"{where} is damaged: its trainer part lacks or misstates {error}") from None
+        raise CheckpointError(f"{where} is damaged: its trainer part lacks or misstates {error}") from None
     trainer.load_state_dict(state)
     return trainer
 
@@ -184,7 +175,4 @@ def _rebuilt_compiled(data, weights, options):
 
 
 def _rebuilt_trainer(body, tensors, device):
-    from ..nn.definition import rebuilt
-
-    model = rebuilt(body["definition"], {k[len("param."):]: t for k, t in tensors.items() if k.startswith("param.")})
-    return trainer_from_save(model, body, tensors, device=device, where="a copied trainer")
+    return from_parts("trainer", body, tensors, device=device, where="a copied trainer")

@@ -173,7 +173,7 @@ def test_isolated_jobs_survive_a_crash_and_a_hang(tmp_path, monkeypatch):
     (tmp_path / "planted_suite.py").write_text(textwrap.dedent(PLANTED_SUITE))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO), *sys.path]))
-    monkeypatch.setattr(fair, "JOB_LIMIT_MARGIN_S", 3)  # the hang is killed after 2 x 1 + 3 s
+    monkeypatch.setattr(fair, "JOB_LIMIT_MARGIN_S", 3)  # the hang is killed after 2 x 1 + 3 s (a child takes ~3 s to start)
     out = tmp_path / "out"
     assert fair.main(["--scale", "tiny", "--rounds", "1", "--isolate", "--suite", "planted_suite", "--out", str(out),
                       "--rows", "crash", "hang", "max pool 2x2 268MB"]) == 0

@@ -75,9 +75,10 @@ def batches(count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 RESUME = """
 import sys, torch, fusegraph as fg
 from tests.runtime.test_saving import batches
-trainer = fg.load(sys.argv[1])
-losses = [trainer.train_step(x, y) for x, y in batches(5)[2:]]
-torch.save({"losses": torch.tensor(losses, dtype=torch.float64), "state": trainer.state_dict()}, sys.argv[2])
+for saved, out in zip(sys.argv[1::2], sys.argv[2::2]):
+    trainer = fg.load(saved)
+    losses = [trainer.train_step(x, y) for x, y in batches(5)[2:]]
+    torch.save({"losses": torch.tensor(losses, dtype=torch.float64), "state": trainer.state_dict()}, out)
 """
 
 
@@ -99,9 +100,9 @@ def test_a_trainer_saved_after_two_steps_continues_in_a_fresh_process_bit_for_bi
     script = tmp_path / "resume.py"
     script.write_text(RESUME)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    files = [str(tmp_path / f"{name}.{suffix}") for name in expected for suffix in ("fg", "pt")]
+    subprocess.run([sys.executable, str(script), *files], cwd=ROOT, env=env, check=True, timeout=300)  # one fresh process
     for name, (losses, state) in expected.items():
-        subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.fg"), str(tmp_path / f"{name}.pt")],
-                       cwd=ROOT, env=env, check=True, timeout=300)
         resumed = torch.load(tmp_path / f"{name}.pt", weights_only=True)
         assert resumed["losses"].tolist() == losses, name
         assert_same_state(resumed["state"], state)
