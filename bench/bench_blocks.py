@@ -11,14 +11,12 @@ warm-up, median). Writes <out>/blocks_cuda.json and .md."""
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph as fg
-
 import argparse
 import sys
 
 import torch
 
+import fusegraph as fg
 from bench.common import environment, forward_timings, gpu_or_explain, write
 
 

@@ -9,18 +9,14 @@ recorded: interpreter times are not performance figures."""
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph as fg
-
 import os
 import tempfile
 import time
 
-
+import fusegraph as fg
 from bench.common import NO_TIMINGS, forward_timings, run_per_model
-from fusegraph.cli import sample_inputs
+from fusegraph.commands import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes
-
 
 SWEEP = (1, 4, 8, 64, 256)  # batch sizes for the bytes-vs-minimum sweep: weights dominate small batches
 

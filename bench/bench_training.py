@@ -10,14 +10,11 @@ Writes <out>/training_<device>.json and .md. CPU (interpreter) runs record no ti
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph as fg
-
-
 import torch
 
+import fusegraph as fg
 from bench.common import NO_TIMINGS, median_ms, run_per_model, with_speedups
-from fusegraph.cli import sample_inputs
+from fusegraph.commands import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
 from fusegraph.passes.explain import saved_activations
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph  # noqa: F401
-
 import argparse
 import json
 import os

@@ -14,9 +14,6 @@ training (the digits task) once, against the same epochs in PyTorch eager. Write
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph as fg
-
 import argparse
 import json
 import os
@@ -28,7 +25,9 @@ from pathlib import Path
 
 import torch
 
+import fusegraph as fg
 from bench.bench_training import torch_loss
+from fusegraph.kernels.triton_env import INTERPRETING
 
 FORWARD_TOLERANCE, GRADIENT_TOLERANCE = 1e-4, 1e-4  # fp32, relative to each tensor's largest entry
 
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"benchmark": "bench/cpu_interpreter.py", "batch": args.batch, "rounds": args.rounds,
                "environment": {"torch": torch.__version__, "triton": triton.__version__,
                                "python": platform.python_version(), "cpus": os.cpu_count(),
-                               "interpreter": fg.kernels.triton_env.INTERPRETING},
+                               "interpreter": INTERPRETING},
                "checks": checks, "timings": summary(interleaved(calls, args.rounds))}
     if args.demo:
         results["demo"] = demo_seconds()

@@ -28,9 +28,6 @@ performance figures."""
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph as fg
-
 import contextlib
 import copy
 import statistics
@@ -40,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+import fusegraph as fg
 from bench.records import failure
 
 Run = Callable[[], object]

@@ -9,18 +9,16 @@ kernel to make faster next. Writes <out>/profile_<device>.json and .md."""
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph as fg
-
 import argparse
 import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import fusegraph as fg
 from bench.bench_training import MODELS, targets, torch_loss
 from bench.common import environment, gpu_or_explain, write
-from fusegraph.cli import sample_inputs
+from fusegraph.commands import sample_inputs
 
 TOP = 8  # kernels listed per run in the markdown (the JSON keeps them all)
 

@@ -27,9 +27,6 @@ Stops sweeping after --budget seconds and writes what it measured, after each st
 
 from __future__ import annotations
 
-# NOTE: fusegraph before triton: Triton picks compile vs interpret when first imported (I001 off here)
-import fusegraph as fg
-
 import argparse
 import itertools
 import sys
@@ -37,10 +34,11 @@ import time
 
 import torch
 
+import fusegraph as fg
 from bench.bench_blocks import narrow_lstm_layer
 from bench.common import environment, gpu_or_explain, median_ms, write
 from bench.suite import RESNET_STAGES  # (channels, side) of each stage's 3x3 convs
-from fusegraph.cli import sample_inputs
+from fusegraph.commands import sample_inputs
 from fusegraph.kernels.registry import GPU_TUNING, conv_shape_key
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}

@@ -1,9 +1,10 @@
-"""The command line: `fusegraph show` and `fusegraph demo`."""
+"""The command line: every subcommand, its help, and what `import fusegraph` costs."""
 
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import fusegraph as fg
@@ -166,8 +167,38 @@ def test_validate_compares_a_model_built_with_a_list_of_one_output(tmp_path, cap
                     "    return fg.Model(x, [fg.Dense(3, activation='tanh')(x)])\n")
     assert main(["validate", f"{path}:build", "--batch", "5"]) == 0
     assert capsys.readouterr().out.strip().endswith("PASS")
-    from fusegraph.cli import compare
+    from fusegraph.commands import compare
 
     y = torch.ones(5, 3)
     assert compare([y], y, 1e-4, 1e-5) == [(0.0, 0.0, True)]
     assert not compare([y], y[:1], 1e-4, 1e-5)[0][2] and not compare([y, y], y, 1e-4, 1e-5)[0][2]
+
+
+def test_every_help_answers_without_importing_torch():
+    """`fusegraph --help` and each command's --help parse no model and import no torch (they answer at once)."""
+    script = ("import sys\nfrom fusegraph.cli import main\n"
+              "for argv in ([], ['demo'], ['train'], ['show'], ['validate'], ['tune']):\n"
+              "    try:\n        main([*argv, '--help'])\n    except SystemExit as done:\n"
+              "        assert done.code == 0, argv\n"
+              "print('torch imported:', 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: fusegraph [-h] {demo,train,show,tune,validate}" in done.stdout
+    assert "usage: fusegraph tune" in done.stdout and "--loss {cross_entropy" in done.stdout
+    assert done.stdout.rstrip().endswith("torch imported: False")
+
+
+def test_the_names_help_offers_are_the_registries():
+    from fusegraph import cli
+    from fusegraph.passes.autodiff import LOSSES
+
+    assert cli.ZOO_MODELS == tuple(fg.zoo.MODELS) and cli.LOSSES == LOSSES
+
+
+def test_import_fusegraph_is_lazy_and_complete():
+    """Every public name resolves (the table in fusegraph/__init__.py names real homes)."""
+    for name in fg.__all__:
+        assert getattr(fg, name) is not None
+    assert "Conv2D" in dir(fg) and fg.load.__module__ == "fusegraph.saving"
+    with pytest.raises(AttributeError, match="no attribute 'Conv3D'"):
+        getattr(fg, "Conv3D")  # noqa: B009

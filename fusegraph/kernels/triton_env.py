@@ -1,16 +1,14 @@
-"""Triton decides between compiling and interpreting when it is first imported, so the decision is
-made here, before any `import triton` in fusegraph: without a CUDA device, use the interpreter."""
+"""Compile or interpret: Triton reads TRITON_INTERPRET when a kernel is defined (`triton.jit`), so the
+choice is made here, before fusegraph defines any: without a CUDA device, use the interpreter. A value
+the user set stays."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 
-TRITON_IMPORTED_BEFORE_FUSEGRAPH = "triton" in sys.modules
-
-if not TRITON_IMPORTED_BEFORE_FUSEGRAPH and not torch.cuda.is_available():
+if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -1,6 +1,6 @@
 """Device choice: CUDA when available, else Triton's interpreter on the CPU.
 
-Whether Triton interprets is fixed when triton is first imported (see kernels/triton_env.py);
+Whether Triton interprets is fixed before fusegraph defines its kernels (see kernels/triton_env.py);
 this checks that the device asked for is one the process can run kernels on."""
 
 from __future__ import annotations
@@ -21,6 +21,6 @@ def select_device(requested: str | None = None) -> str:
     if device == "cuda" and INTERPRETING:
         raise GraphError("TRITON_INTERPRET=1 is set, so kernels would be interpreted; unset it to run on the GPU")
     if device == "cpu" and not INTERPRETING:
-        raise GraphError("kernels on the CPU need Triton's interpreter, which is chosen when triton is first "
-                         "imported: import fusegraph before triton, or set TRITON_INTERPRET=1 before both")
+        raise GraphError("kernels on the CPU need Triton's interpreter, which is chosen before fusegraph's "
+                         "kernels are first used: set TRITON_INTERPRET=1 before that (at the start of the program)")
     return device

@@ -1,6 +1,7 @@
 """Compiles recorded kernel launches for an sm_90 GPU, with no GPU: Triton's own compiler and the
 ptxas it ships. Run as a separate process (`python -m tests.kernels.gpu_compile LAUNCHES.pkl`)
-because the test process interprets kernels, and Triton fixes that choice when first imported.
+because the test process interprets kernels (its kernels are defined interpreted, and the interpreter
+patches triton.language).
 
 Each record: (kernel name, module source, [(kind, type, 16-divisible)] per positional argument, constexpr and
 launch keyword arguments). Prints one line per failure: a kernel that does not compile, whose tl.dot

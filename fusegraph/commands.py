@@ -1,0 +1,265 @@
+"""What the `fusegraph` command's subcommands do (fusegraph/cli.py parses their arguments without torch,
+then calls these), and the helpers benchmarks share with them: loading a model named on the command line,
+random inputs for it, comparing outputs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+from .ir import FusegraphError, GraphError
+from .ir.ops import OPS
+from .nn import Model, zoo
+from .nn.torch_module import TorchModel
+
+
+class ModelFileError(FusegraphError):
+    """An exception raised by the code in a user's model file."""
+
+
+@contextlib.contextmanager
+def user_code(file: Path):
+    """Turns an exception in `file`'s code into one ModelFileError naming the file and line it came from."""
+    try:
+        yield
+    except FusegraphError:
+        raise
+    except (Exception, SystemExit) as error:  # noqa: BLE001  (anything the user's code raises)
+        frames = traceback.extract_tb(error.__traceback__)
+        mine = [f for f in frames if Path(f.filename).resolve() == file.resolve()] or frames[-1:]
+        where = f"{mine[-1].filename}:{mine[-1].lineno}" if mine else str(file)
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if isinstance(error, SyntaxError) and error.lineno:
+            where, detail = f"{error.filename}:{error.lineno}", f"SyntaxError: {error.msg}"
+        raise ModelFileError(f"{where}: {detail}") from None
+
+
+def load_model(spec: str) -> Model:
+    """A zoo name, or `path/to/file.py:attr` where attr is a Model or a function returning one."""
+    model, _ = load_validated(spec)
+    return model
+
+
+def load_validated(spec: str) -> tuple[Model, torch.nn.Module]:
+    """(the Model, the torch module it must compute what computes): a zoo name or `path/to/file.py:attr`,
+    attr a fusegraph Model (checked against its to_torch()), or a function returning one or returning
+    (torch.nn.Module, example inputs), imported with fg.from_torch and checked against that module."""
+    if ":" not in spec:
+        model = zoo.get(spec)
+        return model, model.to_torch()
+    path, _, attr = spec.rpartition(":")
+    file = Path(path)
+    if not file.is_file():
+        raise GraphError(f"model file {path!r} does not exist; use path/to/file.py:attr or one of {', '.join(zoo.MODELS)}")
+    module_spec = importlib.util.spec_from_file_location(file.stem, file)
+    if module_spec is None or module_spec.loader is None:
+        raise GraphError(f"{path} is not a Python file fusegraph can load; give path/to/file.py:attr")
+    module = importlib.util.module_from_spec(module_spec)
+    with user_code(file):
+        module_spec.loader.exec_module(module)
+    if not hasattr(module, attr):
+        raise GraphError(f"{path} has no attribute {attr!r}")
+    model = getattr(module, attr)
+    if callable(model) and not isinstance(model, Model):
+        with user_code(file):
+            model = model()
+    if _is_torch_pair(model):
+        import copy
+
+        from .interop import from_torch
+
+        module, examples = model
+        return from_torch(module, examples), copy.deepcopy(module).eval()
+    if not isinstance(model, Model):
+        raise GraphError(f"{spec} is a {type(model).__name__}, not a fusegraph Model (nor a function returning one, "
+                         "or returning a torch.nn.Module with its example inputs)")
+    return model, model.to_torch()
+
+
+def _is_torch_pair(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.nn.Module)
+
+
+def sample_inputs(model: Model, batch: int = 4, seed: int = 0) -> list[torch.Tensor]:
+    """Random feeds for every model input: normal floats, in-range token ids for int64 inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    feeds = []
+    vocab = min((rows for n in model.graph.compute_nodes if OPS[n.op].index_inputs is not None
+                 for _, rows, _ in OPS[n.op].index_inputs(n)), default=2)
+    for value in model.graph.inputs:
+        shape = value.type.concrete(batch)
+        if value.type.dtype == "int64":
+            feeds.append(torch.randint(0, vocab, shape, generator=generator))
+        else:
+            feeds.append(torch.randn(shape, generator=generator))
+    return feeds
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    if args.graph:
+        from .ir.draw import before_after_dot, render
+        from .runtime import compile
+
+        compiled = compile(model)
+        _, note = render(before_after_dot(model.graph, compiled.graph), args.output)
+        print(note)
+        return 0
+    print(model.graph)
+    print()
+    model.summary()
+    if args.explain:
+        from .runtime import compile
+
+        print()
+        print(compile(model, loss=args.loss).explain(batch=args.batch))
+    if args.kernels:
+        from .runtime import compile
+
+        compiled = compile(model, fuse=not args.unfused)
+        seen: set[str] = set()
+        print(f"\n{len(compiled.kernels)} kernels ({compiled.device}); each distinct source once:")
+        for node_kernel, source in zip(compiled.program.kernels, compiled.kernels):
+            print(f"# {node_kernel.node.where} -> {node_kernel.kernel.name}")
+            if source not in seen:
+                seen.add(source)
+                print(source)
+    return 0
+
+
+def compare(ours, theirs, rtol: float, atol: float) -> list[tuple[float, float, bool]]:
+    """Per output: max abs error, max relative error, and whether |a - b| <= atol + rtol * |b| everywhere.
+    A single output compares as a list of one (a model built with outputs=[y] returns [y], its torch
+    module y); a different number of outputs fails."""
+    ours, theirs = ([v] if isinstance(v, torch.Tensor) else list(v) for v in (ours, theirs))
+    if len(ours) != len(theirs):
+        return [(float("inf"), float("inf"), False)]
+    errors = []
+    for a, b in zip(ours, theirs, strict=True):
+        a, b = a.detach().double().cpu(), b.detach().double().cpu()
+        if a.shape != b.shape:
+            errors.append((float("inf"), float("inf"), False))
+            continue
+        diff = (a - b).abs()
+        close = bool((diff <= atol + rtol * b.abs()).all()) and a.shape == b.shape
+        errors.append((float(diff.max()), float((diff / b.abs().clamp_min(1e-12)).max()), close))
+    return errors
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .runtime import compile
+
+    model, reference = load_validated(args.model)
+    compiled = compile(model)
+    feeds = [f.to(compiled.device) for f in sample_inputs(model, args.batch, args.seed)]
+    ours = compiled(feeds)
+    with torch.no_grad():
+        theirs = reference.to(compiled.device)(*feeds)
+    ok = True
+    against = "to_torch()" if isinstance(reference, TorchModel) else f"the torch module ({type(reference).__name__})"
+    print(f"{args.model}: {compiled.last_launches} kernel launches on {compiled.device}, batch {args.batch}, "
+          f"against {against}")
+    for i, (abs_err, rel_err, passed) in enumerate(compare(ours, theirs, args.rtol, args.atol)):
+        ok &= passed
+        print(f"  output {i}: max abs error {abs_err:.3e}  max rel error {rel_err:.3e}  {'PASS' if passed else 'FAIL'}")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    out = Path(args.out)
+    print(f"fusegraph demo ({args.task}): fusegraph's own fused Triton kernels, forward and backward.\n")
+    if args.task == "timeseries":
+        result = demo.timeseries(out, series=args.series, epochs=args.epochs or 40, model_name=args.model)
+        ok = result["rmse"] < result["naive_rmse"]
+    else:
+        result = demo.digits(out, epochs=args.epochs or 10, augment=args.augment)
+        ok = result["accuracy"] >= 0.95 and result["gradient_error"] <= 1e-4
+        print(f"held-out accuracy {result['accuracy']:.2%} {'>=' if result['accuracy'] >= 0.95 else '<'} 95%")
+    print("\nfiles written:")
+    for path in result["files"]:
+        print(f"  {Path(path).resolve()}")
+    return 0 if ok else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import data, optim
+    from .runtime import compile
+
+    model = load_model(args.model)
+    if args.data == "digits":
+        x_train, y_train, x_test, y_test = data.digits(seed=args.seed)
+        loss = args.loss or "cross_entropy"
+        what = "8x8 digit images"
+    else:
+        window, layout = series_layout(model, args.model)
+        if args.window is not None and args.window != window:
+            raise GraphError(f"{args.model} takes windows of {window} steps (input shape {model.input_shape}), "
+                             f"but --window is {args.window}; build the model for {args.window} steps or drop --window")
+        x_train, y_train, x_test, y_test, _ = data.windows(data.series(args.data), window)
+        x_train, x_test = layout(x_train), layout(x_test)
+        loss = args.loss or "mse"
+        what = f"windows of {window} steps of the {args.data} series, shaped {tuple(x_train.shape[1:])}"
+    print(f"training {args.model} ({model.count_params():,} parameters) on {args.data}: {len(x_train)} training and "
+          f"{len(x_test)} held-out {what}; loss {args.loss or loss}, optimizer {args.optimizer}")
+    kind = {"adam": optim.Adam, "sgd": optim.SGD, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad,
+            "adadelta": optim.Adadelta}[args.optimizer]
+    optimizer = kind(lr=args.lr) if args.lr else kind()
+    trainer = compile(model, loss=loss, optimizer=optimizer)
+    history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                          validation_data=(x_test, y_test), checkpoint=args.output)
+    print("held-out:", ", ".join(f"{k} {v:.4f}" for k, v in trainer.evaluate(x_test, y_test).items()))
+    if args.output:
+        print(f"saved the trainer (weights, optimizer state, history) to {args.output}: fg.load({str(args.output)!r})")
+    return 0 if history["loss"] else 1
+
+
+def series_layout(model: Model, spec: str):
+    """(window, how to shape data.windows' (N, window, 1) for the model): a univariate series feeds
+    Input((window,)) as (N, window), a Conv1D's Input((1, window)) as (N, 1, window), an RNN's
+    Input((window, 1)) as (N, window, 1)."""
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise GraphError(f"{spec} has {len(shape)} inputs; training on a series takes a single-input model")
+    if len(shape) == 1:
+        return shape[0], lambda x: x[..., 0]
+    if len(shape) == 2 and shape[0] == 1:
+        return shape[1], lambda x: x.transpose(1, 2).contiguous()
+    if len(shape) == 2 and shape[1] == 1:
+        return shape[0], lambda x: x
+    raise GraphError(f"{spec} takes inputs of shape {shape}; a univariate series needs Input((window,)), "
+                     "Input((1, window)) for a Conv1D model or Input((window, 1)) for an RNN")
+
+
+def gradient_error(model: Model, feeds, target, grads) -> tuple[float, float]:
+    """(worst relative gradient error, torch's loss) against torch.autograd on to_torch()."""
+    oracle = model.to_torch().to(feeds[0].device)
+    prediction = oracle(*feeds)
+    expected = torch.nn.functional.nll_loss(torch.log(prediction), target)
+    expected.backward()
+    params = oracle.fusegraph_parameters()
+    worst = max(float((g - params[n].grad).abs().max() / params[n].grad.abs().max().clamp_min(1e-12))
+                for n, g in grads.items())
+    return worst, float(expected.detach())
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """The GPU launch sweeps (bench/tune_gpu.py); they write tables to commit into the repository's
+    GPU_TUNING, so they run from a source checkout, not an installed package."""
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        from bench import tune_gpu
+    except ImportError:
+        raise FusegraphError("fusegraph tune runs from a fusegraph source checkout (it needs bench/tune_gpu.py, "
+                             "and what it measures goes into the repository's tuning table); cd into one") from None
+    finally:
+        sys.path.pop(0)
+    return tune_gpu.main(args.sweep_args)
