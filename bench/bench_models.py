@@ -15,7 +15,7 @@ import time
 
 import fusegraph as fg
 from bench.common import NO_TIMINGS, forward_timings, run_per_model
-from fusegraph.commands import sample_inputs
+from fusegraph.checks import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes
 
 SWEEP = (1, 4, 8, 64, 256)  # batch sizes for the bytes-vs-minimum sweep: weights dominate small batches

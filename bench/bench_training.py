@@ -14,7 +14,7 @@ import torch
 
 import fusegraph as fg
 from bench.common import NO_TIMINGS, median_ms, run_per_model, with_speedups
-from fusegraph.commands import sample_inputs
+from fusegraph.checks import sample_inputs
 from fusegraph.ir.cost import graph_traffic, minimum_bytes, nbytes
 from fusegraph.passes.explain import saved_activations
 

@@ -43,7 +43,7 @@ from bench.common import environment
 from bench.harness import forward_contenders, measure, optimizer_contenders, training_contenders
 from bench.host_cost import host_cost_per_launch
 from bench.suite import HOST_COST_EXPECTED_S, Job, Row
-from fusegraph.commands import sample_inputs
+from fusegraph.checks import sample_inputs
 
 TOLERANCE = {"exact": 1e-4, "tf32": 2e-2, "float16": 2e-2, "bfloat16": 1e-1}  # against eager, same dtype
 GPU_TESTS_LIMIT_S = 150  # bench/gpu_check.sh's `tests` stage: the second device call

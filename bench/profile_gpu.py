@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 import fusegraph as fg
 from bench.bench_training import MODELS, targets, torch_loss
 from bench.common import environment, gpu_or_explain, write
-from fusegraph.commands import sample_inputs
+from fusegraph.checks import sample_inputs
 
 TOP = 8  # kernels listed per run in the markdown (the JSON keeps them all)
 

@@ -38,7 +38,7 @@ import fusegraph as fg
 from bench.bench_blocks import narrow_lstm_layer
 from bench.common import environment, gpu_or_explain, median_ms, write
 from bench.suite import RESNET_STAGES  # (channels, side) of each stage's 3x3 convs
-from fusegraph.commands import sample_inputs
+from fusegraph.checks import sample_inputs
 from fusegraph.kernels.registry import GPU_TUNING, conv_shape_key
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}

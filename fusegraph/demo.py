@@ -26,7 +26,7 @@ def digits(out: Path, epochs: int = 10, batch_size: int = 32, lr: float = 3e-3, 
     trainer = compile(model, loss="cross_entropy", optimizer=optim.Adam(lr=lr))
     say(f"LeNet-5 on {len(x_fit)} training / {len(x_val)} validation / {len(x_test)} held-out digits (8x8), "
         f"Adam lr={lr}, batch {batch_size}, on {trainer.device}")
-    from .commands import gradient_error
+    from .checks import gradient_error
 
     probe_x, probe_y = x_fit[:16].to(trainer.device), y_fit[:16].to(trainer.device)
     loss, grads = trainer.loss_and_grads(probe_x, probe_y)

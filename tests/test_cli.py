@@ -167,7 +167,7 @@ def test_validate_compares_a_model_built_with_a_list_of_one_output(tmp_path, cap
                     "    return fg.Model(x, [fg.Dense(3, activation='tanh')(x)])\n")
     assert main(["validate", f"{path}:build", "--batch", "5"]) == 0
     assert capsys.readouterr().out.strip().endswith("PASS")
-    from fusegraph.commands import compare
+    from fusegraph.checks import compare
 
     y = torch.ones(5, 3)
     assert compare([y], y, 1e-4, 1e-5) == [(0.0, 0.0, True)]

@@ -80,7 +80,6 @@ def interpreter_budget(*other_dims: int) -> int:
 
 # fp32 dots on the GPU: "ieee" (exact fp32 FMAs), "tf32x3" (three TF32 tensor-core passes, fp32-accurate;
 # the default there), "tf32" (one pass: torch's allow_tf32 equivalent, ~1e-3 relative). The interpreter is ieee.
-FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 @dataclass(frozen=True)

@@ -3,5 +3,6 @@
 from .fuse import Decision, fuse, fuse_with_report
 from .hoist_rnn_projections import hoist_rnn_projections
 from .manager import run_pipeline
+from .options import CompileOptions
 
-__all__ = ["Decision", "fuse", "fuse_with_report", "hoist_rnn_projections", "run_pipeline"]
+__all__ = ["CompileOptions", "Decision", "fuse", "fuse_with_report", "hoist_rnn_projections", "run_pipeline"]

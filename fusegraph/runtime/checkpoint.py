@@ -15,13 +15,11 @@ from typing import Any
 
 import torch
 
-from .. import optim
-from ..ir import CheckpointError
-from ..precision import LossScale
+from ..ir import CheckpointError, GraphError
+from ..passes import CompileOptions
 from ..saving import as_tensors, from_parts, weights_in
 
 STATE_VERSION = 1
-HALF_NAMES = {"float16": "fp16", "bfloat16": "bf16"}
 
 
 def _buffer_views(trainer, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -42,7 +40,8 @@ def state_dict(trainer) -> dict[str, Any]:
             "graph_sha256": trainer.source_graph.digest(), "params": weights,
             "optimizer": None if trainer.optimizer is None else {"name": trainer.optimizer.name, "state": state},
             "steps_taken": trainer.steps_taken, "optimizer_steps": trainer.optimizer_steps,
-            "loss_scale": getattr(trainer, "loss_scale", None), "growth_tracker": getattr(trainer, "growth_tracker", None),
+            "loss_scale": trainer.loss_scale,
+            "growth_tracker": trainer.growth_tracker if trainer.options.scales_loss else None,
             "epochs": trainer.epochs, "history": {k: list(v) for k, v in trainer.history.items()}}
 
 
@@ -67,7 +66,7 @@ def load_state_dict(trainer, state: Any) -> None:
                                 f"{ours and ours.name}")
     if ours is not None and set(saved["state"]) != set(ours.state):
         raise CheckpointError(f"the state's optimizer buffers {sorted(saved['state'])} are not {list(ours.state)}")
-    if (state.get("loss_scale") is None) != (trainer.loss_scaling is None):
+    if (state.get("loss_scale") is None) != (not trainer.options.scales_loss):
         raise CheckpointError("the state's loss scale does not match this trainer's precision (fp16 keeps one)")
     with torch.no_grad():
         for name, tensor in params.items():
@@ -78,23 +77,18 @@ def load_state_dict(trainer, state: Any) -> None:
                     view.copy_(saved["state"][buffer_name][name])
     trainer.steps_taken, trainer.optimizer_steps = int(state["steps_taken"]), int(state["optimizer_steps"])
     trainer._step_number.fill_(trainer.steps_taken)  # dropout's masks between steps (loss_and_grads) are the last step's
-    if trainer.loss_scaling is not None:
+    if trainer.options.scales_loss:
         trainer._set_loss_scale(float(state["loss_scale"]), int(state["growth_tracker"]))
     trainer.epochs = int(state.get("epochs", 0))
     trainer.history = {k: [float(v) for v in values] for k, values in (state.get("history") or {}).items()}
     trainer.weights_version += 1  # half copies, folded batch norms and the Model follow
 
 
-def compile_options(trainer) -> dict[str, Any]:
-    optimizer = trainer.optimizer
-    scale = trainer.loss_scaling
-    return {"loss": trainer.loss, "fuse": trainer.fuse, "memory_format": trainer.memory_format,
-            "precision": HALF_NAMES.get(trainer.half), "fp32_precision": trainer.target.fp32_dot,
-            "optimizer": None if optimizer is None else {
-                "name": optimizer.name,
-                "hyperparameters": {f.name: (list(v) if isinstance(v := getattr(optimizer, f.name), tuple) else v)
-                                    for f in dataclasses.fields(optimizer) if f.name != "state"}},
-            "loss_scale": None if scale is None else dataclasses.asdict(scale)}
+def compile_options(compiled) -> dict[str, Any]:
+    """What it was compiled with, as JSON: a save's "options" (its device is not kept: a save loads anywhere)."""
+    data = compiled.options.to_data()
+    del data["device"]
+    return data
 
 
 def to_save(trainer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -109,40 +103,25 @@ def to_save(trainer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 def trainer_from_save(model, body: dict, tensors: dict[str, torch.Tensor], device: str | None, where: str):
     """The Trainer a save describes, compiled as it was and holding its state."""
-    from .compiled import compile
+    from .entry import compiled_with
 
     try:
-        options, state = body["options"], dict(body["state"])
-        spec = options["optimizer"]
-        optimizer = None
-        if spec is not None:
-            cls = getattr(optim, spec["name"], None)
-            if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
-                raise CheckpointError(f"{where}: unknown optimizer {spec['name']!r}")
-            optimizer = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["hyperparameters"].items()})
-        scale = LossScale(**options["loss_scale"]) if options["loss_scale"] is not None else None
-        trainer = compile(model, loss=options["loss"], optimizer=optimizer, fuse=options["fuse"], device=device,
-                          memory_format=options["memory_format"], precision=options["precision"],
-                          fp32_precision=options["fp32_precision"], loss_scale=scale)
+        options, state = CompileOptions.from_data(body["options"], device=device), dict(body["state"])
         state["params"] = weights_in(tensors)
         if state.get("optimizer") is not None:
-            buffers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in optimizer.state}
+            buffers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in options.optimizer.state}
             for key, tensor in tensors.items():
                 if key.startswith("optim."):
                     buffer_name, param = key[len("optim."):].split(".", 1)
                     buffers.setdefault(buffer_name, {})[param] = tensor
             state["optimizer"]["state"] = buffers
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{where} is damaged: its trainer part lacks or misstates {error}") from None
+    except GraphError as error:  # options that do not hold
+        raise CheckpointError(f"{where}: its compile options do not hold: {error}") from None
+    trainer = compiled_with(model, options)
     trainer.load_state_dict(state)
     return trainer
-
-
-def compiled_options(compiled) -> dict[str, Any]:
-    """What an inference CompiledModel was compiled with (its device too: a copy runs where it ran)."""
-    return {"fuse": compiled.fuse, "device": compiled.device, "cuda_graphs": compiled.cuda_graphs,
-            "fp32_precision": compiled.target.fp32_dot, "memory_format": compiled.memory_format,
-            "precision": HALF_NAMES.get(compiled.half)}
 
 
 def _model_of(compiled):
@@ -164,14 +143,15 @@ def reduce_compiled(compiled):
         return (_rebuilt_trainer, (body, tensors, compiled.device))
     weights = {name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
                for name, t in compiled.params.items()}
-    return (_rebuilt_compiled, (definition(model), weights, compiled_options(compiled)))
+    options = dataclasses.replace(compiled.options, device=compiled.device)  # a copy runs where it ran
+    return (_rebuilt_compiled, (definition(model), weights, options.to_data()))
 
 
 def _rebuilt_compiled(data, weights, options):
     from ..nn.definition import rebuilt
-    from .compiled import compile
+    from .entry import compiled_with
 
-    return compile(rebuilt(data, weights), **options)
+    return compiled_with(rebuilt(data, weights), CompileOptions.from_data(options))
 
 
 def _rebuilt_trainer(body, tensors, device):

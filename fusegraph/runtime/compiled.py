@@ -1,4 +1,4 @@
-"""`fg.compile(model)`: a CompiledModel that runs the model's graph as generated Triton kernels."""
+"""CompiledModel: a model's graph run as generated Triton kernels (`fg.compile(model)` makes one)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import torch
 from ..ir import Graph, GraphError, InputError, TensorType, check_feeds
 from ..ir.ops import OPS, has_trait
 from ..kernels import INTERPRETER_LOCK, LaunchCounter, Target
-from ..kernels.registry import FP32_PRECISIONS
-from ..passes import run_pipeline
+from ..passes import CompileOptions, run_pipeline
 from ..passes.autodiff import autodiff
 from ..passes.explain import explain, explain_training
 from ..passes.fold_batch_norms import derived_parameters, fold
 from ..passes.mixed_precision import LOSS_SCALE, half_precision
-from ..precision import LossScale, half_dtype
+from ..passes.options import DEFAULTS
 from .device import select_device
 from .graphs import SIGNATURES, GraphRunner
 from .plan import MEMORY_FORMAT, TORCH_DTYPE, stored_as
@@ -42,44 +41,32 @@ class CompiledModel:
     """Callable on torch tensors, batch first; returns a tensor (or a list for several outputs).
     Safe to call from several threads: calls on one model run one at a time."""
 
-    def __init__(self, model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
-                 cuda_graphs: bool | None = None, fp32_precision: str | None = None,
-                 memory_format: str | torch.memory_format | None = None, precision: str | None = None,
-                 loss_scale: LossScale | None = None) -> None:
+    def __init__(self, model, options: CompileOptions = DEFAULTS) -> None:
         graph = getattr(model, "graph", None)
         if not isinstance(graph, Graph):
             raise GraphError(f"fg.compile takes a fusegraph Model, got {type(model).__name__}")
+        self.options = options
         self.source_graph = graph
         self.model = model  # what a copy or a pickle rebuilds it from
         self.weights_version = 0  # bumped whenever the weights change: copies and folded weights follow
         self._lock = threading.RLock()
-        self.fuse = fuse
-        self.memory_format = _memory_format(memory_format)
-        self.half = half_dtype(precision)
-        self.loss_scaling = _loss_scaling(self.half, loss, loss_scale)
-        self.device = select_device(device)
-        if self.half == "bfloat16" and self.device != "cuda":
+        self.device = select_device(options.device)
+        if options.precision == "bfloat16" and self.device != "cuda":
             raise GraphError("precision='bf16' runs on the GPU only (Triton's interpreter has no bfloat16); "
                              "on the CPU use precision='fp16' or float32")
-        self.graph, self.decisions = run_pipeline(graph, fuse=fuse, memory_format=self.memory_format, half=self.half)
-        self.loss = loss
-        if loss is not None:
+        self.graph, self.decisions = run_pipeline(graph, options)
+        if options.loss is not None:
             half = next((n for n in graph.param_nodes if n.outputs[0].type.dtype in ("float16", "bfloat16")), None)
             if half is not None:
                 raise GraphError(f"{half.where}: training keeps float32 master weights, but %{half.name} is "
                                  f"{half.outputs[0].type.dtype}; build the model with dtype='float32' and train "
                                  "it with precision='bf16' or 'fp16'")
-            self.train_source = autodiff(graph, loss)
-            self.train_graph, self.train_decisions = run_pipeline(self.train_source, fuse=fuse,
-                                                                  memory_format=self.memory_format, half=self.half,
-                                                                  loss_scale=self.loss_scaling is not None)
-        if cuda_graphs and self.device != "cuda":
+            self.train_source = autodiff(graph, options.loss)
+            self.train_graph, self.train_decisions = run_pipeline(self.train_source, options, training=True)
+        if options.cuda_graphs and self.device != "cuda":
             raise GraphError(f"cuda_graphs=True needs the GPU, but this model is compiled for {self.device}")
-        self.cuda_graphs = self.device == "cuda" if cuda_graphs is None else cuda_graphs
-        if fp32_precision not in (None, *FP32_PRECISIONS):
-            raise GraphError(f"fp32_precision must be one of {', '.join(FP32_PRECISIONS)} (or None for the tuned "
-                             f"default), got {fp32_precision!r}")
-        self.target = Target(self.device, fp32_precision)
+        self.cuda_graphs = self.device == "cuda" if options.cuda_graphs is None else options.cuda_graphs
+        self.target = Target(self.device, options.fp32_precision)
         # each weight stored as the graph reads it: a conv's channels-last weights are packed here, once
         stored = {n.name: n.outputs[0].type for n in self.graph.param_nodes}
         self.params = {name: _packed(t.detach().to(self.device), stored.get(name), t.dtype)
@@ -89,17 +76,19 @@ class CompiledModel:
         self.casts: dict[str, torch.Tensor] = {}  # in mixed precision: each weight's half copy the kernels read
         self._casts_version: int | None = 0  # the weights version the copies were made from
         self.runtime_params: dict[str, torch.Tensor] = {}  # what graphs read that the model has not: the loss scale
-        if self.loss_scaling is not None:
-            self.loss_scale = self.loss_scaling.init_scale  # GradScaler's scale and growth tracker, on the host
-            self.growth_tracker = 0
+        # GradScaler's scale and growth tracker, on the host (None without float16 training)
+        self.loss_scale = options.loss_scale.init_scale if options.scales_loss else None
+        self.growth_tracker = 0
+        if options.scales_loss:
             self.runtime_params[LOSS_SCALE] = torch.full((), self.loss_scale, device=self.device)
+        self._range_check_cache: dict[int, list] = {}
         self._recipes: dict[int, list] = {}
         self._graph_runners: list[GraphRunner] = []
         self.counter = LaunchCounter()
         self.program = Program(self.graph, self.target, self.counter)
         self._derived: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # per graph: (weights version, values)
         self._forward = self._runner(lambda feeds: self.program.run(feeds, self.params_for(self.graph)))
-        if loss is not None:
+        if options.loss is not None:
             self.train_program = Program(self.train_graph, self.target, self.counter)
             self.trainable = [n.name for n in graph.param_nodes if n.attrs.get("trainable", True)]
             self._random_kernels = [k.kernel for k in self.train_program.kernels if has_trait(k.node, "random")]
@@ -199,17 +188,18 @@ class CompiledModel:
     def explain(self, batch: int = 64) -> str:
         """What fused into each kernel, what did not and why, and the analytic bytes and launches saved;
         with a loss, the training step's launches and what the backward saves."""
-        if self.loss is not None:  # the training step's own forward, not the inference one again
-            text = explain_training(self.train_graph, batch, self.train_decisions if self.fuse else [])
+        options = self.options
+        if options.loss is not None:  # the training step's own forward, not the inference one again
+            text = explain_training(self.train_graph, batch, self.train_decisions if options.fuse else [])
             text += "\n(calls and predict() run the inference graph: fg.compile(model).explain() reports it)"
         else:  # NOTE: unfused in the same precision, so the bytes saved are fusion's alone
-            source = half_precision(self.source_graph, self.half) if self.half else self.source_graph
-            text = explain(source, self.graph, self.decisions if self.fuse else [], batch)
-        if self.half:
-            text += (f"\n(mixed precision: {self.half} activations, weights and gradients; float32 accumulation, "
+            source = half_precision(self.source_graph, options.precision) if options.precision else self.source_graph
+            text = explain(source, self.graph, self.decisions if options.fuse else [], batch)
+        if options.precision:
+            text += (f"\n(mixed precision: {options.precision} activations, weights and gradients; float32 accumulation, "
                      "losses, batch-norm statistics and master weights"
-                     + (f"; loss scale {self.loss_scale:g})" if self.loss_scaling is not None else ")"))
-        if not self.fuse:
+                     + (f"; loss scale {self.loss_scale:g})" if options.scales_loss else ")"))
+        if not options.fuse:
             text += "\n(compiled with fuse=False)"
         if self.cuda_graphs:
             text += "\n(on CUDA each call replays these launches as one CUDA graph, captured per input shape)"
@@ -222,7 +212,7 @@ class CompiledModel:
 
     def _range_checks(self, graph: Graph) -> list:
         """(node, input index, rows, what) for every input of `graph` used as an index: found once."""
-        cache = self.__dict__.setdefault("_range_check_cache", {})
+        cache = self._range_check_cache
         if id(graph) not in cache:
             inputs = {v.name for v in graph.inputs}
             checks = []
@@ -262,11 +252,11 @@ class CompiledModel:
         (frozen parameters have no entry: no kernel computes their gradient). Batch norms normalise with
         the batch's statistics, as in torch's train mode; their running statistics are left as they are
         (a training step updates them)."""
-        if self.loss is None:
+        if self.options.loss is None:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
         outputs = self._run_training(x, y, self._gradients)
         grads = outputs[1:1 + len(self.trainable)]
-        unscale = 1.0 / self.loss_scale if self.loss_scaling is not None else 1.0
+        unscale = 1.0 / self.loss_scale if self.options.scales_loss else 1.0
         # NOTE: contiguous copies in the weights' dtype, like model.params: a packed (channels-last) conv weight's
         # gradient included; in mixed precision unscaled in float32, as GradScaler.unscale_ does
         return float(outputs[0]), {name: g.to(self.params[name].dtype, memory_format=torch.contiguous_format,
@@ -291,17 +281,6 @@ class CompiledModel:
         return outputs[0] if self._single_output else outputs
 
 
-def _memory_format(value) -> str:
-    """compile()'s memory_format as the layout name passes use."""
-    names = {None: "contiguous", torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
-             "contiguous": "contiguous", "channels_last": "channels_last"}
-    try:
-        return names[value]
-    except (KeyError, TypeError):
-        raise GraphError(f"memory_format must be torch.contiguous_format or torch.channels_last (or their names), "
-                         f"got {value!r}") from None
-
-
 def _packed(tensor: torch.Tensor, stored: TensorType | None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A copy of `tensor` (never the caller's) in the layout the graph stores it in, in `dtype` (by default
     the graph's)."""
@@ -311,45 +290,8 @@ def _packed(tensor: torch.Tensor, stored: TensorType | None, dtype: torch.dtype 
     return tensor.to(dtype, memory_format=layout, copy=True)
 
 
-def _loss_scaling(half: str | None, loss: str | None, loss_scale) -> LossScale | None:
-    """float16 training's loss scale (GradScaler's defaults unless given); None where none applies."""
-    if loss_scale is not None:
-        if not isinstance(loss_scale, LossScale):
-            raise GraphError(f"loss_scale must be a fg.LossScale, got {type(loss_scale).__name__}")
-        if half != "float16" or loss is None:
-            raise GraphError("loss_scale applies to training in precision='fp16' (bf16 has float32's exponent "
-                             "range and needs none)")
-    if half != "float16" or loss is None:
-        return None
-    return loss_scale or LossScale()
-
-
 def _all_nodes(graph: Graph):
     for node in graph.nodes:
         yield node
         if node.op == "fused":
             yield from _all_nodes(node.attrs["body"])
-
-
-def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
-            optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
-            memory_format: str | torch.memory_format | None = None, precision: str | None = None,
-            loss_scale: LossScale | None = None) -> CompiledModel:
-    """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
-    (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
-    when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
-    launches, captured on the first call with each input shape (`cuda_graphs=False`: launch one by one).
-    `fp32_precision`: how fp32 dots run on the GPU ("tf32x3" by default, "ieee", or one-pass "tf32").
-    Inside, a chain of convs keeps its activations channels-last (NHWC); `memory_format=torch.channels_last`
-    says the caller's images are stored so too (a PyTorch model converted with .to(memory_format=...)):
-    inputs are read and outputs written channels-last, with no conversion at the edges.
-    `precision="bf16"` or `"fp16"` runs a float32 model in mixed precision: activations, weights and
-    gradients in half precision, dots and reductions accumulated in float32, losses and batch-norm
-    statistics in float32, and the optimizer updating float32 master weights; calls return half
-    outputs. fp16 training scales its loss gradient dynamically (`loss_scale=fg.LossScale(...)`, torch's
-    GradScaler rules and defaults). bf16 needs the GPU; fp16 also runs in the interpreter."""
-    from .training import make
-
-    return make(model, fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs,
-                fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
-                loss_scale=loss_scale)

@@ -46,9 +46,8 @@ class _Halves:
         self.running = [name for name, _ in running_state(full)] if training else []
         self.counters = [n.attrs["counter"] for n in full.nodes
                          if n.op == "batch_norm_train" and n.attrs.get("counter")] if training else []
-        options = {"fuse": compiled.fuse, "memory_format": compiled.memory_format}
-        self.forward_graph = run_pipeline(forward, **options)[0]
-        self.backward_graph = run_pipeline(backward, **options)[0]
+        self.forward_graph = run_pipeline(forward, compiled.options)[0]
+        self.backward_graph = run_pipeline(backward, compiled.options)[0]
         self.forward = Program(self.forward_graph, compiled.target, compiled.counter)
         self.backward = Program(self.backward_graph, compiled.target, compiled.counter)
         self.folded = derived_parameters(self.forward_graph)
@@ -62,7 +61,7 @@ class Differentiable:
     each call binds (a module's own parameters, or the tensors torch.compile passes a partition)."""
 
     def __init__(self, compiled, what: str) -> None:
-        if compiled.half is not None:
+        if compiled.options.precision is not None:
             raise GraphError(f"{what} runs in float32: compile without precision= (torch.autocast does not "
                              "reach fusegraph's kernels)")
         self.compiled, self.what = compiled, what

@@ -14,8 +14,7 @@ import torch
 from ..ir import GraphError, InputError, TensorType, check_feeds
 from ..kernels import load_kernel
 from ..kernels import optim as optim_kernels
-from ..optim import Optimizer
-from ..passes import run_pipeline
+from ..passes import CompileOptions, run_pipeline
 from ..passes.autodiff import batch_counters, loss_graph, running_state
 from ..passes.mixed_precision import LOSS_SCALE
 from . import checkpoint
@@ -73,24 +72,18 @@ def _pair(data, what: str) -> tuple:
 
 
 class Trainer(CompiledModel):
-    def __init__(self, model, *, loss: str, optimizer: Optimizer | None = None, fuse: bool = True,
-                 device: str | None = None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
-                 memory_format=None, precision: str | None = None, loss_scale=None) -> None:
-        super().__init__(model, fuse=fuse, device=device, loss=loss, cuda_graphs=cuda_graphs,
-                         fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
-                         loss_scale=loss_scale)
-        if optimizer is not None and not isinstance(optimizer, Optimizer):
-            raise GraphError(f"optimizer must be one of fg.optim's (SGD, Adam, ...), got {type(optimizer).__name__}")
-        self.model = model
-        self.optimizer = optimizer
+    def __init__(self, model, options: CompileOptions) -> None:
+        if options.loss is None:
+            raise GraphError("a Trainer needs a loss: fg.compile(model, loss='cross_entropy', optimizer=...)")
+        super().__init__(model, options)
+        optimizer = options.optimizer
         self._flatten_parameters()
-        self.eval_source = loss_graph(self.source_graph, loss)
-        self.eval_graph, _ = run_pipeline(self.eval_source, fuse=fuse, memory_format=self.memory_format, half=self.half)
+        self.eval_source = loss_graph(self.source_graph, options.loss)
+        self.eval_graph, _ = run_pipeline(self.eval_source, options)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params_for(self.eval_graph)))
         self.steps_taken = 0  # completed steps: a step counts once it is done
         self.optimizer_steps = 0  # the updates made (Adam's bias correction...): float16 skips overflowing steps
-        self.weights_version = 0  # bumped whenever the weights change; the Model reads through on a change
         self.history: dict[str, list[float]] = {}
         self.epochs = 0  # epochs fit() has completed, over every call
         self.skipped_in_a_row = 0  # float16 steps skipped since the last update
@@ -105,11 +98,16 @@ class Trainer(CompiledModel):
             if optimizer.name == "Adagrad":
                 self.states[0].fill_(optimizer.initial_accumulator_value)
             self.optimizer_kernel = load_kernel(optim_kernels.render(optimizer), self.counter)
-        if self.loss_scaling is not None:
+        if options.scales_loss:
             self.nonfinite_kernel = load_kernel(optim_kernels.render_nonfinite(), self.counter)
             self._found_nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
         if hasattr(model, "follow"):
             model.follow(self)
+
+    @property
+    def optimizer(self):
+        """The fg.optim optimizer it was compiled with (None: gradients and evaluation only)."""
+        return self.options.optimizer
 
     # -- keeping the work -------------------------------------------------------------------------
     @exclusive
@@ -152,7 +150,8 @@ class Trainer(CompiledModel):
         self.flat = torch.empty(total, device=self.device)
         grad_dtype = TORCH_DTYPE[gradients[0].type.dtype] if gradients else torch.float32
         self.flat_grads = torch.empty(total, dtype=grad_dtype, device=self.device)
-        self.flat_half = torch.empty(total, dtype=TORCH_DTYPE[self.half], device=self.device) if self.half else None
+        half = self.options.precision
+        self.flat_half = torch.empty(total, dtype=TORCH_DTYPE[half], device=self.device) if half else None
         self.grad_views: dict[str, torch.Tensor] = {}
         offset = 0
         # a weight and its gradient are stored alike (the optimizer walks both flat), as the step reads them
@@ -193,7 +192,7 @@ class Trainer(CompiledModel):
         launches += self._update(outputs)
         self.steps_taken = step
         self.weights_version += 1
-        if self.half is not None:
+        if self.options.precision is not None:
             self._casts_version = self.weights_version  # the optimizer wrote the half copies too
         self.last_launches = launches
         return outputs
@@ -202,10 +201,10 @@ class Trainer(CompiledModel):
         """The optimizer's update (unless float16 gradients overflowed: then the loss scale backs off) and the
         running statistics' new values: all of it or, if interrupted, none. Returns the launches it made."""
         state = [self.flat, *self.states, *(self.params[name] for name, _ in self._running),
-                 *(self.params[name] for name in self._counters), *([self.flat_half] if self.half else [])]
+                 *(self.params[name] for name in self._counters), *([self.flat_half] if self.options.precision else [])]
         # the interpreter runs a launch's programs one by one in Python: Ctrl-C can land between them
         before = [t.clone() for t in state] if self.target.interpreted else None
-        host = (self.optimizer_steps, getattr(self, "loss_scale", None), getattr(self, "growth_tracker", None))
+        host = (self.optimizer_steps, self.loss_scale, self.growth_tracker)
         try:
             launches = self._optimizer_step()
             for name, at in self._running:
@@ -216,7 +215,7 @@ class Trainer(CompiledModel):
             for tensor, saved in zip(state, before or []):  # NOTE: on a GPU, launched work runs to the end
                 tensor.copy_(saved)
             self.optimizer_steps = host[0]
-            if self.loss_scaling is not None:
+            if self.options.scales_loss:
                 self._set_loss_scale(*host[1:])
                 self._found_nonfinite.zero_()  # the check never clears its flag itself
             raise
@@ -226,7 +225,7 @@ class Trainer(CompiledModel):
         """One optimizer launch over the flat buffers, after float16's check for overflowed gradients, which
         skips it and backs the loss scale off when they did (GradScaler.step and update)."""
         launches = 0
-        if self.loss_scaling is not None:
+        if self.options.scales_loss:
             optim_kernels.launch_nonfinite(self.nonfinite_kernel, self.target, self.flat_grads, self._found_nonfinite)
             launches += 1
             found = bool(self._found_nonfinite)  # NOTE: one device-to-host sync, as GradScaler.step makes
@@ -234,7 +233,7 @@ class Trainer(CompiledModel):
                 self._found_nonfinite.zero_()
             self._warn_if_stuck(found)
             unscale = 1.0 / self.loss_scale
-            self._set_loss_scale(*self.loss_scaling.update(self.loss_scale, self.growth_tracker, found))
+            self._set_loss_scale(*self.options.loss_scale.update(self.loss_scale, self.growth_tracker, found))
             if found:
                 return launches
         else:
@@ -360,16 +359,16 @@ class Trainer(CompiledModel):
                 break
 
     def _correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
-        if self.loss == "cross_entropy":
+        if self.options.loss == "cross_entropy":
             return int((logits.argmax(dim=1) == y).sum())
-        if self.loss == "binary_cross_entropy":
+        if self.options.loss == "binary_cross_entropy":
             return int(((logits > 0).to(y.dtype) == y).sum())
         return 0
 
     def _metrics(self, loss: float, correct: int, seen: int) -> dict[str, float]:
-        if self.loss == "mse":
+        if self.options.loss == "mse":
             return {"loss": loss}
-        per_sample = 1 if self.loss == "cross_entropy" else prod(self.source_graph.outputs[0].type.feature_shape)
+        per_sample = 1 if self.options.loss == "cross_entropy" else prod(self.source_graph.outputs[0].type.feature_shape)
         return {"loss": loss, "accuracy": correct / (seen * per_sample)}
 
     @exclusive
@@ -399,19 +398,3 @@ class Trainer(CompiledModel):
         if isinstance(batches[0], list):  # several outputs
             return [torch.cat(parts) for parts in zip(*batches)]
         return torch.cat(batches)
-
-
-def make(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,
-         optimizer: Optimizer | None = None, cuda_graphs: bool | None = None,
-         fp32_precision: str | None = None, memory_format=None, precision: str | None = None,
-         loss_scale=None) -> CompiledModel:
-    if loss is None:
-        if optimizer is not None:
-            raise GraphError("an optimizer needs a loss: fg.compile(model, loss='cross_entropy', optimizer=...)")
-        return CompiledModel(model, fuse=fuse, device=device, cuda_graphs=cuda_graphs, fp32_precision=fp32_precision,
-                             memory_format=memory_format, precision=precision, loss_scale=loss_scale)
-    return Trainer(model, loss=loss, optimizer=optimizer, fuse=fuse, device=device, cuda_graphs=cuda_graphs,
-                   fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
-                   loss_scale=loss_scale)
-
-

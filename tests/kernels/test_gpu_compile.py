@@ -18,7 +18,7 @@ import fusegraph as fg
 from fusegraph.kernels import LaunchCounter, Target, codegen, load_kernel, registry
 from fusegraph.kernels import optim as optim_kernels
 from fusegraph.kernels.scan import MAX_WIDTH
-from fusegraph.passes import run_pipeline
+from fusegraph.passes import CompileOptions, run_pipeline
 from fusegraph.passes.autodiff import autodiff
 from fusegraph.passes.fold_batch_norms import derived_parameters, fold
 from fusegraph.passes.mixed_precision import LOSS_SCALE
@@ -86,7 +86,9 @@ def launches(monkeypatch, sm90_cache) -> Launches:
 def run_as_gpu(graph: fg.ir.Graph, feeds: list[torch.Tensor], params: dict, memory_format: str = "contiguous",
                half: str | None = None) -> None:
     """`half`: in mixed precision (float16 with its loss scale); Program casts the float32 weights and feeds."""
-    compiled = run_pipeline(graph, memory_format=memory_format, half=half, loss_scale=half == "float16")[0]
+    # NOTE: any loss: the pipeline reads only whether float16 training scales it
+    options = CompileOptions(memory_format=memory_format, precision=half, loss="mse" if half else None)
+    compiled = run_pipeline(graph, options, training=True)[0]
     folded = {name: fold(recipe, params) for name, recipe in derived_parameters(compiled)}  # batch norms folded
     feeds = [f.to(TORCH_DTYPE[v.type.dtype]) for f, v in zip(feeds, compiled.inputs, strict=True)]
     Program(compiled, CUDA, LaunchCounter()).run(feeds, {**params, **folded, LOSS_SCALE: torch.ones(())})

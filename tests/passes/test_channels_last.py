@@ -7,7 +7,7 @@ import torch
 
 import fusegraph as fg
 from fusegraph.ir import Graph, GraphError, TensorType, Value, verify
-from fusegraph.passes import run_pipeline
+from fusegraph.passes import CompileOptions, run_pipeline
 from fusegraph.passes.autodiff import autodiff
 from fusegraph.passes.channels_last import channels_last
 from tests.conftest import (
@@ -108,7 +108,7 @@ def test_every_pipeline_stores_the_same_graph_alike():
     """Fused or not, the layouts the kernels read are the pass's (the fused graph keeps its types)."""
     model = fg.zoo.cifar_cnn()
     fused, _ = run_pipeline(model.graph)
-    plain, _ = run_pipeline(model.graph, fuse=False)
+    plain, _ = run_pipeline(model.graph, CompileOptions(fuse=False))
     expected = layouts(plain)
     for node in fused.nodes:
         body = node.attrs["body"].nodes if node.op == "fused" else (node,)

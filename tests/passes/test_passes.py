@@ -184,7 +184,7 @@ def test_narrow_scans_become_persistent_and_drop_the_steps_nobody_reads():
 
 def test_scans_that_cannot_be_persistent_say_why():
     from fusegraph.kernels.scan import MAX_WIDTH
-    from fusegraph.passes import run_pipeline
+    from fusegraph.passes import CompileOptions, run_pipeline
     from fusegraph.passes.persistent_scans import blocker
 
     wide = fg.Sequential([fg.Input((3, 2)), fg.GRU(MAX_WIDTH["float32"] + 1, name="gru")])
@@ -193,7 +193,7 @@ def test_scans_that_cannot_be_persistent_say_why():
     assert "persistent" not in scan.attrs
     (decision,) = [d for d in decisions if d.kernel == "persistent scan"]
     assert not decision.fused and f"33 columns is over {MAX_WIDTH['float32']}" in decision.reason
-    (unfused,) = [n for n in run_pipeline(wide.graph, fuse=False)[0].nodes if n.op == "scan"]
+    (unfused,) = [n for n in run_pipeline(wide.graph, CompileOptions(fuse=False))[0].nodes if n.op == "scan"]
     assert "kernels, not one matmul-anchored kernel" in blocker(unfused)
 
 

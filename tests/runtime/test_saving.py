@@ -234,8 +234,9 @@ def test_a_trainer_compiled_with_its_options_comes_back_with_them(tmp_path):
     trainer.train_step(*batches(1)[0])
     trainer.save(tmp_path / "t.fg")
     back = fg.load(tmp_path / "t.fg")
-    assert back.optimizer == trainer.optimizer and back.fuse is False and back.memory_format == "channels_last"
-    assert back.loss == "cross_entropy" and back.target.fp32_dot == "ieee" and back.steps_taken == 1
+    assert back.options == trainer.options and back.optimizer == trainer.optimizer and back.steps_taken == 1
+    assert back.options.fuse is False and back.options.memory_format == "channels_last"
+    assert back.options.loss == "cross_entropy" and back.target.fp32_dot == "ieee"
     feeds, target = feeds_for(back.model, 3), targets_for(back.model, "cross_entropy", 3)
     assert back.loss_and_grads(feeds, target)[0] == trainer.loss_and_grads(feeds, target)[0]
 
