@@ -10,6 +10,7 @@ import triton
 from ..ir import GraphError
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
+from ..passes.templates import Anchor, register_anchor
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of
@@ -256,6 +257,9 @@ for _ndim in (1, 2):
     register_template(f"global_avg_pool{_ndim}d_bwd",
                       _node_source(BROADCAST_SOURCE, "global average pooling gradient"),
                       launch_global_bwd)
+    # a pool gradient walks the pool's input: elementwise ops join like a chain's, none per channel
+    register_anchor((f"max_pool{_ndim}d_bwd", f"avg_pool{_ndim}d_bwd", f"max_pool{_ndim}d_bwd_idx"),
+                    Anchor("pool gradient", per_channel=False, prologue="elementwise", gates=True, chain=True))
 register_template("bias_grad", _node_source(BIAS_GRAD_SOURCE, "bias gradient"),
                   launch_bias_grad)
 for _op in ("softmax_bwd", "log_softmax_bwd"):

@@ -7,7 +7,9 @@ tap's window position is computed once per tap, not decoded per element by integ
 no lane of a channel block is wasted; with fewer channels the flat (channel, tap) order fills the
 blocks that few channels would leave mostly empty. With a pool, each program
 computes the conv at every window position of its pooled pixels and reduces them in registers,
-so the pre-pool map is never written. conv1d is conv2d with height 1."""
+so the pre-pool map is never written. A global average pool is an average pool whose window is the
+whole map (a loop, not unrolled, over its positions): each row is one image. conv1d is conv2d with
+height 1."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import triton
 
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
+from ..passes.templates import Anchor, register_anchor
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
@@ -43,8 +46,8 @@ def {name}(
     ph = (rows // PW) % PH
     pw = rows % PW
 {pool_init}
-    for pool_kh in tl.static_range(POOL_KH):
-        for pool_kw in tl.static_range(POOL_KW):
+    for pool_kh in {window}(POOL_KH):
+        for pool_kw in {window}(POOL_KW):
             oh = ph * POOL_STRIDE_H - POOL_PAD_H + pool_kh
             ow = pw * POOL_STRIDE_W - POOL_PAD_W + pool_kw
             # a window position in the pool's padding is no conv output: it takes no part
@@ -89,7 +92,8 @@ def {name}(
 
 
 def _pool(group):
-    return next((n for n in group.nodes if has_trait(n, "pool")), None)
+    """The pool (or global average pool) the group ends in, if any."""
+    return next((n for n in group.nodes if has_trait(n, "pool") or has_trait(n, "global_pool")), None)
 
 
 def render(node):
@@ -150,6 +154,7 @@ def render(node):
     tap_prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 24, names))
     source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr", prologue=prologue,
                                 tap_prologue=tap_prologue,
+                                window="range" if pool is not None and has_trait(pool, "global_pool") else "tl.static_range",
                                 pool_init=pool_init, epilogue="\n".join(epilogue), pool_step=pool_step, finish=finish)
     return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
@@ -170,6 +175,8 @@ def launch(fn, node, target, inputs, outputs):
     oh, ow = lift(anchor.outputs[0].type.shape[2:], 1)
     if pool is None:
         pool_kernel, pool_stride, pool_padding, (ph, pw) = (1, 1), (1, 1), ((0, 0), (0, 0)), (oh, ow)
+    elif has_trait(pool, "global_pool"):  # one window, the whole map
+        pool_kernel, pool_stride, pool_padding, (ph, pw) = (oh, ow), (oh, ow), ((0, 0), (0, 0)), (1, 1)
     else:
         pool_kernel, pool_stride = lift(pool.attrs["kernel"], 1), lift(pool.attrs["stride"], 1)
         pool_padding = lift(pool.attrs["padding"], (0, 0))
@@ -211,3 +218,5 @@ def tap_major_conv(channels: int, taps: int = 1, rows: int = 0, target: Target |
 
 for _op in ("conv1d", "conv2d"):
     register_template(_op, render, launch)
+register_anchor(("conv1d", "conv2d"), Anchor("conv", channel_axis=1, same_type=True, prologue="prologue",
+                                             ends=frozenset({"pool", "global_pool"})))

@@ -11,6 +11,7 @@ import torch
 import triton
 
 from ..passes.kernel_names import kernel_name
+from ..passes.templates import Anchor, register_anchor
 from .conv import tap_major_conv
 from .expr import helpers_for
 from .group import group_of
@@ -239,3 +240,6 @@ def launch_weight(fn, node, target, inputs, outputs):
 for _ndim in (1, 2):
     register_template(f"conv{_ndim}d_bwd_input", render_input, launch_input)
     register_template(f"conv{_ndim}d_bwd_weight", render_weight, launch_weight)
+# (x, dy): a bias gradient sums dy over all but its channels, from the rows the weight gradient reads
+register_anchor(("conv1d_bwd_weight", "conv2d_bwd_weight"), Anchor("conv weight gradient", epilogue=False,
+                                                                   bias_gradient=(1, 1)))

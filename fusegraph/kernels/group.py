@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Node, Value
-from ..ir.ops import channel_inputs, get_op, has_trait, ops_with
+from ..ir.ops import channel_inputs, get_op, has_trait
+from ..passes.templates import CHAIN, anchor_of
 from .expr import Names, local_name, to_triton
-
-ANCHORS = ops_with("kernel_anchor")  # the ops a fused group's template is chosen by (ir/ops traits)
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,14 @@ def group_of(node: Node) -> Group:
         body = node.attrs["body"]
         compute = body.compute_nodes
         outputs = tuple(dict.fromkeys(body.outputs))
-        if node.attrs["anchor"] in ANCHORS:
-            at = next(i for i, n in enumerate(compute) if n.op in ANCHORS)
+        if anchor_of(node.attrs["anchor"]) is not None and node.attrs["anchor"] != CHAIN:
+            at = next(i for i, n in enumerate(compute) if anchor_of(n.op) is not None)
             before = compute[:at]
             siblings = tuple(n for n in before if n.op == "bias_grad")  # computed alongside, not before
             prologue = tuple(n for n in before if n.op != "bias_grad")
             return Group(compute[at], siblings + tuple(compute[at + 1:]), tuple(body.inputs), outputs, prologue)
         return Group(None, tuple(compute), tuple(body.inputs), outputs)
-    if node.op in ANCHORS:
+    if anchor_of(node.op) is not None:
         return Group(node, (), node.inputs, node.outputs)
     return Group(None, (node,), node.inputs, node.outputs)
 

@@ -14,7 +14,7 @@ import triton
 from ..ir import GraphError
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
-from ..passes.templates import register_check
+from ..passes.templates import Anchor, register_anchor, register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
@@ -188,4 +188,7 @@ def accepts_softmax(nodes) -> str | None:
 
 register_template("matmul", render, launch)
 register_template("matmul_tn", render, launch)
+register_anchor(("matmul",), Anchor("matmul", channel_axis=-1, prologue="prologue", ends=frozenset({"softmax"}),
+                                    gates=True, computed_operand=True))
+register_anchor(("matmul_tn",), Anchor("matmul_tn", epilogue=False, bias_gradient=(0, -1)))  # x^T dy: dy's columns
 register_check("matmul_softmax", accepts_softmax)

@@ -14,6 +14,7 @@ import triton
 from ..ir import GraphError
 from ..ir.ops import OPS, channel_inputs, has_trait
 from ..passes.kernel_names import kernel_name
+from ..passes.templates import CHAIN, Anchor, register_anchor
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of
@@ -104,4 +105,5 @@ def launch(fn, node, target, inputs, outputs):
 
 for _op in (name for name, op in OPS.items() if op.math is not None):
     register_template(_op, render, launch)
-register_template("pointwise", render, launch)
+register_template(CHAIN, render, launch)
+register_anchor((CHAIN,), Anchor("elementwise chain", gates=True, chain=True))

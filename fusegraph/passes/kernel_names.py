@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 from ..ir import Node
-from ..ir.ops import has_trait
+from .templates import anchor_of
 
 MAX_LENGTH = 64
 
@@ -24,7 +24,7 @@ def kernel_name(node: Node) -> str:
 
 
 def group_name(members: Sequence[Node]) -> str:
-    at = next((i for i, n in enumerate(members) if has_trait(n, "kernel_anchor")), None)
+    at = next((i for i, n in enumerate(members) if anchor_of(n.op) is not None), None)
     if at is None:
         words = list(dict.fromkeys(n.op for n in members))
     else:

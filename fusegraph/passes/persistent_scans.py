@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from ..ir import Graph, Node, verify
 from ..ir.ops import channel_inputs, has_trait, ops_with
-from .fuse import ELEMENTWISE, Decision
+from .fuse import Decision
+from .fusion.joins import ELEMENTWISE
 from .kernel_names import persistent_scan_name
 from .templates import refusal
 

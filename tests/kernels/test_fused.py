@@ -304,3 +304,48 @@ def test_conv1d_channel_blocks_per_kernel_tap():
     x = fg.Input((16, 9))
     model = fg.Model(x, fg.MaxPool1D(2)(fg.Conv1D(6, 3, padding="same", activation="tanh")(x)))
     fused_and_unfused_match_torch(model, feeds_for(model, 3))
+
+
+@pytest.mark.parametrize("memory_format", [None, torch.channels_last])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_global_average_pool_ends_the_last_conv_kernel(batch, memory_format):
+    """A ResNet head: the last conv's epilogue (bias, residual add, ReLU) ends in the global average pool,
+    and the flatten before the classifier costs nothing: two kernels, the map before the pool never stored."""
+    x = fg.Input((3, 6, 5))
+    h = fg.Conv2D(4, 3, padding="same", activation="relu", name="stem")(x)
+    y = fg.Conv2D(4, 3, padding="same", name="conv")(h)
+    y = fg.Activation("relu")(fg.Add()([y, h]))
+    logits = fg.Dense(3, name="head")(fg.Flatten()(fg.GlobalAvgPool2D()(y)))
+    model = fg.Model(x, logits)
+    feeds = [f.to(memory_format=memory_format or torch.contiguous_format) for f in feeds_for(model, batch)]
+    compiled = fused_and_unfused_match_torch(model, feeds)
+    assert compiled.kernel_names == ["conv2d_bias_add_relu", "conv2d_bias_add_add_relu_global_avg_pool2d",
+                                     "matmul_bias_add"]
+    (decision,) = [d for d in compiled.decisions if d.fused and "global_avg_pool2d" in d.kernel]
+    assert decision.pattern == "anchor_epilogue"
+
+
+@pytest.mark.usefixtures("small_tiles")
+def test_global_average_pool_epilogue_across_programs_and_in_conv1d():
+    model = fg.Sequential([fg.Input((2, 19)), fg.Conv1D(5, 3, padding="same", activation="tanh"),
+                           fg.GlobalAvgPool1D()])
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 37))  # rows and channels span programs
+    assert compiled.last_launches == 1
+
+
+def test_a_global_pool_whose_map_is_used_elsewhere_stays_apart():
+    x = fg.Input((2, 5, 5))
+    h = fg.Conv2D(3, 3, activation="relu")(x)
+    model = fg.Model(x, [fg.GlobalAvgPool2D()(h), h])
+    compiled = fused_and_unfused_match_torch(model, feeds_for(model, 2))
+    assert compiled.kernel_names == ["conv2d_bias_add_relu", "global_avg_pool2d"]
+    (refused,) = [d for d in compiled.decisions if not d.fused]
+    assert refused.nodes == ("global_avg_pool2d",) and "has other consumers" in refused.reason
+
+
+def test_a_global_pool_epilogue_trains_like_torch():
+    """In training the map before the pool is saved for the backward, so the forward stores it: the
+    gradients still match torch.autograd."""
+    model = fg.Sequential([fg.Input((2, 5, 4)), fg.Conv2D(3, 3, activation="relu"), fg.GlobalAvgPool2D(),
+                           fg.Dense(2)])
+    assert_grads_match_torch(model, feeds_for(model, 3), targets_for(model, "mse", 3), "mse")

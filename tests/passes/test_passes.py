@@ -211,3 +211,17 @@ def test_backward_scans_are_persistent_too_once_dx_leaves_the_loop():
     assert [n.op for n in top.attrs["body"].compute_nodes] == ["fused"]
     assert any(n.op == "matmul" and n.layer == "top" and n.inputs[0].name in {v.name for v in top.outputs}
                for n in train.nodes)
+
+
+def test_the_pipeline_runs_alone_in_a_fresh_process():
+    """Passes ask the kernel templates' checks (a softmax epilogue's row) without importing kernels/ by name:
+    the first question loads them, even when nothing but the pipeline was imported."""
+    import subprocess
+    import sys
+
+    script = ("import fusegraph as fg\nfrom fusegraph.passes import run_pipeline\n"
+              "graph, decisions = run_pipeline(fg.zoo.lenet().graph)\n"
+              "print([d.kernel for d in decisions if d.fused and 'softmax' in d.kernel])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "matmul_bias_add_softmax" in done.stdout

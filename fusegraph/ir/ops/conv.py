@@ -205,9 +205,9 @@ for _ndim in (1, 2):
                       "gradient of a convolution's weight; attrs as the conv plus kernel_size"))
     set_vjp(f"conv{_ndim}d", _conv_vjp(_ndim))
 
-set_traits(("conv1d", "conv2d"), "conv_anchor", "kernel_anchor")
+set_traits(("conv1d", "conv2d"), "conv_anchor")
 # NOTE: the ops torch.autocast runs in half precision (its "lower precision" list); mixed precision here too
 set_traits(("conv1d", "conv2d", "conv1d_bwd_input", "conv2d_bwd_input", "conv1d_bwd_weight", "conv2d_bwd_weight"),
            "autocast_half")
-set_traits(("conv1d_bwd_weight", "conv2d_bwd_weight"), "kernel_anchor", "conv_weight_gradient")
+set_traits(("conv1d_bwd_weight", "conv2d_bwd_weight"), "conv_weight_gradient")
 set_traits(("conv2d", "conv2d_bwd_input", "conv2d_bwd_weight"), "layout_free")

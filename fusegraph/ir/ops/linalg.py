@@ -107,6 +107,5 @@ set_vjp("matmul", _matmul_vjp)
 set_vjp("bias_add", _bias_vjp)
 
 set_traits(("bias_add",), "elementwise", "per_channel")
-set_traits(("matmul",), "matmul_anchor", "kernel_anchor")
-set_traits(("matmul_tn",), "kernel_anchor")
+set_traits(("matmul",), "matmul_anchor")
 set_traits(("matmul", "matmul_tn"), "autocast_half")  # torch.autocast's lower-precision list (linear, matmul)

@@ -223,7 +223,7 @@ for _ndim in (1, 2):
 
 set_traits(("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "max_pool1d_argmax", "max_pool2d_argmax"), "pool")
 set_traits(("max_pool1d_bwd", "max_pool2d_bwd", "avg_pool1d_bwd", "avg_pool2d_bwd", "max_pool1d_bwd_idx",
-            "max_pool2d_bwd_idx"), "pool_gradient", "kernel_anchor")
+            "max_pool2d_bwd_idx"), "pool_gradient")
 set_traits(("max_pool1d", "max_pool2d", "max_pool1d_argmax", "max_pool2d_argmax", "max_pool1d_bwd", "max_pool2d_bwd",
             "max_pool1d_bwd_idx", "max_pool2d_bwd_idx"), "max_pool")
 set_traits(("max_pool1d_argmax", "max_pool2d_argmax"), "saves_positions")
@@ -231,5 +231,6 @@ set_traits(("max_pool1d_bwd_idx", "max_pool2d_bwd_idx"), "from_positions")
 set_traits(("max_pool2d", "avg_pool2d", "max_pool2d_argmax", "max_pool2d_bwd", "avg_pool2d_bwd", "max_pool2d_bwd_idx"),
            "layout_follows")
 set_traits(("global_avg_pool2d", "global_avg_pool2d_bwd"), "layout_free")
+set_traits(("global_avg_pool1d", "global_avg_pool2d"), "global_pool")
 # the variant a training graph runs: it saves window positions for the gradient instead of the input
 WITH_POSITIONS = {"max_pool1d": "max_pool1d_argmax", "max_pool2d": "max_pool2d_argmax"}
