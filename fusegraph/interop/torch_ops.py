@@ -5,6 +5,7 @@ handles. A handler refuses what it cannot convert with the converter's `fail`, n
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ir.ops import OPS, OpDef
 from ..nn import (
     Activation,
     Add,
@@ -239,13 +241,6 @@ def _getattr(c: Converter, node, x, attribute):
     raise c.fail(f"reads .{attribute}; only .shape is supported")
 
 
-def _activation(name: str, **fixed) -> Callable:
-    """A handler applying activation `name`; `options(args, kwargs)` gives its options from the call."""
-    def handler(c: Converter, node, x, *args, **kwargs):
-        return Activation(name, name=c.name_here(), **fixed)(c.tensor(x))
-    return handler
-
-
 def _softmax(name: str):
     def handler(c: Converter, node, x, dim=None, *args, **kwargs):
         tensor = c.tensor(x)
@@ -261,32 +256,48 @@ def _softmax_module(name: str):
     return handler
 
 
-def _leaky_module(c: Converter, node, module, x):
-    return Activation("leaky_relu", name=c.name_here(), negative_slope=module.negative_slope)(c.tensor(x))
+def _activation_options(c: Converter, op: OpDef, given: dict) -> dict:
+    """The op's attrs among a call's arguments (named as PyTorch names them); an argument it has no attr
+    for must keep the value its TorchForms fixes, and `inplace` makes no difference to the value."""
+    given.pop("inplace", None)
+    for key, value in given.items():
+        if key in op.torch.fixed and value != op.torch.fixed[key]:
+            raise c.fail(f"has {key}={value!r}; fusegraph's {op.name} takes {key}={op.torch.fixed[key]!r} only")
+        if key not in op.defaults and key not in op.torch.fixed:
+            raise c.fail(f"has {key}={value!r}; fusegraph's {op.name} takes "
+                         f"{', '.join(op.defaults) or 'no options'}")
+    return {key: given[key] for key in op.defaults if key in given}
 
 
-def _leaky_function(c: Converter, node, x, negative_slope=0.01, inplace=False):
-    return Activation("leaky_relu", name=c.name_here(), negative_slope=negative_slope)(c.tensor(x))
-
-
-def _elu_module(c: Converter, node, module, x):
-    return Activation("elu", name=c.name_here(), alpha=module.alpha)(c.tensor(x))
-
-
-def _elu_function(c: Converter, node, x, alpha=1.0, inplace=False):
-    return Activation("elu", name=c.name_here(), alpha=alpha)(c.tensor(x))
-
-
-def _gelu(c: Converter, x, approximate: str):
-    if approximate != "none":
-        raise c.fail(f"has approximate={approximate!r}; fusegraph's gelu is exact (approximate='none')")
-    return Activation("gelu", name=c.name_here())(c.tensor(x))
-
-
-def _module_activation(name: str):
+def _activation_module(op: OpDef) -> Callable:
     def handler(c: Converter, node, module, x):
-        return Activation(name, name=c.name_here())(c.tensor(x))
+        given = {key: getattr(module, key) for key in (*op.defaults, *op.torch.fixed) if hasattr(module, key)}
+        return Activation(op.name, name=c.name_here(), **_activation_options(c, op, given))(c.tensor(x))
     return handler
+
+
+def _activation_call(op: OpDef) -> Callable:
+    """A function's or method's call: options by name, or by position in the function's own order (the
+    op's attrs' order for a builtin whose parameters Python cannot see)."""
+    def handler(c: Converter, node, x, *args, **kwargs):
+        names = (_parameter_names(node.target) if node.op == "call_function" else None) or list(op.defaults)
+        if len(args) > len(names):
+            raise c.fail(f"passes {len(args)} options by position; fusegraph's {op.name} takes "
+                         f"{', '.join(op.defaults) or 'none'}")
+        given = {**dict(zip(names, args)), **kwargs}
+        return Activation(op.name, name=c.name_here(), **_activation_options(c, op, given))(c.tensor(x))
+    return handler
+
+
+def _parameter_names(fn) -> list[str] | None:
+    """The names of a PyTorch callable's arguments after its input; None where Python cannot see them."""
+    schema = getattr(fn, "_schema", None)  # an ATen overload
+    if schema is not None:
+        return [argument.name for argument in schema.arguments[1:]]
+    try:
+        return list(inspect.signature(fn).parameters)[1:]
+    except (TypeError, ValueError):
+        return None
 
 
 def _dropout(c: Converter, x, p: float):
@@ -507,9 +518,6 @@ MODULES: dict[type, Callable] = {
     nn.AvgPool1d: _pool_module("avg", 1), nn.AvgPool2d: _pool_module("avg", 2),
     nn.AdaptiveAvgPool1d: _adaptive_module(1), nn.AdaptiveAvgPool2d: _adaptive_module(2),
     nn.Flatten: _flatten_module, nn.Identity: _identity_module,
-    nn.ReLU: _module_activation("relu"), nn.Sigmoid: _module_activation("sigmoid"), nn.Tanh: _module_activation("tanh"),
-    nn.SiLU: _module_activation("silu"), nn.LeakyReLU: _leaky_module, nn.ELU: _elu_module,
-    nn.GELU: lambda c, node, module, x: _gelu(c, x, module.approximate),
     nn.Softmax: _softmax_module("softmax"), nn.LogSoftmax: _softmax_module("log_softmax"),
     nn.Dropout: lambda c, node, module, x: _dropout(c, x, module.p),
     nn.Embedding: _embedding_module, nn.BatchNorm1d: _batch_norm_module, nn.BatchNorm2d: _batch_norm_module,
@@ -523,10 +531,6 @@ FUNCTIONS: dict[Callable, Callable] = {
     F.avg_pool1d: _pool_function("avg", 1), F.avg_pool2d: _pool_function("avg", 2),
     F.adaptive_avg_pool1d: _adaptive_function(1), F.adaptive_avg_pool2d: _adaptive_function(2),
     torch.mean: _mean, torch.flatten: _flatten_function, torch.reshape: _view,
-    F.relu: _activation("relu"), torch.relu: _activation("relu"), F.leaky_relu: _leaky_function,
-    torch.sigmoid: _activation("sigmoid"), F.sigmoid: _activation("sigmoid"), torch.tanh: _activation("tanh"),
-    F.tanh: _activation("tanh"), F.silu: _activation("silu"), F.elu: _elu_function,
-    F.gelu: lambda c, node, x, approximate="none": _gelu(c, x, approximate),
     F.softmax: _softmax("softmax"), torch.softmax: _softmax("softmax"),
     F.log_softmax: _softmax("log_softmax"), torch.log_softmax: _softmax("log_softmax"),
     F.dropout: _dropout_function, F.batch_norm: _batch_norm_function, operator.add: _add, torch.add: _add, operator.iadd: _add,
@@ -538,7 +542,6 @@ FUNCTIONS: dict[Callable, Callable] = {
 
 METHODS: dict[str, Callable] = {
     "view": _view, "reshape": _view, "flatten": _flatten_function, "size": _size, "mean": _mean,
-    "relu": _activation("relu"), "sigmoid": _activation("sigmoid"), "tanh": _activation("tanh"),
     "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add,
     "permute": _permute, "transpose": _transpose, "contiguous": _identity,
 }
@@ -553,11 +556,7 @@ FUNCTIONS.update({
     _aten.avg_pool2d.default: _pool_function("avg", 2), _aten.adaptive_avg_pool1d.default: _adaptive_function(1),
     _aten.adaptive_avg_pool2d.default: _adaptive_function(2), _aten.mean.dim: _mean,
     _aten.flatten.using_ints: _flatten_function, _aten.view.default: _view, _aten.reshape.default: _view,
-    _aten.sym_size.int: _size, _aten.relu.default: _activation("relu"), _aten.sigmoid.default: _activation("sigmoid"),
-    _aten.tanh.default: _activation("tanh"), _aten.silu.default: _activation("silu"),
-    _aten.gelu.default: lambda c, node, x, approximate="none": _gelu(c, x, approximate),
-    _aten.elu.default: lambda c, node, x, alpha=1.0, scale=1.0, input_scale=1.0: _elu_function(c, node, x, alpha),
-    _aten.leaky_relu.default: _leaky_function, _aten.softmax.int: _softmax("softmax"),
+    _aten.sym_size.int: _size, _aten.softmax.int: _softmax("softmax"),
     _aten.log_softmax.int: _softmax("log_softmax"), _aten.dropout.default: _dropout_function,
     _aten.embedding.default: _aten_embedding, _aten.batch_norm.default: _aten_batch_norm,
     _aten.add.Tensor: _add, _aten.cat.default: _cat, _aten.permute.default: _permute,
@@ -568,9 +567,15 @@ FUNCTIONS.update({
                                                               (slice(None),) * dim + (index,)),
 })
 
+# every activation, from the PyTorch spellings its op declares (ir/ops/pointwise.py: activation())
+ACTIVATIONS = [op for op in OPS.values() if op.torch is not None]
+MODULES.update({cls: _activation_module(op) for op in ACTIVATIONS for cls in op.torch.modules})
+FUNCTIONS.update({fn: _activation_call(op) for op in ACTIVATIONS for fn in op.torch.functions})
+METHODS.update({method: _activation_call(op) for op in ACTIVATIONS for method in op.torch.methods})
+
 SUPPORTED_MODULES = ", ".join(sorted(cls.__name__ for cls in MODULES))
 SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_avg_pool*(1), "
-                        "activations (relu, leaky_relu, sigmoid, tanh, gelu, silu, elu, softmax, log_softmax) as "
-                        "functions and methods, F.dropout, torch.flatten / .view / .reshape to (batch, -1), mean "
-                        "over the spatial axes, + / torch.add of two tensors, torch.cat, .permute / .transpose "
-                        "keeping the batch first, .size() / .shape, and indexing an RNN's results")
+                       f"activations ({', '.join(op.name for op in ACTIVATIONS)}, softmax, log_softmax) as "
+                       "functions and methods, F.dropout, torch.flatten / .view / .reshape to (batch, -1), mean "
+                       "over the spatial axes, + / torch.add of two tensors, torch.cat, .permute / .transpose "
+                       "keeping the batch first, .size() / .shape, and indexing an RNN's results")

@@ -19,8 +19,9 @@ TRITON = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
     "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
     "where": "tl.where({0}, {1}, {2})",
-    "exp": "tl.exp({0})", "abs": "tl.abs({0})", "erf": "tl.math.erf({0})", "rsqrt": "tl.math.rsqrt({0})",
-    # NOTE: our own helpers (HELPERS below): libdevice tanh fails in the interpreter, and exp(-|x|) saturates
+    "exp": "tl.exp({0})", "log": "tl.log({0})", "log1p": "_log1p({0})",
+    "abs": "tl.abs({0})", "erf": "tl.math.erf({0})", "rsqrt": "tl.math.rsqrt({0})",
+    # NOTE: our own helpers (HELPERS below): libdevice tanh and log1p fail in the interpreter, and exp(-|x|) saturates
     "sigmoid": "_sigmoid({0})", "tanh": "_tanh({0})",
 }
 INFIX = {"add", "sub", "mul", "div", "neg", "lt", "le", "gt", "ge"}
@@ -45,6 +46,13 @@ def _sigmoid(x):
     # NOTE: exp of -|x| only, so large inputs saturate without overflowing
     e = tl.exp(-tl.abs(x))
     return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+''',
+    "_log1p(": '''
+@triton.jit
+def _log1p(x):
+    # NOTE: 1 + x rounds x's low bits away; log(w) / (w - 1) is exact for the w that rounding gave
+    w = 1.0 + x
+    return tl.where(w == 1.0, x, tl.log(w) * (x / (w - 1.0)))
 ''',
 }
 

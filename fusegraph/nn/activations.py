@@ -1,5 +1,6 @@
 """Activation names the DSL accepts. Each is an op's name: the op (ir/ops/pointwise.py) says what it
-computes, the attrs a layer gives it, its torch.nn module and whether it is ReLU-like."""
+computes, the attrs a layer gives it, its torch.nn module and whether it is ReLU-like; every op
+declared by activation() is one, beside the softmaxes and "linear" (none)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from difflib import get_close_matches
 from torch import nn
 
 from ..ir import GraphError
-from ..ir.ops import get_op
+from ..ir.ops import OPS, get_op
 
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "softmax", "log_softmax", "linear")
+ACTIVATIONS = (*(name for name, op in OPS.items() if "activation" in op.traits), "softmax", "log_softmax", "linear")
 
 
 def check_activation(activation: str | None, where: str) -> str | None:

@@ -40,7 +40,7 @@ def test_dense_on_unflattened_4d_tensor():
 
 @pytest.mark.parametrize("make", [lambda: fg.Dense(3, activation="rellu"),
                                   lambda: fg.Conv2D(3, 3, activation="swish"),
-                                  lambda: fg.Activation("softplus")])
+                                  lambda: fg.Activation("softsign")])
 def test_unknown_activation(make):
     with raises(r"unknown activation .*use one of relu, leaky_relu"):
         make()

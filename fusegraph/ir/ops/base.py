@@ -28,6 +28,18 @@ VJP = Callable[[Any, Any, list[Any], list[bool]], list[Any]]
 
 
 @dataclass(frozen=True)
+class TorchForms:
+    """How PyTorch spells an op: the modules, functions (ATen overloads included) and tensor methods that
+    fg.from_torch and torch.compile(backend="fusegraph") convert to it. A call's options are the op's
+    attrs (`defaults`), by name; `fixed` are arguments PyTorch has that must keep these values."""
+
+    modules: tuple[type, ...] = ()
+    functions: tuple[Callable, ...] = ()
+    methods: tuple[str, ...] = ()
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class OpDef:
     name: str
     num_inputs: int | None  # None: variadic
@@ -43,12 +55,14 @@ class OpDef:
     launches: Callable[[Any], int] | None = None  # node -> kernel launches its template makes (None: one)
     # node -> (input position, rows, what) for each input that indexes rows of something: checked before a run
     index_inputs: Callable[[Any], list[tuple[int, int, str]]] | None = None
+    torch: TorchForms | None = None  # what converts to it from PyTorch (None: a handler of interop's own, or nothing)
 
 
 # NOTE: the facts fusion reads off an op, declared with the op (set_traits) instead of in op-name lists
 TRAITS = {
     "elementwise": "one output element from the same element of each input: joins an epilogue or a chain",
     "prologue": "an activation an anchor may apply to its data operand as it loads it",
+    "activation": "an activation a layer names (activation=..., Activation(...)); declared by activation()",
     "conv_anchor": "starts a conv kernel (channel axis 1) that takes a bias, elementwise ops, then a pool after it",
     "matmul_anchor": "starts a matmul kernel (channels last) that takes a bias, elementwise ops, gates, a softmax",
     "pool_gradient": "a pooling gradient that hosts elementwise producers of its output gradient",

@@ -18,7 +18,7 @@ import torch
 FUNCTIONS = {
     "add": 2, "sub": 2, "mul": 2, "div": 2, "neg": 1,
     "lt": 2, "le": 2, "gt": 2, "ge": 2, "where": 3,
-    "exp": 1, "abs": 1, "erf": 1, "sigmoid": 1, "tanh": 1, "rsqrt": 1,
+    "exp": 1, "log": 1, "log1p": 1, "abs": 1, "erf": 1, "sigmoid": 1, "tanh": 1, "rsqrt": 1,
 }
 
 
@@ -105,6 +105,15 @@ def exp(x: Expr) -> Call:
     return Call("exp", (x,))
 
 
+def log(x: Expr) -> Call:
+    return Call("log", (x,))
+
+
+def log1p(x: Expr) -> Call:
+    """log(1 + x), exact for small x (where 1 + x rounds x's low bits away)."""
+    return Call("log1p", (x,))
+
+
 def erf(x: Expr) -> Call:
     return Call("erf", (x,))
 
@@ -141,7 +150,8 @@ def attr_value(attr: Attr, attrs: Mapping[str, Any]) -> float:
 _TORCH = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "neg": torch.neg,
     "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "where": torch.where,
-    "exp": torch.exp, "abs": torch.abs, "erf": torch.erf, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+    "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
+    "abs": torch.abs, "erf": torch.erf, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
     "rsqrt": torch.rsqrt,
 }
 

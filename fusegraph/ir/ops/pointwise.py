@@ -1,7 +1,9 @@
 """Elementwise ops: activations and same-shape binary arithmetic (no implicit broadcasting).
 
 An activation is one `activation(...)` call: its torch reference, its formula, its gradient's formula,
-its torch.nn module and its traits. A layer names it by the same string (nn/activations.py)."""
+its torch.nn module and its traits. Named as PyTorch names it, it is found there too (`torch_forms`):
+fg.from_torch and torch.compile convert nn.<Module>, F.<name>, torch.<name>, aten.<name> and
+Tensor.<name> to it, and a layer names it by the same string (nn/activations.py lists them)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,22 @@ from torch import nn
 
 from ..errors import GraphError
 from ..types import FLOAT_DTYPES, TensorType
-from .base import OpDef, register_op, require_float, require_same_dtype, same_type_unary, set_traits, set_vjp, shape_str
-from .expr import INV_SQRT_2PI, SQRT1_2, Arg, Attr, erf, evaluate, exp, sigmoid, tanh, where
+from .base import (
+    OpDef,
+    TorchForms,
+    register_op,
+    require_float,
+    require_same_dtype,
+    same_type_unary,
+    set_traits,
+    set_vjp,
+    shape_str,
+)
+from .expr import INV_SQRT_2PI, SQRT1_2, Arg, Attr, erf, evaluate, exp, log1p, sigmoid, tanh, where
 
 LEAKY_SLOPE = 0.01  # leaky_relu's negative_slope when a node does not set one: PyTorch's default
 ELU_ALPHA = 1.0  # elu's alpha when a node does not set one: PyTorch's default
+SOFTPLUS_BETA, SOFTPLUS_THRESHOLD = 1.0, 20.0  # PyTorch's defaults
 
 
 def _binary_rule(types, attrs):
@@ -35,20 +48,33 @@ def _grad_rule(types, attrs):
 
 
 def activation(name: str, torch_fn, math, grad, reads: str, module, traits: tuple[str, ...] = (),
-               defaults: dict | None = None) -> None:
+               defaults: dict | None = None, torch_fixed: dict | None = None) -> None:
     """Declare activation `name` and its gradient op `name_bwd` together.
 
     torch_fn(x, attrs): the reference; math(x): its formula; grad(dy, saved): the gradient's formula,
     PyTorch's (so ties, saturation and NaN give its numbers), reading the forward's "output" or
-    "input" (`reads`); module(attrs): the torch.nn module for to_torch()."""
+    "input" (`reads`); module(attrs): the torch.nn module for to_torch(); defaults: its attrs (named as
+    PyTorch names the options); torch_fixed: PyTorch arguments it has no attr for, and the value
+    they must keep (gelu's approximate="none")."""
     x, dy, saved = Arg(0), Arg(0), Arg(1)
+    defaults = defaults or {}
+    forms = torch_forms(name, type(module(defaults)), torch_fixed or {})
     register_op(OpDef(name, 1, same_type_unary, lambda inputs, attrs, ctx: [torch_fn(inputs[0], attrs)],
-                      math=math(x), module=module, defaults=defaults or {}))
+                      math=math(x), module=module, defaults=defaults, torch=forms))
     register_op(OpDef(f"{name}_bwd", 2, _grad_rule, _evaluated(grad(dy, saved)),
                       f"inputs: the output gradient, then the forward {reads}", math=grad(dy, saved)))
     set_vjp(name, _activation_vjp(f"{name}_bwd", reads == "output"))
-    set_traits((name,), "elementwise", "prologue", *traits)
+    set_traits((name,), "elementwise", "prologue", "activation", *traits)
     set_traits((f"{name}_bwd",), "elementwise")
+
+
+def torch_forms(name: str, module: type, fixed: dict) -> TorchForms:
+    """Every PyTorch spelling of op `name`, found by PyTorch's own naming: F.<name>, torch.<name>, the
+    ATen overload aten.<name>.default and the method Tensor.<name>, where PyTorch has them."""
+    aten = getattr(torch.ops.aten, name, None)
+    functions = [getattr(F, name, None), getattr(torch, name, None), getattr(aten, "default", None)]
+    return TorchForms(modules=(module,), functions=tuple(dict.fromkeys(f for f in functions if f is not None)),
+                      methods=(name,) if hasattr(torch.Tensor, name) else (), fixed=fixed)
 
 
 def _evaluated(math):
@@ -90,14 +116,35 @@ def _silu_grad(dy, x):
 
 
 activation("gelu", lambda x, a: F.gelu(x), lambda x: 0.5 * x * (1.0 + erf(x * SQRT1_2)), _gelu_grad,
-           "input", lambda a: nn.GELU(), ("rectifier",))
+           "input", lambda a: nn.GELU(), ("rectifier",), torch_fixed={"approximate": "none"})
 activation("silu", lambda x, a: F.silu(x), lambda x: x * sigmoid(x), _silu_grad, "input", lambda a: nn.SiLU(),
            ("rectifier",))
 _alpha = Attr("alpha", ELU_ALPHA)
 activation("elu", lambda x, a: F.elu(x, a.get("alpha", ELU_ALPHA)), lambda x: where(x <= 0, _alpha * (exp(x) - 1.0), x),
            lambda dy, x: where(x <= 0, dy * _alpha * exp(x), dy), "input",
-           lambda a: nn.ELU(a.get("alpha", ELU_ALPHA)), ("rectifier",), {"alpha": ELU_ALPHA})
+           lambda a: nn.ELU(a.get("alpha", ELU_ALPHA)), ("rectifier",), {"alpha": ELU_ALPHA},
+           torch_fixed={"scale": 1.0, "input_scale": 1.0})  # aten.elu's: SELU's constants
 
+_beta, _threshold = Attr("beta", SOFTPLUS_BETA), Attr("threshold", SOFTPLUS_THRESHOLD)
+
+
+def _softplus(x):
+    # NOTE: as PyTorch: linear above the threshold (where exp would overflow), log1p(exp(beta x)) / beta below
+    z = x * _beta
+    return where(z > _threshold, x, log1p(exp(z)) / _beta)
+
+
+def _mish_grad(dy, x):
+    t = tanh(log1p(exp(x)))
+    return dy * (t + x * sigmoid(x) * (1.0 - t * t))
+
+
+activation("softplus", lambda x, a: F.softplus(x, a.get("beta", SOFTPLUS_BETA), a.get("threshold", SOFTPLUS_THRESHOLD)),
+           _softplus, lambda dy, x: where(x * _beta > _threshold, dy, dy * sigmoid(x * _beta)), "input",
+           lambda a: nn.Softplus(a.get("beta", SOFTPLUS_BETA), a.get("threshold", SOFTPLUS_THRESHOLD)), ("rectifier",),
+           {"beta": SOFTPLUS_BETA, "threshold": SOFTPLUS_THRESHOLD})
+activation("mish", lambda x, a: F.mish(x), lambda x: x * tanh(where(x > SOFTPLUS_THRESHOLD, x, log1p(exp(x)))),
+           _mish_grad, "input", lambda a: nn.Mish(), ("rectifier",))
 
 for _name, _fn, _math in (("add", torch.add, Arg(0) + Arg(1)), ("sub", torch.sub, Arg(0) - Arg(1)),
                           ("mul", torch.mul, Arg(0) * Arg(1))):
