@@ -1,4 +1,4 @@
-"""GPU only: measures the launch choices in fusegraph.kernels.registry.GPU_TUNING.
+"""GPU only: measures the launch choices in fusegraph.kernels.tuning.GPU_TUNING.
 
     python -m bench.tune_gpu [--out bench/results] [--budget 150]
 
@@ -39,7 +39,7 @@ from bench.bench_blocks import narrow_lstm_layer
 from bench.common import environment, gpu_or_explain, median_ms, write
 from bench.suite import RESNET_STAGES  # (channels, side) of each stage's 3x3 convs
 from fusegraph.checks import sample_inputs
-from fusegraph.kernels.registry import GPU_TUNING, conv_shape_key
+from fusegraph.kernels.tuning import GPU_TUNING, conv_shape_key
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 DEFAULT_SWEEPS = ["recurrent", "precision", "persistent"]
@@ -273,7 +273,7 @@ def markdown(results: dict) -> str:
     lines = [f"# GPU launch tuning on {env['device']}", "",
              f"Produced by `{results['benchmark']}`; torch {env['torch']}, Triton {env['triton']}. Times are "
              "medians of a whole forward (CUDA graph replay); every configuration was first checked against "
-             "torch eager (TF32 off). The chosen values live in `fusegraph/kernels/registry.py` (GPU_TUNING).", "",
+             "torch eager (TF32 off). The chosen values live in `fusegraph/kernels/tuning.py` (GPU_TUNING).", "",
              "## Recurrent layers (seq 100, batch 64, input 128, hidden 256): fastest configurations", "",
              "| cell | dtype | dot precision | config | ms | cuDNN ms | max abs error |", "|---|---|---|---|---:|---:|---:|"]
     groups: dict[tuple, list] = {}

@@ -19,7 +19,7 @@ MODEL is a zoo name or path/to/file.py:attr; `fusegraph COMMAND --help` gives a 
 
 TUNE_HELP = """usage: fusegraph tune [--sweeps SWEEP ...] [--budget SECONDS] [--out FOLDER]
 
-Measures fusegraph's GPU launch choices (the GPU_TUNING tables in fusegraph/kernels/registry.py) on the
+Measures fusegraph's GPU launch choices (the GPU_TUNING tables in fusegraph/kernels/tuning.py) on the
 GPU it runs on: recurrent small-GEMM tiles, fp32 dot precision, the persistent scan's warps, conv and
 conv-gradient tiles (sweeps: recurrent precision persistent conv conv_grad). Its results are written to
 --out as JSON and markdown, to be committed into the repository's tables, so it runs from a source

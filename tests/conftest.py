@@ -38,10 +38,12 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 @pytest.fixture
 def small_tiles():
-    """The interpreter's small tiles (kernels/registry.py): launches spanning several programs and split
+    """The interpreter's small tiles (kernels/target.py): launches spanning several programs and split
     reductions at test sizes, for the tests that exist to cover those paths; its large tiles put most
     launches in one program."""
-    with fg.kernels.registry.interpreter_tiles("small"):
+    from fusegraph.kernels.target import interpreter_tiles
+
+    with interpreter_tiles("small"):
         yield
 
 

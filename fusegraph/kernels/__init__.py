@@ -1,7 +1,7 @@
 """Triton kernel templates and codegen, registered by op name."""
 
 from . import triton_env  # noqa: F401, I001  (must run before triton is imported)
-from . import backward, conv, conv_backward, losses, matmul, memory, norm, pointwise, pool, reduction, scan  # noqa: F401,E501
+from . import conv, embedding, linalg, losses, norm, pointwise, pool, scan, shape  # noqa: F401
 from .codegen import (
     INTERPRETER_LOCK,
     Kernel,
@@ -12,7 +12,8 @@ from .codegen import (
     load_kernel,
     recording_launches,
 )
-from .registry import TEMPLATES, KernelSource, Target
+from .registry import TEMPLATES, KernelSource
+from .target import Target
 
 if triton_env.INTERPRETING:
     from . import interpreter

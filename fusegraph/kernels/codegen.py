@@ -12,7 +12,8 @@ import torch
 from ..ir import GraphError, Node
 from ..ir.printer import format_node
 from . import cache
-from .registry import TEMPLATES, KernelSource, Target, Template
+from .registry import TEMPLATES, KernelSource, Template
+from .target import Target
 
 # NOTE: Triton's interpreter keeps launch state in module globals (grid, program ids, patched tl
 # functions): interpreted launches from two threads corrupt each other, so callers take this lock

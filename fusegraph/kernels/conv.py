@@ -9,7 +9,12 @@ blocks that few channels would leave mostly empty. With a pool, each program
 computes the conv at every window position of its pooled pixels and reduces them in registers,
 so the pre-pool map is never written. A global average pool is an average pool whose window is the
 whole map (a loop, not unrolled, over its positions): each row is one image. conv1d is conv2d with
-height 1."""
+height 1.
+
+Gradients, as implicit GEMMs too. Input gradient: rows are input pixels, columns input channels, the
+reduction runs over (output channel, kernel row, kernel column) through the output positions each
+pixel fed. Weight gradient: rows are output channels, columns (input channel, kernel row, kernel
+column), the reduction runs over every output position of the batch."""
 
 from __future__ import annotations
 
@@ -23,7 +28,10 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
 from .layout import channels_last
-from .registry import KernelSource, Target, conv_shape_key, interpreter_budget, lifter, module_source, register_template
+from .registry import KernelSource, register_template
+from .source import lifter, module_source
+from .target import Target, interpreter_budget
+from .tuning import conv_shape_key
 
 CONV_SOURCE = '''
 @triton.jit
@@ -216,7 +224,232 @@ def tap_major_conv(channels: int, taps: int = 1, rows: int = 0, target: Target |
     return triton.cdiv(rows, interpreter_budget(tap_k)) * taps * triton.cdiv(channels, tap_k) <= flat
 
 
+INPUT_SOURCE = '''
+@triton.jit
+def {name}(
+    dy_ptr, w_ptr, dx_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
+    DY_CL: tl.constexpr, W_CL: tl.constexpr, DX_CL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N * H * W
+    col_ok = cols < C
+    n = rows // (H * W)
+    ih = (rows // W) % H
+    iw = rows % W
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if TAP_MAJOR:
+        for tap in range(0, KH * KW):
+            # the output position this tap reached from each input pixel, when the stride lands on it
+            tap_h = ih + PAD_H - (tap // KW) * DIL_H
+            tap_w = iw + PAD_W - (tap % KW) * DIL_W
+            at_h = tap_h // STRIDE_H
+            at_w = tap_w // STRIDE_W
+            hit = row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0) & (tap_w % STRIDE_W == 0) \
+                & (at_h < OH) & (at_w < OW)
+            for o0 in range(0, O, BLOCK_K):
+                channels = o0 + tl.arange(0, BLOCK_K)
+                channel_ok = channels < O
+                dy = tl.load(dy_ptr + _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None], O, OH, OW, DY_CL),
+                             mask=hit[:, None] & channel_ok[None, :], other=0.0)
+                w = tl.load(w_ptr + _nchw_at(channels[:, None], cols[None, :], tap // KW, tap % KW, C, KH, KW, W_CL),
+                            mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+                acc += tl.dot(dy, w, input_precision=PRECISION)
+    else:
+        acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
+                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION, DY_CL, W_CL, BLOCK_K)
+    out = _nchw_at(n[:, None], cols[None, :], ih[:, None], iw[:, None], C, H, W, DX_CL)
+    tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
+                         STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH: tl.constexpr, KW: tl.constexpr,
+                         PRECISION: tl.constexpr, DY_CL: tl.constexpr, W_CL: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The reduction in flat (output channel, tap) order: few output channels fill a block this way."""
+    K = O * KH * KW
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        o = ks // (KH * KW)
+        kh = (ks // KW) % KH
+        kw = ks % KW
+        # the output position this kernel tap reached from the input pixel, when the stride lands on it
+        th = ih[:, None] + PAD_H - kh[None, :] * DIL_H
+        tw = iw[:, None] + PAD_W - kw[None, :] * DIL_W
+        oh = th // STRIDE_H
+        ow = tw // STRIDE_W
+        hit = (th >= 0) & (tw >= 0) & (th % STRIDE_H == 0) & (tw % STRIDE_W == 0) & (oh < OH) & (ow < OW)
+        mask = row_ok[:, None] & k_ok[None, :] & hit
+        dy = tl.load(dy_ptr + _nchw_at(n[:, None], o[None, :], oh, ow, O, OH, OW, DY_CL), mask=mask, other=0.0)
+        w = tl.load(w_ptr + _nchw_at(o[:, None], cols[None, :], kh[:, None], kw[:, None], C, KH, KW, W_CL),
+                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc += tl.dot(dy, w, input_precision=PRECISION)
+    return acc
+'''
+
+
+WEIGHT_SOURCE = '''
+@triton.jit
+def {name}(
+    {pointers}, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    K_PER_SPLIT, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+    X_CL: tl.constexpr, DY_CL: tl.constexpr, DW_CL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # split-K: program_id(2) sums its own slice of the N * OH * OW positions; SPLIT > 1 adds the
+    # partial sums atomically into outputs the launcher zeroed
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    TAPS = C * KH * KW
+    k_start = tl.program_id(2) * K_PER_SPLIT
+    k_end = tl.minimum(k_start + K_PER_SPLIT, N * OH * OW)
+    row_ok = rows < O
+    col_ok = cols < TAPS
+    # columns in the weight gradient's storage order: a channels-last one takes a tap's channels together
+    if DW_CL:
+        c = cols % C
+        tap = cols // C
+    else:
+        c = cols // (KH * KW)
+        tap = cols % (KH * KW)
+    kh = tap // KW
+    kw = tap % KW
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+{row_sum_init}
+    for k0 in range(k_start, k_end, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < k_end
+        n = ks // (OH * OW)
+        oh = (ks // OW) % OH
+        ow = ks % OW
+        dy = tl.load(dy_ptr + _nchw_at(n[None, :], rows[:, None], oh[None, :], ow[None, :], O, OH, OW, DY_CL),
+                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+{row_sum_step}        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
+        iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
+        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        x = tl.load(x_ptr + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL),
+                    mask=k_ok[:, None] & col_ok[None, :] & inside, other=0.0)
+        acc += tl.dot(dy, x, input_precision=PRECISION)
+    dw_offs = rows[:, None] * TAPS + cols[None, :]  # the columns run in storage order
+    if SPLIT > 1:
+        tl.atomic_add(dw_ptr + dw_offs, acc, mask=row_ok[:, None] & col_ok[None, :])
+    else:
+        tl.store(dw_ptr + dw_offs, acc.to(dw_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+{bias_store}'''
+
+
+def _geometry(node, x_shape, w_shape, dy_shape):
+    lift = lifter(len(x_shape) == 3)
+    stride, dilation = lift(node.attrs["stride"], 1), lift(node.attrs["dilation"], 1)
+    padding = lift(node.attrs["padding"], (0, 0))
+    n, c = x_shape[:2]
+    h, w = lift(x_shape[2:], 1)
+    kh, kw = lift(w_shape[2:], 1)
+    oh, ow = lift(dy_shape[2:], 1)
+    return (n, c, h, w, w_shape[0], oh, ow, stride[0], stride[1], padding[0][0], padding[1][0],
+            dilation[0], dilation[1]), (kh, kw)
+
+
+def _forward_key(dtype, sizes: tuple, kernel: tuple, layouts: tuple[bool, bool]) -> str:
+    """The tuning key of the conv a gradient differentiates: its shape, and how its x and y are stored."""
+    n, c, h, w, o = sizes[:5]
+    return conv_shape_key(dtype, c, h, w, o, kernel, (sizes[7], sizes[8]), False, layouts)
+
+
+def render_input(node):
+    name = kernel_name(node)
+    source = INPUT_SOURCE.format(name=name)
+    return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
+
+
+def launch_input(fn, node, target, inputs, outputs):
+    dy, w = inputs
+    (dx,) = outputs
+    sizes, (kh, kw) = _geometry(node, dx.shape, w.shape, dy.shape)
+    n, c, h, wd, o = sizes[:5]
+    tap_major = tap_major_conv(o, kh * kw, n * h * wd, target)  # the reduction runs over output channels here
+    gpu_k = 16 if tap_major and dy.dtype == torch.float32 else 32
+    block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256, large=None if tap_major else 1024)
+    block_n = target.tile(c, gpu=32, interpreted=128, large=256)
+    block_m = target.tile(n * h * wd, gpu=64, interpreted=1024, large=interpreter_budget(block_k, block_n))
+    block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
+    layouts = (channels_last(node.outputs[0]), channels_last(node.inputs[0]))  # the forward's x and y
+    tuned = target.tuned_conv(_forward_key(dy.dtype, sizes, (kh, kw), layouts), "conv_input_grad")
+    block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
+                                 (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
+    grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
+    fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
+             DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]), DX_CL=layouts[0],
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+
+
+def render_weight(node):
+    group = group_of(node)
+    anchor = group.anchor
+    name = kernel_name(node)
+    pointers = "x_ptr, dy_ptr, dw_ptr" + (", db_ptr" if group.bias_gradient is not None else "")
+    bias = group.bias_gradient is not None
+    source = WEIGHT_SOURCE.format(
+        name=name, pointers=pointers,
+        row_sum_init="    row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)" if bias else "",
+        row_sum_step="        row_sums += tl.sum(dy.to(tl.float32), axis=1)\n" if bias else "",
+        # the bias gradient sums the same output-gradient rows: stored once per row block
+        bias_store=("    if tl.program_id(1) == 0:\n"
+                    "        if SPLIT > 1:\n"
+                    "            tl.atomic_add(db_ptr + rows, row_sums, mask=row_ok)\n"
+                    "        else:\n"
+                    "            tl.store(db_ptr + rows, row_sums.to(db_ptr.dtype.element_ty), mask=row_ok)\n")
+        if bias else "")
+    return KernelSource(name, module_source(f"{anchor.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
+
+
+def launch_weight(fn, node, target, inputs, outputs):
+    group = group_of(node)
+    anchor = group.anchor
+    x = inputs[group.input_index(anchor.inputs[0])]
+    dy = inputs[group.input_index(anchor.inputs[1])]
+    by_name = {v.name: t for v, t in zip(group.outputs, outputs)}
+    dw = by_name[anchor.outputs[0].name]
+    extra = [by_name[group.bias_gradient.outputs[0].name]] if group.bias_gradient is not None else []
+    sizes, (kh, kw) = _geometry(anchor, x.shape, dw.shape, dy.shape)
+    n, c, o, oh, ow = sizes[0], sizes[1], sizes[4], sizes[5], sizes[6]
+    block_m = target.tile(o, gpu=32, interpreted=128, large=256)
+    block_n = target.tile(c * kh * kw, gpu=32, interpreted=128, large=256)
+    block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024, large=interpreter_budget(block_m, block_n))
+    layouts = (channels_last(anchor.inputs[0]), channels_last(anchor.inputs[1]))
+    tuned = target.tuned_conv(_forward_key(x.dtype, sizes, (kh, kw), layouts), "conv_weight_grad")
+    block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
+                                 (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
+    tiles = triton.cdiv(o, block_m) * triton.cdiv(c * kh * kw, block_n)
+    # a weight gradient is a few tiles with a reduction over every output position: split it
+    # across programs (atomic fp32 sums) or a handful of programs loop over the whole batch
+    split = target.split_k(n * oh * ow, block_k, tiles)
+    k_per_split = triton.cdiv(triton.cdiv(n * oh * ow, split), block_k) * block_k
+    split = triton.cdiv(n * oh * ow, k_per_split)
+    grads = [dw, *extra]
+    if split > 1:
+        # partial sums meet in float32: a half-precision gradient is summed in a float32 copy, rounded once
+        grads = [g if g.dtype == torch.float32 else torch.empty_like(g, dtype=torch.float32) for g in grads]
+        for grad in grads:
+            grad.zero_()
+    grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n), split)
+    fn[grid](x, dy, *grads, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision(x.dtype), SPLIT=split,
+             X_CL=layouts[0], DY_CL=layouts[1], DW_CL=channels_last(anchor.outputs[0]),
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+    for grad, total in zip((dw, *extra), grads, strict=True):
+        if total is not grad:
+            grad.copy_(total)
+
+
 for _op in ("conv1d", "conv2d"):
     register_template(_op, render, launch)
+    register_template(f"{_op}_bwd_input", render_input, launch_input)
+    register_template(f"{_op}_bwd_weight", render_weight, launch_weight)
 register_anchor(("conv1d", "conv2d"), Anchor("conv", channel_axis=1, same_type=True, prologue="prologue",
                                              ends=frozenset({"pool", "global_pool"})))
+# (x, dy): a bias gradient sums dy over all but its channels, from the rows the weight gradient reads
+register_anchor(("conv1d_bwd_weight", "conv2d_bwd_weight"), Anchor("conv weight gradient", epilogue=False,
+                                                                   bias_gradient=(1, 1)))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import triton
 
 from ..passes.kernel_names import kernel_name
-from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source, register_template
+from .registry import KernelSource, register_template
+from .source import module_source
+from .target import INTERPRETER_TILE_ELEMENTS
 
 CROSS_ENTROPY_SOURCE = '''
 @triton.jit

@@ -18,7 +18,8 @@ from ..ir.ops import has_trait
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles
-from .registry import GEMM_TILE, KernelSource, module_source
+from .registry import KernelSource
+from .source import GEMM_TILE, module_source
 
 GATED_SOURCE = '''
 @triton.jit
@@ -58,7 +59,7 @@ def _gates(group) -> tuple[int, tuple]:
 
 
 def render_gated(name: str, group) -> KernelSource:
-    from .matmul import epilogue  # NOTE: the plain template imports this module
+    from .linalg import epilogue  # NOTE: the plain template imports this module
 
     gates, gate_shape = _gates(group)
     ib = group.input_index(group.anchor.inputs[1])
@@ -111,7 +112,7 @@ def render_gated(name: str, group) -> KernelSource:
 
 
 def launch_gated(fn, group, target, inputs, outputs) -> None:
-    from .matmul import row_stride
+    from .linalg import row_stride
 
     width = _gates(group)[1][-1]
     anchor = group.anchor

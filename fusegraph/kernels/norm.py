@@ -13,9 +13,10 @@ import triton
 
 from ..ir import InputError
 from ..passes.kernel_names import kernel_name
-from .expr import helpers_for
 from .layout import channels_last
-from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source, register_template
+from .registry import register_template
+from .source import named_source
+from .target import INTERPRETER_TILE_ELEMENTS
 
 STATISTICS_SOURCE = '''
 @triton.jit
@@ -96,11 +97,6 @@ def {name}(x_ptr, dy_ptr, mean_ptr, invstd_ptr, weight_ptr, bias_ptr, dweight_pt
 '''
 
 
-def _source(name: str, template: str, what: str) -> KernelSource:
-    source = template.format(name=name)
-    return KernelSource(name, module_source(what, helpers_for(source) + "\n\n" + source))
-
-
 def _view(node, x) -> tuple[int, int, int]:
     """(OUTER, C, INNER) of `x` in storage order."""
     channels = x.shape[1]
@@ -117,7 +113,7 @@ def _reduce_grid(target, outer: int, channels: int, inner: int) -> tuple[tuple[i
 def _apply(fn, target, tensors: dict, out, sizes: tuple[int, int, int], backward: bool) -> None:
     from .codegen import load_kernel
 
-    apply = load_kernel(_source("batch_norm_apply", APPLY_SOURCE, "batch normalisation, applied"), fn.counter)
+    apply = load_kernel(named_source("batch_norm_apply", APPLY_SOURCE, "batch normalisation, applied"), fn.counter)
     outer, channels, inner = sizes
     numel = out.numel()
     block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
@@ -128,7 +124,7 @@ def _apply(fn, target, tensors: dict, out, sizes: tuple[int, int, int], backward
 
 
 def render_train(node):
-    return _source(kernel_name(node), STATISTICS_SOURCE, "batch normalisation statistics")
+    return named_source(kernel_name(node), STATISTICS_SOURCE, "batch normalisation statistics")
 
 
 def launch_train(fn, node, target, inputs, outputs):
@@ -146,7 +142,7 @@ def launch_train(fn, node, target, inputs, outputs):
 
 
 def render_train_bwd(node):
-    return _source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation gradient sums")
+    return named_source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation gradient sums")
 
 
 def launch_train_bwd(fn, node, target, inputs, outputs):
@@ -161,7 +157,7 @@ def launch_train_bwd(fn, node, target, inputs, outputs):
 
 
 def render_param_grads(node):
-    return _source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation weight and bias gradients")
+    return named_source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation weight and bias gradients")
 
 
 def launch_param_grads(fn, node, target, inputs, outputs):

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import triton
 
-from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source
+from .registry import KernelSource
+from .source import module_source
+from .target import INTERPRETER_TILE_ELEMENTS
 
 OPTIM_SOURCE = '''
 @triton.jit

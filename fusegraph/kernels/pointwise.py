@@ -3,7 +3,10 @@
 Each outside operand is either a full tensor (indexed like the output) or a per-channel vector
 broadcast along one axis (indexed by `(offset // inner) % channels`, inner the axis's stride in
 storage: every operand of a chain is stored alike, so a channels-last chain differs only there); every value the chain makes
-that is used outside it is stored."""
+that is used outside it is stored.
+
+softmax / log_softmax over the last axis (one row per block lane, max-shifted) and their gradients
+have templates of their own here."""
 
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from ..passes.templates import CHAIN, Anchor, register_anchor
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of
-from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, module_source, register_template
+from .registry import KernelSource, register_template
+from .source import module_source, node_source
+from .target import INTERPRETER_TILE_ELEMENTS
 
 POINTWISE_SOURCE = '''
 @triton.jit
@@ -27,6 +32,7 @@ def {name}({pointers}, NUMEL, {vector_args}BLOCK: tl.constexpr):
     mask = offs < NUMEL
 {gate_offsets}{body}
 '''
+
 
 # a chain split into gates runs over one gate's elements; gate g of a full-width row sits at g * GATE_W
 GATE_OFFSETS = """    row = offs // GATE_W
@@ -103,7 +109,78 @@ def launch(fn, node, target, inputs, outputs):
     fn[(triton.cdiv(numel, block),)](*inputs, *outputs, numel, *vector_args, BLOCK=block)
 
 
+SOFTMAX_SOURCE = '''
+@triton.jit
+def {name}(x_ptr, out_ptr, R, L, LOG: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_L)
+    row_ok = rows < R
+    mask = row_ok[:, None] & (cols[None, :] < L)
+    offs = rows[:, None] * L + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=float("-inf")).to(tl.float32)
+    # rows past the end are all padding: give them a harmless max and sum instead of NaNs
+    shifted = x - tl.where(row_ok, tl.max(x, axis=1), 0.0)[:, None]
+    e = tl.exp(shifted)
+    total = tl.where(row_ok, tl.sum(e, axis=1), 1.0)
+    if LOG:
+        y = shifted - tl.log(total)[:, None]
+    else:
+        y = e / total[:, None]
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+'''
+
+
+def render_softmax(node):
+    axis = node.attrs.get("axis", -1)
+    if axis % node.outputs[0].type.rank != node.outputs[0].type.rank - 1:
+        raise GraphError(f"{node.where}: the {node.op} kernel reduces the last axis only, got axis {axis}; "
+                         "move the axis last before the softmax")
+    name = kernel_name(node)
+    return KernelSource(name, module_source(node.op, SOFTMAX_SOURCE.format(name=name)))
+
+
+def launch_softmax(fn, node, target, inputs, outputs):
+    (x,), (out,) = inputs, outputs
+    length = x.shape[-1]
+    rows = x.numel() // length
+    block_l = triton.next_power_of_2(length)
+    block_r = max(1, min(triton.next_power_of_2(rows), (4096 if target.interpreted else 2048) // block_l))
+    fn[(triton.cdiv(rows, block_r),)](x, out, rows, length, LOG=node.op == "log_softmax",
+                                      BLOCK_R=block_r, BLOCK_L=block_l)
+
+
+SOFTMAX_BWD_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, y_ptr, dx_ptr, R, L, LOG: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_L)
+    mask = (rows[:, None] < R) & (cols[None, :] < L)
+    offs = rows[:, None] * L + cols[None, :]
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if LOG:
+        dx = dy - tl.exp(y) * tl.sum(dy, axis=1)[:, None]
+    else:
+        dx = y * (dy - tl.sum(dy * y, axis=1)[:, None])
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+'''
+
+
+def launch_softmax_bwd(fn, node, target, inputs, outputs):
+    dy, y = inputs
+    (dx,) = outputs
+    length = dy.shape[-1]
+    rows = dy.numel() // length
+    block_l = triton.next_power_of_2(length)
+    block_r = max(1, min(triton.next_power_of_2(rows), (4096 if target.interpreted else 2048) // block_l))
+    fn[(triton.cdiv(rows, block_r),)](dy, y, dx, rows, length, LOG=node.op == "log_softmax_bwd",
+                                      BLOCK_R=block_r, BLOCK_L=block_l)
+
+
 for _op in (name for name, op in OPS.items() if op.math is not None):
     register_template(_op, render, launch)
 register_template(CHAIN, render, launch)
 register_anchor((CHAIN,), Anchor("elementwise chain", gates=True, chain=True))
+for _op in ("softmax", "log_softmax"):
+    register_template(_op, render_softmax, launch_softmax)
+    register_template(f"{_op}_bwd", node_source(SOFTMAX_BWD_SOURCE, "softmax gradient"), launch_softmax_bwd)

@@ -1,17 +1,27 @@
 """Max / average pooling (1-D as 2-D with height 1) and global average pooling.
 
 One template for both kinds: IS_MAX is a constexpr. Padding never wins a max (it reads -inf), a NaN always does (as torch) and
-never counts in an average (the divisor is the number of real elements in the window)."""
+never counts in an average (the divisor is the number of real elements in the window).
+
+Their gradients: a pool gradient walks the pool's input (a max pool's from the saved window
+positions when it kept them), and hosts elementwise ops like a chain; the global pool's broadcasts."""
 
 from __future__ import annotations
+
+from math import prod
 
 import triton
 
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
-from .expr import helpers_for
+from ..passes.templates import Anchor, register_anchor
+from .epilogue import Emitter, Tile
+from .expr import Names, helpers_for
+from .group import argument_roles, group_of
 from .layout import channels_last
-from .registry import INTERPRETER_TILE_ELEMENTS, KernelSource, lifter, module_source, register_template
+from .registry import KernelSource, register_template
+from .source import lifter, module_source, node_source
+from .target import INTERPRETER_TILE_ELEMENTS
 
 POOL_SOURCE = '''
 @triton.jit
@@ -51,6 +61,7 @@ def {name}(
     if WITH_POSITIONS:
         tl.store(pos_ptr + offs, best_at.to(tl.int8), mask=valid)
 '''
+
 
 GLOBAL_AVG_SOURCE = '''
 @triton.jit
@@ -108,8 +119,137 @@ def launch_global(fn, node, target, inputs, outputs):
                                       BLOCK_R=block_r, BLOCK_L=block_l)
 
 
+POOL_BWD_SOURCE = '''
+@triton.jit
+def {name}(
+    {pointers}, TOTAL, C, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    KH: tl.constexpr, KW: tl.constexpr, REACH_H: tl.constexpr, REACH_W: tl.constexpr,
+    IS_MAX: tl.constexpr, FROM_POSITIONS: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # one lane per input element, in storage order: gather from every window that covers it (no atomics,
+    # deterministic); the output gradient, the saved input or positions are stored alike
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < TOTAL
+    n, c, ih, iw = _nchw_of(offs, C, H, W, CHANNELS_LAST)
+    grad = tl.zeros((BLOCK,), tl.float32)
+    for dh in tl.static_range(REACH_H):
+        for dw in tl.static_range(REACH_W):
+            ph = (ih + PAD_H) // STRIDE_H - dh
+            pw = (iw + PAD_W) // STRIDE_W - dw
+            h0 = ph * STRIDE_H - PAD_H
+            w0 = pw * STRIDE_W - PAD_W
+            covers = valid & (ph >= 0) & (ph < PH) & (pw >= 0) & (pw < PW) & (ih < h0 + KH) & (iw < w0 + KW)
+            window = _nchw_at(n, c, ph, pw, C, PH, PW, CHANNELS_LAST)
+            g = tl.load({dy} + window, mask=covers, other=0.0).to(tl.float32)
+{prologue}
+            if FROM_POSITIONS:
+                # {saved} holds each window's saved maximum position (int8, row-major in the window)
+                at = tl.load({saved} + window, mask=covers, other=-1).to(tl.int32)
+                grad += tl.where(covers & (at == (ih - h0) * KW + (iw - w0)), g, 0.0)
+            elif IS_MAX:
+                # as PyTorch: the window's first maximum in row-major order takes the gradient, or its last NaN
+                best = tl.full((BLOCK,), float("-inf"), tl.float32)
+                best_at = tl.full((BLOCK,), -1, tl.int32)
+                for kh in tl.static_range(KH):
+                    for kw in tl.static_range(KW):
+                        hh = h0 + kh
+                        ww = w0 + kw
+                        inside = covers & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                        v = tl.load({saved} + _nchw_at(n, c, hh, ww, C, H, W, CHANNELS_LAST), mask=inside,
+                                    other=float("-inf")).to(tl.float32)
+                        better = inside & ((v > best) | (v != v))
+                        best = tl.where(better, v, best)
+                        best_at = tl.where(better, hh * W + ww, best_at)
+                grad += tl.where(covers & (best_at == ih * W + iw), g, 0.0)
+            else:
+                count = (tl.minimum(h0 + KH, H) - tl.maximum(h0, 0)) * (tl.minimum(w0 + KW, W) - tl.maximum(w0, 0))
+                grad += tl.where(covers, g / tl.maximum(count, 1).to(tl.float32), 0.0)
+{epilogue}
+'''
+
+
+BROADCAST_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, dx_ptr, TOTAL, C, L, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    # dx in storage order, its L pixels as one (1, L) plane; dy is (N, C)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < TOTAL
+    n, c, _, _ = _nchw_of(offs, C, 1, L, CHANNELS_LAST)
+    g = tl.load(dy_ptr + n * C + c, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dx_ptr + offs, (g / L).to(dx_ptr.dtype.element_ty), mask=mask)
+'''
+
+
+def render_pool_bwd(node):
+    group = group_of(node)
+    anchor = group.anchor
+    kind = "max" if has_trait(anchor, "max_pool") else "avg"
+    name = kernel_name(node)
+    names = Names(POOL_BWD_SOURCE)
+    names.roles.update(argument_roles(group))
+    ins, outs = names.arguments(group.inputs), names.arguments(group.outputs)
+    dy = f"{ins[group.input_index(group.data_input)]}_ptr"
+    # the max pool's input, or its saved window positions; avg pooling reads neither
+    saved = f"{ins[group.input_index(anchor.inputs[1])]}_ptr" if kind == "max" else dy
+    tile = Tile(load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + offs, mask=valid, other=0.0).to(tl.float32)",
+                load_channel=lambda i, v, g: "0.0")
+    emitter = Emitter(tile, group.input_index, names)
+    emitter.bind(anchor.outputs[0], ["grad"])
+    lines = emitter.emit_all(group.nodes)
+    lines += [f"    tl.store({outs[j]}_ptr + offs, {emitter.operand(v)[0]}.to({outs[j]}_ptr.dtype.element_ty), mask=valid)"
+              for j, v in enumerate(group.outputs)]
+    # the prologue (e.g. the ReLU's backward) on each window's gradient, its operands read at that window
+    before = Emitter(Tile(load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + window, mask=covers, other=0.0).to(tl.float32)",
+                          load_channel=lambda i, v, g: "0.0"), group.input_index, names, indent=" " * 12)
+    if group.prologue:
+        before.bind(group.data_input, ["g"])
+        prologue_lines = before.emit_all(group.prologue)
+        prologue_lines.append(f"            g = {before.operand(group.prologue[-1].outputs[0])[0]}")
+    else:
+        prologue_lines = []
+    pointers = names.signature(group.inputs, group.outputs)
+    source = POOL_BWD_SOURCE.format(name=name, pointers=pointers, epilogue="\n".join(lines), dy=dy, saved=saved,
+                                    prologue="\n".join(prologue_lines))
+    return KernelSource(name, module_source(f"{kind} pooling gradient", helpers_for(source) + "\n\n" + source))
+
+
+def launch_pool_bwd(fn, node, target, inputs, outputs):
+    group = group_of(node)
+    anchor = group.anchor
+    dy = inputs[group.input_index(group.data_input)]
+    dx_shape = anchor.outputs[0].type.concrete(dy.shape[0])
+    lift = lifter(len(dx_shape) == 3)
+    kernel, stride = lift(anchor.attrs["kernel"], 1), lift(anchor.attrs["stride"], 1)
+    padding = lift(anchor.attrs["padding"], (0, 0))
+    h, w = lift(dx_shape[2:], 1)
+    ph, pw = lift(dy.shape[2:], 1)
+    total = outputs[0].numel()
+    block = target.tile(total, gpu=256, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
+    fn[(triton.cdiv(total, block),)](
+        *inputs, *outputs, total, dx_shape[1], h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
+        KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
+        IS_MAX=has_trait(anchor, "max_pool"), FROM_POSITIONS=has_trait(anchor, "from_positions"),
+        CHANNELS_LAST=channels_last(anchor.outputs[0]), BLOCK=block)
+
+
+def launch_global_bwd(fn, node, target, inputs, outputs):
+    (dy,), (dx,) = inputs, outputs
+    total = dx.numel()
+    block = target.tile(total, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
+    fn[(triton.cdiv(total, block),)](dy, dx, total, dx.shape[1], prod(node.attrs["input_size"]),
+                                      CHANNELS_LAST=channels_last(node.outputs[0]), BLOCK=block)
+
+
 for _ndim in (1, 2):
     register_template(f"max_pool{_ndim}d", render_pool, launch_pool)
     register_template(f"max_pool{_ndim}d_argmax", render_pool, launch_pool)
     register_template(f"avg_pool{_ndim}d", render_pool, launch_pool)
     register_template(f"global_avg_pool{_ndim}d", render_global, launch_global)
+    register_template(f"max_pool{_ndim}d_bwd", render_pool_bwd, launch_pool_bwd)
+    register_template(f"avg_pool{_ndim}d_bwd", render_pool_bwd, launch_pool_bwd)
+    register_template(f"max_pool{_ndim}d_bwd_idx", render_pool_bwd, launch_pool_bwd)
+    register_template(f"global_avg_pool{_ndim}d_bwd", node_source(BROADCAST_SOURCE, "global average pooling gradient"),
+                      launch_global_bwd)
+    # a pool gradient walks the pool's input: elementwise ops join like a chain's, none per channel
+    register_anchor((f"max_pool{_ndim}d_bwd", f"avg_pool{_ndim}d_bwd", f"max_pool{_ndim}d_bwd_idx"),
+                    Anchor("pool gradient", per_channel=False, prologue="elementwise", gates=True, chain=True))

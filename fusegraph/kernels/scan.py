@@ -13,11 +13,15 @@ import triton
 
 from ..ir import GraphError, Node
 from ..ir.ops.scan import initial_carry_count
+from ..passes.kernel_names import kernel_name
 from ..passes.templates import register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import Group, group_of
-from .registry import GPU_TUNING, KernelSource, module_source, register_template
+from .registry import KernelSource, register_template
+from .source import module_source
+from .target import INTERPRETER_TILE_ELEMENTS
+from .tuning import GPU_TUNING
 
 # NOTE: tf32x3 (fp32 dots on the GPU) triples the dot operands' registers: a 64-column fp32 LSTM cell
 # spills 328 B of stack per thread on sm_90, a 64-column fp16 one none (tests/kernels/test_gpu_compile.py)
@@ -276,3 +280,33 @@ def accepts(scan: Node) -> str | None:
 
 register_template("scan", render, launch)
 register_check("persistent_scan", accepts)
+
+
+TIME_SHIFT_SOURCE = '''
+@triton.jit
+def {name}(src_ptr, dst_ptr, NUMEL, T, F, SHIFT, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    t = (offs // F) % T
+    source_t = t - SHIFT
+    inside = mask & (source_t >= 0) & (source_t < T)
+    x = tl.load(src_ptr + offs - SHIFT * F, mask=inside, other=0.0)
+    tl.store(dst_ptr + offs, x, mask=mask)
+'''
+
+
+def render_time_shift(node):
+    name = kernel_name(node)
+    return KernelSource(name, module_source("time shift", TIME_SHIFT_SOURCE.format(name=name)))
+
+
+def launch_time_shift(fn, node, target, inputs, outputs):
+    (seq,), (out,) = inputs, outputs
+    numel = seq.numel()
+    features = numel // (seq.shape[0] * seq.shape[1])
+    block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
+    shift = -1 if node.attrs.get("reverse", False) else 1
+    fn[(triton.cdiv(numel, block),)](seq, out, numel, seq.shape[1], features, shift, BLOCK=block)
+
+
+register_template("time_shift", render_time_shift, launch_time_shift)

@@ -17,7 +17,7 @@ from ..precision import LossScale, half_dtype
 from .autodiff import LOSSES
 
 DEVICES = (None, "cuda", "cpu")
-FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")  # how fp32 dots run on the GPU (kernels/registry.py's default)
+FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")  # how fp32 dots run on the GPU (kernels/tuning.py's default)
 MEMORY_FORMATS = {None: "contiguous", torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
                   "contiguous": "contiguous", "channels_last": "channels_last"}
 OPTIONAL_IN_SAVES = ("device", "cuda_graphs")  # saves written before they were kept lack them

@@ -10,7 +10,7 @@ from ..ir import Graph, GraphError, Node, TensorType
 from ..ir.cost import nbytes
 from ..ir.schedule import schedule
 from ..kernels import LaunchCounter, Target, generate, load_kernel
-from ..kernels.memory import launch_copy, render_copy
+from ..kernels.shape import launch_copy, render_copy
 from .plan import MEMORY_FORMAT, TORCH_DTYPE, in_layout, plan_memory, stored_as
 
 

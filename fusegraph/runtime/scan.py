@@ -13,7 +13,7 @@ import torch
 from ..ir.ops.scan import initial_carry_count
 from ..ir.schedule import Step
 from ..kernels import LaunchCounter, Target, load_kernel
-from ..kernels.memory import launch_copy, render_copy
+from ..kernels.shape import launch_copy, render_copy
 from .plan import TORCH_DTYPE
 
 

@@ -297,7 +297,7 @@ def test_the_conv_gradient_sweep_checks_each_planted_launch_on_the_cpu(tmp_path,
     GPU session that runs it cannot afford a crash): each table planted in turn, every configuration's
     gradients checked against torch.autograd, the table left as it was."""
     from bench import tune_gpu
-    from fusegraph.kernels.registry import GPU_TUNING
+    from fusegraph.kernels.tuning import GPU_TUNING
 
     monkeypatch.setattr(tune_gpu, "DEVICE", "cpu")
     monkeypatch.setattr(tune_gpu, "GRAD_BATCH", 2)

@@ -211,7 +211,7 @@ def test_every_activation_compiles_for_sm90_in_every_position(launches, tmp_path
 def test_a_tuned_conv_launch_is_used_pipelined_for_sm90(launches, tmp_path, monkeypatch):
     """A conv shape in the tuning table (per layout) launches with its measured blocks, warps and
     pipeline stages, and its operand loads are copied asynchronously, stage ahead of the dot."""
-    from fusegraph.kernels.registry import conv_shape_key
+    from fusegraph.kernels.tuning import conv_shape_key
 
     config = {"block_m": 128, "block_n": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
     key = conv_shape_key(torch.float16, 64, 14, 14, 64, (3, 3), (1, 1), False, layouts=(True, True))
@@ -231,7 +231,7 @@ def test_a_tuned_conv_launch_is_used_pipelined_for_sm90(launches, tmp_path, monk
 def test_tuned_conv_gradient_launches_are_used_pipelined_for_sm90(launches, tmp_path, monkeypatch):
     """The input and weight gradients of a conv between convs (channels-last x and y) launch with the
     entries their tables hold under the forward conv's key, and pipeline their operand loads."""
-    from fusegraph.kernels.registry import conv_shape_key
+    from fusegraph.kernels.tuning import conv_shape_key
 
     key = conv_shape_key(torch.float32, 32, 8, 8, 32, (3, 3), (1, 1), False, layouts=(True, True))
     planted = {"conv_input_grad": {"block_m": 64, "block_n": 32, "block_k": 16, "num_warps": 4, "num_stages": 3},
@@ -258,7 +258,7 @@ def test_every_conv_tile_the_sweep_tries_compiles_pipelined_for_sm90(dtype, laun
     compiles, on tensor cores, without spilling, its loads pipelined; a GPU period is not spent on
     one that cannot."""
     from bench.tune_gpu import CONV_TILES, FP32_CONV_TILES
-    from fusegraph.kernels.registry import conv_shape_key
+    from fusegraph.kernels.tuning import conv_shape_key
 
     key = conv_shape_key(getattr(torch, dtype), 64, 14, 14, 64, (3, 3), (1, 1), False, layouts=(True, True))
     model = fg.Sequential([fg.Input((64, 14, 14), dtype=dtype), fg.Conv2D(64, 3, padding="same", activation="relu")])
@@ -274,7 +274,7 @@ def test_every_conv_tile_the_sweep_tries_compiles_pipelined_for_sm90(dtype, laun
 def test_every_conv_gradient_tile_the_sweep_tries_compiles_pipelined_for_sm90(launches, tmp_path, monkeypatch):
     """bench/tune_gpu.py's candidate tiles for both conv gradient kernels (fp32, channels-last)."""
     from bench.tune_gpu import GRAD_TILES
-    from fusegraph.kernels.registry import conv_shape_key
+    from fusegraph.kernels.tuning import conv_shape_key
 
     key = conv_shape_key(torch.float32, 32, 8, 8, 32, (3, 3), (1, 1), False, layouts=(True, True))
     model = fg.Sequential([fg.Input((32, 8, 8)), *(fg.Conv2D(32, 3, padding="same", activation="relu") for _ in range(2)),

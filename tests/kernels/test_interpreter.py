@@ -1,5 +1,5 @@
 """The interpreter's fast path (kernels/interpreter.py and the large interpreter tiles of
-kernels/registry.py): every piece installed on this Triton, results unchanged bit for bit where only
+kernels/target.py): every piece installed on this Triton, results unchanged bit for bit where only
 dead work was removed, and against torch where the tiles (so the summation order) change; the small
 tiles still give the multi-program and split-K launches the tests of those paths rely on."""
 
@@ -11,7 +11,7 @@ from triton.runtime import interpreter as triton_interpreter
 
 import fusegraph as fg
 from fusegraph.kernels import interpreter, recording_launches
-from fusegraph.kernels.registry import interpreter_tiles
+from fusegraph.kernels.target import interpreter_tiles
 from tests.conftest import KERNEL_ATOL, KERNEL_RTOL, feeds_for, targets_for
 
 

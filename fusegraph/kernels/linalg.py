@@ -2,7 +2,10 @@
 gates computes all G gate tiles of the same hidden columns in one program (an RNN cell's whole
 update), then applies the group's elementwise ops, an optional row softmax, and stores.
 
-Rows may be strided (a time step of a batch-first sequence); columns are contiguous."""
+Rows may be strided (a time step of a batch-first sequence); columns are contiguous.
+
+The bias gradient (a column sum of the output gradient) runs alone or inside the weight
+gradient's kernel (matmul_tn), beside it."""
 
 from __future__ import annotations
 
@@ -18,10 +21,14 @@ from ..passes.templates import Anchor, register_anchor, register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
+from .layout import channels_last
 from .matmul_gated import is_gated, launch_gated, render_gated
-from .registry import GEMM_TILE, KernelSource, interpreter_budget, module_source, register_template
+from .registry import KernelSource, register_template
+from .source import GEMM_TILE, module_source, node_source
+from .target import interpreter_budget
 
 MAX_SOFTMAX_ROW = 1024  # a softmax epilogue's row is one block of columns
+
 
 MATMUL_SOURCE = '''
 @triton.jit
@@ -186,8 +193,38 @@ def accepts_softmax(nodes) -> str | None:
     return f"rows of {width} do not fit one block (max {MAX_SOFTMAX_ROW})" if width > MAX_SOFTMAX_ROW else None
 
 
+BIAS_GRAD_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, db_ptr, OUTER, C, INNER, BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr):
+    # dy viewed as (OUTER, C, INNER); sums every (outer, inner) pair for a block of channels
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < C
+    acc = tl.zeros((BLOCK_J, BLOCK_C), tl.float32)
+    for j0 in range(0, OUTER * INNER, BLOCK_J):
+        js = j0 + tl.arange(0, BLOCK_J)
+        offs = _channel_view_at(js, cols, C, INNER)
+        acc += tl.load(dy_ptr + offs, mask=(js < OUTER * INNER)[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
+    tl.store(db_ptr + cols, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty), mask=col_ok)
+'''
+
+
+def launch_bias_grad(fn, node, target, inputs, outputs):
+    (dy,), (db,) = inputs, outputs
+    axis = node.attrs["axis"] % dy.dim()
+    # dy as (outer, channels, inner) in storage order: a channels-last one is (N * H * W, C, 1)
+    if channels_last(node.inputs[0]) and axis != 1:
+        raise GraphError(f"{node.where}: a channels-last bias gradient sums over channels (axis 1), got axis {axis}")
+    channels = dy.shape[axis]
+    inner = 1 if channels_last(node.inputs[0]) else prod(dy.shape[axis + 1:])
+    outer = dy.numel() // (channels * inner)
+    block_c = target.tile(channels, gpu=32, interpreted=128, floor=1)
+    block_j = target.tile(outer * inner, gpu=128, interpreted=1024, floor=1)
+    fn[(triton.cdiv(channels, block_c),)](dy, db, outer, channels, inner, BLOCK_J=block_j, BLOCK_C=block_c)
+
+
 register_template("matmul", render, launch)
 register_template("matmul_tn", render, launch)
+register_template("bias_grad", node_source(BIAS_GRAD_SOURCE, "bias gradient"), launch_bias_grad)
 register_anchor(("matmul",), Anchor("matmul", channel_axis=-1, prologue="prologue", ends=frozenset({"softmax"}),
                                     gates=True, computed_operand=True))
 register_anchor(("matmul_tn",), Anchor("matmul_tn", epilogue=False, bias_gradient=(0, -1)))  # x^T dy: dy's columns
