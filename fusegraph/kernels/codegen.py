@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import textwrap
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from ..ir import GraphError, Node
 from ..ir.printer import format_node
 from . import cache
 from .registry import TEMPLATES, KernelSource, Template
+from .source import LINE_WIDTH
 from .target import Target
 
 # NOTE: Triton's interpreter keeps launch state in module globals (grid, program ids, patched tl
@@ -115,7 +117,8 @@ def ir_comment(node: Node) -> str:
     if node.op == "scan":  # a persistent scan: its step's one kernel
         (runs,) = node.attrs["body"].compute_nodes
     nodes = runs.attrs["body"].compute_nodes if runs.op == "fused" else (runs,)
-    lines = [f"# {format_node(n, comment_layer=False)}" for n in nodes]
+    lines = [line for n in nodes for line in textwrap.wrap(format_node(n, comment_layer=False), LINE_WIDTH,
+                                                           initial_indent="# ", subsequent_indent="#     ")]
     if node.op == "scan":
         lines.insert(0, f"# every step of scan %{node.name}{' (reversed)' if node.attrs.get('reverse') else ''} runs:")
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
 from .layout import channels_last
 from .registry import KernelSource, register_template
-from .source import lifter, module_source
+from .source import fill, lifter, module_source
 from .target import Target, interpreter_budget
 from .tuning import conv_shape_key
 
@@ -53,7 +53,7 @@ def {name}(
     n = rows // (PH * PW)
     ph = (rows // PW) % PH
     pw = rows % PW
-{pool_init}
+    {pool_init}
     for pool_kh in {window}(POOL_KH):
         for pool_kw in {window}(POOL_KW):
             oh = ph * POOL_STRIDE_H - POOL_PAD_H + pool_kh
@@ -72,9 +72,11 @@ def {name}(
                         channels = c0 + tl.arange(0, BLOCK_K)
                         channel_ok = channels < C
                         x_mask = tap_ok[:, None] & channel_ok[None, :]
-                        x = tl.load({x} + _nchw_at(n[:, None], channels[None, :], tap_h[:, None], tap_w[:, None],
-                                                     C, H, W, X_CL), mask=x_mask, other=0.0)
-{tap_prologue}                        w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, C, KH, KW, W_CL)
+                        x_at = _nchw_at(n[:, None], channels[None, :], tap_h[:, None], tap_w[:, None],
+                                        C, H, W, X_CL)
+                        x = tl.load({x} + x_at, mask=x_mask, other=0.0)
+                        {prologue}
+                        w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, C, KH, KW, W_CL)
                         w = tl.load({w} + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
                         acc += tl.dot(x, w, input_precision=PRECISION)
             else:
@@ -88,14 +90,16 @@ def {name}(
                     iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
                     inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
                     x_mask = pos_ok[:, None] & k_ok[None, :] & inside
-                    x = tl.load({x} + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL), mask=x_mask, other=0.0)
-{prologue}                    w = tl.load({w} + _nchw_at(cols[None, :], c[:, None], kh[:, None], kw[:, None], C, KH, KW, W_CL),
-                                mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                    x = tl.load({x} + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL), mask=x_mask,
+                                other=0.0)
+                    {prologue}
+                    w_at = _nchw_at(cols[None, :], c[:, None], kh[:, None], kw[:, None], C, KH, KW, W_CL)
+                    w = tl.load({w} + w_at, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
                     acc += tl.dot(x, w, input_precision=PRECISION)
             out_offs = _nchw_at(n[:, None], cols[None, :], oh[:, None], ow[:, None], O, OH, OW, OUT_CL)
-{epilogue}
-{pool_step}
-{finish}
+            {epilogue}
+            {pool_step}
+    {finish}
 '''
 
 
@@ -136,34 +140,35 @@ def render(node):
                          "            take = (candidate > pooled) | (candidate != candidate)\n"
                          "            best_at = tl.where(take, pool_kh * POOL_KW + pool_kw, best_at)\n"
                          "            pooled = tl.where(take, candidate, pooled)")
-            result = "pooled"
+            result = None  # the running maximum is the pooled value
         else:
             pool_init = ("    pooled = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)\n"
                          "    count = tl.zeros((BLOCK_M,), tl.float32)")
             pool_step = (f"            pooled += tl.where(tile_mask, {value}, 0.0)\n"
                          "            count += pos_ok.to(tl.float32)")
-            result = "pooled / tl.maximum(count, 1.0)[:, None]"
+            result = "pooled / tl.maximum(count, 1.0)[:, None]"  # the mean of the window's real positions
         # after the pool: elementwise ops on the pooled tile (an activation moved past a max pool)
         after = Emitter(Tile(
             load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + pooled_offs, mask=pooled_mask, other=0.0).to(tl.float32)",
             load_channel=lambda i, v, g: f"tl.load({ins[i]}_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
         ), group.input_index, names)
-        after.bind(pool.outputs[0], ["result"])
+        after.bind(pool.outputs[0], ["pooled" if result is None else "result"])
         if len(pool.outputs) == 2:
             after.bind(pool.outputs[1], ["best_at"])
         # the pool follows its input's layout (ir/ops traits): OUT_CL serves both
         lines = ["    pooled_offs = _nchw_at(n[:, None], cols[None, :], ph[:, None], pw[:, None], O, PH, PW, OUT_CL)",
-                 "    pooled_mask = row_ok[:, None] & col_ok[None, :]", f"    result = {result}"]
+                 "    pooled_mask = row_ok[:, None] & col_ok[None, :]", *([f"    result = {result}"] if result else [])]
         lines += after.emit_all(group.nodes[at + 1:])
         lines += [f"    tl.store({outs[j]}_ptr + pooled_offs, {after.operand(v)[0]}.to({outs[j]}_ptr.dtype.element_ty), "
                   "mask=pooled_mask)" for j, v in enumerate(group.outputs)]
         finish = "\n".join(lines)
-    prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 20, names))
-    tap_prologue = "".join(line + "\n" for line in prologue_lines(group, "x", "x_mask", " " * 24, names))
-    source = CONV_SOURCE.format(name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr", prologue=prologue,
-                                tap_prologue=tap_prologue,
-                                window="range" if pool is not None and has_trait(pool, "global_pool") else "tl.static_range",
-                                pool_init=pool_init, epilogue="\n".join(epilogue), pool_step=pool_step, finish=finish)
+    # NOTE: fewer than 16 input channels never run tap by tap; with more, the GPU always does, and the
+    # interpreter as the batch makes it cheaper (tap_major_conv): both branches stay
+    known = {"TAP_MAJOR": False} if anchor.inputs[0].type.shape[1] < 16 else {}
+    source = fill(CONV_SOURCE, known, name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr",
+                  prologue=prologue_lines(group, "x", "x_mask", "", names),
+                  window="range" if pool is not None and has_trait(pool, "global_pool") else "tl.static_range",
+                  pool_init=pool_init, epilogue=epilogue, pool_step=pool_step, finish=finish)
     return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
@@ -247,27 +252,30 @@ def {name}(
             tap_w = iw + PAD_W - (tap % KW) * DIL_W
             at_h = tap_h // STRIDE_H
             at_w = tap_w // STRIDE_W
-            hit = row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0) & (tap_w % STRIDE_W == 0) \
-                & (at_h < OH) & (at_w < OW)
+            hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
+                   & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
             for o0 in range(0, O, BLOCK_K):
                 channels = o0 + tl.arange(0, BLOCK_K)
                 channel_ok = channels < O
-                dy = tl.load(dy_ptr + _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None], O, OH, OW, DY_CL),
-                             mask=hit[:, None] & channel_ok[None, :], other=0.0)
-                w = tl.load(w_ptr + _nchw_at(channels[:, None], cols[None, :], tap // KW, tap % KW, C, KH, KW, W_CL),
-                            mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+                dy_at = _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None],
+                                 O, OH, OW, DY_CL)
+                dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & channel_ok[None, :], other=0.0)
+                w_at = _nchw_at(channels[:, None], cols[None, :], tap // KW, tap % KW, C, KH, KW, W_CL)
+                w = tl.load(w_ptr + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
                 acc += tl.dot(dy, w, input_precision=PRECISION)
     else:
         acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
-                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION, DY_CL, W_CL, BLOCK_K)
+                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION,
+                                   DY_CL, W_CL, BLOCK_K)
     out = _nchw_at(n[:, None], cols[None, :], ih[:, None], iw[:, None], C, H, W, DX_CL)
     tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
 def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
-                         STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH: tl.constexpr, KW: tl.constexpr,
-                         PRECISION: tl.constexpr, DY_CL: tl.constexpr, W_CL: tl.constexpr, BLOCK_K: tl.constexpr):
+                         STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+                         KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
+                         DY_CL: tl.constexpr, W_CL: tl.constexpr, BLOCK_K: tl.constexpr):
     """The reduction in flat (output channel, tap) order: few output channels fill a block this way."""
     K = O * KH * KW
     for k0 in range(0, K, BLOCK_K):
@@ -281,7 +289,8 @@ def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C,
         tw = iw[:, None] + PAD_W - kw[None, :] * DIL_W
         oh = th // STRIDE_H
         ow = tw // STRIDE_W
-        hit = (th >= 0) & (tw >= 0) & (th % STRIDE_H == 0) & (tw % STRIDE_W == 0) & (oh < OH) & (ow < OW)
+        hit = ((th >= 0) & (tw >= 0) & (th % STRIDE_H == 0) & (tw % STRIDE_W == 0)
+               & (oh < OH) & (ow < OW))
         mask = row_ok[:, None] & k_ok[None, :] & hit
         dy = tl.load(dy_ptr + _nchw_at(n[:, None], o[None, :], oh, ow, O, OH, OW, DY_CL), mask=mask, other=0.0)
         w = tl.load(w_ptr + _nchw_at(o[:, None], cols[None, :], kh[:, None], kw[:, None], C, KH, KW, W_CL),
@@ -318,16 +327,17 @@ def {name}(
     kh = tap // KW
     kw = tap % KW
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-{row_sum_init}
+    {row_sum_init}
     for k0 in range(k_start, k_end, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < k_end
         n = ks // (OH * OW)
         oh = (ks // OW) % OH
         ow = ks % OW
-        dy = tl.load(dy_ptr + _nchw_at(n[None, :], rows[:, None], oh[None, :], ow[None, :], O, OH, OW, DY_CL),
-                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-{row_sum_step}        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
+        dy_at = _nchw_at(n[None, :], rows[:, None], oh[None, :], ow[None, :], O, OH, OW, DY_CL)
+        dy = tl.load(dy_ptr + dy_at, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        {row_sum_step}
+        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
         iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
         inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         x = tl.load(x_ptr + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL),
@@ -338,7 +348,8 @@ def {name}(
         tl.atomic_add(dw_ptr + dw_offs, acc, mask=row_ok[:, None] & col_ok[None, :])
     else:
         tl.store(dw_ptr + dw_offs, acc.to(dw_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
-{bias_store}'''
+    {bias_store}
+'''
 
 
 def _geometry(node, x_shape, w_shape, dy_shape):
@@ -361,7 +372,8 @@ def _forward_key(dtype, sizes: tuple, kernel: tuple, layouts: tuple[bool, bool])
 
 def render_input(node):
     name = kernel_name(node)
-    source = INPUT_SOURCE.format(name=name)
+    # as the forward (tap_major_conv), over the output gradient's channels
+    source = fill(INPUT_SOURCE, {"TAP_MAJOR": False} if node.inputs[0].type.shape[1] < 16 else {}, name=name)
     return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
@@ -392,17 +404,16 @@ def render_weight(node):
     name = kernel_name(node)
     pointers = "x_ptr, dy_ptr, dw_ptr" + (", db_ptr" if group.bias_gradient is not None else "")
     bias = group.bias_gradient is not None
-    source = WEIGHT_SOURCE.format(
-        name=name, pointers=pointers,
-        row_sum_init="    row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)" if bias else "",
-        row_sum_step="        row_sums += tl.sum(dy.to(tl.float32), axis=1)\n" if bias else "",
+    source = fill(
+        WEIGHT_SOURCE, {"DW_CL": channels_last(anchor.outputs[0])}, name=name, pointers=pointers,
+        row_sum_init="row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)" if bias else "",
+        row_sum_step="row_sums += tl.sum(dy.to(tl.float32), axis=1)" if bias else "",
         # the bias gradient sums the same output-gradient rows: stored once per row block
-        bias_store=("    if tl.program_id(1) == 0:\n"
-                    "        if SPLIT > 1:\n"
-                    "            tl.atomic_add(db_ptr + rows, row_sums, mask=row_ok)\n"
-                    "        else:\n"
-                    "            tl.store(db_ptr + rows, row_sums.to(db_ptr.dtype.element_ty), mask=row_ok)\n")
-        if bias else "")
+        bias_store=["if tl.program_id(1) == 0:",
+                    "    if SPLIT > 1:",
+                    "        tl.atomic_add(db_ptr + rows, row_sums, mask=row_ok)",
+                    "    else:",
+                    "        tl.store(db_ptr + rows, row_sums.to(db_ptr.dtype.element_ty), mask=row_ok)"] if bias else "")
     return KernelSource(name, module_source(f"{anchor.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 

@@ -20,7 +20,7 @@ class Tile:
 
     load_full: Callable[[int, Value, int], str]  # (input index, value, gate) -> expression
     load_channel: Callable[[int, Value, int], str]
-    softmax: Callable[[str, bool], list[str]] | None = None  # (value, log) -> lines defining `_sm`
+    softmax: Callable[[str, bool, str], list[str]] | None = None  # (value, log, result) -> lines defining result
     gates: int = 1
     gate_width: Callable[[Value], int] = field(default=lambda v: 1)
 
@@ -35,6 +35,7 @@ class Emitter:
         self.names = names
         self.indent = indent
         self.env: dict[str, list[str]] = {}
+        self.vectors: dict[tuple[str, int], str] = {}  # (value, gate) -> its per-channel vector's local
         self.lines: list[str] = []
 
     def bind(self, value: Value, tiles: list[str]) -> None:
@@ -50,6 +51,16 @@ class Emitter:
                                     self._assign(load, _gate_hint(local_name(value.name), g, gates))
                                     for g, load in enumerate(loads)]
         return self.env[value.name]
+
+    def vector(self, value: Value, gate: int) -> str:
+        """A per-channel vector (a bias), loaded once into a local named after it."""
+        key = (value.name, gate)
+        if key not in self.vectors:
+            load = self.tile.load_channel(self.input_index(value), value, gate)
+            # a template may hand back a vector it already named (a scan's loop constants): used as it is
+            self.vectors[key] = load if load.isidentifier() else \
+                self._assign(load, _gate_hint(local_name(value.name), gate, self.tile.gates))
+        return self.vectors[key]
 
     def _assign(self, expression: str, hint: str) -> str:
         name = self.names.fresh(hint)
@@ -71,17 +82,17 @@ class Emitter:
         if has_trait(node, "softmax"):
             (tile,) = self.operand(node.inputs[0])
             assert self.tile.softmax is not None
-            for line in self.tile.softmax(tile, op == "log_softmax"):
-                self.lines.append(self.indent + line)
-            self.env[node.outputs[0].name] = [self._assign("_sm", _value_hint(node, node.outputs[0]))]
+            result = self.names.fresh(_value_hint(node, node.outputs[0]))
+            self.lines += [self.indent + line for line in self.tile.softmax(tile, op == "log_softmax", result)]
+            self.env[node.outputs[0].name] = [result]
             return
         math = get_op(op).math
         if math is None:
             raise GraphError(f"{node.where}: {op} cannot be generated as elementwise code")
         first = self.operand(node.inputs[0])
         vectors = channel_inputs(node)
-        rest = [[self.tile.load_channel(self.input_index(v), v, g) for g in range(len(first))] if i in vectors
-                else self.operand(v) for i, v in enumerate(node.inputs) if i >= 1]
+        rest = [[self.vector(v, g) for g in range(len(first))] if i in vectors else self.operand(v)
+                for i, v in enumerate(node.inputs) if i >= 1]
         out = node.outputs[0]
         results = []
         for g, operands in enumerate(zip(first, *rest)):

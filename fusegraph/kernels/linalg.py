@@ -24,7 +24,7 @@ from .group import argument_roles, group_of, prologue_lines
 from .layout import channels_last
 from .matmul_gated import is_gated, launch_gated, render_gated
 from .registry import KernelSource, register_template
-from .source import GEMM_TILE, module_source, node_source
+from .source import GEMM_TILE, fill, gate_columns, module_source, node_source
 from .target import interpreter_budget
 
 MAX_SOFTMAX_ROW = 1024  # a softmax epilogue's row is one block of columns
@@ -34,20 +34,24 @@ MATMUL_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers},
-    M, N, K, A_STRIDE_K, B_STRIDE_K, B_STRIDE_N, {strides}
+    M, N, K, A_STRIDE_K, B_STRIDE_K, B_STRIDE_N,{strides}
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # N is one gate's width; gate g of the weight holds columns g * N + cols
-{tile}
-{accumulators}
-{row_sum_init}
+    {gate_note}
+    {tile}
+    {accumulators}
+    {row_sum_init}
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
-        a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :] * A_STRIDE_K, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-{prologue}{row_sum_step}{dots}
-{epilogue}
+        a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :] * A_STRIDE_K,
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        {prologue}
+        {row_sum_step}
+        {dots}
+    {epilogue}
 '''
+
 
 
 def _gates(group) -> int:
@@ -57,7 +61,8 @@ def _gates(group) -> int:
 def matmul_names(group, gates: int) -> Names:
     """The identifiers the plain template's generated code takes, kept from the IR's value names; the
     arguments' stems first, in signature order."""
-    names = Names(MATMUL_SOURCE + GEMM_TILE, ["row_sums", *(f"{w}{g}" for w in ("acc", "b") for g in range(gates))])
+    names = Names(MATMUL_SOURCE + GEMM_TILE, ["row_sums", "row_max", "shifted", "row_sum",
+                                              *(f"{w}{g}" for w in ("acc", "b") for g in range(gates))])
     names.roles.update(argument_roles(group))
     names.signature(group.inputs, group.outputs)
     return names
@@ -75,14 +80,15 @@ def epilogue(group, gates: int, width: int, names: Names, stored_elsewhere: froz
     anchor = group.anchor
     ins, outs = _stems(group, names)
     tile = Tile(
-        load_full=lambda i, v, g: (f"tl.load({ins[i]}_ptr + rows[:, None] * {ins[i]}_rs + ({g} * N + cols)[None, :], "
+        load_full=lambda i, v, g: (f"tl.load({ins[i]}_ptr + rows[:, None] * {ins[i]}_rs + {gate_columns(g)}[None, :], "
                                    "mask=tile_mask, other=0.0).to(tl.float32)"),
-        load_channel=lambda i, v, g: f"tl.load({ins[i]}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]",
-        softmax=lambda x, log: [
-            f"_m = tl.max(tl.where(col_ok[None, :], {x}, float('-inf')), axis=1)",
-            f"_z = tl.where(col_ok[None, :], {x} - _m[:, None], float('-inf'))",
-            "_s = tl.sum(tl.exp(_z), axis=1)",
-            "_sm = _z - tl.log(_s)[:, None]" if log else "_sm = tl.exp(_z) / _s[:, None]",
+        load_channel=lambda i, v, g: (f"tl.load({ins[i]}_ptr + {gate_columns(g)}, mask=col_ok, other=0.0)"
+                                      ".to(tl.float32)[None, :]"),
+        softmax=lambda x, log, out: [
+            f"row_max = tl.max(tl.where(col_ok[None, :], {x}, float('-inf')), axis=1)",
+            f"shifted = tl.where(col_ok[None, :], {x} - row_max[:, None], float('-inf'))",
+            "row_sum = tl.sum(tl.exp(shifted), axis=1)",
+            f"{out} = shifted - tl.log(row_sum)[:, None]" if log else f"{out} = tl.exp(shifted) / row_sum[:, None]",
         ],
         gates=gates,
         gate_width=lambda v: v.type.shape[-1] // width,
@@ -99,13 +105,13 @@ def epilogue(group, gates: int, width: int, names: Names, stored_elsewhere: froz
             continue
         if sibling is not None and out.name == sibling.outputs[0].name:
             # the bias gradient: row sums of A (the output gradient read transposed), stored once per row block
-            row_sum_init = "    row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)"
-            row_sum_step = "        row_sums += tl.sum(a.to(tl.float32), axis=1)\n"
+            row_sum_init = "row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)"
+            row_sum_step = "row_sums += tl.sum(a.to(tl.float32), axis=1)"
             lines.append("    if tl.program_id(1) == 0:")
             lines.append(f"        tl.store({outs[j]}_ptr + rows, row_sums.to({outs[j]}_ptr.dtype.element_ty), mask=row_ok)")
             continue
         for g, expr in enumerate(emitter.operand(out)):
-            lines.append(f"    tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + ({g} * N + cols)[None, :], "
+            lines.append(f"    tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + {gate_columns(g)}[None, :], "
                          f"{expr}.to({outs[j]}_ptr.dtype.element_ty), mask=tile_mask)")
     return lines, row_sum_init, row_sum_step
 
@@ -124,17 +130,17 @@ def render(node):
     ins, outs = _stems(group, names)
     full = [i for i, v in enumerate(group.inputs) if i != ib and v.name not in group.channel_vectors]
     pointers = names.signature(group.inputs, group.outputs)
-    strides = "".join(f"{ins[i]}_rs, " for i in full) + "".join(f"{outs[j]}_rs, " for j in range(len(group.outputs)))
-    dots = "\n".join(
-        f"        b{g} = tl.load({ins[ib]}_ptr + ks[:, None] * B_STRIDE_K + ({g} * N + cols)[None, :] * B_STRIDE_N, "
-        f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
-        f"        acc{g} += tl.dot(a, b{g}, input_precision=PRECISION)" for g in range(gates))
-    source = MATMUL_SOURCE.format(
-        tile=GEMM_TILE,
-        name=name, pointers=pointers, strides=strides, a=ins[ia],
-        prologue="".join(line + "\n" for line in prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", " " * 8, names)),
-        accumulators="\n".join(f"    acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)),
-        dots=dots, epilogue="\n".join(lines), row_sum_init=row_sum_init, row_sum_step=row_sum_step)
+    strides = "".join(f" {ins[i]}_rs," for i in full) + "".join(f" {outs[j]}_rs," for j in range(len(group.outputs)))
+    dots = [line for g in range(gates) for line in (
+        f"b{g} = tl.load({ins[ib]}_ptr + ks[:, None] * B_STRIDE_K + {gate_columns(g)}[None, :] * B_STRIDE_N, "
+        "mask=k_ok[:, None] & col_ok[None, :], other=0.0)",
+        f"acc{g} += tl.dot(a, b{g}, input_precision=PRECISION)")]
+    source = fill(
+        MATMUL_SOURCE, name=name, pointers=pointers, strides=strides, a=ins[ia], tile=GEMM_TILE,
+        gate_note="# N is one gate's width; gate g of the weight holds columns g * N + cols" if gates > 1 else "",
+        prologue=prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", "", names),
+        accumulators=[f"acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)],
+        dots=dots, epilogue=lines, row_sum_init=row_sum_init, row_sum_step=row_sum_step)
     return KernelSource(name, module_source(f"{name} (matmul anchor)", helpers_for(source) + "\n\n" + source))
 
 

@@ -11,7 +11,7 @@ import triton
 
 from ..passes.kernel_names import kernel_name
 from .registry import KernelSource, register_template
-from .source import module_source
+from .source import fill, module_source
 from .target import INTERPRETER_TILE_ELEMENTS
 
 CROSS_ENTROPY_SOURCE = '''
@@ -70,7 +70,7 @@ def {name}(pred_ptr, target_ptr, scale_ptr, loss_ptr, grad_ptr, NUMEL, BCE: tl.c
 
 def render_cross_entropy(node):
     name = kernel_name(node)
-    return KernelSource(name, module_source("cross-entropy loss and gradient", CROSS_ENTROPY_SOURCE.format(name=name)))
+    return KernelSource(name, module_source("cross-entropy loss and gradient", fill(CROSS_ENTROPY_SOURCE, name=name)))
 
 
 def launch_cross_entropy(fn, node, target, inputs, outputs):
@@ -85,7 +85,8 @@ def launch_cross_entropy(fn, node, target, inputs, outputs):
 
 def render_elementwise(node):
     name = kernel_name(node)
-    return KernelSource(name, module_source(f"{node.op} loss and gradient", ELEMENTWISE_LOSS_SOURCE.format(name=name)))
+    source = fill(ELEMENTWISE_LOSS_SOURCE, {"BCE": node.op == "binary_cross_entropy"}, name=name)
+    return KernelSource(name, module_source(f"{node.op} loss and gradient", source))
 
 
 def launch_elementwise(fn, node, target, inputs, outputs):

@@ -142,7 +142,8 @@ def launch_train(fn, node, target, inputs, outputs):
 
 
 def render_train_bwd(node):
-    return named_source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation gradient sums")
+    return named_source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation gradient sums",
+                        {"FROM_VARIANCE": False})
 
 
 def launch_train_bwd(fn, node, target, inputs, outputs):
@@ -157,7 +158,8 @@ def launch_train_bwd(fn, node, target, inputs, outputs):
 
 
 def render_param_grads(node):
-    return named_source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation weight and bias gradients")
+    return named_source(kernel_name(node), GRADIENT_SUMS_SOURCE, "batch normalisation weight and bias gradients",
+                        {"FROM_VARIANCE": True})
 
 
 def launch_param_grads(fn, node, target, inputs, outputs):

@@ -22,7 +22,7 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of
 from .registry import KernelSource, register_template
-from .source import module_source, node_source
+from .source import fill, module_source, node_source
 from .target import INTERPRETER_TILE_ELEMENTS
 
 POINTWISE_SOURCE = '''
@@ -136,7 +136,7 @@ def render_softmax(node):
         raise GraphError(f"{node.where}: the {node.op} kernel reduces the last axis only, got axis {axis}; "
                          "move the axis last before the softmax")
     name = kernel_name(node)
-    return KernelSource(name, module_source(node.op, SOFTMAX_SOURCE.format(name=name)))
+    return KernelSource(name, module_source(node.op, fill(SOFTMAX_SOURCE, {"LOG": node.op == "log_softmax"}, name=name)))
 
 
 def launch_softmax(fn, node, target, inputs, outputs):
@@ -183,4 +183,5 @@ register_template(CHAIN, render, launch)
 register_anchor((CHAIN,), Anchor("elementwise chain", gates=True, chain=True))
 for _op in ("softmax", "log_softmax"):
     register_template(_op, render_softmax, launch_softmax)
-    register_template(f"{_op}_bwd", node_source(SOFTMAX_BWD_SOURCE, "softmax gradient"), launch_softmax_bwd)
+    register_template(f"{_op}_bwd", node_source(SOFTMAX_BWD_SOURCE, "softmax gradient",
+                                                lambda node: {"LOG": node.op == "log_softmax_bwd"}), launch_softmax_bwd)

@@ -20,7 +20,7 @@ from .expr import Names, helpers_for
 from .group import argument_roles, group_of
 from .layout import channels_last
 from .registry import KernelSource, register_template
-from .source import lifter, module_source, node_source
+from .source import fill, lifter, module_source, node_source
 from .target import INTERPRETER_TILE_ELEMENTS
 
 POOL_SOURCE = '''
@@ -84,7 +84,7 @@ def {name}(x_ptr, out_ptr, R, C, L, CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.con
 def render_pool(node):
     kind = "max" if has_trait(node, "max_pool") else "avg"
     name = kernel_name(node)
-    source = POOL_SOURCE.format(name=name)
+    source = fill(POOL_SOURCE, {"IS_MAX": kind == "max", "WITH_POSITIONS": len(node.outputs) == 2}, name=name)
     return KernelSource(name, module_source(f"{kind} pooling", helpers_for(source) + "\n\n" + source))
 
 
@@ -106,7 +106,7 @@ def launch_pool(fn, node, target, inputs, outputs):
 
 def render_global(node):
     name = kernel_name(node)
-    source = GLOBAL_AVG_SOURCE.format(name=name)
+    source = fill(GLOBAL_AVG_SOURCE, name=name)
     return KernelSource(name, module_source("global average pooling", helpers_for(source) + "\n\n" + source))
 
 
@@ -138,14 +138,15 @@ def {name}(
             pw = (iw + PAD_W) // STRIDE_W - dw
             h0 = ph * STRIDE_H - PAD_H
             w0 = pw * STRIDE_W - PAD_W
-            covers = valid & (ph >= 0) & (ph < PH) & (pw >= 0) & (pw < PW) & (ih < h0 + KH) & (iw < w0 + KW)
+            covers = (valid & (ph >= 0) & (ph < PH) & (pw >= 0) & (pw < PW)
+                      & (ih < h0 + KH) & (iw < w0 + KW))
             window = _nchw_at(n, c, ph, pw, C, PH, PW, CHANNELS_LAST)
             g = tl.load({dy} + window, mask=covers, other=0.0).to(tl.float32)
-{prologue}
+            {prologue}
             if FROM_POSITIONS:
                 # {saved} holds each window's saved maximum position (int8, row-major in the window)
                 at = tl.load({saved} + window, mask=covers, other=-1).to(tl.int32)
-                grad += tl.where(covers & (at == (ih - h0) * KW + (iw - w0)), g, 0.0)
+                grad += tl.where(covers & (at == (ih - h0) * KW + (iw - w0)), {g}, 0.0)
             elif IS_MAX:
                 # as PyTorch: the window's first maximum in row-major order takes the gradient, or its last NaN
                 best = tl.full((BLOCK,), float("-inf"), tl.float32)
@@ -160,11 +161,11 @@ def {name}(
                         better = inside & ((v > best) | (v != v))
                         best = tl.where(better, v, best)
                         best_at = tl.where(better, hh * W + ww, best_at)
-                grad += tl.where(covers & (best_at == ih * W + iw), g, 0.0)
+                grad += tl.where(covers & (best_at == ih * W + iw), {g}, 0.0)
             else:
                 count = (tl.minimum(h0 + KH, H) - tl.maximum(h0, 0)) * (tl.minimum(w0 + KW, W) - tl.maximum(w0, 0))
-                grad += tl.where(covers, g / tl.maximum(count, 1).to(tl.float32), 0.0)
-{epilogue}
+                grad += tl.where(covers, {g} / tl.maximum(count, 1).to(tl.float32), 0.0)
+    {epilogue}
 '''
 
 
@@ -201,15 +202,13 @@ def render_pool_bwd(node):
     # the prologue (e.g. the ReLU's backward) on each window's gradient, its operands read at that window
     before = Emitter(Tile(load_full=lambda i, v, g: f"tl.load({ins[i]}_ptr + window, mask=covers, other=0.0).to(tl.float32)",
                           load_channel=lambda i, v, g: "0.0"), group.input_index, names, indent=" " * 12)
-    if group.prologue:
-        before.bind(group.data_input, ["g"])
-        prologue_lines = before.emit_all(group.prologue)
-        prologue_lines.append(f"            g = {before.operand(group.prologue[-1].outputs[0])[0]}")
-    else:
-        prologue_lines = []
+    before.bind(group.data_input, ["g"])
+    prologue = before.emit_all(group.prologue)
+    window_grad = before.operand(group.prologue[-1].outputs[0])[0] if group.prologue else "g"
     pointers = names.signature(group.inputs, group.outputs)
-    source = POOL_BWD_SOURCE.format(name=name, pointers=pointers, epilogue="\n".join(lines), dy=dy, saved=saved,
-                                    prologue="\n".join(prologue_lines))
+    known = {"IS_MAX": kind == "max", "FROM_POSITIONS": has_trait(anchor, "from_positions")}
+    source = fill(POOL_BWD_SOURCE, known, name=name, pointers=pointers, epilogue=lines, dy=dy, saved=saved,
+                  prologue=prologue, g=window_grad)
     return KernelSource(name, module_source(f"{kind} pooling gradient", helpers_for(source) + "\n\n" + source))
 
 

@@ -19,7 +19,7 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import Group, group_of
 from .registry import KernelSource, register_template
-from .source import module_source
+from .source import fill, gate_columns, module_source
 from .target import INTERPRETER_TILE_ELEMENTS
 from .tuning import GPU_TUNING
 
@@ -31,10 +31,11 @@ SCAN_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers},
-    M, N, T, B_STRIDE_K, B_STRIDE_N, {strides}
+    M, N, T, B_STRIDE_K, B_STRIDE_N,{strides}
     PRECISION: tl.constexpr, REVERSE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # this program's batch rows; all N columns of each gate in one tile, so no other program's carries are needed
+    # this program's batch rows; all N columns of each gate in one tile, so no other program's
+    # carries are needed
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -42,24 +43,25 @@ def {name}(
     tile_mask = row_ok[:, None] & col_ok[None, :]
     weight_mask = col_ok[:, None] & col_ok[None, :]
     # loop constants once, in registers: the weight's gate tiles, the biases
-{constants}
-{carries_init}
+    {constants}
+    {carries_init}
     t = 0
     if REVERSE:
         t = T - 1
-{first_steps}
+    {first_steps}
     for step in range(0, T):
-        last = (step + 1) // T  # 1 on the last step, whose "next" tiles are its own again (in bounds)
+        # 1 on the last step, whose "next" tiles are its own again (in bounds)
+        last = (step + 1) // T
         t = step
         t_next = step + 1 - last
         if REVERSE:
             t = T - 1 - step
             t_next = T - 2 - step + last
-        # the next step's sequence tiles are loaded now, so their latency hides behind this step's math
-{prefetch}
-{cell}
-{advance}
-{carries_store}
+        # the next step's sequence tiles are loaded now: their latency hides behind this step's math
+        {prefetch}
+        {cell}
+        {advance}
+    {carries_store}
 '''
 
 
@@ -114,19 +116,20 @@ class _Loads:
 
     def channel(self, i: int, v, g: int) -> str:
         name = self._name(("channel", i, g), f"{v.name}_g{g}")
-        self.constants[name] = f"tl.load({self.ins[i]}_ptr + {g} * N + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]"
+        self.constants[name] = (f"tl.load({self.ins[i]}_ptr + {gate_columns(g)}, mask=col_ok, other=0.0)"
+                                ".to(tl.float32)[None, :]")
         return name
 
     def weight_tile(self, i: int, v, k: int, n: int) -> str:
         """Rows k * N + cols (operand gate k) and columns n * N + cols (output gate n) of the weight."""
         name = self._name(("weight", i, k, n), f"{v.name}_k{k}_n{n}")
-        self.constants[name] = (f"tl.load({self.ins[i]}_ptr + ({k} * N + cols)[:, None] * B_STRIDE_K + ({n} * N + cols)"
-                                "[None, :] * B_STRIDE_N, mask=weight_mask, other=0.0)")
+        self.constants[name] = (f"tl.load({self.ins[i]}_ptr + {gate_columns(k)}[:, None] * B_STRIDE_K"
+                                f" + {gate_columns(n)}[None, :] * B_STRIDE_N, mask=weight_mask, other=0.0)")
         return name
 
     def _tile(self, i: int, g: int, at: str) -> str:
         stem = self.ins[i]
-        return (f"tl.load({stem}_ptr + rows[:, None] * {stem}_rs + {at} * {stem}_ts + ({g} * N + cols)[None, :], "
+        return (f"tl.load({stem}_ptr + rows[:, None] * {stem}_rs + {at} * {stem}_ts + {gate_columns(g)}[None, :], "
                 "mask=tile_mask, other=0.0).to(tl.float32)")
 
     def constant_lines(self) -> str:
@@ -175,12 +178,15 @@ def _step_lines(node: Node, roles: _Roles, loads: _Loads, names: Names) -> list[
     outs = names.arguments(node.outputs)
     for j, value in enumerate(body.outputs[num_carries:], start=num_carries):
         for g, expr in enumerate(cell.operand(value)):
-            lines.append(f"        tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + t * {outs[j]}_ts + ({g} * N + cols)"
-                         f"[None, :], {expr}.to({outs[j]}_ptr.dtype.element_ty), mask=tile_mask)")
-    # every new carry is computed before any is replaced: a cell may hand one carry's old value to another
+            lines.append(f"        tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + t * {outs[j]}_ts"
+                         f" + {gate_columns(g)}[None, :], {expr}.to({outs[j]}_ptr.dtype.element_ty), mask=tile_mask)")
+    # every new carry is computed before any is replaced: a carry's old value handed on to another carry
+    # is kept aside first
     news = [cell.operand(v)[0] for v in body.outputs[:num_carries]]
-    lines += [f"        next{j} = {expr}" for j, expr in enumerate(news)]
-    lines += [f"        {carry} = tl.where(tile_mask, next{j}, 0.0)" for j, carry in enumerate(roles.carry_names)]
+    kept = {expr: f"next{j}" for j, expr in enumerate(news) if expr in roles.carry_names}
+    lines += [f"        {name} = {expr}" for expr, name in kept.items()]
+    lines += [f"        {carry} = tl.where(tile_mask, {kept.get(expr, expr)}, 0.0)"
+              for carry, expr in zip(roles.carry_names, news)]
     return lines
 
 
@@ -206,10 +212,11 @@ def render(node: Node) -> KernelSource:
     stores = [f"    tl.store({outs[j]}_ptr + rows[:, None] * {outs[j]}_rs + cols[None, :], "
               f"{carry}.to({outs[j]}_ptr.dtype.element_ty), mask=tile_mask)" for j, carry in enumerate(roles.carry_names)]
     name = node.attrs["kernel"]
-    source = SCAN_SOURCE.format(
+    source = fill(
+        SCAN_SOURCE, {"REVERSE": bool(node.attrs.get("reverse", False))},
         name=name, pointers=pointers, strides=_stride_names(node, roles, names), constants=loads.constant_lines(),
-        carries_init="\n".join(init), first_steps=loads.first_step_lines(), prefetch=loads.prefetch_lines(),
-        cell="\n".join(step), advance=loads.advance_lines(), carries_store="\n".join(stores))
+        carries_init=init, first_steps=loads.first_step_lines(), prefetch=loads.prefetch_lines(),
+        cell=step, advance=loads.advance_lines(), carries_store=stores)
     return KernelSource(name, module_source(f"{name} (scan %{node.name}, persistent)", helpers_for(source) + "\n\n" + source))
 
 
@@ -223,10 +230,10 @@ def _argument_roles(scan: Node) -> dict[str, str]:
 
 def _stride_names(node: Node, roles: _Roles, names: Names) -> str:
     ins, outs = names.arguments(node.inputs), names.arguments(node.outputs)
-    strides = [f"{ins[i]}_rs, " for i in range(roles.first)]
-    strides += [f"{ins[i]}_rs, {ins[i]}_ts, " for i in sorted(roles.seqs)]
-    strides += [f"{outs[j]}_rs, " for j in range(roles.num_carries)]
-    strides += [f"{outs[j]}_rs, {outs[j]}_ts, " for j in range(roles.num_carries, len(node.outputs))]
+    strides = [f" {ins[i]}_rs," for i in range(roles.first)]
+    strides += [f" {ins[i]}_rs, {ins[i]}_ts," for i in sorted(roles.seqs)]
+    strides += [f" {outs[j]}_rs," for j in range(roles.num_carries)]
+    strides += [f" {outs[j]}_rs, {outs[j]}_ts," for j in range(roles.num_carries, len(node.outputs))]
     return "".join(strides)
 
 

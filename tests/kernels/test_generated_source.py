@@ -24,7 +24,7 @@ def test_equal_layers_generate_equal_kernels_with_arguments_named_for_their_role
     h = fg.Conv2D(4, 3, padding="same", activation="relu", name="first")(x)
     model = fg.Model(x, fg.Conv2D(4, 3, padding="same", activation="relu", name="second")(h))
     first, second = fg.compile(model).kernels
-    assert "(\n    x_ptr, w_ptr, bias_ptr, out_ptr," in first and "bias_add = acc + tl.load(bias_ptr" in first
+    assert "(\n    x_ptr, w_ptr, bias_ptr, out_ptr," in first and "bias = tl.load(bias_ptr + cols" in first
     function = first.index("@triton.jit")
     assert first[function:] == second[second.index("@triton.jit"):] and first[:function] != second[:function]
 
@@ -39,3 +39,29 @@ def test_values_named_like_template_variables_stay_apart():
     model = fg.Model(x, fg.Activation("sigmoid", name="x_mask")(h))
     compiled = assert_compiled_matches_torch(model, feeds_for(model, 2))
     assert compiled.kernel_names == ["silu_conv2d_bias_add_gelu_max_pool2d", "tanh_matmul_bias_add_elu_sigmoid"]
+
+
+# constexprs whose value the node decides: their branches are left out when the kernel is rendered
+DECIDED_BY_THE_NODE = ("IS_MAX", "FROM_POSITIONS", "WITH_POSITIONS", "LOG", "BCE", "REVERSE", "DW_CL", "FROM_VARIANCE")
+
+
+def test_every_zoo_kernel_reads_cleanly():
+    """Every zoo model's kernels, inference and training: lines within 100 characters (the IR comment
+    header too), no placeholder arithmetic (`0 * N`), no line that only renames a value (a loop's carried
+    tiles rotating excepted), no branch on a constexpr the node decides."""
+    from fusegraph.nn.zoo import LOSSES
+
+    sources = {}
+    for name, build in fg.zoo.MODELS.items():
+        trainer = fg.compile(build(), loss=LOSSES[name])
+        for program in (trainer.program, trainer.train_program):
+            sources.update({k.kernel.name: k.kernel.source.source for k in program.kernels})
+    assert len(sources) > 40
+    for kernel, source in sources.items():
+        for line in source.splitlines():
+            assert len(line) <= 100, (kernel, line)
+            assert "0 * N" not in line, (kernel, line)
+            rename = re.fullmatch(r"\s+(\w+) = (\w+)", line)
+            assert rename is None or rename.group(2) in (f"next_{rename.group(1)}", "step") or \
+                rename.group(1) == "t", (kernel, line)
+            assert not re.fullmatch(rf"\s+(el)?if (not )?({'|'.join(DECIDED_BY_THE_NODE)}):", line), (kernel, line)
