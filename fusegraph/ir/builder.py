@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import GraphError
@@ -79,6 +79,17 @@ class GraphBuilder:
             self.values[v.name] = v
         self.nodes.append(Node(op, tuple(inputs), outputs, probe.attrs, layer, role))
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def copy_of(self, node: Node, inputs: Mapping[str, Value]) -> Node:
+        """Append `node` again, its inputs renamed by `inputs` (value name -> value) where given; its
+        outputs keep their names and become this builder's values (a cell recomputed from stored carries)."""
+        for value in node.outputs:
+            if value.name in self.values:
+                raise GraphError(f"the name {value.name!r} is used twice; a copied node keeps its outputs' names")
+        copy = node.replace(inputs=tuple(inputs.get(v.name, v) for v in node.inputs))
+        self.nodes.append(copy)
+        self.values.update({v.name: v for v in copy.outputs})
+        return copy
 
     def build(self, outputs: Sequence[Value]) -> Graph:
         return Graph(tuple(self.nodes), tuple(outputs), self.name)

@@ -19,27 +19,32 @@ from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles
 from .registry import KernelSource
-from .source import GEMM_TILE, module_source
+from .source import GEMM_TILE, fill, module_source
 
 GATED_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers},
-    M, N, W, B_STRIDE_K, B_STRIDE_N, {strides}
+    M, N, W, B_STRIDE_K, B_STRIDE_N,{strides}
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-{tile}
+    {tile}
     acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-{carried_init}
+    {carried_init}
     for k0 in range(0, W, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < W
         chunk_mask = row_ok[:, None] & k_ok[None, :]
-{prologue}
-{carried_step}
-{dots}
-{epilogue}
+        {prologue}
+        {carried_step}
+        {dots}
+    {epilogue}
 '''
+
+
+def _gate_ks(g: int) -> str:
+    """Chunk `ks` of gate `g` of the computed operand (W: one gate's width)."""
+    return "ks" if g == 0 else f"({g} * W + ks)"
 
 
 def is_gated(group) -> bool:
@@ -65,7 +70,7 @@ def render_gated(name: str, group) -> KernelSource:
     ib = group.input_index(group.anchor.inputs[1])
 
     def columns(v, g: int) -> str:
-        return f"({g} * W + ks)[None, :]" if v.type.shape != gate_shape else "ks[None, :]"
+        return f"{_gate_ks(g)}[None, :]" if v.type.shape != gate_shape else "ks[None, :]"
 
     def no_channel(i, v, g):
         raise GraphError(f"%{v.name}: a per-channel operand in a gated prologue")
@@ -93,20 +98,19 @@ def render_gated(name: str, group) -> KernelSource:
     values = {v.name: v for n in group.prologue for v in n.outputs}
     carried_step = [f"        carried{c} += tl.where(k0 == tl.program_id(1) * BLOCK_N, {chain.operand(values[name])[0]}, 0.0)"
                     for c, name in enumerate(carried)]
-    dots = "\n".join(
-        f"        b{g} = tl.load({ins[ib]}_ptr + ({g} * W + ks)[:, None] * B_STRIDE_K + cols[None, :] * B_STRIDE_N, "
-        f"mask=k_ok[:, None] & col_ok[None, :], other=0.0)\n"
-        f"        acc0 += tl.dot(tl.where(chunk_mask, {expr}, 0.0).to(b{g}.dtype), b{g}, input_precision=PRECISION)"
-        for g, expr in enumerate(chain.operand(group.anchor.inputs[0])))
+    dots = [line for g, expr in enumerate(chain.operand(group.anchor.inputs[0])) for line in (
+        f"b{g} = tl.load({ins[ib]}_ptr + {_gate_ks(g)}[:, None] * B_STRIDE_K + cols[None, :] * B_STRIDE_N, "
+        "mask=k_ok[:, None] & col_ok[None, :], other=0.0)",
+        f"acc0 += tl.dot(tl.where(chunk_mask, {expr}, 0.0).to(b{g}.dtype), b{g}, input_precision=PRECISION)")]
     lines, _, _ = epilogue(group, 1, group.anchor.outputs[0].type.shape[-1], names, stored,
                            {values[name]: f"carried{c}" for c, name in enumerate(carried)})
     full = [i for i, v in enumerate(group.inputs) if i != ib]
     pointers = names.signature(group.inputs, group.outputs)
-    strides = "".join(f"{ins[i]}_rs, " for i in full) + "".join(f"{outs[j]}_rs, " for j in range(len(group.outputs)))
-    source = GATED_SOURCE.format(
-        name=name, tile=GEMM_TILE, pointers=pointers, strides=strides, prologue="\n".join(prologue), dots=dots,
-        epilogue="\n".join(lines), carried_step="\n".join(carried_step),
-        carried_init="\n".join(f"    carried{c} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for c in range(len(carried))))
+    strides = "".join(f" {ins[i]}_rs," for i in full) + "".join(f" {outs[j]}_rs," for j in range(len(group.outputs)))
+    source = fill(
+        GATED_SOURCE, name=name, tile=GEMM_TILE, pointers=pointers, strides=strides, prologue=prologue, dots=dots,
+        epilogue=lines, carried_step=carried_step,
+        carried_init=[f"carried{c} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for c in range(len(carried))])
     return KernelSource(name, module_source(f"{name} (matmul anchor, gated prologue)",
                                             helpers_for(source) + "\n\n" + source))
 

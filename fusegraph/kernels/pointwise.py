@@ -30,14 +30,14 @@ POINTWISE_SOURCE = '''
 def {name}({pointers}, NUMEL, {vector_args}BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
-{gate_offsets}{body}
+    {gate_offsets}
+    {body}
 '''
 
 
 # a chain split into gates runs over one gate's elements; gate g of a full-width row sits at g * GATE_W
-GATE_OFFSETS = """    row = offs // GATE_W
-    col = offs % GATE_W
-"""
+GATE_OFFSETS = """row = offs // GATE_W
+col = offs % GATE_W"""
 
 
 def gating(group) -> tuple[int, tuple] | None:
@@ -62,7 +62,9 @@ def render(node):
         return gate_shape is not None and v.type.shape != gate_shape
 
     def address(v, g: int) -> str:
-        return f"row * {gates} * GATE_W + {g} * GATE_W + col" if full_width(v) else "offs"
+        if not full_width(v):
+            return "offs"
+        return f"row * {gates} * GATE_W + col" if g == 0 else f"row * {gates} * GATE_W + {g} * GATE_W + col"
 
     names = Names(POINTWISE_SOURCE + GATE_OFFSETS)
     names.roles.update(argument_roles(group))
@@ -83,8 +85,8 @@ def render(node):
     name = kernel_name(node)
     pointers = names.signature(group.inputs, group.outputs)
     vector_args = "".join(f"{ins[i]}_inner, {ins[i]}_channels, " for i in vectors) + ("GATE_W, " if gate_shape else "")
-    source = POINTWISE_SOURCE.format(name=name, pointers=pointers, body="\n".join(lines), vector_args=vector_args,
-                                     gate_offsets=GATE_OFFSETS if gate_shape else "")
+    source = fill(POINTWISE_SOURCE, name=name, pointers=pointers, body=lines, vector_args=vector_args,
+                  gate_offsets=GATE_OFFSETS if gate_shape else "")
     return KernelSource(name, module_source(name, helpers_for(source) + "\n\n" + source))
 
 

@@ -134,77 +134,86 @@ def _gradient_terms(producers, value) -> list:
 
 
 def _scan_vjp(b, node, grads, needs):
-
+    """The gradient of a scan is a scan too, run the other way: its cell is the VJP of the forward cell,
+    recomputed from the carries the forward stored (`carry_steps`); it carries the carries' gradients
+    and emits each step's input gradients, and a loop constant's gradient (a weight's) is summed over
+    the steps after it (`_constant_gradients`)."""
     attrs, body = node.attrs, node.attrs["body"]
     carries, num_seqs = attrs["num_carries"], attrs["num_seqs"]
     if attrs.get("init_carries", False) or "carry_steps" not in attrs:
         raise GraphError(f"{node.where}: only scans that start from zero carries and expose them can be differentiated")
     seqs, consts = node.inputs[:num_seqs], node.inputs[num_seqs:]
     reverse = attrs.get("reverse", False)
-    step_values, step_grads = body.outputs[carries:], grads[carries:]
+    step_grads = grads[carries:]
     with_grad = [k for k, d in enumerate(step_grads) if d is not None]
     carry_in = [b.op("time_shift", [node.outputs[carries + k]], reverse=reverse) for k in attrs["carry_steps"]]
-
-    inner = b.builder(f"d_{body.name}")
-    d_carry = [inner.input(f"d_{v.name}", v.type) for v in body.inputs[:carries]]
-    c_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[:carries]]
-    x_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[carries:carries + num_seqs]]
-    dy_in = [inner.input(f"d_step{k}", step_values[k].type) for k in with_grad]
-    const_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[carries + num_seqs:]]
-    mapping = {v.name: new for v, new in zip(body.inputs, [*c_in, *x_in, *const_in])}
-    recomputed = []
-    for n in body.compute_nodes:  # the cell again, from the stored carries: its internals are recomputed
-        copy = n.replace(inputs=tuple(mapping.get(v.name, v) for v in n.inputs))
-        recomputed.append(copy)
-        inner.nodes.append(copy)
-        inner.values.update({v.name: v for v in n.outputs})
-    seeds: dict = {}
-    for value, grad in [*zip(body.outputs[:carries], d_carry), *((step_values[k], d) for k, d in zip(with_grad, dy_in))]:
-        name = mapping.get(value.name, value).name
-        seeds[name] = inner.op("add", [seeds[name], grad], name="d_sum") if name in seeds else grad
-    wanted = {v.name for v in c_in}
-    wanted |= {v.name for v, need in zip(x_in, needs[:num_seqs]) if need}
-    wanted |= {v.name for v, need in zip(const_in, needs[num_seqs:]) if need}
-    inner_grads = b.differentiate(inner, recomputed, seeds, wanted)
-    producers = {v.name: n for n in inner.nodes for v in n.outputs}
-    new_carries = [inner_grads.get(v.name) or inner.op("zeros", [v], name="d_none") for v in c_in]
-    per_step: list = []
-    seq_slots = {}
-    for i, (v, need) in enumerate(zip(x_in, needs[:num_seqs])):
-        if need:
-            seq_slots[i] = len(per_step)
-            per_step.append(inner_grads.get(v.name) or inner.op("zeros", [v], name="d_none"))
-    const_terms: dict[int, list] = {}
-    slot_of: dict[str, int] = {}
-
-    def slot(value) -> int:  # one per-step output per value, however many terms read it
-        if value.name not in slot_of:
-            slot_of[value.name] = len(per_step)
-            per_step.append(value)
-        return slot_of[value.name]
-
-    for i, (v, need) in enumerate(zip(const_in, needs[num_seqs:])):
-        if need and v.name in inner_grads:
-            const_terms[i] = [(term, [slot(x) for x in term.inputs])
-                              for term in _gradient_terms(producers, inner_grads[v.name])]
-    cell_grad = inner.build([*new_carries, *per_step])
-
+    cell = _GradientCell(b, body, carries, num_seqs, with_grad, needs)
     inits = [d if d is not None else b.op("zeros", [v]) for d, v in zip(grads[:carries], node.outputs[:carries])]
     dy_seqs = [step_grads[k] for k in with_grad]
-    outs = b.op("scan", [*inits, *carry_in, *seqs, *dy_seqs, *consts], body=cell_grad, num_carries=carries,
+    outs = b.op("scan", [*inits, *carry_in, *seqs, *dy_seqs, *consts], body=cell.graph, num_carries=carries,
                 num_seqs=carries + num_seqs + len(dy_seqs), reverse=not reverse, init_carries=True)
     stacked = list(outs[carries:]) if isinstance(outs, tuple) else []
-    result = [stacked[seq_slots[i]] if i in seq_slots else None for i in range(num_seqs)]
-    for i in range(len(consts)):
-        total = None
-        for term, slots in const_terms.get(i, []):
-            if term.op == "matmul_tn":
-                part = b.op("matmul_tn", [stacked[slots[0]], stacked[slots[1]]])
-            else:
-                part = b.op("bias_grad", [stacked[slots[0]]], axis=stacked[slots[0]].type.rank - 1)
-            total = part if total is None else b.op("add", [total, part])
-        result.append(total)
-    return result
+    result = [stacked[cell.seq_slots[i]] if i in cell.seq_slots else None for i in range(num_seqs)]
+    return result + [_constant_gradients(b, cell.const_terms.get(i, []), stacked) for i in range(len(consts))]
+
+
+class _GradientCell:
+    """The backward scan's cell: inputs (carry gradients, stored carries, sequences, step gradients,
+    constants), the forward cell recomputed on them, its VJP; outputs the new carry gradients, then one
+    per-step output per value a gradient needs (`seq_slots`: a sequence's gradient; `const_terms`: each
+    constant's gradient as terms over per-step outputs)."""
+
+    def __init__(self, b, body, carries: int, num_seqs: int, with_grad: list[int], needs: list[bool]) -> None:
+        inner = b.builder(f"d_{body.name}")
+        step_values = body.outputs[carries:]
+        d_carry = [inner.input(f"d_{v.name}", v.type) for v in body.inputs[:carries]]
+        c_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[:carries]]
+        x_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[carries:carries + num_seqs]]
+        dy_in = [inner.input(f"d_step{k}", step_values[k].type) for k in with_grad]
+        const_in = [inner.input(f"in_{v.name}", v.type) for v in body.inputs[carries + num_seqs:]]
+        mapping = {v.name: new for v, new in zip(body.inputs, [*c_in, *x_in, *const_in])}
+        recomputed = [inner.copy_of(n, mapping) for n in body.compute_nodes]  # its internals, recomputed
+        seeds: dict = {}
+        for value, grad in [*zip(body.outputs[:carries], d_carry), *((step_values[k], d) for k, d in zip(with_grad, dy_in))]:
+            name = mapping.get(value.name, value).name
+            seeds[name] = inner.op("add", [seeds[name], grad], name="d_sum") if name in seeds else grad
+        wanted = {v.name for v in c_in}
+        wanted |= {v.name for v, need in zip(x_in, needs[:num_seqs]) if need}
+        wanted |= {v.name for v, need in zip(const_in, needs[num_seqs:]) if need}
+        inner_grads = b.differentiate(inner, recomputed, seeds, wanted)
+        new_carries = [inner_grads.get(v.name) or inner.op("zeros", [v], name="d_none") for v in c_in]
+        self.per_step: list = []
+        self.seq_slots: dict[int, int] = {}
+        for i, (v, need) in enumerate(zip(x_in, needs[:num_seqs])):
+            if need:
+                self.seq_slots[i] = len(self.per_step)
+                self.per_step.append(inner_grads.get(v.name) or inner.op("zeros", [v], name="d_none"))
+        producers = {v.name: n for n in inner.nodes for v in n.outputs}
+        self._slot_of: dict[str, int] = {}
+        self.const_terms: dict[int, list] = {
+            i: [(term, [self._slot(x) for x in term.inputs]) for term in _gradient_terms(producers, inner_grads[v.name])]
+            for i, (v, need) in enumerate(zip(const_in, needs[num_seqs:])) if need and v.name in inner_grads}
+        self.graph = inner.build([*new_carries, *self.per_step])
+
+    def _slot(self, value) -> int:
+        """One per-step output per value, however many terms read it."""
+        if value.name not in self._slot_of:
+            self._slot_of[value.name] = len(self.per_step)
+            self.per_step.append(value)
+        return self._slot_of[value.name]
+
+
+def _constant_gradients(b, terms: list, stacked: list):
+    """A loop constant's gradient: each term (a weight's matmul_tn, a bias's bias_grad) over every step
+    at once, from the per-step values the backward scan stacked, summed; None without terms."""
+    total = None
+    for term, slots in terms:
+        if term.op == "matmul_tn":
+            part = b.op("matmul_tn", [stacked[slots[0]], stacked[slots[1]]])
+        else:
+            part = b.op("bias_grad", [stacked[slots[0]]], axis=stacked[slots[0]].type.rank - 1)
+        total = part if total is None else b.op("add", [total, part])
+    return total
 
 
 set_vjp("scan", _scan_vjp)
