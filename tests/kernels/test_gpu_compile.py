@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import fusegraph as fg
-from fusegraph.kernels import LaunchCounter, Target, codegen, load_kernel, registry
+from fusegraph.kernels import LaunchCounter, Target, codegen, load_kernel, target, tuning
 from fusegraph.kernels import optim as optim_kernels
 from fusegraph.kernels.scan import MAX_WIDTH
 from fusegraph.passes import CompileOptions, run_pipeline
@@ -70,8 +70,8 @@ def sm90_cache(tmp_path_factory) -> Path:
 @pytest.fixture
 def launches(monkeypatch, sm90_cache) -> Launches:
     """Kernel launches recorded, not run, with the launch choices of a 132-SM sm_90 GPU."""
-    monkeypatch.setattr(registry, "sm_count", lambda: 132)
-    monkeypatch.setattr(registry, "tensor_cores_take_tf32", lambda: True)
+    monkeypatch.setattr(target, "sm_count", lambda: 132)
+    monkeypatch.setattr(target, "tensor_cores_take_tf32", lambda: True)
     recorded = Launches(sm90_cache)
 
     def record(kernel, grid):
@@ -215,7 +215,7 @@ def test_a_tuned_conv_launch_is_used_pipelined_for_sm90(launches, tmp_path, monk
 
     config = {"block_m": 128, "block_n": 64, "block_k": 32, "num_warps": 8, "num_stages": 4}
     key = conv_shape_key(torch.float16, 64, 14, 14, 64, (3, 3), (1, 1), False, layouts=(True, True))
-    monkeypatch.setitem(registry.GPU_TUNING["conv"], key, config)
+    monkeypatch.setitem(tuning.GPU_TUNING["conv"], key, config)
     # the middle conv reads and writes channels-last (the first reads the caller's NCHW, the last writes it)
     model = fg.Sequential([fg.Input((64, 14, 14), dtype="float16"),
                            *(fg.Conv2D(64, 3, padding="same", activation="relu") for _ in range(3))])
@@ -237,7 +237,7 @@ def test_tuned_conv_gradient_launches_are_used_pipelined_for_sm90(launches, tmp_
     planted = {"conv_input_grad": {"block_m": 64, "block_n": 32, "block_k": 16, "num_warps": 4, "num_stages": 3},
                "conv_weight_grad": {"block_m": 32, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}}
     for table, config in planted.items():
-        monkeypatch.setitem(registry.GPU_TUNING[table], key, config)
+        monkeypatch.setitem(tuning.GPU_TUNING[table], key, config)
     model = fg.Sequential([fg.Input((32, 8, 8)), *(fg.Conv2D(32, 3, padding="same", activation="relu") for _ in range(3)),
                            fg.Flatten(), fg.Dense(2)])
     feeds = feeds_for(model, 4)
@@ -265,7 +265,7 @@ def test_every_conv_tile_the_sweep_tries_compiles_pipelined_for_sm90(dtype, laun
     image = torch.randn(2, 64, 14, 14).to(getattr(torch, dtype)).contiguous(memory_format=torch.channels_last)
     tiles = FP32_CONV_TILES if dtype == "float32" else CONV_TILES
     for config in tiles:
-        monkeypatch.setitem(registry.GPU_TUNING["conv"], key, config)
+        monkeypatch.setitem(tuning.GPU_TUNING["conv"], key, config)
         run_as_gpu(model.graph, [image], model.params, memory_format="channels_last")
     assert len(launches) == len(tiles)
     assert_all_compile(launches, tmp_path, pipelined=True)
@@ -282,7 +282,7 @@ def test_every_conv_gradient_tile_the_sweep_tries_compiles_pipelined_for_sm90(la
     feeds = [f.contiguous(memory_format=torch.channels_last) for f in feeds_for(model, 4)]
     for config in GRAD_TILES:
         for table in ("conv_input_grad", "conv_weight_grad"):
-            monkeypatch.setitem(registry.GPU_TUNING[table], key, config)
+            monkeypatch.setitem(tuning.GPU_TUNING[table], key, config)
         run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 4)], model.params,
                    memory_format="channels_last")
     tuned = [name for name, _, _, kwargs in launches if name.startswith("conv2d_bwd") and "num_stages" in dict(kwargs)]
