@@ -62,7 +62,7 @@ def convert(traced: fx.GraphModule, root: nn.Module, examples: list[torch.Tensor
         converter.visit(node, shaped_node.meta.get("tensor_meta"))
     if not converter.inputs:
         raise GraphError("from_torch: the graph reads no input but weights; fusegraph models take a batch")
-    model = Model(converter.inputs, converter.outputs, name=name)
+    model = Model(converter.inputs, converter.outputs, name=name, tied=converter.tied, frozen=converter.frozen)
     params = dict(model.params)
     for key, tensor in converter.copies.items():
         expected = params[key]
@@ -111,7 +111,9 @@ class Converter:
     copies: dict[str, torch.Tensor] = field(default_factory=dict)
     torch_names: dict[str, str] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)
-    called: set[str] = field(default_factory=set)
+    tied: dict[str, str] = field(default_factory=dict)  # a fusegraph parameter -> the one whose torch tensor it is
+    frozen: list[str] = field(default_factory=list)  # fusegraph parameters whose torch Parameter wants no gradient
+    _owners: dict[int, tuple[torch.Tensor, str]] = field(default_factory=dict)  # id(torch tensor) -> (it, ours)
 
     # -- walking the graph ---------------------------------------------------------------------
     def visit(self, node: fx.Node, meta) -> None:
@@ -158,11 +160,9 @@ class Converter:
         return tensor
 
     def call_module(self, node: fx.Node):
+        """Each call becomes layers of its own (a module called again: new layers, its weights tied to the
+        first call's by `copy`)."""
         module = self.root.get_submodule(node.target)
-        if node.target in self.called:
-            raise self.fail(f"calls module '{node.target}' a second time; fusegraph layers are not shared, "
-                            "give each call its own module")
-        self.called.add(node.target)
         handler = next((h for cls, h in MODULES.items() if type(module) is cls), None)
         if handler is None:
             raise self.unsupported(f"module '{node.target}' ({type(module).__name__}) is not supported",
@@ -220,10 +220,23 @@ class Converter:
         return self.layer_name(self.node.target if self.node.op == "call_module" else self.node.name)
 
     def copy(self, layer: str, weights: dict[str, tuple[torch.Tensor, str]]) -> None:
-        """Copies each (tensor, torch key) into the fusegraph parameter `layer.<name>`."""
+        """Copies each (tensor, torch key) into the fusegraph parameter `layer.<name>`; a torch tensor met
+        before (a module called again, tied weights, one Parameter in two calls) ties this parameter to
+        the one it became then; a Parameter with requires_grad=False stays frozen."""
         for suffix, (tensor, key) in weights.items():
-            self.copies[f"{layer}.{suffix}"] = tensor.detach().clone()
-            self.torch_names[f"{layer}.{suffix}"] = key
+            ours = f"{layer}.{suffix}"
+            self.torch_names[ours] = key
+            first = self._owners.get(id(tensor))
+            if first is not None:
+                if not isinstance(tensor, nn.Parameter):
+                    raise self.fail(f"uses the buffer '{key}' a second time (a batch norm called twice); fusegraph "
+                                    "keeps a layer's running statistics to itself: give each call its own module")
+                self.tied[ours] = first[1]
+                continue
+            self._owners[id(tensor)] = (tensor, ours)  # NOTE: holding the tensor keeps its id unique
+            self.copies[ours] = tensor.detach().clone()
+            if isinstance(tensor, nn.Parameter) and not tensor.requires_grad:
+                self.frozen.append(ours)
 
     def recurrent_layers(self, rnn: Recurrent, sequence: bool) -> SymbolicTensor:
         cls = {"LSTM": LSTM, "GRU": GRU, "RNN": SimpleRNN}[rnn.kind]

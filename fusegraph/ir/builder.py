@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import GraphError
@@ -12,12 +12,18 @@ from .types import TensorType
 
 
 class GraphBuilder:
-    def __init__(self, name: str = "graph", layer: str | None = None) -> None:
+    def __init__(self, name: str = "graph", layer: str | None = None, *, tied: Mapping[str, str] | None = None,
+                 frozen: Iterable[str] = ()) -> None:
+        """`tied`: parameter name -> the parameter it is (asked for, it gives that one: tied weights);
+        `frozen`: parameters kept as they are in training, whatever the layer asking says."""
         self.name = name
         self.layer = layer  # the layer nodes belong to when `op` is not told otherwise
         self.nodes: list[Node] = []
         self.values: dict[str, Value] = {}
         self._params: dict[str, Value] = {}
+        self.tied = dict(tied or {})
+        self.frozen = set(frozen)
+        self.asked: set[str] = set()  # every parameter name a layer asked for (tied ones included)
 
     def fresh(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, … if taken."""
@@ -32,13 +38,17 @@ class GraphBuilder:
 
     def parameter(self, name: str, type: TensorType, init: str, *, trainable: bool = True,
                   layer: str | None = None, **init_args: Any) -> Value:
-        """A weight; asking again for the same name (a layer called twice) returns the same value."""
+        """A weight; asking again for the same name (a layer called twice), or for a name tied to it,
+        returns the same value."""
+        self.asked.add(name)
+        asked, name = name, self.tied.get(name, name)
         if name in self._params:
             if self._params[name].type != type:
-                raise GraphError(f"parameter {name} is {self._params[name].type} but is asked for as {type}")
+                tie = f"{asked}, tied to {name}," if asked != name else name
+                raise GraphError(f"parameter {tie} is {self._params[name].type} but is asked for as {type}")
             return self._params[name]
         value = self._argument("parameter", name, type, layer,
-                               {"init": init, "trainable": trainable, **init_args})
+                               {"init": init, "trainable": trainable and name not in self.frozen, **init_args})
         self._params[name] = value
         return value
 

@@ -89,6 +89,7 @@ def definition(model) -> dict[str, Any]:
     return {"version": VERSION, "name": model.name, "layers": layers, "calls": calls,
             "inputs": [refer(t) for t in model._inputs], "outputs": [refer(t) for t in model._outputs],
             "single_output": model._single_output, "torch_names": dict(getattr(model, "torch_names", {})),
+            "tied": dict(model.tied), "frozen": list(model.frozen),
             "graph_sha256": model.graph.digest()}
 
 
@@ -145,7 +146,8 @@ def from_definition(data: Mapping[str, Any], custom_layers: Mapping[str, type] |
         outputs.append(tuple(result) if isinstance(result, list) else (result,))
     model_outputs = [outputs[c][i] for c, i in data["outputs"]]
     model = Model([outputs[c][i] for c, i in data["inputs"]],
-                  model_outputs[0] if data["single_output"] else model_outputs, name=data["name"])
+                  model_outputs[0] if data["single_output"] else model_outputs, name=data["name"],
+                  tied=data.get("tied") or {}, frozen=data.get("frozen") or ())
     if data.get("torch_names"):
         model.torch_names = dict(data["torch_names"])
     if model.graph.digest() != data["graph_sha256"]:

@@ -104,8 +104,16 @@ class Model:
     """A model from its inputs and outputs (Keras' functional API); holds the IR graph and parameters."""
 
     def __init__(self, inputs: SymbolicTensor | Sequence[SymbolicTensor],
-                 outputs: SymbolicTensor | Sequence[SymbolicTensor], name: str = "model") -> None:
+                 outputs: SymbolicTensor | Sequence[SymbolicTensor], name: str = "model", *,
+                 tied: Mapping[str, str] | None = None, frozen: Sequence[str] = ()) -> None:
+        """`tied`: parameter -> the parameter it is ({"decoder.weight": "embed.weight"}: one weight, its
+        gradient the sum of both uses); `frozen`: parameters training leaves as they are (as a layer's
+        trainable=False does for all of its own)."""
         self.name = name
+        self.tied = _resolved_ties(tied)
+        if isinstance(frozen, str) or not all(isinstance(name, str) for name in frozen):
+            raise GraphError(f"frozen must be a list of parameter names, got {frozen!r}")
+        self.frozen = tuple(dict.fromkeys(frozen))
         self._inputs = _as_list(inputs, "inputs")
         self._outputs = _as_list(outputs, "outputs")
         self._single_output = not isinstance(outputs, (list, tuple))
@@ -129,7 +137,7 @@ class Model:
         self.init(0)
 
     def _build(self) -> Graph:
-        b = GraphBuilder(self.name)
+        b = GraphBuilder(self.name, tied=self.tied, frozen=self.frozen)
         env: dict[int, object] = {}
         for t in self._inputs:
             env[id(t)] = b.input(t.call.layer.name, t.type, layer=t.call.layer.name)
@@ -138,7 +146,18 @@ class Model:
                 continue
             values = call.layer.emit(b, [env[id(t)] for t in call.inputs], call.layer.name)
             env.update(zip((id(t) for t in call.outputs), values))
-        return verify(b.build([env[id(t)] for t in self._outputs]))  # type: ignore[misc]
+        graph = verify(b.build([env[id(t)] for t in self._outputs]))  # type: ignore[misc]
+        params = {n.name: n for n in graph.param_nodes}
+        for name in (*self.tied, *self.tied.values(), *self.frozen):
+            if name not in b.asked:
+                raise GraphError(f"Model {self.name}: no layer has a parameter {name!r} (tied= and frozen= name "
+                                 f"parameters as model.params does: {', '.join(params)})")
+        state = next((name for name in (*self.tied, *self.tied.values()) if params.get(self.tied.get(name, name))
+                      is not None and params[self.tied.get(name, name)].attrs.get("state")), None)
+        if state is not None:
+            raise GraphError(f"Model {self.name}: {state} is a layer's state (running statistics), which cannot be "
+                             "shared; tie weights only")
+        return graph
 
     # -- parameters --------------------------------------------------------------------------
     @property
@@ -271,9 +290,14 @@ class Model:
         slot = {id(t): i for i, t in enumerate(t for c in self._calls for t in c.outputs)}
         program = [(c.layer.name, tuple(slot[id(t)] for t in c.inputs), tuple(slot[id(t)] for t in c.outputs))
                    for c in self._calls if not isinstance(c.layer, InputLayer)]
-        modules = {layer.name: layer.torch_module(self.params) for layer in self.layers}
-        return TorchModel(modules, program, tuple(slot[id(t)] for t in self._inputs),
-                          tuple(slot[id(t)] for t in self._outputs)).eval()
+        params = {**self.params, **{alias: self.params[target] for alias, target in self.tied.items()}}
+        modules = {layer.name: layer.torch_module(params) for layer in self.layers}
+        torch_model = TorchModel(modules, program, tuple(slot[id(t)] for t in self._inputs),
+                                 tuple(slot[id(t)] for t in self._outputs)).eval()
+        torch_model.tie(self.tied)
+        for parameter in (torch_model.fusegraph_parameters()[name] for name in self.frozen):
+            parameter.requires_grad_(False)
+        return torch_model
 
     def features(self, layer_names: Sequence[str]) -> Model:
         """A model with the same inputs whose outputs are the named layers' outputs, sharing these weights
@@ -308,3 +332,24 @@ class Sequential(Model):
                 raise GraphError(f"{layer.describe()} has several outputs and cannot be used in Sequential")
             x = out
         super().__init__(items[0], x, name=name)
+
+
+def _resolved_ties(tied: Mapping[str, str] | None) -> dict[str, str]:
+    """Each tied parameter -> the one it finally is (a -> b -> c: a -> c); a cycle or a parameter tied to
+    itself is refused."""
+    if tied is None:
+        return {}
+    if not isinstance(tied, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tied.items()):
+        raise GraphError(f"tied must map parameter names to parameter names, got {tied!r}")
+    resolved = {}
+    for name in tied:
+        seen, target = [name], tied[name]
+        while target in tied:
+            if target in seen:
+                raise GraphError(f"tied parameters form a cycle: {' -> '.join([*seen, target])}")
+            seen.append(target)
+            target = tied[target]
+        if target == name:
+            raise GraphError(f"tied: {name} is tied to itself")
+        resolved[name] = target
+    return resolved

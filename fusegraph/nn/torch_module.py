@@ -25,6 +25,15 @@ class TorchModel(nn.Module):
                 found[ours] = module.get_parameter(theirs)
         return found
 
+    def tie(self, tied: dict[str, str]) -> None:
+        """Makes each tied parameter the very Parameter of the one it is tied to (one tensor, one gradient)."""
+        owners = {ours: (module, theirs) for module in self.modules()
+                  for theirs, ours in getattr(module, "fusegraph_names", {}).items()}
+        for alias, target in tied.items():
+            module, theirs = owners[alias]
+            owner = module.get_submodule(theirs.rpartition(".")[0]) if "." in theirs else module
+            setattr(owner, theirs.rpartition(".")[2], self.fusegraph_parameters()[target])
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         slots: dict[int, torch.Tensor] = dict(zip(self.input_slots, inputs))
         for layer, ins, outs in self.program:

@@ -117,16 +117,20 @@ class FusegraphModule(nn.Module):
         source = compiled.source_graph
         names = compiled.torch_names
         self.fusegraph_names: dict[str, str] = {}  # state_dict key -> fusegraph parameter name
-        trainable = {n.name for n in source.param_nodes if n.attrs.get("trainable", True)}
         for node in source.param_nodes:
             key = names.get(node.name, node.name)
             owner, attribute = _owner(self, key)
             tensor = compiled.params[node.name]
-            if node.name in trainable:
-                owner.register_parameter(attribute, nn.Parameter(tensor))  # NOTE: the same storage, not a copy
-            else:
+            if node.attrs.get("state"):  # running statistics: buffers, as torch keeps them
                 owner.register_buffer(attribute, tensor)
+            else:  # NOTE: the same storage, not a copy; a frozen weight is a Parameter that wants no gradient
+                owner.register_parameter(attribute, nn.Parameter(tensor, requires_grad=node.attrs["trainable"]))
             self.fusegraph_names[key] = node.name
+        for alias, target in getattr(compiled.model, "tied", {}).items():  # tied weights: one Parameter, two names
+            key = names.get(alias, alias)
+            owner, attribute = _owner(self, key)
+            owner.register_parameter(attribute, self.get_parameter(names.get(target, target)))
+            self.fusegraph_names[key] = target
 
     def __reduce__(self):
         # NOTE: the compiled model is rebuilt (runtime/checkpoint.py), then this module's own state (which
