@@ -17,14 +17,14 @@ from .layout import LAYOUT_HELPERS
 
 TRITON = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
-    "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}",
+    "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}", "or": "{0} | {1}", "and": "{0} & {1}",
     "where": "tl.where({0}, {1}, {2})",
     "exp": "tl.exp({0})", "log": "tl.log({0})", "log1p": "_log1p({0})",
     "abs": "tl.abs({0})", "erf": "tl.math.erf({0})", "rsqrt": "tl.math.rsqrt({0})",
     # NOTE: our own helpers (HELPERS below): libdevice tanh and log1p fail in the interpreter, and exp(-|x|) saturates
     "sigmoid": "_sigmoid({0})", "tanh": "_tanh({0})",
 }
-INFIX = {"add", "sub", "mul", "div", "neg", "lt", "le", "gt", "ge"}
+INFIX = {"add", "sub", "mul", "div", "neg", "lt", "le", "gt", "ge", "or", "and"}
 assert set(TRITON) == set(FUNCTIONS), "every function of ir/ops/expr.py needs a Triton form"
 
 HELPERS = {

@@ -81,10 +81,28 @@ def test_new_activations_train_like_torch(activation):
     assert compiled.kernel_names[0] == f"{activation}_conv2d_bias_add_{activation}"  # prologue and epilogue
 
 
+def test_the_mobile_nets_hard_activations_convert_with_their_options():
+    """MobileNetV2's ReLU6, MobileNetV3's hardswish and hardsigmoid (its squeeze-excitation gate), and a
+    hardtanh with bounds of its own, as modules and functions."""
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU6(), nn.Hardswish(), nn.Hardtanh(-2.0, 2.5),
+                        nn.Hardsigmoid(), nn.Flatten(), nn.Linear(64, 3))
+    torch.manual_seed(5)
+    x = torch.randn(3, 2, 4, 4) * 4
+    model = fg.from_torch(net, x)
+    assert [dict(n.attrs) for n in model.graph.nodes if n.op == "hardtanh"] == [{"min_val": -2.0, "max_val": 2.5}]
+    compiled = fg.compile(model)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), net(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+    assert compiled.kernel_names[0] == "conv2d_bias_add_relu6_hardswish_hardtanh_hardsigmoid"
+    functional = _Call(lambda t: F.hardswish(F.relu6(t)) + F.hardtanh(t, min_val=-0.5, max_val=0.5))
+    x = torch.randn(2, 6) * 4
+    torch.testing.assert_close(fg.compile(fg.from_torch(functional, x))(x), functional(x))
+
+
 def test_an_option_fusegraph_does_not_have_is_one_clear_error():
     for net, message in [(nn.Sequential(nn.GELU(approximate="tanh")), "has approximate='tanh'; fusegraph's gelu "
                                                                        "takes approximate='none' only"),
-                         (nn.Sequential(nn.Hardswish()), "Hardswish"),
+                         (nn.Sequential(nn.Softsign()), "Softsign"),
                          (_Call(lambda x: F.elu(x, 1.0, False)), None)]:
         x = torch.randn(2, 4)
         if message is None:  # inplace=False by position: fine

@@ -17,7 +17,7 @@ import torch
 # name -> arity; what every backend must translate
 FUNCTIONS = {
     "add": 2, "sub": 2, "mul": 2, "div": 2, "neg": 1,
-    "lt": 2, "le": 2, "gt": 2, "ge": 2, "where": 3,
+    "lt": 2, "le": 2, "gt": 2, "ge": 2, "or": 2, "and": 2, "where": 3,
     "exp": 1, "log": 1, "log1p": 1, "abs": 1, "erf": 1, "sigmoid": 1, "tanh": 1, "rsqrt": 1,
 }
 
@@ -61,6 +61,12 @@ class Expr:
 
     def __ge__(self, other: Any) -> Call:
         return Call("ge", (self, lift(other)))
+
+    def __or__(self, other: Any) -> Call:
+        return Call("or", (self, lift(other)))
+
+    def __and__(self, other: Any) -> Call:
+        return Call("and", (self, lift(other)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +156,7 @@ def attr_value(attr: Attr, attrs: Mapping[str, Any]) -> float:
 _TORCH = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "neg": torch.neg,
     "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "where": torch.where,
+    "or": torch.logical_or, "and": torch.logical_and,
     "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
     "abs": torch.abs, "erf": torch.erf, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
     "rsqrt": torch.rsqrt,

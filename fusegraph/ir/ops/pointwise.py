@@ -29,6 +29,7 @@ from .expr import INV_SQRT_2PI, SQRT1_2, Arg, Attr, erf, evaluate, exp, log1p, s
 LEAKY_SLOPE = 0.01  # leaky_relu's negative_slope when a node does not set one: PyTorch's default
 ELU_ALPHA = 1.0  # elu's alpha when a node does not set one: PyTorch's default
 SOFTPLUS_BETA, SOFTPLUS_THRESHOLD = 1.0, 20.0  # PyTorch's defaults
+HARDTANH_MIN, HARDTANH_MAX = -1.0, 1.0
 
 
 def _binary_rule(types, attrs):
@@ -145,6 +146,28 @@ activation("softplus", lambda x, a: F.softplus(x, a.get("beta", SOFTPLUS_BETA), 
            {"beta": SOFTPLUS_BETA, "threshold": SOFTPLUS_THRESHOLD})
 activation("mish", lambda x, a: F.mish(x), lambda x: x * tanh(where(x > SOFTPLUS_THRESHOLD, x, log1p(exp(x)))),
            _mish_grad, "input", lambda a: nn.Mish(), ("rectifier",))
+_min, _max = Attr("min_val", HARDTANH_MIN), Attr("max_val", HARDTANH_MAX)
+# NOTE: as torch's clamps: a NaN passes through; the gradient is zero at and beyond the bounds
+activation("hardtanh", lambda x, a: F.hardtanh(x, a.get("min_val", HARDTANH_MIN), a.get("max_val", HARDTANH_MAX)),
+           lambda x: where(x < _min, _min, where(x > _max, _max, x)),
+           lambda dy, x: where((x <= _min) | (x >= _max), 0.0, dy), "input",
+           lambda a: nn.Hardtanh(a.get("min_val", HARDTANH_MIN), a.get("max_val", HARDTANH_MAX)), ("non_decreasing",),
+           {"min_val": HARDTANH_MIN, "max_val": HARDTANH_MAX})
+activation("relu6", lambda x, a: F.relu6(x), lambda x: where(x < 0.0, 0.0, where(x > 6.0, 6.0, x)),
+           lambda dy, x: where((x <= 0.0) | (x >= 6.0), 0.0, dy), "input", lambda a: nn.ReLU6(),
+           ("non_decreasing", "rectifier"))
+def _relu6_of_x_plus_3(x):
+    """min(max(x + 3, 0), 6), as torch's hardsigmoid and hardswish compute it (a NaN passes through)."""
+    shifted = x + 3.0
+    return where(shifted < 0.0, 0.0, where(shifted > 6.0, 6.0, shifted))
+
+
+activation("hardsigmoid", lambda x, a: F.hardsigmoid(x), lambda x: _relu6_of_x_plus_3(x) / 6.0,
+           lambda dy, x: where((x > -3.0) & (x < 3.0), dy / 6.0, 0.0), "input", lambda a: nn.Hardsigmoid(),
+           ("non_decreasing",))
+activation("hardswish", lambda x, a: F.hardswish(x), lambda x: x * _relu6_of_x_plus_3(x) / 6.0,
+           lambda dy, x: where(x <= -3.0, 0.0, where(x < 3.0, dy * (x / 3.0 + 0.5), dy)), "input",
+           lambda a: nn.Hardswish(), ("rectifier",))
 
 for _name, _fn, _math in (("add", torch.add, Arg(0) + Arg(1)), ("sub", torch.sub, Arg(0) - Arg(1)),
                           ("mul", torch.mul, Arg(0) * Arg(1))):
