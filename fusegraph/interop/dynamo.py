@@ -1,7 +1,8 @@
 """`torch.compile(model, backend="fusegraph")`, registered through the `torch_dynamo_backends` entry point.
 
 Dynamo hands over FX graphs whose inputs are the model's inputs and its parameters and buffers.
-torch.fx's CapabilityBasedPartitioner groups the nodes from_torch's converter handles into
+The graph is first walked as a conversion walks it (from_torch.refusals), so each node is judged with
+its own arguments; torch.fx's CapabilityBasedPartitioner groups the nodes the converter takes into
 partitions; each becomes a fusegraph Model (interop/from_torch.py, with the weight inputs bound
 rather than copied) run by a partition module: fusegraph's forward kernels, and its backward kernels
 through torch.autograd (runtime/module.py's Differentiable), on the very tensors Dynamo passes in, so
@@ -10,6 +11,7 @@ with one warning listing the nodes left out and why."""
 
 from __future__ import annotations
 
+import operator
 import warnings
 
 import torch
@@ -18,8 +20,7 @@ from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupport
 
 from ..ir import GraphError
-from .from_torch import convert
-from .torch_ops import FUNCTIONS, METHODS, MODULES
+from .from_torch import convert, refusals
 
 
 class FusegraphFallbackWarning(UserWarning):
@@ -27,32 +28,30 @@ class FusegraphFallbackWarning(UserWarning):
 
 
 class _Convertible(OperatorSupport):
-    """The nodes from_torch's converter has a handler for (whether their arguments fit is found when the
-    partition is converted)."""
+    """The nodes from_torch's converter takes with their own arguments (`refusals`: the graph walked as a
+    conversion walks it); why each other node is refused is kept for the fallback warning."""
 
-    def __init__(self, root: nn.Module) -> None:
+    def __init__(self, root: fx.GraphModule) -> None:
         super().__init__()
-        self.root = root
+        self.refused = refusals(root, {n.name for n in root.graph.nodes if _names_a_weight(n)})
 
     def is_node_supported(self, submodules, node: fx.Node) -> bool:
-        if node.op == "call_function":
-            return node.target in FUNCTIONS
-        if node.op == "call_method":
-            return node.target in METHODS
-        if node.op == "call_module":
-            return type(self.root.get_submodule(node.target)) in MODULES
-        return False
+        return node.op.startswith("call_") and node.name not in self.refused
 
 
 def backend(gm: fx.GraphModule, example_inputs: list[torch.Tensor]):
     """The compiled callable for one graph Dynamo captured."""
-    partitioner = CapabilityBasedPartitioner(gm, _Convertible(gm), allows_single_node_partition=True)
+    support = _Convertible(gm)
+    partitioner = CapabilityBasedPartitioner(gm, support, allows_single_node_partition=True)
+    total = sum(n.op.startswith("call_") for n in gm.graph.nodes)
     fused = partitioner.fuse_partitions(partitioner.propose_partitions())
-    left_out = [f"{n.name} ({_what(n)}): fusegraph has no conversion for it" for n in fused.graph.nodes
+    # NOTE: the partitioner's own getitems (unpacking a partition's outputs) are no nodes of the model's
+    left_out = [f"{n.name} ({_what(n)}): {support.refused.get(n.name, 'fusegraph has no conversion for it')}"
+                for n in fused.graph.nodes
                 if (n.op in ("call_function", "call_method") or n.op == "call_module" and not n.target.startswith("fused_"))
-                and not _counts_batches(n)]
+                and not _counts_batches(n) and not _unpacks_a_partition(n)]
     if left_out:
-        _warn(left_out)
+        _warn(left_out, total)
     for node in list(fused.graph.nodes):
         if node.op == "call_module" and node.target.startswith("fused_"):
             weights = [isinstance(a, fx.Node) and _names_a_weight(a) for a in node.args]
@@ -67,9 +66,15 @@ def _counts_batches(node: fx.Node) -> bool:
         and node.args[0].name.endswith("num_batches_tracked_")
 
 
-def _warn(left_out: list[str]) -> None:
-    warnings.warn("fusegraph runs these nodes of a torch.compile graph as eager torch:\n  " + "\n  ".join(left_out),
-                  FusegraphFallbackWarning, stacklevel=3)
+def _unpacks_a_partition(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node) \
+        and node.args[0].op == "call_module" and str(node.args[0].target).startswith("fused_")
+
+
+def _warn(left_out: list[str], total: int | None = None) -> None:
+    of = f" of {total}" if total is not None else ""
+    warnings.warn(f"fusegraph runs {len(left_out)}{of} nodes of a torch.compile graph as eager torch:\n  "
+                  + "\n  ".join(left_out), FusegraphFallbackWarning, stacklevel=3)
 
 
 def _what(node: fx.Node) -> str:
@@ -129,7 +134,8 @@ class _Partition(nn.Module):
         self.compiled.shared_weights = True
         self.runner = Differentiable(self.compiled, "torch.compile backend 'fusegraph'")
         self.inputs, self.training_mode, self.single = inputs, training, single
-        self.bound = {ours: int(key.removeprefix("arg")) for ours, key in model.torch_names.items()}
+        self.bound = {ours: int(key.removeprefix("arg")) for ours, key in model.torch_names.items()
+                      if ours in self.compiled.params}  # a tied parameter reads the tensor of the one it is
 
     def forward(self, *args: torch.Tensor):
         xs = [args[i] for i in self.inputs]

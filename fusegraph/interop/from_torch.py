@@ -76,6 +76,59 @@ def convert(traced: fx.GraphModule, root: nn.Module, examples: list[torch.Tensor
     return model, converter
 
 
+def refusals(graph_module: fx.GraphModule, weights: set[str]) -> dict[str, str]:
+    """Each node of `graph_module` the converter refuses, and why: the graph walked as a conversion walks
+    it (a node sees what its producers became), shapes from the example values Dynamo records, the
+    placeholders named in `weights` as weights. A refused node's result stands in as a fresh input, as
+    eager torch would hand it to the nodes after it."""
+    converter = Converter(graph_module, [], {})
+    refused: dict[str, str] = {}
+    for node in graph_module.graph.nodes:
+        example = node.meta.get("example_value", node.meta.get("val"))
+        if node.op == "output":
+            break
+        if node.op == "placeholder":
+            converter.env[node.name] = _stand_in(converter, node, example, weights)
+            continue
+        converter.node = node
+        if not _handled(graph_module, node):
+            refused[node.name] = "fusegraph has no conversion for it"
+            converter.env[node.name] = _stand_in(converter, node, example, weights)
+            continue
+        try:
+            converter.visit(node, example)
+        except GraphError as error:
+            refused[node.name] = str(error).removeprefix("from_torch: ")
+            converter.env[node.name] = _stand_in(converter, node, example, weights)
+        except Exception:  # noqa: BLE001 - arguments only the real tensors settle: decided when converted
+            converter.env[node.name] = _stand_in(converter, node, example, weights)
+    return refused
+
+
+def _handled(root: nn.Module, node: fx.Node) -> bool:
+    """Whether the converter has a handler for `node` (its arguments aside)."""
+    if node.op == "call_function":
+        return node.target in FUNCTIONS
+    if node.op == "call_method":
+        return node.target in METHODS
+    if node.op == "call_module":
+        return type(root.get_submodule(node.target)) in MODULES
+    return node.op == "get_attr"
+
+
+def _stand_in(converter: Converter, node: fx.Node, example, weights: set[str]):
+    """What a node hands the nodes after it when it is not converted here: a weight, or a fresh input of its
+    shape (batch first); anything else reads as no tensor, so what reads it is refused too."""
+    if not isinstance(example, torch.Tensor):
+        return None
+    if node.name in weights:
+        return Constant(torch.zeros(example.shape, dtype=example.dtype), node.name)
+    if example.dim() < 2:
+        return None
+    return Input(tuple(example.shape[1:]), dtype=str(example.dtype).removeprefix("torch."),
+                 name=converter.layer_name(node.name))
+
+
 def _trace(module: nn.Module, examples: list[torch.Tensor]) -> tuple[fx.GraphModule, nn.Module]:
     """(graph, the module its get_attr nodes read): torch.fx's symbolic trace, or where it cannot trace
     (control flow on shapes, say) torch.export's, its batch left free, at ATen level."""

@@ -4,6 +4,7 @@ torch.optim steps equal an eager copy's, fp32: rtol 1e-4, atol 1e-5), fusegraph'
 all-eager fallback cannot pass, and an unsupported op left to eager with one warning naming it."""
 
 import copy
+import re
 import warnings
 
 import pytest
@@ -129,3 +130,29 @@ def test_an_unsupported_op_runs_eager_with_one_warning_naming_it(launches):
     for (name, ours), (_, theirs) in zip(net.named_parameters(), eager.named_parameters(), strict=True):
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"{n}: {m}")
     assert launches and launches[0] > 0  # the convolutional part still ran on fusegraph's kernels
+
+
+class WithTanhGelu(ResidualCNN):
+    """A gelu fusegraph has no form of (approximate='tanh') between two parts it has."""
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.stem(x)))
+        h = F.gelu(self.block(h), approximate="tanh")
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(F.relu(h), 1), 1))
+
+
+def test_a_node_with_arguments_fusegraph_lacks_leaves_only_itself_to_eager(launches):
+    """Support is decided per node with its arguments, as a conversion decides it: the tanh gelu runs
+    eager, the parts before and after it on fusegraph's kernels; the warning names that node, why, and
+    how many nodes of how many fell back (and no getitem of the partitioner's own)."""
+    net = WithTanhGelu().eval()
+    (x, _), = _data(net, 1, seed=5)
+    with pytest.warns(dynamo.FusegraphFallbackWarning) as caught, torch.no_grad():
+        out = torch.compile(net, backend="fusegraph")(x)
+        expected = net(x)
+    torch.testing.assert_close(out, expected, rtol=RTOL, atol=ATOL)
+    (warning,) = [w for w in caught if issubclass(w.category, dynamo.FusegraphFallbackWarning)]
+    text = str(warning.message)
+    assert re.search(r"runs 1 of \d+ nodes", text) and "gelu" in text and "approximate='tanh'" in text
+    assert "getitem" not in text
+    assert len(launches) == 2 and all(n > 0 for n in launches)  # fusegraph ran on both sides of it
