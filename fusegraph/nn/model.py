@@ -136,11 +136,11 @@ class Model:
         self.params: dict[str, torch.Tensor] = {}
         self.init(0)
 
-    def _build(self) -> Graph:
+    def _build(self, input_types: Sequence[TensorType] | None = None) -> Graph:
         b = GraphBuilder(self.name, tied=self.tied, frozen=self.frozen)
         env: dict[int, object] = {}
-        for t in self._inputs:
-            env[id(t)] = b.input(t.call.layer.name, t.type, layer=t.call.layer.name)
+        for t, type_ in zip(self._inputs, input_types or [t.type for t in self._inputs]):
+            env[id(t)] = b.input(t.call.layer.name, type_, layer=t.call.layer.name)
         for call in self._calls:
             if isinstance(call.layer, InputLayer):
                 continue
@@ -157,6 +157,31 @@ class Model:
         if state is not None:
             raise GraphError(f"Model {self.name}: {state} is a layer's state (running statistics), which cannot be "
                              "shared; tie weights only")
+        return graph
+
+    def graph_for(self, shapes: Sequence[tuple[int, ...]]) -> Graph:
+        """This model's graph for inputs of other feature shapes (a sequence of another length, an image
+        of another size; the batch stays free), its layers and weights the same; a GraphError names the
+        layer where those shapes cannot go (one whose weights would change shape, a Flatten into a Dense)."""
+        types = [t.type.with_shape((t.type.shape[0], *shape)) for t, shape in zip(self._inputs, shapes, strict=True)]
+        built = ", ".join(str(t.shape) for t in self._inputs)
+        wanted = ", ".join(str(tuple(shape)) for shape in shapes)
+        # NOTE: layers note what their inputs were as they emit (in_features, pads: what to_torch() builds
+        # from); a graph for other shapes must leave them as the model's own shapes made them
+        kept = [(layer, dict(vars(layer))) for layer in self.layers]
+        try:
+            graph = self._build(types)
+        except GraphError as error:
+            raise GraphError(f"Model {self.name}, built for inputs {built}, cannot take {wanted}: {error}") from None
+        finally:
+            for layer, state in kept:
+                vars(layer).clear()
+                vars(layer).update(state)
+        own = {n.name: n.outputs[0].type for n in self.graph.param_nodes}
+        for node in graph.param_nodes:
+            if own.get(node.name) != node.outputs[0].type:
+                raise GraphError(f"Model {self.name}, built for inputs {built}, cannot take {wanted}: the weight "
+                                 f"%{node.name} would be {node.outputs[0].type} instead of {own.get(node.name)}")
         return graph
 
     # -- parameters --------------------------------------------------------------------------

@@ -82,6 +82,7 @@ class CompiledModel:
         if options.scales_loss:
             self.runtime_params[LOSS_SCALE] = torch.full((), self.loss_scale, device=self.device)
         self._range_check_cache: dict[int, list] = {}
+        self._shaped: dict[tuple, tuple[Graph, Graph, GraphRunner]] = {}  # other input shapes' programs
         self._recipes: dict[int, list] = {}
         self._graph_runners: list[GraphRunner] = []
         self.counter = LaunchCounter()
@@ -203,6 +204,10 @@ class CompiledModel:
             text += "\n(compiled with fuse=False)"
         if self.cuda_graphs:
             text += "\n(on CUDA each call replays these launches as one CUDA graph, captured per input shape)"
+        shapes = ", ".join(str(shape) for shape in (tuple(v.type.feature_shape for v in self.source_graph.inputs),
+                                                    *self._shaped))
+        text += (f"\n(inputs of other feature shapes than {self.model_shapes} compile a program of their own on "
+                 f"their first call, kept: so far {shapes})")
         return text
 
     def memory_report(self, batch: int) -> dict[str, int]:
@@ -273,12 +278,43 @@ class CompiledModel:
 
     @exclusive
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-        feeds = self._check_device_and_ids(check_feeds(self.source_graph, x))
-        self.params_for(self.graph)  # NOTE: a CUDA graph replay runs no Python: refresh folded weights first
+        source, graph, forward = self._shaped_for(x)
+        feeds = self._check_device_and_ids(check_feeds(source, x), graph)
+        self.params_for(graph)  # NOTE: a CUDA graph replay runs no Python: refresh folded weights first
         with torch.no_grad():
-            outputs = self._forward(feeds, copy=True)
-        self.last_launches = self._forward.last_launches
+            outputs = forward(feeds, copy=True)
+        self.last_launches = forward.last_launches
         return outputs[0] if self._single_output else outputs
+
+    @property
+    def model_shapes(self) -> tuple:
+        """The feature shapes (after the batch) of the inputs the model was built for."""
+        return tuple(v.type.feature_shape for v in self.source_graph.inputs)
+
+    def _shaped_for(self, x) -> tuple[Graph, Graph, GraphRunner]:
+        """(source graph, compiled graph, runner) for inputs shaped like `x`: the model's own, or, for other
+        feature shapes (another sequence length, image size), a program compiled for them once and kept."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        own = self.model_shapes
+        shapes = tuple(tuple(t.shape[1:]) if isinstance(t, torch.Tensor) else None for t in xs)
+        if shapes == own or len(shapes) != len(own) or None in shapes or not hasattr(self.model, "graph_for") \
+                or any(len(s) != len(o) for s, o in zip(shapes, own)):
+            return self.source_graph, self.graph, self._forward  # (check_feeds says what is wrong, if anything)
+        if shapes not in self._shaped:
+            try:
+                source = self.model.graph_for(shapes)
+            except GraphError as error:
+                try:
+                    check_feeds(self.source_graph, x)
+                except InputError as mismatch:
+                    raise InputError(f"{mismatch}; inputs of other shapes get a program of their own where the "
+                                     f"model can take them, but {error}") from None
+                raise
+            graph, _ = run_pipeline(source, self.options)
+            program = Program(graph, self.target, self.counter)
+            self._shaped[shapes] = (source, graph,
+                                    self._runner(lambda feeds: program.run(feeds, self.params_for(graph))))
+        return self._shaped[shapes]
 
 
 def _packed(tensor: torch.Tensor, stored: TensorType | None, dtype: torch.dtype | None = None) -> torch.Tensor:

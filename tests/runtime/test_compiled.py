@@ -16,7 +16,7 @@ def lenet():
 
 
 @pytest.mark.parametrize("bad,error", [
-    (torch.zeros(2, 1, 8, 9), r"input 'image' expects shape \(batch, 1, 8, 8\) float32, got \(2, 1, 8, 9\)"),
+    (torch.zeros(2, 1, 8, 12), r"input .image. expects shape \(batch, 1, 8, 8\) float32, got \(2, 1, 8, 12\)"),
     (torch.zeros(2, 1, 8, 8, dtype=torch.float64), "expects dtype float32"),
     (torch.zeros(1, 8, 8), "the batch comes first"),
     ([torch.zeros(2, 1, 8, 8)] * 2, "takes 1 input"),
