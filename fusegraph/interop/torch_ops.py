@@ -120,22 +120,17 @@ def _linear_function(c: Converter, node, *args, **kwargs):
 
 def _pool(c: Converter, kind: str, ndim: int, x, kernel_size, stride=None, padding=0, dilation=1,
           ceil_mode=False, return_indices=False, count_include_pad=True, divisor_override=None):
-    if ceil_mode:
-        raise c.fail("has ceil_mode=True; fusegraph pools floor the output size (ceil_mode=False)")
     if return_indices:
         raise c.fail("has return_indices=True; fusegraph pools return the pooled values only")
     if _single(dilation) is None:
         raise c.fail(f"has dilation={dilation!r}; fusegraph pools are not dilated")
     if divisor_override is not None:
         raise c.fail("has divisor_override; fusegraph averages over the window")
-    pads = padding if isinstance(padding, (tuple, list)) else (padding,)
-    if kind == "avg" and count_include_pad and any(p != 0 for p in pads):
-        raise c.fail("has count_include_pad=True with padding; fusegraph averages over the input pixels of each "
-                     "window only (count_include_pad=False)")
     cls = {("max", 1): MaxPool1D, ("max", 2): MaxPool2D, ("avg", 1): AvgPool1D, ("avg", 2): AvgPool2D}[kind, ndim]
     strides = None if stride is None or stride == [] or stride == () else _pair_or_int(stride)
-    return cls(_pair_or_int(kernel_size), strides=strides, padding=_pair_or_int(padding), name=c.name_here())(
-        c.tensor(x))
+    options = {"count_include_pad": bool(count_include_pad)} if kind == "avg" else {}
+    return cls(_pair_or_int(kernel_size), strides=strides, padding=_pair_or_int(padding), ceil_mode=bool(ceil_mode),
+               name=c.name_here(), **options)(c.tensor(x))
 
 
 def _pool_module(kind: str, ndim: int):

@@ -23,7 +23,7 @@ import triton
 
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
-from ..passes.templates import Anchor, register_anchor
+from ..passes.templates import Anchor, register_anchor, register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
@@ -459,6 +459,8 @@ for _op in ("conv1d", "conv2d"):
     register_template(_op, render, launch)
     register_template(f"{_op}_bwd_input", render_input, launch_input)
     register_template(f"{_op}_bwd_weight", render_weight, launch_weight)
+register_check("conv_pool", lambda pool: "its average counts padding (count_include_pad): the conv kernel counts "
+               "the conv's outputs only" if any(any(side) for side in pool.attrs.get("counted") or ()) else None)
 register_anchor(("conv1d", "conv2d"), Anchor("conv", channel_axis=1, same_type=True, prologue="prologue",
                                              ends=frozenset({"pool", "global_pool"})))
 # (x, dy): a bias gradient sums dy over all but its channels, from the rows the weight gradient reads

@@ -16,17 +16,28 @@ from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from ..passes.templates import Anchor, register_anchor
 from .epilogue import Emitter, Tile
-from .expr import Names, helpers_for
+from .expr import HELPERS, Names, helpers_for
 from .group import argument_roles, group_of
 from .layout import channels_last
 from .registry import KernelSource, register_template
 from .source import fill, lifter, module_source, node_source
 from .target import INTERPRETER_TILE_ELEMENTS
 
+# the positions an average divides by: the window's input positions, and its padding positions within the
+# padding counted (torch's count_include_pad; not a ceil-mode end pad)
+HELPERS["_window_count("] = '''
+@triton.jit
+def _window_count(h0, w0, H, W, KH, KW, COUNTED_H0, COUNTED_H1, COUNTED_W0, COUNTED_W1):
+    rows = tl.minimum(h0 + KH, H + COUNTED_H1) - tl.maximum(h0, -COUNTED_H0)
+    cols = tl.minimum(w0 + KW, W + COUNTED_W1) - tl.maximum(w0, -COUNTED_W0)
+    return tl.maximum(rows * cols, 1).to(tl.float32)
+'''
+
 POOL_SOURCE = '''
 @triton.jit
 def {name}(
     x_ptr, out_ptr, pos_ptr, TOTAL, C, H, W, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    COUNTED_H0, COUNTED_H1, COUNTED_W0, COUNTED_W1,
     KH: tl.constexpr, KW: tl.constexpr, IS_MAX: tl.constexpr, WITH_POSITIONS: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -38,7 +49,6 @@ def {name}(
         acc = tl.full((BLOCK,), float("-inf"), tl.float32)
     else:
         acc = tl.zeros((BLOCK,), tl.float32)
-    count = tl.zeros((BLOCK,), tl.float32)
     best_at = tl.zeros((BLOCK,), tl.int32)
     for kh in tl.static_range(KH):
         for kw in tl.static_range(KW):
@@ -54,9 +64,9 @@ def {name}(
                 acc = tl.where(take, x.to(tl.float32), acc)
             else:
                 acc += x.to(tl.float32)
-            count += inside.to(tl.float32)
     if not IS_MAX:
-        acc = acc / tl.maximum(count, 1.0)
+        acc = acc / _window_count(oh * STRIDE_H - PAD_H, ow * STRIDE_W - PAD_W, H, W, KH, KW,
+                                  COUNTED_H0, COUNTED_H1, COUNTED_W0, COUNTED_W1)
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=valid)
     if WITH_POSITIONS:
         tl.store(pos_ptr + offs, best_at.to(tl.int8), mask=valid)
@@ -88,6 +98,12 @@ def render_pool(node):
     return KernelSource(name, module_source(f"{kind} pooling", helpers_for(source) + "\n\n" + source))
 
 
+def _counted(node, lift) -> tuple[int, int, int, int]:
+    """The padding an average's divisor counts (torch's count_include_pad), per side: (top, bottom, left, right)."""
+    counted = lift(node.attrs.get("counted") or ((0, 0),) * len(node.attrs["kernel"]), (0, 0))
+    return (*counted[0], *counted[1])
+
+
 def launch_pool(fn, node, target, inputs, outputs):
     (x,) = inputs
     out, positions = (outputs[0], outputs[1]) if len(outputs) == 2 else (outputs[0], outputs[0])
@@ -99,7 +115,7 @@ def launch_pool(fn, node, target, inputs, outputs):
     total = out.numel()
     block = target.tile(total, gpu=512, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(total, block),)](x, out, positions, total, x.shape[1], h, w, oh, ow, stride[0], stride[1],
-                                      padding[0][0], padding[1][0], KH=kernel[0], KW=kernel[1],
+                                      padding[0][0], padding[1][0], *_counted(node, lift), KH=kernel[0], KW=kernel[1],
                                       IS_MAX=has_trait(node, "max_pool"), WITH_POSITIONS=len(outputs) == 2,
                                       CHANNELS_LAST=channels_last(node.inputs[0]), BLOCK=block)
 
@@ -123,6 +139,7 @@ POOL_BWD_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers}, TOTAL, C, H, W, PH, PW, STRIDE_H, STRIDE_W, PAD_H, PAD_W,
+    COUNTED_H0, COUNTED_H1, COUNTED_W0, COUNTED_W1,
     KH: tl.constexpr, KW: tl.constexpr, REACH_H: tl.constexpr, REACH_W: tl.constexpr,
     IS_MAX: tl.constexpr, FROM_POSITIONS: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -163,8 +180,8 @@ def {name}(
                         best_at = tl.where(better, hh * W + ww, best_at)
                 grad += tl.where(covers & (best_at == ih * W + iw), {g}, 0.0)
             else:
-                count = (tl.minimum(h0 + KH, H) - tl.maximum(h0, 0)) * (tl.minimum(w0 + KW, W) - tl.maximum(w0, 0))
-                grad += tl.where(covers, {g} / tl.maximum(count, 1).to(tl.float32), 0.0)
+                count = _window_count(h0, w0, H, W, KH, KW, COUNTED_H0, COUNTED_H1, COUNTED_W0, COUNTED_W1)
+                grad += tl.where(covers, {g} / count, 0.0)
     {epilogue}
 '''
 
@@ -226,7 +243,8 @@ def launch_pool_bwd(fn, node, target, inputs, outputs):
     block = target.tile(total, gpu=256, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
     fn[(triton.cdiv(total, block),)](
         *inputs, *outputs, total, dx_shape[1], h, w, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
-        KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]), REACH_W=triton.cdiv(kernel[1], stride[1]),
+        *_counted(anchor, lift), KH=kernel[0], KW=kernel[1], REACH_H=triton.cdiv(kernel[0], stride[0]),
+        REACH_W=triton.cdiv(kernel[1], stride[1]),
         IS_MAX=has_trait(anchor, "max_pool"), FROM_POSITIONS=has_trait(anchor, "from_positions"),
         CHANNELS_LAST=channels_last(anchor.outputs[0]), BLOCK=block)
 

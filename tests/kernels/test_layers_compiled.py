@@ -7,7 +7,7 @@ import torch
 
 import fusegraph as fg
 from fusegraph.nn.activations import ACTIVATIONS
-from tests.conftest import assert_compiled_matches_torch, feeds_for, single_layer
+from tests.conftest import assert_compiled_matches_torch, assert_grads_match_torch, feeds_for, single_layer, targets_for
 
 pytestmark = pytest.mark.usefixtures("small_tiles")  # sizes spanning several programs: the interpreter's small tiles
 
@@ -119,3 +119,20 @@ def test_stacked_recurrent():
 def test_zoo(name):
     model = fg.zoo.get(name)
     assert_compiled_matches_torch(model, feeds_for(model, 2, vocab=1000))
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (fg.MaxPool2D(3, strides=2, padding=1, ceil_mode=True), (2, 8, 7)),
+    (fg.AvgPool2D(3, strides=2, padding=1, ceil_mode=True, count_include_pad=True), (2, 7, 8)),
+    (fg.AvgPool2D(3, strides=1, padding=1, count_include_pad=True), (2, 5, 5)),
+    (fg.AvgPool2D(2, strides=2, ceil_mode=True), (1, 7, 9)),
+    (fg.MaxPool1D(3, strides=2, ceil_mode=True), (2, 10)),
+    (fg.AvgPool1D(3, strides=2, padding=1, ceil_mode=True, count_include_pad=True), (2, 9)),
+])
+def test_pools_with_torchs_ceil_mode_and_counted_padding(layer, shape):
+    """Against nn.MaxPool / nn.AvgPool built with the same ceil_mode and count_include_pad; the gradient
+    against torch.autograd through them."""
+    model = fg.Sequential([fg.Input(shape), layer, fg.Flatten(), fg.Dense(2)])
+    feeds = feeds_for(model, 3)
+    assert_compiled_matches_torch(model, feeds)
+    assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")

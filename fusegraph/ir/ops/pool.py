@@ -27,7 +27,7 @@ def _pool_rule(ndim: int):
         require_float(x)
         out = []
         for size, k, s, pads in zip(x.shape[2:], attrs["kernel"], attrs["stride"], attrs["padding"]):
-            if max(pads) > k // 2:
+            if pads[0] > k // 2:
                 raise GraphError(f"pool padding {pads} is more than half the window {k}; windows would see only padding")
             n = windowed_size(size, pads, k, s)
             if n <= 0:
@@ -35,6 +35,8 @@ def _pool_rule(ndim: int):
                     f"pool window {k} does not fit the input {shape_str(x)} (padded size {size + sum(pads)}): "
                     "the output would be empty; use a smaller pool_size, padding='same', or pool earlier less often"
                 )
+            if (n - 1) * s - pads[0] >= size:  # (a ceil-mode end pad: as torch, no window starts past the input)
+                raise GraphError(f"pool padding {pads} leaves the last window {k} entirely in the padding")
             out.append(n)
         return [x.with_shape((*x.shape[:2], *out))]
 
@@ -58,7 +60,12 @@ def _avg_reference(ndim: int):
         x = inputs[0]
         pad = torch_pad_arg(attrs["padding"])
         sums = pool(F.pad(x, pad), attrs["kernel"], attrs["stride"])
-        counts = pool(F.pad(torch.ones_like(x[:1, :1]), pad), attrs["kernel"], attrs["stride"])
+        # the divisor: the window's positions in the input and in the padding counted (`counted`: torch's
+        # count_include_pad padding, not a ceil-mode end pad)
+        counted = attrs.get("counted") or ((0, 0),) * (x.dim() - 2)
+        region = F.pad(torch.ones_like(x[:1, :1]), torch_pad_arg(counted), value=1.0)
+        rest = tuple((b - cb, e - ce) for (b, e), (cb, ce) in zip(attrs["padding"], counted))
+        counts = pool(F.pad(region, torch_pad_arg(rest)), attrs["kernel"], attrs["stride"])
         return [sums / counts]
 
     return reference
@@ -81,7 +88,7 @@ def _global_reference(inputs, attrs, ctx):
 
 
 for _ndim in (1, 2):
-    doc = "attrs kernel, stride, padding ((begin, end) per dim)"
+    doc = "attrs kernel, stride, padding ((begin, end) per dim); an average pool's counted: the padding its divisor counts"
     register_op(OpDef(f"max_pool{_ndim}d", 1, _pool_rule(_ndim), _max_reference(_ndim), doc))
     register_op(OpDef(f"avg_pool{_ndim}d", 1, _pool_rule(_ndim), _avg_reference(_ndim), doc))
     register_op(OpDef(f"global_avg_pool{_ndim}d", 1, _global_rule(_ndim), _global_reference, "mean over space"))
@@ -115,7 +122,7 @@ def _pool_vjp(kind: str, ndim: int):
     def vjp(b, node, grads, needs):
         (dy,) = grads
         (x,) = node.inputs
-        geometry = {k: node.attrs[k] for k in ("kernel", "stride", "padding")}
+        geometry = {k: node.attrs[k] for k in ("kernel", "stride", "padding", "counted") if k in node.attrs}
         if kind == "max":
             return [b.op(f"max_pool{ndim}d_bwd", [dy, x], **geometry)]
         return [b.op(f"avg_pool{ndim}d_bwd", [dy], input_size=tuple(x.type.shape[2:]), **geometry)]

@@ -54,7 +54,7 @@ def elementwise_joins(grouping: Grouping, group: Group, node: Node) -> str:
 def pool_joins(grouping: Grouping, group: Group, node: Node) -> str:
     if "pool" not in group.anchor.ends:
         return "a pool fuses only after a convolution"
-    return grouping.single_consumer(node.inputs[0]) or (
+    return template_refusal("conv_pool", node) or grouping.single_consumer(node.inputs[0]) or (
         "values of the group are used outside it; a pooled kernel stores only the pooled map"
         if grouping.escapes(group.members, node) else "")
 

@@ -1,0 +1,102 @@
+"""The distinctive blocks of the torchvision classification families, written as published, converted
+unmodified with fg.from_torch: forward and every gradient equal torch's (fp32: rtol 1e-4, atol 1e-5;
+batch norms with batch statistics, dropout off), and the same blocks through torch.compile with no
+eager fallback."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fusegraph as fg
+from fusegraph.interop import dynamo
+from tests.conftest import KERNEL_ATOL, KERNEL_RTOL
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire module (torchvision.models.squeezenet), after its ceil-mode max pool stem."""
+
+    def __init__(self, inplanes=8, squeeze=4, expand=6):
+        super().__init__()
+        self.squeeze = nn.Conv2d(inplanes, squeeze, kernel_size=1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class SqueezeNetish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, kernel_size=3, stride=2), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True), Fire(),
+                                      nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
+        self.classifier = nn.Sequential(nn.Dropout(p=0.0), nn.Conv2d(12, 5, kernel_size=1), nn.ReLU(inplace=True),
+                                        nn.AdaptiveAvgPool2d((1, 1)))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class InceptionBranchPool(nn.Module):
+    """GoogLeNet's pool branch and stem: a 3x3 average pool with stride 1 and padding 1 counting its padding
+    (count_include_pad=True, torch's default), beside a ceil-mode max pool with padding."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(6, eps=0.001)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.branch = nn.Conv2d(6, 4, 1)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x):
+        x = self.maxpool(F.relu(self.bn(self.conv(x)), inplace=True))
+        pooled = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
+        x = torch.cat([F.relu(self.branch(pooled)), x], 1)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11))]
+
+
+@pytest.mark.parametrize("build,shape", BLOCKS, ids=["squeezenet", "googlenet"])
+def test_the_block_converts_and_matches_torch_forward_and_backward(build, shape):
+    net = build().train()
+    x, y = torch.randn(shape), torch.randint(0, 3, (shape[0],))
+    model = fg.from_torch(net, x)
+    with torch.no_grad():
+        torch.testing.assert_close(fg.compile(model)(x), build().eval()(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+    value, grads = fg.compile(model, loss="cross_entropy").loss_and_grads(x, y)
+    net.zero_grad()
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    assert value == pytest.approx(loss.item(), rel=1e-5)
+    parameters = dict(net.named_parameters())
+    assert set(grads) == {ours for ours, theirs in model.torch_names.items() if theirs in parameters}
+    for ours, grad in grads.items():
+        torch.testing.assert_close(grad, parameters[model.torch_names[ours]].grad, rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+
+
+@pytest.mark.parametrize("build,shape", BLOCKS, ids=["squeezenet", "googlenet"])
+def test_the_block_runs_under_the_backend_with_no_eager_node(build, shape):
+    net = build().eval()
+    x = torch.randn(shape)
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", dynamo.FusegraphFallbackWarning)
+            got = torch.compile(net, backend="fusegraph")(x)
+        torch.testing.assert_close(got, net(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+    finally:
+        torch._dynamo.reset()
