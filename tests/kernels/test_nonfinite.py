@@ -75,8 +75,11 @@ def test_activation_gradients_at_nan_and_inf_are_torchs(name):
     op = OPS[name]
     x = torch.tensor([ROW], requires_grad=True)
     dy = torch.tensor([[1.0, NAN, 2.0, -1.0, 3.0, 1.0, INF, 1.0]])
-    y = op.module(op.defaults).double()(x.double())
-    y.backward(dy.double())
+    # NOTE: element by element, torch's scalar path (its CUDA kernels' rules): its vectorized CPU path gives
+    # some a NaN input another gradient (hardtanh: none, where the scalar path passes it)
+    module = op.module(op.defaults).double()
+    for i in range(x.shape[1]):
+        module(x[:, i:i + 1].double()).backward(dy[:, i:i + 1].double())
     # the gradient op the VJP builds, on what it saves (the forward's input or its output)
     b = GraphBuilder("hand")
     forward = b.op(name, [b.input("x", TensorType((BATCH, 8)))], name="y", **op.defaults)

@@ -147,7 +147,8 @@ activation("softplus", lambda x, a: F.softplus(x, a.get("beta", SOFTPLUS_BETA), 
 activation("mish", lambda x, a: F.mish(x), lambda x: x * tanh(where(x > SOFTPLUS_THRESHOLD, x, log1p(exp(x)))),
            _mish_grad, "input", lambda a: nn.Mish(), ("rectifier",))
 _min, _max = Attr("min_val", HARDTANH_MIN), Attr("max_val", HARDTANH_MAX)
-# NOTE: as torch's clamps: a NaN passes through; the gradient is zero at and beyond the bounds
+# NOTE: as torch's clamps: a NaN passes through, and so does its gradient (torch's CUDA and scalar CPU paths;
+# its vectorized CPU path gives a NaN input none)
 activation("hardtanh", lambda x, a: F.hardtanh(x, a.get("min_val", HARDTANH_MIN), a.get("max_val", HARDTANH_MAX)),
            lambda x: where(x < _min, _min, where(x > _max, _max, x)),
            lambda dy, x: where((x <= _min) | (x >= _max), 0.0, dy), "input",
