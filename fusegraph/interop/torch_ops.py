@@ -17,6 +17,10 @@ from torch import nn
 from ..ir.ops import OPS, OpDef
 from ..nn import (
     Activation,
+    AdaptiveAvgPool1D,
+    AdaptiveAvgPool2D,
+    AdaptiveMaxPool1D,
+    AdaptiveMaxPool2D,
     Add,
     AvgPool1D,
     AvgPool2D,
@@ -165,19 +169,30 @@ def _global_average(c: Converter, x, ndim: int, keep: bool):
     return Pooled(out) if keep else out
 
 
-def _adaptive_module(ndim: int):
-    def handler(c: Converter, node, module, x):
-        if _single(module.output_size) is None:
-            raise c.fail(f"has output_size={module.output_size!r}; fusegraph supports 1 (a global average)")
+def _adaptive(c: Converter, kind: str, ndim: int, x, output_size, return_indices: bool = False):
+    """A global average where the output is 1 (flattened next for free); otherwise torch's bins."""
+    if return_indices:
+        raise c.fail("has return_indices=True; fusegraph pools return the pooled values only")
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * ndim
+    if any(s is None for s in sizes):
+        tensor = c.tensor(x)  # None keeps that dim's size, as torch
+        sizes = tuple(tensor.shape[1 + i] if s is None else s for i, s in enumerate(sizes))
+    if kind == "avg" and all(s == 1 for s in sizes):
         return _global_average(c, x, ndim, keep=True)
+    cls = {("avg", 1): AdaptiveAvgPool1D, ("avg", 2): AdaptiveAvgPool2D, ("max", 1): AdaptiveMaxPool1D,
+           ("max", 2): AdaptiveMaxPool2D}[kind, ndim]
+    return cls(sizes, name=c.name_here())(c.tensor(x))
+
+
+def _adaptive_module(kind: str, ndim: int):
+    def handler(c: Converter, node, module, x):
+        return _adaptive(c, kind, ndim, x, module.output_size, getattr(module, "return_indices", False))
     return handler
 
 
-def _adaptive_function(ndim: int):
-    def handler(c: Converter, node, x, output_size):
-        if _single(output_size) is None:
-            raise c.fail(f"has output_size={output_size!r}; fusegraph supports 1 (a global average)")
-        return _global_average(c, x, ndim, keep=True)
+def _adaptive_function(kind: str, ndim: int):
+    def handler(c: Converter, node, x, output_size, return_indices=False):
+        return _adaptive(c, kind, ndim, x, output_size, return_indices)
     return handler
 
 
@@ -511,7 +526,8 @@ MODULES: dict[type, Callable] = {
     nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Linear: _linear_module,
     nn.MaxPool1d: _pool_module("max", 1), nn.MaxPool2d: _pool_module("max", 2),
     nn.AvgPool1d: _pool_module("avg", 1), nn.AvgPool2d: _pool_module("avg", 2),
-    nn.AdaptiveAvgPool1d: _adaptive_module(1), nn.AdaptiveAvgPool2d: _adaptive_module(2),
+    nn.AdaptiveAvgPool1d: _adaptive_module("avg", 1), nn.AdaptiveAvgPool2d: _adaptive_module("avg", 2),
+    nn.AdaptiveMaxPool1d: _adaptive_module("max", 1), nn.AdaptiveMaxPool2d: _adaptive_module("max", 2),
     nn.Flatten: _flatten_module, nn.Identity: _identity_module,
     nn.Softmax: _softmax_module("softmax"), nn.LogSoftmax: _softmax_module("log_softmax"),
     nn.Dropout: lambda c, node, module, x: _dropout(c, x, module.p),
@@ -524,7 +540,8 @@ FUNCTIONS: dict[Callable, Callable] = {
     torch.conv2d: _conv_function(2), F.linear: _linear_function,
     F.max_pool1d: _pool_function("max", 1), F.max_pool2d: _pool_function("max", 2),
     F.avg_pool1d: _pool_function("avg", 1), F.avg_pool2d: _pool_function("avg", 2),
-    F.adaptive_avg_pool1d: _adaptive_function(1), F.adaptive_avg_pool2d: _adaptive_function(2),
+    F.adaptive_avg_pool1d: _adaptive_function("avg", 1), F.adaptive_avg_pool2d: _adaptive_function("avg", 2),
+    F.adaptive_max_pool1d: _adaptive_function("max", 1), F.adaptive_max_pool2d: _adaptive_function("max", 2),
     torch.mean: _mean, torch.flatten: _flatten_function, torch.reshape: _view,
     F.softmax: _softmax("softmax"), torch.softmax: _softmax("softmax"),
     F.log_softmax: _softmax("log_softmax"), torch.log_softmax: _softmax("log_softmax"),
@@ -548,8 +565,8 @@ FUNCTIONS.update({
     _aten.conv1d.padding: _conv_function(1), _aten.conv2d.padding: _conv_function(2),
     _aten.linear.default: _linear_function, _aten.max_pool1d.default: _pool_function("max", 1),
     _aten.max_pool2d.default: _pool_function("max", 2), _aten.avg_pool1d.default: _pool_function("avg", 1),
-    _aten.avg_pool2d.default: _pool_function("avg", 2), _aten.adaptive_avg_pool1d.default: _adaptive_function(1),
-    _aten.adaptive_avg_pool2d.default: _adaptive_function(2), _aten.mean.dim: _mean,
+    _aten.avg_pool2d.default: _pool_function("avg", 2), _aten.adaptive_avg_pool1d.default: _adaptive_function("avg", 1),
+    _aten.adaptive_avg_pool2d.default: _adaptive_function("avg", 2), _aten.mean.dim: _mean,
     _aten.flatten.using_ints: _flatten_function, _aten.view.default: _view, _aten.reshape.default: _view,
     _aten.sym_size.int: _size, _aten.softmax.int: _softmax("softmax"),
     _aten.log_softmax.int: _softmax("log_softmax"), _aten.dropout.default: _dropout_function,
@@ -569,7 +586,7 @@ FUNCTIONS.update({fn: _activation_call(op) for op in ACTIVATIONS for fn in op.to
 METHODS.update({method: _activation_call(op) for op in ACTIVATIONS for method in op.torch.methods})
 
 SUPPORTED_MODULES = ", ".join(sorted(cls.__name__ for cls in MODULES))
-SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_avg_pool*(1), "
+SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_*_pool*, "
                        f"activations ({', '.join(op.name for op in ACTIVATIONS)}, softmax, log_softmax) as "
                        "functions and methods, F.dropout, torch.flatten / .view / .reshape to (batch, -1), mean "
                        "over the spatial axes, + / torch.add of two tensors, torch.cat, .permute / .transpose "

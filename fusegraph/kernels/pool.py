@@ -270,3 +270,131 @@ for _ndim in (1, 2):
     # a pool gradient walks the pool's input: elementwise ops join like a chain's, none per channel
     register_anchor((f"max_pool{_ndim}d_bwd", f"avg_pool{_ndim}d_bwd", f"max_pool{_ndim}d_bwd_idx"),
                     Anchor("pool gradient", per_channel=False, prologue="elementwise", gates=True, chain=True))
+
+
+ADAPTIVE_SOURCE = '''
+@triton.jit
+def {name}(x_ptr, out_ptr, TOTAL, C, H, W, OH, OW, BIN_H: tl.constexpr, BIN_W: tl.constexpr,
+           IS_MAX: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    # one lane per output element; its bin is rows [h0, h1) and columns [w0, w1) of the input (torch's
+    # bins), at most BIN_H x BIN_W
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < TOTAL
+    n, c, oh, ow = _nchw_of(offs, C, OH, OW, CHANNELS_LAST)
+    h0, h1, w0, w1 = _bin(oh, ow, H, W, OH, OW)
+    if IS_MAX:
+        acc = tl.full((BLOCK,), float("-inf"), tl.float32)
+    else:
+        acc = tl.zeros((BLOCK,), tl.float32)
+    for dh in tl.static_range(BIN_H):
+        for dw in tl.static_range(BIN_W):
+            inside = valid & (h0 + dh < h1) & (w0 + dw < w1)
+            x = tl.load(x_ptr + _nchw_at(n, c, h0 + dh, w0 + dw, C, H, W, CHANNELS_LAST), mask=inside,
+                        other=float("-inf") if IS_MAX else 0.0).to(tl.float32)
+            if IS_MAX:
+                # as PyTorch: strictly greater wins, and so does every NaN (the last)
+                acc = tl.where(inside & ((x > acc) | (x != x)), x, acc)
+            else:
+                acc += x
+    if not IS_MAX:
+        acc = acc / ((h1 - h0) * (w1 - w0)).to(tl.float32)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=valid)
+'''
+
+ADAPTIVE_BWD_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, x_ptr, dx_ptr, TOTAL, C, H, W, OH, OW, BIN_H: tl.constexpr, BIN_W: tl.constexpr,
+           REACH_H: tl.constexpr, REACH_W: tl.constexpr, IS_MAX: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+           BLOCK: tl.constexpr):
+    # one lane per input element: it gathers from every bin that holds it (at most REACH_H x REACH_W, from
+    # the first, oh0 x ow0), so no atomics
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < TOTAL
+    n, c, ih, iw = _nchw_of(offs, C, H, W, CHANNELS_LAST)
+    oh0 = (ih * OH) // H
+    ow0 = (iw * OW) // W
+    grad = tl.zeros((BLOCK,), tl.float32)
+    for rh in tl.static_range(REACH_H):
+        for rw in tl.static_range(REACH_W):
+            oh = oh0 + rh
+            ow = ow0 + rw
+            h0, h1, w0, w1 = _bin(oh, ow, H, W, OH, OW)
+            covers = valid & (oh < OH) & (ow < OW) & (ih >= h0) & (ih < h1) & (iw >= w0) & (iw < w1)
+            g = tl.load(dy_ptr + _nchw_at(n, c, oh, ow, C, OH, OW, CHANNELS_LAST), mask=covers,
+                        other=0.0).to(tl.float32)
+            if IS_MAX:
+                # the bin's maximum found again as the forward found it
+                best = tl.full((BLOCK,), float("-inf"), tl.float32)
+                best_at = tl.full((BLOCK,), -1, tl.int32)
+                for dh in tl.static_range(BIN_H):
+                    for dw in tl.static_range(BIN_W):
+                        inside = covers & (h0 + dh < h1) & (w0 + dw < w1)
+                        v = tl.load(x_ptr + _nchw_at(n, c, h0 + dh, w0 + dw, C, H, W, CHANNELS_LAST),
+                                    mask=inside, other=float("-inf")).to(tl.float32)
+                        better = inside & ((v > best) | (v != v))
+                        best = tl.where(better, v, best)
+                        best_at = tl.where(better, (h0 + dh) * W + w0 + dw, best_at)
+                grad += tl.where(covers & (best_at == ih * W + iw), g, 0.0)
+            else:
+                grad += tl.where(covers, g / ((h1 - h0) * (w1 - w0)).to(tl.float32), 0.0)
+    tl.store(dx_ptr + offs, grad.to(dx_ptr.dtype.element_ty), mask=valid)
+'''
+
+# torch's adaptive bins: output position o of `out` over an input dim of n holds [o n // out, ceil((o+1) n / out))
+HELPERS["_bin("] = '''
+@triton.jit
+def _bin(oh, ow, H, W, OH, OW):
+    return (oh * H) // OH, ((oh + 1) * H + OH - 1) // OH, (ow * W) // OW, ((ow + 1) * W + OW - 1) // OW
+'''
+
+
+def _bins(size: int, out: int) -> tuple[int, int]:
+    """(the largest bin, the most bins one input position is in) of torch's adaptive bins."""
+    bins = [(o * size // out, -(-(o + 1) * size // out)) for o in range(out)]
+    largest = max(end - start for start, end in bins)
+    reach = max(sum(start <= i < end for start, end in bins) for i in range(size))
+    return largest, reach
+
+
+def _adaptive_geometry(node, x_shape: tuple, out_shape: tuple) -> tuple:
+    lift = lifter(len(x_shape) == 3)
+    (h, w), (oh, ow) = lift(x_shape[2:], 1), lift(out_shape[2:], 1)
+    (bin_h, reach_h), (bin_w, reach_w) = _bins(h, oh), _bins(w, ow)
+    return (h, w, oh, ow), (bin_h, bin_w), (reach_h, reach_w)
+
+
+def render_adaptive(node):
+    name = kernel_name(node)
+    source = fill(ADAPTIVE_SOURCE, {"IS_MAX": has_trait(node, "max_pool")}, name=name)
+    return KernelSource(name, module_source("adaptive pooling", helpers_for(source) + "\n\n" + source))
+
+
+def launch_adaptive(fn, node, target, inputs, outputs):
+    (x,), (out,) = inputs, outputs
+    sizes, (bin_h, bin_w), _ = _adaptive_geometry(node, tuple(x.shape), tuple(out.shape))
+    block = target.tile(out.numel(), gpu=512, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
+    fn[(triton.cdiv(out.numel(), block),)](x, out, out.numel(), x.shape[1], *sizes, BIN_H=bin_h, BIN_W=bin_w,
+                                           IS_MAX=has_trait(node, "max_pool"),
+                                           CHANNELS_LAST=channels_last(node.inputs[0]), BLOCK=block)
+
+
+def render_adaptive_bwd(node):
+    name = kernel_name(node)
+    source = fill(ADAPTIVE_BWD_SOURCE, {"IS_MAX": has_trait(node, "max_pool")}, name=name)
+    return KernelSource(name, module_source("adaptive pooling gradient", helpers_for(source) + "\n\n" + source))
+
+
+def launch_adaptive_bwd(fn, node, target, inputs, outputs):
+    dy, (dx,) = inputs[0], outputs
+    x = inputs[1] if len(inputs) == 2 else dx  # an average pool's gradient reads no input
+    sizes, (bin_h, bin_w), (reach_h, reach_w) = _adaptive_geometry(node, tuple(dx.shape), tuple(dy.shape))
+    block = target.tile(dx.numel(), gpu=256, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
+    fn[(triton.cdiv(dx.numel(), block),)](dy, x, dx, dx.numel(), dx.shape[1], *sizes, BIN_H=bin_h, BIN_W=bin_w,
+                                          REACH_H=reach_h, REACH_W=reach_w, IS_MAX=has_trait(node, "max_pool"),
+                                          CHANNELS_LAST=channels_last(node.outputs[0]), BLOCK=block)
+
+
+for _ndim in (1, 2):
+    for _kind in ("avg", "max"):
+        register_template(f"adaptive_{_kind}_pool{_ndim}d", render_adaptive, launch_adaptive)
+        register_template(f"adaptive_{_kind}_pool{_ndim}d_bwd", render_adaptive_bwd, launch_adaptive_bwd)

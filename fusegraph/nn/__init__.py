@@ -6,12 +6,24 @@ from .layer import Layer
 from .merge import Add, Concatenate
 from .model import Input, Model, Sequential
 from .norm import BatchNorm1D, BatchNorm2D
-from .pool import AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
+from .pool import (
+    AdaptiveAvgPool1D,
+    AdaptiveAvgPool2D,
+    AdaptiveMaxPool1D,
+    AdaptiveMaxPool2D,
+    AvgPool1D,
+    AvgPool2D,
+    GlobalAvgPool1D,
+    GlobalAvgPool2D,
+    MaxPool1D,
+    MaxPool2D,
+)
 from .recurrent import GRU, LSTM, SimpleRNN
 from .tensor import SymbolicTensor
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concatenate",
+    "GRU", "LSTM", "Activation", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D",
+    "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concatenate",
     "Conv1D", "Conv2D", "Dense",
     "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "MaxPool1D",
     "MaxPool2D", "Model", "Permute", "Sequential", "SimpleRNN", "SymbolicTensor",

@@ -152,3 +152,48 @@ def _ceil_extension(size: int, begin: int, end: int, kernel: int, stride: int) -
     if (count - 1) * stride >= size + begin:
         count -= 1
     return max((count - 1) * stride + kernel - padded, 0)
+
+
+class _AdaptivePool(Layer):
+    """Pools each channel to `output_size` with torch's bins (input position ranges of unequal sizes where
+    the size does not divide the input's), as nn.AdaptiveAvgPool / nn.AdaptiveMaxPool."""
+
+    ndim, kind = 2, "avg"
+
+    def __init__(self, output_size, name: str | None = None) -> None:
+        super().__init__(name)
+        self.output_size = output_size
+        try:
+            self.size = as_tuple(output_size, self.ndim, "output_size")
+        except GraphError as error:
+            raise self.fail(str(error)) from None
+
+    def config(self):
+        return {"output_size": self.output_size}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        if x.type.rank != self.ndim + 2:
+            layout = "(batch, channels, length)" if self.ndim == 1 else "(batch, channels, height, width)"
+            raise GraphError(f"layer '{name}' ({type(self).__name__}) takes {layout}, got {x.type}")
+        return [b.op(f"adaptive_{self.kind}_pool{self.ndim}d", [x], name=name, layer=name, output_size=self.size)]
+
+    def torch_module(self, params):
+        return {("avg", 1): nn.AdaptiveAvgPool1d, ("avg", 2): nn.AdaptiveAvgPool2d, ("max", 1): nn.AdaptiveMaxPool1d,
+                ("max", 2): nn.AdaptiveMaxPool2d}[self.kind, self.ndim](self.size if self.ndim == 2 else self.size[0])
+
+
+class AdaptiveAvgPool1D(_AdaptivePool):
+    ndim, kind = 1, "avg"
+
+
+class AdaptiveAvgPool2D(_AdaptivePool):
+    ndim, kind = 2, "avg"
+
+
+class AdaptiveMaxPool1D(_AdaptivePool):
+    ndim, kind = 1, "max"
+
+
+class AdaptiveMaxPool2D(_AdaptivePool):
+    ndim, kind = 2, "max"

@@ -67,10 +67,51 @@ class InceptionBranchPool(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11))]
+class VGGBNish(nn.Module):
+    """torchvision's VGG with batch norm (make_layers) and its AdaptiveAvgPool2d((7, 7)) head, at an input
+    small enough that the features are smaller than 7 x 7 (the pool repeats positions)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        layers, channels = [], 3
+        for v in (6, "M", 8, "M"):
+            if v == "M":
+                layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+            else:
+                layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                channels = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(nn.Linear(8 * 7 * 7, 12), nn.ReLU(True), nn.Dropout(p=0.0), nn.Linear(12, 3))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-@pytest.mark.parametrize("build,shape", BLOCKS, ids=["squeezenet", "googlenet"])
+class AlexNetish(nn.Module):
+    """torchvision's AlexNet: overlapping 3x3 stride-2 max pools and AdaptiveAvgPool2d((6, 6)) from 2 x 2."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, kernel_size=5, stride=2, padding=2), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(kernel_size=3, stride=2), nn.Conv2d(6, 8, kernel_size=3, padding=1),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2))
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(nn.Dropout(p=0.0), nn.Linear(8 * 6 * 6, 10), nn.ReLU(inplace=True),
+                                        nn.Linear(10, 3))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
+          (AlexNetish, (2, 3, 23, 23))]
+IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet"]
+
+
+@pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)
 def test_the_block_converts_and_matches_torch_forward_and_backward(build, shape):
     net = build().train()
     x, y = torch.randn(shape), torch.randint(0, 3, (shape[0],))
@@ -88,7 +129,7 @@ def test_the_block_converts_and_matches_torch_forward_and_backward(build, shape)
         torch.testing.assert_close(grad, parameters[model.torch_names[ours]].grad, rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
 
 
-@pytest.mark.parametrize("build,shape", BLOCKS, ids=["squeezenet", "googlenet"])
+@pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)
 def test_the_block_runs_under_the_backend_with_no_eager_node(build, shape):
     net = build().eval()
     x = torch.randn(shape)

@@ -136,3 +136,16 @@ def test_pools_with_torchs_ceil_mode_and_counted_padding(layer, shape):
     feeds = feeds_for(model, 3)
     assert_compiled_matches_torch(model, feeds)
     assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (fg.AdaptiveAvgPool2D((7, 7)), (2, 1, 1)), (fg.AdaptiveAvgPool2D((3, 2)), (2, 5, 7)),
+    (fg.AdaptiveMaxPool2D((4, 7)), (2, 3, 5)), (fg.AdaptiveMaxPool2D(2), (2, 6, 6)), (fg.AdaptiveAvgPool1D(4), (2, 9)),
+])
+def test_adaptive_pools_take_torchs_bins(layer, shape):
+    """Against nn.AdaptiveAvgPool / nn.AdaptiveMaxPool: sizes that do not divide the input, and sizes
+    over it (positions repeated); the gradient against torch.autograd."""
+    model = fg.Sequential([fg.Input(shape), layer, fg.Flatten(), fg.Dense(2)])
+    feeds = feeds_for(model, 3)
+    assert_compiled_matches_torch(model, feeds)
+    assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")

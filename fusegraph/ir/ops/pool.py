@@ -241,3 +241,57 @@ set_traits(("global_avg_pool2d", "global_avg_pool2d_bwd"), "layout_free")
 set_traits(("global_avg_pool1d", "global_avg_pool2d"), "global_pool")
 # the variant a training graph runs: it saves window positions for the gradient instead of the input
 WITH_POSITIONS = {"max_pool1d": "max_pool1d_argmax", "max_pool2d": "max_pool2d_argmax"}
+
+
+# -- adaptive pooling ------------------------------------------------------------------------------
+# Output position i of a dim of size n pools input positions [floor(i n / out), ceil((i + 1) n / out)):
+# torch's bins, of unequal sizes when out does not divide n (and overlapping, or repeating one position,
+# when out > n).
+def _adaptive_rule(ndim: int):
+    def infer(types, attrs):
+        (x,) = types
+        if x.rank != ndim + 2:
+            raise GraphError(f"adaptive pool{ndim}d takes (batch, channels, {'length' if ndim == 1 else 'height, width'})"
+                             f", got {shape_str(x)}")
+        require_float(x)
+        size = attrs["output_size"]
+        if len(size) != ndim or not all(isinstance(s, int) and s > 0 for s in size):
+            raise GraphError(f"adaptive pool{ndim}d: output_size must be {ndim} positive ints, got {size!r}")
+        return [x.with_shape((*x.shape[:2], *size))]
+
+    return infer
+
+
+def _adaptive_reference(kind: str, ndim: int):
+    pool = {("avg", 1): F.adaptive_avg_pool1d, ("avg", 2): F.adaptive_avg_pool2d,
+            ("max", 1): F.adaptive_max_pool1d, ("max", 2): F.adaptive_max_pool2d}[kind, ndim]
+    return lambda inputs, attrs, ctx: [pool(inputs[0], attrs["output_size"])]
+
+
+def _adaptive_vjp(kind: str, ndim: int):
+    def vjp(b, node, grads, needs):
+        (x,) = node.inputs
+        if kind == "max":  # the bins' maxima found again in the input
+            return [b.op(f"adaptive_max_pool{ndim}d_bwd", [grads[0], x], output_size=node.attrs["output_size"])]
+        return [b.op(f"adaptive_avg_pool{ndim}d_bwd", [grads[0]], output_size=node.attrs["output_size"],
+                     input_size=tuple(x.type.shape[2:]))]
+
+    return vjp
+
+
+for _ndim in (1, 2):
+    for _kind in ("avg", "max"):
+        register_op(OpDef(f"adaptive_{_kind}_pool{_ndim}d", 1, _adaptive_rule(_ndim), _adaptive_reference(_kind, _ndim),
+                          "torch's adaptive pooling to attr output_size"))
+        set_vjp(f"adaptive_{_kind}_pool{_ndim}d", _adaptive_vjp(_kind, _ndim))
+    register_op(OpDef(f"adaptive_avg_pool{_ndim}d_bwd", 1, _pool_bwd_rule,
+                      _autograd_reference(_adaptive_reference("avg", _ndim)),
+                      "gradient of an adaptive average pool; attrs output_size, input_size"))
+    register_op(OpDef(f"adaptive_max_pool{_ndim}d_bwd", 2, _pool_bwd_rule,
+                      _autograd_reference(_adaptive_reference("max", _ndim)),
+                      "gradient of an adaptive max pool: to each bin's maximum (its last NaN); inputs dy, x"))
+
+set_traits(("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool1d_bwd", "adaptive_max_pool2d_bwd"),
+           "max_pool")
+set_traits(("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool2d_bwd", "adaptive_max_pool2d_bwd"),
+           "layout_follows")
