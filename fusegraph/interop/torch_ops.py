@@ -70,14 +70,13 @@ def _single(value) -> int | None:
 
 def _conv(c: Converter, x, weight: torch.Tensor, bias, stride, padding, dilation, groups, ndim: int,
           keys: tuple[str, str | None], padding_mode: str = "zeros") -> SymbolicTensor:
-    if groups != 1:
-        raise c.fail(f"has groups={groups}; fusegraph convolutions have groups=1")
     if padding_mode != "zeros":
         raise c.fail(f"has padding_mode={padding_mode!r}; fusegraph pads with zeros")
     name = c.name_here()
     cls = Conv1D if ndim == 1 else Conv2D
     layer = cls(weight.shape[0], tuple(weight.shape[2:]), strides=_pair_or_int(stride),
-                padding=_pair_or_int(padding), dilation=_pair_or_int(dilation), use_bias=bias is not None, name=name)
+                padding=_pair_or_int(padding), dilation=_pair_or_int(dilation), use_bias=bias is not None,
+                groups=int(groups), name=name)
     out = layer(c.tensor(x))
     c.copy(name, {"weight": (weight, keys[0])} | ({"bias": (bias, keys[1])} if bias is not None else {}))
     return out

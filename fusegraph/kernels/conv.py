@@ -37,7 +37,7 @@ CONV_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers},
-    N, C, H, W, O, OH, OW, PH, PW,
+    N, C, H, W, O, OH, OW, PH, PW, CG, OG, COL_BLOCKS,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     POOL_STRIDE_H, POOL_STRIDE_W, POOL_PAD_H, POOL_PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, POOL_KH: tl.constexpr, POOL_KW: tl.constexpr,
@@ -46,10 +46,13 @@ def {name}(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    K = C * KH * KW
+    # a program's filters are of one group (OG filters reading its CG channels; one group: all of them)
+    group = tl.program_id(1) // COL_BLOCKS
+    in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = group * OG + in_group
+    K = CG * KH * KW
     row_ok = rows < N * PH * PW
-    col_ok = cols < O
+    col_ok = in_group < OG
     n = rows // (PH * PW)
     ph = (rows // PW) % PH
     pw = rows % PW
@@ -68,15 +71,15 @@ def {name}(
                     tap_w = ow * STRIDE_W - PAD_W + (tap % KW) * DIL_W
                     # the conv's padding is the masked-out part of the window: it reads as zero
                     tap_ok = pos_ok & (tap_h >= 0) & (tap_h < H) & (tap_w >= 0) & (tap_w < W)
-                    for c0 in range(0, C, BLOCK_K):
+                    for c0 in range(0, CG, BLOCK_K):
                         channels = c0 + tl.arange(0, BLOCK_K)
-                        channel_ok = channels < C
+                        channel_ok = channels < CG
                         x_mask = tap_ok[:, None] & channel_ok[None, :]
-                        x_at = _nchw_at(n[:, None], channels[None, :], tap_h[:, None], tap_w[:, None],
+                        x_at = _nchw_at(n[:, None], group * CG + channels[None, :], tap_h[:, None], tap_w[:, None],
                                         C, H, W, X_CL)
                         x = tl.load({x} + x_at, mask=x_mask, other=0.0)
                         {prologue}
-                        w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, C, KH, KW, W_CL)
+                        w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, CG, KH, KW, W_CL)
                         w = tl.load({w} + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
                         acc += tl.dot(x, w, input_precision=PRECISION)
             else:
@@ -90,10 +93,10 @@ def {name}(
                     iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
                     inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
                     x_mask = pos_ok[:, None] & k_ok[None, :] & inside
-                    x = tl.load({x} + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL), mask=x_mask,
-                                other=0.0)
+                    x = tl.load({x} + _nchw_at(n[:, None], group * CG + c[None, :], ih, iw, C, H, W, X_CL),
+                                mask=x_mask, other=0.0)
                     {prologue}
-                    w_at = _nchw_at(cols[None, :], c[:, None], kh[:, None], kw[:, None], C, KH, KW, W_CL)
+                    w_at = _nchw_at(cols[None, :], c[:, None], kh[:, None], kw[:, None], CG, KH, KW, W_CL)
                     w = tl.load({w} + w_at, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
                     acc += tl.dot(x, w, input_precision=PRECISION)
             out_offs = _nchw_at(n[:, None], cols[None, :], oh[:, None], ow[:, None], O, OH, OW, OUT_CL)
@@ -164,7 +167,7 @@ def render(node):
         finish = "\n".join(lines)
     # NOTE: fewer than 16 input channels never run tap by tap; with more, the GPU always does, and the
     # interpreter as the batch makes it cheaper (tap_major_conv): both branches stay
-    known = {"TAP_MAJOR": False} if anchor.inputs[0].type.shape[1] < 16 else {}
+    known = {"TAP_MAJOR": False} if anchor.inputs[1].type.shape[1] < 16 else {}  # the weight's: a group's channels
     source = fill(CONV_SOURCE, known, name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr",
                   prologue=prologue_lines(group, "x", "x_mask", "", names),
                   window="range" if pool is not None and has_trait(pool, "global_pool") else "tl.static_range",
@@ -197,20 +200,27 @@ def launch(fn, node, target, inputs, outputs):
     # NOTE: a pooled tile keeps a window position's accumulator beside the running pool: 64 rows spill
     # registers on sm_90, and so do 32 x 32 x 32 tiles (fp32 as tf32x3: 248-296 B/thread at CIFAR widths;
     # the benchmark block's 32 x 32 x 16 does not), as tests/kernels/test_gpu_compile.py finds
-    tap_major = tap_major_conv(c, kh * kw, n * ph * pw, target)
+    groups = anchor.attrs.get("groups", 1)
+    cg, og = c // groups, o // groups  # a group's channels and filters
+    tap_major = tap_major_conv(cg, kh * kw, n * ph * pw, target)
     # NOTE: tap by tap, 64 x 64 x 32 fp32 tiles (tf32x3) spill 312 B/thread on sm_90; 16 channels a step do not
     gpu_k = 16 if tap_major and x.dtype == torch.float32 else 32
-    block_k = target.tile(c if tap_major else c * kh * kw, gpu=gpu_k, interpreted=256, large=None if tap_major else 1024)
-    block_n = target.tile(o, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128, large=256)
+    block_k = target.tile(cg if tap_major else cg * kh * kw, gpu=gpu_k, interpreted=256,
+                          large=None if tap_major else 1024)
+    block_n = target.tile(og, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128, large=256)
     block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024,
                           large=interpreter_budget(block_k, block_n))
     block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
     layouts = (channels_last(group.data_input), channels_last(anchor.outputs[0]))
-    tuned = target.tuned_conv(conv_shape_key(x.dtype, c, h, wd, o, (kh, kw), stride, pool is not None, layouts))
+    # NOTE: the tuned tiles are dense convs'; a grouped one takes the rule above
+    tuned = target.tuned_conv(conv_shape_key(x.dtype, c, h, wd, o, (kh, kw), stride, pool is not None, layouts)) \
+        if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
-    grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n))
-    fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, stride[0], stride[1], padding[0][0], padding[1][0],
+    col_blocks = triton.cdiv(og, block_n)
+    grid = (triton.cdiv(n * ph * pw, block_m), groups * col_blocks)
+    fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, cg, og, col_blocks,
+             stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
              KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
              TAP_MAJOR=tap_major, X_CL=layouts[0], W_CL=channels_last(anchor.inputs[1]), OUT_CL=layouts[1],
@@ -233,14 +243,17 @@ INPUT_SOURCE = '''
 @triton.jit
 def {name}(
     dy_ptr, w_ptr, dx_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
+    CG, OG, COL_BLOCKS, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
     DY_CL: tl.constexpr, W_CL: tl.constexpr, DX_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # a program's channels are of one group, whose OG filters alone read them
+    group = tl.program_id(1) // COL_BLOCKS
+    in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = group * CG + in_group
     row_ok = rows < N * H * W
-    col_ok = cols < C
+    col_ok = in_group < CG
     n = rows // (H * W)
     ih = (rows // W) % H
     iw = rows % W
@@ -254,34 +267,34 @@ def {name}(
             at_w = tap_w // STRIDE_W
             hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
                    & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
-            for o0 in range(0, O, BLOCK_K):
-                channels = o0 + tl.arange(0, BLOCK_K)
-                channel_ok = channels < O
+            for o0 in range(0, OG, BLOCK_K):
+                channels = group * OG + o0 + tl.arange(0, BLOCK_K)
+                channel_ok = o0 + tl.arange(0, BLOCK_K) < OG
                 dy_at = _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None],
                                  O, OH, OW, DY_CL)
                 dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & channel_ok[None, :], other=0.0)
-                w_at = _nchw_at(channels[:, None], cols[None, :], tap // KW, tap % KW, C, KH, KW, W_CL)
+                w_at = _nchw_at(channels[:, None], in_group[None, :], tap // KW, tap % KW, CG, KH, KW, W_CL)
                 w = tl.load(w_ptr + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
                 acc += tl.dot(dy, w, input_precision=PRECISION)
     else:
-        acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
-                                   STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION,
+        acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, group, in_group, col_ok, O, OH, OW,
+                                   CG, OG, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION,
                                    DY_CL, W_CL, BLOCK_K)
     out = _nchw_at(n[:, None], cols[None, :], ih[:, None], iw[:, None], C, H, W, DX_CL)
     tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
-def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C, O, OH, OW,
+def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, group, in_group, col_ok, O, OH, OW, CG, OG,
                          STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
                          KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
                          DY_CL: tl.constexpr, W_CL: tl.constexpr, BLOCK_K: tl.constexpr):
     """The reduction in flat (output channel, tap) order: few output channels fill a block this way."""
-    K = O * KH * KW
+    K = OG * KH * KW
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
-        o = ks // (KH * KW)
+        o = group * OG + ks // (KH * KW)
         kh = (ks // KW) % KH
         kw = ks % KW
         # the output position this kernel tap reached from the input pixel, when the stride lands on it
@@ -293,7 +306,7 @@ def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, cols, col_ok, C,
                & (oh < OH) & (ow < OW))
         mask = row_ok[:, None] & k_ok[None, :] & hit
         dy = tl.load(dy_ptr + _nchw_at(n[:, None], o[None, :], oh, ow, O, OH, OW, DY_CL), mask=mask, other=0.0)
-        w = tl.load(w_ptr + _nchw_at(o[:, None], cols[None, :], kh[:, None], kw[:, None], C, KH, KW, W_CL),
+        w = tl.load(w_ptr + _nchw_at(o[:, None], in_group[None, :], kh[:, None], kw[:, None], CG, KH, KW, W_CL),
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc += tl.dot(dy, w, input_precision=PRECISION)
     return acc
@@ -304,23 +317,26 @@ WEIGHT_SOURCE = '''
 @triton.jit
 def {name}(
     {pointers}, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    K_PER_SPLIT, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+    CG, OG, ROW_BLOCKS, K_PER_SPLIT, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
     X_CL: tl.constexpr, DY_CL: tl.constexpr, DW_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # split-K: program_id(2) sums its own slice of the N * OH * OW positions; SPLIT > 1 adds the
     # partial sums atomically into outputs the launcher zeroed
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # a program's filters are of one group: their columns (channel, tap) are of that group's CG channels
+    group = tl.program_id(0) // ROW_BLOCKS
+    in_group = (tl.program_id(0) % ROW_BLOCKS) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = group * OG + in_group
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    TAPS = C * KH * KW
+    TAPS = CG * KH * KW
     k_start = tl.program_id(2) * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, N * OH * OW)
-    row_ok = rows < O
+    row_ok = in_group < OG
     col_ok = cols < TAPS
     # columns in the weight gradient's storage order: a channels-last one takes a tap's channels together
     if DW_CL:
-        c = cols % C
-        tap = cols // C
+        c = cols % CG
+        tap = cols // CG
     else:
         c = cols // (KH * KW)
         tap = cols % (KH * KW)
@@ -340,7 +356,7 @@ def {name}(
         ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
         iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
         inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x = tl.load(x_ptr + _nchw_at(n[:, None], c[None, :], ih, iw, C, H, W, X_CL),
+        x = tl.load(x_ptr + _nchw_at(n[:, None], group * CG + c[None, :], ih, iw, C, H, W, X_CL),
                     mask=k_ok[:, None] & col_ok[None, :] & inside, other=0.0)
         acc += tl.dot(dy, x, input_precision=PRECISION)
     dw_offs = rows[:, None] * TAPS + cols[None, :]  # the columns run in storage order
@@ -373,7 +389,8 @@ def _forward_key(dtype, sizes: tuple, kernel: tuple, layouts: tuple[bool, bool])
 def render_input(node):
     name = kernel_name(node)
     # as the forward (tap_major_conv), over the output gradient's channels
-    source = fill(INPUT_SOURCE, {"TAP_MAJOR": False} if node.inputs[0].type.shape[1] < 16 else {}, name=name)
+    filters = node.inputs[0].type.shape[1] // node.attrs.get("groups", 1)  # a group's: its reduction runs over them
+    source = fill(INPUT_SOURCE, {"TAP_MAJOR": False} if filters < 16 else {}, name=name)
     return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
@@ -382,18 +399,23 @@ def launch_input(fn, node, target, inputs, outputs):
     (dx,) = outputs
     sizes, (kh, kw) = _geometry(node, dx.shape, w.shape, dy.shape)
     n, c, h, wd, o = sizes[:5]
-    tap_major = tap_major_conv(o, kh * kw, n * h * wd, target)  # the reduction runs over output channels here
+    groups = node.attrs.get("groups", 1)
+    cg, og = c // groups, o // groups
+    tap_major = tap_major_conv(og, kh * kw, n * h * wd, target)  # the reduction runs over a group's filters here
     gpu_k = 16 if tap_major and dy.dtype == torch.float32 else 32
-    block_k = target.tile(o if tap_major else o * kh * kw, gpu=gpu_k, interpreted=256, large=None if tap_major else 1024)
-    block_n = target.tile(c, gpu=32, interpreted=128, large=256)
+    block_k = target.tile(og if tap_major else og * kh * kw, gpu=gpu_k, interpreted=256,
+                          large=None if tap_major else 1024)
+    block_n = target.tile(cg, gpu=32, interpreted=128, large=256)
     block_m = target.tile(n * h * wd, gpu=64, interpreted=1024, large=interpreter_budget(block_k, block_n))
     block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
     layouts = (channels_last(node.outputs[0]), channels_last(node.inputs[0]))  # the forward's x and y
-    tuned = target.tuned_conv(_forward_key(dy.dtype, sizes, (kh, kw), layouts), "conv_input_grad")
+    tuned = target.tuned_conv(_forward_key(dy.dtype, sizes, (kh, kw), layouts), "conv_input_grad") \
+        if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
-    grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n))
-    fn[grid](dy, w, dx, *sizes, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
+    col_blocks = triton.cdiv(cg, block_n)
+    grid = (triton.cdiv(n * h * wd, block_m), groups * col_blocks)
+    fn[grid](dy, w, dx, *sizes, cg, og, col_blocks, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
              DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]), DX_CL=layouts[0],
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
@@ -427,14 +449,18 @@ def launch_weight(fn, node, target, inputs, outputs):
     extra = [by_name[group.bias_gradient.outputs[0].name]] if group.bias_gradient is not None else []
     sizes, (kh, kw) = _geometry(anchor, x.shape, dw.shape, dy.shape)
     n, c, o, oh, ow = sizes[0], sizes[1], sizes[4], sizes[5], sizes[6]
-    block_m = target.tile(o, gpu=32, interpreted=128, large=256)
-    block_n = target.tile(c * kh * kw, gpu=32, interpreted=128, large=256)
+    groups = anchor.attrs.get("groups", 1)
+    cg, og = c // groups, o // groups
+    block_m = target.tile(og, gpu=32, interpreted=128, large=256)
+    block_n = target.tile(cg * kh * kw, gpu=32, interpreted=128, large=256)
     block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024, large=interpreter_budget(block_m, block_n))
     layouts = (channels_last(anchor.inputs[0]), channels_last(anchor.inputs[1]))
-    tuned = target.tuned_conv(_forward_key(x.dtype, sizes, (kh, kw), layouts), "conv_weight_grad")
+    tuned = target.tuned_conv(_forward_key(x.dtype, sizes, (kh, kw), layouts), "conv_weight_grad") \
+        if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
-    tiles = triton.cdiv(o, block_m) * triton.cdiv(c * kh * kw, block_n)
+    row_blocks = triton.cdiv(og, block_m)
+    tiles = groups * row_blocks * triton.cdiv(cg * kh * kw, block_n)
     # a weight gradient is a few tiles with a reduction over every output position: split it
     # across programs (atomic fp32 sums) or a handful of programs loop over the whole batch
     split = target.split_k(n * oh * ow, block_k, tiles)
@@ -446,8 +472,9 @@ def launch_weight(fn, node, target, inputs, outputs):
         grads = [g if g.dtype == torch.float32 else torch.empty_like(g, dtype=torch.float32) for g in grads]
         for grad in grads:
             grad.zero_()
-    grid = (triton.cdiv(o, block_m), triton.cdiv(c * kh * kw, block_n), split)
-    fn[grid](x, dy, *grads, *sizes, k_per_split, KH=kh, KW=kw, PRECISION=target.precision(x.dtype), SPLIT=split,
+    grid = (groups * row_blocks, triton.cdiv(cg * kh * kw, block_n), split)
+    fn[grid](x, dy, *grads, *sizes, cg, og, row_blocks, k_per_split, KH=kh, KW=kw,
+             PRECISION=target.precision(x.dtype), SPLIT=split,
              X_CL=layouts[0], DY_CL=layouts[1], DW_CL=channels_last(anchor.outputs[0]),
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
     for grad, total in zip((dw, *extra), grads, strict=True):

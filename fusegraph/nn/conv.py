@@ -18,13 +18,19 @@ class _Conv(Layer):
     ndim = 2
 
     def __init__(self, filters: int, kernel_size, strides=1, padding="valid", dilation=1,
-                 activation: str | None = None, use_bias: bool = True, name: str | None = None) -> None:
+                 activation: str | None = None, use_bias: bool = True, groups: int = 1, name: str | None = None) -> None:
+        """`groups` (torch's, Keras': the channels in that many groups, each filter reading its group's
+        channels only; groups = input channels is a depthwise convolution)."""
         super().__init__(name)
         self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
         self.padding, self.dilation, self.activation, self.use_bias = padding, dilation, activation, use_bias
+        self.groups = groups
         where = self.describe()
         self.filters = positive_int(filters, "filters", where)
         self.use_bias = flag(use_bias, "use_bias", where)
+        self.groups = positive_int(groups, "groups", where)
+        if self.filters % self.groups:
+            raise self.fail(f"groups={groups} must divide filters={filters}")
         try:
             self.kernel = as_tuple(kernel_size, self.ndim, "kernel_size")
             self.stride = as_tuple(strides, self.ndim, "strides")
@@ -38,7 +44,8 @@ class _Conv(Layer):
 
     def config(self):
         return {"filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "activation": self.activation}
+                "padding": self.padding, "activation": self.activation, **({"groups": self.groups} if self.groups != 1
+                                                                            else {})}
 
     def emit(self, b, inputs, name):
         (x,) = inputs
@@ -47,12 +54,16 @@ class _Conv(Layer):
             raise GraphError(f"layer '{name}' ({type(self).__name__}) takes {layout}, got {x.type}; "
                              + ("add a channel axis (Input((1, length)))" if self.ndim == 1 else "check the Input shape"))
         self.in_channels = x.type.shape[1]
+        if self.in_channels % self.groups:
+            raise GraphError(f"layer '{name}' ({type(self).__name__}): groups={self.groups} must divide the input's "
+                             f"{self.in_channels} channels")
         self.pads = resolve_padding(self.padding, x.type.shape[2:], self.kernel, self.stride, self.dilations)
         dtype = param_dtype(x.type)
-        w = b.parameter(f"{name}.weight", TensorType((self.filters, self.in_channels, *self.kernel), dtype),
+        w = b.parameter(f"{name}.weight",
+                        TensorType((self.filters, self.in_channels // self.groups, *self.kernel), dtype),
                         weight_init(self.act), layer=name)
-        steps = [(f"conv{self.ndim}d", [w], {"stride": self.stride, "padding": self.pads,
-                                             "dilation": self.dilations}, "conv")]
+        geometry = {"stride": self.stride, "padding": self.pads, "dilation": self.dilations}
+        steps = [(f"conv{self.ndim}d", [w], geometry | ({"groups": self.groups} if self.groups > 1 else {}), "conv")]
         if self.use_bias:
             bias = b.parameter(f"{name}.bias", TensorType((self.filters,), dtype), "zeros", layer=name)
             steps.append(("bias_add", [bias], {"axis": 1}, "bias_add"))
@@ -65,7 +76,7 @@ class _Conv(Layer):
         symmetric = all(b == e for b, e in self.pads)
         conv = conv_cls(self.in_channels, self.filters, self.kernel, stride=self.stride,
                         padding=tuple(b for b, _ in self.pads) if symmetric else 0,
-                        dilation=self.dilations, bias=self.use_bias)
+                        dilation=self.dilations, bias=self.use_bias, groups=self.groups)
         mapping = {"weight": f"{self.name}.weight"} | ({"bias": f"{self.name}.bias"} if self.use_bias else {})
         copy_into(conv, params, mapping)
         pad_cls = nn.ConstantPad1d if self.ndim == 1 else nn.ConstantPad2d

@@ -272,8 +272,6 @@ def _lstm_both(self, x):
 
 
 UNSUPPORTED = [
-    ("groups", Wrap(lambda s, x: s.m(x), m=nn.Conv2d(4, 4, 3, groups=2)), (1, 4, 5, 5),
-     "module 'm' \\(Conv2d\\) has groups=2; fusegraph convolutions have groups=1"),
     ("padding mode", Wrap(lambda s, x: s.m(x), m=nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")), (1, 4, 5, 5),
      "has padding_mode='reflect'"),
     ("pool indices", Wrap(lambda s, x: s.m(x)[0], m=nn.MaxPool2d(2, return_indices=True)), (1, 2, 4, 4),

@@ -106,9 +106,55 @@ class AlexNetish(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class InvertedResidual(nn.Module):
+    """torchvision MobileNetV2's block: 1x1 expand (BN, ReLU6), 3x3 depthwise (BN, ReLU6), 1x1 project (BN),
+    and the residual."""
+
+    def __init__(self, inp=8, expand=4):
+        super().__init__()
+        torch.manual_seed(4)
+        hidden = inp * expand
+        self.conv = nn.Sequential(
+            nn.Conv2d(inp, hidden, 1, 1, 0, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, inp, 1, 1, 0, bias=False), nn.BatchNorm2d(inp))
+        self.head = nn.Linear(inp, 3)
+
+    def forward(self, x):
+        x = x + self.conv(x)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ResNeXtBottleneck(nn.Module):
+    """torchvision's Bottleneck with groups (ResNeXt): 1x1, grouped 3x3, 1x1, a downsampling shortcut, and
+    one self.relu called three times."""
+
+    def __init__(self, inplanes=8, planes=8, groups=4, base_width=8):
+        super().__init__()
+        torch.manual_seed(5)
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=2, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 2, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 2, 1, stride=2, bias=False),
+                                        nn.BatchNorm2d(planes * 2))
+        self.fc = nn.Linear(planes * 2, 3)
+
+    def forward(self, x):
+        identity = self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn3(self.conv3(out)) + identity)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, (1, 1)), 1))
+
+
 BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
-          (AlexNetish, (2, 3, 23, 23))]
-IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet"]
+          (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6))]
+IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)

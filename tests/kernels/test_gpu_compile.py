@@ -208,6 +208,19 @@ def test_every_activation_compiles_for_sm90_in_every_position(launches, tmp_path
     assert_all_compile(launches, tmp_path)
 
 
+def test_grouped_and_depthwise_convs_compile_for_sm90(launches, tmp_path):
+    """A depthwise conv (one channel a group), a grouped one (16 channels a group: tap by tap) and their
+    gradients, channels-last as a chain of convs keeps them, with batch norms folded in."""
+    x = fg.Input((32, 8, 8))
+    h = fg.Conv2D(32, 3, padding="same", groups=32, activation="relu6")(x)
+    h = fg.BatchNorm2D()(fg.Conv2D(64, 3, padding="same", groups=2, use_bias=False)(h))
+    model = fg.Model(x, fg.Dense(3)(fg.GlobalAvgPool2D()(h)))
+    feeds = feeds_for(model, 64)
+    run_as_gpu(model.graph, feeds, model.params)
+    run_as_gpu(autodiff(model.graph, "mse"), [*feeds, targets_for(model, "mse", 64)], model.params)
+    assert_all_compile(launches, tmp_path)
+
+
 def test_a_tuned_conv_launch_is_used_pipelined_for_sm90(launches, tmp_path, monkeypatch):
     """A conv shape in the tuning table (per layout) launches with its measured blocks, warps and
     pipeline stages, and its operand loads are copied asynchronously, stage ahead of the dot."""

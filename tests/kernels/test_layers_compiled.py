@@ -149,3 +149,27 @@ def test_adaptive_pools_take_torchs_bins(layer, shape):
     feeds = feeds_for(model, 3)
     assert_compiled_matches_torch(model, feeds)
     assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")
+
+
+@pytest.mark.parametrize("channels,filters,groups,kernel", [(4, 8, 4, 3), (8, 8, 8, 3), (6, 12, 3, 1), (32, 64, 2, 3)],
+                         ids=["depthwise x2", "depthwise", "grouped 1x1", "grouped tap by tap"])
+@pytest.mark.parametrize("tiles", ["large", "small"])
+def test_grouped_and_depthwise_convs(channels, filters, groups, kernel, tiles):
+    """Against nn.Conv2d(groups=...) with a batch norm and ReLU6 after it, forward and every gradient
+    (the input's through the second conv); small tiles: several column blocks of a group, split-K."""
+    from fusegraph.kernels.target import interpreter_tiles
+
+    model = fg.Sequential([fg.Input((channels, 5, 5)),
+                           fg.Conv2D(filters, kernel, padding="same", groups=groups, activation="relu6"),
+                           fg.BatchNorm2D(), fg.Conv2D(filters, 3, strides=2, groups=groups), fg.Flatten(), fg.Dense(2)])
+    feeds = feeds_for(model, 3)
+    with interpreter_tiles(tiles):
+        assert_compiled_matches_torch(model, feeds)
+        assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")
+
+
+def test_a_grouped_conv1d():
+    model = fg.Sequential([fg.Input((6, 11)), fg.Conv1D(12, 3, padding="same", groups=3), fg.Flatten(), fg.Dense(2)])
+    feeds = feeds_for(model, 2)
+    assert_compiled_matches_torch(model, feeds)
+    assert_grads_match_torch(model, feeds, targets_for(model, "mse", 2), "mse")

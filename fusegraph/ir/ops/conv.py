@@ -86,10 +86,15 @@ def _conv_rule(ndim: int):
         require_rank(w, ndim + 2, "weight")
         require_float(x)
         require_same_dtype(types)
-        if w.shape[1] != x.shape[1]:
+        groups = attrs.get("groups", 1)
+        if not isinstance(groups, int) or groups < 1 or w.shape[0] % groups:
+            raise GraphError(f"groups={groups!r} must be a positive int dividing the weight's {w.shape[0]} filters")
+        if w.shape[1] * groups != x.shape[1]:
+            wanted = w.shape[1] * groups
             raise GraphError(
                 f"channel mismatch: the input has {x.shape[1]} channels but the weight {shape_str(w)} "
-                f"expects {w.shape[1]}; make the previous layer produce {w.shape[1]} channels"
+                f"{f'in {groups} groups ' if groups > 1 else ''}expects {wanted}; make the previous layer produce "
+                f"{wanted} channels"
             )
         out = []
         for axis, (size, k, s, d, pads) in enumerate(
@@ -112,17 +117,21 @@ def _conv_reference(ndim: int):
 
     def reference(inputs, attrs, ctx):
         x, w = inputs
-        pads = attrs["padding"]
+        pads, groups = attrs["padding"], attrs.get("groups", 1)
         if any(b != e for b, e in pads):
-            return [conv(F.pad(x, torch_pad_arg(pads)), w, stride=attrs["stride"], dilation=attrs["dilation"])]
-        return [conv(x, w, stride=attrs["stride"], padding=tuple(b for b, _ in pads), dilation=attrs["dilation"])]
+            return [conv(F.pad(x, torch_pad_arg(pads)), w, stride=attrs["stride"], dilation=attrs["dilation"],
+                         groups=groups)]
+        return [conv(x, w, stride=attrs["stride"], padding=tuple(b for b, _ in pads), dilation=attrs["dilation"],
+                     groups=groups)]
 
     return reference
 
 
 for _ndim in (1, 2):
     register_op(OpDef(f"conv{_ndim}d", 2, _conv_rule(_ndim), _conv_reference(_ndim),
-                      "cross-correlation; attrs stride, padding ((begin, end) per dim), dilation"))
+                      "cross-correlation; attrs stride, padding ((begin, end) per dim), dilation, groups (input "
+                      "and output channels in that many groups, each filter reading its group's: depthwise at groups = "
+                      "channels)"))
 
 
 # -- backward: the input gradient and the weight gradient of a convolution ----------------------
@@ -137,7 +146,7 @@ def _bwd_input_rule(ndim: int):
                                             attrs["padding"], dy.shape[2:]):
             if windowed_size(size, pads, k, s, d) != out:
                 raise GraphError(f"input size {sizes} does not give the output gradient's {shape_str(dy)}")
-        return [dy.with_shape((dy.shape[0], w.shape[1], *sizes))]
+        return [dy.with_shape((dy.shape[0], w.shape[1] * attrs.get("groups", 1), *sizes))]
 
     return infer
 
@@ -147,7 +156,7 @@ def _bwd_weight_rule(ndim: int):
         x, dy = types
         require_rank(x, ndim + 2, "input")
         require_same_dtype(types)
-        return [x.with_shape((dy.shape[1], x.shape[1], *attrs["kernel_size"]))]
+        return [x.with_shape((dy.shape[1], x.shape[1] // attrs.get("groups", 1), *attrs["kernel_size"]))]
 
     return infer
 
@@ -164,8 +173,9 @@ def _bwd_input_reference(ndim: int):
     def reference(inputs, attrs, ctx):
         dy, w = inputs
         pads = attrs["padding"]
-        padded = [dy.shape[0], w.shape[1], *_padded_size(attrs["input_size"], pads)]
-        dx = grad_input(padded, w, dy, stride=attrs["stride"], padding=0, dilation=attrs["dilation"])
+        groups = attrs.get("groups", 1)
+        padded = [dy.shape[0], w.shape[1] * groups, *_padded_size(attrs["input_size"], pads)]
+        dx = grad_input(padded, w, dy, stride=attrs["stride"], padding=0, dilation=attrs["dilation"], groups=groups)
         crop = [slice(None), slice(None)] + [slice(b, b + n) for n, (b, _) in zip(attrs["input_size"], pads)]
         return [dx[tuple(crop)].contiguous()]
 
@@ -179,9 +189,10 @@ def _bwd_weight_reference(ndim: int):
 
     def reference(inputs, attrs, ctx):
         x, dy = inputs
-        shape = [dy.shape[1], x.shape[1], *attrs["kernel_size"]]
+        groups = attrs.get("groups", 1)
+        shape = [dy.shape[1], x.shape[1] // groups, *attrs["kernel_size"]]
         return [grad_weight(F.pad(x, torch_pad_arg(attrs["padding"])), shape, dy, stride=attrs["stride"], padding=0,
-                            dilation=attrs["dilation"])]
+                            dilation=attrs["dilation"], groups=groups)]
 
     return reference
 
@@ -190,7 +201,7 @@ def _conv_vjp(ndim: int):
     def vjp(b, node, grads, needs):
         (dy,) = grads
         x, w = node.inputs
-        geometry = {k: node.attrs[k] for k in ("stride", "padding", "dilation")}
+        geometry = {k: node.attrs[k] for k in ("stride", "padding", "dilation", "groups") if k in node.attrs}
         dx = b.op(f"conv{ndim}d_bwd_input", [dy, w], input_size=tuple(x.type.shape[2:]), **geometry) if needs[0] else None
         dw = b.op(f"conv{ndim}d_bwd_weight", [x, dy], kernel_size=tuple(w.type.shape[2:]), **geometry) if needs[1] else None
         return [dx, dw]
