@@ -22,7 +22,7 @@ import torch
 from torch import fx, nn
 
 from ..ir import GraphError
-from ..nn import GRU, LSTM, Input, Model, SimpleRNN
+from ..nn import GRU, LSTM, Input, Model, Reshape, SimpleRNN
 from ..nn.recurrent import PARAM_NAMES
 from ..nn.tensor import SymbolicTensor
 from .torch_ops import FUNCTIONS, METHODS, MODULES, SUPPORTED_FUNCTIONS, SUPPORTED_MODULES
@@ -249,10 +249,11 @@ class Converter:
                             "layer's parameters")
         if isinstance(value, Part) and value.part == "seq":
             return value.rnn.build("sequence")
-        if isinstance(value, Pooled):
-            raise self.fail("reads a global average that kept its size-1 axes (AdaptiveAvgPool(1), "
-                            "mean(keepdim=True)); fusegraph supports it flattened next (nn.Flatten, x.flatten(1), "
-                            "x.view(x.size(0), -1))")
+        if isinstance(value, Pooled):  # read as torch has it: (batch, channels, 1, 1), a view of the average
+            if value.kept is None:
+                kept = Reshape((value.tensor.shape[0], *(1,) * value.spatial), name=self.layer_name("kept_size_1_axes"))
+                value.kept = kept(value.tensor)
+            return value.kept
         if isinstance(value, (Part, Recurrent, Direction)):
             what = value.part if isinstance(value, Part) else "one direction" if isinstance(value, Direction) \
                 else "result"

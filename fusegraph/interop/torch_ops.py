@@ -26,6 +26,7 @@ from ..nn import (
     AvgPool2D,
     BatchNorm1D,
     BatchNorm2D,
+    ChannelScale,
     Concatenate,
     Conv1D,
     Conv2D,
@@ -37,6 +38,7 @@ from ..nn import (
     GlobalAvgPool2D,
     MaxPool1D,
     MaxPool2D,
+    Multiply,
     Permute,
 )
 from ..nn.recurrent import PARAM_NAMES
@@ -165,7 +167,7 @@ def _global_average(c: Converter, x, ndim: int, keep: bool):
         raise c.fail(f"averages over the spatial axes of {tensor.type}; expected (batch, channels, "
                      f"{'length' if ndim == 1 else 'height, width'})")
     out = (GlobalAvgPool1D if ndim == 1 else GlobalAvgPool2D)(name=c.name_here())(tensor)
-    return Pooled(out) if keep else out
+    return Pooled(out, ndim) if keep else out
 
 
 def _adaptive(c: Converter, kind: str, ndim: int, x, output_size, return_indices: bool = False):
@@ -482,6 +484,23 @@ def _add(c: Converter, node, a, b, *, alpha=1):
     return Add(name=c.name_here())([c.tensor(a), c.tensor(b)])
 
 
+def _mul(c: Converter, node, a, b):
+    """Two maps of one shape, elementwise; or a map by per-sample channel weights of torch shape (batch,
+    channels, 1, 1) (squeeze-and-excitation's gate, either side of the *)."""
+    if not all(isinstance(c.value(v), (SymbolicTensor, Part, Pooled)) for v in (a, b)):
+        raise c.fail("multiplies by a constant; fusegraph multiplies two tensors (of one shape, or a map by "
+                     "per-sample channel weights)")
+    x, y = c.tensor(a), c.tensor(b)
+    if x.shape == y.shape:
+        return Multiply(name=c.name_here())([x, y])
+    for data, gate, value in ((x, y, c.value(b)), (y, x, c.value(a))):
+        if len(gate.shape) == len(data.shape) and gate.shape[0] == data.shape[0] and set(gate.shape[1:]) == {1}:
+            weights = value.tensor if isinstance(value, Pooled) else Flatten(name=c.layer_name("gate_weights"))(gate)
+            return ChannelScale(name=c.name_here())([data, weights])
+    raise c.fail(f"multiplies {x.type} by {y.type}; fusegraph multiplies tensors of one shape, or a map by "
+                 "per-sample channel weights (batch, channels, 1, 1)")
+
+
 def _cat(c: Converter, node, tensors, dim=0):
     parts = [c.value(t) for t in tensors]
     if any(isinstance(p, Direction) for p in parts):
@@ -545,6 +564,7 @@ FUNCTIONS: dict[Callable, Callable] = {
     F.softmax: _softmax("softmax"), torch.softmax: _softmax("softmax"),
     F.log_softmax: _softmax("log_softmax"), torch.log_softmax: _softmax("log_softmax"),
     F.dropout: _dropout_function, F.batch_norm: _batch_norm_function, operator.add: _add, torch.add: _add, operator.iadd: _add,
+    operator.mul: _mul, torch.mul: _mul, operator.imul: _mul,
     torch.cat: _cat, torch.concat: _cat, torch.permute: _permute, torch.transpose: _transpose,
     operator.getitem: _getitem, getattr: _getattr, torch.zeros: _zeros, F.embedding: _embedding_function,
     torch.lstm: _recurrent_function("LSTM"), torch.gru: _recurrent_function("GRU"),
@@ -553,7 +573,7 @@ FUNCTIONS: dict[Callable, Callable] = {
 
 METHODS: dict[str, Callable] = {
     "view": _view, "reshape": _view, "flatten": _flatten_function, "size": _size, "mean": _mean,
-    "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add,
+    "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add, "mul": _mul,
     "permute": _permute, "transpose": _transpose, "contiguous": _identity,
 }
 
@@ -570,7 +590,7 @@ FUNCTIONS.update({
     _aten.sym_size.int: _size, _aten.softmax.int: _softmax("softmax"),
     _aten.log_softmax.int: _softmax("log_softmax"), _aten.dropout.default: _dropout_function,
     _aten.embedding.default: _aten_embedding, _aten.batch_norm.default: _aten_batch_norm,
-    _aten.add.Tensor: _add, _aten.cat.default: _cat, _aten.permute.default: _permute,
+    _aten.add.Tensor: _add, _aten.mul.Tensor: _mul, _aten.cat.default: _cat, _aten.permute.default: _permute,
     _aten.transpose.int: _transpose, _aten.contiguous.default: _identity, _aten.zeros.default: _zeros,
     _aten.lstm.input: _recurrent_function("LSTM"), _aten.gru.input: _recurrent_function("GRU"),
     _aten.rnn_tanh.input: _recurrent_function("RNN"), _aten.slice.Tensor: _aten_slice,

@@ -17,9 +17,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class Pooled:
-    """A global average pool that kept its size-1 axes: (N, C, 1, 1) in torch, (N, C) in fusegraph."""
+    """A global average pool that kept its size-1 axes: (N, C, 1, 1) in torch, (N, C) in fusegraph; read as
+    anything but a flatten, `kept` is it reshaped to torch's shape (made once)."""
 
     tensor: SymbolicTensor
+    spatial: int = 2  # the size-1 axes torch keeps
+    kept: SymbolicTensor | None = None
 
 
 @dataclass

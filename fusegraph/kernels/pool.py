@@ -75,8 +75,10 @@ def {name}(
 
 GLOBAL_AVG_SOURCE = '''
 @triton.jit
-def {name}(x_ptr, out_ptr, R, C, L, CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
-    # a row per (sample, channel); its L pixels read as one (1, L) plane of the input
+def {name}(x_ptr, y_ptr, out_ptr, R, C, L, PRODUCT: tl.constexpr, MEAN: tl.constexpr,
+           CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    # a row per (sample, channel); its L pixels read as one (1, L) plane of the input (PRODUCT: of x * y,
+    # a channel scale's gradient; MEAN: divided by L, a global average)
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < R
     n = rows // C
@@ -86,8 +88,14 @@ def {name}(x_ptr, out_ptr, R, C, L, CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.con
         cols = l0 + tl.arange(0, BLOCK_L)
         mask = row_ok[:, None] & (cols[None, :] < L)
         at = _nchw_at(n[:, None], c[:, None], 0, cols[None, :], C, 1, L, CHANNELS_LAST)
-        acc += tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + rows, (tl.sum(acc, axis=1) / L).to(out_ptr.dtype.element_ty), mask=row_ok)
+        value = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        if PRODUCT:
+            value = value * tl.load(y_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        acc += value
+    total = tl.sum(acc, axis=1)
+    if MEAN:
+        total = total / L
+    tl.store(out_ptr + rows, total.to(out_ptr.dtype.element_ty), mask=row_ok)
 '''
 
 
@@ -122,17 +130,20 @@ def launch_pool(fn, node, target, inputs, outputs):
 
 def render_global(node):
     name = kernel_name(node)
-    source = fill(GLOBAL_AVG_SOURCE, name=name)
-    return KernelSource(name, module_source("global average pooling", helpers_for(source) + "\n\n" + source))
+    product = node.op == "channel_scale_grad"
+    source = fill(GLOBAL_AVG_SOURCE, {"PRODUCT": product, "MEAN": not product}, name=name)
+    what = "a channel scale's gradient" if product else "global average pooling"
+    return KernelSource(name, module_source(what, helpers_for(source) + "\n\n" + source))
 
 
 def launch_global(fn, node, target, inputs, outputs):
-    (x,), (out,) = inputs, outputs
+    x, (out,) = inputs[-1], outputs  # (a channel scale's gradient: dy and x, stored alike)
     rows, length = out.numel(), x.numel() // max(out.numel(), 1)
     block_r = target.tile(rows, gpu=32, interpreted=256, floor=1)
     block_l = target.tile(length, gpu=128, interpreted=1024, floor=1)
-    fn[(triton.cdiv(rows, block_r),)](x, out, rows, x.shape[1], length, CHANNELS_LAST=channels_last(node.inputs[0]),
-                                      BLOCK_R=block_r, BLOCK_L=block_l)
+    product = node.op == "channel_scale_grad"
+    fn[(triton.cdiv(rows, block_r),)](inputs[0], x, out, rows, x.shape[1], length, PRODUCT=product, MEAN=not product,
+                                      CHANNELS_LAST=channels_last(node.inputs[-1]), BLOCK_R=block_r, BLOCK_L=block_l)
 
 
 POOL_BWD_SOURCE = '''
@@ -398,3 +409,29 @@ for _ndim in (1, 2):
     for _kind in ("avg", "max"):
         register_template(f"adaptive_{_kind}_pool{_ndim}d", render_adaptive, launch_adaptive)
         register_template(f"adaptive_{_kind}_pool{_ndim}d_bwd", render_adaptive_bwd, launch_adaptive_bwd)
+
+
+CHANNEL_SCALE_SOURCE = '''
+@triton.jit
+def {name}(x_ptr, s_ptr, out_ptr, TOTAL, C, H, W, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    # each element times its sample's weight for its channel
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < TOTAL
+    n, c, h, w = _nchw_of(offs, C, H, W, CHANNELS_LAST)
+    x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    s = tl.load(s_ptr + n * C + c, mask=valid, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, (x * s).to(out_ptr.dtype.element_ty), mask=valid)
+'''
+
+
+def launch_channel_scale(fn, node, target, inputs, outputs):
+    x, s = inputs
+    (out,) = outputs
+    h, w = lifter(x.dim() == 3)(x.shape[2:], 1)
+    block = target.tile(out.numel(), gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
+    fn[(triton.cdiv(out.numel(), block),)](x, s, out, out.numel(), x.shape[1], h, w,
+                                           CHANNELS_LAST=channels_last(node.inputs[0]), BLOCK=block)
+
+
+register_template("channel_scale", node_source(CHANNEL_SCALE_SOURCE, "per-sample channel scaling"), launch_channel_scale)
+register_template("channel_scale_grad", render_global, launch_global)

@@ -66,6 +66,40 @@ class Flatten(Layer):
         return nn.Flatten()
 
 
+class Reshape(Layer):
+    """(batch, ...) → (batch, *target_shape), the elements in order (C-order, as torch's reshape); a view."""
+
+    def __init__(self, target_shape, name: str | None = None) -> None:
+        super().__init__(name)
+        self.target_shape = tuple(target_shape) if isinstance(target_shape, (tuple, list)) else target_shape
+        if not isinstance(self.target_shape, tuple) or not all(isinstance(d, int) and d > 0 for d in self.target_shape):
+            raise self.fail(f"target_shape must be positive ints (the batch left out), got {target_shape!r}")
+
+    def config(self):
+        return {"target_shape": self.target_shape}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        if not x.type.batched or prod(x.type.feature_shape) != prod(self.target_shape):
+            raise GraphError(f"layer '{name}' (Reshape) cannot make {x.type} into (batch, "
+                             f"{', '.join(map(str, self.target_shape))}): the element counts differ")
+        return [b.op("reshape", [x], name=name, layer=name, shape=(BATCH, *self.target_shape))]
+
+    def torch_module(self, params):
+        return ReshapeTo(self.target_shape)
+
+
+class ReshapeTo(nn.Module):
+    """The torch side of Reshape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
 class PermuteAxes(nn.Module):
     """The torch side of Permute: x.permute with the batch axis kept first."""
 

@@ -1,4 +1,4 @@
-"""Layers that combine several tensors: Add and Concatenate."""
+"""Layers that combine several tensors: Add, Multiply, Concatenate, and ChannelScale."""
 
 from __future__ import annotations
 
@@ -63,3 +63,48 @@ class Concatenate(Layer):
 
     def torch_module(self, params):
         return Cat(self.axis)
+
+
+class Product(nn.Module):
+    """The torch side of Multiply: elementwise product of its inputs."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        total = xs[0]
+        for x in xs[1:]:
+            total = total * x
+        return total
+
+
+class Multiply(Layer):
+    """Elementwise product of two or more tensors of the same shape (no broadcasting)."""
+
+    def emit(self, b, inputs, name):
+        if len(inputs) < 2:
+            raise GraphError(f"layer '{name}' (Multiply) needs at least two inputs, got {len(inputs)}")
+        total = inputs[0]
+        for i, x in enumerate(inputs[1:], start=1):
+            total = b.op("mul", [total, x], name=name if i == len(inputs) - 1 else f"{name}.{i}", layer=name)
+        return [total]
+
+    def torch_module(self, params):
+        return Product()
+
+
+class ScaleByChannel(nn.Module):
+    """The torch side of ChannelScale: x * s[:, :, None, None]."""
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))
+
+
+class ChannelScale(Layer):
+    """`ChannelScale()([x, s])`: each channel of each sample of x (batch, channels, ...) times its weight in
+    s (batch, channels): squeeze-and-excitation's gate."""
+
+    def emit(self, b, inputs, name):
+        if len(inputs) != 2:
+            raise GraphError(f"layer '{name}' (ChannelScale) takes [x, s], got {len(inputs)} inputs")
+        return [b.op("channel_scale", list(inputs), name=name, layer=name)]
+
+    def torch_module(self, params):
+        return ScaleByChannel()

@@ -299,8 +299,8 @@ UNSUPPORTED = [
     ("shared statistics", Wrap(lambda s, x: s.m(s.m(x)), m=nn.BatchNorm1d(4)), (2, 4),
      "uses the buffer 'm.running_mean' a second time"),
     ("mean over time", Wrap(lambda s, x: x.mean(1)), (2, 3, 4), "averages over dims 1"),
-    ("kept pool", Wrap(lambda s, x: torch.relu(s.m(x)), m=nn.AdaptiveAvgPool2d(1)), (1, 2, 4, 4),
-     "reads a global average that kept its size-1 axes"),
+    ("scaled", Wrap(lambda s, x: x * 2.0), (2, 4), "multiplies by a constant"),
+    ("broadcast product", Wrap(lambda s, x: x * x[:, :1]), (2, 3, 4), "indexes a tensor"),
 ]
 
 

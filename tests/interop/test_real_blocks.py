@@ -152,9 +152,48 @@ class ResNeXtBottleneck(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, (1, 1)), 1))
 
 
+class SqueezeExcitation(nn.Module):
+    """torchvision.ops.SqueezeExcitation as published: a kept global average, two 1x1 convs, the gate."""
+
+    def __init__(self, input_channels, squeeze_channels, activation=nn.ReLU, scale_activation=nn.Sigmoid):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(input_channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1)
+        self.activation = activation()
+        self.scale_activation = scale_activation()
+
+    def _scale(self, input):
+        return self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(input)))))
+
+    def forward(self, input):
+        scale = self._scale(input)
+        return scale * input
+
+
+class MobileNetV3Block(nn.Module):
+    """torchvision MobileNetV3's InvertedResidual with hardswish, a depthwise conv and squeeze-excitation
+    (hardsigmoid gate); EfficientNet's MBConv is the same with SiLU and a sigmoid gate."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.block = nn.Sequential(
+            nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish(inplace=True),
+            nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16), nn.Hardswish(inplace=True),
+            SqueezeExcitation(16, 8, scale_activation=nn.Hardsigmoid),
+            nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = x + self.block(x)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
-          (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6))]
-IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext"]
+          (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6)),
+          (MobileNetV3Block, (2, 8, 5, 5))]
+IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)

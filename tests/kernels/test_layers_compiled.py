@@ -173,3 +173,18 @@ def test_a_grouped_conv1d():
     feeds = feeds_for(model, 2)
     assert_compiled_matches_torch(model, feeds)
     assert_grads_match_torch(model, feeds, targets_for(model, "mse", 2), "mse")
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_squeeze_excitation_layers(memory_format):
+    """ChannelScale (x * s[:, :, None, None]), Multiply and Reshape against their torch sides (the gate
+    from a kept global average, as torchvision's SqueezeExcitation), forward and every gradient."""
+    x = fg.Input((4, 5, 5))
+    h = fg.Conv2D(4, 3, padding="same", activation="relu", name="conv")(x)
+    kept = fg.Reshape((4, 1, 1))(fg.GlobalAvgPool2D()(h))
+    gate = fg.Conv2D(4, 1, activation="sigmoid", name="gate")(fg.Conv2D(2, 1, activation="relu", name="squeeze")(kept))
+    y = fg.Multiply()([fg.ChannelScale(name="se")([h, fg.Flatten()(gate)]), h])
+    model = fg.Model(x, fg.Dense(2)(fg.GlobalAvgPool2D()(y)))
+    feeds = feeds_for(model, 3)
+    assert_compiled_matches_torch(model, feeds, memory_format=memory_format)
+    assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse", memory_format=memory_format)

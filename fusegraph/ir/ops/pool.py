@@ -295,3 +295,40 @@ set_traits(("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool1d_b
            "max_pool")
 set_traits(("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool2d_bwd", "adaptive_max_pool2d_bwd"),
            "layout_follows")
+
+
+# -- per-sample channel scaling (squeeze-and-excitation) -------------------------------------------
+def _channel_scale_rule(types, attrs):
+    x, s = types
+    require_float(x)
+    if x.rank < 3 or s.rank != 2 or s.shape[1] != x.shape[1]:
+        raise GraphError(f"channel_scale scales the channels of {shape_str(x)} by (batch, {x.shape[1]}) weights, "
+                         f"got {shape_str(s)}")
+    return [x]
+
+
+def _channel_scale_reference(inputs, attrs, ctx):
+    x, s = inputs
+    return [x * s.reshape(*s.shape, *([1] * (x.dim() - 2)))]
+
+
+def _channel_scale_grad_reference(inputs, attrs, ctx):
+    dy, x = inputs
+    return [(dy * x).sum(dim=tuple(range(2, x.dim())))]
+
+
+def _channel_scale_vjp(b, node, grads, needs):
+    (dy,) = grads
+    x, s = node.inputs
+    return [b.op("channel_scale", [dy, s]) if needs[0] else None,
+            b.op("channel_scale_grad", [dy, x]) if needs[1] else None]
+
+
+register_op(OpDef("channel_scale", 2, _channel_scale_rule, _channel_scale_reference,
+                  "x (batch, channels, ...) times per-sample channel weights s (batch, channels): "
+                  "squeeze-and-excitation's x * s[:, :, None, None]"))
+register_op(OpDef("channel_scale_grad", 2,
+                  lambda types, attrs: [types[0].with_shape(types[0].shape[:2])], _channel_scale_grad_reference,
+                  "the channel weights' gradient: sum over positions of dy * x, per sample and channel"))
+set_vjp("channel_scale", _channel_scale_vjp)
+set_traits(("channel_scale", "channel_scale_grad"), "layout_follows")  # x, dy and the result stored alike
