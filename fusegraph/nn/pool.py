@@ -101,6 +101,7 @@ class _AvgPool(_Pool):
     def __init__(self, pool_size=2, strides=None, padding="valid", ceil_mode: bool = False,
                  count_include_pad: bool = False, name: str | None = None) -> None:
         """`count_include_pad` (torch's): the average divides by the window's padding positions too."""
+        self.count_include_pad = count_include_pad  # NOTE: before the checks, whose errors describe the layer
         super().__init__(pool_size, strides, padding, ceil_mode, name)
         if not isinstance(count_include_pad, bool):
             raise self.fail(f"count_include_pad must be True or False, got {count_include_pad!r}")
