@@ -36,6 +36,7 @@ from ..nn import (
     Flatten,
     GlobalAvgPool1D,
     GlobalAvgPool2D,
+    LayerNorm,
     MaxPool1D,
     MaxPool2D,
     Multiply,
@@ -351,6 +352,37 @@ def _embedding_module(c: Converter, node, module, ids):
     return out
 
 
+def _layer_norm(c: Converter, x, normalized_shape, weight, bias, eps, keys: tuple[str, str]) -> SymbolicTensor:
+    tensor = c.tensor(x)
+    shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+    if shape != (tensor.shape[-1],):
+        raise c.fail(f"normalises over {shape}; fusegraph's LayerNorm normalises over the last axis only "
+                     f"({tensor.shape[-1]},)")
+    if weight is None or bias is None:
+        raise c.fail("has no weight or no bias (elementwise_affine=False or bias=False); fusegraph's LayerNorm "
+                     "has both")
+    name = c.name_here()
+    out = LayerNorm(eps=float(eps), name=name)(tensor)
+    c.copy(name, {"weight": (weight, keys[0]), "bias": (bias, keys[1])})
+    return out
+
+
+def _layer_norm_module(c: Converter, node, module, x):
+    return _layer_norm(c, x, module.normalized_shape, module.weight, getattr(module, "bias", None), module.eps,
+                       (f"{node.target}.weight", f"{node.target}.bias"))
+
+
+def _layer_norm_function(c: Converter, node, *args, **kwargs):
+    a = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"),
+              {"weight": None, "bias": None, "eps": 1e-5})
+    weight, bias = c.value(a["weight"]), c.value(a["bias"])
+    if not all(isinstance(v, Constant) for v in (weight, bias)):
+        raise c.fail("takes a weight and bias computed in forward, or none; fusegraph reads them as the module's "
+                     "parameters")
+    return _layer_norm(c, a["input"], a["normalized_shape"], weight.tensor, bias.tensor, a["eps"],
+                       (weight.key, bias.key))
+
+
 def _batch_norm_module(c: Converter, node, module, x):
     if not (module.affine and module.track_running_stats) or module.momentum is None:
         raise c.fail("needs affine=True, track_running_stats=True and a momentum (not None), as fusegraph's "
@@ -550,6 +582,7 @@ MODULES: dict[type, Callable] = {
     nn.Softmax: _softmax_module("softmax"), nn.LogSoftmax: _softmax_module("log_softmax"),
     nn.Dropout: lambda c, node, module, x: _dropout(c, x, module.p),
     nn.Embedding: _embedding_module, nn.BatchNorm1d: _batch_norm_module, nn.BatchNorm2d: _batch_norm_module,
+    nn.LayerNorm: _layer_norm_module,
     nn.LSTM: _recurrent_module, nn.GRU: _recurrent_module, nn.RNN: _recurrent_module,
 }
 
@@ -563,7 +596,8 @@ FUNCTIONS: dict[Callable, Callable] = {
     torch.mean: _mean, torch.flatten: _flatten_function, torch.reshape: _view,
     F.softmax: _softmax("softmax"), torch.softmax: _softmax("softmax"),
     F.log_softmax: _softmax("log_softmax"), torch.log_softmax: _softmax("log_softmax"),
-    F.dropout: _dropout_function, F.batch_norm: _batch_norm_function, operator.add: _add, torch.add: _add, operator.iadd: _add,
+    F.dropout: _dropout_function, F.batch_norm: _batch_norm_function, F.layer_norm: _layer_norm_function,
+    operator.add: _add, torch.add: _add, operator.iadd: _add,
     operator.mul: _mul, torch.mul: _mul, operator.imul: _mul,
     torch.cat: _cat, torch.concat: _cat, torch.permute: _permute, torch.transpose: _transpose,
     operator.getitem: _getitem, getattr: _getattr, torch.zeros: _zeros, F.embedding: _embedding_function,
@@ -590,6 +624,7 @@ FUNCTIONS.update({
     _aten.sym_size.int: _size, _aten.softmax.int: _softmax("softmax"),
     _aten.log_softmax.int: _softmax("log_softmax"), _aten.dropout.default: _dropout_function,
     _aten.embedding.default: _aten_embedding, _aten.batch_norm.default: _aten_batch_norm,
+    _aten.layer_norm.default: _layer_norm_function,
     _aten.add.Tensor: _add, _aten.mul.Tensor: _mul, _aten.cat.default: _cat, _aten.permute.default: _permute,
     _aten.transpose.int: _transpose, _aten.contiguous.default: _identity, _aten.zeros.default: _zeros,
     _aten.lstm.input: _recurrent_function("LSTM"), _aten.gru.input: _recurrent_function("GRU"),

@@ -175,3 +175,102 @@ def launch_param_grads(fn, node, target, inputs, outputs):
 register_template("batch_norm_train", render_train, launch_train)
 register_template("batch_norm_param_grads", render_param_grads, launch_param_grads)
 register_template("batch_norm_train_bwd", render_train_bwd, launch_train_bwd)
+
+
+# -- layer normalisation: a row per program lane-block, the whole last axis in one block ----------
+MAX_LAYER_NORM_WIDTH = 8192
+
+LAYER_NORM_SOURCE = '''
+@triton.jit
+def {name}(x_ptr, weight_ptr, bias_ptr, dy_ptr, out_ptr, R, D, EPS, BACKWARD: tl.constexpr,
+           BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    # each row's mean and 1/std over its D features (two passes: no cancellation); BACKWARD: the input
+    # gradient through them, dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_D)
+    col_ok = cols < D
+    mask = (rows < R)[:, None] & col_ok[None, :]
+    at = rows[:, None] * D + cols[None, :]
+    x = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / D
+    centered = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = tl.math.rsqrt(tl.sum(centered * centered, axis=1) / D + EPS)
+    xhat = centered * rstd[:, None]
+    weight = tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if BACKWARD:
+        g = tl.load(dy_ptr + at, mask=mask, other=0.0).to(tl.float32) * weight
+        mean_g = tl.sum(g, axis=1) / D
+        mean_gx = tl.sum(g * xhat, axis=1) / D
+        out = rstd[:, None] * (g - mean_g[:, None] - xhat * mean_gx[:, None])
+    else:
+        out = xhat * weight + tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + at, out.to(out_ptr.dtype.element_ty), mask=mask)
+'''
+
+LAYER_NORM_PARAM_GRADS_SOURCE = '''
+@triton.jit
+def {name}(dy_ptr, x_ptr, dweight_ptr, dbias_ptr, R, D, EPS, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    # per feature: sum over rows of dy * xhat (the weight's gradient) and of dy (the bias'); one program
+    # walks every row (no atomics: the same sums every run)
+    cols = tl.arange(0, BLOCK_D)
+    col_ok = cols < D
+    dweight = tl.zeros((BLOCK_D,), tl.float32)
+    dbias = tl.zeros((BLOCK_D,), tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        rows = r0 + tl.arange(0, BLOCK_R)
+        mask = (rows < R)[:, None] & col_ok[None, :]
+        at = rows[:, None] * D + cols[None, :]
+        x = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=1) / D
+        centered = tl.where(mask, x - mean[:, None], 0.0)
+        rstd = tl.math.rsqrt(tl.sum(centered * centered, axis=1) / D + EPS)
+        dy = tl.load(dy_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        dweight += tl.sum(dy * centered * rstd[:, None], axis=0)
+        dbias += tl.sum(dy, axis=0)
+    tl.store(dweight_ptr + cols, dweight.to(dweight_ptr.dtype.element_ty), mask=col_ok)
+    tl.store(dbias_ptr + cols, dbias.to(dbias_ptr.dtype.element_ty), mask=col_ok)
+'''
+
+
+def _rows_and_width(node, x) -> tuple[int, int]:
+    width = x.shape[-1]
+    if width > MAX_LAYER_NORM_WIDTH:
+        raise InputError(f"{node.where}: a layer norm over {width} features; its kernel holds a row in one block "
+                         f"(at most {MAX_LAYER_NORM_WIDTH})")
+    return x.numel() // max(width, 1), width
+
+
+def render_layer_norm(node):
+    return named_source(kernel_name(node), LAYER_NORM_SOURCE, "layer normalisation",
+                        {"BACKWARD": node.op == "layer_norm_bwd"})
+
+
+def launch_layer_norm(fn, node, target, inputs, outputs):
+    if node.op == "layer_norm_bwd":
+        dy, x, weight = inputs
+        bias = weight
+    else:
+        (x, weight, bias), dy = inputs, inputs[0]
+    rows, width = _rows_and_width(node, x)
+    block_d = triton.next_power_of_2(width)
+    block_r = target.tile(rows, gpu=max(1, 4096 // block_d), interpreted=max(1, 16384 // block_d), floor=1)
+    fn[(triton.cdiv(rows, block_r),)](x.contiguous(), weight, bias, dy.contiguous(), outputs[0], rows, width,
+                                      float(node.attrs.get("eps", 1e-5)), BACKWARD=node.op == "layer_norm_bwd",
+                                      BLOCK_R=block_r, BLOCK_D=block_d)
+
+
+def launch_layer_norm_param_grads(fn, node, target, inputs, outputs):
+    dy, x = inputs
+    rows, width = _rows_and_width(node, x)
+    block_d = triton.next_power_of_2(width)
+    block_r = target.tile(rows, gpu=max(1, 4096 // block_d), interpreted=max(1, 16384 // block_d), floor=1)
+    fn[(1,)](dy.contiguous(), x.contiguous(), *outputs, rows, width, float(node.attrs.get("eps", 1e-5)),
+             BLOCK_R=block_r, BLOCK_D=block_d)
+
+
+register_template("layer_norm", render_layer_norm, launch_layer_norm)
+register_template("layer_norm_bwd", render_layer_norm, launch_layer_norm)
+register_template("layer_norm_param_grads",
+                  lambda node: named_source(kernel_name(node), LAYER_NORM_PARAM_GRADS_SOURCE,
+                                            "layer normalisation weight and bias gradients"),
+                  launch_layer_norm_param_grads)

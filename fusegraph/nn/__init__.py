@@ -5,7 +5,7 @@ from .core import Activation, Dense, Dropout, Embedding, Flatten, Permute, Resha
 from .layer import Layer
 from .merge import Add, ChannelScale, Concatenate, Multiply
 from .model import Input, Model, Sequential
-from .norm import BatchNorm1D, BatchNorm2D
+from .norm import BatchNorm1D, BatchNorm2D, LayerNorm
 from .pool import (
     AdaptiveAvgPool1D,
     AdaptiveAvgPool2D,
@@ -25,6 +25,6 @@ __all__ = [
     "GRU", "LSTM", "Activation", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D",
     "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale", "Concatenate", "Multiply",
     "Conv1D", "Conv2D", "Dense",
-    "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "MaxPool1D",
+    "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "LayerNorm", "MaxPool1D",
     "MaxPool2D", "Model", "Permute", "Reshape", "Sequential", "SimpleRNN", "SymbolicTensor",
 ]

@@ -32,9 +32,8 @@ class Dense(Layer):
 
     def emit(self, b, inputs, name):
         (x,) = inputs
-        if x.type.rank not in (2, 3):
-            raise GraphError(f"layer '{name}' (Dense) takes (batch, features) or (batch, time, features), "
-                             f"got {x.type}; add Flatten() before it")
+        if x.type.rank < 2:
+            raise GraphError(f"layer '{name}' (Dense) takes (batch, ..., features), got {x.type}")
         self.in_features = x.type.shape[-1]
         dtype = param_dtype(x.type)
         w = b.parameter(f"{name}.weight", TensorType((self.units, self.in_features), dtype),

@@ -1,4 +1,5 @@
-"""BatchNorm1D / BatchNorm2D: torch's nn.BatchNorm1d / 2d, with its parameter and buffer names."""
+"""BatchNorm1D / BatchNorm2D and LayerNorm: torch's nn.BatchNorm1d / 2d and nn.LayerNorm, with their parameter
+and buffer names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 
 from ..ir import GraphError, TensorType
-from ..ir.ops.norm import EPS, MOMENTUM
+from ..ir.ops.norm import EPS, LAYER_NORM_EPS, MOMENTUM
 from .conv import param_dtype
 from .layer import Layer, copy_into
 
@@ -65,3 +66,34 @@ class BatchNorm2D(_BatchNorm):
     """Normalises each channel of (batch, channels, height, width) over the batch and the pixels."""
 
     ranks, shape_text = (4,), "(batch, channels, height, width)"
+
+
+class LayerNorm(Layer):
+    """Normalises each sample over its last axis, then scales and shifts it per feature: torch's
+    nn.LayerNorm(last dim) (parameters `weight`, `bias`); over channels after a Permute for a
+    channels-first map, as ConvNeXt does."""
+
+    def __init__(self, eps: float = LAYER_NORM_EPS, name: str | None = None) -> None:
+        super().__init__(name)
+        self.eps = eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
+            raise self.fail(f"eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
+        self.features = 0
+
+    def config(self):
+        return {"eps": self.eps}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        if not x.type.batched or x.type.rank < 2:
+            raise GraphError(f"layer '{name}' (LayerNorm) takes (batch, ..., features), got {x.type}")
+        self.features = x.type.shape[-1]
+        vector = TensorType((self.features,), param_dtype(x.type))
+        weight = b.parameter(f"{name}.weight", vector, "ones", layer=name)
+        bias = b.parameter(f"{name}.bias", vector, "zeros", layer=name)
+        return [b.op("layer_norm", [x, weight, bias], name=name, layer=name, eps=self.eps)]
+
+    def torch_module(self, params):
+        module = nn.LayerNorm(self.features, eps=self.eps)
+        return copy_into(module, params, {"weight": f"{self.name}.weight", "bias": f"{self.name}.bias"})

@@ -190,10 +190,39 @@ class MobileNetV3Block(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision.models.convnext.LayerNorm2d as published."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlockish(nn.Module):
+    """torchvision's CNBlock without its layer scale: a 7x7 depthwise conv, permute to channels-last,
+    LayerNorm, Linear - GELU - Linear over channels, permute back, the residual; a LayerNorm2d after."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        torch.manual_seed(7)
+        self.block = nn.Sequential(nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim, bias=True))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.down = LayerNorm2d(dim, eps=1e-6)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        h = self.block(x).permute(0, 2, 3, 1)
+        h = self.pwconv2(F.gelu(self.pwconv1(self.norm(h)))).permute(0, 3, 1, 2)
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.down(h + x), 1), 1))
+
+
 BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
           (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6)),
-          (MobileNetV3Block, (2, 8, 5, 5))]
-IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3"]
+          (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5))]
+IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)

@@ -188,3 +188,17 @@ def test_squeeze_excitation_layers(memory_format):
     feeds = feeds_for(model, 3)
     assert_compiled_matches_torch(model, feeds, memory_format=memory_format)
     assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse", memory_format=memory_format)
+
+
+@pytest.mark.parametrize("tiles", ["large", "small"])
+def test_layer_norm_and_dense_over_the_last_axis_of_a_map(tiles):
+    """LayerNorm against nn.LayerNorm, on sequences and on a (batch, height, width, channels) map as
+    ConvNeXt has it (and Dense over its last axis, as nn.Linear), forward and every gradient."""
+    from fusegraph.kernels.target import interpreter_tiles
+
+    model = fg.Sequential([fg.Input((4, 3, 6)), fg.LayerNorm(eps=1e-6), fg.Dense(7, activation="gelu"),
+                           fg.LayerNorm(), fg.Flatten(), fg.Dense(2)])
+    feeds = feeds_for(model, 3)
+    with interpreter_tiles(tiles):
+        assert_compiled_matches_torch(model, feeds)
+        assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")

@@ -159,3 +159,60 @@ set_execution("batch_norm_train_bwd", launches=lambda node: 2)
 set_traits(("batch_norm",), "elementwise", "per_channel")
 set_traits(("running_average",), "elementwise")
 set_traits(("batch_norm_train", "batch_norm_train_bwd", "batch_norm_param_grads"), "layout_follows")
+
+
+# -- layer normalisation: over the last axis, as torch's nn.LayerNorm(last dim) ---------------------
+LAYER_NORM_EPS = 1e-5
+
+
+def _layer_norm_rule(types, attrs):
+    x, weight, bias = types
+    require_float(x)
+    features = x.shape[-1]
+    for t, name in ((weight, "weight"), (bias, "bias")):
+        if t.shape != (features,):
+            raise GraphError(f"layer norm {name} must have one value per feature of the last axis ({features}), "
+                             f"got {shape_str(t)}")
+    return [x]
+
+
+def _layer_norm_reference(inputs, attrs, ctx):
+    x, weight, bias = inputs
+    return [torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, attrs.get("eps", LAYER_NORM_EPS))]
+
+
+def _layer_norm_bwd_reference(inputs, attrs, ctx):
+    dy, x, weight = inputs
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = torch.nn.functional.layer_norm(leaf, (x.shape[-1],), weight, None, attrs.get("eps", LAYER_NORM_EPS))
+        (dx,) = torch.autograd.grad(y, leaf, dy)
+    return [dx]
+
+
+def _layer_norm_param_grads_reference(inputs, attrs, ctx):
+    dy, x = inputs
+    xhat = torch.nn.functional.layer_norm(x, (x.shape[-1],), None, None, attrs.get("eps", LAYER_NORM_EPS))
+    rows = tuple(range(x.dim() - 1))
+    return [(dy * xhat).sum(rows), dy.sum(rows)]
+
+
+def _layer_norm_vjp(b, node, grads, needs):
+    """dx through the row's statistics (recomputed from x, as torch's backward does from its saved ones);
+    the weight's and bias' gradients are sums over rows."""
+    (dy,) = grads
+    x, weight, _ = node.inputs
+    eps = node.attrs.get("eps", LAYER_NORM_EPS)
+    dx = b.op("layer_norm_bwd", [dy, x, weight], eps=eps) if needs[0] else None
+    dweight, dbias = b.op("layer_norm_param_grads", [dy, x], eps=eps) if needs[1] or needs[2] else (None, None)
+    return [dx, dweight, dbias]
+
+
+register_op(OpDef("layer_norm", 3, _layer_norm_rule, _layer_norm_reference,
+                  "x normalised over its last axis, then weight * x + bias (torch's layer_norm); attr eps"))
+register_op(OpDef("layer_norm_bwd", 3, lambda types, attrs: [types[1]], _layer_norm_bwd_reference,
+                  "a layer norm's input gradient; inputs dy, x, weight; attr eps"))
+register_op(OpDef("layer_norm_param_grads", 2,
+                  lambda types, attrs: [types[1].with_shape((types[1].shape[-1],))] * 2,
+                  _layer_norm_param_grads_reference, "a layer norm's weight and bias gradients; inputs dy, x"))
+set_vjp("layer_norm", _layer_norm_vjp)
