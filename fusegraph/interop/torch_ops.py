@@ -27,6 +27,7 @@ from ..nn import (
     BatchNorm1D,
     BatchNorm2D,
     ChannelScale,
+    ChannelShuffle,
     Concatenate,
     Conv1D,
     Conv2D,
@@ -41,10 +42,11 @@ from ..nn import (
     MaxPool2D,
     Multiply,
     Permute,
+    Split,
 )
 from ..nn.recurrent import PARAM_NAMES
 from ..nn.tensor import SymbolicTensor
-from .values import RNN_READS, Constant, Direction, Part, Pooled, Recurrent, Size, Zeros
+from .values import RNN_READS, ChannelGroups, Constant, Direction, Part, Pooled, Recurrent, Size, Zeros
 
 if TYPE_CHECKING:
     from .from_torch import Converter
@@ -230,8 +232,11 @@ def _flatten_function(c: Converter, node, x, start_dim=0, end_dim=-1):
 def _view(c: Converter, node, x, *shape):
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     value = c.value(x)
-    tensor = value.tensor if isinstance(value, Pooled) else c.tensor(x)
     sizes = [c.value(s) for s in shape]
+    shuffle = _channel_shuffle_view(c, value, sizes)
+    if shuffle is not None:
+        return shuffle
+    tensor = value.tensor if isinstance(value, Pooled) else c.tensor(x)
     features = 1
     for d in tensor.shape[1:]:
         features *= d
@@ -241,6 +246,28 @@ def _view(c: Converter, node, x, *shape):
         raise c.fail(f"reshapes to {tuple(s if not isinstance(s, Size) else 'x.size(0)' for s in sizes)}; fusegraph "
                      "reshapes only to (batch, features): x.view(x.size(0), -1), x.flatten(1), nn.Flatten")
     return tensor if isinstance(value, Pooled) or tensor.type.rank == 2 else Flatten(name=c.name_here())(tensor)
+
+
+def _channel_shuffle_view(c: Converter, value, sizes: list):
+    """torchvision's channel_shuffle: x.view(N, g, C // g, H, W), then transpose(1, 2), then x.view(N, C, H, W):
+    the first view gives ChannelGroups, the last (of the swapped groups) a ChannelShuffle; None otherwise."""
+    # the batch: x.size(0), -1, or the number itself (Dynamo's graphs spell static shapes out)
+    batch = bool(sizes) and (isinstance(sizes[0], Size) and sizes[0].dim == 0 or isinstance(sizes[0], int))
+    if isinstance(value, ChannelGroups):
+        tensor = value.tensor
+        if value.shuffled and batch and len(sizes) == len(tensor.shape) + 1 and \
+                sizes[1] in (-1, tensor.shape[0]) and tuple(sizes[2:]) == tuple(tensor.shape[1:]):
+            return ChannelShuffle(value.groups, name=c.name_here())(tensor)
+        raise c.fail("views a map grouped by channels other than back to (batch, channels, ...) after swapping "
+                     "the groups; fusegraph supports the channel shuffle (ShuffleNet's) only")
+    if not isinstance(value, SymbolicTensor) or not batch or len(sizes) != len(value.shape) + 2:
+        return None
+    channels, spatial = value.shape[0], tuple(value.shape[1:])
+    groups, per_group = sizes[1], sizes[2]
+    if isinstance(groups, int) and groups > 0 and per_group in (-1, channels // groups) and \
+            channels % groups == 0 and tuple(sizes[3:]) == spatial:
+        return ChannelGroups(value, groups)
+    return None
 
 
 def _size(c: Converter, node, x, dim=None):
@@ -508,7 +535,19 @@ def _getitem(c: Converter, node, container, index):
     raise c.fail(f"indexes a tensor with {index!r}; fusegraph supports indexing an RNN's results only")
 
 
+def _sizes(operation: Callable) -> Callable:
+    """Arithmetic on sizes read off a tensor's shape (x.size(1) // groups): plain ints, computed now."""
+    def handler(c: Converter, node, a, b):
+        values = [c.value(v) for v in (a, b)]
+        if not all(isinstance(v, int) for v in values):
+            raise c.fail("computes with a tensor's values; fusegraph computes only with sizes of its shape here")
+        return operation(*values)
+    return handler
+
+
 def _add(c: Converter, node, a, b, *, alpha=1):
+    if all(isinstance(c.value(v), int) for v in (a, b)):
+        return c.value(a) + c.value(b)
     if not all(isinstance(c.value(v), (SymbolicTensor, Part)) for v in (a, b)):
         raise c.fail("adds a constant; fusegraph adds two tensors of the same shape (a residual)")
     if alpha != 1:
@@ -518,7 +557,9 @@ def _add(c: Converter, node, a, b, *, alpha=1):
 
 def _mul(c: Converter, node, a, b):
     """Two maps of one shape, elementwise; or a map by per-sample channel weights of torch shape (batch,
-    channels, 1, 1) (squeeze-and-excitation's gate, either side of the *)."""
+    channels, 1, 1) (squeeze-and-excitation's gate, either side of the *); two sizes, their product."""
+    if all(isinstance(c.value(v), int) for v in (a, b)):
+        return c.value(a) * c.value(b)
     if not all(isinstance(c.value(v), (SymbolicTensor, Part, Pooled)) for v in (a, b)):
         raise c.fail("multiplies by a constant; fusegraph multiplies two tensors (of one shape, or a map by "
                      "per-sample channel weights)")
@@ -558,6 +599,12 @@ def _permute(c: Converter, node, x, *dims):
 
 
 def _transpose(c: Converter, node, x, dim0, dim1):
+    value = c.value(x)
+    if isinstance(value, ChannelGroups):
+        if {dim0 % 5, dim1 % 5} != {1, 2} or value.shuffled:
+            raise c.fail(f"swaps dims {dim0}, {dim1} of a map grouped by channels; fusegraph supports swapping the "
+                         "groups (1, 2) of a channel shuffle")
+        return ChannelGroups(value.tensor, value.groups, shuffled=True)
     rank = c.tensor(x).type.rank
     perm = list(range(rank))
     perm[dim0 % rank], perm[dim1 % rank] = perm[dim1 % rank], perm[dim0 % rank]
@@ -565,7 +612,27 @@ def _transpose(c: Converter, node, x, dim0, dim1):
 
 
 def _identity(c: Converter, node, x, *args, **kwargs):
-    return c.value(x) if isinstance(c.value(x), Pooled) else c.tensor(x)
+    return c.value(x) if isinstance(c.value(x), (Pooled, ChannelGroups)) else c.tensor(x)
+
+
+def _chunk(c: Converter, node, x, chunks, dim=0):
+    tensor = c.tensor(x)
+    if dim % (tensor.type.rank) == 0:
+        raise c.fail("splits the batch (dim=0); fusegraph splits along dim >= 1")
+    return Split(int(chunks), axis=dim % tensor.type.rank, name=c.name_here())(tensor)
+
+
+def _split(c: Converter, node, x, split_size_or_sections, dim=0):
+    tensor = c.tensor(x)
+    axis = dim % tensor.type.rank
+    if axis == 0:
+        raise c.fail("splits the batch (dim=0); fusegraph splits along dim >= 1")
+    length = tensor.type.shape[axis]
+    sizes = split_size_or_sections
+    if isinstance(sizes, int):
+        sizes = [sizes] * (length // sizes) + ([length % sizes] if length % sizes else [])
+    pieces = Split(tuple(int(s) for s in sizes), axis=axis, name=c.name_here())(tensor)
+    return pieces if isinstance(pieces, list) else [pieces]
 
 
 def _identity_module(c: Converter, node, module, x):
@@ -599,7 +666,9 @@ FUNCTIONS: dict[Callable, Callable] = {
     F.dropout: _dropout_function, F.batch_norm: _batch_norm_function, F.layer_norm: _layer_norm_function,
     operator.add: _add, torch.add: _add, operator.iadd: _add,
     operator.mul: _mul, torch.mul: _mul, operator.imul: _mul,
-    torch.cat: _cat, torch.concat: _cat, torch.permute: _permute, torch.transpose: _transpose,
+    operator.floordiv: _sizes(operator.floordiv), operator.sub: _sizes(operator.sub),
+    torch.cat: _cat, torch.concat: _cat, torch.chunk: _chunk, torch.split: _split, torch.permute: _permute,
+    torch.transpose: _transpose,
     operator.getitem: _getitem, getattr: _getattr, torch.zeros: _zeros, F.embedding: _embedding_function,
     torch.lstm: _recurrent_function("LSTM"), torch.gru: _recurrent_function("GRU"),
     torch.rnn_tanh: _recurrent_function("RNN"),
@@ -608,7 +677,7 @@ FUNCTIONS: dict[Callable, Callable] = {
 METHODS: dict[str, Callable] = {
     "view": _view, "reshape": _view, "flatten": _flatten_function, "size": _size, "mean": _mean,
     "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add, "mul": _mul,
-    "permute": _permute, "transpose": _transpose, "contiguous": _identity,
+    "permute": _permute, "transpose": _transpose, "contiguous": _identity, "chunk": _chunk, "split": _split,
 }
 
 _aten = torch.ops.aten
@@ -626,7 +695,8 @@ FUNCTIONS.update({
     _aten.embedding.default: _aten_embedding, _aten.batch_norm.default: _aten_batch_norm,
     _aten.layer_norm.default: _layer_norm_function,
     _aten.add.Tensor: _add, _aten.mul.Tensor: _mul, _aten.cat.default: _cat, _aten.permute.default: _permute,
-    _aten.transpose.int: _transpose, _aten.contiguous.default: _identity, _aten.zeros.default: _zeros,
+    _aten.transpose.int: _transpose, _aten.contiguous.default: _identity, _aten.clone.default: _identity,
+    _aten.split.Tensor: _split, _aten.split_with_sizes.default: _split, _aten.chunk.default: _chunk, _aten.zeros.default: _zeros,
     _aten.lstm.input: _recurrent_function("LSTM"), _aten.gru.input: _recurrent_function("GRU"),
     _aten.rnn_tanh.input: _recurrent_function("RNN"), _aten.slice.Tensor: _aten_slice,
     _aten.select.int: lambda c, node, x, dim, index: _getitem(c, node, x, index if dim == 0 else

@@ -91,3 +91,12 @@ class Part:
 
 class Zeros:
     """torch.zeros(...): an RNN's initial state as torch.compile's graphs write it (fusegraph starts from zeros)."""
+
+
+@dataclass
+class ChannelGroups:
+    """A map viewed as (batch, groups, channels // groups, ...): the first step of a channel shuffle."""
+
+    tensor: SymbolicTensor
+    groups: int
+    shuffled: bool = False  # its two group axes swapped (transpose(1, 2)): viewed back, a ChannelShuffle

@@ -87,3 +87,14 @@ register_template("split", render_copy, launch_split)
 register_template("transpose", render_copy, lambda fn, node, target, inputs, outputs:
                   launch_copy(fn, target, inputs[0].permute(*node.attrs["perm"]), outputs[0]))
 register_template("zeros", node_source(FILL_SOURCE, "zero fill"), launch_zeros)
+
+
+def launch_channel_shuffle(fn, node, target, inputs, outputs):
+    """The shuffle as one strided copy: (N, g, C/g, L) read transposed into (N, C/g, g, L)."""
+    (x,), (out,) = inputs, outputs
+    n, c, groups = x.shape[0], x.shape[1], node.attrs["groups"]
+    src = x.reshape(n, groups, c // groups, -1).transpose(1, 2)
+    launch_copy(fn, target, src, out.view(n, c // groups, groups, -1))
+
+
+register_template("channel_shuffle", render_copy, launch_channel_shuffle)

@@ -1,7 +1,7 @@
 """The DSL: Keras-named layers that build fusegraph IR, the functional Model and Sequential."""
 
 from .conv import Conv1D, Conv2D
-from .core import Activation, Dense, Dropout, Embedding, Flatten, Permute, Reshape
+from .core import Activation, ChannelShuffle, Dense, Dropout, Embedding, Flatten, Permute, Reshape, Split
 from .layer import Layer
 from .merge import Add, ChannelScale, Concatenate, Multiply
 from .model import Input, Model, Sequential
@@ -23,8 +23,8 @@ from .tensor import SymbolicTensor
 
 __all__ = [
     "GRU", "LSTM", "Activation", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D",
-    "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale", "Concatenate", "Multiply",
+    "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale", "ChannelShuffle", "Concatenate", "Multiply",
     "Conv1D", "Conv2D", "Dense",
     "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "LayerNorm", "MaxPool1D",
-    "MaxPool2D", "Model", "Permute", "Reshape", "Sequential", "SimpleRNN", "SymbolicTensor",
+    "MaxPool2D", "Model", "Permute", "Reshape", "Sequential", "SimpleRNN", "Split", "SymbolicTensor",
 ]

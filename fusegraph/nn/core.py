@@ -6,6 +6,7 @@ import numbers
 import zlib
 from math import prod
 
+import torch
 from torch import nn
 
 from ..ir import BATCH, GraphError, TensorType, as_int
@@ -223,3 +224,78 @@ class Embedding(Layer):
         module = copy_into(nn.Embedding(self.num_embeddings, self.dim), params, {"weight": f"{self.name}.weight"})
         module.weight.requires_grad_(self.trainable)
         return module
+
+
+class ChannelShuffle(Layer):
+    """ShuffleNet's channel shuffle: the channels in `groups` groups, interleaved (torchvision's
+    channel_shuffle: view as (batch, groups, channels // groups, ...), swap those two, view back)."""
+
+    def __init__(self, groups: int, name: str | None = None) -> None:
+        super().__init__(name)
+        self.groups = positive_int(groups, "groups", self.describe() if name else "ChannelShuffle")
+
+    def config(self):
+        return {"groups": self.groups}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        return [b.op("channel_shuffle", [x], name=name, layer=name, groups=self.groups)]
+
+    def torch_module(self, params):
+        return ShuffleChannels(self.groups)
+
+
+class ShuffleChannels(nn.Module):
+    """The torch side of ChannelShuffle."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c = x.shape[:2]
+        return x.reshape(n, self.groups, c // self.groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+
+
+class Split(Layer):
+    """`Split(sizes, axis=1)(x)`: the pieces of x along `axis` (counting the batch as 0), as torch.split;
+    an int is that many equal pieces (torch.chunk)."""
+
+    def __init__(self, sizes, axis: int = 1, name: str | None = None) -> None:
+        super().__init__(name)
+        self.sizes, self.axis = sizes, axis
+        if not (isinstance(sizes, int) and sizes > 0 or isinstance(sizes, (tuple, list)) and sizes
+                and all(isinstance(s, int) and s > 0 for s in sizes)):
+            raise self.fail(f"sizes must be a positive int (equal pieces) or positive ints, got {sizes!r}")
+        if not isinstance(axis, int) or axis == 0:
+            raise self.fail(f"axis must be an int other than 0 (the batch), got {axis!r}")
+
+    def config(self):
+        return {"sizes": self.sizes, "axis": self.axis}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        length = x.type.shape[self.axis % x.type.rank]
+        sizes = self.sizes
+        if isinstance(sizes, int):
+            if length % sizes:
+                raise GraphError(f"layer '{name}' (Split) cannot split {length} into {sizes} equal pieces")
+            sizes = (length // sizes,) * sizes
+        outputs = b.op("split", [x], name=name, layer=name, axis=self.axis, sizes=tuple(sizes))
+        return list(outputs) if isinstance(outputs, tuple) else [outputs]
+
+    def torch_module(self, params):
+        return SplitInto(self.sizes, self.axis)
+
+
+class SplitInto(nn.Module):
+    """The torch side of Split."""
+
+    def __init__(self, sizes, axis: int) -> None:
+        super().__init__()
+        self.sizes, self.axis = sizes, axis
+
+    def forward(self, x):
+        if isinstance(self.sizes, int):
+            return list(torch.chunk(x, self.sizes, self.axis))
+        return list(torch.split(x, list(self.sizes), self.axis))

@@ -219,10 +219,43 @@ class ConvNeXtBlockish(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(self.down(h + x), 1), 1))
 
 
+def channel_shuffle(x, groups: int):
+    """torchvision.models.shufflenetv2.channel_shuffle as published."""
+    batchsize, num_channels, height, width = x.size()
+    channels_per_group = num_channels // groups
+    x = x.view(batchsize, groups, channels_per_group, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    x = x.view(batchsize, num_channels, height, width)
+    return x
+
+
+class ShuffleNetV2Block(nn.Module):
+    """torchvision ShuffleNetV2's InvertedResidual at stride 1: half the channels through a 1x1 - depthwise
+    3x3 - 1x1 branch, the halves joined and shuffled."""
+
+    def __init__(self, branch_features=4):
+        super().__init__()
+        torch.manual_seed(8)
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(branch_features, branch_features, 1, bias=False), nn.BatchNorm2d(branch_features),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(branch_features, branch_features, 3, 1, 1, groups=branch_features, bias=False),
+            nn.BatchNorm2d(branch_features),
+            nn.Conv2d(branch_features, branch_features, 1, bias=False), nn.BatchNorm2d(branch_features),
+            nn.ReLU(inplace=True))
+        self.head = nn.Linear(2 * branch_features, 3)
+
+    def forward(self, x):
+        x1, x2 = x.chunk(2, dim=1)
+        out = channel_shuffle(torch.cat((x1, self.branch2(x2)), dim=1), 2)
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
 BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
           (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6)),
-          (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5))]
-IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext"]
+          (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5)), (ShuffleNetV2Block, (2, 8, 5, 5))]
+IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext",
+       "shufflenet_v2"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)

@@ -202,3 +202,16 @@ def test_layer_norm_and_dense_over_the_last_axis_of_a_map(tiles):
     with interpreter_tiles(tiles):
         assert_compiled_matches_torch(model, feeds)
         assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")
+
+
+def test_split_and_channel_shuffle():
+    """Split (torch.chunk / torch.split) and ChannelShuffle (torchvision's channel_shuffle) against their
+    torch sides, forward and every gradient (the shuffle's is the shuffle in the other grouping)."""
+    x = fg.Input((12, 3, 4))
+    a, b, c = fg.Split((4, 6, 2))(x)
+    joined = fg.Concatenate()([fg.Conv2D(6, 3, padding="same", activation="relu")(b), a, c])
+    shuffled = fg.ChannelShuffle(3)(fg.ChannelShuffle(2)(joined))
+    model = fg.Model(x, fg.Dense(2)(fg.Flatten()(shuffled)))
+    feeds = feeds_for(model, 3)
+    assert_compiled_matches_torch(model, feeds)
+    assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")

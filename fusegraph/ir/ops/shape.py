@@ -118,3 +118,28 @@ set_vjp("reshape", _reshape_vjp)
 set_vjp("transpose", _transpose_vjp)
 set_vjp("concat", _concat_vjp)
 set_vjp("split", _split_vjp)
+
+
+# -- channel shuffle (ShuffleNet): x.view(N, g, C // g, ...).transpose(1, 2).reshape(N, C, ...) ---------
+def _shuffle_rule(types, attrs):
+    (x,) = types
+    groups = attrs["groups"]
+    if x.rank < 3 or not isinstance(groups, int) or groups < 1 or x.shape[1] % groups:
+        raise GraphError(f"channel_shuffle of {shape_str(x)} in {groups!r} groups: the groups must divide its channels")
+    return [x]
+
+
+def _shuffle_reference(inputs, attrs, ctx):
+    x, groups = inputs[0], attrs["groups"]
+    n, c = x.shape[:2]
+    return [x.reshape(n, groups, c // groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)]
+
+
+def _shuffle_vjp(b, node, grads, needs):
+    # the inverse permutation is the shuffle in the other grouping
+    return [b.op("channel_shuffle", [grads[0]], groups=node.inputs[0].type.shape[1] // node.attrs["groups"])]
+
+
+register_op(OpDef("channel_shuffle", 1, _shuffle_rule, _shuffle_reference,
+                  "channels in `groups` groups interleaved (ShuffleNet's channel shuffle); attr groups"))
+set_vjp("channel_shuffle", _shuffle_vjp)
