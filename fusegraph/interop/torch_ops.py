@@ -38,6 +38,7 @@ from ..nn import (
     GlobalAvgPool1D,
     GlobalAvgPool2D,
     LayerNorm,
+    LayerScale,
     MaxPool1D,
     MaxPool2D,
     Multiply,
@@ -535,6 +536,18 @@ def _getitem(c: Converter, node, container, index):
     raise c.fail(f"indexes a tensor with {index!r}; fusegraph supports indexing an RNN's results only")
 
 
+def _layer_scale(c: Converter, weight: Constant, x: SymbolicTensor) -> SymbolicTensor:
+    """A parameter times a map, per channel (ConvNeXt's layer scale: weight (C, 1, 1) * x)."""
+    shape = tuple(weight.tensor.shape)
+    if shape != (x.shape[0], *(1,) * (len(x.shape) - 1)):
+        raise c.fail(f"multiplies {x.type} by the weight '{weight.key}' of shape {shape}; fusegraph multiplies a map "
+                     f"by a per-channel weight ({x.shape[0]}, 1, ...) (a layer scale)")
+    name = c.name_here()
+    out = LayerScale(name=name)(x)
+    c.copy(name, {"weight": (weight.tensor, weight.key)})
+    return out
+
+
 def _sizes(operation: Callable) -> Callable:
     """Arithmetic on sizes read off a tensor's shape (x.size(1) // groups): plain ints, computed now."""
     def handler(c: Converter, node, a, b):
@@ -560,6 +573,9 @@ def _mul(c: Converter, node, a, b):
     channels, 1, 1) (squeeze-and-excitation's gate, either side of the *); two sizes, their product."""
     if all(isinstance(c.value(v), int) for v in (a, b)):
         return c.value(a) * c.value(b)
+    for weight, data in ((c.value(a), b), (c.value(b), a)):
+        if isinstance(weight, Constant) and isinstance(c.value(data), SymbolicTensor):
+            return _layer_scale(c, weight, c.tensor(data))
     if not all(isinstance(c.value(v), (SymbolicTensor, Part, Pooled)) for v in (a, b)):
         raise c.fail("multiplies by a constant; fusegraph multiplies two tensors (of one shape, or a map by "
                      "per-sample channel weights)")

@@ -1,7 +1,18 @@
 """The DSL: Keras-named layers that build fusegraph IR, the functional Model and Sequential."""
 
 from .conv import Conv1D, Conv2D
-from .core import Activation, ChannelShuffle, Dense, Dropout, Embedding, Flatten, Permute, Reshape, Split
+from .core import (
+    Activation,
+    ChannelShuffle,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    LayerScale,
+    Permute,
+    Reshape,
+    Split,
+)
 from .layer import Layer
 from .merge import Add, ChannelScale, Concatenate, Multiply
 from .model import Input, Model, Sequential
@@ -22,9 +33,9 @@ from .recurrent import GRU, LSTM, SimpleRNN
 from .tensor import SymbolicTensor
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D",
-    "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale", "ChannelShuffle", "Concatenate", "Multiply",
-    "Conv1D", "Conv2D", "Dense",
-    "Dropout", "Embedding", "Flatten", "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "LayerNorm", "MaxPool1D",
-    "MaxPool2D", "Model", "Permute", "Reshape", "Sequential", "SimpleRNN", "Split", "SymbolicTensor",
+    "Activation", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "Add",
+    "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale", "ChannelShuffle", "Concatenate",
+    "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "GRU", "GlobalAvgPool1D", "GlobalAvgPool2D",
+    "Input", "LSTM", "Layer", "LayerNorm", "LayerScale", "MaxPool1D", "MaxPool2D", "Model", "Multiply", "Permute",
+    "Reshape", "Sequential", "SimpleRNN", "Split", "SymbolicTensor",
 ]

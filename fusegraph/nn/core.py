@@ -299,3 +299,41 @@ class SplitInto(nn.Module):
         if isinstance(self.sizes, int):
             return list(torch.chunk(x, self.sizes, self.axis))
         return list(torch.split(x, list(self.sizes), self.axis))
+
+
+class LayerScale(Layer):
+    """Each channel times a learned scale, started at `init_value` (ConvNeXt's layer scale, CaiT's): its
+    `weight` is shaped as torch broadcasts it, (channels, 1, ...) for a map, (features,) for a vector."""
+
+    def __init__(self, init_value: float = 1e-6, name: str | None = None) -> None:
+        super().__init__(name)
+        if isinstance(init_value, bool) or not isinstance(init_value, (int, float)):
+            raise self.fail(f"init_value must be a number, got {init_value!r}")
+        self.init_value = float(init_value)
+        self.shape: tuple[int, ...] = ()
+
+    def config(self):
+        return {"init_value": self.init_value}
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        if not x.type.batched or x.type.rank < 2:
+            raise GraphError(f"layer '{name}' (LayerScale) takes (batch, channels, ...), got {x.type}")
+        self.shape = (x.type.shape[1], *(1,) * (x.type.rank - 2))
+        weight = b.parameter(f"{name}.weight", TensorType(self.shape, param_dtype(x.type)), "constant", layer=name,
+                             value=self.init_value)
+        return [b.op("channel_mul", [x, weight], name=name, layer=name, axis=1)]
+
+    def torch_module(self, params):
+        return copy_into(ChannelWeights(self.shape), params, {"weight": f"{self.name}.weight"})
+
+
+class ChannelWeights(nn.Module):
+    """The torch side of LayerScale: `weight * x`, the weight broadcast over what follows the channels."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x):
+        return self.weight * x

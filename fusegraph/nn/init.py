@@ -27,6 +27,8 @@ def _sample(node: Node, generator: torch.Generator) -> torch.Tensor:
         return torch.zeros(shape)
     if init == "ones":
         return torch.ones(shape)
+    if init == "constant":
+        return torch.full(shape, float(node.attrs["value"]))
     if init == "normal":
         return torch.randn(shape, generator=generator)
     if init == "uniform":

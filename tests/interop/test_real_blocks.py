@@ -200,8 +200,9 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class ConvNeXtBlockish(nn.Module):
-    """torchvision's CNBlock without its layer scale: a 7x7 depthwise conv, permute to channels-last,
-    LayerNorm, Linear - GELU - Linear over channels, permute back, the residual; a LayerNorm2d after."""
+    """torchvision's CNBlock: a 7x7 depthwise conv, permute to channels-last, LayerNorm, Linear - GELU -
+    Linear over channels, permute back, the layer scale (a (C, 1, 1) Parameter), the residual (stochastic
+    depth is the identity in evaluation); a LayerNorm2d after."""
 
     def __init__(self, dim=8):
         super().__init__()
@@ -210,12 +211,13 @@ class ConvNeXtBlockish(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.rand(dim, 1, 1) + 0.5)
         self.down = LayerNorm2d(dim, eps=1e-6)
         self.head = nn.Linear(dim, 3)
 
     def forward(self, x):
         h = self.block(x).permute(0, 2, 3, 1)
-        h = self.pwconv2(F.gelu(self.pwconv1(self.norm(h)))).permute(0, 3, 1, 2)
+        h = self.layer_scale * self.pwconv2(F.gelu(self.pwconv1(self.norm(h)))).permute(0, 3, 1, 2)
         return self.head(torch.flatten(F.adaptive_avg_pool2d(self.down(h + x), 1), 1))
 
 

@@ -215,3 +215,12 @@ def test_split_and_channel_shuffle():
     feeds = feeds_for(model, 3)
     assert_compiled_matches_torch(model, feeds)
     assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")
+
+
+def test_layer_scale_joins_the_epilogue_and_trains_like_torch():
+    model = fg.Sequential([fg.Input((4, 5, 5)), fg.Conv2D(4, 3, padding="same"), fg.LayerScale(0.5, name="ls"),
+                           fg.Activation("relu"), fg.Flatten(), fg.Dense(6), fg.LayerScale(2.0), fg.Dense(2)])
+    feeds = feeds_for(model, 3)
+    compiled = assert_compiled_matches_torch(model, feeds)
+    assert compiled.kernel_names[0] == "conv2d_bias_add_channel_mul_relu" and model.params["ls.weight"].shape == (4, 1, 1)
+    assert_grads_match_torch(model, feeds, targets_for(model, "mse", 3), "mse")

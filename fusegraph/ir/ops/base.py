@@ -144,7 +144,9 @@ def channel_inputs(node: Any) -> list[int]:
     """Positions of a `per_channel` node's inputs that are per-channel vectors (a bias, a norm's statistics)."""
     if "per_channel" not in OPS[node.op].traits or node.outputs[0].type.rank < 2:
         return []
-    return [i for i, v in enumerate(node.inputs) if i >= 1 and v.type.rank == 1]
+    # a vector, or one kept as torch broadcasts it, (C, 1, ..., 1): the same values in the same order
+    return [i for i, v in enumerate(node.inputs)
+            if i >= 1 and (v.type.rank == 1 or v.type.rank > 1 and set(v.type.shape[1:]) == {1})]
 
 
 def get_op(name: str) -> OpDef:

@@ -3,7 +3,7 @@
 from ..errors import GraphError
 from .base import OpDef, register_op
 
-INITIALISERS = ("he_normal", "glorot_uniform", "zeros", "ones", "uniform", "normal")
+INITIALISERS = ("he_normal", "glorot_uniform", "zeros", "ones", "constant", "uniform", "normal")  # constant: attr value
 
 
 def _argument_rule(types, attrs):

@@ -55,8 +55,39 @@ def _bias_reference(inputs, attrs, ctx):
     return [x + b.reshape([-1 if i == axis else 1 for i in range(x.dim())])]
 
 
+def _scale_rule(types, attrs):
+    x, g = types
+    require_float(x)
+    require_same_dtype(types)
+    axis = normalize_axis(attrs["axis"], x.rank)
+    if g.shape[:1] != (x.shape[axis],) or any(d != 1 for d in g.shape[1:]):
+        raise GraphError(f"a per-channel scale {shape_str(g)} does not match axis {axis} of {shape_str(x)}: it must "
+                         f"be ({x.shape[axis]},) or ({x.shape[axis]}, 1, ...)")
+    return [x]
+
+
+def _scale_reference(inputs, attrs, ctx):
+    x, g = inputs
+    axis = attrs["axis"] % x.dim()
+    return [x * g.reshape([-1 if i == axis else 1 for i in range(x.dim())])]
+
+
+def _scale_vjp(b, node, grads, needs):
+    (dy,) = grads
+    x, g = node.inputs
+    axis = node.attrs["axis"]
+    dx = b.op("channel_mul", [dy, g], axis=axis) if needs[0] else None
+    if not needs[1]:
+        return [dx, None]
+    dg = b.op("bias_grad", [b.op("mul", [dy, x])], axis=axis)
+    return [dx, dg if g.type.rank == 1 else b.op("reshape", [dg], shape=g.type.shape)]
+
+
 register_op(OpDef("matmul", 2, _matmul_rule, _matmul_reference, "attrs transpose_b"))
 register_op(OpDef("bias_add", 2, _bias_rule, _bias_reference, "attrs axis", math=Arg(0) + Arg(1)))
+register_op(OpDef("channel_mul", 2, _scale_rule, _scale_reference,
+                  "x times a per-channel scale along attr axis (a layer scale, shaped (C,) or (C, 1, ...))",
+                  math=Arg(0) * Arg(1)))
 
 
 # -- backward -----------------------------------------------------------------------------------
@@ -105,7 +136,8 @@ register_op(OpDef("bias_grad", 1, _bias_grad_rule, _bias_grad_reference, "sum ov
 set_traits(("bias_grad",), "layout_free")
 set_vjp("matmul", _matmul_vjp)
 set_vjp("bias_add", _bias_vjp)
+set_vjp("channel_mul", _scale_vjp)
 
-set_traits(("bias_add",), "elementwise", "per_channel")
+set_traits(("bias_add", "channel_mul"), "elementwise", "per_channel")
 set_traits(("matmul",), "matmul_anchor")
 set_traits(("matmul", "matmul_tn"), "autocast_half")  # torch.autocast's lower-precision list (linear, matmul)
