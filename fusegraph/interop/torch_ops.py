@@ -599,6 +599,8 @@ def _cat(c: Converter, node, tensors, dim=0):
             raise c.fail(f"concatenates single directions of an RNN's final state; supported: {RNN_READS}")
         return parts[0].rnn.build("last")
     values = [c.tensor(t) for t in tensors]
+    if len(values) == 1:  # a list of one (DenseNet's first layer): the tensor itself
+        return values[0]
     axis = dim % values[0].type.rank
     if axis == 0:
         raise c.fail("concatenates along the batch (dim=0); fusegraph concatenates along dim >= 1")

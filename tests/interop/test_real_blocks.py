@@ -253,11 +253,63 @@ class ShuffleNetV2Block(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
+class _DenseLayer(nn.Module):
+    """torchvision.models.densenet._DenseLayer as published (its list-of-features input, the memory-efficient
+    branch off)."""
+
+    def __init__(self, num_input_features, growth_rate, bn_size, drop_rate, memory_efficient=False):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(num_input_features)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, kernel_size=1, stride=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, stride=1, padding=1, bias=False)
+        self.drop_rate = float(drop_rate)
+        self.memory_efficient = memory_efficient
+
+    def bn_function(self, inputs):
+        concated_features = torch.cat(inputs, 1)
+        return self.conv1(self.relu1(self.norm1(concated_features)))
+
+    def forward(self, input):
+        prev_features = [input] if isinstance(input, torch.Tensor) else input
+        bottleneck_output = self.bn_function(prev_features)
+        new_features = self.conv2(self.relu2(self.norm2(bottleneck_output)))
+        if self.drop_rate > 0:
+            new_features = F.dropout(new_features, p=self.drop_rate, training=self.training)
+        return new_features
+
+
+class DenseNetish(nn.Module):
+    """torchvision's DenseNet: a dense block (every layer reads the concatenation of all before it) and a
+    transition (BN, ReLU, 1x1 conv, 2x2 average pool)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(9)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(3, 2, 1))
+        self.layers = nn.ModuleList([_DenseLayer(8 + i * 4, growth_rate=4, bn_size=2, drop_rate=0.0) for i in range(2)])
+        self.transition = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.Conv2d(16, 8, 1, bias=False),
+                                        nn.AvgPool2d(kernel_size=2, stride=2))
+        self.norm = nn.BatchNorm2d(8)
+        self.classifier = nn.Linear(8, 3)
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        for layer in self.layers:
+            features.append(layer(features))
+        out = F.relu(self.norm(self.transition(torch.cat(features, 1))), inplace=True)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1))
+
+
 BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
           (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6)),
-          (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5)), (ShuffleNetV2Block, (2, 8, 5, 5))]
+          (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5)), (ShuffleNetV2Block, (2, 8, 5, 5)),
+          (DenseNetish, (2, 3, 8, 8))]
 IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext",
-       "shufflenet_v2"]
+       "shufflenet_v2", "densenet"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)
