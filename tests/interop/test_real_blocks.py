@@ -13,6 +13,7 @@ from torch import nn
 import fusegraph as fg
 from fusegraph.interop import dynamo
 from tests.conftest import KERNEL_ATOL, KERNEL_RTOL
+from tests.interop.test_sharing import BasicBlockNet
 
 
 class Fire(nn.Module):
@@ -304,11 +305,12 @@ class DenseNetish(nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1))
 
 
-BLOCKS = [(SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
+BLOCKS = [(BasicBlockNet, (2, 3, 6, 6)),
+          (SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
           (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6)),
           (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5)), (ShuffleNetV2Block, (2, 8, 5, 5)),
           (DenseNetish, (2, 3, 8, 8))]
-IDS = ["squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext",
+IDS = ["resnet", "squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext",
        "shufflenet_v2", "densenet"]
 
 
