@@ -14,7 +14,8 @@ _LAYERS = ("GRU", "LSTM", "Activation", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D"
            "AdaptiveMaxPool2D", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale",
            "ChannelShuffle", "Concatenate", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
            "GlobalAvgPool1D", "GlobalAvgPool2D", "Input", "Layer", "LayerNorm", "LayerScale", "MaxPool1D",
-           "MaxPool2D", "Model", "Multiply", "Permute", "Reshape", "Sequential", "SimpleRNN", "Split")
+           "MaxPool2D", "Model", "Multiply", "Permute", "Reshape", "Sequential", "SimpleRNN", "Split",
+           "StochasticDepth")
 # each public name -> the module that defines it
 _HOMES: dict[str, str] = {
     **dict.fromkeys(_ERRORS, ".ir"),

@@ -64,12 +64,12 @@ def test_validate_takes_a_torch_module_with_example_inputs(tmp_path, capsys):
                     "                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3))\n"
                     "    return net, torch.randn(2, 1, 4, 4)\n"
                     "def unsupported():\n"
-                    "    return nn.Sequential(nn.LayerNorm(4)), torch.randn(2, 4)\n")
+                    "    return nn.Sequential(nn.GroupNorm(2, 4)), torch.randn(2, 4, 3)\n")
     assert main(["validate", f"{path}:build", "--batch", "3"]) == 0
     out = capsys.readouterr().out
     assert "against the torch module (Sequential)" in out and out.rstrip().endswith("PASS")
     assert main(["validate", f"{path}:unsupported"]) == 2
-    assert "module '0' (LayerNorm) is not supported" in capsys.readouterr().err
+    assert "module '0' (GroupNorm) is not supported" in capsys.readouterr().err
 
 
 def test_show_explain_reports_fusion(capsys):

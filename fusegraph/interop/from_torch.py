@@ -22,11 +22,19 @@ import torch
 from torch import fx, nn
 
 from ..ir import GraphError
-from ..nn import GRU, LSTM, Input, Model, Reshape, SimpleRNN
+from ..nn import GRU, LSTM, ChannelShuffle, Input, Model, Reshape, SimpleRNN
 from ..nn.recurrent import PARAM_NAMES
 from ..nn.tensor import SymbolicTensor
-from .torch_ops import FUNCTIONS, METHODS, MODULES, SUPPORTED_FUNCTIONS, SUPPORTED_MODULES
-from .values import RNN_READS, Constant, Direction, Part, Pooled, Recurrent, Zeros
+from .torch_ops import (
+    FUNCTIONS,
+    METHODS,
+    NAMED_MODULES,
+    SUPPORTED_FUNCTIONS,
+    SUPPORTED_MODULES,
+    module_handler,
+    qualified_name,
+)
+from .values import RNN_READS, ChannelGroups, Constant, Direction, Part, Pooled, Recurrent, Zeros
 
 
 def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], *,
@@ -112,7 +120,7 @@ def _handled(root: nn.Module, node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in METHODS
     if node.op == "call_module":
-        return type(root.get_submodule(node.target)) in MODULES
+        return module_handler(root.get_submodule(node.target)) is not None
     return node.op == "get_attr"
 
 
@@ -129,11 +137,18 @@ def _stand_in(converter: Converter, node: fx.Node, example, weights: set[str]):
                  name=converter.layer_name(node.name))
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, keeping whole the modules fusegraph knows by name (NAMED_MODULES)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return qualified_name(type(m)) in NAMED_MODULES or super().is_leaf_module(m, module_qualified_name)
+
+
 def _trace(module: nn.Module, examples: list[torch.Tensor]) -> tuple[fx.GraphModule, nn.Module]:
     """(graph, the module its get_attr nodes read): torch.fx's symbolic trace, or where it cannot trace
     (control flow on shapes, say) torch.export's, its batch left free, at ATen level."""
     try:
-        return fx.symbolic_trace(module), module
+        return fx.GraphModule(module, _Tracer().trace(module)), module
     except Exception as fx_error:  # noqa: BLE001 - torch.fx's many failure types
         failure = f"torch.fx: {type(fx_error).__name__}: {fx_error}"
     try:
@@ -216,7 +231,7 @@ class Converter:
         """Each call becomes layers of its own (a module called again: new layers, its weights tied to the
         first call's by `copy`)."""
         module = self.root.get_submodule(node.target)
-        handler = next((h for cls, h in MODULES.items() if type(module) is cls), None)
+        handler = module_handler(module)
         if handler is None:
             raise self.unsupported(f"module '{node.target}' ({type(module).__name__}) is not supported",
                                    SUPPORTED_MODULES)
@@ -254,12 +269,23 @@ class Converter:
                 kept = Reshape((value.tensor.shape[0], *(1,) * value.spatial), name=self.layer_name("kept_size_1_axes"))
                 value.kept = kept(value.tensor)
             return value.kept
+        if isinstance(value, ChannelGroups):  # the grouped view read as a tensor: a reshape
+            return self.grouped(value)
         if isinstance(value, (Part, Recurrent, Direction)):
             what = value.part if isinstance(value, Part) else "one direction" if isinstance(value, Direction) \
                 else "result"
             path = value.path if isinstance(value, Recurrent) else value.rnn.path
             raise self.fail(f"reads the {what} of the RNN at '{path}'; supported: {RNN_READS}")
         raise self.fail(f"takes {value!r} where a tensor computed from the inputs is needed")
+
+    def grouped(self, value: ChannelGroups) -> SymbolicTensor:
+        """(batch, groups, channels // groups, ...), or with the two group axes swapped."""
+        tensor, groups = value.tensor, value.groups
+        channels, spatial = tensor.shape[0], tuple(tensor.shape[1:])
+        if value.shuffled:
+            tensor = ChannelShuffle(groups, name=self.layer_name(f"{self.node.name}_shuffled"))(tensor)
+        axes = (channels // groups, groups) if value.shuffled else (groups, channels // groups)
+        return Reshape((*axes, *spatial), name=self.layer_name(f"{self.node.name}_grouped"))(tensor)
 
     def layer_name(self, base: str) -> str:
         name = re.sub(r"\W", "_", base)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import operator
 from collections.abc import Callable, Sequence
+from math import prod
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,7 +44,9 @@ from ..nn import (
     MaxPool2D,
     Multiply,
     Permute,
+    Reshape,
     Split,
+    StochasticDepth,
 )
 from ..nn.recurrent import PARAM_NAMES
 from ..nn.tensor import SymbolicTensor
@@ -238,15 +241,32 @@ def _view(c: Converter, node, x, *shape):
     if shuffle is not None:
         return shuffle
     tensor = value.tensor if isinstance(value, Pooled) else c.tensor(x)
-    features = 1
-    for d in tensor.shape[1:]:
-        features *= d
+    features = prod(tensor.shape)
     batch_first = len(sizes) == 2 and (sizes[0] == -1 and sizes[1] == features or isinstance(sizes[0], Size)
                                        and sizes[0].dim == 0 and sizes[1] in (-1, features))
-    if not batch_first:
+    if batch_first:
+        return tensor if isinstance(value, Pooled) or tensor.type.rank == 2 else Flatten(name=c.name_here())(tensor)
+    target = _batch_first_shape(sizes, features)
+    if target is None:
         raise c.fail(f"reshapes to {tuple(s if not isinstance(s, Size) else 'x.size(0)' for s in sizes)}; fusegraph "
-                     "reshapes only to (batch, features): x.view(x.size(0), -1), x.flatten(1), nn.Flatten")
-    return tensor if isinstance(value, Pooled) or tensor.type.rank == 2 else Flatten(name=c.name_here())(tensor)
+                     f"reshapes a (batch, {', '.join(map(str, tensor.shape))}) tensor only keeping the batch first: "
+                     "x.view(x.size(0), ...) with as many elements, x.flatten(1), nn.Flatten")
+    return tensor if target == tensor.shape else Reshape(target, name=c.name_here())(tensor)
+
+
+def _batch_first_shape(sizes: list, features: int) -> tuple[int, ...] | None:
+    """The shape after the batch that `.view(*sizes)` gives a sample of `features` elements, if the view
+    keeps the batch first (x.size(0) first, or -1 before sizes given in full); None otherwise."""
+    if len(sizes) < 2 or not all(isinstance(s, int) and (s > 0 or s == -1) for s in sizes[1:]):
+        return None
+    rest = list(sizes[1:])
+    known = prod(s for s in rest if s != -1)
+    if isinstance(sizes[0], Size) and sizes[0].dim == 0:
+        if rest.count(-1) == 1 and known and features % known == 0:
+            rest[rest.index(-1)] = features // known
+    elif not (sizes[0] == -1 and -1 not in rest):
+        return None
+    return tuple(rest) if -1 not in rest and prod(rest) == features else None
 
 
 def _channel_shuffle_view(c: Converter, value, sizes: list):
@@ -259,8 +279,7 @@ def _channel_shuffle_view(c: Converter, value, sizes: list):
         if value.shuffled and batch and len(sizes) == len(tensor.shape) + 1 and \
                 sizes[1] in (-1, tensor.shape[0]) and tuple(sizes[2:]) == tuple(tensor.shape[1:]):
             return ChannelShuffle(value.groups, name=c.name_here())(tensor)
-        raise c.fail("views a map grouped by channels other than back to (batch, channels, ...) after swapping "
-                     "the groups; fusegraph supports the channel shuffle (ShuffleNet's) only")
+        return None  # any other view of the grouped map: a reshape of it
     if not isinstance(value, SymbolicTensor) or not batch or len(sizes) != len(value.shape) + 2:
         return None
     channels, spatial = value.shape[0], tuple(value.shape[1:])
@@ -657,6 +676,29 @@ def _identity_module(c: Converter, node, module, x):
     return _identity(c, node, x)
 
 
+def _drop_samples(c: Converter, x, rate: float, why: str | None):
+    """A residual branch dropped per sample in training (whatever mode the module was traced in: fusegraph's
+    training graph drops, its inference graph does not, as for nn.Dropout)."""
+    if why is not None:
+        raise c.fail(why)
+    if not 0.0 <= rate < 1.0:
+        raise c.fail(f"drops with probability {rate}; fusegraph's StochasticDepth takes a rate in [0, 1)")
+    tensor = c.tensor(x)
+    return tensor if rate == 0 else StochasticDepth(rate, name=c.name_here())(tensor)
+
+
+def _stochastic_depth_module(c: Converter, node, module, x):
+    why = (None if module.mode == "row" else
+           f"has mode={module.mode!r} (the whole batch dropped together); fusegraph drops per sample: mode='row'")
+    return _drop_samples(c, x, float(module.p), why)
+
+
+def _drop_path_module(c: Converter, node, module, x):
+    why = (None if getattr(module, "scale_by_keep", True) or module.drop_prob == 0 else
+           "has scale_by_keep=False; fusegraph's StochasticDepth scales the kept samples by 1/(1-rate)")
+    return _drop_samples(c, x, float(module.drop_prob), why)
+
+
 MODULES: dict[type, Callable] = {
     nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Linear: _linear_module,
     nn.MaxPool1d: _pool_module("max", 1), nn.MaxPool2d: _pool_module("max", 2),
@@ -670,6 +712,24 @@ MODULES: dict[type, Callable] = {
     nn.LayerNorm: _layer_norm_module,
     nn.LSTM: _recurrent_module, nn.GRU: _recurrent_module, nn.RNN: _recurrent_module,
 }
+
+# modules of packages fusegraph does not import, known by where they are defined; torch.fx keeps them
+# whole (their forward branches on self.training)
+NAMED_MODULES: dict[str, Callable] = {
+    "torchvision.ops.stochastic_depth.StochasticDepth": _stochastic_depth_module,
+    "timm.layers.drop.DropPath": _drop_path_module,
+    "timm.models.layers.drop.DropPath": _drop_path_module,
+}
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def module_handler(module: nn.Module) -> Callable | None:
+    """The handler converting calls of `module`: by its class, else by its class's qualified name."""
+    return MODULES.get(type(module)) or NAMED_MODULES.get(qualified_name(type(module)))
+
 
 FUNCTIONS: dict[Callable, Callable] = {
     F.conv1d: _conv_function(1), F.conv2d: _conv_function(2), torch.conv1d: _conv_function(1),
@@ -727,7 +787,7 @@ MODULES.update({cls: _activation_module(op) for op in ACTIVATIONS for cls in op.
 FUNCTIONS.update({fn: _activation_call(op) for op in ACTIVATIONS for fn in op.torch.functions})
 METHODS.update({method: _activation_call(op) for op in ACTIVATIONS for method in op.torch.methods})
 
-SUPPORTED_MODULES = ", ".join(sorted(cls.__name__ for cls in MODULES))
+SUPPORTED_MODULES = ", ".join(sorted([cls.__name__ for cls in MODULES] + [*NAMED_MODULES]))
 SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_*_pool*, "
                        f"activations ({', '.join(op.name for op in ACTIVATIONS)}, softmax, log_softmax) as "
                        "functions and methods, F.dropout, torch.flatten / .view / .reshape to (batch, -1), mean "

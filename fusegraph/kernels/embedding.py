@@ -27,12 +27,14 @@ def {name}(ids_ptr, table_ptr, out_ptr, R, D, BLOCK_R: tl.constexpr, BLOCK_D: tl
 
 DROPOUT_SOURCE = '''
 @triton.jit
-def {name}(x_ptr, out_ptr, step_ptr, NUMEL, SEED, RATE, BLOCK: tl.constexpr):
+def {name}(x_ptr, out_ptr, step_ptr, NUMEL, SEED, RATE, DRAW_EVERY, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    # the step is read from memory, not passed: a captured CUDA graph draws a new mask every step
-    keep = tl.rand(SEED + tl.load(step_ptr), offs) >= RATE
+    # the step is read from memory, not passed: a captured CUDA graph draws a new mask every step;
+    # one draw per element, or per sample (DRAW_EVERY = a sample's size: the batch is outermost in
+    # either layout)
+    keep = tl.rand(SEED + tl.load(step_ptr), offs // DRAW_EVERY) >= RATE
     y = tl.where(keep, x / (1.0 - RATE), 0.0)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 '''
@@ -70,7 +72,9 @@ def launch_dropout(fn, node, target, inputs, outputs):
     step = getattr(fn, "step", None)
     if step is None:
         step = _NO_STEP.setdefault(str(x.device), torch.zeros((), dtype=torch.int64, device=x.device))
-    fn[(triton.cdiv(numel, block),)](x, out, step, numel, node.attrs["seed"], float(node.attrs["rate"]), BLOCK=block)
+    draw_every = numel // x.shape[0] if node.attrs.get("per_sample", False) and numel else 1
+    fn[(triton.cdiv(numel, block),)](x, out, step, numel, node.attrs["seed"], float(node.attrs["rate"]), draw_every,
+                                     BLOCK=block)
 
 
 SCATTER_SOURCE = '''

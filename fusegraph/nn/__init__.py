@@ -12,6 +12,7 @@ from .core import (
     Permute,
     Reshape,
     Split,
+    StochasticDepth,
 )
 from .layer import Layer
 from .merge import Add, ChannelScale, Concatenate, Multiply
@@ -37,5 +38,5 @@ __all__ = [
     "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale", "ChannelShuffle", "Concatenate",
     "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "GRU", "GlobalAvgPool1D", "GlobalAvgPool2D",
     "Input", "LSTM", "Layer", "LayerNorm", "LayerScale", "MaxPool1D", "MaxPool2D", "Model", "Multiply", "Permute",
-    "Reshape", "Sequential", "SimpleRNN", "Split", "SymbolicTensor",
+    "Reshape", "Sequential", "SimpleRNN", "Split", "StochasticDepth", "SymbolicTensor",
 ]

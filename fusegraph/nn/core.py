@@ -202,6 +202,34 @@ class Dropout(Layer):
         return nn.Dropout(self.rate)
 
 
+class StochasticDepth(Dropout):
+    """Identity at inference; in training drops each sample whole with probability `rate` and scales the
+    kept ones by 1/(1-rate): torchvision's StochasticDepth(p, mode="row") and timm's DropPath, applied to
+    a residual branch before its sum."""
+
+    def emit(self, b, inputs, name):
+        (x,) = inputs
+        seed = self.seed if self.seed is not None else zlib.crc32(name.encode())
+        return [b.op("dropout", [x], name=name, layer=name, rate=float(self.rate), seed=seed, per_sample=True)]
+
+    def torch_module(self, params):
+        return DropSamples(self.rate)
+
+
+class DropSamples(nn.Module):
+    """The torch side of StochasticDepth (torchvision's stochastic_depth, mode "row")."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x):
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+        return x * keep.bernoulli_(1.0 - self.rate).div_(1.0 - self.rate)
+
+
 class Embedding(Layer):
     """int64 token ids (batch, ...) → vectors (batch, ..., dim); the table is (num_embeddings, dim)."""
 

@@ -288,12 +288,12 @@ UNSUPPORTED = [
      "read both as its whole output sequence and as its last step"),
     ("initial state", WithState(), (1, 5, 3),
      "module 'm' \\(LSTM\\) is given an initial state"),
-    ("module", Wrap(lambda s, x: s.m(x), m=nn.LayerNorm(4)), (2, 4),
-     "module 'm' \\(LayerNorm\\) is not supported .*supported: AdaptiveAvgPool1d, "),
+    ("module", Wrap(lambda s, x: s.m(x), m=nn.GroupNorm(2, 4)), (2, 4, 3),
+     "module 'm' \\(GroupNorm\\) is not supported .*supported: AdaptiveAvgPool1d, "),
     ("function", Wrap(lambda s, x: torch.exp(x)), (2, 4), "torch.exp is not supported .*supported: F.conv1d"),
     ("control flow", Wrap(_branchy), (2, 4), "neither torch.fx nor torch.export can trace Wrap \\(torch.fx: "
      "TraceError: .*; torch.export: .*Control flow that depends on tensor values cannot be traced"),
-    ("reshape", Wrap(lambda s, x: x.view(x.size(0), 2, -1)), (2, 4), "reshapes to \\('x.size\\(0\\)', 2, -1\\)"),
+    ("reshape", Wrap(lambda s, x: x.view(-1, 3)), (2, 4, 3), "reshapes to \\(-1, 3\\); .*keeping the batch first"),
     ("constant", Wrap(lambda s, x: x + 1.0), (2, 4), "adds a constant"),
     ("softmax dim", Wrap(lambda s, x: F.softmax(x, dim=1)), (2, 3, 4), "takes dim=1; fusegraph's softmax runs over"),
     ("shared statistics", Wrap(lambda s, x: s.m(s.m(x)), m=nn.BatchNorm1d(4)), (2, 4),
@@ -302,6 +302,15 @@ UNSUPPORTED = [
     ("scaled", Wrap(lambda s, x: x * 2.0), (2, 4), "multiplies by a constant"),
     ("broadcast product", Wrap(lambda s, x: x * x[:, :1]), (2, 3, 4), "indexes a tensor"),
 ]
+
+
+@pytest.mark.parametrize("view", [lambda x: x.view(x.size(0), 3, 4), lambda x: x.reshape(-1, 2, 6),
+                                  lambda x: x.view(x.size(0), 2, -1).transpose(1, 2)],
+                         ids=["sizes", "batch -1", "channel groups swapped"])
+def test_a_view_keeping_the_batch_first_is_a_reshape(view):
+    x = torch.randn(2, 4, 3)
+    model = fg.from_torch(Wrap(lambda s, t: view(t)), x)
+    torch.testing.assert_close(fg.compile(model)(x), view(x))
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")  # torch's, running the example

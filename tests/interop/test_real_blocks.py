@@ -191,6 +191,87 @@ class MobileNetV3Block(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+def stochastic_depth(input, p: float, mode: str, training: bool = True):
+    """torchvision.ops.stochastic_depth as published (its logging call aside)."""
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"drop probability has to be between 0 and 1, but got {p}")
+    if mode not in ["batch", "row"]:
+        raise ValueError(f"mode has to be either 'batch' or 'row', but got {mode}")
+    if not training or p == 0.0:
+        return input
+    survival_rate = 1.0 - p
+    size = [input.shape[0]] + [1] * (input.ndim - 1) if mode == "row" else [1] * input.ndim
+    noise = torch.empty(size, dtype=input.dtype, device=input.device)
+    noise = noise.bernoulli_(survival_rate)
+    if survival_rate > 0.0:
+        noise.div_(survival_rate)
+    return input * noise
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth as published."""
+
+    def __init__(self, p: float, mode: str) -> None:
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, input):
+        return stochastic_depth(input, self.p, self.mode, self.training)
+
+
+StochasticDepth.__module__ = "torchvision.ops.stochastic_depth"
+
+
+class DropPath(nn.Module):
+    """timm.layers.drop.DropPath as published."""
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True):
+        super().__init__()
+        self.drop_prob, self.scale_by_keep = drop_prob, scale_by_keep
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1 - self.drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+        if keep_prob > 0.0 and self.scale_by_keep:
+            random_tensor.div_(keep_prob)
+        return x * random_tensor
+
+
+DropPath.__module__ = "timm.layers.drop"
+
+
+def conv_norm_activation(cin, cout, kernel, groups=1, activation=nn.SiLU):
+    """torchvision.ops.Conv2dNormActivation: conv without bias, batch norm, the activation."""
+    layers = [nn.Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([activation(inplace=True)] if activation else []))
+
+
+class MBConv(nn.Module):
+    """torchvision EfficientNet's MBConv (expand ratio 4, kernel 3, stride 1: the residual is used) with its
+    stochastic depth, then a head."""
+
+    def __init__(self, drop=None, channels=8):
+        super().__init__()
+        torch.manual_seed(8)
+        expanded = 4 * channels
+        self.block = nn.Sequential(conv_norm_activation(channels, expanded, 1),
+                                   conv_norm_activation(expanded, expanded, 3, groups=expanded),
+                                   SqueezeExcitation(expanded, max(1, channels // 4), activation=nn.SiLU),
+                                   conv_norm_activation(expanded, channels, 1, activation=None))
+        self.stochastic_depth = drop if drop is not None else StochasticDepth(0.0, "row")
+        self.head = nn.Linear(channels, 3)
+
+    def forward(self, input):
+        result = self.block(input)
+        result = self.stochastic_depth(result)
+        result += input
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(result, 1), 1))
+
+
 class LayerNorm2d(nn.LayerNorm):
     """torchvision.models.convnext.LayerNorm2d as published."""
 
@@ -309,9 +390,9 @@ BLOCKS = [(BasicBlockNet, (2, 3, 6, 6)),
           (SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
           (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6)),
           (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5)), (ShuffleNetV2Block, (2, 8, 5, 5)),
-          (DenseNetish, (2, 3, 8, 8))]
+          (DenseNetish, (2, 3, 8, 8)), (MBConv, (2, 8, 5, 5))]
 IDS = ["resnet", "squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext",
-       "shufflenet_v2", "densenet"]
+       "shufflenet_v2", "densenet", "efficientnet"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)

@@ -33,9 +33,8 @@ def test_pooling_that_leaves_zero_size_output():
         fg.MaxPool2D(4, name="pool")(x)
 
 
-def test_dense_on_unflattened_4d_tensor():
-    with raises(r"layer 'fc' \(Dense\).*add Flatten\(\) before it"):
-        fg.Dense(10, name="fc")(fg.Input((3, 8, 8)))
+def test_dense_on_an_unflattened_map_acts_on_its_last_axis_as_torch_linear():
+    assert fg.Dense(10, name="fc")(fg.Input((3, 8, 8))).shape == (3, 8, 10)
 
 
 @pytest.mark.parametrize("make", [lambda: fg.Dense(3, activation="rellu"),

@@ -40,14 +40,17 @@ def _dropout_reference(inputs, attrs, ctx):
     if not ctx.training or attrs["rate"] == 0.0:
         return [x]
     generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + attrs["seed"])
-    keep = torch.rand(x.shape, generator=generator) >= attrs["rate"]
+    # per_sample (stochastic depth): one draw per sample, broadcast over the rest of it
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1) if attrs.get("per_sample", False) else x.shape
+    keep = torch.rand(shape, generator=generator) >= attrs["rate"]
     return [x * keep.to(x.device, x.dtype) / (1.0 - attrs["rate"])]
 
 
 register_op(OpDef("embedding", 2, _embedding_rule, _embedding_reference, "rows of the table by id"))
 set_execution("embedding", index_inputs=lambda node: [(0, node.inputs[1].type.shape[0], "token ids")])
 register_op(OpDef("dropout", 1, _dropout_rule, _dropout_reference,
-                  "identity at inference; in training a seeded mask scaled by 1/(1-rate); attrs rate, seed"))
+                  "identity at inference; in training a seeded mask scaled by 1/(1-rate); attrs rate, seed, "
+                  "per_sample (one draw per sample: stochastic depth)"))
 # autodiff marks the dropouts of a training graph (attr training): only those draw a mask
 set_execution("dropout", view=lambda node: not node.attrs.get("training", False))
 set_traits(("dropout",), "random", "layout_follows")
