@@ -243,9 +243,9 @@ class DropPath(nn.Module):
 DropPath.__module__ = "timm.layers.drop"
 
 
-def conv_norm_activation(cin, cout, kernel, groups=1, activation=nn.SiLU):
+def conv_norm_activation(cin, cout, kernel, stride=1, groups=1, activation=nn.SiLU):
     """torchvision.ops.Conv2dNormActivation: conv without bias, batch norm, the activation."""
-    layers = [nn.Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2, groups=groups, bias=False),
+    layers = [nn.Conv2d(cin, cout, kernel, stride=stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
               nn.BatchNorm2d(cout)]
     return nn.Sequential(*layers, *([activation(inplace=True)] if activation else []))
 
@@ -270,6 +270,52 @@ class MBConv(nn.Module):
         result = self.stochastic_depth(result)
         result += input
         return self.head(torch.flatten(F.adaptive_avg_pool2d(result, 1), 1))
+
+
+class RegNetBlock(nn.Module):
+    """torchvision RegNet's ResBottleneckBlock (Y variant): 1x1, grouped 3x3 with stride 2 (group width 4),
+    squeeze-excitation (ReLU, sigmoid gate), 1x1, a projected shortcut, `proj(x) + f(x)`, the activation."""
+
+    def __init__(self, width_in=8, width_out=16, group_width=4, se_ratio=0.25):
+        super().__init__()
+        torch.manual_seed(9)
+        self.proj = conv_norm_activation(width_in, width_out, 1, stride=2, activation=None)
+        self.f = nn.Sequential(conv_norm_activation(width_in, width_out, 1, activation=nn.ReLU),
+                               conv_norm_activation(width_out, width_out, 3, stride=2,
+                                                    groups=width_out // group_width, activation=nn.ReLU),
+                               SqueezeExcitation(width_out, int(round(se_ratio * width_in)), activation=nn.ReLU),
+                               conv_norm_activation(width_out, width_out, 1, activation=None))
+        self.activation = nn.ReLU(inplace=True)
+        self.head = nn.Linear(width_out, 3)
+
+    def forward(self, x):
+        x = self.activation(self.proj(x) + self.f(x))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class MNASNetBlock(nn.Module):
+    """torchvision MNASNet's stem (3x3 stride 2, depthwise 3x3, 1x1) and an _InvertedResidual with a 5x5
+    depthwise conv and the residual; batch norms with MNASNet's momentum 1 - 0.9997."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(10)
+        momentum = 1 - 0.9997
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(8, momentum=momentum),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8, momentum=momentum),
+            nn.ReLU(inplace=True), nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8, momentum=momentum))
+        self.layers = nn.Sequential(
+            nn.Conv2d(8, 24, 1, bias=False), nn.BatchNorm2d(24, momentum=momentum), nn.ReLU(inplace=True),
+            nn.Conv2d(24, 24, 5, padding=2, groups=24, bias=False), nn.BatchNorm2d(24, momentum=momentum),
+            nn.ReLU(inplace=True), nn.Conv2d(24, 8, 1, bias=False), nn.BatchNorm2d(8, momentum=momentum))
+        self.classifier = nn.Sequential(nn.Dropout(p=0.0, inplace=True), nn.Linear(8, 3))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.layers(x) + x
+        return self.classifier(x.mean([2, 3]))
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -390,9 +436,12 @@ BLOCKS = [(BasicBlockNet, (2, 3, 6, 6)),
           (SqueezeNetish, (2, 3, 21, 21)), (InceptionBranchPool, (2, 3, 11, 11)), (VGGBNish, (2, 3, 12, 12)),
           (AlexNetish, (2, 3, 23, 23)), (InvertedResidual, (2, 8, 6, 6)), (ResNeXtBottleneck, (2, 8, 6, 6)),
           (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5)), (ShuffleNetV2Block, (2, 8, 5, 5)),
-          (DenseNetish, (2, 3, 8, 8)), (MBConv, (2, 8, 5, 5))]
+          (DenseNetish, (2, 3, 8, 8)), (MBConv, (2, 8, 5, 5)),
+          (lambda: ResNeXtBottleneck(groups=1, base_width=128), (2, 8, 6, 6)), (RegNetBlock, (2, 8, 6, 6)),
+          (MNASNetBlock, (2, 3, 8, 8))]
 IDS = ["resnet", "squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext",
-       "shufflenet_v2", "densenet", "efficientnet"]
+       "shufflenet_v2", "densenet", "efficientnet",
+       "wide_resnet", "regnet", "mnasnet"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)
