@@ -83,6 +83,7 @@ class CompiledModel:
             self.runtime_params[LOSS_SCALE] = torch.full((), self.loss_scale, device=self.device)
         self._range_check_cache: dict[int, list] = {}
         self._shaped: dict[tuple, tuple[Graph, Graph, GraphRunner]] = {}  # other input shapes' programs
+        self._shaped_training: dict[tuple, tuple[Graph, Graph, GraphRunner]] = {}  # (shapes, bound) -> training's
         self._recipes: dict[int, list] = {}
         self._graph_runners: list[GraphRunner] = []
         self.counter = LaunchCounter()
@@ -204,10 +205,11 @@ class CompiledModel:
             text += "\n(compiled with fuse=False)"
         if self.cuda_graphs:
             text += "\n(on CUDA each call replays these launches as one CUDA graph, captured per input shape)"
-        shapes = ", ".join(str(shape) for shape in (tuple(v.type.feature_shape for v in self.source_graph.inputs),
-                                                    *self._shaped))
+        shapes = ", ".join(str(shape) for shape in dict.fromkeys(
+            (tuple(v.type.feature_shape for v in self.source_graph.inputs), *self._shaped,
+             *(shapes for shapes, _ in self._shaped_training))))
         text += (f"\n(inputs of other feature shapes than {self.model_shapes} compile a program of their own on "
-                 f"their first call, kept: so far {shapes})")
+                 f"their first call or training step, kept: so far {shapes})")
         return text
 
     def memory_report(self, batch: int) -> dict[str, int]:
@@ -259,7 +261,7 @@ class CompiledModel:
         (a training step updates them)."""
         if self.options.loss is None:
             raise GraphError("compile with loss=... to get gradients, e.g. fg.compile(model, loss='cross_entropy')")
-        outputs = self._run_training(x, y, self._gradients)
+        outputs = self._run_training(x, y, *self._training_for(x, self._gradients))
         grads = outputs[1:1 + len(self.trainable)]
         unscale = 1.0 / self.loss_scale if self.options.scales_loss else 1.0
         # NOTE: contiguous copies in the weights' dtype, like model.params: a packed (channels-last) conv weight's
@@ -268,9 +270,9 @@ class CompiledModel:
                                               copy=True).mul_(unscale)
                                    for name, g in zip(self.trainable, grads, strict=True)}
 
-    def _run_training(self, x, y, runner) -> list[torch.Tensor]:
+    def _run_training(self, x, y, source: Graph, graph: Graph, runner: GraphRunner) -> list[torch.Tensor]:
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
-        feeds = self._check_device_and_ids(check_feeds(self.train_source, [*xs, y]), self.train_graph)
+        feeds = self._check_device_and_ids(check_feeds(source, [*xs, y]), graph)
         with torch.no_grad():
             outputs = runner(feeds)
         self.last_launches = runner.last_launches
@@ -291,25 +293,64 @@ class CompiledModel:
         """The feature shapes (after the batch) of the inputs the model was built for."""
         return tuple(v.type.feature_shape for v in self.source_graph.inputs)
 
-    def _shaped_for(self, x) -> tuple[Graph, Graph, GraphRunner]:
-        """(source graph, compiled graph, runner) for inputs shaped like `x`: the model's own, or, for other
-        feature shapes (another sequence length, image size), a program compiled for them once and kept."""
+    def _other_shapes(self, x) -> tuple | None:
+        """The feature shapes of inputs `x` where they differ from the model's own and the model may be
+        built for them (same ranks); None otherwise (check_feeds then says what is wrong, if anything)."""
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         own = self.model_shapes
         shapes = tuple(tuple(t.shape[1:]) if isinstance(t, torch.Tensor) else None for t in xs)
         if shapes == own or len(shapes) != len(own) or None in shapes or not hasattr(self.model, "graph_for") \
                 or any(len(s) != len(o) for s, o in zip(shapes, own)):
-            return self.source_graph, self.graph, self._forward  # (check_feeds says what is wrong, if anything)
-        if shapes not in self._shaped:
+            return None
+        return shapes
+
+    def _source_for(self, shapes: tuple, x) -> Graph:
+        """The model's graph for inputs of feature shapes `shapes`, or an InputError saying why not."""
+        try:
+            return self.model.graph_for(shapes)
+        except GraphError as error:
             try:
-                source = self.model.graph_for(shapes)
-            except GraphError as error:
-                try:
-                    check_feeds(self.source_graph, x)
-                except InputError as mismatch:
-                    raise InputError(f"{mismatch}; inputs of other shapes get a program of their own where the "
-                                     f"model can take them, but {error}") from None
-                raise
+                check_feeds(self.source_graph, x)
+            except InputError as mismatch:
+                raise InputError(f"{mismatch}; inputs of other shapes get a program of their own where the "
+                                 f"model can take them, but {error}") from None
+            raise
+
+    def _training_for(self, x, runner: GraphRunner,
+                      bind: dict[str, torch.Tensor] | None = None) -> tuple[Graph, Graph, GraphRunner]:
+        """(training source, compiled training graph, runner) for inputs shaped like `x`: the model's own
+        with `runner`, or, for other feature shapes, a training program compiled for them once and kept,
+        writing its gradients into `bind` as `runner` does. Its graph must be the model's own but for
+        shapes (the same outputs, weights stored alike), so the flat buffers and indices serve both."""
+        shapes = self._other_shapes(x)
+        if shapes is None:
+            return self.train_source, self.train_graph, runner
+        key = (shapes, bind is not None)
+        if key not in self._shaped_training:
+            source = autodiff(self._source_for(shapes, x), self.options.loss)
+            graph, _ = run_pipeline(source, self.options, training=True)
+            stored = {n.name: n.outputs[0].type.layout for n in graph.param_nodes}
+            if [v.name for v in graph.outputs] != [v.name for v in self.train_graph.outputs] or \
+                    stored != {n.name: n.outputs[0].type.layout for n in self.train_graph.param_nodes}:
+                raise InputError(f"{self.model.name} cannot train on inputs of feature shapes {shapes}: its training "
+                                 f"graph for them differs from the one for {self.model_shapes} beyond shapes")
+            program = Program(graph, self.target, self.counter)
+            step = getattr(self, "_step_number", None)
+            for kernel in program.kernels:
+                if step is not None and has_trait(kernel.node, "random"):
+                    kernel.kernel.step = step  # the step's dropout masks, as in the model's own program
+            self._shaped_training[key] = (source, graph, self._runner(
+                lambda feeds: program.run(feeds, self.params_for(graph), bind)))
+        return self._shaped_training[key]
+
+    def _shaped_for(self, x) -> tuple[Graph, Graph, GraphRunner]:
+        """(source graph, compiled graph, runner) for inputs shaped like `x`: the model's own, or, for other
+        feature shapes (another sequence length, image size), a program compiled for them once and kept."""
+        shapes = self._other_shapes(x)
+        if shapes is None:
+            return self.source_graph, self.graph, self._forward
+        if shapes not in self._shaped:
+            source = self._source_for(shapes, x)
             graph, _ = run_pipeline(source, self.options)
             program = Program(graph, self.target, self.counter)
             self._shaped[shapes] = (source, graph,

@@ -187,7 +187,7 @@ class Trainer(CompiledModel):
         step = self.steps_taken + 1
         self._step_number.fill_(step)
         self.params_for(self.train_graph)  # NOTE: a CUDA graph replay runs no Python: refresh the half copies first
-        outputs = self._run_training(x, y, self._step_runner)
+        outputs = self._run_training(x, y, *self._training_for(x, self._step_runner, self._bind))
         launches = self.last_launches
         launches += self._update(outputs)
         self.steps_taken = step

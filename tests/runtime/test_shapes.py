@@ -61,3 +61,29 @@ def test_other_image_sizes_through_a_global_pool_and_a_clear_error_through_a_fla
         fg.compile(flat)(torch.randn(2, 3, 8))
     x = torch.randn(2, 3, 8, 8)  # the model as it was built: trying another size changed none of its layers
     torch.testing.assert_close(fg.compile(flat)(x), flat.to_torch()(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+
+
+def test_a_converted_text_model_trains_at_other_lengths_as_torch_does():
+    """Training steps at 20, 40 and 20 steps of a model converted at 28 (torch.optim.SGD on the net itself as
+    the oracle), and the gradients of one batch at 40 steps against torch.autograd's."""
+    net = TextClassifier().train()
+    model = fg.from_torch(net, torch.randint(0, 30, (2, 28)))
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(0.5))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    for steps in (20, 40, 20):
+        ids, y = torch.randint(0, 30, (3, steps)), torch.randint(0, 3, (3,))
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(net(ids), y)
+        loss.backward()
+        optimizer.step()
+        assert trainer.train_step(ids, y) == pytest.approx(loss.item(), rel=1e-5)
+    assert [shapes for shapes, _ in trainer._shaped_training] == [((20,),), ((40,),)]  # compiled once each
+    weights = dict(net.named_parameters())
+    for ours, theirs in model.torch_names.items():
+        torch.testing.assert_close(trainer.params[ours], weights[theirs].detach(), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+    ids, y = torch.randint(0, 30, (3, 40)), torch.randint(0, 3, (3,))
+    value, grads = trainer.loss_and_grads(ids, y)
+    net.zero_grad()
+    nn.functional.cross_entropy(net(ids), y).backward()
+    for ours, grad in grads.items():
+        torch.testing.assert_close(grad, weights[model.torch_names[ours]].grad, rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
