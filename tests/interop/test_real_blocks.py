@@ -318,6 +318,59 @@ class MNASNetBlock(nn.Module):
         return self.classifier(x.mean([2, 3]))
 
 
+class TimmBasicBlock(nn.Module):
+    """timm's ResNet BasicBlock as published (drop_block and aa as nn.Identity, `x += shortcut`), with the
+    "d" variants' average-pool shortcut (timm's downsample_avg: a ceil-mode 2x2 average pool not counting
+    padding, a 1x1 conv, batch norm)."""
+
+    def __init__(self, inplanes=8, planes=12, stride=2):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.drop_block = nn.Identity()
+        self.act1 = nn.ReLU(inplace=True)
+        self.aa = nn.Identity()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False),
+                                        nn.Conv2d(inplanes, planes, 1, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        shortcut = x
+        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
+        x = self.bn2(self.conv2(x))
+        shortcut = self.downsample(shortcut)
+        x += shortcut
+        return self.act2(x)
+
+
+class TimmResNet10tish(nn.Module):
+    """timm's resnet10t at small widths: the "deep tiered" stem (three 3x3 convs, the first strided), batch
+    norm, act, a padded 3x3 max pool, one TimmBasicBlock with the average-pool shortcut, global pool, fc."""
+
+    def __init__(self, stem_width=8):
+        super().__init__()
+        torch.manual_seed(11)
+        stem_chs = (3 * (stem_width // 4), stem_width)
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, stem_chs[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(stem_chs[0]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(stem_chs[0], stem_chs[1], 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(stem_chs[1]),
+            nn.ReLU(inplace=True), nn.Conv2d(stem_chs[1], 8, 3, stride=1, padding=1, bias=False))
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act1 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = TimmBasicBlock()
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        return self.fc(self.flatten(self.global_pool(self.layer1(x))))
+
+
 class LayerNorm2d(nn.LayerNorm):
     """torchvision.models.convnext.LayerNorm2d as published."""
 
@@ -438,10 +491,10 @@ BLOCKS = [(BasicBlockNet, (2, 3, 6, 6)),
           (MobileNetV3Block, (2, 8, 5, 5)), (ConvNeXtBlockish, (2, 8, 5, 5)), (ShuffleNetV2Block, (2, 8, 5, 5)),
           (DenseNetish, (2, 3, 8, 8)), (MBConv, (2, 8, 5, 5)),
           (lambda: ResNeXtBottleneck(groups=1, base_width=128), (2, 8, 6, 6)), (RegNetBlock, (2, 8, 6, 6)),
-          (MNASNetBlock, (2, 3, 8, 8))]
+          (MNASNetBlock, (2, 3, 8, 8)), (TimmResNet10tish, (2, 3, 18, 18))]
 IDS = ["resnet", "squeezenet", "googlenet", "vgg_bn", "alexnet", "mobilenet_v2", "resnext", "mobilenet_v3", "convnext",
        "shufflenet_v2", "densenet", "efficientnet",
-       "wide_resnet", "regnet", "mnasnet"]
+       "wide_resnet", "regnet", "mnasnet", "timm_resnet10t"]
 
 
 @pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)
