@@ -137,25 +137,44 @@ def _scan_vjp(b, node, grads, needs):
     """The gradient of a scan is a scan too, run the other way: its cell is the VJP of the forward cell,
     recomputed from the carries the forward stored (`carry_steps`); it carries the carries' gradients
     and emits each step's input gradients, and a loop constant's gradient (a weight's) is summed over
-    the steps after it (`_constant_gradients`)."""
+    the steps after it (`_constant_gradients`). The carries it ends with are the gradients of the
+    initial carries, where the scan was given them."""
     attrs, body = node.attrs, node.attrs["body"]
     carries, num_seqs = attrs["num_carries"], attrs["num_seqs"]
-    if attrs.get("init_carries", False) or "carry_steps" not in attrs:
-        raise GraphError(f"{node.where}: only scans that start from zero carries and expose them can be differentiated")
-    seqs, consts = node.inputs[:num_seqs], node.inputs[num_seqs:]
+    if "carry_steps" not in attrs:
+        raise GraphError(f"{node.where}: only scans that expose their carries at every step can be differentiated")
+    first = initial_carry_count(attrs)
+    starts = node.inputs[:first] or [None] * carries
+    seqs, consts = node.inputs[first:first + num_seqs], node.inputs[first + num_seqs:]
+    needs = needs[first:]
     reverse = attrs.get("reverse", False)
     step_grads = grads[carries:]
     with_grad = [k for k, d in enumerate(step_grads) if d is not None]
-    carry_in = [b.op("time_shift", [node.outputs[carries + k]], reverse=reverse) for k in attrs["carry_steps"]]
+    carry_in = [_carries_started_from(b, node.outputs[carries + k], start, reverse)
+                for k, start in zip(attrs["carry_steps"], starts)]
     cell = _GradientCell(b, body, carries, num_seqs, with_grad, needs)
     inits = [d if d is not None else b.op("zeros", [v]) for d, v in zip(grads[:carries], node.outputs[:carries])]
     dy_seqs = [step_grads[k] for k in with_grad]
     outs = b.op("scan", [*inits, *carry_in, *seqs, *dy_seqs, *consts], body=cell.graph, num_carries=carries,
                 num_seqs=carries + num_seqs + len(dy_seqs), reverse=not reverse, init_carries=True)
     stacked = list(outs[carries:]) if isinstance(outs, tuple) else []
+    initial = list(outs[:carries]) if first else []  # NOTE: outs is a tuple: a scan has a carry and a sequence
     result = [stacked[cell.seq_slots[i]] if i in cell.seq_slots else None for i in range(num_seqs)]
-    return result + [_constant_gradients(b, cell.const_terms.get(i, []), stacked) for i in range(len(consts))]
+    return initial + result + [_constant_gradients(b, cell.const_terms.get(i, []), stacked) for i in range(len(consts))]
 
+
+def _carries_started_from(b, steps, start, reverse: bool):
+    """The carry each step started from, (batch, time, ...): the carries after each step (`steps`) shifted
+    one step, the first step's being `start` (zero where the scan was given none)."""
+    if start is None:
+        return b.op("time_shift", [steps], reverse=reverse)
+    time = steps.type.shape[1]
+    first = b.op("reshape", [start], shape=(start.type.shape[0], 1, *start.type.shape[1:]))
+    if time == 1:
+        return first
+    sizes = (1, time - 1) if reverse else (time - 1, 1)
+    earlier, later = b.op("split", [steps], axis=1, sizes=sizes)
+    return b.op("concat", [later, first] if reverse else [first, earlier], axis=1)
 
 class _GradientCell:
     """The backward scan's cell: inputs (carry gradients, stored carries, sequences, step gradients,
