@@ -321,12 +321,14 @@ class Converter:
     def recurrent_layers(self, rnn: Recurrent, sequence: bool) -> SymbolicTensor:
         cls = {"LSTM": LSTM, "GRU": GRU, "RNN": SimpleRNN}[rnn.kind]
         directions = ("", "_reverse") if rnn.bidirectional else ("",)
-        x = rnn.x
+        x, rnn.finals = rnn.x, []
         for k in range(rnn.layers):
             name = rnn.name if rnn.layers == 1 else self.layer_name(f"{rnn.name}_l{k}")
+            # its final states too: another RNN may start from them (an encoder's, handed to its decoder)
             layer = cls(rnn.hidden, return_sequences=sequence or k < rnn.layers - 1, bidirectional=rnn.bidirectional,
-                        name=name)
-            x = layer(x)
+                        return_state=True, name=name)
+            x, *finals = layer(x, *(rnn.initial[k] if rnn.initial else []))
+            rnn.finals.append(finals)
             self.copy(name, {f"{p}{d}": rnn.weights[f"{p}_l{k}{d}"] for p in PARAM_NAMES for d in directions})
         return x
 

@@ -443,8 +443,6 @@ def _batch_norm_module(c: Converter, node, module, x):
 
 
 def _recurrent_module(c: Converter, node, module, x, state=None):
-    if state is not None:
-        raise c.fail("is given an initial state; fusegraph RNNs start from zeros")
     for option, ok, needed in (("batch_first", module.batch_first, "batch_first=True"),
                                ("bias", module.bias, "bias=True"),
                                ("proj_size", getattr(module, "proj_size", 0) == 0, "proj_size=0"),
@@ -456,8 +454,34 @@ def _recurrent_module(c: Converter, node, module, x, state=None):
     directions = ("", "_reverse") if module.bidirectional else ("",)
     weights = {f"{p}_l{k}{d}": (module.get_parameter(f"{p}_l{k}{d}"), f"{node.target}.{p}_l{k}{d}")
                for k in range(module.num_layers) for p in PARAM_NAMES for d in directions}
-    return Recurrent(type(module).__name__, module.hidden_size, module.num_layers, module.bidirectional, weights,
-                      node.target, c.name_here(), c.tensor(x), c)
+    rnn = Recurrent(type(module).__name__, module.hidden_size, module.num_layers, module.bidirectional, weights,
+                    node.target, c.name_here(), c.tensor(x), c)
+    rnn.initial = _initial_states(c, rnn, state)
+    return rnn
+
+
+def _initial_states(c: Converter, rnn: Recurrent, state) -> list[list[SymbolicTensor]] | None:
+    """Per layer, the carries an RNN starts from: None for zeros (no state, or torch.zeros); the final
+    states of another RNN of the same form (an encoder's (h_n, c_n) handed to its decoder)."""
+    given = [c.value(s) for s in state] if isinstance(state, (tuple, list)) else [c.value(state)]
+    if state is None or all(isinstance(v, Zeros) for v in given):
+        return None
+    lstm = rnn.kind == "LSTM"
+    whole = len(given) == 1 and isinstance(given[0], Part) and given[0].part == "state"
+    unpacked = all(isinstance(v, Part) for v in given) and [v.part for v in given] == (["h", "c"] if lstm else ["h"]) \
+        and len({id(v.rnn) for v in given}) == 1
+    if not (whole or unpacked):
+        raise c.fail("is given an initial state fusegraph cannot read; it takes zeros, or the final states of "
+                     "another RNN of the same form (an encoder's (h_n, c_n) handed to a decoder). States put the "
+                     "batch on axis 1: one given as an input or computed in forward is not supported yet")
+    source = given[0].rnn
+    form = (source.kind, source.hidden, source.layers, source.bidirectional)
+    if form != (rnn.kind, rnn.hidden, rnn.layers, rnn.bidirectional):
+        raise c.fail(f"starts from the final states of the {source.kind} at '{source.path}' ({source.layers} "
+                     f"layer(s) of {source.hidden}, bidirectional={source.bidirectional}); fusegraph hands states "
+                     f"only between RNNs of the same form ({rnn.kind}, {rnn.layers} layer(s) of {rnn.hidden}, "
+                     f"bidirectional={rnn.bidirectional})")
+    return source.final_states()
 
 
 def _zeros(c: Converter, node, *size, **kwargs):

@@ -56,8 +56,10 @@ class Recurrent:
     x: SymbolicTensor
     converter: Converter
     flat: bool = False  # torch.lstm / aten.lstm: (output, h_n[, c_n]), not nn.LSTM's (output, (h_n, c_n))
+    initial: list[list[SymbolicTensor]] | None = None  # per layer, the carries it starts from (None: zeros)
     built: str | None = None
     output: SymbolicTensor | None = None
+    finals: list[list[SymbolicTensor]] | None = None  # per layer, its final carries, each direction's in turn
 
     def build(self, use: str) -> SymbolicTensor:
         if self.built is not None and self.built != use:
@@ -67,6 +69,13 @@ class Recurrent:
             self.output = self.converter.recurrent_layers(self, sequence=use == "sequence")
             self.built = use
         return self.output
+
+    def final_states(self) -> list[list[SymbolicTensor]]:
+        """Per layer, its final carries (h[, c] of each direction in turn); built as its last step if not yet."""
+        if self.output is None:
+            self.build("last")
+        assert self.finals is not None
+        return self.finals
 
 
 @dataclass

@@ -212,7 +212,7 @@ def autodiff(graph: Graph, loss: str) -> Graph:
     else:
         target_type = graph.outputs[0].type
     b = _extending(graph)
-    target = b.input("target", target_type)
+    target = b.input(_target_name(graph), target_type)
     loss_value, seed = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
     trainable = [n for n in graph.param_nodes if n.attrs.get("trainable", True)]
     grads = backprop(GradEmitter(b), list(graph.nodes), {logits.name: seed}, {n.name for n in trainable},
@@ -249,6 +249,17 @@ def vjp_graph(graph: Graph, training: bool = True) -> Graph:
     return _inputs_first(b, [*graph.outputs, *wrt, *running], f"{graph.name}_vjp")
 
 
+def _target_name(graph: Graph) -> str:
+    """`target`, unless the model already has a value so named (a converted forward's argument): then
+    `loss_target`, numbered if need be."""
+    taken = {v.name for v in graph.inputs} | {v.name for n in graph.nodes for v in n.outputs}
+    name, n = "target", 0
+    while name in taken:
+        n += 1
+        name = "loss_target" if n == 1 else f"loss_target_{n - 1}"
+    return name
+
+
 def loss_graph(graph: Graph, loss: str) -> Graph:
     """The forward graph with its loss: inputs then `target`; outputs (mean loss, the value the loss read)."""
     verify(graph)
@@ -257,7 +268,7 @@ def loss_graph(graph: Graph, loss: str) -> Graph:
     logits, _ = _loss_input(graph, loss)
     target_type = TensorType((BATCH,), "int64") if loss == "cross_entropy" else graph.outputs[0].type
     b = _extending(graph)
-    target = b.input("target", target_type)
+    target = b.input(_target_name(graph), target_type)
     value, _ = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
     return _inputs_first(b, [value, logits], f"{graph.name}_eval")
 
