@@ -34,7 +34,7 @@ from .torch_ops import (
     module_handler,
     qualified_name,
 )
-from .values import RNN_READS, ChannelGroups, Constant, Direction, Part, Pooled, Recurrent, Zeros
+from .values import RNN_READS, ChannelGroups, Constant, Direction, Noise, Part, Pooled, Recurrent, Zeros
 
 
 def from_torch(module: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], *,
@@ -91,6 +91,7 @@ def refusals(graph_module: fx.GraphModule, weights: set[str]) -> dict[str, str]:
     eager torch would hand it to the nodes after it."""
     converter = Converter(graph_module, [], {})
     refused: dict[str, str] = {}
+    masks: dict[int, list[str]] = {}  # a stochastic depth mask (Noise) -> the nodes making it, in place
     for node in graph_module.graph.nodes:
         example = node.meta.get("example_value", node.meta.get("val"))
         if node.op == "output":
@@ -110,6 +111,16 @@ def refusals(graph_module: fx.GraphModule, weights: set[str]) -> dict[str, str]:
             converter.env[node.name] = _stand_in(converter, node, example, weights)
         except Exception:  # noqa: BLE001 - arguments only the real tensors settle: decided when converted
             converter.env[node.name] = _stand_in(converter, node, example, weights)
+        value = converter.env.get(node.name)
+        if isinstance(value, Noise):
+            masks.setdefault(id(value), []).append(node.name)
+    # NOTE: a mask made in place (empty, bernoulli_, div_) whose reader runs eager is made eager too, in order
+    for node in graph_module.graph.nodes:
+        if node.name in refused:
+            for arg in node.all_input_nodes:
+                for name in masks.get(id(converter.env.get(arg.name)), []) if isinstance(
+                        converter.env.get(arg.name), Noise) else []:
+                    refused.setdefault(name, f"makes the random mask {node.name} reads, which runs as eager torch")
     return refused
 
 

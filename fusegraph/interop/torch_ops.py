@@ -50,7 +50,7 @@ from ..nn import (
 )
 from ..nn.recurrent import PARAM_NAMES
 from ..nn.tensor import SymbolicTensor
-from .values import RNN_READS, ChannelGroups, Constant, Direction, Part, Pooled, Recurrent, Size, Zeros
+from .values import RNN_READS, ChannelGroups, Constant, Direction, Noise, Part, Pooled, Recurrent, Size, Zeros
 
 if TYPE_CHECKING:
     from .from_torch import Converter
@@ -616,6 +616,9 @@ def _mul(c: Converter, node, a, b):
     channels, 1, 1) (squeeze-and-excitation's gate, either side of the *); two sizes, their product."""
     if all(isinstance(c.value(v), int) for v in (a, b)):
         return c.value(a) * c.value(b)
+    for noise, data in ((c.value(a), b), (c.value(b), a)):
+        if isinstance(noise, Noise):
+            return _dropped_samples(c, node, noise, data)
     for weight, data in ((c.value(a), b), (c.value(b), a)):
         if isinstance(weight, Constant) and isinstance(c.value(data), SymbolicTensor):
             return _layer_scale(c, weight, c.tensor(data))
@@ -631,6 +634,50 @@ def _mul(c: Converter, node, a, b):
             return ChannelScale(name=c.name_here())([data, weights])
     raise c.fail(f"multiplies {x.type} by {y.type}; fusegraph multiplies tensors of one shape, or a map by "
                  "per-sample channel weights (batch, channels, 1, 1)")
+
+
+def _empty(c: Converter, node, *size, **kwargs):
+    return Noise(tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size)
+
+
+def _new_empty(c: Converter, node, x, size, **kwargs):
+    return Noise(tuple(size))
+
+
+def _bernoulli_(c: Converter, node, x, p=0.5, **kwargs):
+    noise = c.value(x)
+    if not isinstance(noise, Noise) or not isinstance(p, (int, float)):
+        raise c.fail("draws random numbers; fusegraph draws them only for stochastic depth "
+                     "(torch.empty(batch, 1, ...).bernoulli_(keep).div_(keep) times a tensor)")
+    noise.keep = float(p)  # NOTE: in place, as torch's bernoulli_: the nodes after it read the same object
+    return noise
+
+
+def _div_(c: Converter, node, x, other):
+    noise = c.value(x)
+    if not isinstance(noise, Noise) or noise.keep is None or other != noise.keep:
+        raise c.fail("divides in place; fusegraph supports it only scaling a stochastic depth mask by its keep "
+                     "probability")
+    noise.scaled = True
+    return noise
+
+
+def _dropped_samples(c: Converter, node, noise: Noise, data) -> SymbolicTensor:
+    """x * mask, where mask drops whole samples: StochasticDepth(1 - keep)."""
+    tensor = c.tensor(data)
+    example = node.meta.get("example_value", node.meta.get("val"))
+    batch = example.shape[0] if isinstance(example, torch.Tensor) else None
+    first = noise.shape[0] if noise.shape else None
+    per_sample = isinstance(first, Size) and first.dim == 0 or isinstance(first, int) and first == batch
+    if noise.keep is None or not noise.scaled or not per_sample or len(noise.shape) != len(tensor.shape) + 1 \
+            or any(d != 1 for d in noise.shape[1:]):
+        raise c.fail("multiplies by random numbers other than a stochastic depth mask; fusegraph supports "
+                     "torch.empty(batch, 1, ...).bernoulli_(keep).div_(keep) (torchvision's stochastic_depth in "
+                     "mode 'row', timm's drop_path with scale_by_keep)")
+    rate = 1.0 - noise.keep
+    if not 0.0 <= rate < 1.0:
+        raise c.fail(f"drops samples with probability {rate}; fusegraph's StochasticDepth takes a rate in [0, 1)")
+    return tensor if rate == 0 else StochasticDepth(rate, name=c.name_here())(tensor)
 
 
 def _cat(c: Converter, node, tensors, dim=0):
@@ -770,7 +817,7 @@ FUNCTIONS: dict[Callable, Callable] = {
     operator.mul: _mul, torch.mul: _mul, operator.imul: _mul,
     operator.floordiv: _sizes(operator.floordiv), operator.sub: _sizes(operator.sub),
     torch.cat: _cat, torch.concat: _cat, torch.chunk: _chunk, torch.split: _split, torch.permute: _permute,
-    torch.transpose: _transpose,
+    torch.transpose: _transpose, torch.empty: _empty,
     operator.getitem: _getitem, getattr: _getattr, torch.zeros: _zeros, F.embedding: _embedding_function,
     torch.lstm: _recurrent_function("LSTM"), torch.gru: _recurrent_function("GRU"),
     torch.rnn_tanh: _recurrent_function("RNN"),
@@ -780,6 +827,7 @@ METHODS: dict[str, Callable] = {
     "view": _view, "reshape": _view, "flatten": _flatten_function, "size": _size, "mean": _mean,
     "softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"), "add": _add, "mul": _mul,
     "permute": _permute, "transpose": _transpose, "contiguous": _identity, "chunk": _chunk, "split": _split,
+    "new_empty": _new_empty, "bernoulli_": _bernoulli_, "div_": _div_,
 }
 
 _aten = torch.ops.aten

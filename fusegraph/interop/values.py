@@ -98,6 +98,16 @@ class Part:
     part: str
 
 
+@dataclass
+class Noise:
+    """torch.empty(...) / x.new_empty(...) made a keep mask in place: bernoulli_(keep), then div_(keep); times a
+    tensor, stochastic depth as torch.compile's graphs inline torchvision's stochastic_depth and timm's drop_path."""
+
+    shape: tuple
+    keep: float | None = None
+    scaled: bool = False
+
+
 class Zeros:
     """torch.zeros(...): an RNN's initial state as torch.compile's graphs write it (fusegraph starts from zeros)."""
 
