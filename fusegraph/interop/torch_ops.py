@@ -669,15 +669,12 @@ def _dropped_samples(c: Converter, node, noise: Noise, data) -> SymbolicTensor:
     batch = example.shape[0] if isinstance(example, torch.Tensor) else None
     first = noise.shape[0] if noise.shape else None
     per_sample = isinstance(first, Size) and first.dim == 0 or isinstance(first, int) and first == batch
-    if noise.keep is None or not noise.scaled or not per_sample or len(noise.shape) != len(tensor.shape) + 1 \
-            or any(d != 1 for d in noise.shape[1:]):
-        raise c.fail("multiplies by random numbers other than a stochastic depth mask; fusegraph supports "
-                     "torch.empty(batch, 1, ...).bernoulli_(keep).div_(keep) (torchvision's stochastic_depth in "
-                     "mode 'row', timm's drop_path with scale_by_keep)")
-    rate = 1.0 - noise.keep
-    if not 0.0 <= rate < 1.0:
-        raise c.fail(f"drops samples with probability {rate}; fusegraph's StochasticDepth takes a rate in [0, 1)")
-    return tensor if rate == 0 else StochasticDepth(rate, name=c.name_here())(tensor)
+    mask = noise.keep is not None and noise.scaled and per_sample and len(noise.shape) == len(tensor.shape) + 1 \
+        and all(d == 1 for d in noise.shape[1:])
+    why = None if mask else ("multiplies by random numbers other than a stochastic depth mask; fusegraph supports "
+                             "torch.empty(batch, 1, ...).bernoulli_(keep).div_(keep) (torchvision's stochastic_depth "
+                             "in mode 'row', timm's drop_path with scale_by_keep)")
+    return _drop_samples(c, data, 1.0 - (noise.keep or 0.0), why)
 
 
 def _cat(c: Converter, node, tensors, dim=0):
