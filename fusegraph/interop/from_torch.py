@@ -319,7 +319,7 @@ class Converter:
             self.torch_names[ours] = key
             first = self._owners.get(id(tensor))
             if first is not None:
-                if not isinstance(tensor, nn.Parameter):
+                if suffix in _RUNNING_STATE:
                     raise self.fail(f"uses the buffer '{key}' a second time (a batch norm called twice); fusegraph "
                                     "keeps a layer's running statistics to itself: give each call its own module")
                 self.tied[ours] = first[1]
@@ -342,6 +342,9 @@ class Converter:
             rnn.finals.append(finals)
             self.copy(name, {f"{p}{d}": rnn.weights[f"{p}_l{k}{d}"] for p in PARAM_NAMES for d in directions})
         return x
+
+
+_RUNNING_STATE = ("running_mean", "running_var", "num_batches_tracked")  # a batch norm's, which its layer updates
 
 
 def _single_output(root: nn.Module) -> bool:

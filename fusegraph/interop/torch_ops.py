@@ -493,9 +493,6 @@ def _recurrent_function(kind: str):
     num_layers, dropout, train, bidirectional, batch_first)."""
     def handler(c: Converter, node, x, hx, params, has_biases, num_layers, dropout, train, bidirectional,
                 batch_first):
-        states = hx if isinstance(hx, (tuple, list)) else (hx,)
-        if not all(isinstance(c.value(h), Zeros) for h in states):
-            raise c.fail("is given an initial state; fusegraph RNNs start from zeros")
         for option, ok, needed in (("batch_first", batch_first, "batch_first=True"), ("bias", has_biases, "bias=True"),
                                    ("dropout", dropout == 0 or num_layers == 1, "dropout=0 between layers")):
             if not ok:
@@ -509,8 +506,10 @@ def _recurrent_function(kind: str):
             raise c.fail(f"takes {len(tensors)} weights; expected {len(names)} (projections are not supported)")
         weights = {name: (t.tensor, t.key) for name, t in zip(names, tensors)}
         hidden = tensors[1].tensor.shape[1]
-        return Recurrent(kind, hidden, num_layers, bidirectional, weights, node.name, c.name_here(), c.tensor(x), c,
-                          flat=True)
+        rnn = Recurrent(kind, hidden, num_layers, bidirectional, weights, node.name, c.name_here(), c.tensor(x), c,
+                        flat=True)
+        rnn.initial = _initial_states(c, rnn, hx)
+        return rnn
     return handler
 
 

@@ -2,12 +2,15 @@
 decoder), converted with fg.from_torch: forward and every gradient against torch's (fp32: KERNEL_RTOL /
 KERNEL_ATOL); states fusegraph cannot read are one clear error."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import fusegraph as fg
+from fusegraph.interop import dynamo
 from tests.conftest import KERNEL_ATOL, KERNEL_RTOL
 
 
@@ -84,3 +87,20 @@ def test_states_fusegraph_cannot_read_are_one_clear_error():
     with pytest.raises(fg.GraphError, match=r"module 'decoder' \(GRU\) starts from the final states of the GRU at "
                                             r"'encoder' \(1 layer\(s\) of 4, bidirectional=True\)"):
         fg.from_torch(OtherForm(), torch.randn(2, 5, 3))
+
+
+def test_under_the_backend_the_decoder_starts_from_the_encoders_states_on_fusegraph(monkeypatch):
+    """With Dynamo's allow_rnn, torch.lstm / torch.gru reach the backend, the decoder's hx the encoder's
+    results: no node runs eager (the embedding read twice is one tied weight, not a batch norm's state)."""
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    for build in (lambda: Seq2Seq(layers=1), lambda: Seq2Seq(nn.GRU, layers=1, bidirectional=True)):
+        net = build().eval()
+        source, target = torch.randint(0, 12, (3, 6)), torch.randint(0, 12, (3, 4))
+        torch._dynamo.reset()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("error", dynamo.FusegraphFallbackWarning)
+                got = torch.compile(net, backend="fusegraph")(source, target)
+            torch.testing.assert_close(got, net(source, target), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+        finally:
+            torch._dynamo.reset()
