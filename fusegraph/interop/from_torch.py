@@ -116,11 +116,9 @@ def refusals(graph_module: fx.GraphModule, weights: set[str]) -> dict[str, str]:
             masks.setdefault(id(value), []).append(node.name)
     # NOTE: a mask made in place (empty, bernoulli_, div_) whose reader runs eager is made eager too, in order
     for node in graph_module.graph.nodes:
-        if node.name in refused:
-            for arg in node.all_input_nodes:
-                for name in masks.get(id(converter.env.get(arg.name)), []) if isinstance(
-                        converter.env.get(arg.name), Noise) else []:
-                    refused.setdefault(name, f"makes the random mask {node.name} reads, which runs as eager torch")
+        for arg in node.all_input_nodes if node.name in refused else []:
+            for name in masks.get(id(converter.env.get(arg.name)), []):
+                refused.setdefault(name, f"makes the random mask {node.name} reads, which runs as eager torch")
     return refused
 
 

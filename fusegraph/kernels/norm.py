@@ -13,6 +13,7 @@ import triton
 
 from ..ir import InputError
 from ..passes.kernel_names import kernel_name
+from .expr import HELPERS
 from .layout import channels_last
 from .registry import register_template
 from .source import named_source
@@ -180,11 +181,19 @@ register_template("batch_norm_train_bwd", render_train_bwd, launch_train_bwd)
 # -- layer normalisation: a row per program lane-block, the whole last axis in one block ----------
 MAX_LAYER_NORM_WIDTH = 8192
 
+# a row's values less their mean, and 1/std: two passes over the row, so no cancellation
+HELPERS["_row_statistics("] = '''
+@triton.jit
+def _row_statistics(x, mask, D, EPS):
+    centered = tl.where(mask, x - (tl.sum(x, axis=1) / D)[:, None], 0.0)
+    return centered, tl.math.rsqrt(tl.sum(centered * centered, axis=1) / D + EPS)
+'''
+
 LAYER_NORM_SOURCE = '''
 @triton.jit
 def {name}(x_ptr, weight_ptr, bias_ptr, dy_ptr, out_ptr, R, D, EPS, BACKWARD: tl.constexpr,
            BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    # each row's mean and 1/std over its D features (two passes: no cancellation); BACKWARD: the input
+    # each row's mean and 1/std over its D features; BACKWARD: the input
     # gradient through them, dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_D)
@@ -192,9 +201,7 @@ def {name}(x_ptr, weight_ptr, bias_ptr, dy_ptr, out_ptr, R, D, EPS, BACKWARD: tl
     mask = (rows < R)[:, None] & col_ok[None, :]
     at = rows[:, None] * D + cols[None, :]
     x = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1) / D
-    centered = tl.where(mask, x - mean[:, None], 0.0)
-    rstd = tl.math.rsqrt(tl.sum(centered * centered, axis=1) / D + EPS)
+    centered, rstd = _row_statistics(x, mask, D, EPS)
     xhat = centered * rstd[:, None]
     weight = tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     if BACKWARD:
@@ -221,9 +228,7 @@ def {name}(dy_ptr, x_ptr, dweight_ptr, dbias_ptr, R, D, EPS, BLOCK_R: tl.constex
         mask = (rows < R)[:, None] & col_ok[None, :]
         at = rows[:, None] * D + cols[None, :]
         x = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
-        mean = tl.sum(x, axis=1) / D
-        centered = tl.where(mask, x - mean[:, None], 0.0)
-        rstd = tl.math.rsqrt(tl.sum(centered * centered, axis=1) / D + EPS)
+        centered, rstd = _row_statistics(x, mask, D, EPS)
         dy = tl.load(dy_ptr + at, mask=mask, other=0.0).to(tl.float32)
         dweight += tl.sum(dy * centered * rstd[:, None], axis=0)
         dbias += tl.sum(dy, axis=0)

@@ -181,6 +181,8 @@ class Activation(Layer):
 class Dropout(Layer):
     """Identity at inference; in training zeroes each element with probability `rate` (seeded)."""
 
+    per_sample = False  # one draw per element, or per sample (StochasticDepth)
+
     def __init__(self, rate: float, seed: int | None = None, name: str | None = None) -> None:
         super().__init__(name)
         self.rate, self.seed = rate, seed
@@ -196,7 +198,8 @@ class Dropout(Layer):
     def emit(self, b, inputs, name):
         (x,) = inputs
         seed = self.seed if self.seed is not None else zlib.crc32(name.encode())
-        return [b.op("dropout", [x], name=name, layer=name, rate=float(self.rate), seed=seed)]
+        drawn = {"per_sample": True} if self.per_sample else {}
+        return [b.op("dropout", [x], name=name, layer=name, rate=float(self.rate), seed=seed, **drawn)]
 
     def torch_module(self, params):
         return nn.Dropout(self.rate)
@@ -207,10 +210,7 @@ class StochasticDepth(Dropout):
     kept ones by 1/(1-rate): torchvision's StochasticDepth(p, mode="row") and timm's DropPath, applied to
     a residual branch before its sum."""
 
-    def emit(self, b, inputs, name):
-        (x,) = inputs
-        seed = self.seed if self.seed is not None else zlib.crc32(name.encode())
-        return [b.op("dropout", [x], name=name, layer=name, rate=float(self.rate), seed=seed, per_sample=True)]
+    per_sample = True
 
     def torch_module(self, params):
         return DropSamples(self.rate)

@@ -30,16 +30,24 @@ class Cat(nn.Module):
         return torch.cat(xs, dim=self.axis)
 
 
-class Add(Layer):
-    """Elementwise sum of two or more tensors of the same shape (no broadcasting)."""
+class _Fold(Layer):
+    """Two or more tensors of the same shape (no broadcasting), folded from the left by one elementwise op."""
+
+    op = ""
 
     def emit(self, b, inputs, name):
         if len(inputs) < 2:
-            raise GraphError(f"layer '{name}' (Add) needs at least two inputs, got {len(inputs)}")
+            raise GraphError(f"layer '{name}' ({type(self).__name__}) needs at least two inputs, got {len(inputs)}")
         total = inputs[0]
         for i, x in enumerate(inputs[1:], start=1):
-            total = b.op("add", [total, x], name=name if i == len(inputs) - 1 else f"{name}.{i}", layer=name)
+            total = b.op(self.op, [total, x], name=name if i == len(inputs) - 1 else f"{name}.{i}", layer=name)
         return [total]
+
+
+class Add(_Fold):
+    """Elementwise sum of two or more tensors of the same shape (no broadcasting)."""
+
+    op = "add"
 
     def torch_module(self, params):
         return Sum()
@@ -75,16 +83,10 @@ class Product(nn.Module):
         return total
 
 
-class Multiply(Layer):
+class Multiply(_Fold):
     """Elementwise product of two or more tensors of the same shape (no broadcasting)."""
 
-    def emit(self, b, inputs, name):
-        if len(inputs) < 2:
-            raise GraphError(f"layer '{name}' (Multiply) needs at least two inputs, got {len(inputs)}")
-        total = inputs[0]
-        for i, x in enumerate(inputs[1:], start=1):
-            total = b.op("mul", [total, x], name=name if i == len(inputs) - 1 else f"{name}.{i}", layer=name)
-        return [total]
+    op = "mul"
 
     def torch_module(self, params):
         return Product()
