@@ -124,3 +124,39 @@ def test_a_kernel_computing_inf_warns_nothing_and_keeps_the_value():
         warnings.simplefilter("error")  # NOTE: a numpy warning would fail the call
         out = fg.compile(model, precision="fp16")(torch.full((1, 2), 1000.0))
     assert out.dtype == torch.float16 and out.item() == float("inf")
+
+
+_TRITON_FIRST = """
+import torch._dynamo  # imports triton before fusegraph can choose to interpret
+from torch import nn
+import fusegraph as fg
+
+torch.manual_seed(0)
+net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3), nn.Softmax(dim=1))
+x = torch.randn(4, 6)
+trainer = fg.compile(fg.from_torch(net, x), loss="mse")
+value, grads = trainer.loss_and_grads(x, torch.rand(4, 3))  # dropout draws with tl.rand, softmax reduces
+assert set(grads) and all(bool(torch.isfinite(g).all()) for g in grads.values())
+with torch.no_grad():
+    got = torch.compile(net.eval(), backend="fusegraph")(x)
+    torch.testing.assert_close(got, net(x), rtol=1e-4, atol=1e-5)
+print("ok")
+"""
+
+
+def test_kernels_interpret_when_triton_was_imported_first(tmp_path):
+    """torch.compile imports triton before the backend imports fusegraph: Triton's language helpers were
+    then defined for compiling, and fusegraph defines them again for the interpreter (kernels/triton_env.py);
+    on a machine without a GPU and without TRITON_INTERPRET set, as a user's laptop is."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env.update(CUDA_VISIBLE_DEVICES="", PYTHONPATH=root)
+    script = tmp_path / "triton_first.py"
+    script.write_text(_TRITON_FIRST)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=root)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
