@@ -49,7 +49,7 @@ def backend(gm: fx.GraphModule, example_inputs: list[torch.Tensor]):
     left_out = [f"{n.name} ({_what(n)}): {support.refused.get(n.name, 'fusegraph has no conversion for it')}"
                 for n in fused.graph.nodes
                 if (n.op in ("call_function", "call_method") or n.op == "call_module" and not n.target.startswith("fused_"))
-                and not _counts_batches(n) and not _unpacks_a_partition(n)]
+                and not _counts_batches(n) and not _logs_usage(n) and not _unpacks_a_partition(n)]
     if left_out:
         _warn(left_out, total)
     for node in list(fused.graph.nodes):
@@ -64,6 +64,12 @@ def _counts_batches(node: fx.Node) -> bool:
     """A training batch norm's `num_batches_tracked.add_(1)`: bookkeeping eager torch does as it would."""
     return node.op == "call_method" and node.target == "add_" and isinstance(node.args[0], fx.Node) \
         and node.args[0].name.endswith("num_batches_tracked_")
+
+
+def _logs_usage(node: fx.Node) -> bool:
+    """torchvision's `_log_api_usage_once(...)` (torch's usage logging, which stochastic depth calls on every
+    forward): it computes nothing, and eager torch logs as it would."""
+    return node.op == "call_function" and node.target is torch._C._log_api_usage_once
 
 
 def _unpacks_a_partition(node: fx.Node) -> bool:

@@ -259,6 +259,11 @@ class Converter:
     def unsupported(self, message: str, supported: str) -> GraphError:
         return GraphError(f"from_torch: {message} (node {self.node.name}); supported: {supported}")
 
+    def replaces(self, arg, value) -> None:
+        """An in-place op's result is what later reads of its operand see."""
+        if isinstance(arg, fx.Node):
+            self.env[arg.name] = value
+
     def value(self, arg):
         return self.env[arg.name] if isinstance(arg, fx.Node) else arg
 

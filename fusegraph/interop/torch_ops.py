@@ -50,7 +50,19 @@ from ..nn import (
 )
 from ..nn.recurrent import PARAM_NAMES
 from ..nn.tensor import SymbolicTensor
-from .values import RNN_READS, ChannelGroups, Constant, Direction, Noise, Part, Pooled, Recurrent, Size, Zeros
+from .values import (
+    RNN_READS,
+    ChannelGroups,
+    Constant,
+    Direction,
+    Noise,
+    Part,
+    Pooled,
+    Recurrent,
+    Size,
+    ViewedWeight,
+    Zeros,
+)
 
 if TYPE_CHECKING:
     from .from_torch import Converter
@@ -237,6 +249,8 @@ def _view(c: Converter, node, x, *shape):
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     value = c.value(x)
     sizes = [c.value(s) for s in shape]
+    if isinstance(value, Constant) and all(isinstance(s, int) for s in sizes):
+        return ViewedWeight(value, tuple(value.tensor.reshape(sizes).shape))
     shuffle = _channel_shuffle_view(c, value, sizes)
     if shuffle is not None:
         return shuffle
@@ -297,7 +311,18 @@ def _size(c: Converter, node, x, dim=None):
 def _getattr(c: Converter, node, x, attribute):
     if attribute == "shape":
         return Size(c.tensor(x))
-    raise c.fail(f"reads .{attribute}; only .shape is supported")
+    if attribute == "ndim":
+        return c.tensor(x).type.rank
+    raise c.fail(f"reads .{attribute}; only .shape and .ndim are supported")
+
+
+def _assert(c: Converter, node, condition, message=None):
+    """torch._assert on sizes (timm's `_assert(x.ndim == 4, ...)`): checked now, on the example's shape."""
+    value = c.value(condition)
+    if not isinstance(value, bool):
+        raise c.fail("asserts on a tensor's values; fusegraph checks assertions on sizes only")
+    if not value:
+        raise c.fail(f"fails its assertion on the example inputs: {c.value(message) if message else ''}")
 
 
 def _softmax(name: str):
@@ -344,8 +369,20 @@ def _activation_call(op: OpDef) -> Callable:
             raise c.fail(f"passes {len(args)} options by position; fusegraph's {op.name} takes "
                          f"{', '.join(op.defaults) or 'none'}")
         given = {**dict(zip(names, args)), **kwargs}
-        return Activation(op.name, name=c.name_here(), **_activation_options(c, op, given))(c.tensor(x))
+        out = Activation(op.name, name=c.name_here(), **_activation_options(c, op, dict(given)))(c.tensor(x))
+        if given.get("inplace"):
+            c.replaces(x, out)
+        return out
     return handler
+
+
+def _in_place(handler: Callable) -> Callable:
+    """An in-place call (x.relu_()): its value also stands for x from here on, for code that reads x again."""
+    def in_place(c: Converter, node, x, *args, **kwargs):
+        out = handler(c, node, x, *args, **kwargs)
+        c.replaces(x, out)
+        return out
+    return in_place
 
 
 def _parameter_names(fn) -> list[str] | None:
@@ -521,6 +558,15 @@ def _aten_slice(c: Converter, node, x, dim=0, start=None, end=None, step=1):
     raise c.fail(f"slices dim {dim} to [{start}:{end}:{step}]; fusegraph supports indexing an RNN's results only")
 
 
+def _aten_add_(c: Converter, node, a, b, *, alpha=1):
+    """An in-place add as torch.export writes it: a batch norm counting its steps (its num_batches_tracked
+    buffer, which fusegraph's batch norm keeps itself), else an add."""
+    counter = c.value(a)
+    if isinstance(counter, Constant) and counter.key.rsplit(".", 1)[-1] == "num_batches_tracked":
+        return counter
+    return _add(c, node, a, b, alpha=alpha)
+
+
 def _aten_embedding(c: Converter, node, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     return _embedding_function(c, node, indices, weight, None if padding_idx == -1 else padding_idx,
                                scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
@@ -578,14 +624,17 @@ def _getitem(c: Converter, node, container, index):
     raise c.fail(f"indexes a tensor with {index!r}; fusegraph supports indexing an RNN's results only")
 
 
-def _layer_scale(c: Converter, weight: Constant, x: SymbolicTensor) -> SymbolicTensor:
-    """A parameter times a map, per channel (ConvNeXt's layer scale: weight (C, 1, 1) * x)."""
-    shape = tuple(weight.tensor.shape)
-    if shape != (x.shape[0], *(1,) * (len(x.shape) - 1)):
+def _layer_scale(c: Converter, weight: Constant | ViewedWeight, x: SymbolicTensor) -> SymbolicTensor:
+    """A parameter times a map, per channel: torchvision ConvNeXt's layer scale (weight (C, 1, 1) * x), or
+    timm's (x * gamma.reshape(1, -1, 1, 1), gamma of shape (C,))."""
+    shape = weight.shape if isinstance(weight, ViewedWeight) else tuple(weight.tensor.shape)
+    weight = weight.weight if isinstance(weight, ViewedWeight) else weight
+    per_channel = (x.shape[0], *(1,) * (len(x.shape) - 1))
+    if shape not in (per_channel, (1, *per_channel)):
         raise c.fail(f"multiplies {x.type} by the weight '{weight.key}' of shape {shape}; fusegraph multiplies a map "
                      f"by a per-channel weight ({x.shape[0]}, 1, ...) (a layer scale)")
     name = c.name_here()
-    out = LayerScale(name=name)(x)
+    out = LayerScale(vector=weight.tensor.dim() == 1, name=name)(x)
     c.copy(name, {"weight": (weight.tensor, weight.key)})
     return out
 
@@ -619,7 +668,7 @@ def _mul(c: Converter, node, a, b):
         if isinstance(noise, Noise):
             return _dropped_samples(c, node, noise, data)
     for weight, data in ((c.value(a), b), (c.value(b), a)):
-        if isinstance(weight, Constant) and isinstance(c.value(data), SymbolicTensor):
+        if isinstance(weight, (Constant, ViewedWeight)) and isinstance(c.value(data), SymbolicTensor):
             return _layer_scale(c, weight, c.tensor(data))
     if not all(isinstance(c.value(v), (SymbolicTensor, Part, Pooled)) for v in (a, b)):
         raise c.fail("multiplies by a constant; fusegraph multiplies two tensors (of one shape, or a map by "
@@ -812,6 +861,9 @@ FUNCTIONS: dict[Callable, Callable] = {
     operator.add: _add, torch.add: _add, operator.iadd: _add,
     operator.mul: _mul, torch.mul: _mul, operator.imul: _mul,
     operator.floordiv: _sizes(operator.floordiv), operator.sub: _sizes(operator.sub),
+    **{compare: _sizes(compare) for compare in (operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
+                                                operator.ge)},
+    torch._assert: _assert,
     torch.cat: _cat, torch.concat: _cat, torch.chunk: _chunk, torch.split: _split, torch.permute: _permute,
     torch.transpose: _transpose, torch.empty: _empty,
     operator.getitem: _getitem, getattr: _getattr, torch.zeros: _zeros, F.embedding: _embedding_function,
@@ -840,7 +892,8 @@ FUNCTIONS.update({
     _aten.log_softmax.int: _softmax("log_softmax"), _aten.dropout.default: _dropout_function,
     _aten.embedding.default: _aten_embedding, _aten.batch_norm.default: _aten_batch_norm,
     _aten.layer_norm.default: _layer_norm_function,
-    _aten.add.Tensor: _add, _aten.mul.Tensor: _mul, _aten.cat.default: _cat, _aten.permute.default: _permute,
+    _aten.add.Tensor: _add, _aten.add_.Tensor: _aten_add_, _aten.mul.Tensor: _mul, _aten.cat.default: _cat,
+    _aten.permute.default: _permute,
     _aten.transpose.int: _transpose, _aten.contiguous.default: _identity, _aten.clone.default: _identity,
     _aten.split.Tensor: _split, _aten.split_with_sizes.default: _split, _aten.chunk.default: _chunk, _aten.zeros.default: _zeros,
     _aten.lstm.input: _recurrent_function("LSTM"), _aten.gru.input: _recurrent_function("GRU"),
@@ -854,6 +907,8 @@ ACTIVATIONS = [op for op in OPS.values() if op.torch is not None]
 MODULES.update({cls: _activation_module(op) for op in ACTIVATIONS for cls in op.torch.modules})
 FUNCTIONS.update({fn: _activation_call(op) for op in ACTIVATIONS for fn in op.torch.functions})
 METHODS.update({method: _activation_call(op) for op in ACTIVATIONS for method in op.torch.methods})
+FUNCTIONS.update({fn: _in_place(_activation_call(op)) for op in ACTIVATIONS for fn in op.torch.in_place_functions})
+METHODS.update({method: _in_place(_activation_call(op)) for op in ACTIVATIONS for method in op.torch.in_place_methods})
 
 SUPPORTED_MODULES = ", ".join(sorted([cls.__name__ for cls in MODULES] + [*NAMED_MODULES]))
 SUPPORTED_FUNCTIONS = ("F.conv1d/conv2d/linear with parameter weights, F.max_pool*/avg_pool*/adaptive_*_pool*, "

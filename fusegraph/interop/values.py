@@ -34,6 +34,15 @@ class Constant:
 
 
 @dataclass
+class ViewedWeight:
+    """A parameter viewed as another shape (timm's layer scale: `x * self.gamma.reshape(1, -1, 1, 1)`): only
+    a per-channel scale reads it, keeping the parameter its own shape."""
+
+    weight: Constant
+    shape: tuple[int, ...]
+
+
+@dataclass
 class Size:
     """x.size() / x.shape (dim None), or one of its entries."""
 

@@ -41,18 +41,23 @@ def {name}(
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     POOL_STRIDE_H, POOL_STRIDE_W, POOL_PAD_H, POOL_PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, POOL_KH: tl.constexpr, POOL_KW: tl.constexpr,
-    PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
+    PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr, DEPTHWISE: tl.constexpr,
     X_CL: tl.constexpr, W_CL: tl.constexpr, OUT_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    # a program's filters are of one group (OG filters reading its CG channels; one group: all of them)
-    group = tl.program_id(1) // COL_BLOCKS
-    in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = group * OG + in_group
+    if DEPTHWISE:
+        # each filter reads one channel (cols // OG): a program takes the filters of many groups
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < O
+    else:
+        # a program's filters are of one group (OG filters reading its CG channels; one group: all of them)
+        group = tl.program_id(1) // COL_BLOCKS
+        in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
+        cols = group * OG + in_group
+        col_ok = in_group < OG
     K = CG * KH * KW
     row_ok = rows < N * PH * PW
-    col_ok = in_group < OG
     n = rows // (PH * PW)
     ph = (rows // PW) % PH
     pw = rows % PW
@@ -65,7 +70,18 @@ def {name}(
             pos_ok = row_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
             tile_mask = pos_ok[:, None] & col_ok[None, :]
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            if TAP_MAJOR:
+            if DEPTHWISE:
+                for tap in range(0, KH * KW):
+                    tap_h = oh * STRIDE_H - PAD_H + (tap // KW) * DIL_H
+                    tap_w = ow * STRIDE_W - PAD_W + (tap % KW) * DIL_W
+                    tap_ok = pos_ok & (tap_h >= 0) & (tap_h < H) & (tap_w >= 0) & (tap_w < W)
+                    x_mask = tap_ok[:, None] & col_ok[None, :]
+                    x_at = _nchw_at(n[:, None], cols[None, :] // OG, tap_h[:, None], tap_w[:, None], C, H, W, X_CL)
+                    x = tl.load({x} + x_at, mask=x_mask, other=0.0)
+                    {prologue}
+                    w = tl.load({w} + _nchw_at(cols, 0, tap // KW, tap % KW, 1, KH, KW, W_CL), mask=col_ok, other=0.0)
+                    acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+            elif TAP_MAJOR:
                 for tap in range(0, KH * KW):
                     tap_h = oh * STRIDE_H - PAD_H + (tap // KW) * DIL_H
                     tap_w = ow * STRIDE_W - PAD_W + (tap % KW) * DIL_W
@@ -168,11 +184,18 @@ def render(node):
     # NOTE: fewer than 16 input channels never run tap by tap; with more, the GPU always does, and the
     # interpreter as the batch makes it cheaper (tap_major_conv): both branches stay
     known = {"TAP_MAJOR": False} if anchor.inputs[1].type.shape[1] < 16 else {}  # the weight's: a group's channels
+    known["DEPTHWISE"] = depthwise(anchor)
     source = fill(CONV_SOURCE, known, name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr",
                   prologue=prologue_lines(group, "x", "x_mask", "", names),
                   window="range" if pool is not None and has_trait(pool, "global_pool") else "tl.static_range",
                   pool_init=pool_init, epilogue=epilogue, pool_step=pool_step, finish=finish)
     return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
+
+
+def depthwise(conv) -> bool:
+    """Each filter reads one input channel (groups > 1, a group's channels one): the kernels run each
+    filter's taps elementwise, a program over the filters of many groups, with no dot products."""
+    return conv.attrs.get("groups", 1) > 1 and conv.inputs[0].type.shape[1] == conv.attrs["groups"]
 
 
 def launch(fn, node, target, inputs, outputs):
@@ -217,13 +240,19 @@ def launch(fn, node, target, inputs, outputs):
         if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
+    by_filter = depthwise(anchor)
+    if by_filter:  # columns run over all the filters, a tap at a time: no reduction block
+        block_n = target.tile(o, gpu=64, interpreted=128, large=256)
+        block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024,
+                              large=interpreter_budget(block_n))
+        block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
     col_blocks = triton.cdiv(og, block_n)
-    grid = (triton.cdiv(n * ph * pw, block_m), groups * col_blocks)
+    grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n) if by_filter else groups * col_blocks)
     fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, cg, og, col_blocks,
              stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
              KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
-             TAP_MAJOR=tap_major, X_CL=layouts[0], W_CL=channels_last(anchor.inputs[1]), OUT_CL=layouts[1],
+             TAP_MAJOR=tap_major, DEPTHWISE=by_filter, X_CL=layouts[0], W_CL=channels_last(anchor.inputs[1]), OUT_CL=layouts[1],
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
@@ -244,21 +273,40 @@ INPUT_SOURCE = '''
 def {name}(
     dy_ptr, w_ptr, dx_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     CG, OG, COL_BLOCKS, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
-    DY_CL: tl.constexpr, W_CL: tl.constexpr, DX_CL: tl.constexpr,
+    DEPTHWISE: tl.constexpr, DY_CL: tl.constexpr, W_CL: tl.constexpr, DX_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    # a program's channels are of one group, whose OG filters alone read them
-    group = tl.program_id(1) // COL_BLOCKS
-    in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = group * CG + in_group
+    if DEPTHWISE:
+        # each channel feeds its own OG filters alone: a program takes the channels of many groups
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < C
+    else:
+        # a program's channels are of one group, whose OG filters alone read them
+        group = tl.program_id(1) // COL_BLOCKS
+        in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
+        cols = group * CG + in_group
+        col_ok = in_group < CG
     row_ok = rows < N * H * W
-    col_ok = in_group < CG
     n = rows // (H * W)
     ih = (rows // W) % H
     iw = rows % W
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if TAP_MAJOR:
+    if DEPTHWISE:
+        for tap in range(0, KH * KW):
+            tap_h = ih + PAD_H - (tap // KW) * DIL_H
+            tap_w = iw + PAD_W - (tap % KW) * DIL_W
+            at_h = tap_h // STRIDE_H
+            at_w = tap_w // STRIDE_W
+            hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
+                   & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
+            for j in range(0, OG):
+                filters = cols * OG + j
+                dy_at = _nchw_at(n[:, None], filters[None, :], at_h[:, None], at_w[:, None], O, OH, OW, DY_CL)
+                dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & col_ok[None, :], other=0.0)
+                w = tl.load(w_ptr + _nchw_at(filters, 0, tap // KW, tap % KW, 1, KH, KW, W_CL), mask=col_ok, other=0.0)
+                acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
+    elif TAP_MAJOR:
         for tap in range(0, KH * KW):
             # the output position this tap reached from each input pixel, when the stride lands on it
             tap_h = ih + PAD_H - (tap // KW) * DIL_H
@@ -318,20 +366,25 @@ WEIGHT_SOURCE = '''
 def {name}(
     {pointers}, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     CG, OG, ROW_BLOCKS, K_PER_SPLIT, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-    X_CL: tl.constexpr, DY_CL: tl.constexpr, DW_CL: tl.constexpr,
+    DEPTHWISE: tl.constexpr, X_CL: tl.constexpr, DY_CL: tl.constexpr, DW_CL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # split-K: program_id(2) sums its own slice of the N * OH * OW positions; SPLIT > 1 adds the
     # partial sums atomically into outputs the launcher zeroed
-    # a program's filters are of one group: their columns (channel, tap) are of that group's CG channels
-    group = tl.program_id(0) // ROW_BLOCKS
-    in_group = (tl.program_id(0) % ROW_BLOCKS) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = group * OG + in_group
+    if DEPTHWISE:
+        # each filter's taps read its own channel (rows // OG): a program takes the filters of many groups
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < O
+    else:
+        # a program's filters are of one group: their columns (channel, tap) are of that group's CG channels
+        group = tl.program_id(0) // ROW_BLOCKS
+        in_group = (tl.program_id(0) % ROW_BLOCKS) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows = group * OG + in_group
+        row_ok = in_group < OG
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     TAPS = CG * KH * KW
     k_start = tl.program_id(2) * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, N * OH * OW)
-    row_ok = in_group < OG
     col_ok = cols < TAPS
     # columns in the weight gradient's storage order: a channels-last one takes a tap's channels together
     if DW_CL:
@@ -353,12 +406,23 @@ def {name}(
         dy_at = _nchw_at(n[None, :], rows[:, None], oh[None, :], ow[None, :], O, OH, OW, DY_CL)
         dy = tl.load(dy_ptr + dy_at, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         {row_sum_step}
-        ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
-        iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
-        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x = tl.load(x_ptr + _nchw_at(n[:, None], group * CG + c[None, :], ih, iw, C, H, W, X_CL),
-                    mask=k_ok[:, None] & col_ok[None, :] & inside, other=0.0)
-        acc += tl.dot(dy, x, input_precision=PRECISION)
+        if DEPTHWISE:
+            # a filter's tap sums dy times its own channel, shifted: elementwise, then into the tap's column
+            for at in range(0, KH * KW):
+                ih = oh * STRIDE_H - PAD_H + (at // KW) * DIL_H
+                iw = ow * STRIDE_W - PAD_W + (at % KW) * DIL_W
+                inside = k_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                x_at = _nchw_at(n[None, :], rows[:, None] // OG, ih[None, :], iw[None, :], C, H, W, X_CL)
+                x = tl.load(x_ptr + x_at, mask=row_ok[:, None] & inside[None, :], other=0.0)
+                taken = tl.sum(dy.to(tl.float32) * x.to(tl.float32), axis=1)
+                acc += tl.where(cols[None, :] == at, taken[:, None], 0.0)
+        else:
+            ih = oh[:, None] * STRIDE_H - PAD_H + kh[None, :] * DIL_H
+            iw = ow[:, None] * STRIDE_W - PAD_W + kw[None, :] * DIL_W
+            inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            x = tl.load(x_ptr + _nchw_at(n[:, None], group * CG + c[None, :], ih, iw, C, H, W, X_CL),
+                        mask=k_ok[:, None] & col_ok[None, :] & inside, other=0.0)
+            acc += tl.dot(dy, x, input_precision=PRECISION)
     dw_offs = rows[:, None] * TAPS + cols[None, :]  # the columns run in storage order
     if SPLIT > 1:
         tl.atomic_add(dw_ptr + dw_offs, acc, mask=row_ok[:, None] & col_ok[None, :])
@@ -386,11 +450,22 @@ def _forward_key(dtype, sizes: tuple, kernel: tuple, layouts: tuple[bool, bool])
     return conv_shape_key(dtype, c, h, w, o, kernel, (sizes[7], sizes[8]), False, layouts)
 
 
+def _depthwise_gradient(node) -> bool:
+    """Whether the conv a gradient node differentiates is depthwise: one channel per group (the weight's
+    second axis for the input gradient's (dy, w); x's channels over the groups for the weight's (x, dy))."""
+    groups = node.attrs.get("groups", 1)
+    x_or_w = node.inputs[1] if node.op.endswith("bwd_input") else node.inputs[0]
+    channels = x_or_w.type.shape[1] if node.op.endswith("bwd_input") else x_or_w.type.shape[1] // groups
+    return groups > 1 and channels == 1
+
+
 def render_input(node):
     name = kernel_name(node)
     # as the forward (tap_major_conv), over the output gradient's channels
     filters = node.inputs[0].type.shape[1] // node.attrs.get("groups", 1)  # a group's: its reduction runs over them
-    source = fill(INPUT_SOURCE, {"TAP_MAJOR": False} if filters < 16 else {}, name=name)
+    known = {"TAP_MAJOR": False} if filters < 16 else {}
+    known["DEPTHWISE"] = _depthwise_gradient(node)
+    source = fill(INPUT_SOURCE, known, name=name)
     return KernelSource(name, module_source(f"{node.op} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
@@ -413,10 +488,15 @@ def launch_input(fn, node, target, inputs, outputs):
         if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
+    by_channel = groups > 1 and cg == 1
+    if by_channel:  # columns run over all the channels, a tap and a filter at a time: no reduction block
+        block_n = target.tile(c, gpu=64, interpreted=128, large=256)
+        block_m = target.tile(n * h * wd, gpu=64, interpreted=1024, large=interpreter_budget(block_n))
+        block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
     col_blocks = triton.cdiv(cg, block_n)
-    grid = (triton.cdiv(n * h * wd, block_m), groups * col_blocks)
+    grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n) if by_channel else groups * col_blocks)
     fn[grid](dy, w, dx, *sizes, cg, og, col_blocks, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
-             DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]), DX_CL=layouts[0],
+             DEPTHWISE=by_channel, DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]), DX_CL=layouts[0],
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
 
 
@@ -427,7 +507,8 @@ def render_weight(node):
     pointers = "x_ptr, dy_ptr, dw_ptr" + (", db_ptr" if group.bias_gradient is not None else "")
     bias = group.bias_gradient is not None
     source = fill(
-        WEIGHT_SOURCE, {"DW_CL": channels_last(anchor.outputs[0])}, name=name, pointers=pointers,
+        WEIGHT_SOURCE, {"DW_CL": channels_last(anchor.outputs[0]), "DEPTHWISE": _depthwise_gradient(anchor)},
+        name=name, pointers=pointers,
         row_sum_init="row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)" if bias else "",
         row_sum_step="row_sums += tl.sum(dy.to(tl.float32), axis=1)" if bias else "",
         # the bias gradient sums the same output-gradient rows: stored once per row block
@@ -459,8 +540,13 @@ def launch_weight(fn, node, target, inputs, outputs):
         if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
-    row_blocks = triton.cdiv(og, block_m)
-    tiles = groups * row_blocks * triton.cdiv(cg * kh * kw, block_n)
+    by_filter = groups > 1 and cg == 1
+    if by_filter:  # rows run over all the filters; a program's columns are all of a filter's taps
+        block_m = target.tile(o, gpu=32, interpreted=128, large=256)
+        block_n = target.tile(kh * kw, gpu=64, interpreted=64)
+        block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024, large=interpreter_budget(block_m))
+    row_blocks = triton.cdiv(o if by_filter else og, block_m)
+    tiles = (1 if by_filter else groups) * row_blocks * triton.cdiv(cg * kh * kw, block_n)
     # a weight gradient is a few tiles with a reduction over every output position: split it
     # across programs (atomic fp32 sums) or a handful of programs loop over the whole batch
     split = target.split_k(n * oh * ow, block_k, tiles)
@@ -472,9 +558,9 @@ def launch_weight(fn, node, target, inputs, outputs):
         grads = [g if g.dtype == torch.float32 else torch.empty_like(g, dtype=torch.float32) for g in grads]
         for grad in grads:
             grad.zero_()
-    grid = (groups * row_blocks, triton.cdiv(cg * kh * kw, block_n), split)
+    grid = ((1 if by_filter else groups) * row_blocks, triton.cdiv(cg * kh * kw, block_n), split)
     fn[grid](x, dy, *grads, *sizes, cg, og, row_blocks, k_per_split, KH=kh, KW=kw,
-             PRECISION=target.precision(x.dtype), SPLIT=split,
+             PRECISION=target.precision(x.dtype), SPLIT=split, DEPTHWISE=by_filter,
              X_CL=layouts[0], DY_CL=layouts[1], DW_CL=channels_last(anchor.outputs[0]),
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
     for grad, total in zip((dw, *extra), grads, strict=True):

@@ -88,7 +88,7 @@ def _pruned(lines: list[str], known: dict[str, bool]) -> list[str]:
             out.append(lines[i])
             i += 1
             continue
-        start, indent, branches = i, head.group(1), []
+        indent, branches = head.group(1), []
         while head is not None:  # each branch: (name, negated) or None for else, and its body
             body, i = _body(lines, i + 1, indent)
             branches.append(((head.group(3), bool(head.group(2))), body))
@@ -96,12 +96,32 @@ def _pruned(lines: list[str], known: dict[str, bool]) -> list[str]:
         if i < len(lines) and lines[i] == f"{indent}else:":
             body, i = _body(lines, i + 1, indent)
             branches.append((None, body))
-        if any(c is not None and c[0] not in known for c, _ in branches):
-            out += lines[start:i]  # a condition not known at render time: the chain stays whole
+        kept = _reachable(branches, known)
+        if kept and kept[0][0] is None:  # taken whatever the rest: its body alone, dedented
+            out += _pruned([line[4:] if line.startswith(indent + "    ") else line for line in kept[0][1]], known)
             continue
-        chosen = next((body for c, body in branches if c is None or known[c[0]] != c[1]), [])
-        out += _pruned([line[4:] if line.startswith(indent + "    ") else line for line in chosen], known)
+        for k, (condition, body) in enumerate(kept):  # conditions known at launch only: the chain stays
+            if condition is None:
+                out.append(f"{indent}else:")
+            else:
+                out.append(f"{indent}{'if' if k == 0 else 'elif'} {'not ' if condition[1] else ''}{condition[0]}:")
+            out += _pruned(body, known)
     return out
+
+
+def _reachable(branches: list, known: dict[str, bool]) -> list:
+    """A chain's branches without those whose known condition is false, ending at the first that is sure to
+    be taken (a known true condition becomes an `else`)."""
+    kept = []
+    for condition, body in branches:
+        if condition is not None and condition[0] in known:
+            if known[condition[0]] == condition[1]:  # false: never taken
+                continue
+            condition = None
+        kept.append((condition, body))
+        if condition is None:
+            break
+    return kept
 
 
 def _body(lines: list[str], start: int, indent: str) -> tuple[list[str], int]:

@@ -331,23 +331,27 @@ class SplitInto(nn.Module):
 
 class LayerScale(Layer):
     """Each channel times a learned scale, started at `init_value` (ConvNeXt's layer scale, CaiT's): its
-    `weight` is shaped as torch broadcasts it, (channels, 1, ...) for a map, (features,) for a vector."""
+    `weight` is shaped as torch broadcasts it, (channels, 1, ...) for a map, (features,) for a vector; with
+    `vector=True`, (channels,) for a map too (timm keeps it so and views it as (1, channels, 1, 1))."""
 
-    def __init__(self, init_value: float = 1e-6, name: str | None = None) -> None:
+    def __init__(self, init_value: float = 1e-6, vector: bool = False, name: str | None = None) -> None:
         super().__init__(name)
         if isinstance(init_value, bool) or not isinstance(init_value, (int, float)):
             raise self.fail(f"init_value must be a number, got {init_value!r}")
+        if not isinstance(vector, bool):
+            raise self.fail(f"vector must be True or False, got {vector!r}")
         self.init_value = float(init_value)
+        self.vector = vector
         self.shape: tuple[int, ...] = ()
 
     def config(self):
-        return {"init_value": self.init_value}
+        return {"init_value": self.init_value, "vector": self.vector}
 
     def emit(self, b, inputs, name):
         (x,) = inputs
         if not x.type.batched or x.type.rank < 2:
             raise GraphError(f"layer '{name}' (LayerScale) takes (batch, channels, ...), got {x.type}")
-        self.shape = (x.type.shape[1], *(1,) * (x.type.rank - 2))
+        self.shape = (x.type.shape[1],) if self.vector else (x.type.shape[1], *(1,) * (x.type.rank - 2))
         weight = b.parameter(f"{name}.weight", TensorType(self.shape, param_dtype(x.type)), "constant", layer=name,
                              value=self.init_value)
         return [b.op("channel_mul", [x, weight], name=name, layer=name, axis=1)]
@@ -364,4 +368,4 @@ class ChannelWeights(nn.Module):
         self.weight = nn.Parameter(torch.ones(shape))
 
     def forward(self, x):
-        return self.weight * x
+        return self.weight.reshape(-1, *(1,) * (x.dim() - 2)) * x

@@ -37,6 +37,10 @@ class TorchForms:
     functions: tuple[Callable, ...] = ()
     methods: tuple[str, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    # the in-place spellings (F.relu_, aten.relu_.default, Tensor.relu_): the same op, whose result also
+    # replaces the tensor it was given
+    in_place_functions: tuple[Callable, ...] = ()
+    in_place_methods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ Tensor.<name> to it, and a layer names it by the same string (nn/activations.py 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,11 +73,17 @@ def activation(name: str, torch_fn, math, grad, reads: str, module, traits: tupl
 
 def torch_forms(name: str, module: type, fixed: dict) -> TorchForms:
     """Every PyTorch spelling of op `name`, found by PyTorch's own naming: F.<name>, torch.<name>, the
-    ATen overload aten.<name>.default and the method Tensor.<name>, where PyTorch has them."""
-    aten = getattr(torch.ops.aten, name, None)
-    functions = [getattr(F, name, None), getattr(torch, name, None), getattr(aten, "default", None)]
-    return TorchForms(modules=(module,), functions=tuple(dict.fromkeys(f for f in functions if f is not None)),
-                      methods=(name,) if hasattr(torch.Tensor, name) else (), fixed=fixed)
+    ATen overload aten.<name>.default and the method Tensor.<name>, and each's in-place form (<name>_),
+    where PyTorch has them."""
+    def spelled(name: str) -> tuple[tuple[Callable, ...], tuple[str, ...]]:
+        aten = getattr(torch.ops.aten, name, None)
+        functions = [getattr(F, name, None), getattr(torch, name, None), getattr(aten, "default", None)]
+        return (tuple(dict.fromkeys(f for f in functions if f is not None)),
+                (name,) if hasattr(torch.Tensor, name) else ())
+
+    (functions, methods), (in_place_functions, in_place_methods) = spelled(name), spelled(f"{name}_")
+    return TorchForms(modules=(module,), functions=functions, methods=methods, fixed=fixed,
+                      in_place_functions=in_place_functions, in_place_methods=in_place_methods)
 
 
 def _evaluated(math):
