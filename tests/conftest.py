@@ -14,6 +14,11 @@ if os.environ.get("FUSEGRAPH_TEST_GPU") != "1":
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# NOTE: under pytest-xdist (`-n 2`, as the README runs the suite) each worker is one process per core:
+# torch's own intra-op threads would only contend with the other worker's
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 from hypothesis import settings  # noqa: E402
 
 # NOTE: derandomised, so every run (CI included) draws the same examples; counts are capped per test

@@ -209,10 +209,11 @@ def test_every_activation_compiles_for_sm90_in_every_position(launches, tmp_path
 
 
 def test_grouped_and_depthwise_convs_compile_for_sm90(launches, tmp_path):
-    """A depthwise conv (one channel a group), a grouped one (16 channels a group: tap by tap) and their
-    gradients, channels-last as a chain of convs keeps them, with batch norms folded in."""
+    """A depthwise conv (one channel a group: its elementwise kernels, the input gradient's too), a grouped
+    one (16 channels a group: tap by tap) and their gradients, channels-last as a chain of convs keeps
+    them, with batch norms folded in."""
     x = fg.Input((32, 8, 8))
-    h = fg.Conv2D(32, 3, padding="same", groups=32, activation="relu6")(x)
+    h = fg.Conv2D(32, 3, padding="same", groups=32, activation="relu6")(fg.Conv2D(32, 1)(x))
     h = fg.BatchNorm2D()(fg.Conv2D(64, 3, padding="same", groups=2, use_bias=False)(h))
     model = fg.Model(x, fg.Dense(3)(fg.GlobalAvgPool2D()(h)))
     feeds = feeds_for(model, 64)
