@@ -1,0 +1,232 @@
+"""What fusegraph's kernels compile to on Hopper, read with no GPU (issue: Hopper-native kernels, item 4):
+each launch of four real-size cases is recorded with the launch choices of a 132-SM H100 (tiles spread
+over the SMs, tuned launches, tf32x3), then built for sm_90 by Triton's compiler and the ptxas it ships, and
+its machine code read: the matrix instruction (`wgmma` with its N, or Ampere's `mma.sync`), how operands
+are copied (TMA `cp.async.bulk.tensor`, `cp.async`, or plain loads), registers, stack, shared memory,
+theoretical occupancy (blocks and warps per SM) and waves of the grid.
+
+    python -m bench.sm90_static [--cases conv64 conv256 cifar_resnet lstm1024]
+
+Writes bench/results/sm90_static.json and .md. Occupancy is the CUDA occupancy rule for sm_90 (65,536
+registers, 64 warps, 228 KB shared memory, 32 blocks per SM; registers allocated per warp in units of 256,
+1 KB of shared memory reserved per block): a bound, not a measurement."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SMS, REGISTERS, MAX_WARPS, SHARED, MAX_BLOCKS = 132, 65536, 64, 228 * 1024, 32
+
+
+# -- recording (in the interpreting process: nothing runs) ----------------------------------------------
+@contextmanager
+def recorded_launches():
+    """Launches recorded, not run, as a 132-SM sm_90 GPU would make them: (name, source, argument kinds,
+    keywords, grid) each."""
+    import torch  # noqa: F401
+
+    from fusegraph.kernels import codegen, target
+    from tests.kernels.test_gpu_compile import describe
+
+    saved = target.sm_count, target.tensor_cores_take_tf32, codegen.Kernel.__getitem__
+    records: list[tuple] = []
+
+    def record(kernel, grid):
+        def launch(*args, **kwargs):
+            records.append((kernel.source.name, kernel.source.source, describe(args), tuple(sorted(kwargs.items())),
+                            tuple(grid) if isinstance(grid, (tuple, list)) else (grid,)))
+        return launch
+
+    target.sm_count, target.tensor_cores_take_tf32 = (lambda: SMS), (lambda: True)
+    codegen.Kernel.__getitem__ = record
+    try:
+        yield records
+    finally:
+        target.sm_count, target.tensor_cores_take_tf32, codegen.Kernel.__getitem__ = saved
+
+
+def _conv_block(channels: int, size: int):
+    import fusegraph as fg
+
+    x = fg.Input((channels, size, size))  # float32 weights, run in float16 (mixed precision) as users train
+    h = fg.Conv2D(channels, 3, padding="same", use_bias=False, activation=None)(x)
+    h = fg.Activation("relu")(fg.BatchNorm2D()(h))
+    return fg.Model(x, fg.Conv2D(channels, 3, padding="same", activation="relu")(h))
+
+
+def _lstm():
+    import fusegraph as fg
+
+    return fg.Sequential([fg.Input((100, 1024)), fg.LSTM(1024, return_sequences=True)])
+
+
+CASES = {  # name -> (what, model builder (None: the zoo's cifar_resnet), batch, half precision, inference too)
+    "conv64": ("ResNet stage conv 64->64, 32x64x56x56, fp16 channels-last (conv-BN-ReLU-conv), inference and "
+               "training", lambda: _conv_block(64, 56), 32, "float16", True),
+    "conv256": ("ResNet stage conv 256->256, 128x256x14x14, fp16 channels-last, inference and training",
+                lambda: _conv_block(256, 14), 128, "float16", True),
+    "cifar_resnet": ("cifar_resnet training step, bf16 mixed precision, batch 128", None, 128, "bfloat16", False),
+    "lstm1024": ("LSTM hidden 1024, 100 steps, batch 64, fp16, inference and training", _lstm, 64, "float16", True),
+}
+
+
+def record_case(name: str) -> list[tuple]:
+    import fusegraph as fg
+    from fusegraph.passes.autodiff import autodiff
+    from tests.conftest import feeds_for, targets_for
+    from tests.kernels.test_gpu_compile import run_as_gpu
+
+    what, build, batch, half, inference = CASES[name]
+    model = build() if build else fg.zoo.cifar_resnet()
+    feeds = feeds_for(model, batch)
+    layout = "channels_last" if name.startswith("conv") else "contiguous"
+    with recorded_launches() as records:
+        if inference:
+            run_as_gpu(model.graph, feeds, model.params, memory_format=layout, half=half)
+        loss = "cross_entropy" if build is None else "mse"
+        run_as_gpu(autodiff(model.graph, loss), [*feeds, targets_for(model, loss, batch)], model.params,
+                   memory_format=layout, half=half)
+    return records
+
+
+# -- reading the machine code (a process of its own, compiling for sm_90) ------------------------------
+def analyse(record, folder: str) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from tests.kernels.gpu_compile import LAUNCH_OPTIONS, POINTER_TYPES, load
+
+    name, source, arguments, keywords, grid = record
+    keywords = dict(keywords)
+    fn = load(name, source, folder)
+    signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
+                 for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind != "one"}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, (_, _, aligned) in enumerate(arguments) if aligned}
+    options = {k: v for k, v in keywords.items() if k in LAUNCH_OPTIONS}
+    constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
+    constexprs.update({arg: 1 for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "one"})
+    signature.update({k: "constexpr" for k in constexprs})
+    row = {"kernel": name, "grid": list(grid), "blocks": {k: v for k, v in constexprs.items() if k.startswith("BLOCK")},
+           "num_warps": options.get("num_warps", 4), "num_stages": options.get("num_stages", 3),
+           "options_passed": sorted(options)}
+    try:
+        compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                                  options=options)
+    except Exception as error:  # noqa: BLE001 - reported per launch
+        row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+        return row
+    ptx = compiled.asm["ptx"]
+    wgmma = sorted({int(n) for n in re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k", ptx)})
+    row["mma"] = (f"wgmma n{'/'.join(map(str, wgmma))}" if wgmma else
+                  "mma.sync" if "mma.sync" in ptx else "none (no dot)" if "tl.dot(" not in source else "none")
+    row["copies"] = ("TMA" if "cp.async.bulk.tensor" in ptx else "cp.async" if re.search(r"cp\.async\.c[ag]", ptx)
+                     else "loads")
+    row.update(_resources(compiled.asm["cubin"], folder))
+    row["shared"] = max(row.get("shared", 0), compiled.metadata.shared)
+    row.update(_occupancy(row["registers"], row["shared"], row["num_warps"], math.prod(grid)))
+    row["tap_drains"] = _drains(compiled.asm.get("ttgir", ""))
+    return row
+
+
+def _resources(cubin: bytes, folder: str) -> dict:
+    import triton
+
+    path = os.path.join(folder, "kernel.cubin")
+    Path(path).write_bytes(cubin)
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+    number = lambda key: int(re.search(rf"{key}:(\d+)", usage).group(1)) if re.search(rf"{key}:(\d+)", usage) else 0
+    return {"registers": number("REG"), "stack": number("STACK"), "shared": number("SHARED")}
+
+
+def _occupancy(registers: int, shared: int, warps: int, programs: int) -> dict:
+    per_warp = math.ceil(max(registers, 1) * 32 / 256) * 256
+    by_registers = REGISTERS // (per_warp * warps)
+    by_shared = SHARED // (shared + 1024)
+    blocks = max(0, min(by_registers, by_shared, MAX_WARPS // warps, MAX_BLOCKS))
+    return {"blocks_per_sm": blocks, "warps_per_sm": blocks * warps, "occupancy": round(blocks * warps / MAX_WARPS, 2),
+            "waves": round(programs / (blocks * SMS), 2) if blocks else None}
+
+
+def _drains(ttgir: str) -> int:
+    """How many waits for every copy or MMA in flight (`async_wait {num = 0}`, `warp_group_dot_wait
+    {pendings = 0}`) the kernel's TTGIR has: one after its loop ends is the pipeline's; more mean drains
+    inside the loop nest (a conv that refills its pipeline after each kernel tap)."""
+    return len(re.findall(r"(async_wait|warp_group_dot_wait)[^\n]*(num = 0|pendings = 0)", ttgir))
+
+
+def _analyse_in_worker(record) -> dict:
+    return analyse(record, tempfile.mkdtemp(prefix="fusegraph-sm90-"))
+
+
+def markdown(rows: dict[str, list[dict]]) -> str:
+    lines = ["# fusegraph's kernels as compiled for sm_90 (H100 launch choices, no GPU)", "",
+             "`python -m bench.sm90_static`: each real-size launch built by Triton's compiler and ptxas for sm_90 "
+             "and its machine code read. Occupancy and waves are the CUDA occupancy rule's bound for a 132-SM H100. "
+             "\"full waits\": waits for every copy or MMA in flight in the kernel (after the last loop: 1-2; "
+             "more: the pipeline drains inside the loop nest).",
+             ""]
+    for case, launches in rows.items():
+        lines += [f"## {case}: {CASES[case][0]}", "",
+                  "| kernel | blocks (M, N, K) | warps, stages | MMA | copies | full waits | regs | stack | shared | "
+                  "blocks/SM (occupancy) | grid | waves |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in launches:
+            if "error" in r:
+                lines.append(f"| {r['kernel']} | | | compile error: {r['error'][:80]} | | | | | | | | |")
+                continue
+            b = r["blocks"]
+            tile = ", ".join(str(b[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in b) or \
+                ", ".join(f"{k}={v}" for k, v in b.items())
+            passed = "" if r["options_passed"] else " (defaults)"
+            lines.append(f"| {r['kernel']} | {tile} | {r['num_warps']}, {r['num_stages']}{passed} | {r['mma']} | "
+                         f"{r['copies']} | {r['tap_drains']} | {r['registers']} | {r['stack']} | {r['shared'] // 1024} KB | "
+                         f"{r['blocks_per_sm']} ({r['occupancy']:.0%}) | {'x'.join(map(str, r['grid']))} | {r['waves']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # the compiling process: a pickle of records
+    args = parser.parse_args()
+    if args.worker:
+        os.environ.pop("TRITON_INTERPRET", None)
+        import multiprocessing
+
+        records = pickle.loads(Path(args.worker).read_bytes())
+        with multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
+            rows = pool.map(_analyse_in_worker, records, chunksize=1)
+        Path(args.worker).with_suffix(".json").write_text(json.dumps(rows))
+        return
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    results = {}
+    for case in args.cases:
+        records = list({r[:4]: r for r in record_case(case)}.values())  # a launch made twice, once
+        path = Path(tempfile.mkdtemp(prefix="fusegraph-sm90-")) / "records.pkl"
+        path.write_bytes(pickle.dumps(records))
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        subprocess.run([sys.executable, "-m", "bench.sm90_static", "--worker", str(path)], cwd=ROOT, env=env, check=True)
+        results[case] = json.loads(path.with_suffix(".json").read_text())
+        print(f"{case}: {len(records)} launches", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "sm90_static.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / "sm90_static.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

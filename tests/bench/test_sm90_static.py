@@ -1,0 +1,38 @@
+"""bench/sm90_static.py reads what a launch compiles to for sm_90 (no GPU): recorded as an H100 would make
+it, compiled by Triton and ptxas, its MMA kind, copies, resources and occupancy read off the machine code."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import fusegraph as fg
+from bench import sm90_static
+from tests.conftest import feeds_for
+from tests.kernels.test_gpu_compile import ROOT, run_as_gpu
+
+
+def test_a_half_precision_conv_reads_as_warpgroup_mma_with_its_resources(tmp_path):
+    x = fg.Input((32, 16, 16))  # 16384 output rows: 64-row tiles already fill the 132 SMs
+    model = fg.Model(x, fg.Conv2D(64, 3, padding="same", activation="relu")(x))
+    with sm90_static.recorded_launches() as records:
+        run_as_gpu(model.graph, feeds_for(model, 64), model.params, memory_format="channels_last", half="float16")
+    (record,) = [r for r in records if r[0].startswith("conv2d")]
+    assert record[4] and all(isinstance(n, int) and n > 0 for n in record[4])  # the grid, as launched
+    path = tmp_path / "records.pkl"
+    path.write_bytes(pickle.dumps([record]))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-m", "bench.sm90_static", "--worker", str(path)], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=600)
+    (row,) = json.loads(path.with_suffix(".json").read_text())
+    assert row["mma"].startswith("wgmma n") and row["copies"] in ("TMA", "cp.async")
+    assert row["registers"] > 0 and row["stack"] == 0 and row["shared"] > 0
+    assert 0 < row["occupancy"] <= 1 and row["waves"] > 0
+    assert "| conv2d" in sm90_static.markdown({"conv64": [row]})
+
+
+def test_occupancy_follows_the_cuda_rule():
+    # 128 registers x 4 warps: 16384 registers a block, so 4 blocks by registers; 100 KB of shared: 2 by memory
+    assert sm90_static._occupancy(128, 100 * 1024, 4, 264)["blocks_per_sm"] == 2
+    assert sm90_static._occupancy(32, 0, 4, 132 * 16)["waves"] == 1.0  # 16 blocks of 4 warps fill the 64 warps
