@@ -226,15 +226,16 @@ def launch(fn, node, target, inputs, outputs):
     groups = anchor.attrs.get("groups", 1)
     cg, og = c // groups, o // groups  # a group's channels and filters
     tap_major = tap_major_conv(cg, kh * kw, n * ph * pw, target)
-    # NOTE: tap by tap, 64 x 64 x 32 fp32 tiles (tf32x3) spill 312 B/thread on sm_90; 16 channels a step do not
-    gpu_k = 16 if tap_major and x.dtype == torch.float32 else 32
+    gpu_m, gpu_n, gpu_k, options, min_m = _gpu_conv_tiles(target, x.dtype, tap_major, pool is not None)
+    layouts = (channels_last(group.data_input), channels_last(anchor.outputs[0]))
+    if not layouts[1] and x.dtype != torch.float32:
+        gpu_n = 64  # NOTE: an NCHW store addresses each element apart: 128 x 128 spills 432 B/thread on sm_90
     block_k = target.tile(cg if tap_major else cg * kh * kw, gpu=gpu_k, interpreted=256,
                           large=None if tap_major else 1024)
-    block_n = target.tile(og, gpu=16 if pool is not None and block_k > 16 else 64, interpreted=128, large=256)
-    block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024,
-                          large=interpreter_budget(block_k, block_n))
-    block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
-    layouts = (channels_last(group.data_input), channels_last(anchor.outputs[0]))
+    block_n = target.tile(og, gpu=16 if pool is not None and block_k > 16 and min_m < 64 else gpu_n,
+                          interpreted=128, large=256)
+    block_m = target.tile(n * ph * pw, gpu=gpu_m, interpreted=1024, large=interpreter_budget(block_k, block_n))
+    block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n, min_m=min_m)
     # NOTE: the tuned tiles are dense convs'; a grouped one takes the rule above
     tuned = target.tuned_conv(conv_shape_key(x.dtype, c, h, wd, o, (kh, kw), stride, pool is not None, layouts)) \
         if groups == 1 else {}
@@ -242,6 +243,7 @@ def launch(fn, node, target, inputs, outputs):
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
     by_filter = depthwise(anchor)
     if by_filter:  # columns run over all the filters, a tap at a time: no reduction block
+        options = {"num_warps": 4, "num_stages": 3}
         block_n = target.tile(o, gpu=64, interpreted=128, large=256)
         block_m = target.tile(n * ph * pw, gpu=64 if pool is None else 32, interpreted=1024,
                               large=interpreter_budget(block_n))
@@ -253,7 +255,21 @@ def launch(fn, node, target, inputs, outputs):
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
              KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
              TAP_MAJOR=tap_major, DEPTHWISE=by_filter, X_CL=layouts[0], W_CL=channels_last(anchor.inputs[1]), OUT_CL=layouts[1],
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **{**target.launch_options(options), **tuned})
+
+
+def _gpu_conv_tiles(target: Target, dtype: torch.dtype, tap_major: bool, pooled: bool) -> tuple:
+    """(M, N, K caps, launch options, the fewest rows the grid spreading may leave) of a conv's implicit
+    GEMM on the GPU. Half precision: the Hopper tile (Target.dot_tiles) whose rows never drop under a
+    warpgroup MMA's 64; a pooled tile keeps a window position's accumulator beside the running pool, so
+    64 x 64 x 32 on 4 warps. fp32 (tf32x3) as measured on the H200: 64 x 64 x 32, or 16 channels a step
+    tap by tap (32 spill 312 B/thread there), and 32 pooled rows (64 spill)."""
+    gpu_m, gpu_n, gpu_k, options = target.dot_tiles(dtype)
+    if dtype == torch.float32:
+        return (32 if pooled else gpu_m), gpu_n, (16 if tap_major else gpu_k), options, 16
+    if pooled:
+        return 64, 64, 32, {"num_warps": 4, "num_stages": 3}, 64
+    return gpu_m, gpu_n, gpu_k, options, 64
 
 
 def tap_major_conv(channels: int, taps: int = 1, rows: int = 0, target: Target | None = None) -> bool:
@@ -480,19 +496,24 @@ def launch_input(fn, node, target, inputs, outputs):
     groups = node.attrs.get("groups", 1)
     cg, og = c // groups, o // groups
     tap_major = tap_major_conv(og, kh * kw, n * h * wd, target)  # the reduction runs over a group's filters here
-    gpu_k = 16 if tap_major and dy.dtype == torch.float32 else 32
+    gpu_m, gpu_n, gpu_k, options, min_m = _gpu_conv_tiles(target, dy.dtype, tap_major, pooled=False)
     block_k = target.tile(og if tap_major else og * kh * kw, gpu=gpu_k, interpreted=256,
                           large=None if tap_major else 1024)
-    block_n = target.tile(cg, gpu=32, interpreted=128, large=256)
-    block_m = target.tile(n * h * wd, gpu=64, interpreted=1024, large=interpreter_budget(block_k, block_n))
-    block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
+    # NOTE: fp32 keeps the 32 columns measured on the H200 (tf32x3's three dots a step); an NCHW dx as the
+    # forward's NCHW y (its addressing per element)
     layouts = (channels_last(node.outputs[0]), channels_last(node.inputs[0]))  # the forward's x and y
+    wide = dy.dtype != torch.float32 and layouts[0]
+    block_n = target.tile(cg, gpu=gpu_n if wide else 32 if dy.dtype == torch.float32 else 64, interpreted=128,
+                          large=256)
+    block_m = target.tile(n * h * wd, gpu=gpu_m, interpreted=1024, large=interpreter_budget(block_k, block_n))
+    block_m, block_n = target.spread(n * h * wd, c, block_m, block_n, min_m=min_m)
     tuned = target.tuned_conv(_forward_key(dy.dtype, sizes, (kh, kw), layouts), "conv_input_grad") \
         if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
     by_channel = groups > 1 and cg == 1
     if by_channel:  # columns run over all the channels, a tap and a filter at a time: no reduction block
+        options = {"num_warps": 4, "num_stages": 3}
         block_n = target.tile(c, gpu=64, interpreted=128, large=256)
         block_m = target.tile(n * h * wd, gpu=64, interpreted=1024, large=interpreter_budget(block_n))
         block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
@@ -500,7 +521,7 @@ def launch_input(fn, node, target, inputs, outputs):
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n) if by_channel else groups * col_blocks)
     fn[grid](dy, w, dx, *sizes, cg, og, col_blocks, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
              DEPTHWISE=by_channel, DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]), DX_CL=layouts[0],
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **{**target.launch_options(options), **tuned})
 
 
 def render_weight(node):
@@ -565,7 +586,8 @@ def launch_weight(fn, node, target, inputs, outputs):
     fn[grid](x, dy, *grads, *sizes, cg, og, row_blocks, k_per_split, KH=kh, KW=kw,
              PRECISION=target.precision(x.dtype), SPLIT=split, DEPTHWISE=by_filter,
              X_CL=layouts[0], DY_CL=layouts[1], DW_CL=channels_last(anchor.outputs[0]),
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+             **{**target.launch_options({"num_warps": 4, "num_stages": 3}), **tuned})
     for grad, total in zip((dw, *extra), grads, strict=True):
         if total is not grad:
             grad.copy_(total)

@@ -95,20 +95,35 @@ class Target:
             cap = max(interpreted, large)
         return max(floor, min(cap, triton.next_power_of_2(max(size, 1))))
 
-    def spread(self, m: int, n: int, block_m: int, block_n: int, keep_n: bool = False) -> tuple[int, int]:
+    def spread(self, m: int, n: int, block_m: int, block_n: int, keep_n: bool = False,
+               min_m: int = 16) -> tuple[int, int]:
         """On the GPU, smaller tiles (not under 16) until the grid has a program per SM: a small
         GEMM (one RNN step) in 64 x 64 tiles would run on a handful of the SMs. `keep_n` when a row
-        must stay in one tile (a softmax epilogue)."""
+        must stay in one tile (a softmax epilogue); `min_m` where rows must stay a warpgroup MMA's 64
+        (Hopper's wgmma: below it Triton falls back to Ampere's mma.sync), so N shrinks instead."""
         if self.interpreted:
             return block_m, block_n
         while triton.cdiv(m, block_m) * triton.cdiv(n, block_n) < sm_count():
-            if block_m > 16 and (block_m >= block_n or keep_n or block_n <= 16):
+            if block_m > max(16, min_m) and (block_m >= block_n or keep_n or block_n <= 16):
                 block_m //= 2
             elif block_n > 16 and not keep_n:
                 block_n //= 2
             else:
                 break
         return block_m, block_n
+
+    def dot_tiles(self, dtype: torch.dtype) -> tuple[int, int, int, dict]:
+        """The GPU's default (M, N, K) tile and launch options of a tensor-core kernel: for half precision
+        Hopper's 128 x 128 x 64 with 8 warps (two warpgroups) and 3 stages, from the Triton tutorial's
+        sm_90 matmul; for fp32 (tf32x3: three dots a step) 64 x 64 x 32 on 4 warps, which does not spill.
+        num_warps and num_stages are always passed, so a launch says what it asked for."""
+        if dtype == torch.float32:
+            return 64, 64, 32, {"num_warps": 4, "num_stages": 3}
+        return 128, 128, 64, {"num_warps": 8, "num_stages": 3}
+
+    def launch_options(self, options: dict) -> dict:
+        """`options` on the GPU; none in the interpreter (which ignores warps and stages)."""
+        return {} if self.interpreted else dict(options)
 
     def split_k(self, k: int, block_k: int, tiles: int) -> int:
         """How many programs share each output tile's reduction over `k`: on the GPU enough for two
