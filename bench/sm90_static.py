@@ -137,7 +137,7 @@ def analyse(record, folder: str) -> dict:
     row.update(_resources(compiled.asm["cubin"], folder))
     row["shared"] = max(row.get("shared", 0), compiled.metadata.shared)
     row.update(_occupancy(row["registers"], row["shared"], row["num_warps"], math.prod(grid)))
-    row["tap_drains"] = _drains(compiled.asm.get("ttgir", ""))
+    row["drains"] = _drains(compiled.asm.get("ttgir", ""))
     return row
 
 
@@ -162,10 +162,23 @@ def _occupancy(registers: int, shared: int, warps: int, programs: int) -> dict:
 
 
 def _drains(ttgir: str) -> int:
-    """How many waits for every copy or MMA in flight (`async_wait {num = 0}`, `warp_group_dot_wait
-    {pendings = 0}`) the kernel's TTGIR has: one after its loop ends is the pipeline's; more mean drains
-    inside the loop nest (a conv that refills its pipeline after each kernel tap)."""
-    return len(re.findall(r"(async_wait|warp_group_dot_wait)[^\n]*(num = 0|pendings = 0)", ttgir))
+    """Waits for every copy or MMA in flight (`async_wait {num = 0}`, `warp_group_dot_wait {pendings = 0}`)
+    inside a loop of the kernel's TTGIR: a pipeline that drains and refills within its loop nest (a conv's
+    per-tap loop did, after each kernel tap). One pipelined loop has none: its final wait follows it."""
+    stack: list[bool] = []
+    drains = 0
+    for line in ttgir.splitlines():
+        text = line.strip()
+        if text.startswith("}"):
+            if stack:
+                stack.pop()
+            text = text[1:].strip()
+        if re.search(r"(async_wait|warp_group_dot_wait)\b.*(num = 0 |num = 0}|pendings = 0 |pendings = 0})", text) \
+                and any(stack):
+            drains += 1
+        if text.endswith("{"):
+            stack.append("scf.for" in text)
+    return drains
 
 
 def _analyse_in_worker(record) -> dict:
@@ -176,12 +189,12 @@ def markdown(rows: dict[str, list[dict]]) -> str:
     lines = ["# fusegraph's kernels as compiled for sm_90 (H100 launch choices, no GPU)", "",
              "`python -m bench.sm90_static`: each real-size launch built by Triton's compiler and ptxas for sm_90 "
              "and its machine code read. Occupancy and waves are the CUDA occupancy rule's bound for a 132-SM H100. "
-             "\"full waits\": waits for every copy or MMA in flight in the kernel (after the last loop: 1-2; "
-             "more: the pipeline drains inside the loop nest).",
+             "\"drains\": waits for every copy or MMA in flight inside a loop (a pipeline that drains and "
+             "refills within its loop nest; 0 for one pipelined loop).",
              ""]
     for case, launches in rows.items():
         lines += [f"## {case}: {CASES[case][0]}", "",
-                  "| kernel | blocks (M, N, K) | warps, stages | MMA | copies | full waits | regs | stack | shared | "
+                  "| kernel | blocks (M, N, K) | warps, stages | MMA | copies | drains | regs | stack | shared | "
                   "blocks/SM (occupancy) | grid | waves |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in launches:
             if "error" in r:
@@ -192,7 +205,7 @@ def markdown(rows: dict[str, list[dict]]) -> str:
                 ", ".join(f"{k}={v}" for k, v in b.items())
             passed = "" if r["options_passed"] else " (defaults)"
             lines.append(f"| {r['kernel']} | {tile} | {r['num_warps']}, {r['num_stages']}{passed} | {r['mma']} | "
-                         f"{r['copies']} | {r['tap_drains']} | {r['registers']} | {r['stack']} | {r['shared'] // 1024} KB | "
+                         f"{r['copies']} | {r['drains']} | {r['registers']} | {r['stack']} | {r['shared'] // 1024} KB | "
                          f"{r['blocks_per_sm']} ({r['occupancy']:.0%}) | {'x'.join(map(str, r['grid']))} | {r['waves']} |")
         lines.append("")
     return "\n".join(lines)

@@ -82,22 +82,24 @@ def {name}(
                     w = tl.load({w} + _nchw_at(cols, 0, tap // KW, tap % KW, 1, KH, KW, W_CL), mask=col_ok, other=0.0)
                     acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
             elif TAP_MAJOR:
-                for tap in range(0, KH * KW):
+                # one loop over every (tap, channel block) step, so the loads pipeline across taps
+                channel_steps = tl.cdiv(CG, BLOCK_K)
+                for k_step in range(0, KH * KW * channel_steps):
+                    tap = k_step // channel_steps
                     tap_h = oh * STRIDE_H - PAD_H + (tap // KW) * DIL_H
                     tap_w = ow * STRIDE_W - PAD_W + (tap % KW) * DIL_W
                     # the conv's padding is the masked-out part of the window: it reads as zero
                     tap_ok = pos_ok & (tap_h >= 0) & (tap_h < H) & (tap_w >= 0) & (tap_w < W)
-                    for c0 in range(0, CG, BLOCK_K):
-                        channels = c0 + tl.arange(0, BLOCK_K)
-                        channel_ok = channels < CG
-                        x_mask = tap_ok[:, None] & channel_ok[None, :]
-                        x_at = _nchw_at(n[:, None], group * CG + channels[None, :], tap_h[:, None], tap_w[:, None],
-                                        C, H, W, X_CL)
-                        x = tl.load({x} + x_at, mask=x_mask, other=0.0)
-                        {prologue}
-                        w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, CG, KH, KW, W_CL)
-                        w = tl.load({w} + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
-                        acc += tl.dot(x, w, input_precision=PRECISION)
+                    channels = (k_step % channel_steps) * BLOCK_K + tl.arange(0, BLOCK_K)
+                    channel_ok = channels < CG
+                    x_mask = tap_ok[:, None] & channel_ok[None, :]
+                    x_at = _nchw_at(n[:, None], group * CG + channels[None, :], tap_h[:, None], tap_w[:, None],
+                                    C, H, W, X_CL)
+                    x = tl.load({x} + x_at, mask=x_mask, other=0.0)
+                    {prologue}
+                    w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, CG, KH, KW, W_CL)
+                    w = tl.load({w} + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+                    acc += tl.dot(x, w, input_precision=PRECISION)
             else:
                 for k0 in range(0, K, BLOCK_K):
                     ks = k0 + tl.arange(0, BLOCK_K)
@@ -323,7 +325,10 @@ def {name}(
                 w = tl.load(w_ptr + _nchw_at(filters, 0, tap // KW, tap % KW, 1, KH, KW, W_CL), mask=col_ok, other=0.0)
                 acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
     elif TAP_MAJOR:
-        for tap in range(0, KH * KW):
+        # one loop over every (tap, filter block) step, so the loads pipeline across taps
+        filter_steps = tl.cdiv(OG, BLOCK_K)
+        for k_step in range(0, KH * KW * filter_steps):
+            tap = k_step // filter_steps
             # the output position this tap reached from each input pixel, when the stride lands on it
             tap_h = ih + PAD_H - (tap // KW) * DIL_H
             tap_w = iw + PAD_W - (tap % KW) * DIL_W
@@ -331,15 +336,15 @@ def {name}(
             at_w = tap_w // STRIDE_W
             hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
                    & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
-            for o0 in range(0, OG, BLOCK_K):
-                channels = group * OG + o0 + tl.arange(0, BLOCK_K)
-                channel_ok = o0 + tl.arange(0, BLOCK_K) < OG
-                dy_at = _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None],
-                                 O, OH, OW, DY_CL)
-                dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & channel_ok[None, :], other=0.0)
-                w_at = _nchw_at(channels[:, None], in_group[None, :], tap // KW, tap % KW, CG, KH, KW, W_CL)
-                w = tl.load(w_ptr + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
-                acc += tl.dot(dy, w, input_precision=PRECISION)
+            o0 = (k_step % filter_steps) * BLOCK_K
+            channels = group * OG + o0 + tl.arange(0, BLOCK_K)
+            channel_ok = o0 + tl.arange(0, BLOCK_K) < OG
+            dy_at = _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None],
+                             O, OH, OW, DY_CL)
+            dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & channel_ok[None, :], other=0.0)
+            w_at = _nchw_at(channels[:, None], in_group[None, :], tap // KW, tap % KW, CG, KH, KW, W_CL)
+            w = tl.load(w_ptr + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+            acc += tl.dot(dy, w, input_precision=PRECISION)
     else:
         acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, group, in_group, col_ok, O, OH, OW,
                                    CG, OG, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W, KH, KW, PRECISION,

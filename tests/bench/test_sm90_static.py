@@ -1,5 +1,6 @@
 """bench/sm90_static.py reads what a launch compiles to for sm_90 (no GPU): recorded as an H100 would make
-it, compiled by Triton and ptxas, its MMA kind, copies, resources and occupancy read off the machine code."""
+it, compiled by Triton and ptxas, its MMA kind, copies, drains, resources and occupancy read off the
+machine code; and what it reads of a conv holds (warpgroup MMA, no drain per kernel tap, no spill)."""
 
 import json
 import os
@@ -27,6 +28,7 @@ def test_a_half_precision_conv_reads_as_warpgroup_mma_with_its_resources(tmp_pat
                    capture_output=True, timeout=600)
     (row,) = json.loads(path.with_suffix(".json").read_text())
     assert row["mma"].startswith("wgmma n") and row["copies"] in ("TMA", "cp.async")
+    assert row["drains"] == 0  # one pipelined loop over every (tap, channel block) step: no drain per tap
     assert row["registers"] > 0 and row["stack"] == 0 and row["shared"] > 0
     assert 0 < row["occupancy"] <= 1 and row["waves"] > 0
     assert "| conv2d" in sm90_static.markdown({"conv64": [row]})
