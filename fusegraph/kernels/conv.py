@@ -561,9 +561,15 @@ def launch_weight(fn, node, target, inputs, outputs):
     n, c, o, oh, ow = sizes[0], sizes[1], sizes[4], sizes[5], sizes[6]
     groups = anchor.attrs.get("groups", 1)
     cg, og = c // groups, o // groups
-    block_m = target.tile(og, gpu=32, interpreted=128, large=256)
-    block_n = target.tile(cg * kh * kw, gpu=32, interpreted=128, large=256)
-    block_k = target.tile(n * oh * ow, gpu=32, interpreted=1024, large=interpreter_budget(block_m, block_n))
+    # NOTE: half precision keeps the filters' rows a warpgroup MMA's 64 (32 compiled to mma.sync), the
+    # (channel, tap) columns up to 128 and 64 positions a step; fp32 (tf32x3) the 32-cube measured on the H200
+    half = x.dtype != torch.float32
+    block_m = target.tile(og, gpu=64 if half else 32, interpreted=128, large=256, floor=64 if half and
+                          not target.interpreted else 16)
+    block_n = target.tile(cg * kh * kw, gpu=128 if half else 32, interpreted=128, large=256)
+    block_k = target.tile(n * oh * ow, gpu=64 if half else 32, interpreted=1024,
+                          large=interpreter_budget(block_m, block_n))
+    options = {"num_warps": 8 if half and block_n >= 128 else 4, "num_stages": 3}
     layouts = (channels_last(anchor.inputs[0]), channels_last(anchor.inputs[1]))
     tuned = target.tuned_conv(_forward_key(x.dtype, sizes, (kh, kw), layouts), "conv_weight_grad") \
         if groups == 1 else {}
@@ -591,8 +597,7 @@ def launch_weight(fn, node, target, inputs, outputs):
     fn[grid](x, dy, *grads, *sizes, cg, og, row_blocks, k_per_split, KH=kh, KW=kw,
              PRECISION=target.precision(x.dtype), SPLIT=split, DEPTHWISE=by_filter,
              X_CL=layouts[0], DY_CL=layouts[1], DW_CL=channels_last(anchor.outputs[0]),
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-             **{**target.launch_options({"num_warps": 4, "num_stages": 3}), **tuned})
+             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **{**target.launch_options(options), **tuned})
     for grad, total in zip((dw, *extra), grads, strict=True):
         if total is not grad:
             grad.copy_(total)
