@@ -1,4 +1,7 @@
-"""Analytic memory traffic: the bytes each kernel reads and writes, and the minimum any schedule needs.
+"""Analytic memory traffic: the bytes each kernel reads and writes, and the minimum any schedule needs;
+and the arithmetic: the floating-point operations of a graph's matrix products (convolutions and matmuls,
+forward and gradients, scan bodies once per step), counted as torch's FlopCounterMode counts them (2 per
+multiply-add; elementwise work not counted), for a roofline.
 
 A node's kernel reads each input once and writes each output once; views (reshape, a dropout
 outside training) move nothing; the steps are the schedule's (ir/schedule.py), the ones the runtime runs. A scan
@@ -92,3 +95,31 @@ def minimum_bytes(graph: Graph, batch: int) -> int:
     """Inputs and weights read once, outputs written once: no schedule moves less."""
     arguments = sum(nbytes(n.outputs[0].type, batch) for n in graph.nodes if n.op in ("input", "parameter"))
     return arguments + sum(nbytes(v.type, batch) for v in graph.outputs)
+
+
+def _matrix_flops(node: Node, batch: int) -> int:
+    """2 x (multiply-adds) of one conv or matmul node (0 for any other op)."""
+    op, ins, outs = node.op, node.inputs, node.outputs
+    if op in ("conv1d", "conv2d", "conv1d_bwd_input", "conv2d_bwd_input"):
+        conv_output = ins[0] if op.endswith("bwd_input") else outs[0]  # the input gradient's dy is shaped so
+        return 2 * prod(conv_output.type.concrete(batch)) * prod(ins[1].type.shape[1:])  # each: CG * KH * KW
+    if op in ("conv1d_bwd_weight", "conv2d_bwd_weight"):
+        return 2 * prod(ins[1].type.concrete(batch)) * prod(outs[0].type.shape[1:])
+    if op == "matmul":
+        return 2 * prod(outs[0].type.concrete(batch)) * ins[0].type.shape[-1]
+    if op == "matmul_tn":
+        p = ins[0].type.concrete(batch)
+        return 2 * prod(p[:-1]) * p[-1] * ins[1].type.concrete(batch)[-1]
+    return 0
+
+
+def graph_flops(graph: Graph, batch: int) -> int:
+    """Floating-point operations of every conv and matmul of `graph` at `batch` (a scan's body once per
+    step): the arithmetic any schedule of it must do."""
+    total = 0
+    for node in graph.nodes:
+        if node.op == "scan":
+            total += scan_steps(node) * graph_flops(node.attrs["body"], batch)
+        else:
+            total += _matrix_flops(node, batch)
+    return total
