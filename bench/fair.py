@@ -153,8 +153,66 @@ def run_row(row: Row, scale: str, rounds: int, precision: str, first_call: bool 
         moved = row.moved_bytes(scale) * torch.finfo(getattr(torch, dtype)).bits // 32
         result["moved_bytes"] = moved
         result["copy_ms"] = _copy_ms(moved, device)
+    work = arithmetic(row, scale, dtype)
+    if work is not None:
+        result["work"] = work
+        if device == "cuda" and "fusegraph" in result.get("median_ms", {}):
+            result["roofline"] = roofline(work, ceilings(dtype, precision), result["median_ms"]["fusegraph"])
     result["wall_s"] = round(time.perf_counter() - start, 1)
     return result
+
+
+def arithmetic(row: Row, scale: str, dtype: str) -> dict | None:
+    """What one call of a model row must do (ir/cost.py): the FLOPs of its convs and matmuls (forward, or the
+    training step's forward and gradients) and the fewest bytes it can move (inputs and weights read once,
+    outputs written once; half precision halves them, mixed-precision weights stay float32 in this count)."""
+    from fusegraph.ir.cost import graph_flops, minimum_bytes
+    from fusegraph.passes.autodiff import autodiff
+
+    if row.optimizer_numel is not None:
+        return None
+    model, feeds = row.build(scale, "float32")
+    if model is None:
+        return None
+    batch = feeds[0].shape[0]
+    graph = model.graph if row.loss is None else autodiff(model.graph, row.loss)
+    bits = torch.finfo(getattr(torch, dtype)).bits
+    return {"flops": graph_flops(graph, batch), "minimum_bytes": minimum_bytes(graph, batch) * bits // 32}
+
+
+_CEILINGS: dict[tuple[str, str], dict] = {}
+
+
+def ceilings(dtype: str, precision: str) -> dict:
+    """This GPU's two ceilings, measured once per run (METHOD: datasheet rates are leads): device-to-device
+    copy bandwidth (1 GiB, bytes read plus written) and the dense matrix rate of a 8192-cube torch.matmul in
+    `dtype` (float32 under the row's TF32 setting), each the median of interleaved timings."""
+    from bench.harness import timer, torch_settings
+
+    key = (dtype, precision)
+    if key not in _CEILINGS:
+        src = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+        dst = torch.empty_like(src)
+        copy_ms = timer()(lambda: dst.copy_(src))
+        size = 8192
+        a = torch.randn(size, size, device="cuda", dtype=getattr(torch, dtype))
+        b = torch.randn(size, size, device="cuda", dtype=getattr(torch, dtype))
+        with torch_settings(precision):
+            matmul_ms = timer()(lambda: a @ b)
+        _CEILINGS[key] = {"copy_gb_per_s": round(2 * src.numel() * 4 / copy_ms / 1e6, 1),
+                          "matmul_tflop_per_s": round(2 * size ** 3 / matmul_ms / 1e9, 1)}
+    return _CEILINGS[key]
+
+
+def roofline(work: dict, limits: dict, measured_ms: float) -> dict:
+    """The floor a call cannot beat (its FLOPs at the matrix rate, or its bytes at the copy bandwidth: the
+    larger) and how close fusegraph's median comes to it."""
+    compute_ms = work["flops"] / (limits["matmul_tflop_per_s"] * 1e9)
+    memory_ms = work["minimum_bytes"] / (limits["copy_gb_per_s"] * 1e6)
+    floor_ms = max(compute_ms, memory_ms)
+    return {**limits, "compute_ms": compute_ms, "memory_ms": memory_ms, "floor_ms": floor_ms,
+            "bound": "compute" if compute_ms >= memory_ms else "memory",
+            "fusegraph_of_floor": floor_ms / measured_ms}
 
 
 def run_job(job: Job, suite: ModuleType, args: argparse.Namespace) -> dict:
@@ -311,6 +369,12 @@ def _describe(record: dict) -> list[str]:
         r = best["ratio"]
         lines.append(f"  - best torch: {best['name']} {best['median_ms']:.3f} ms; fusegraph {r['median']:.2f}x "
                      f"[{r['min']:.2f}-{r['max']:.2f}] its speed")
+    if "roofline" in record:
+        roof = record["roofline"]
+        lines.append(f"  - roofline: {record['work']['flops'] / 1e9:.1f} GFLOP, {record['work']['minimum_bytes'] / 1e6:.0f} "
+                     f"MB at least; floor {roof['floor_ms']:.3f} ms ({roof['bound']}-bound: "
+                     f"{roof['matmul_tflop_per_s']:.0f} TFLOP/s matmul, {roof['copy_gb_per_s']:.0f} GB/s copy, measured); "
+                     f"fusegraph at {roof['fusegraph_of_floor']:.0%} of the limit")
     if "copy_ms" in record and "fusegraph" in record["median_ms"]:
         lines.append(f"  - bandwidth: fusegraph at {record['copy_ms'] / record['median_ms']['fusegraph']:.0%} "
                      f"of a device copy of the same {record['moved_bytes'] / 1e6:.0f} MB")

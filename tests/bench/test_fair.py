@@ -318,3 +318,21 @@ def test_the_conv_gradient_sweep_checks_each_planted_launch_on_the_cpu(tmp_path,
     results = {"conv_grad": []}
     tune_gpu.sweep_conv_grad(results, deadline=0.0, out=str(tmp_path))  # past its deadline: no shape starts
     assert results["conv_grad"] == []
+
+
+def test_a_model_row_records_its_work_and_a_gpu_record_its_roofline(tmp_path):
+    """Each model row's FLOPs and fewest bytes (ir/cost.py); on a GPU the floor they give at the measured
+    ceilings and fusegraph's share of it, printed with the row (here a planted record: no GPU)."""
+    row = suite.ROWS["cifar_cnn training step b128"]
+    work = fair.arithmetic(row, "tiny", "float32")
+    assert work["flops"] > 0 and work["minimum_bytes"] > 0
+    assert fair.arithmetic(row, "tiny", "bfloat16")["minimum_bytes"] == work["minimum_bytes"] // 2
+    assert fair.arithmetic(suite.ROWS["adam step 939MB"], "tiny", "float32") is None
+    limits = {"copy_gb_per_s": 3000.0, "matmul_tflop_per_s": 700.0}
+    roof = fair.roofline({"flops": 7e11, "minimum_bytes": 3e8}, limits, measured_ms=2.0)
+    assert roof["compute_ms"] == 1.0 and roof["memory_ms"] == 0.1 and roof["bound"] == "compute"
+    assert roof["fusegraph_of_floor"] == 0.5
+    record = {"row": "r", "dtype": "float32", "precision": "exact", "rounds": 2, "median_ms": {"fusegraph": 2.0},
+              "ratios_vs_fusegraph": {}, "left_out": {}, "work": {"flops": 7e11, "minimum_bytes": 3e8}, "roofline": roof}
+    (line,) = [text for text in fair._describe(record) if "roofline" in text]
+    assert "floor 1.000 ms (compute-bound" in line and "fusegraph at 50% of the limit" in line
