@@ -38,3 +38,24 @@ def test_occupancy_follows_the_cuda_rule():
     # 128 registers x 4 warps: 16384 registers a block, so 4 blocks by registers; 100 KB of shared: 2 by memory
     assert sm90_static._occupancy(128, 100 * 1024, 4, 264)["blocks_per_sm"] == 2
     assert sm90_static._occupancy(32, 0, 4, 132 * 16)["waves"] == 1.0  # 16 blocks of 4 warps fill the 64 warps
+
+
+def test_the_resnet_stage_conv_compiles_hopper_native(tmp_path):
+    """The Hopper issue's 256-channel ResNet stage (128 x 256 x 14 x 14, fp16 channels-last), forward and
+    training: every conv launch on warpgroup MMA, the forward's and input gradient's at N = 128, the
+    forward with no drain in its loop, nothing spilled."""
+    records = list({r[:4]: r for r in sm90_static.record_case("conv256")}.values())
+    convs = [r for r in records if r[0].startswith("conv2d")]
+    path = tmp_path / "records.pkl"
+    path.write_bytes(pickle.dumps(convs))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-m", "bench.sm90_static", "--worker", str(path)], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=900)
+    rows = json.loads(path.with_suffix(".json").read_text())
+    assert len(rows) == len(convs) >= 4
+    for row in rows:
+        assert row["mma"].startswith("wgmma n") and row["stack"] == 0, row
+        if row["kernel"].startswith("conv2d_bwd_input") or not row["kernel"].startswith("conv2d_bwd"):
+            assert row["blocks"]["BLOCK_M"] >= 64
+        if row["kernel"] == "conv2d":
+            assert row["mma"] == "wgmma n128" and row["drains"] == 0
