@@ -103,28 +103,16 @@ def record_case(name: str) -> list[tuple]:
 
 # -- reading the machine code (a process of its own, compiling for sm_90) ------------------------------
 def analyse(record, folder: str) -> dict:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from tests.kernels.gpu_compile import LAUNCH_OPTIONS, POINTER_TYPES, load
+    from tests.kernels.gpu_compile import compile_for_sm90, launch_options, load
 
     name, source, arguments, keywords, grid = record
     keywords = dict(keywords)
-    fn = load(name, source, folder)
-    signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
-                 for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind != "one"}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, (_, _, aligned) in enumerate(arguments) if aligned}
-    options = {k: v for k, v in keywords.items() if k in LAUNCH_OPTIONS}
-    constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
-    constexprs.update({arg: 1 for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "one"})
-    signature.update({k: "constexpr" for k in constexprs})
+    _, _, constexprs, options = launch_options(load(name, source, folder), arguments, keywords)
     row = {"kernel": name, "grid": list(grid), "blocks": {k: v for k, v in constexprs.items() if k.startswith("BLOCK")},
            "num_warps": options.get("num_warps", 4), "num_stages": options.get("num_stages", 3),
            "options_passed": sorted(options)}
     try:
-        compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                                  options=options)
+        compiled, _, _ = compile_for_sm90(name, source, arguments, keywords, folder)
     except Exception as error:  # noqa: BLE001 - reported per launch
         row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
         return row

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import warnings
 
 import pytest
 import torch
@@ -20,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusegraph as fg
-from fusegraph.interop import dynamo
 from tests.conftest import KERNEL_ATOL, KERNEL_RTOL
 from tests.interop.published import load
+from tests.interop.test_real_blocks import assert_runs_under_the_backend_with_no_eager_node
 
 CLASSES = 5
 
@@ -148,13 +147,4 @@ def test_the_published_model_converts_and_matches_torch(name, builder, shape):
 
 @pytest.mark.parametrize("name,builder,shape", MODELS, ids=IDS)
 def test_the_published_model_runs_under_the_backend_with_no_eager_node(name, builder, shape):
-    net = _build(builder).eval()
-    x = torch.randn(shape)
-    torch._dynamo.reset()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("error", dynamo.FusegraphFallbackWarning)
-            got = torch.compile(net, backend="fusegraph")(x)
-        torch.testing.assert_close(got, net(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
-    finally:
-        torch._dynamo.reset()
+    assert_runs_under_the_backend_with_no_eager_node(_build(builder).eval(), torch.randn(shape))

@@ -515,10 +515,8 @@ def test_the_block_converts_and_matches_torch_forward_and_backward(build, shape)
         torch.testing.assert_close(grad, parameters[model.torch_names[ours]].grad, rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
 
 
-@pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)
-def test_the_block_runs_under_the_backend_with_no_eager_node(build, shape):
-    net = build().eval()
-    x = torch.randn(shape)
+def assert_runs_under_the_backend_with_no_eager_node(net: nn.Module, x: torch.Tensor) -> None:
+    """torch.compile(net, backend="fusegraph") in evaluation: no FusegraphFallbackWarning, torch's result."""
     torch._dynamo.reset()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -527,3 +525,8 @@ def test_the_block_runs_under_the_backend_with_no_eager_node(build, shape):
         torch.testing.assert_close(got, net(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("build,shape", BLOCKS, ids=IDS)
+def test_the_block_runs_under_the_backend_with_no_eager_node(build, shape):
+    assert_runs_under_the_backend_with_no_eager_node(build().eval(), torch.randn(shape))

@@ -52,15 +52,9 @@ def load(name: str, source: str, folder: str):
     return getattr(module, name)
 
 
-def compile_one(record, pipelined: bool, folder: str) -> list[str]:
-    """The failures of one recorded launch (none: it compiles, on tensor cores, pipelined if asked, without
-    spilling)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    name, source, arguments, keywords = record
-    fn = load(name, source, folder)
+def launch_options(fn, arguments, keywords: dict) -> tuple[dict, dict, dict, dict]:
+    """(signature, attrs, constexprs, launch options) of a recorded launch, as Triton's launcher would
+    specialize it."""
     signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
                  for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind != "one"}
     # NOTE: as the launcher specializes them: loads vectorize and pipeline only from aligned addresses
@@ -69,10 +63,32 @@ def compile_one(record, pipelined: bool, folder: str) -> list[str]:
     constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
     constexprs.update({arg: 1 for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "one"})
     signature.update({k: "constexpr" for k in constexprs})
+    return signature, attrs, constexprs, options
+
+
+def compile_for_sm90(name: str, source: str, arguments, keywords: dict, folder: str) -> tuple:
+    """(the compiled kernel, its constexprs, its launch options): one recorded launch built for sm_90.
+    Raises what Triton's compiler raises."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = load(name, source, folder)
+    signature, attrs, constexprs, options = launch_options(fn, arguments, keywords)
+    compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                              options=options)
+    return compiled, constexprs, options
+
+
+def compile_one(record, pipelined: bool, folder: str) -> list[str]:
+    """The failures of one recorded launch (none: it compiles, on tensor cores, pipelined if asked, without
+    spilling)."""
+    name, source, arguments, keywords = record
     try:
-        compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                                  options=options)
+        compiled, constexprs, options = compile_for_sm90(name, source, arguments, keywords, folder)
     except Exception as error:  # noqa: BLE001 - every compiler error is a failure to report
+        fn = load(name, source, folder)
+        _, _, constexprs, options = launch_options(fn, arguments, keywords)
         return [f"{name} {constexprs} {options}: {type(error).__name__}: {str(error)[:500]}"]
     failures = []
     if "tl.dot(" in source and "mma" not in compiled.asm["ptx"]:
