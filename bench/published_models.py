@@ -60,11 +60,11 @@ MODELS = [
 
 # what a run found behind a row that is off, by (source, name)
 NOTES = {
-    ("timm", "mnasnet_100"): "Off by a ReLU tie, not a defect: traced node by node (the float64 reference "
-    "interpreter over the same graph), every kernel's output agrees until blocks.2.2's bn2 output, where one "
-    "pre-activation of 69,120 lies within float32 rounding of zero (4.7e-7 in float64 on a scale of 5.4; 0 "
-    "here, positive in torch's float32): that element's gradient passes in torch and not here, and spreads "
-    "through the block's batch norms.",
+    ("timm", "mnasnet_100"): "Off by a ReLU tie, not a defect: the same error reproduces on its stage 2 alone "
+    "(blocks.2.0-2.2, batch 4 at 24 x 24), traced there node by node against the float64 reference interpreter "
+    "over the same graph: every kernel's output agrees until blocks.2.2's bn2 output, where one pre-activation "
+    "of 69,120 lies within float32 rounding of zero (4.7e-7 in float64 on a scale of 5.4; 0 here): that "
+    "element's gradient passes in float64 and not here, and spreads through the block's batch norms.",
     ("torchvision", "densenet121"): "Off by ReLU ties, not a defect: traced node by node as for timm's "
     "mnasnet_100, every kernel agrees with the float64 reference until the first of four ReLUs "
     "(features.transition2.relu, denseblock2 layers 10-12's relu1) whose input has one element within float32 "
