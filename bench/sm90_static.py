@@ -103,18 +103,15 @@ def record_case(name: str) -> list[tuple]:
 
 # -- reading the machine code (a process of its own, compiling for sm_90) ------------------------------
 def analyse(record, folder: str) -> dict:
-    from tests.kernels.gpu_compile import compile_for_sm90, launch_options, load
+    from tests.kernels.gpu_compile import compile_for_sm90, load, resource_usage
 
     name, source, arguments, keywords, grid = record
-    keywords = dict(keywords)
-    _, _, constexprs, options = launch_options(load(name, source, folder), arguments, keywords)
+    constexprs, options, compiled = compile_for_sm90(load(name, source, folder), arguments, dict(keywords))
     row = {"kernel": name, "grid": list(grid), "blocks": {k: v for k, v in constexprs.items() if k.startswith("BLOCK")},
            "num_warps": options.get("num_warps", 4), "num_stages": options.get("num_stages", 3),
            "options_passed": sorted(options)}
-    try:
-        compiled, _, _ = compile_for_sm90(name, source, arguments, keywords, folder)
-    except Exception as error:  # noqa: BLE001 - reported per launch
-        row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+    if isinstance(compiled, Exception):
+        row["error"] = f"{type(compiled).__name__}: {str(compiled)[:300]}"
         return row
     ptx = compiled.asm["ptx"]
     wgmma = sorted({int(n) for n in re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k", ptx)})
@@ -122,22 +119,11 @@ def analyse(record, folder: str) -> dict:
                   "mma.sync" if "mma.sync" in ptx else "none (no dot)" if "tl.dot(" not in source else "none")
     row["copies"] = ("TMA" if "cp.async.bulk.tensor" in ptx else "cp.async" if re.search(r"cp\.async\.c[ag]", ptx)
                      else "loads")
-    row.update(_resources(compiled.asm["cubin"], folder))
+    row.update(resource_usage(compiled.asm["cubin"], folder))
     row["shared"] = max(row.get("shared", 0), compiled.metadata.shared)
     row.update(_occupancy(row["registers"], row["shared"], row["num_warps"], math.prod(grid)))
     row["drains"] = _drains(compiled.asm.get("ttgir", ""))
     return row
-
-
-def _resources(cubin: bytes, folder: str) -> dict:
-    import triton
-
-    path = os.path.join(folder, "kernel.cubin")
-    Path(path).write_bytes(cubin)
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
-    number = lambda key: int(re.search(rf"{key}:(\d+)", usage).group(1)) if re.search(rf"{key}:(\d+)", usage) else 0
-    return {"registers": number("REG"), "stack": number("STACK"), "shared": number("SHARED")}
 
 
 def _occupancy(registers: int, shared: int, warps: int, programs: int) -> dict:

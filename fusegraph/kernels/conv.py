@@ -194,10 +194,12 @@ def render(node):
     return KernelSource(name, module_source(f"{name} (implicit GEMM)", helpers_for(source) + "\n\n" + source))
 
 
-def depthwise(conv) -> bool:
-    """Each filter reads one input channel (groups > 1, a group's channels one): the kernels run each
-    filter's taps elementwise, a program over the filters of many groups, with no dot products."""
-    return conv.attrs.get("groups", 1) > 1 and conv.inputs[0].type.shape[1] == conv.attrs["groups"]
+def depthwise(node) -> bool:
+    """Whether a conv (or either of its gradients) is depthwise: each filter reads one input channel (groups
+    > 1, the weight's second axis 1: input 1 of the conv and of its input gradient, the weight gradient's
+    output). Its kernels run each filter's taps elementwise, a program over many groups, with no dot."""
+    weight = node.outputs[0] if node.op.endswith("bwd_weight") else node.inputs[1]
+    return node.attrs.get("groups", 1) > 1 and weight.type.shape[1] == 1
 
 
 def launch(fn, node, target, inputs, outputs):
@@ -472,21 +474,12 @@ def _forward_key(dtype, sizes: tuple, kernel: tuple, layouts: tuple[bool, bool])
     return conv_shape_key(dtype, c, h, w, o, kernel, (sizes[7], sizes[8]), False, layouts)
 
 
-def _depthwise_gradient(node) -> bool:
-    """Whether the conv a gradient node differentiates is depthwise: one channel per group (the weight's
-    second axis for the input gradient's (dy, w); x's channels over the groups for the weight's (x, dy))."""
-    groups = node.attrs.get("groups", 1)
-    x_or_w = node.inputs[1] if node.op.endswith("bwd_input") else node.inputs[0]
-    channels = x_or_w.type.shape[1] if node.op.endswith("bwd_input") else x_or_w.type.shape[1] // groups
-    return groups > 1 and channels == 1
-
-
 def render_input(node):
     name = kernel_name(node)
     # as the forward (tap_major_conv), over the output gradient's channels
     filters = node.inputs[0].type.shape[1] // node.attrs.get("groups", 1)  # a group's: its reduction runs over them
     known = {"TAP_MAJOR": False} if filters < 16 else {}
-    known["DEPTHWISE"] = _depthwise_gradient(node)
+    known["DEPTHWISE"] = depthwise(node)
     source = fill(INPUT_SOURCE, known, name=name)
     if "_flat_input_gradient(" in source:  # the helper only where a branch left in calls it
         source += "\n\n" + FLAT_INPUT_GRADIENT.strip("\n")
@@ -516,7 +509,7 @@ def launch_input(fn, node, target, inputs, outputs):
         if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
-    by_channel = groups > 1 and cg == 1
+    by_channel = depthwise(node)
     if by_channel:  # columns run over all the channels, a tap and a filter at a time: no reduction block
         options = {"num_warps": 4, "num_stages": 3}
         block_n = target.tile(c, gpu=64, interpreted=128, large=256)
@@ -536,7 +529,7 @@ def render_weight(node):
     pointers = "x_ptr, dy_ptr, dw_ptr" + (", db_ptr" if group.bias_gradient is not None else "")
     bias = group.bias_gradient is not None
     source = fill(
-        WEIGHT_SOURCE, {"DW_CL": channels_last(anchor.outputs[0]), "DEPTHWISE": _depthwise_gradient(anchor)},
+        WEIGHT_SOURCE, {"DW_CL": channels_last(anchor.outputs[0]), "DEPTHWISE": depthwise(anchor)},
         name=name, pointers=pointers,
         row_sum_init="row_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)" if bias else "",
         row_sum_step="row_sums += tl.sum(dy.to(tl.float32), axis=1)" if bias else "",
@@ -575,7 +568,7 @@ def launch_weight(fn, node, target, inputs, outputs):
         if groups == 1 else {}
     block_m, block_n, block_k = (tuned.pop(key, default) for key, default in
                                  (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)))
-    by_filter = groups > 1 and cg == 1
+    by_filter = depthwise(anchor)
     if by_filter:  # rows run over all the filters; a program's columns are all of a filter's taps
         block_m = target.tile(o, gpu=32, interpreted=128, large=256)
         block_n = target.tile(kh * kw, gpu=64, interpreted=64)

@@ -38,8 +38,10 @@ def _enter_without_init(folder: Path) -> None:
 
 
 def load(name: str) -> types.ModuleType:
-    """torchvision.models.<name> (name 'timm': the timm package), or the test is skipped saying how to
-    install them."""
+    """torchvision.models.<name> (name 'timm': the timm package). Where neither is installed the test fails
+    saying how to install them: the README's test command does, so a run that lacks them has lost the
+    published-model coverage and must not pass quietly. FUSEGRAPH_SKIP_PUBLISHED=1 skips them instead, for
+    a machine that asks to run without them."""
     folder = _folder()
     if folder is not None:
         if str(folder) not in sys.path:
@@ -49,5 +51,8 @@ def load(name: str) -> types.ModuleType:
         try:
             importlib.import_module("torchvision.models")
         except Exception:  # noqa: BLE001 - a missing or broken torchvision alike
-            pytest.skip(f"torchvision's and timm's model code are not installed: {INSTALL}")
+            missing = f"torchvision's and timm's model code are not installed: {INSTALL}"
+            if os.environ.get("FUSEGRAPH_SKIP_PUBLISHED") == "1":
+                pytest.skip(f"FUSEGRAPH_SKIP_PUBLISHED=1 asks to run without the published models ({missing})")
+            pytest.fail(missing, pytrace=False)
     return importlib.import_module("timm" if name == "timm" else f"torchvision.models.{name}")

@@ -91,8 +91,8 @@ MODELS = [
 IDS = [name for name, _, _ in MODELS]
 # NOTE: the published classifiers of 4096 features (VGG, AlexNet, timm's ConvMlp) and the fixed depths of
 # GoogLeNet and MNASNet cost the interpreter 10-35 s a training step; their gradients are checked at the
-# published sizes by bench/published_models.py (bench/results/published_models.md), their blocks' here by
-# tests/interop/test_real_blocks.py, and their forward here under the backend
+# published sizes by bench/published_models.py (bench/results/published_models.md), their blocks' in the suite
+# by tests/interop/test_real_blocks.py, and their forward here under the backend
 HEAVY = {"tv_vgg11_bn", "tv_alexnet", "tv_googlenet", "tv_mnasnet", "timm_vgg_bn", "timm_mnasnet"}
 TRAINED = [case for case in MODELS if case[0] not in HEAVY]
 
@@ -125,11 +125,12 @@ def test_the_published_model_converts_and_matches_torch(name, builder, shape):
     torch.manual_seed(1)
     x, y = torch.randn(shape), torch.randint(0, CLASSES, (shape[0],))
     model = fg.from_torch(net.train(), x)
+    trainer = fg.compile(model, loss="cross_entropy")  # one compile: its calls are the inference program
     with torch.no_grad():
-        torch.testing.assert_close(fg.compile(model)(x), net.eval()(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+        torch.testing.assert_close(trainer(x), net.eval()(x), rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
     net.train()
     exact, exact_grads = _float64_reference(net, x, y)
-    value, grads = fg.compile(model, loss="cross_entropy").loss_and_grads(x, y)
+    value, grads = trainer.loss_and_grads(x, y)
     net.zero_grad()
     loss = F.cross_entropy(net(x), y)
     loss.backward()

@@ -27,7 +27,8 @@ LAUNCH_OPTIONS = ("num_warps", "num_stages")
 MAX_STACK_BYTES = 64
 
 
-def stack_bytes(cubin: bytes, folder: str) -> int:
+def resource_usage(cubin: bytes, folder: str) -> dict[str, int]:
+    """Registers, stack and shared memory per thread / block, as cuobjdump (Triton's own) reports them."""
     import re
     import subprocess
 
@@ -38,7 +39,9 @@ def stack_bytes(cubin: bytes, folder: str) -> int:
         handle.write(cubin)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
-    return int(re.search(r"STACK:(\d+)", usage).group(1))
+    found = {key: re.search(rf"{key}:(\d+)", usage) for key in ("REG", "STACK", "SHARED")}
+    return {name: int(found[key].group(1)) if found[key] else 0
+            for name, key in (("registers", "REG"), ("stack", "STACK"), ("shared", "SHARED"))}
 
 
 def load(name: str, source: str, folder: str):
@@ -66,37 +69,35 @@ def launch_options(fn, arguments, keywords: dict) -> tuple[dict, dict, dict, dic
     return signature, attrs, constexprs, options
 
 
-def compile_for_sm90(name: str, source: str, arguments, keywords: dict, folder: str) -> tuple:
-    """(the compiled kernel, its constexprs, its launch options): one recorded launch built for sm_90.
-    Raises what Triton's compiler raises."""
+def compile_for_sm90(fn, arguments, keywords: dict) -> tuple:
+    """(constexprs, launch options, the compiled kernel or the compiler's error): one recorded launch of `fn`
+    (loaded by `load`) built for sm_90."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = load(name, source, folder)
     signature, attrs, constexprs, options = launch_options(fn, arguments, keywords)
-    compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                              options=options)
-    return compiled, constexprs, options
+    try:
+        return constexprs, options, triton.compile(ASTSource(fn, signature, constexprs, attrs),
+                                                   target=GPUTarget("cuda", 90, 32), options=options)
+    except Exception as error:  # noqa: BLE001 - every compiler error is the caller's to report
+        return constexprs, options, error
 
 
 def compile_one(record, pipelined: bool, folder: str) -> list[str]:
     """The failures of one recorded launch (none: it compiles, on tensor cores, pipelined if asked, without
     spilling)."""
     name, source, arguments, keywords = record
-    try:
-        compiled, constexprs, options = compile_for_sm90(name, source, arguments, keywords, folder)
-    except Exception as error:  # noqa: BLE001 - every compiler error is a failure to report
-        fn = load(name, source, folder)
-        _, _, constexprs, options = launch_options(fn, arguments, keywords)
-        return [f"{name} {constexprs} {options}: {type(error).__name__}: {str(error)[:500]}"]
+    constexprs, options, compiled = compile_for_sm90(load(name, source, folder), arguments, keywords)
+    if isinstance(compiled, Exception):
+        return [f"{name} {constexprs} {options}: {type(compiled).__name__}: {str(compiled)[:500]}"]
     failures = []
     if "tl.dot(" in source and "mma" not in compiled.asm["ptx"]:
         failures.append(f"{name} {constexprs} {options}: its tl.dot uses no tensor cores")
     stages = options.get("num_stages", 1)
     if pipelined and "tl.dot(" in source and stages > 1 and "cp.async" not in compiled.asm["ptx"]:
         failures.append(f"{name} {constexprs} {options}: num_stages > 1 but no load is pipelined (no cp.async)")
-    spilled = stack_bytes(compiled.asm["cubin"], folder)
+    spilled = resource_usage(compiled.asm["cubin"], folder)["stack"]
     if spilled > MAX_STACK_BYTES:
         failures.append(f"{name} {constexprs} {options}: spills {spilled} bytes of stack per thread")
     return failures
