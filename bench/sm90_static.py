@@ -40,7 +40,7 @@ def recorded_launches():
     from fusegraph.kernels import codegen, target
     from tests.kernels.test_gpu_compile import describe
 
-    saved = target.sm_count, target.tensor_cores_take_tf32, codegen.Kernel.__getitem__
+    saved = target.sm_count, target.tensor_cores_take_tf32, target.tensor_memory_accelerator, codegen.Kernel.__getitem__
     records: list[tuple] = []
 
     def record(kernel, grid):
@@ -49,12 +49,12 @@ def recorded_launches():
                             tuple(grid) if isinstance(grid, (tuple, list)) else (grid,)))
         return launch
 
-    target.sm_count, target.tensor_cores_take_tf32 = (lambda: SMS), (lambda: True)
+    target.sm_count, target.tensor_cores_take_tf32, target.tensor_memory_accelerator = (lambda: SMS), (lambda: True), (lambda: True)
     codegen.Kernel.__getitem__ = record
     try:
         yield records
     finally:
-        target.sm_count, target.tensor_cores_take_tf32, codegen.Kernel.__getitem__ = saved
+        target.sm_count, target.tensor_cores_take_tf32, target.tensor_memory_accelerator, codegen.Kernel.__getitem__ = saved
 
 
 def _conv_block(channels: int, size: int):

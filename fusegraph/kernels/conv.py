@@ -27,6 +27,7 @@ from ..passes.templates import Anchor, register_anchor, register_check
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
+from .descriptors import MAX_BOX, descriptor
 from .layout import channels_last
 from .registry import KernelSource, register_template
 from .source import fill, lifter, module_source
@@ -36,16 +37,27 @@ from .tuning import conv_shape_key
 CONV_SOURCE = '''
 @triton.jit
 def {name}(
-    {pointers},
+    {pointers}, x_desc, w_desc,
     N, C, H, W, O, OH, OW, PH, PW, CG, OG, COL_BLOCKS,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     POOL_STRIDE_H, POOL_STRIDE_W, POOL_PAD_H, POOL_PAD_W,
     KH: tl.constexpr, KW: tl.constexpr, POOL_KH: tl.constexpr, POOL_KW: tl.constexpr,
     PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr, DEPTHWISE: tl.constexpr,
-    X_CL: tl.constexpr, W_CL: tl.constexpr, OUT_CL: tl.constexpr,
+    X_CL: tl.constexpr, W_CL: tl.constexpr, OUT_CL: tl.constexpr, X_DESC: tl.constexpr, W_DESC: tl.constexpr,
+    BOX_N: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    if X_DESC:
+        # rows: a box of BOX_N images x BOX_H x BOX_W output pixels, as the copy engine reads a tap's inputs
+        n0, h0, w0 = _box_origin(N, PH, PW, BOX_N, BOX_H, BOX_W)
+        n, ph, pw = _box_pixels(n0, h0, w0, BOX_N, BOX_H, BOX_W)
+        row_ok = (n < N) & (ph < PH) & (pw < PW)
+    else:
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < N * PH * PW
+        n = rows // (PH * PW)
+        ph = (rows // PW) % PH
+        pw = rows % PW
     if DEPTHWISE:
         # each filter reads one channel (cols // OG): a program takes the filters of many groups
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -57,10 +69,6 @@ def {name}(
         cols = group * OG + in_group
         col_ok = in_group < OG
     K = CG * KH * KW
-    row_ok = rows < N * PH * PW
-    n = rows // (PH * PW)
-    ph = (rows // PW) % PH
-    pw = rows % PW
     {pool_init}
     for pool_kh in {window}(POOL_KH):
         for pool_kw in {window}(POOL_KW):
@@ -86,19 +94,29 @@ def {name}(
                 channel_steps = tl.cdiv(CG, BLOCK_K)
                 for k_step in range(0, KH * KW * channel_steps):
                     tap = k_step // channel_steps
-                    tap_h = oh * STRIDE_H - PAD_H + (tap // KW) * DIL_H
-                    tap_w = ow * STRIDE_W - PAD_W + (tap % KW) * DIL_W
-                    # the conv's padding is the masked-out part of the window: it reads as zero
-                    tap_ok = pos_ok & (tap_h >= 0) & (tap_h < H) & (tap_w >= 0) & (tap_w < W)
-                    channels = (k_step % channel_steps) * BLOCK_K + tl.arange(0, BLOCK_K)
+                    c0 = (k_step % channel_steps) * BLOCK_K
+                    channels = c0 + tl.arange(0, BLOCK_K)
                     channel_ok = channels < CG
-                    x_mask = tap_ok[:, None] & channel_ok[None, :]
-                    x_at = _nchw_at(n[:, None], group * CG + channels[None, :], tap_h[:, None], tap_w[:, None],
-                                    C, H, W, X_CL)
-                    x = tl.load({x} + x_at, mask=x_mask, other=0.0)
-                    {prologue}
-                    w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, CG, KH, KW, W_CL)
-                    w = tl.load({w} + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+                    if X_DESC:
+                        # stride 1: the tap's inputs are the rows' box shifted; the copy engine's zero fill pads
+                        x = x_desc.load([n0, h0 - PAD_H + (tap // KW) * DIL_H, w0 - PAD_W + (tap % KW) * DIL_W, c0])
+                        x = tl.reshape(x, [BLOCK_M, BLOCK_K])
+                    else:
+                        tap_h = oh * STRIDE_H - PAD_H + (tap // KW) * DIL_H
+                        tap_w = ow * STRIDE_W - PAD_W + (tap % KW) * DIL_W
+                        # the conv's padding is the masked-out part of the window: it reads as zero
+                        tap_ok = pos_ok & (tap_h >= 0) & (tap_h < H) & (tap_w >= 0) & (tap_w < W)
+                        x_mask = tap_ok[:, None] & channel_ok[None, :]
+                        x_at = _nchw_at(n[:, None], group * CG + channels[None, :], tap_h[:, None], tap_w[:, None],
+                                        C, H, W, X_CL)
+                        x = tl.load({x} + x_at, mask=x_mask, other=0.0)
+                        {prologue}
+                    if W_DESC:
+                        # the packed (O, KH * KW, C) filters: a (filters, channels) box of the tap, K-major
+                        w = tl.trans(tl.reshape(w_desc.load([tl.program_id(1) * BLOCK_N, tap, c0]), [BLOCK_N, BLOCK_K]))
+                    else:
+                        w_at = _nchw_at(cols[None, :], channels[:, None], tap // KW, tap % KW, CG, KH, KW, W_CL)
+                        w = tl.load({w} + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
                     acc += tl.dot(x, w, input_precision=PRECISION)
             else:
                 for k0 in range(0, K, BLOCK_K):
@@ -187,6 +205,8 @@ def render(node):
     # interpreter as the batch makes it cheaper (tap_major_conv): both branches stay
     known = {"TAP_MAJOR": False} if anchor.inputs[1].type.shape[1] < 16 else {}  # the weight's: a group's channels
     known["DEPTHWISE"] = depthwise(anchor)
+    if group.prologue or pool is not None or known.get("TAP_MAJOR") is False or known["DEPTHWISE"]:
+        known["X_DESC"] = False  # a prologue needs its mask, a pool its window positions: rows by pointer
     source = fill(CONV_SOURCE, known, name=name, pointers=pointers, x=f"{ins[ix]}_ptr", w=f"{ins[iw]}_ptr",
                   prologue=prologue_lines(group, "x", "x_mask", "", names),
                   window="range" if pool is not None and has_trait(pool, "global_pool") else "tl.static_range",
@@ -254,11 +274,17 @@ def launch(fn, node, target, inputs, outputs):
         block_m, block_n = target.spread(n * ph * pw, o, block_m, block_n)
     col_blocks = triton.cdiv(og, block_n)
     grid = (triton.cdiv(n * ph * pw, block_m), triton.cdiv(o, block_n) if by_filter else groups * col_blocks)
-    fn[grid](*inputs, *outputs, n, c, h, wd, o, oh, ow, ph, pw, cg, og, col_blocks,
+    x_desc, w_desc, box = None, None, (1, 1, 1)
+    if target.descriptors and tap_major and groups == 1 and channels_last(anchor.inputs[1]):
+        shifted = pool is None and layouts[0] and tuple(stride) == (1, 1) and not group.prologue
+        x_desc, w_desc, box, grid = tap_descriptors(w, (block_n, block_k), x if shifted else None, (n, h, wd, c),
+                                                    (n, oh, ow), block_m, block_k, grid)
+    fn[grid](*inputs, *outputs, x_desc, w_desc, n, c, h, wd, o, oh, ow, ph, pw, cg, og, col_blocks,
              stride[0], stride[1], padding[0][0], padding[1][0],
              dilation[0], dilation[1], pool_stride[0], pool_stride[1], pool_padding[0][0], pool_padding[1][0],
              KH=kh, KW=kw, POOL_KH=pool_kernel[0], POOL_KW=pool_kernel[1], PRECISION=target.precision(x.dtype),
              TAP_MAJOR=tap_major, DEPTHWISE=by_filter, X_CL=layouts[0], W_CL=channels_last(anchor.inputs[1]), OUT_CL=layouts[1],
+             X_DESC=x_desc is not None, W_DESC=w_desc is not None, BOX_N=box[0], BOX_H=box[1], BOX_W=box[2],
              BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **{**target.launch_options(options), **tuned})
 
 
@@ -276,6 +302,51 @@ def _gpu_conv_tiles(target: Target, dtype: torch.dtype, tap_major: bool, pooled:
     return gpu_m, gpu_n, gpu_k, options, 64
 
 
+def packed_filters(w: torch.Tensor, filters: int, channels: int):
+    """A descriptor of channels-last filters as (O, KH * KW, C), copied a tap's (filters, channels) box at a
+    time (a box past O or C reads zeros), or None where the copy engine cannot address them."""
+    o, c = w.shape[:2]
+    taps = w[0, 0].numel()
+    return descriptor(w, (o, taps, c), (taps * c, c, 1), (filters, 1, channels))
+
+
+def tap_descriptors(w: torch.Tensor, filter_box: tuple[int, int], shifted: torch.Tensor | None, sizes: tuple,
+                    pixels: tuple[int, int, int], block_m: int, block_k: int, grid: tuple) -> tuple:
+    """(operand descriptor, filter descriptor, box, grid) of a tap-major conv kernel (forward or input
+    gradient) that takes TMA descriptors: the packed filters in (filters, channels) `filter_box` boxes;
+    `shifted`, the (n, h, w, c) `sizes` operand whose tap inputs are the rows' box shifted (stride 1,
+    channels-last), in boxes of pixel_box(`pixels`) images x rows x columns, its programs one per box.
+    What the copy engine cannot address stays None (the kernel's pointer path), with box (1, 1, 1) and
+    `grid` as they were."""
+    w_desc = packed_filters(w, *filter_box)
+    box = pixel_box(*pixels, block_m) if shifted is not None else None
+    if box is not None:
+        n, h, wd, c = sizes
+        operand = descriptor(shifted, sizes, (h * wd * c, wd * c, c, 1), (*box, block_k))
+        if operand is not None:
+            boxes = triton.cdiv(pixels[0], box[0]) * triton.cdiv(pixels[1], box[1]) * triton.cdiv(pixels[2], box[2])
+            return operand, w_desc, box, (boxes, grid[1])
+    return None, w_desc, (1, 1, 1), grid
+
+
+def pixel_box(n: int, h: int, w: int, rows: int) -> tuple[int, int, int] | None:
+    """(images, rows, columns) of the box of `rows` pixels (powers of two) that tiles an (n, h, w) batch of
+    maps with the fewest pixels past its edges, or None where even that box computes more than an eighth
+    more pixels than blocks of `rows` consecutive pixels do (a 14 x 14 map in 8 x 16 boxes: 31% more)."""
+    def padded(box):
+        return triton.cdiv(n, box[0]) * triton.cdiv(h, box[1]) * triton.cdiv(w, box[2]) * rows
+
+    def powers(limit):
+        return [1 << i for i in range(rows.bit_length()) if 1 << i <= min(MAX_BOX, triton.next_power_of_2(limit))]
+
+    boxes = [(rows // (bh * bw), bh, bw) for bh in powers(h) for bw in powers(w)
+             if rows % (bh * bw) == 0 and rows // (bh * bw) <= min(MAX_BOX, triton.next_power_of_2(n))]
+    if not boxes:
+        return None
+    best = min(boxes, key=lambda box: (padded(box), box[0]))
+    return best if padded(best) * 8 <= triton.cdiv(n * h * w, rows) * rows * 9 else None
+
+
 def tap_major_conv(channels: int, taps: int = 1, rows: int = 0, target: Target | None = None) -> bool:
     """Taps outer, channel blocks inner, once a tap's channels fill the smallest tl.dot block (16). In the
     interpreter's large tiles, whose cost is the tile steps it takes (a fixed cost per tl op), only where
@@ -291,12 +362,23 @@ def tap_major_conv(channels: int, taps: int = 1, rows: int = 0, target: Target |
 INPUT_SOURCE = '''
 @triton.jit
 def {name}(
-    dy_ptr, w_ptr, dx_ptr, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    dy_ptr, w_ptr, dx_ptr, dy_desc, w_desc, N, C, H, W, O, OH, OW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     CG, OG, COL_BLOCKS, KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr, TAP_MAJOR: tl.constexpr,
     DEPTHWISE: tl.constexpr, DY_CL: tl.constexpr, W_CL: tl.constexpr, DX_CL: tl.constexpr,
+    DY_DESC: tl.constexpr, W_DESC: tl.constexpr, BOX_N: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    if DY_DESC:
+        # rows: a box of BOX_N images x BOX_H x BOX_W input pixels, as the copy engine reads a tap's gradients
+        n0, h0, w0 = _box_origin(N, H, W, BOX_N, BOX_H, BOX_W)
+        n, ih, iw = _box_pixels(n0, h0, w0, BOX_N, BOX_H, BOX_W)
+        row_ok = (n < N) & (ih < H) & (iw < W)
+    else:
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < N * H * W
+        n = rows // (H * W)
+        ih = (rows // W) % H
+        iw = rows % W
     if DEPTHWISE:
         # each channel feeds its own OG filters alone: a program takes the channels of many groups
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -307,10 +389,6 @@ def {name}(
         in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
         cols = group * CG + in_group
         col_ok = in_group < CG
-    row_ok = rows < N * H * W
-    n = rows // (H * W)
-    ih = (rows // W) % H
-    iw = rows % W
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if DEPTHWISE:
         for tap in range(0, KH * KW):
@@ -331,21 +409,30 @@ def {name}(
         filter_steps = tl.cdiv(OG, BLOCK_K)
         for k_step in range(0, KH * KW * filter_steps):
             tap = k_step // filter_steps
-            # the output position this tap reached from each input pixel, when the stride lands on it
-            tap_h = ih + PAD_H - (tap // KW) * DIL_H
-            tap_w = iw + PAD_W - (tap % KW) * DIL_W
-            at_h = tap_h // STRIDE_H
-            at_w = tap_w // STRIDE_W
-            hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
-                   & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
             o0 = (k_step % filter_steps) * BLOCK_K
             channels = group * OG + o0 + tl.arange(0, BLOCK_K)
             channel_ok = o0 + tl.arange(0, BLOCK_K) < OG
-            dy_at = _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None],
-                             O, OH, OW, DY_CL)
-            dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & channel_ok[None, :], other=0.0)
-            w_at = _nchw_at(channels[:, None], in_group[None, :], tap // KW, tap % KW, CG, KH, KW, W_CL)
-            w = tl.load(w_ptr + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
+            if DY_DESC:
+                # stride 1: the positions this tap reached are the rows' box shifted back; zero fill past the edges
+                dy = dy_desc.load([n0, h0 + PAD_H - (tap // KW) * DIL_H, w0 + PAD_W - (tap % KW) * DIL_W, o0])
+                dy = tl.reshape(dy, [BLOCK_M, BLOCK_K])
+            else:
+                # the output position this tap reached from each input pixel, when the stride lands on it
+                tap_h = ih + PAD_H - (tap // KW) * DIL_H
+                tap_w = iw + PAD_W - (tap % KW) * DIL_W
+                at_h = tap_h // STRIDE_H
+                at_w = tap_w // STRIDE_W
+                hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
+                       & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
+                dy_at = _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None],
+                                 O, OH, OW, DY_CL)
+                dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & channel_ok[None, :], other=0.0)
+            if W_DESC:
+                # the packed (O, KH * KW, C) filters: a (filters, channels) box of the tap
+                w = tl.reshape(w_desc.load([o0, tap, tl.program_id(1) * BLOCK_N]), [BLOCK_K, BLOCK_N])
+            else:
+                w_at = _nchw_at(channels[:, None], in_group[None, :], tap // KW, tap % KW, CG, KH, KW, W_CL)
+                w = tl.load(w_ptr + w_at, mask=channel_ok[:, None] & col_ok[None, :], other=0.0)
             acc += tl.dot(dy, w, input_precision=PRECISION)
     else:
         acc = _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, group, in_group, col_ok, O, OH, OW,
@@ -480,6 +567,8 @@ def render_input(node):
     filters = node.inputs[0].type.shape[1] // node.attrs.get("groups", 1)  # a group's: its reduction runs over them
     known = {"TAP_MAJOR": False} if filters < 16 else {}
     known["DEPTHWISE"] = depthwise(node)
+    if known.get("TAP_MAJOR") is False or known["DEPTHWISE"]:
+        known["DY_DESC"] = known["W_DESC"] = False
     source = fill(INPUT_SOURCE, known, name=name)
     if "_flat_input_gradient(" in source:  # the helper only where a branch left in calls it
         source += "\n\n" + FLAT_INPUT_GRADIENT.strip("\n")
@@ -517,9 +606,15 @@ def launch_input(fn, node, target, inputs, outputs):
         block_m, block_n = target.spread(n * h * wd, c, block_m, block_n)
     col_blocks = triton.cdiv(cg, block_n)
     grid = (triton.cdiv(n * h * wd, block_m), triton.cdiv(c, block_n) if by_channel else groups * col_blocks)
-    fn[grid](dy, w, dx, *sizes, cg, og, col_blocks, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype), TAP_MAJOR=tap_major,
-             DEPTHWISE=by_channel, DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]), DX_CL=layouts[0],
-             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **{**target.launch_options(options), **tuned})
+    dy_desc, w_desc, box = None, None, (1, 1, 1)
+    if target.descriptors and tap_major and groups == 1 and channels_last(node.inputs[1]):
+        shifted = layouts[1] and sizes[7:9] == (1, 1)  # stride 1: a tap's output gradients are a shifted box
+        dy_desc, w_desc, box, grid = tap_descriptors(w, (block_k, block_n), dy if shifted else None,
+                                                     (n, sizes[5], sizes[6], o), (n, h, wd), block_m, block_k, grid)
+    fn[grid](dy, w, dx, dy_desc, w_desc, *sizes, cg, og, col_blocks, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype),
+             TAP_MAJOR=tap_major, DEPTHWISE=by_channel, DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]),
+             DX_CL=layouts[0], DY_DESC=dy_desc is not None, W_DESC=w_desc is not None,
+             BOX_N=box[0], BOX_H=box[1], BOX_W=box[2], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **{**target.launch_options(options), **tuned})
 
 
 def render_weight(node):

@@ -31,6 +31,22 @@ def _nchw_of(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
         n = offs // (W * H * C)
     return n, c, h, w
 ''',
+    "_box_origin(": '''
+@triton.jit
+def _box_origin(N, H, W, BOX_N: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr):
+    # the first (image, row, column) of this program's box; boxes tile each image, then the batch
+    boxes_h = tl.cdiv(H, BOX_H)
+    boxes_w = tl.cdiv(W, BOX_W)
+    box = tl.program_id(0)
+    return box // (boxes_h * boxes_w) * BOX_N, box // boxes_w % boxes_h * BOX_H, box % boxes_w * BOX_W
+''',
+    "_box_pixels(": '''
+@triton.jit
+def _box_pixels(n0, h0, w0, BOX_N: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr):
+    # the (image, row, column) of each of the box's rows, in the order the box is stored: images, rows, columns
+    at = tl.arange(0, BOX_N * BOX_H * BOX_W)
+    return n0 + at // (BOX_H * BOX_W), h0 + at // BOX_W % BOX_H, w0 + at % BOX_W
+''',
     "_channel_view_at(": '''
 @triton.jit
 def _channel_view_at(js, cols, C, INNER):

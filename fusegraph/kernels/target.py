@@ -50,6 +50,20 @@ def interpreter_budget(*other_dims: int) -> int:
     return max(1, INTERPRETER_TILE_ELEMENTS // max(other_dims, default=1))
 
 
+_forced_descriptors: list[bool | None] = [None]
+
+
+@contextlib.contextmanager
+def tensor_descriptors(used: bool) -> Iterator[None]:
+    """Launches made within it pass TMA tensor descriptors where a kernel can take them (`used`), or never:
+    how the interpreter runs the descriptor paths (it does not by default) and a GPU run compares without."""
+    _forced_descriptors.append(bool(used))
+    try:
+        yield
+    finally:
+        _forced_descriptors.pop()
+
+
 @dataclass(frozen=True)
 class Target:
     """Where kernels run. The interpreter pays per program and per tl op, so it gets few, large blocks."""
@@ -121,6 +135,16 @@ class Target:
             return 64, 64, 32, {"num_warps": 4, "num_stages": 3}
         return 128, 128, 64, {"num_warps": 8, "num_stages": 3}
 
+    @property
+    def descriptors(self) -> bool:
+        """Whether operands go through TMA tensor descriptors (a box copied by the copy engine, its zero fill
+        the padding) where a kernel can take them: on a GPU that has the copy engine (Hopper, sm_90), or as
+        `tensor_descriptors` says."""
+        forced = _forced_descriptors[-1]
+        if forced is not None:
+            return forced
+        return not self.interpreted and tensor_memory_accelerator()
+
     def launch_options(self, options: dict) -> dict:
         """`options` on the GPU; none in the interpreter (which ignores warps and stages)."""
         return {} if self.interpreted else dict(options)
@@ -139,6 +163,12 @@ class Target:
 def tensor_cores_take_tf32() -> bool:
     """TF32 (and so tf32x3) needs compute capability 8.0 (Ampere) or later."""
     return torch.cuda.get_device_capability(torch.cuda.current_device()) >= (8, 0)
+
+
+@cache
+def tensor_memory_accelerator() -> bool:
+    """The Tensor Memory Accelerator (TMA) needs compute capability 9.0 (Hopper) or later."""
+    return torch.cuda.get_device_capability(torch.cuda.current_device()) >= (9, 0)
 
 
 @cache

@@ -3,8 +3,9 @@ ptxas it ships. Run as a separate process (`python -m tests.kernels.gpu_compile 
 because the test process interprets kernels (its kernels are defined interpreted, and the interpreter
 patches triton.language).
 
-Each record: (kernel name, module source, [(kind, type, 16-divisible)] per positional argument, constexpr and
-launch keyword arguments). Prints one line per failure: a kernel that does not compile, whose tl.dot
+Each record: (kernel name, module source, [(kind, type, 16-divisible)] per positional argument (kind "pointer",
+"scalar", "descriptor" for a TMA tensor descriptor, "one" or "none" for the constants the launcher makes of a 1
+or a None), constexpr and launch keyword arguments). Prints one line per failure: a kernel that does not compile, whose tl.dot
 compiled to no tensor-core instruction (no `mma` in its PTX), with `--pipelined`, one launched with
 num_stages > 1 whose loads are not pipelined (no asynchronous copy, `cp.async`, in its PTX: loads
 from addresses not known to be aligned and contiguous, or a K loop of one step, cannot be), or that spills more than
@@ -59,12 +60,13 @@ def launch_options(fn, arguments, keywords: dict) -> tuple[dict, dict, dict, dic
     """(signature, attrs, constexprs, launch options) of a recorded launch, as Triton's launcher would
     specialize it."""
     signature = {arg: ("*" + POINTER_TYPES[t] if kind == "pointer" else t)
-                 for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind != "one"}
+                 for arg, (kind, t, _) in zip(fn.arg_names, arguments) if kind not in ("one", "none")}
     # NOTE: as the launcher specializes them: loads vectorize and pipeline only from aligned addresses
     attrs = {(i,): [["tt.divisibility", 16]] for i, (_, _, aligned) in enumerate(arguments) if aligned}
     options = {k: v for k, v in keywords.items() if k in LAUNCH_OPTIONS}
     constexprs = {k: v for k, v in keywords.items() if k not in LAUNCH_OPTIONS}
     constexprs.update({arg: 1 for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "one"})
+    constexprs.update({arg: None for arg, (kind, _, _) in zip(fn.arg_names, arguments) if kind == "none"})
     signature.update({k: "constexpr" for k in constexprs})
     return signature, attrs, constexprs, options
 

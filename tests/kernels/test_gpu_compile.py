@@ -25,6 +25,7 @@ from fusegraph.passes.mixed_precision import LOSS_SCALE
 from fusegraph.runtime.plan import TORCH_DTYPE
 from fusegraph.runtime.program import Program
 from tests.conftest import feeds_for, targets_for
+from tests.kernels import gpu_compile
 
 ROOT = Path(__file__).resolve().parents[2]
 LOSSES = fg.zoo.LOSSES
@@ -35,9 +36,16 @@ def describe(args) -> tuple:
     """Each positional argument as the compiler's signature sees it, specialized as Triton's launcher
     does: an aligned pointer or an integer multiple of 16 as 16-divisible, an integer 1 as a constant.
     That tells the compiler which loads are contiguous, so vectorized and copied asynchronously."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
     kinds = []
     for arg in args:
-        if isinstance(arg, torch.Tensor):
+        if arg is None:
+            kinds.append(("none", "constexpr", False))  # an operand the kernel's pointer path reads instead
+        elif isinstance(arg, TensorDescriptor):
+            dtype = gpu_compile.POINTER_TYPES[str(arg.base.dtype).removeprefix("torch.")]
+            kinds.append(("descriptor", f"tensordesc<{dtype}[{','.join(map(str, arg.block_shape))}]>", False))
+        elif isinstance(arg, torch.Tensor):
             kinds.append(("pointer", str(arg.dtype).removeprefix("torch."), arg.data_ptr() % 16 == 0))
         elif isinstance(arg, bool):
             kinds.append(("scalar", "i1", False))
@@ -72,6 +80,7 @@ def launches(monkeypatch, sm90_cache) -> Launches:
     """Kernel launches recorded, not run, with the launch choices of a 132-SM sm_90 GPU."""
     monkeypatch.setattr(target, "sm_count", lambda: 132)
     monkeypatch.setattr(target, "tensor_cores_take_tf32", lambda: True)
+    monkeypatch.setattr(target, "tensor_memory_accelerator", lambda: True)
     recorded = Launches(sm90_cache)
 
     def record(kernel, grid):
