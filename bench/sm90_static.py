@@ -2,8 +2,8 @@
 each launch of four real-size cases is recorded with the launch choices of a 132-SM H100 (tiles spread
 over the SMs, tuned launches, tf32x3), then built for sm_90 by Triton's compiler and the ptxas it ships, and
 its machine code read: the matrix instruction (`wgmma` with its N, or Ampere's `mma.sync`), how operands
-are copied (TMA `cp.async.bulk.tensor`, `cp.async`, or plain loads), registers, stack, shared memory,
-theoretical occupancy (blocks and warps per SM) and waves of the grid.
+are copied (TMA `cp.async.bulk.tensor` and which operands' boxes it copies, `cp.async`, or plain loads),
+registers, stack, shared memory, theoretical occupancy (blocks and warps per SM) and waves of the grid.
 
     python -m bench.sm90_static [--cases conv64 conv256 cifar_resnet lstm1024]
 
@@ -49,7 +49,8 @@ def recorded_launches():
                             tuple(grid) if isinstance(grid, (tuple, list)) else (grid,)))
         return launch
 
-    target.sm_count, target.tensor_cores_take_tf32, target.tensor_memory_accelerator = (lambda: SMS), (lambda: True), (lambda: True)
+    target.sm_count = lambda: SMS
+    target.tensor_cores_take_tf32 = target.tensor_memory_accelerator = lambda: True
     codegen.Kernel.__getitem__ = record
     try:
         yield records
@@ -117,8 +118,10 @@ def analyse(record, folder: str) -> dict:
     wgmma = sorted({int(n) for n in re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k", ptx)})
     row["mma"] = (f"wgmma n{'/'.join(map(str, wgmma))}" if wgmma else
                   "mma.sync" if "mma.sync" in ptx else "none (no dot)" if "tl.dot(" not in source else "none")
-    row["copies"] = ("TMA" if "cp.async.bulk.tensor" in ptx else "cp.async" if re.search(r"cp\.async\.c[ag]", ptx)
-                     else "loads")
+    boxed = [key.removesuffix("_DESC").lower() for key, on in keywords if key.endswith("_DESC") and on]
+    copies = [f"TMA ({', '.join(boxed)})" if "cp.async.bulk.tensor" in ptx else "",
+              "cp.async" if re.search(r"cp\.async\.c[ag]", ptx) else ""]
+    row["copies"] = " + ".join(c for c in copies if c) or "loads"
     row.update(resource_usage(compiled.asm["cubin"], folder))
     row["shared"] = max(row.get("shared", 0), compiled.metadata.shared)
     row.update(_occupancy(row["registers"], row["shared"], row["num_warps"], math.prod(grid)))
@@ -164,7 +167,9 @@ def markdown(rows: dict[str, list[dict]]) -> str:
              "`python -m bench.sm90_static`: each real-size launch built by Triton's compiler and ptxas for sm_90 "
              "and its machine code read. Occupancy and waves are the CUDA occupancy rule's bound for a 132-SM H100. "
              "\"drains\": waits for every copy or MMA in flight inside a loop (a pipeline that drains and "
-             "refills within its loop nest; 0 for one pipelined loop).",
+             "refills within its loop nest; 0 for one pipelined loop). \"copies\": TMA (`cp.async.bulk.tensor`, with "
+             "the operands whose boxes it copies: x / dy the shifted pixel box, w the packed filters, a / b a "
+             "matmul's), `cp.async`, or plain loads.",
              ""]
     for case, launches in rows.items():
         lines += [f"## {case}: {CASES[case][0]}", "",

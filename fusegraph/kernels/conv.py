@@ -24,10 +24,10 @@ import triton
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from ..passes.templates import Anchor, register_anchor, register_check
+from .descriptors import MAX_BOX, descriptor
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
-from .descriptors import MAX_BOX, descriptor
 from .layout import channels_last
 from .registry import KernelSource, register_template
 from .source import fill, lifter, module_source
@@ -331,8 +331,9 @@ def tap_descriptors(w: torch.Tensor, filter_box: tuple[int, int], shifted: torch
 
 def pixel_box(n: int, h: int, w: int, rows: int) -> tuple[int, int, int] | None:
     """(images, rows, columns) of the box of `rows` pixels (powers of two) that tiles an (n, h, w) batch of
-    maps with the fewest pixels past its edges, or None where even that box computes more than an eighth
-    more pixels than blocks of `rows` consecutive pixels do (a 14 x 14 map in 8 x 16 boxes: 31% more)."""
+    maps with the fewest pixels past its edges (128 x 14 x 14 in boxes of 32 images' 2 x 2 pixels: none),
+    or None where even that box computes more than an eighth more pixels than blocks of `rows` consecutive
+    pixels do (3 x 14 x 14: 768 against 640)."""
     def padded(box):
         return triton.cdiv(n, box[0]) * triton.cdiv(h, box[1]) * triton.cdiv(w, box[2]) * rows
 
@@ -614,7 +615,8 @@ def launch_input(fn, node, target, inputs, outputs):
     fn[grid](dy, w, dx, dy_desc, w_desc, *sizes, cg, og, col_blocks, KH=kh, KW=kw, PRECISION=target.precision(dy.dtype),
              TAP_MAJOR=tap_major, DEPTHWISE=by_channel, DY_CL=layouts[1], W_CL=channels_last(node.inputs[1]),
              DX_CL=layouts[0], DY_DESC=dy_desc is not None, W_DESC=w_desc is not None,
-             BOX_N=box[0], BOX_H=box[1], BOX_W=box[2], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **{**target.launch_options(options), **tuned})
+             BOX_N=box[0], BOX_H=box[1], BOX_W=box[2], BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+             **{**target.launch_options(options), **tuned})
 
 
 def render_weight(node):

@@ -18,6 +18,7 @@ from ..ir import GraphError
 from ..ir.ops import has_trait
 from ..passes.kernel_names import kernel_name
 from ..passes.templates import Anchor, register_anchor, register_check
+from .descriptors import descriptor
 from .epilogue import Emitter, Tile
 from .expr import Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
@@ -33,9 +34,10 @@ MAX_SOFTMAX_ROW = 1024  # a softmax epilogue's row is one block of columns
 MATMUL_SOURCE = '''
 @triton.jit
 def {name}(
-    {pointers},
+    {pointers}, a_desc, b_desc,
     M, N, K, A_STRIDE_K, B_STRIDE_K, B_STRIDE_N,{strides}
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr, A_DESC: tl.constexpr, B_DESC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     {gate_note}
     {tile}
@@ -44,8 +46,12 @@ def {name}(
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
-        a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :] * A_STRIDE_K,
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        if A_DESC:
+            # a box of A copied by the copy engine: past M or K it reads zeros, as the mask would
+            a = {a_box}
+        else:
+            a = tl.load({a}_ptr + rows[:, None] * {a}_rs + ks[None, :] * A_STRIDE_K,
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         {prologue}
         {row_sum_step}
         {dots}
@@ -131,12 +137,19 @@ def render(node):
     full = [i for i, v in enumerate(group.inputs) if i != ib and v.name not in group.channel_vectors]
     pointers = names.signature(group.inputs, group.outputs)
     strides = "".join(f" {ins[i]}_rs," for i in full) + "".join(f" {outs[j]}_rs," for j in range(len(group.outputs)))
+    # NOTE: a box of gate g past N reads gate g + 1's columns: they land in columns no store keeps
+    first_column = "tl.program_id(1) * BLOCK_N"
+    b_boxes = [f"tl.trans(b_desc.load([{g} * N + {first_column}, k0]))" if anchor.attrs.get("transpose_b") else
+               f"b_desc.load([k0, {g} * N + {first_column}])" for g in range(gates)]
     dots = [line for g in range(gates) for line in (
-        f"b{g} = tl.load({ins[ib]}_ptr + ks[:, None] * B_STRIDE_K + {gate_columns(g)}[None, :] * B_STRIDE_N, "
+        "if B_DESC:", f"    b{g} = {b_boxes[g]}", "else:",
+        f"    b{g} = tl.load({ins[ib]}_ptr + ks[:, None] * B_STRIDE_K + {gate_columns(g)}[None, :] * B_STRIDE_N, "
         "mask=k_ok[:, None] & col_ok[None, :], other=0.0)",
         f"acc{g} += tl.dot(a, b{g}, input_precision=PRECISION)")]
+    a_box = ("tl.trans(a_desc.load([k0, tl.program_id(0) * BLOCK_M]))" if anchor.op == "matmul_tn" else
+             "a_desc.load([tl.program_id(0) * BLOCK_M, k0])")
     source = fill(
-        MATMUL_SOURCE, name=name, pointers=pointers, strides=strides, a=ins[ia], tile=GEMM_TILE,
+        MATMUL_SOURCE, name=name, pointers=pointers, strides=strides, a=ins[ia], a_box=a_box, tile=GEMM_TILE,
         gate_note="# N is one gate's width; gate g of the weight holds columns g * N + cols" if gates > 1 else "",
         prologue=prologue_lines(group, "a", "row_ok[:, None] & k_ok[None, :]", "", names),
         accumulators=[f"acc{g} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)" for g in range(gates)],
@@ -162,6 +175,7 @@ def launch(fn, node, target, inputs, outputs):
     a = inputs[group.input_index(group.data_input)]
     b = inputs[group.input_index(anchor.inputs[1])]
     gates = _gates(group)
+    transposed = anchor.attrs.get("transpose_b", False)  # B stored (N, K), as render reads it
     if anchor.op == "matmul_tn":
         # p^T @ q over all leading dims: A is p read column-wise, B is q, K runs over p's rows
         p, q = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
@@ -169,7 +183,6 @@ def launch(fn, node, target, inputs, outputs):
         a_strides, stride_k, stride_n = (p.stride(1), p.stride(0)), q.stride(0), q.stride(1)
     else:
         k, m = a.shape[-1], prod(a.shape[:-1])
-        transposed = anchor.attrs.get("transpose_b", False)
         n = (b.shape[0] if transposed else b.shape[1]) // gates
         stride_k, stride_n = (b.stride(1), b.stride(0)) if transposed else (b.stride(0), b.stride(1))
         a_strides = (row_stride(a), 1)
@@ -177,19 +190,35 @@ def launch(fn, node, target, inputs, outputs):
             for t, v in zip(inputs, group.inputs)
             if v.name not in group.channel_vectors and v.name != anchor.inputs[1].name]
     softmax = any(has_trait(n, "softmax") for n in group.nodes)
-    block_n = max(16, triton.next_power_of_2(n)) if softmax else target.tile(n, gpu=64, interpreted=256)
-    block_k = target.tile(k, gpu=32, interpreted=256, large=1024)
-    block_m = target.tile(m, gpu=64 if not softmax else 32, interpreted=256, large=interpreter_budget(block_k, block_n))
-    block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=softmax)
+    # NOTE: one gate's half-precision tile is Hopper's (Target.dot_tiles), rows kept a warpgroup MMA's 64;
+    # G gates keep G accumulators, and a softmax row one block: those keep the 64 x 64 x 32 tile on 4 warps
+    hopper = gates == 1 and not softmax and a.dtype != torch.float32
+    gpu_m, gpu_n, gpu_k, options = target.dot_tiles(a.dtype) if hopper else (64, 64, 32, target.dot_tiles(
+        torch.float32)[3])
+    block_n = max(16, triton.next_power_of_2(n)) if softmax else target.tile(n, gpu=gpu_n, interpreted=256)
+    block_k = target.tile(k, gpu=gpu_k, interpreted=256, large=1024)
+    block_m = target.tile(m, gpu=gpu_m if not softmax else 32, interpreted=256,
+                          large=interpreter_budget(block_k, block_n))
+    block_m, block_n = target.spread(m, n, block_m, block_n, keep_n=softmax, min_m=64 if hopper else 16)
     tuned = target.small_gemm(m, n, a.dtype) if anchor.op == "matmul" and not softmax else {}
     # a tuned block never larger than its dimension needs (tl.dot still wants 16)
     block_m, block_n, block_k = (min(tuned.pop(key, default), max(16, triton.next_power_of_2(size)))
                                  for key, default, size in (("block_m", block_m, m), ("block_n", block_n, n),
                                                             ("block_k", block_k, k)))
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
-    fn[grid](*inputs, *outputs, m, n, k, a_strides[1], stride_k, stride_n,
-             *full, *(row_stride(t) for t in outputs),
-             PRECISION=target.precision(a.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **tuned)
+    a_desc = b_desc = None
+    if target.descriptors:
+        if anchor.op == "matmul_tn":  # A is p transposed: boxes of p's (K, M), turned in registers
+            a_desc = descriptor(p, (k, m), (a_strides[1], a_strides[0]), (block_k, block_m))
+        else:
+            a_desc = descriptor(a, (m, k), a_strides, (block_m, block_k))
+        width = n * gates
+        b_desc = (descriptor(b, (width, k), (stride_n, stride_k), (block_n, block_k)) if transposed else
+                  descriptor(b, (k, width), (stride_k, stride_n), (block_k, block_n)))
+    fn[grid](*inputs, *outputs, a_desc, b_desc, m, n, k, a_strides[1], stride_k, stride_n,
+             *full, *(row_stride(t) for t in outputs), PRECISION=target.precision(a.dtype),
+             A_DESC=a_desc is not None, B_DESC=b_desc is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+             **{**target.launch_options(options), **tuned})
 
 
 def accepts_softmax(nodes) -> str | None:

@@ -50,7 +50,12 @@ def interpreter_budget(*other_dims: int) -> int:
     return max(1, INTERPRETER_TILE_ELEMENTS // max(other_dims, default=1))
 
 
-_forced_descriptors: list[bool | None] = [None]
+# FUSEGRAPH_TENSOR_DESCRIPTORS=0 keeps every operand on the pointer path (=1: descriptors even in the
+# interpreter); unset, Target.descriptors asks the device
+_DESCRIPTORS_SETTING = os.environ.get("FUSEGRAPH_TENSOR_DESCRIPTORS", "")
+if _DESCRIPTORS_SETTING not in ("", "0", "1"):
+    raise ValueError(f"FUSEGRAPH_TENSOR_DESCRIPTORS must be 0 or 1, got {_DESCRIPTORS_SETTING!r}")
+_forced_descriptors: list[bool | None] = [None if not _DESCRIPTORS_SETTING else _DESCRIPTORS_SETTING == "1"]
 
 
 @contextlib.contextmanager
@@ -167,7 +172,12 @@ def tensor_cores_take_tf32() -> bool:
 
 @cache
 def tensor_memory_accelerator() -> bool:
-    """The Tensor Memory Accelerator (TMA) needs compute capability 9.0 (Hopper) or later."""
+    """The Tensor Memory Accelerator (TMA) needs compute capability 9.0 (Hopper) or later, and a Triton that
+    takes host-side tensor descriptors (3.4 or later)."""
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: F401
+    except ImportError:
+        return False
     return torch.cuda.get_device_capability(torch.cuda.current_device()) >= (9, 0)
 
 

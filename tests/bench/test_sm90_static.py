@@ -27,7 +27,7 @@ def test_a_half_precision_conv_reads_as_warpgroup_mma_with_its_resources(tmp_pat
     subprocess.run([sys.executable, "-m", "bench.sm90_static", "--worker", str(path)], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=600)
     (row,) = json.loads(path.with_suffix(".json").read_text())
-    assert row["mma"].startswith("wgmma n") and row["copies"] in ("TMA", "cp.async")
+    assert row["mma"].startswith("wgmma n") and row["copies"] == "TMA (w, x)"  # 16 x 16 maps, boxes of 8 x 16 pixels
     assert row["drains"] == 0  # one pipelined loop over every (tap, channel block) step: no drain per tap
     assert row["registers"] > 0 and row["stack"] == 0 and row["shared"] > 0
     assert 0 < row["occupancy"] <= 1 and row["waves"] > 0
@@ -43,7 +43,7 @@ def test_occupancy_follows_the_cuda_rule():
 def test_the_resnet_stage_conv_compiles_hopper_native(tmp_path):
     """The Hopper issue's 256-channel ResNet stage (128 x 256 x 14 x 14, fp16 channels-last), forward and
     training: every conv launch on warpgroup MMA, the forward's and input gradient's at N = 128, the
-    forward with no drain in its loop, nothing spilled."""
+    forward with no drain in its loop and both its operands copied by TMA, nothing spilled."""
     records = list({r[:4]: r for r in sm90_static.record_case("conv256")}.values())
     convs = [r for r in records if r[0].startswith("conv2d")]
     path = tmp_path / "records.pkl"
@@ -57,5 +57,7 @@ def test_the_resnet_stage_conv_compiles_hopper_native(tmp_path):
         assert row["mma"].startswith("wgmma n") and row["stack"] == 0, row
         if row["kernel"].startswith("conv2d_bwd_input") or not row["kernel"].startswith("conv2d_bwd"):
             assert row["blocks"]["BLOCK_M"] >= 64
-        if row["kernel"] == "conv2d":
-            assert row["mma"] == "wgmma n128" and row["drains"] == 0
+        if row["kernel"] == "conv2d":  # its 14 x 14 maps in boxes of 32 images' 2 x 2 pixels, by TMA
+            assert row["mma"] == "wgmma n128" and row["drains"] == 0 and row["copies"] == "TMA (w, x)"
+        if row["kernel"] == "conv2d_bwd_input":  # the packed filters by TMA (dy: the loss's NCHW gradient)
+            assert row["copies"].startswith("TMA (w")
