@@ -38,7 +38,8 @@ def _box_origin(N, H, W, BOX_N: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.con
     boxes_h = tl.cdiv(H, BOX_H)
     boxes_w = tl.cdiv(W, BOX_W)
     box = tl.program_id(0)
-    return box // (boxes_h * boxes_w) * BOX_N, box // boxes_w % boxes_h * BOX_H, box % boxes_w * BOX_W
+    n0 = box // (boxes_h * boxes_w) * BOX_N
+    return n0, box // boxes_w % boxes_h * BOX_H, box % boxes_w * BOX_W
 ''',
     "_box_pixels(": '''
 @triton.jit

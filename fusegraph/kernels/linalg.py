@@ -138,9 +138,9 @@ def render(node):
     pointers = names.signature(group.inputs, group.outputs)
     strides = "".join(f" {ins[i]}_rs," for i in full) + "".join(f" {outs[j]}_rs," for j in range(len(group.outputs)))
     # NOTE: a box of gate g past N reads gate g + 1's columns: they land in columns no store keeps
-    first_column = "tl.program_id(1) * BLOCK_N"
-    b_boxes = [f"tl.trans(b_desc.load([{g} * N + {first_column}, k0]))" if anchor.attrs.get("transpose_b") else
-               f"b_desc.load([k0, {g} * N + {first_column}])" for g in range(gates)]
+    first_columns = [f"{g} * N + " * (g > 0) + "tl.program_id(1) * BLOCK_N" for g in range(gates)]
+    b_boxes = [f"tl.trans(b_desc.load([{first}, k0]))" if anchor.attrs.get("transpose_b") else
+               f"b_desc.load([k0, {first}])" for first in first_columns]
     dots = [line for g in range(gates) for line in (
         "if B_DESC:", f"    b{g} = {b_boxes[g]}", "else:",
         f"    b{g} = tl.load({ins[ib]}_ptr + ks[:, None] * B_STRIDE_K + {gate_columns(g)}[None, :] * B_STRIDE_N, "
