@@ -9,7 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_ERRORS = ("CacheError", "CheckpointError", "FusegraphError", "GraphError", "InputError")
+_ERRORS = ("CacheError", "CheckpointError", "DistributedError", "FusegraphError", "GraphError", "InputError")
 _LAYERS = ("GRU", "LSTM", "Activation", "AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D",
            "AdaptiveMaxPool2D", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "ChannelScale",
            "ChannelShuffle", "Concatenate", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--window", type=positive_int, default=None,
                        help="series: steps per window (default and must match: the model's sequence length)")
+    train.add_argument("--shard-optimizer", action="store_true",
+                       help="under torchrun: each rank keeps its slice of the optimizer state (ZeRO stage 1)")
     train.add_argument("-o", "--output", type=writable_file, default=None,
                        help="save the trainer there after each epoch (fg.load(path) continues it)")
     show = sub.add_parser("show", help="print a model's IR, parameter counts and output shapes; its fusion report, "

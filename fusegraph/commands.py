@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -156,9 +157,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Under torchrun (WORLD_SIZE in the environment) every rank runs this: data parallel over a process
+    group it starts (gloo on CPUs, NCCL on GPUs), rank 0 alone printing and writing the output."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if torch.cuda.is_available():  # a rank per GPU of its node
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        try:
+            return _train(args, distributed=True, lead=dist.get_rank() == 0)
+        finally:
+            dist.destroy_process_group()
+    if args.shard_optimizer:
+        raise GraphError("--shard-optimizer shards a distributed run's optimizer state: launch with "
+                         "torchrun --nproc-per-node=N -m fusegraph train ...")
+    return _train(args, distributed=False, lead=True)
+
+
+def _train(args: argparse.Namespace, distributed: bool, lead: bool) -> int:
     from . import data, optim
     from .runtime import compile
 
+    say = print if lead else (lambda *_, **__: None)
     model = load_model(args.model)
     if args.data == "digits":
         x_train, y_train, x_test, y_test = data.digits(seed=args.seed)
@@ -173,17 +196,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         x_train, x_test = layout(x_train), layout(x_test)
         loss = args.loss or "mse"
         what = f"windows of {window} steps of the {args.data} series, shaped {tuple(x_train.shape[1:])}"
-    print(f"training {args.model} ({model.count_params():,} parameters) on {args.data}: {len(x_train)} training and "
-          f"{len(x_test)} held-out {what}; loss {args.loss or loss}, optimizer {args.optimizer}")
+    ranks = f", data parallel over {os.environ['WORLD_SIZE']} ranks (batch {args.batch_size} each)" if distributed else ""
+    say(f"training {args.model} ({model.count_params():,} parameters) on {args.data}: {len(x_train)} training and "
+        f"{len(x_test)} held-out {what}; loss {args.loss or loss}, optimizer {args.optimizer}{ranks}")
     kind = {"adam": optim.Adam, "sgd": optim.SGD, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad,
             "adadelta": optim.Adadelta}[args.optimizer]
     optimizer = kind(lr=args.lr) if args.lr else kind()
-    trainer = compile(model, loss=loss, optimizer=optimizer)
+    trainer = compile(model, loss=loss, optimizer=optimizer, distributed=distributed,
+                      shard_optimizer=args.shard_optimizer)
     history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                           validation_data=(x_test, y_test), checkpoint=args.output)
-    print("held-out:", ", ".join(f"{k} {v:.4f}" for k, v in trainer.evaluate(x_test, y_test).items()))
+    say("held-out:", ", ".join(f"{k} {v:.4f}" for k, v in trainer.evaluate(x_test, y_test).items()))
     if args.output:
-        print(f"saved the trainer (weights, optimizer state, history) to {args.output}: fg.load({str(args.output)!r})")
+        say(f"saved the trainer (weights, optimizer state, history) to {args.output}: fg.load({str(args.output)!r})")
     return 0 if history["loss"] else 1
 
 

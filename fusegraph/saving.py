@@ -93,15 +93,19 @@ def weights_in(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name[len(PARAM):]: t for name, t in tensors.items() if name.startswith(PARAM)}
 
 
-def load(path: str | os.PathLike, *, custom_layers: Mapping[str, type] | None = None, device: str | None = None):
+def load(path: str | os.PathLike, *, custom_layers: Mapping[str, type] | None = None, device: str | None = None,
+         distributed: bool = False, shard_optimizer: bool = False):
     """The Model (from `model.save`) or the Trainer, ready to continue (from `trainer.save`) saved at `path`.
-    `custom_layers`: name -> class for layers of your own (fusegraph's are found by name)."""
+    `custom_layers`: name -> class for layers of your own (fusegraph's are found by name). A trainer loads
+    into one process, or with `distributed=True` (and `shard_optimizer`) into a data-parallel run of any
+    number of ranks, every rank loading the same file, whatever run saved it."""
     kind, body, tensors = read(path)
-    return from_parts(kind, body, tensors, custom_layers=custom_layers, device=device, where=str(path))
+    run = {"distributed": distributed, "shard_optimizer": shard_optimizer} if distributed or shard_optimizer else {}
+    return from_parts(kind, body, tensors, custom_layers=custom_layers, device=device, where=str(path), **run)
 
 
 def from_parts(kind: str, body: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], *,
-               custom_layers: Mapping[str, type] | None = None, device: str | None = None, where: str):
+               custom_layers: Mapping[str, type] | None = None, device: str | None = None, where: str, **run: bool):
     """The Model or Trainer a save's parts describe (what `load` and copying a trainer build)."""
     from .nn.definition import from_definition
 
@@ -117,4 +121,4 @@ def from_parts(kind: str, body: Mapping[str, Any], tensors: Mapping[str, torch.T
         return model
     from .runtime.checkpoint import trainer_from_save
 
-    return trainer_from_save(model, body, tensors, device=device, where=where)
+    return trainer_from_save(model, body, tensors, device=device, where=where, **run)

@@ -19,3 +19,8 @@ class CheckpointError(FusegraphError, ValueError):
 
 class CacheError(FusegraphError, PermissionError):
     """A kernel cache folder fusegraph refuses to use (owned by someone else, or writable by others)."""
+
+
+class DistributedError(FusegraphError, RuntimeError):
+    """A data-parallel run that cannot go on: not in a process group, ranks that differ, or a rank that
+    stopped (died, raised, or missed the process group's timeout) while the others waited for it."""

@@ -27,14 +27,16 @@ def {name}(ids_ptr, table_ptr, out_ptr, R, D, BLOCK_R: tl.constexpr, BLOCK_D: tl
 
 DROPOUT_SOURCE = '''
 @triton.jit
-def {name}(x_ptr, out_ptr, step_ptr, NUMEL, SEED, RATE, DRAW_EVERY, BLOCK: tl.constexpr):
+def {name}(x_ptr, out_ptr, step_ptr, first_ptr, NUMEL, SAMPLE, SEED, RATE, DRAW_EVERY, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     # the step is read from memory, not passed: a captured CUDA graph draws a new mask every step;
     # one draw per element, or per sample (DRAW_EVERY = a sample's size: the batch is outermost in
-    # either layout)
-    keep = tl.rand(SEED + tl.load(step_ptr), offs // DRAW_EVERY) >= RATE
+    # either layout), keyed by its place in the whole batch (a data-parallel rank's batch starts at
+    # sample first_ptr of it), so the masks do not depend on how many ranks share the batch
+    at = tl.load(first_ptr) * SAMPLE + offs
+    keep = tl.rand(SEED + tl.load(step_ptr), at // DRAW_EVERY) >= RATE
     y = tl.where(keep, x / (1.0 - RATE), 0.0)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 '''
@@ -64,17 +66,18 @@ _NO_STEP: dict[str, torch.Tensor] = {}
 
 
 def launch_dropout(fn, node, target, inputs, outputs):
-    """The mask is a function of (the node's seed + the step number in `fn.step`, element index): the
-    backward's dropout node carries the same seed and reads the same step, so it applies the same mask."""
+    """The mask is a function of (the node's seed + the step number in `fn.step`, element index in the whole
+    batch, from `fn.first_sample`): the backward's dropout node carries the same seed and reads the same step
+    and first sample, so it applies the same mask."""
     (x,), (out,) = inputs, outputs
     numel = x.numel()
     block = target.tile(numel, gpu=1024, interpreted=16384, large=INTERPRETER_TILE_ELEMENTS)
-    step = getattr(fn, "step", None)
-    if step is None:
-        step = _NO_STEP.setdefault(str(x.device), torch.zeros((), dtype=torch.int64, device=x.device))
-    draw_every = numel // x.shape[0] if node.attrs.get("per_sample", False) and numel else 1
-    fn[(triton.cdiv(numel, block),)](x, out, step, numel, node.attrs["seed"], float(node.attrs["rate"]), draw_every,
-                                     BLOCK=block)
+    zero = _NO_STEP.setdefault(str(x.device), torch.zeros((), dtype=torch.int64, device=x.device))
+    step, first = (zero if getattr(fn, key, None) is None else getattr(fn, key) for key in ("step", "first_sample"))
+    sample = numel // x.shape[0] if numel else 1
+    draw_every = sample if node.attrs.get("per_sample", False) else 1
+    fn[(triton.cdiv(numel, block),)](x, out, step, first, numel, sample, node.attrs["seed"],
+                                     float(node.attrs["rate"]), draw_every, BLOCK=block)
 
 
 SCATTER_SOURCE = '''

@@ -21,6 +21,7 @@ FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")  # how fp32 dots run on the GPU (ke
 MEMORY_FORMATS = {None: "contiguous", torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
                   "contiguous": "contiguous", "channels_last": "channels_last"}
 OPTIONAL_IN_SAVES = ("device", "cuda_graphs")  # saves written before they were kept lack them
+RUN_ONLY = ("device", "distributed", "shard_optimizer")  # how this run goes, not kept in a save: it loads anywhere
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,19 @@ class CompileOptions:
     memory_format: str = "contiguous"  # how callers store rank-4 inputs and outputs
     precision: str | None = None  # "bfloat16" or "float16": mixed precision; None: float32
     loss_scale: LossScale | None = None  # float16 training's; None where none applies
+    distributed: bool = False  # data parallel over the initialised torch.distributed process group
+    shard_optimizer: bool = False  # with distributed: each rank keeps and updates its slice of the optimizer state
 
     def __post_init__(self) -> None:
-        for name in ("fuse", "cuda_graphs"):
+        for name in ("fuse", "cuda_graphs", "distributed", "shard_optimizer"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (value is None and name == "cuda_graphs"):
                 raise GraphError(f"{name} must be True or False, got {value!r}")
+        if self.distributed and self.loss is None:
+            raise GraphError("distributed=True trains data parallel: give a loss and an optimizer too")
+        if self.shard_optimizer and not (self.distributed and self.optimizer is not None):
+            raise GraphError("shard_optimizer=True shards a distributed run's optimizer state: compile with "
+                             "distributed=True and an optimizer")
         if self.device not in DEVICES:
             raise GraphError(f"device must be 'cuda', 'cpu' or None (automatic), got {self.device!r}")
         if self.loss is not None and self.loss not in LOSSES:
@@ -79,7 +87,7 @@ class CompileOptions:
     def from_data(cls, data: dict[str, Any], **overrides: Any) -> CompileOptions:
         """The options `to_data` wrote (a KeyError names a missing one), with `overrides` (a device) instead."""
         values = {f.name: data[f.name] for f in dataclasses.fields(cls)
-                  if f.name not in OPTIONAL_IN_SAVES or f.name in data}
+                  if f.name not in (*OPTIONAL_IN_SAVES, *RUN_ONLY) or f.name in data}
         spec = values["optimizer"]
         if spec is not None:
             kind = getattr(optim, spec["name"], None)

@@ -17,6 +17,7 @@ import torch
 
 from ..ir import CheckpointError, GraphError
 from ..passes import CompileOptions
+from ..passes.options import RUN_ONLY
 from ..saving import as_tensors, from_parts, weights_in
 
 STATE_VERSION = 1
@@ -33,7 +34,7 @@ def state_dict(trainer) -> dict[str, Any]:
     weights, _ = trainer.host_weights()
     state = {}
     if trainer.optimizer is not None:
-        for buffer_name, buffer in zip(trainer.optimizer.state, trainer.states, strict=True):
+        for buffer_name, buffer in zip(trainer.optimizer.state, trainer.optimizer_buffers(), strict=True):
             state[buffer_name] = {name: view.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
                                   for name, view in _buffer_views(trainer, buffer).items()}
     return {"fusegraph_state_version": STATE_VERSION, "model": trainer.source_graph.name,
@@ -72,9 +73,11 @@ def load_state_dict(trainer, state: Any) -> None:
         for name, tensor in params.items():
             trainer.params[name].copy_(tensor)
         if ours is not None:
-            for buffer_name, buffer in zip(ours.state, trainer.states, strict=True):
+            buffers = [torch.empty_like(trainer.flat) for _ in ours.state]  # whole: a sharded trainer keeps its slice
+            for buffer_name, buffer in zip(ours.state, buffers, strict=True):
                 for name, view in _buffer_views(trainer, buffer).items():
                     view.copy_(saved["state"][buffer_name][name])
+            trainer.keep_optimizer_buffers(buffers)
     trainer.steps_taken, trainer.optimizer_steps = int(state["steps_taken"]), int(state["optimizer_steps"])
     trainer._step_number.fill_(trainer.steps_taken)  # dropout's masks between steps (loss_and_grads) are the last step's
     if trainer.options.scales_loss:
@@ -87,7 +90,8 @@ def load_state_dict(trainer, state: Any) -> None:
 def compile_options(compiled) -> dict[str, Any]:
     """What it was compiled with, as JSON: a save's "options" (its device is not kept: a save loads anywhere)."""
     data = compiled.options.to_data()
-    del data["device"]
+    for name in RUN_ONLY:  # a save from a distributed run loads into one process, or another run
+        del data[name]
     return data
 
 
@@ -101,12 +105,14 @@ def to_save(trainer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return state, tensors
 
 
-def trainer_from_save(model, body: dict, tensors: dict[str, torch.Tensor], device: str | None, where: str):
-    """The Trainer a save describes, compiled as it was and holding its state."""
+def trainer_from_save(model, body: dict, tensors: dict[str, torch.Tensor], device: str | None, where: str,
+                      **run: bool):
+    """The Trainer a save describes, compiled as it was (`run`: distributed, shard_optimizer, for this run)
+    and holding its state."""
     from .entry import compiled_with
 
     try:
-        options, state = CompileOptions.from_data(body["options"], device=device), dict(body["state"])
+        options, state = CompileOptions.from_data(body["options"], device=device, **run), dict(body["state"])
         state["params"] = weights_in(tensors)
         if state.get("optimizer") is not None:
             buffers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in options.optimizer.state}

@@ -205,6 +205,14 @@ class CompiledModel:
             text += "\n(compiled with fuse=False)"
         if self.cuda_graphs:
             text += "\n(on CUDA each call replays these launches as one CUDA graph, captured per input shape)"
+        parallel = getattr(self, "parallel", None)
+        if parallel is not None:
+            text += (f"\n(data parallel, rank {parallel.rank} of {parallel.world}: after the step's backward the flat "
+                     "gradients are averaged across ranks in 25 MB buckets, all their all-reduces in flight together "
+                     "but none overlapping the backward, which runs as one program (and, on CUDA, one graph: the "
+                     "all-reduces run outside it); then the optimizer "
+                     + ("updates this rank's slice and the slices are broadcast (ZeRO-1)" if parallel.sharded
+                        else "runs identically on every rank") + "; batch-norm statistics are rank 0's)")
         shapes = ", ".join(str(shape) for shape in dict.fromkeys(
             (tuple(v.type.feature_shape for v in self.source_graph.inputs), *self._shaped,
              *(shapes for shapes, _ in self._shaped_training))))
@@ -335,10 +343,11 @@ class CompiledModel:
                 raise InputError(f"{self.model.name} cannot train on inputs of feature shapes {shapes}: its training "
                                  f"graph for them differs from the one for {self.model_shapes} beyond shapes")
             program = Program(graph, self.target, self.counter)
-            step = getattr(self, "_step_number", None)
+            step, first = getattr(self, "_step_number", None), getattr(self, "_first_sample", None)
             for kernel in program.kernels:
                 if step is not None and has_trait(kernel.node, "random"):
                     kernel.kernel.step = step  # the step's dropout masks, as in the model's own program
+                    kernel.kernel.first_sample = first
             self._shaped_training[key] = (source, graph, self._runner(
                 lambda feeds: program.run(feeds, self.params_for(graph), bind)))
         return self._shaped_training[key]

@@ -19,6 +19,7 @@ from ..passes.autodiff import batch_counters, loss_graph, running_state
 from ..passes.mixed_precision import LOSS_SCALE
 from . import checkpoint
 from .compiled import CompiledModel, exclusive
+from .distributed import DataParallel
 from .plan import TORCH_DTYPE, in_layout
 from .program import Program
 
@@ -101,8 +102,58 @@ class Trainer(CompiledModel):
         if options.scales_loss:
             self.nonfinite_kernel = load_kernel(optim_kernels.render_nonfinite(), self.counter)
             self._found_nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
+        # the first sample of this step's batch in the whole batch: dropout keys its masks by a sample's place there
+        self._first_sample = torch.zeros((), dtype=torch.int64, device=self.device)
+        for kernel in self._random_kernels:
+            kernel.first_sample = self._first_sample
+        self.parallel = DataParallel(self) if options.distributed else None
+        if self.parallel is not None:
+            self._join()
         if hasattr(model, "follow"):
             model.follow(self)
+
+    def _join(self) -> None:
+        """A distributed trainer's start: the same model and options on every rank, rank 0's weights and
+        running statistics, and with a sharded optimizer only this rank's slice of its state."""
+        parallel = self.parallel
+        parallel.verify_same({"model": self.source_graph.digest(), "options": checkpoint.compile_options(self),
+                              "shard_optimizer": self.options.shard_optimizer, "parameters": self.flat.numel()})
+        if parallel.sharded:
+            self.states = [state[parallel.lo:parallel.hi].clone() for state in self.states]
+        parallel.broadcast_from_first([self.flat, *self._running_tensors()], "taking rank 0's weights at the start")
+        self.weights_version += 1  # half copies and folded batch norms follow
+
+    def _running_tensors(self) -> list[torch.Tensor]:
+        """The batch norms' running statistics and counts: what a step changes besides the flat weights."""
+        return [self.params[name] for name, _ in self._running] + [self.params[name] for name in self._counters]
+
+    def optimizer_buffers(self) -> list[torch.Tensor]:
+        """The optimizer's state as whole flat buffers (a sharded run gathers its ranks' slices: every rank
+        calls it)."""
+        if self.parallel is not None and self.parallel.sharded:
+            return self.parallel.gathered(self.states, self.flat.numel())
+        return self.states
+
+    def keep_optimizer_buffers(self, buffers: list[torch.Tensor]) -> None:
+        """Whole flat optimizer buffers in: a sharded trainer keeps its slice."""
+        if self.parallel is not None and self.parallel.sharded:
+            for state, whole in zip(self.states, buffers, strict=True):
+                state.copy_(whole[self.parallel.lo:self.parallel.hi])
+        else:
+            for state, whole in zip(self.states, buffers, strict=True):
+                if state is not whole:
+                    state.copy_(whole)
+
+    def memory_report(self, batch: int) -> dict[str, int]:
+        """The inference plan's bytes (CompiledModel.memory_report), and the training state's on this rank:
+        weights, gradients, and the optimizer state it keeps (a sharded run: its slice) beside the whole."""
+        report = super().memory_report(batch)
+        whole = self.flat.numel() * self.flat.element_size() * len(self.states) if self.optimizer else 0
+        report.update(weight_bytes=self.flat.numel() * self.flat.element_size(),
+                      gradient_bytes=self.flat_grads.numel() * self.flat_grads.element_size(),
+                      optimizer_state_bytes=sum(s.numel() * s.element_size() for s in self.states)
+                      if self.optimizer else 0, optimizer_state_bytes_unsharded=whole)
+        return report
 
     @property
     def optimizer(self):
@@ -131,9 +182,12 @@ class Trainer(CompiledModel):
 
         if not hasattr(self.model, "_calls"):
             raise GraphError("save() needs a trainer compiled from a fg.Model (this one was compiled from a bare graph)")
-        state, tensors = checkpoint.to_save(self)
-        write(path, "trainer", {"definition": definition(self.model), "options": checkpoint.compile_options(self),
-                                "state": state}, tensors)
+        state, tensors = checkpoint.to_save(self)  # NOTE: a sharded run gathers its optimizer state: every rank saves
+        if self.parallel is None or self.parallel.rank == 0:
+            write(path, "trainer", {"definition": definition(self.model), "options": checkpoint.compile_options(self),
+                                    "state": state}, tensors)
+        if self.parallel is not None:
+            self.parallel.barrier(f"waiting for rank 0 to write {path}")
 
     @exclusive
     def host_weights(self) -> tuple[dict[str, torch.Tensor], int]:
@@ -180,15 +234,30 @@ class Trainer(CompiledModel):
         """Forward, loss, backward and one optimizer update; returns the batch's mean loss."""
         return float(self._step(x, y)[0])
 
-    def _step(self, x, y) -> list[torch.Tensor]:
+    def _step(self, x, y, first: int | None = None) -> list[torch.Tensor]:
+        """One step on (x, y); distributed, this rank's part of the batch, which starts at sample `first` of
+        the whole batch (None: found from the ranks' sizes), or x None where this rank has no sample of it."""
         if self.optimizer is None:
             raise GraphError("compile with an optimizer to train, e.g. fg.compile(model, loss=..., "
                              "optimizer=fg.optim.Adam())")
         step = self.steps_taken + 1
         self._step_number.fill_(step)
-        self.params_for(self.train_graph)  # NOTE: a CUDA graph replay runs no Python: refresh the half copies first
-        outputs = self._run_training(x, y, *self._training_for(x, self._step_runner, self._bind))
-        launches = self.last_launches
+        count = 0 if x is None else len(_as_inputs(x)[0])
+        if self.parallel is not None and self._random_kernels:
+            if first is None:
+                sizes = self.parallel.gather_objects(count, f"sharing the batch sizes of step {step}")
+                first = sum(sizes[:self.parallel.rank])
+            self._first_sample.fill_(first)
+        if x is None:  # nothing to run: a zero gradient, and a share of nought in the average
+            self.flat_grads.zero_()
+            outputs, launches = None, 0
+        else:
+            self.params_for(self.train_graph)  # NOTE: a CUDA graph replay runs no Python: refresh the half copies first
+            outputs = self._run_training(x, y, *self._training_for(x, self._step_runner, self._bind))
+            launches = self.last_launches
+        if self.parallel is not None:
+            loss = self.parallel.reduce_gradients(self.flat_grads, None if outputs is None else outputs[0], count)
+            outputs = [torch.tensor(loss), *(outputs[1:] if outputs is not None else [])]
         launches += self._update(outputs)
         self.steps_taken = step
         self.weights_version += 1
@@ -207,10 +276,13 @@ class Trainer(CompiledModel):
         host = (self.optimizer_steps, self.loss_scale, self.growth_tracker)
         try:
             launches = self._optimizer_step()
-            for name, at in self._running:
-                self.params[name].copy_(outputs[at])
+            if len(outputs) > 1:  # not a rank that had no sample
+                for name, at in self._running:
+                    self.params[name].copy_(outputs[at])
             for name in self._counters:
                 self.params[name].add_(1)
+            if self.parallel is not None and (self._running or self._counters):
+                self.parallel.broadcast_from_first(self._running_tensors(), "sharing rank 0's running statistics")
         except BaseException:
             for tensor, saved in zip(state, before or []):  # NOTE: on a GPU, launched work runs to the end
                 tensor.copy_(saved)
@@ -239,6 +311,14 @@ class Trainer(CompiledModel):
         else:
             unscale = 1.0
         self.optimizer_steps += 1
+        if self.parallel is not None and self.parallel.sharded:  # this rank's slice, then every slice to every rank
+            part = slice(self.parallel.lo, self.parallel.hi)
+            half = None if self.flat_half is None else self.flat_half[part]
+            optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat[part],
+                                 self.flat_grads[part], self.states, self.optimizer_steps, half_copy=half,
+                                 inv_scale=unscale)
+            self.parallel.share_slices([self.flat, *([self.flat_half] if self.flat_half is not None else [])])
+            return launches + 1
         optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
                              self.states, self.optimizer_steps, half_copy=self.flat_half, inv_scale=unscale)
         return launches + 1
@@ -320,30 +400,40 @@ class Trainer(CompiledModel):
 
         best, waited = float("inf"), 0
         generator = torch.Generator().manual_seed(seed)
+        parallel = self.parallel
+        # distributed: every rank draws the same order and takes its shard of each batch of batch_size per rank
+        world, lead = (1, True) if parallel is None else (parallel.world, parallel.rank == 0)
         for epoch in range(epochs):
             order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
             if epoch < initial_epoch:
                 continue  # NOTE: its shuffle drawn all the same, so the epochs after it shuffle as they would have
-            total, correct, seen = 0.0, 0, 0
-            bar = tqdm(range(0, len(y), batch_size), desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose,
-                       leave=True, dynamic_ncols=True)
+            total, correct, seen, seen_here = 0.0, 0, 0, 0
+            bar = tqdm(range(0, len(y), batch_size * world), desc=f"epoch {epoch + 1}/{epochs}",
+                       disable=not (verbose and lead), leave=True, dynamic_ncols=True)
             for start in bar:
-                index = order[start:start + batch_size]
-                xb, yb = [t[index] for t in xs], y[index]
-                if augment is not None:
-                    xb = [augment(xb[0], generator)]
-                outputs = self._step([t.to(self.device) for t in xb], yb.to(self.device))
+                index = order[start:start + batch_size * world]
+                first, count = (0, len(index)) if parallel is None else parallel.shard(len(index))
+                mine = index[first:first + count]
+                if count == 0:  # a last batch smaller than the ranks: this one has none of it
+                    outputs = self._step(None, None, first)
+                else:
+                    xb, yb = [t[mine] for t in xs], y[mine]
+                    if augment is not None:
+                        xb = [augment(xb[0], generator)]
+                    outputs = self._step([t.to(self.device) for t in xb], yb.to(self.device), first)
+                    correct += self._correct(outputs[self._logits_at], yb.to(self.device))
                 total += float(outputs[0]) * len(index)
-                correct += self._correct(outputs[self._logits_at], yb.to(self.device))
-                seen += len(index)
-                bar.set_postfix(self._metrics(total / seen, correct, seen))
+                seen, seen_here = seen + len(index), seen_here + count
+                bar.set_postfix(self._metrics(total / seen, correct, max(seen_here, 1)))
+            if parallel is not None:
+                correct = int(parallel.sum([correct], f"summing epoch {epoch + 1}'s accuracy")[0])
             for key, value in self._metrics(total / seen, correct, seen).items():
                 history.setdefault(key, []).append(value)
             self.epochs += 1
             if validation_data is not None:
                 for key, value in self.evaluate(*validation_data).items():
                     history.setdefault(f"val_{key}", []).append(value)
-                if verbose:
+                if verbose and lead:
                     print("  " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items()))
                 if early_stopping is not None:
                     if history["val_loss"][-1] < best:
@@ -376,6 +466,10 @@ class Trainer(CompiledModel):
         """Mean loss (and accuracy for classification) over (x, y), dropout off."""
         xs, y = _samples(x, y)
         _positive_int("batch_size", batch_size)
+        samples = len(y)
+        if self.parallel is not None:  # each rank its share of the samples, the sums added up
+            first, count = self.parallel.shard(samples)
+            xs, y = [t[first:first + count] for t in xs], y[first:first + count]
         total, correct = 0.0, 0
         for start in range(0, len(y), batch_size):
             xb = [t[start:start + batch_size].to(self.device) for t in xs]
@@ -386,13 +480,29 @@ class Trainer(CompiledModel):
                 loss, logits = self._evaluation(feeds)
             total += float(loss) * len(yb)
             correct += self._correct(logits, yb)
-        return self._metrics(total / len(y), correct, len(y))
+        if self.parallel is not None:
+            total, correct = self.parallel.sum([total, correct], "summing the evaluation")
+        return self._metrics(total / samples, int(correct), samples)
 
     @exclusive
     def predict(self, x, batch_size: int = 256) -> torch.Tensor:
         """The model's outputs for `x`, in batches (inference kernels, dropout off)."""
         xs = _as_inputs(x)
         _positive_int("batch_size", batch_size)
+        if self.parallel is None:
+            return self._predicted(xs, batch_size)
+        first, count = self.parallel.shard(len(xs[0]))  # each rank its share, then every share to every rank
+        mine = self._predicted([t[first:first + count] for t in xs], batch_size) if count else None
+        if isinstance(mine, list):
+            mine = [part.cpu() for part in mine]
+        elif mine is not None:
+            mine = mine.cpu()
+        shares = [share for share in self.parallel.gather_objects(mine, "gathering the predictions") if share is not None]
+        if isinstance(shares[0], list):
+            return [torch.cat(parts).to(self.device) for parts in zip(*shares)]
+        return torch.cat(shares).to(self.device)
+
+    def _predicted(self, xs: list[torch.Tensor], batch_size: int):
         batches = [self([t[start:start + batch_size].to(self.device) for t in xs])
                    for start in range(0, len(xs[0]), batch_size)]
         if isinstance(batches[0], list):  # several outputs

@@ -1,0 +1,165 @@
+"""Data-parallel training on torch.distributed (`fg.compile(..., distributed=True)`), launched by torchrun.
+
+Every rank holds the whole model and runs its shard of each batch. At the start the ranks check that they
+compiled the same model with the same options and take rank 0's weights and running statistics. After
+each step's backward the flat gradient buffer is averaged across ranks (each rank's mean-loss gradient
+weighted by its share of the batch, so the result is the whole batch's mean-loss gradient whatever the
+split), in buckets whose all-reduces are all in flight together; the optimizer kernel then runs on every
+rank alike. With `shard_optimizer=True` (ZeRO stage 1) each rank keeps the optimizer state for its slice of
+the flat buffer only, updates that slice, and the slices are then broadcast from their owners. Batch-norm
+running statistics (and their counts) are rank 0's after every step, as torch's DDP broadcasts its buffers.
+
+The collectives run outside any CUDA graph, after the captured step. A rank that dies, raises or stops
+answering makes the others' next collective fail, at the latest after the process group's timeout
+(`init_process_group(timeout=...)`): they raise DistributedError, never hang past it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..ir import DistributedError
+
+BUCKET_BYTES = 25 * 1024 * 1024  # torch DDP's default bucket size
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group; DistributedError when there is none."""
+    dist = _dist()
+    if not (dist.is_available() and dist.is_initialized()):
+        raise DistributedError(
+            "distributed=True runs inside a torch.distributed process group, and none is initialised: launch "
+            "with torchrun (torchrun --nproc-per-node=N your_script.py) and call "
+            "torch.distributed.init_process_group('gloo') (CPUs) or ('nccl') (GPUs) before fg.compile")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class DataParallel:
+    """One trainer's place in the process group: its shard of each batch, and the collectives of a step."""
+
+    def __init__(self, trainer) -> None:
+        self.rank, self.world = process_group()
+        dist = _dist()
+        backend = str(dist.get_backend())
+        if backend == "nccl" and trainer.device != "cuda":
+            raise DistributedError("the process group uses NCCL, which moves CUDA tensors only, but this trainer runs "
+                                   "on the CPU: init_process_group('gloo') for CPU training")
+        self.trainer = trainer
+        self.sharded = trainer.options.shard_optimizer
+        total = trainer.flat.numel()
+        self.bounds = [(r * total // self.world, (r + 1) * total // self.world) for r in range(self.world)]
+        self.lo, self.hi = self.bounds[self.rank]
+        self.steps = 0
+
+    # -- collectives, each failing as one DistributedError ------------------------------------------
+    def collective(self, what: str, run: Callable[[], Any]) -> Any:
+        try:
+            return run()
+        except DistributedError:
+            raise
+        except (RuntimeError, ValueError, ConnectionError, OSError) as error:  # gloo / NCCL / c10d errors alike
+            text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DistributedError(f"rank {self.rank} of {self.world}: {what} failed: another rank stopped (died, "
+                                   f"raised, or missed the process group's timeout): {text}") from None
+
+    def verify_same(self, fingerprint: dict) -> None:
+        """Every rank compiled the same model with the same options: else which ranks and what differs."""
+        dist = _dist()
+        gathered: list[Any] = [None] * self.world
+        self.collective("comparing the ranks' models at the start",
+                        lambda: dist.all_gather_object(gathered, json.dumps(fingerprint, sort_keys=True)))
+        ours = json.loads(gathered[0])
+        for rank, text in enumerate(gathered):
+            theirs = json.loads(text)
+            if theirs != ours:
+                keys = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+                raise DistributedError(f"rank {rank} compiled a different {' and '.join(keys)} than rank 0: every rank "
+                                       "must build the same model and call fg.compile with the same options")
+
+    def broadcast_from_first(self, tensors: list[torch.Tensor], what: str) -> None:
+        """Rank 0's values of `tensors` on every rank (views of any layout: sent through contiguous copies)."""
+        dist = _dist()
+        for tensor in tensors:
+            if tensor.is_contiguous():
+                self.collective(what, lambda t=tensor: dist.broadcast(t, 0))
+            else:
+                sent = tensor.contiguous()
+                self.collective(what, lambda t=sent: dist.broadcast(t, 0))
+                tensor.copy_(sent)
+
+    def reduce_gradients(self, grads: torch.Tensor, loss: torch.Tensor | None, count: int) -> float:
+        """The batch's mean-loss gradient in `grads` on every rank, from each rank's mean over its `count`
+        samples; returns the whole batch's mean loss."""
+        dist = _dist()
+        totals = torch.tensor([float(loss) * count if count else 0.0, float(count)], dtype=torch.float64,
+                              device=grads.device)
+        self.collective(f"summing the losses of step {self.steps + 1}", lambda: dist.all_reduce(totals))
+        samples = float(totals[1])
+        if samples == 0:
+            raise DistributedError("a step in which no rank had a sample")
+        grads.mul_(count / samples)
+        flat = grads.view(-1)
+        per_bucket = max(1, BUCKET_BYTES // flat.element_size())
+        # the last layers' gradients first, as a backward produces them
+        buckets = [flat[max(0, end - per_bucket):end] for end in range(flat.numel(), 0, -per_bucket)]
+        works = [self.collective(f"averaging the gradients of step {self.steps + 1}",
+                                 lambda b=bucket: dist.all_reduce(b, async_op=True)) for bucket in buckets]
+        for work in works:
+            self.collective(f"averaging the gradients of step {self.steps + 1}", work.wait)
+        self.steps += 1
+        return float(totals[0]) / samples
+
+    def share_slices(self, buffers: list[torch.Tensor]) -> None:
+        """After a sharded update: each rank's slice of every flat `buffer` from its owner to all."""
+        dist = _dist()
+        for buffer in buffers:
+            for owner, (lo, hi) in enumerate(self.bounds):
+                if hi > lo:
+                    self.collective(f"sharing the weights updated at step {self.steps}",
+                                    lambda b=buffer, o=owner, lo=lo, hi=hi: dist.broadcast(b[lo:hi], o))
+
+    def gathered(self, slices: list[torch.Tensor], total: int) -> list[torch.Tensor]:
+        """Whole flat buffers from every rank's slice (`slices`: this rank's) on every rank."""
+        dist = _dist()
+        wholes = []
+        for part in slices:
+            whole = torch.zeros(total, dtype=part.dtype, device=part.device)
+            whole[self.lo:self.hi].copy_(part)
+            for owner, (lo, hi) in enumerate(self.bounds):
+                if hi > lo:
+                    self.collective("gathering the sharded optimizer state",
+                                    lambda w=whole, o=owner, lo=lo, hi=hi: dist.broadcast(w[lo:hi], o))
+            wholes.append(whole)
+        return wholes
+
+    def sum(self, values: list[float], what: str) -> list[float]:
+        dist = _dist()
+        totals = torch.tensor(values, dtype=torch.float64, device=self.trainer.flat.device)
+        self.collective(what, lambda: dist.all_reduce(totals))
+        return totals.tolist()
+
+    def gather_objects(self, value: Any, what: str) -> list[Any]:
+        dist = _dist()
+        gathered: list[Any] = [None] * self.world
+        self.collective(what, lambda: dist.all_gather_object(gathered, value))
+        return gathered
+
+    def barrier(self, what: str) -> None:
+        self.collective(what, _dist().barrier)
+
+    # -- shards ---------------------------------------------------------------------------------------
+    def shard(self, size: int) -> tuple[int, int]:
+        """(first, count) of this rank's samples of a batch of `size`: contiguous shares differing by at most
+        one, the first ranks taking the extra ones (rank 0 always has a sample when the batch does)."""
+        base, extra = divmod(size, self.world)
+        first = self.rank * base + min(self.rank, extra)
+        return first, base + (1 if self.rank < extra else 0)
