@@ -26,7 +26,7 @@ _HOMES: dict[str, str] = {
     "from_torch": ".interop",
     "load": ".saving",
 }
-_SUBMODULES = {"ir": ".ir", "optim": ".optim", "zoo": ".nn.zoo"}
+_SUBMODULES = {"callbacks": ".callbacks", "ir": ".ir", "optim": ".optim", "zoo": ".nn.zoo"}
 
 __all__ = sorted([*_HOMES, *_SUBMODULES])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, optim, plots
+from . import callbacks, data, optim, plots
 from .nn import zoo
 from .runtime import compile
 
@@ -34,14 +34,19 @@ def digits(out: Path, epochs: int = 10, batch_size: int = 32, lr: float = 3e-3, 
     say(f"one batch vs torch.autograd: loss {loss:.6f} vs {theirs:.6f}; worst gradient error {worst:.2e} "
         "(relative to each gradient's largest entry)")
     start = time.perf_counter()
+    stopper = callbacks.EarlyStopping(patience=3, verbose=False)
     history = trainer.fit(x_fit, y_fit, epochs=epochs, batch_size=batch_size, seed=seed,
-                          validation_data=(x_val, y_val), early_stopping=3, verbose=verbose,
+                          validation_data=(x_val, y_val), callbacks=[stopper], verbose=verbose,
                           augment=data.shift_augment(1) if augment else None)
     seconds = time.perf_counter() - start
     scores = trainer.evaluate(x_test, y_test)
-    say(f"trained {len(history['loss'])} epochs in {seconds:.0f} s; held-out accuracy {scores['accuracy']:.4f}, "
-        f"loss {scores['loss']:.4f} ({trainer.last_launches} kernel launches per training step)")
-    files = [plots.curves(history, out / "digits_curves.png"),
+    ran = len(history["loss"])
+    stopped = (f" (early stopping: validation loss had not improved for 3 epochs, so it stopped after epoch "
+               f"{ran} of {epochs})" if stopper.stopped_epoch else "")
+    say(f"trained {ran} epochs in {seconds:.0f} s{stopped}; kept epoch {stopper.best_epoch}'s weights, the best "
+        f"validation loss; held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
+        f"({trainer.last_launches} kernel launches per training step)")
+    files = [plots.curves(history, out / "digits_curves.png", restored=stopper.best_epoch),
              plots.filters(model.params["conv1.weight"].numpy(), out / "digits_conv1_filters.png",
                            "LeNet conv1 filters after training")]
     features = model.features(["pool1", "pool2"])

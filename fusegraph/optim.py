@@ -36,9 +36,14 @@ def _check_field(optimizer: str, name: str, annotation: str, value) -> None:
 
 @dataclass(frozen=True)
 class Optimizer:
+    """`clip_grad_norm` > 0: every step first scales the gradients, all together, to that global L2 norm
+    at most (torch.nn.utils.clip_grad_norm_ before the step; Keras's global_clipnorm), inside the update's
+    own launch, after one launch that sums their squares."""
+
     lr: float
 
     state: tuple[str, ...] = ()  # per-parameter buffers, each as large as the parameters
+    clip_grad_norm: float = 0.0  # 0: no clipping
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -129,4 +134,89 @@ class Adam(Optimizer):
             raise GraphError(f"Adam: betas must lie in [0, 1), got {self.betas}")
 
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "Optimizer", "RMSprop"]
+@dataclass(frozen=True)
+class AdamW(Adam):
+    """Adam with decoupled weight decay (torch.optim.AdamW): the weights shrink by lr * weight_decay each
+    step, apart from the gradient's moments."""
+
+    weight_decay: float = 1e-2
+
+
+# -- learning-rate schedules: the rate of each epoch, as torch.optim.lr_scheduler's with scheduler.step()
+# called after every epoch (closed forms of the same rules); fit(lr_schedule=...) sets it at each epoch's start
+class Schedule:
+    def rate(self, base: float, epoch: int) -> float:
+        """The learning rate of `epoch` (0-based) for an optimizer built with lr `base`."""
+        raise NotImplementedError
+
+    def _check(self, name: str, value, low: float, high: float = math.inf, integer: bool = False) -> None:
+        kind = "an integer" if integer else "a number"
+        if (integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral))) or not _is_number(value) \
+                or not low <= value <= high:
+            raise GraphError(f"{type(self).__name__}: {name} must be {kind} in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class StepLR(Schedule):
+    """The rate times gamma every step_size epochs (torch's StepLR)."""
+
+    step_size: int
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        self._check("step_size", self.step_size, 1, integer=True)
+        self._check("gamma", self.gamma, 0.0)
+
+    def rate(self, base: float, epoch: int) -> float:
+        return base * self.gamma ** (epoch // self.step_size)
+
+
+@dataclass(frozen=True)
+class ExponentialLR(Schedule):
+    """The rate times gamma every epoch (torch's ExponentialLR)."""
+
+    gamma: float
+
+    def __post_init__(self) -> None:
+        self._check("gamma", self.gamma, 0.0)
+
+    def rate(self, base: float, epoch: int) -> float:
+        return base * self.gamma ** epoch
+
+
+@dataclass(frozen=True)
+class CosineAnnealingLR(Schedule):
+    """Half a cosine from the rate down to eta_min over T_max epochs (torch's CosineAnnealingLR)."""
+
+    T_max: int  # noqa: N815 (torch's name)
+    eta_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._check("T_max", self.T_max, 1, integer=True)
+        self._check("eta_min", self.eta_min, 0.0)
+
+    def rate(self, base: float, epoch: int) -> float:
+        return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+
+
+@dataclass(frozen=True)
+class LinearLR(Schedule):
+    """Warm-up: the rate times a factor going linearly from start_factor to end_factor over total_iters
+    epochs, then end_factor (torch's LinearLR)."""
+
+    start_factor: float = 1.0 / 3
+    end_factor: float = 1.0
+    total_iters: int = 5
+
+    def __post_init__(self) -> None:
+        self._check("start_factor", self.start_factor, 1e-12, 1.0)
+        self._check("end_factor", self.end_factor, 0.0, 1.0)
+        self._check("total_iters", self.total_iters, 1, integer=True)
+
+    def rate(self, base: float, epoch: int) -> float:
+        done = min(epoch, self.total_iters) / self.total_iters
+        return base * (self.start_factor + (self.end_factor - self.start_factor) * done)
+
+
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "CosineAnnealingLR", "ExponentialLR", "LinearLR",
+           "Optimizer", "RMSprop", "Schedule", "StepLR"]

@@ -21,14 +21,17 @@ from .target import INTERPRETER_TILE_ELEMENTS
 
 OPTIM_SOURCE = '''
 @triton.jit
-def {name}(p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, half_ptr, NUMEL, LR, A, B, C, D, E, A1, B1, FIRST, INV_SCALE,
-           HALF_COPY: tl.constexpr, BLOCK: tl.constexpr):
+def {name}(p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, half_ptr, squares_ptr, NUMEL, LR, A, B, C, D, E, A1, B1, FIRST,
+           INV_SCALE, MAX_NORM, HALF_COPY: tl.constexpr, CLIP: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
     p = tl.load(p_ptr + offs, mask=mask, other=0.0)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HALF_COPY:
         g = g * INV_SCALE
+    if CLIP:
+        # the global norm, from every gradient's square summed by the launch before: torch's clip_grad_norm_
+        g = g * tl.minimum(MAX_NORM / (tl.sqrt(tl.load(squares_ptr)) + 1e-6), 1.0)
 {update}
     tl.store(p_ptr + offs, p, mask=mask)
     if HALF_COPY:
@@ -44,6 +47,15 @@ def nonfinite_gradients(g_ptr, found_ptr, NUMEL, BLOCK: tl.constexpr):
     bad = tl.max(((g != g) | (tl.abs(g) == float("inf"))).to(tl.int32), axis=0)
     if bad > 0:
         tl.store(found_ptr, 1)
+'''
+
+SQUARES_SOURCE = '''
+@triton.jit
+def gradient_squares(g_ptr, squares_ptr, NUMEL, INV_SCALE, BLOCK: tl.constexpr):
+    # adds every (unscaled) gradient's square into *squares_ptr, which the runtime zeroed
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    g = tl.load(g_ptr + offs, mask=offs < NUMEL, other=0.0).to(tl.float32) * INV_SCALE
+    tl.atomic_add(squares_ptr, tl.sum(g * g, axis=0))
 '''
 
 # A..E are each optimizer's hyperparameters in the order of `scalars` below; A1 = 1 - A and B1 = 1 - B
@@ -98,47 +110,71 @@ UPDATES = {
 }
 
 
+# AdamW: the decay scales the weights before Adam's update instead of joining the gradient
+UPDATES["AdamW"] = UPDATES["Adam"].replace(
+    "    g = g + E * p                                   # E: weight_decay",
+    "    p = p * E                                       # E: 1 - lr * weight_decay (decoupled)")
+
+
 def render(optimizer) -> KernelSource:
     name = f"{optimizer.name.lower()}_step"
     return KernelSource(name, module_source(f"the {optimizer.name} step", OPTIM_SOURCE.format(
         name=name, update=UPDATES[optimizer.name])))
 
 
+def render_squares() -> KernelSource:
+    return KernelSource("gradient_squares", module_source("the gradients' squared norm", SQUARES_SOURCE))
+
+
+def launch_squares(fn, target, grads, squares, inv_scale: float = 1.0) -> None:
+    """Sets `squares` (a float32 scalar) to the sum of the gradients' squares (times `inv_scale`)."""
+    squares.zero_()
+    numel = grads.numel()
+    if numel:
+        block = target.tile(numel, gpu=2048, interpreted=65536, large=INTERPRETER_TILE_ELEMENTS)
+        fn[(triton.cdiv(numel, block),)](grads, squares, numel, inv_scale, BLOCK=block)
+
+
 def render_nonfinite() -> KernelSource:
     return KernelSource("nonfinite_gradients", module_source("the non-finite gradient check", NONFINITE_SOURCE))
 
 
-def scalars(optimizer, step: int) -> tuple:
-    """(LR, A, B, C, D, E, A1, B1, FIRST) for `step` (1-based)."""
-    lr, a, b, c, d, e, first = _scalars(optimizer, step)
+def scalars(optimizer, step: int, lr: float) -> tuple:
+    """(LR, A, B, C, D, E, A1, B1, FIRST) for `step` (1-based) at learning rate `lr`."""
+    lr, a, b, c, d, e, first = _scalars(optimizer, step, lr)
     return lr, a, b, c, d, e, 1.0 - a, 1.0 - b, first
 
 
-def _scalars(optimizer, step: int) -> tuple:
-    o = optimizer
+def _scalars(o, step: int, lr: float) -> tuple:
     if o.name == "SGD":
-        return o.lr, o.momentum, o.dampening, float(o.nesterov), 0.0, o.weight_decay, int(step == 1)
+        return lr, o.momentum, o.dampening, float(o.nesterov), 0.0, o.weight_decay, int(step == 1)
     if o.name == "Adagrad":
-        return o.lr, o.lr / (1 + (step - 1) * o.lr_decay), o.eps, 0.0, 0.0, o.weight_decay, 0
+        return lr, lr / (1 + (step - 1) * o.lr_decay), o.eps, 0.0, 0.0, o.weight_decay, 0
     if o.name == "Adadelta":
-        return o.lr, o.rho, o.eps, 0.0, 0.0, o.weight_decay, 0
+        return lr, o.rho, o.eps, 0.0, 0.0, o.weight_decay, 0
     if o.name == "RMSprop":
-        return o.lr, o.alpha, o.eps, o.momentum, float(o.centered), o.weight_decay, 0
+        return lr, o.alpha, o.eps, o.momentum, float(o.centered), o.weight_decay, 0
     beta1, beta2 = o.betas
-    step_size = o.lr / (1 - beta1 ** step)
-    return step_size, beta1, beta2, o.eps, (1 - beta2 ** step) ** 0.5, o.weight_decay, -1 if o.amsgrad else 0
+    step_size = lr / (1 - beta1 ** step)
+    decay = 1 - lr * o.weight_decay if o.name == "AdamW" else o.weight_decay
+    return step_size, beta1, beta2, o.eps, (1 - beta2 ** step) ** 0.5, decay, -1 if o.amsgrad else 0
 
 
-def launch(fn, optimizer, target, params, grads, states, step: int, half_copy=None, inv_scale: float = 1.0) -> None:
-    """One step over the flat buffers; with `half_copy` (mixed precision), gradients times `inv_scale` and
-    the updated weights written to it too."""
+def launch(fn, optimizer, target, params, grads, states, step: int, half_copy=None, inv_scale: float = 1.0,
+           lr: float | None = None, squares=None) -> None:
+    """One step over the flat buffers at learning rate `lr` (None: the optimizer's); with `half_copy` (mixed
+    precision), gradients times `inv_scale` and the updated weights written to it too; with `squares` (the
+    gradients' summed squares, launch_squares), clipped to the optimizer's clip_grad_norm."""
     numel = params.numel()
     if numel == 0:  # every parameter frozen: nothing to update
         return
     block = target.tile(numel, gpu=1024, interpreted=65536, large=INTERPRETER_TILE_ELEMENTS)
     padded = [*states, *([params] * (3 - len(states)))]  # unused state slots are never touched
-    fn[(triton.cdiv(numel, block),)](params, grads, *padded, params if half_copy is None else half_copy, numel,
-                                     *scalars(optimizer, step), inv_scale, HALF_COPY=half_copy is not None,
+    clip = squares is not None and optimizer.clip_grad_norm > 0
+    fn[(triton.cdiv(numel, block),)](params, grads, *padded, params if half_copy is None else half_copy,
+                                     squares if clip else params, numel,
+                                     *scalars(optimizer, step, optimizer.lr if lr is None else lr), inv_scale,
+                                     optimizer.clip_grad_norm, HALF_COPY=half_copy is not None, CLIP=clip,
                                      BLOCK=block)
 
 

@@ -40,7 +40,7 @@ def state_dict(trainer) -> dict[str, Any]:
     return {"fusegraph_state_version": STATE_VERSION, "model": trainer.source_graph.name,
             "graph_sha256": trainer.source_graph.digest(), "params": weights,
             "optimizer": None if trainer.optimizer is None else {"name": trainer.optimizer.name, "state": state},
-            "steps_taken": trainer.steps_taken, "optimizer_steps": trainer.optimizer_steps,
+            "steps_taken": trainer.steps_taken, "optimizer_steps": trainer.optimizer_steps, "lr": trainer.lr,
             "loss_scale": trainer.loss_scale,
             "growth_tracker": trainer.growth_tracker if trainer.options.scales_loss else None,
             "epochs": trainer.epochs, "history": {k: list(v) for k, v in trainer.history.items()}}
@@ -79,6 +79,8 @@ def load_state_dict(trainer, state: Any) -> None:
                     view.copy_(saved["state"][buffer_name][name])
             trainer.keep_optimizer_buffers(buffers)
     trainer.steps_taken, trainer.optimizer_steps = int(state["steps_taken"]), int(state["optimizer_steps"])
+    if ours is not None:  # the rate a schedule or the user had set (states written before it was kept: the optimizer's)
+        trainer.lr = float(state.get("lr") if state.get("lr") is not None else ours.lr)
     trainer._step_number.fill_(trainer.steps_taken)  # dropout's masks between steps (loss_and_grads) are the last step's
     if trainer.options.scales_loss:
         trainer._set_loss_scale(float(state["loss_scale"]), int(state["growth_tracker"]))

@@ -5,9 +5,11 @@ parameters; frozen parameters live outside it and never change."""
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from math import prod
+from pathlib import Path
 
 import torch
 
@@ -99,6 +101,10 @@ class Trainer(CompiledModel):
             if optimizer.name == "Adagrad":
                 self.states[0].fill_(optimizer.initial_accumulator_value)
             self.optimizer_kernel = load_kernel(optim_kernels.render(optimizer), self.counter)
+            if optimizer.clip_grad_norm > 0:
+                self.squares_kernel = load_kernel(optim_kernels.render_squares(), self.counter)
+                self._squares = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._lr = None if optimizer is None else optimizer.lr
         if options.scales_loss:
             self.nonfinite_kernel = load_kernel(optim_kernels.render_nonfinite(), self.counter)
             self._found_nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
@@ -154,6 +160,20 @@ class Trainer(CompiledModel):
                       optimizer_state_bytes=sum(s.numel() * s.element_size() for s in self.states)
                       if self.optimizer else 0, optimizer_state_bytes_unsharded=whole)
         return report
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate the next step takes: the optimizer's at first; set it between steps
+        (`trainer.lr = 0.01`), or let a schedule set it each epoch (fit's `lr_schedule`)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if self.optimizer is None:
+            raise GraphError("this trainer has no optimizer, so no learning rate: compile with optimizer=...")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise InputError(f"the learning rate must be a finite number >= 0, got {value!r}")
+        self._lr = float(value)
 
     @property
     def optimizer(self):
@@ -311,16 +331,20 @@ class Trainer(CompiledModel):
         else:
             unscale = 1.0
         self.optimizer_steps += 1
+        squares = None
+        if self.optimizer.clip_grad_norm > 0:  # the global norm of every gradient, read by the update's launch
+            optim_kernels.launch_squares(self.squares_kernel, self.target, self.flat_grads, self._squares, unscale)
+            squares, launches = self._squares, launches + 1
+        update = {"inv_scale": unscale, "lr": self._lr, "squares": squares}
         if self.parallel is not None and self.parallel.sharded:  # this rank's slice, then every slice to every rank
             part = slice(self.parallel.lo, self.parallel.hi)
             half = None if self.flat_half is None else self.flat_half[part]
             optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat[part],
-                                 self.flat_grads[part], self.states, self.optimizer_steps, half_copy=half,
-                                 inv_scale=unscale)
+                                 self.flat_grads[part], self.states, self.optimizer_steps, half_copy=half, **update)
             self.parallel.share_slices([self.flat, *([self.flat_half] if self.flat_half is not None else [])])
             return launches + 1
         optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
-                             self.states, self.optimizer_steps, half_copy=self.flat_half, inv_scale=unscale)
+                             self.states, self.optimizer_steps, half_copy=self.flat_half, **update)
         return launches + 1
 
     def _warn_if_stuck(self, found: bool) -> None:
@@ -347,14 +371,17 @@ class Trainer(CompiledModel):
     @exclusive
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
             validation_data: tuple | None = None, early_stopping: int | None = None,
-            verbose: bool = True, augment=None, checkpoint=None, initial_epoch: int = 0) -> dict[str, list[float]]:
+            verbose: bool = True, augment=None, checkpoint=None, initial_epoch: int = 0, lr_schedule=None,
+            callbacks=()) -> dict[str, list[float]]:
         """Train for `epochs` over (x, y) in batches; with `validation_data`, evaluate after each epoch and,
         with `early_stopping=patience`, stop when validation loss has not improved for that many epochs
-        and restore the best weights. `augment(x_batch, generator)` may transform each training batch.
-        Returns the history: loss (and accuracy) per epoch, with val_ entries when validating; it is also
-        `self.history`, kept as far as it got if fit stops on an exception or Ctrl-C. Whatever stops it,
-        the trainer, the Model and `to_torch()` then hold the same weights: the last completed step's,
-        or with early stopping the best epoch's so far.
+        and restore the best weights (saying so). `augment(x_batch, generator)` may transform each training
+        batch. `lr_schedule`: one of fg.optim's schedules (StepLR, ExponentialLR, CosineAnnealingLR,
+        LinearLR for warm-up), setting `lr` at each epoch's start. `callbacks`: fg.callbacks objects (or your
+        own Callback subclasses). Returns the history: loss (and accuracy) per epoch, with val_ entries when
+        validating, and lr with a schedule; it is also `self.history`, kept as far as it got if fit stops on an exception or
+        Ctrl-C. Whatever stops it, the trainer, the Model and `to_torch()` then hold the same weights: the
+        last completed step's, or with early stopping the best epoch's so far.
 
         `checkpoint=path`: the trainer is saved there (`save`) after each epoch and, with early stopping,
         also at each new best epoch to `<path stem>.best<suffix>`. `initial_epoch=k` continues a run that
@@ -362,6 +389,8 @@ class Trainer(CompiledModel):
         numbered on from k, the history is extended, and the shuffles are those the uninterrupted run
         draws, so it takes the same steps (augmentation draws its own; early stopping's patience starts
         afresh)."""
+        from .. import callbacks as fg_callbacks
+
         xs, y = _samples(x, y)
         if augment is not None and len(xs) != 1:
             raise InputError("augment applies to single-input models")
@@ -375,30 +404,52 @@ class Trainer(CompiledModel):
             _samples(*_pair(validation_data, "validation_data"))
         elif early_stopping is not None:
             raise InputError("early_stopping watches the validation loss: pass validation_data=(x_val, y_val) too")
+        if not all(isinstance(c, fg_callbacks.Callback) for c in callbacks):
+            raise InputError("callbacks must be fg.callbacks.Callback objects (EarlyStopping, ModelCheckpoint, "
+                             "LearningRateScheduler, or a subclass of your own)")
+        lead = self.parallel is None or self.parallel.rank == 0
+        hooks = list(callbacks)
+        if lr_schedule is not None:
+            hooks.append(fg_callbacks.LearningRateScheduler(lr_schedule))
+        if early_stopping is not None:
+            hooks.append(fg_callbacks.EarlyStopping(early_stopping, verbose=verbose and lead))
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if early_stopping is not None:
+                hooks.append(fg_callbacks.ModelCheckpoint(path.with_name(f"{path.stem}.best{path.suffix}"), best_only=True))
+            hooks.append(fg_callbacks.ModelCheckpoint(path))
         history: dict[str, list[float]] = {k: list(v) for k, v in self.history.items()} if initial_epoch else {"loss": []}
         self.history = history
-        best_flat: list[torch.Tensor | None] = [None]  # early stopping's best weights, set by _epochs
+        self.stop_training = False
+        for hook in hooks:
+            hook.on_train_begin(self)
         try:
-            self._epochs(xs, y, history, best_flat, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                         validation_data=validation_data, early_stopping=early_stopping, verbose=verbose,
-                         augment=augment, checkpoint=checkpoint, initial_epoch=initial_epoch)
+            self._epochs(xs, y, history, hooks, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                         validation_data=validation_data, verbose=verbose, augment=augment, initial_epoch=initial_epoch)
         finally:
-            if best_flat[0] is not None:
-                flat, running = best_flat[0]
-                self.flat.copy_(flat)
-                names = [name for name, _ in self._running] + self._counters
-                for name, saved in zip(names, running, strict=True):
-                    self.params[name].copy_(saved)
-                self.weights_version += 1
+            for hook in hooks:
+                hook.on_train_end(self)
         return history
 
-    def _epochs(self, xs, y, history, best_flat, *, epochs, batch_size, shuffle, seed, validation_data,
-                early_stopping, verbose, augment, checkpoint, initial_epoch) -> None:
-        from pathlib import Path
+    def snapshot(self) -> tuple:
+        """The weights and running statistics as they are now (host copies do not follow later steps)."""
+        return self.flat.clone(), self._running_values()
 
+    def restore(self, snapshot: tuple) -> None:
+        """Back to a `snapshot()`: the trainer, the Model and to_torch() follow."""
+        flat, running = snapshot
+        self.flat.copy_(flat)
+        names = [name for name, _ in self._running] + self._counters
+        for name, saved in zip(names, running, strict=True):
+            self.params[name].copy_(saved)
+        self.weights_version += 1
+
+    def _epochs(self, xs, y, history, hooks, *, epochs, batch_size, shuffle, seed, validation_data, verbose, augment,
+                initial_epoch) -> None:
         from tqdm.auto import tqdm
 
-        best, waited = float("inf"), 0
+        from ..callbacks import LearningRateScheduler
+
         generator = torch.Generator().manual_seed(seed)
         parallel = self.parallel
         # distributed: every rank draws the same order and takes its shard of each batch of batch_size per rank
@@ -407,6 +458,8 @@ class Trainer(CompiledModel):
             order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
             if epoch < initial_epoch:
                 continue  # NOTE: its shuffle drawn all the same, so the epochs after it shuffle as they would have
+            for hook in hooks:
+                hook.on_epoch_begin(self, epoch)
             total, correct, seen, seen_here = 0.0, 0, 0, 0
             bar = tqdm(range(0, len(y), batch_size * world), desc=f"epoch {epoch + 1}/{epochs}",
                        disable=not (verbose and lead), leave=True, dynamic_ncols=True)
@@ -433,19 +486,14 @@ class Trainer(CompiledModel):
             if validation_data is not None:
                 for key, value in self.evaluate(*validation_data).items():
                     history.setdefault(f"val_{key}", []).append(value)
-                if verbose and lead:
-                    print("  " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items()))
-                if early_stopping is not None:
-                    if history["val_loss"][-1] < best:
-                        best, best_flat[0], waited = history["val_loss"][-1], (self.flat.clone(), self._running_values()), 0
-                        if checkpoint is not None:
-                            path = Path(checkpoint)
-                            self.save(path.with_name(f"{path.stem}.best{path.suffix}"))
-                    else:
-                        waited += 1
-            if checkpoint is not None:
-                self.save(checkpoint)
-            if early_stopping is not None and waited >= early_stopping:
+            if any(isinstance(hook, LearningRateScheduler) for hook in hooks):
+                history.setdefault("lr", []).append(self.lr)  # the rate this epoch trained at
+            if verbose and lead and validation_data is not None:
+                print("  " + ", ".join(f"{k} {v[-1]:{'.4g' if k == 'lr' else '.4f'}}" for k, v in history.items()))
+            logs = {key: values[-1] for key, values in history.items()}
+            for hook in hooks:
+                hook.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
                 break
 
     def _correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:

@@ -21,10 +21,13 @@ OPTIMIZERS = [
                                dict(momentum=0.9, centered=True, weight_decay=0.05)),
     (fg.optim.Adam(), {}), (fg.optim.Adam(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, amsgrad=True),
                             dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, amsgrad=True)),
+    (fg.optim.AdamW(), {}), (fg.optim.AdamW(lr=0.01, betas=(0.8, 0.9), weight_decay=0.5, amsgrad=True),
+                             dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.5, amsgrad=True)),
 ]
 STATE_NAMES = {"SGD": ["momentum_buffer"], "Adagrad": ["sum"], "Adadelta": ["square_avg", "acc_delta"],
                "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"], "Adam": ["exp_avg", "exp_avg_sq",
                                                                                    "max_exp_avg_sq"]}
+STATE_NAMES["AdamW"] = STATE_NAMES["Adam"]
 
 
 @pytest.mark.parametrize("ours,theirs", OPTIMIZERS, ids=lambda o: getattr(o, "name", ""))

@@ -1,0 +1,108 @@
+"""Callbacks for `Trainer.fit(callbacks=[...])`, as Keras's: objects whose hooks fit calls at the start and
+end of the run and of each epoch. A hook may set `trainer.stop_training = True` to end the run after the
+epoch, or `trainer.lr` for the epochs to come. fit's own `lr_schedule`, `early_stopping` and `checkpoint`
+arguments are these callbacks (LearningRateScheduler, EarlyStopping, ModelCheckpoint).
+
+`on_train_end` runs however the run ends (finished, stopped, an exception or Ctrl-C), so a callback that
+must leave the trainer in some state (EarlyStopping's best weights) does it there."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+from .ir import InputError
+from .optim import Schedule
+
+
+class Callback:
+    """Override the hooks you need; `logs` holds the epoch's history entries (loss, accuracy, val_...)."""
+
+    def on_train_begin(self, trainer) -> None:
+        pass
+
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None:
+        pass
+
+    def on_train_end(self, trainer) -> None:
+        pass
+
+
+class LearningRateScheduler(Callback):
+    """Sets `trainer.lr` at each epoch's start to `schedule.rate(optimizer lr, epoch)` (fg.optim's StepLR,
+    ExponentialLR, CosineAnnealingLR, LinearLR, or a function (base lr, epoch) -> rate)."""
+
+    def __init__(self, schedule) -> None:
+        if not isinstance(schedule, Schedule) and not callable(schedule):
+            raise InputError(f"lr_schedule must be one of fg.optim's schedules (StepLR, CosineAnnealingLR, ...) "
+                             f"or a function (base_lr, epoch) -> lr, got {type(schedule).__name__}")
+        self.schedule = schedule
+
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        rate = self.schedule.rate if isinstance(self.schedule, Schedule) else self.schedule
+        trainer.lr = rate(trainer.optimizer.lr, epoch)
+
+
+class EarlyStopping(Callback):
+    """Stops when `monitor` (a history entry, val_loss by default) has not improved for `patience` epochs
+    and, with `restore_best` (the default), gives the trainer back the best epoch's weights and running
+    statistics at the end, whatever ends the run. Says so when `verbose`; `stopped_epoch` and
+    `best_epoch` (1-based, None until known) tell it after."""
+
+    def __init__(self, patience: int, monitor: str = "val_loss", restore_best: bool = True,
+                 verbose: bool = True) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1:
+            raise InputError(f"early_stopping (the patience, in epochs) must be a positive integer, got {patience!r}")
+        self.patience, self.monitor, self.restore_best, self.verbose = int(patience), monitor, restore_best, verbose
+        self.best = math.inf
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self._waited, self._snapshot, self._epochs = 0, None, 0
+
+    def on_train_begin(self, trainer) -> None:
+        self.best, self.best_epoch, self.stopped_epoch, self._waited, self._snapshot = math.inf, None, None, 0, None
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None:
+        if self.monitor not in logs:
+            raise InputError(f"early stopping watches {self.monitor!r}, which the history lacks (it has "
+                             f"{sorted(logs)}): pass validation_data=(x_val, y_val) for val_ entries")
+        if logs[self.monitor] < self.best:
+            self.best, self.best_epoch, self._waited = logs[self.monitor], epoch + 1, 0
+            if self.restore_best:
+                self._snapshot = trainer.snapshot()
+        else:
+            self._waited += 1
+            if self._waited >= self.patience:
+                trainer.stop_training, self.stopped_epoch = True, epoch + 1
+
+    def on_train_end(self, trainer) -> None:
+        if self._snapshot is not None:
+            trainer.restore(self._snapshot)
+        if self.verbose and self.stopped_epoch is not None:
+            restored = (f"; restored epoch {self.best_epoch}'s weights ({self.monitor} {self.best:.4f})"
+                        if self._snapshot is not None else "")
+            print(f"early stopping: {self.monitor} had not improved for {self.patience} epochs, so the run stopped "
+                  f"after epoch {self.stopped_epoch}{restored}")
+
+
+class ModelCheckpoint(Callback):
+    """Saves the trainer (`trainer.save`) to `path` after every epoch or, with `best_only`, after each epoch
+    that improves `monitor` (val_loss by default)."""
+
+    def __init__(self, path, best_only: bool = False, monitor: str = "val_loss") -> None:
+        self.path, self.best_only, self.monitor = Path(path), best_only, monitor
+        self.best = math.inf
+
+    def on_train_begin(self, trainer) -> None:
+        self.best = math.inf
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None:
+        if not self.best_only:
+            trainer.save(self.path)
+        elif logs.get(self.monitor, math.inf) < self.best:
+            self.best = logs[self.monitor]
+            trainer.save(self.path)

@@ -1,0 +1,151 @@
+"""What the lectures use beyond an optimizer: the learning rate set between steps and by schedules (against
+torch.optim.lr_scheduler), gradient clipping by global norm (against torch.nn.utils.clip_grad_norm_), and
+callbacks (early stopping, checkpoints, your own), each in fp32 against PyTorch's training to 1e-5."""
+
+import pytest
+import torch
+
+import fusegraph as fg
+from tests.conftest import training_oracle
+
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def mlp() -> fg.Model:
+    model = fg.Sequential([fg.Input((5,)), fg.Dense(12, activation="tanh"), fg.Dense(3)])
+    model.init(0)
+    return model
+
+
+def data(n: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=generator) * 3, torch.randint(0, 3, (n,), generator=generator)
+
+
+def torch_steps(model, batches, make_optimizer, before_step=lambda oracle, optimizer, i: None, make_scheduler=None,
+                clip: float | None = None):
+    """torch's training of the same model on `batches` (one epoch each; `clip`: clip_grad_norm_ first)."""
+    oracle = training_oracle(model)
+    optimizer = make_optimizer(oracle.parameters())
+    scheduler = make_scheduler(optimizer) if make_scheduler else None
+    losses, rates = [], []
+    for i, (x, y) in enumerate(batches):
+        rates.append(optimizer.param_groups[0]["lr"])
+        before_step(oracle, optimizer, i)
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(oracle(x), y)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(oracle.parameters(), clip)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if scheduler is not None:
+            scheduler.step()
+    return oracle, losses, rates
+
+
+def assert_same_weights(trainer, oracle) -> None:
+    theirs = oracle.fusegraph_parameters()
+    for name, ours in trainer.params.items():
+        torch.testing.assert_close(ours, theirs[name].detach(), **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("schedule, make", [
+    (fg.optim.StepLR(2, gamma=0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 2, gamma=0.5)),
+    (fg.optim.ExponentialLR(0.7), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.7)),
+    (fg.optim.CosineAnnealingLR(4, eta_min=0.01), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 4, 0.01)),
+    (fg.optim.LinearLR(0.1, 1.0, 3), lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.1, 1.0, 3)),
+], ids=lambda s: type(s).__name__)
+def test_fit_with_a_schedule_follows_torchs_scheduler(schedule, make):
+    model = mlp()
+    x, y = data()
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.2, momentum=0.5))
+    history = trainer.fit(x, y, epochs=5, batch_size=len(y), shuffle=False, verbose=False, lr_schedule=schedule)
+    oracle, losses, rates = torch_steps(mlp(), [(x, y)] * 5, lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.5),
+                                        make_scheduler=make)
+    torch.testing.assert_close(torch.tensor(history["lr"]), torch.tensor(rates), rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.tensor(history["loss"]), torch.tensor(losses), **TOLERANCE)
+    assert_same_weights(trainer, oracle)
+
+
+def test_the_rate_set_between_steps_is_the_next_steps_and_is_saved(tmp_path):
+    model = mlp()
+    x, y = data()
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.AdamW(lr=0.05, weight_decay=0.1))
+    rates = [0.05, 0.01, 0.2]
+
+    def set_rate(oracle, optimizer, i):
+        optimizer.param_groups[0]["lr"] = rates[i]
+
+    for rate in rates:
+        trainer.lr = rate
+        trainer.train_step(x, y)
+    oracle, _, _ = torch_steps(mlp(), [(x, y)] * 3, lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1),
+                               before_step=set_rate)
+    assert_same_weights(trainer, oracle)
+    trainer.save(tmp_path / "t.fg")
+    assert fg.load(tmp_path / "t.fg").lr == 0.2
+    with pytest.raises(fg.InputError, match="learning rate"):
+        trainer.lr = -1.0
+    with pytest.raises(fg.GraphError, match="step_size"):
+        fg.optim.StepLR(0)
+
+
+@pytest.mark.parametrize("precision", [None, "float16"])
+def test_clipping_by_global_norm_follows_clip_grad_norm(precision):
+    """Inputs scaled by 3 give gradients of norm > 0.5: every step clips. In fp16 the norm is taken of the
+    unscaled gradients, as GradScaler.unscale_ then clip_grad_norm_ do (a half-precision run: compared
+    loosely, its gradients rounded to fp16)."""
+    model = mlp()
+    x, y = data()
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)]
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1, clip_grad_norm=0.5),
+                         precision=precision)
+    losses = [trainer.train_step(bx, by) for bx, by in batches]
+    _, expected, _ = torch_steps(mlp(), batches, lambda p: torch.optim.SGD(p, lr=0.1), clip=0.5)
+    tolerance = TOLERANCE if precision is None else {"rtol": 2e-2, "atol": 2e-3}
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), **tolerance)
+    unclipped = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    assert [unclipped.train_step(bx, by) for bx, by in batches][1:] != pytest.approx(losses[1:], rel=1e-3)
+
+
+class Recorder(fg.callbacks.Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_train_begin(self, trainer):
+        self.calls.append("begin")
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.calls.append((epoch, sorted(logs)))
+        if epoch == 1:
+            trainer.stop_training = True
+
+    def on_train_end(self, trainer):
+        self.calls.append("end")
+
+
+def test_callbacks_see_each_epoch_and_may_stop_the_run():
+    x, y = data()
+    trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    recorder = Recorder()
+    history = trainer.fit(x, y, epochs=5, batch_size=8, verbose=False, validation_data=(x, y), callbacks=[recorder])
+    keys = ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert recorder.calls == ["begin", (0, keys), (1, keys), "end"] and len(history["loss"]) == 2
+    with pytest.raises(fg.InputError, match="Callback"):
+        trainer.fit(x, y, callbacks=[print])
+
+
+def test_early_stopping_says_where_it_stopped_and_which_epoch_it_restored(tmp_path, capsys):
+    x, y = data()
+    x_val, y_val = data(12, seed=3)
+    trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=2.0))  # too fast: it diverges
+    stopper = fg.callbacks.EarlyStopping(patience=2)
+    history = trainer.fit(x, y, epochs=12, batch_size=4, validation_data=(x_val, y_val), callbacks=[stopper],
+                          checkpoint=tmp_path / "run.fg")
+    best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+    assert stopper.best_epoch == best + 1 and stopper.stopped_epoch == len(history["loss"]) < 12
+    out = capsys.readouterr().out
+    assert f"stopped after epoch {stopper.stopped_epoch}" in out and f"restored epoch {best + 1}'s weights" in out
+    assert trainer.evaluate(x_val, y_val)["loss"] == pytest.approx(history["val_loss"][best], rel=1e-6)
+    assert (tmp_path / "run.fg").exists()
