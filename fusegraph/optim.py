@@ -142,6 +142,35 @@ class AdamW(Adam):
     weight_decay: float = 1e-2
 
 
+# -- weight penalties and constraints, per layer: fg.compile(..., penalties={layer: ...}, constraints={layer: ...})
+@dataclass(frozen=True)
+class Penalty:
+    """A penalty on a layer's weight (not its bias) added to the training loss: l1 * sum |w| + l2 * sum w^2
+    (Keras's L1L2 regularizer; its gradient joins the weight's in the optimizer's step)."""
+
+    l1: float = 0.0
+    l2: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("l1", "l2"):
+            _check_field("Penalty", name, "float", getattr(self, name))
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class MaxNorm:
+    """After every update, each unit's incoming weights (a Dense row, a conv filter) whose L2 norm exceeds
+    max_value are scaled back to it (torch.renorm(w, 2, 0, max_value); Keras's max_norm constraint)."""
+
+    max_value: float
+
+    def __post_init__(self) -> None:
+        _check_field("MaxNorm", "max_value", "float", self.max_value)
+        if self.max_value <= 0:
+            raise GraphError(f"MaxNorm: max_value must be > 0, got {self.max_value}")
+        object.__setattr__(self, "max_value", float(self.max_value))
+
+
 # -- learning-rate schedules: the rate of each epoch, as torch.optim.lr_scheduler's with scheduler.step()
 # called after every epoch (closed forms of the same rules); fit(lr_schedule=...) sets it at each epoch's start
 class Schedule:
@@ -219,4 +248,4 @@ class LinearLR(Schedule):
 
 
 __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "CosineAnnealingLR", "ExponentialLR", "LinearLR",
-           "Optimizer", "RMSprop", "Schedule", "StepLR"]
+           "MaxNorm", "Optimizer", "Penalty", "RMSprop", "Schedule", "StepLR"]

@@ -93,3 +93,17 @@ def forecast(truth: np.ndarray, predicted: np.ndarray, naive: np.ndarray, path: 
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the plot: no peak hidden
     return _save(plt, fig, path)
+
+
+def comparison(histories: dict[str, dict[str, list[float]]], metric: str, path: Path, title: str) -> Path:
+    """One history entry (a validation accuracy) per epoch for each of several runs, on one axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, history in histories.items():
+        ax.plot(np.arange(1, len(history[metric]) + 1), history[metric], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(plt, fig, path)

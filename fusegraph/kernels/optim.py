@@ -58,6 +58,40 @@ def gradient_squares(g_ptr, squares_ptr, NUMEL, INV_SCALE, BLOCK: tl.constexpr):
     tl.atomic_add(squares_ptr, tl.sum(g * g, axis=0))
 '''
 
+PENALTY_SOURCE = '''
+@triton.jit
+def weight_penalty(p_ptr, g_ptr, value_ptr, NUMEL, L1, L2, SCALE, BLOCK: tl.constexpr):
+    # adds the penalty's gradient (times the loss scale) to a weight's and its value into *value_ptr
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    p = tl.load(p_ptr + offs, mask=mask, other=0.0)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+    sign = tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
+    g = g.to(tl.float32) + SCALE * (L1 * sign + 2.0 * L2 * p)
+    tl.store(g_ptr + offs, g.to(g_ptr.dtype.element_ty), mask=mask)
+    tl.atomic_add(value_ptr, tl.sum(L1 * tl.abs(p) + L2 * p * p, axis=0))
+'''
+
+MAX_NORM_SOURCE = '''
+@triton.jit
+def max_norm(p_ptr, half_ptr, UNIT, MAX_VALUE, HALF_COPY: tl.constexpr, BLOCK: tl.constexpr):
+    # one program per unit (a row of UNIT weights): scaled to MAX_VALUE when its L2 norm exceeds it, as torch.renorm
+    first = tl.program_id(0) * UNIT
+    squares = tl.zeros((BLOCK,), tl.float32)
+    for start in range(0, UNIT, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        w = tl.load(p_ptr + first + offs, mask=offs < UNIT, other=0.0)
+        squares += w * w
+    norm = tl.sqrt(tl.sum(squares, axis=0))
+    factor = tl.where(norm > MAX_VALUE, MAX_VALUE / (norm + 1e-7), 1.0)
+    for start in range(0, UNIT, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        w = tl.load(p_ptr + first + offs, mask=offs < UNIT, other=0.0) * factor
+        tl.store(p_ptr + first + offs, w, mask=offs < UNIT)
+        if HALF_COPY:
+            tl.store(half_ptr + first + offs, w.to(half_ptr.dtype.element_ty), mask=offs < UNIT)
+'''
+
 # A..E are each optimizer's hyperparameters in the order of `scalars` below; A1 = 1 - A and B1 = 1 - B
 # come from the host in double precision, as PyTorch computes them (in fp32, 1 - 0.99 rounds differently)
 UPDATES = {
@@ -124,6 +158,31 @@ def render(optimizer) -> KernelSource:
 
 def render_squares() -> KernelSource:
     return KernelSource("gradient_squares", module_source("the gradients' squared norm", SQUARES_SOURCE))
+
+
+def render_penalty() -> KernelSource:
+    return KernelSource("weight_penalty", module_source("a weight penalty", PENALTY_SOURCE))
+
+
+def render_max_norm() -> KernelSource:
+    return KernelSource("max_norm", module_source("the max-norm constraint", MAX_NORM_SOURCE))
+
+
+def launch_penalty(fn, target, weight, grad, value, penalty, scale: float = 1.0) -> None:
+    """`grad` += the gradient of `penalty` at `weight` times `scale`; `value` (float32 scalar) += its value.
+    Both flat ranges of the flat buffers (any layout: the penalty is elementwise)."""
+    numel = weight.numel()
+    block = target.tile(numel, gpu=1024, interpreted=65536, large=INTERPRETER_TILE_ELEMENTS)
+    fn[(triton.cdiv(numel, block),)](weight, grad, value, numel, penalty.l1, penalty.l2, scale, BLOCK=block)
+
+
+def launch_max_norm(fn, target, weight, half_copy, units: int, constraint) -> None:
+    """Each of the `units` rows of the flat range `weight` (a unit's weights stored together: the first axis
+    outermost in either layout) to `constraint.max_value` norm at most; `half_copy`: its half copy too."""
+    unit = weight.numel() // units
+    block = target.tile(unit, gpu=1024, interpreted=65536, floor=16)
+    fn[(units,)](weight, weight if half_copy is None else half_copy, unit, constraint.max_value,
+                 HALF_COPY=half_copy is not None, BLOCK=block)
 
 
 def launch_squares(fn, target, grads, squares, inv_scale: float = 1.0) -> None:

@@ -337,6 +337,56 @@ class Model:
         sub.load_params({name: self.params[name] for name in sub.params})
         return sub
 
+    # -- transfer learning -------------------------------------------------------------------
+    def freeze(self, *layer_names: str) -> None:
+        """Training leaves these layers' parameters as they are (Keras's `layer.trainable = False`); compile
+        again to train so (a trainer compiled before keeps what it was compiled with). The weights stay."""
+        self._set_frozen((*self.frozen, *self._parameters_of(layer_names)))
+
+    def unfreeze(self, *layer_names: str) -> None:
+        """Training moves these layers' parameters again (those the layer itself keeps fixed, such as an
+        Embedding built with trainable=False or batch-norm statistics, stay so); compile again to train."""
+        thawed = set(self._parameters_of(layer_names))
+        self._set_frozen(tuple(name for name in self.frozen if name not in thawed))
+
+    def _parameters_of(self, layer_names: Sequence[str]) -> list[str]:
+        names = [layer.name for layer in self.layers]
+        found = []
+        for name in layer_names:
+            if name not in names:
+                raise GraphError(f"no layer named '{name}' in {self.name}; layers: {names}")
+            found += [n.name for n in self.graph.param_nodes if n.name.startswith(f"{name}.")
+                      and not n.attrs.get("state")]
+        return found
+
+    def _set_frozen(self, frozen: Sequence[str]) -> None:
+        weights = {name: t.detach().clone() for name, t in self.params.items()}
+        self.frozen = tuple(dict.fromkeys(frozen))
+        self.graph = self._build()
+        self.params = weights
+
+    def replace_head(self, after: str, head, name: str | None = None, seed: int = 0) -> Model:
+        """A new model: this one's layers up to and including the layer named `after`, with their weights
+        (copies), then `head` (a layer, a list of layers applied in turn, or a function of the symbolic
+        tensor) initialised from `seed`; this model's frozen parameters stay frozen there. E.g. a new
+        classifier on a trained feature extractor: `model.replace_head("flatten", fg.Dense(5))`."""
+        call = next((c for c in self._calls if c.layer.name == after), None)
+        if call is None:
+            raise GraphError(f"no layer named '{after}' in {self.name}; layers: {[layer.name for layer in self.layers]}")
+        x = call.outputs[0]
+        for step in head if isinstance(head, (list, tuple)) else [head]:
+            if not callable(step):
+                raise GraphError(f"replace_head: the head must be layers or a function of a tensor, got {step!r}")
+            x = step(x)
+        model = Model(self._inputs, x, name=name or f"{self.name}_tuned")
+        model.init(seed)
+        kept = {c.layer.name for c in _trace([call.outputs[0]])}
+        model.load_params({**model.params, **{k: v for k, v in self.params.items() if k.split(".")[0] in kept}})
+        frozen = [n for n in self.frozen if n in model.params]
+        if frozen:
+            model._set_frozen(frozen)
+        return model
+
     def __repr__(self) -> str:
         return f"<fusegraph Model '{self.name}': {len(self.layers)} layers, {self.count_params():,} params>"
 

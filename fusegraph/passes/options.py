@@ -20,7 +20,7 @@ DEVICES = (None, "cuda", "cpu")
 FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")  # how fp32 dots run on the GPU (kernels/tuning.py's default)
 MEMORY_FORMATS = {None: "contiguous", torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
                   "contiguous": "contiguous", "channels_last": "channels_last"}
-OPTIONAL_IN_SAVES = ("device", "cuda_graphs")  # saves written before they were kept lack them
+OPTIONAL_IN_SAVES = ("device", "cuda_graphs", "penalties", "constraints")  # saves written before they were kept lack them
 RUN_ONLY = ("device", "distributed", "shard_optimizer")  # how this run goes, not kept in a save: it loads anywhere
 
 
@@ -37,6 +37,8 @@ class CompileOptions:
     memory_format: str = "contiguous"  # how callers store rank-4 inputs and outputs
     precision: str | None = None  # "bfloat16" or "float16": mixed precision; None: float32
     loss_scale: LossScale | None = None  # float16 training's; None where none applies
+    penalties: tuple = ()  # (layer name, fg.optim.Penalty) pairs: on that layer's weight, in training
+    constraints: tuple = ()  # (layer name, fg.optim.MaxNorm) pairs: after every update
     distributed: bool = False  # data parallel over the initialised torch.distributed process group
     shard_optimizer: bool = False  # with distributed: each rank keeps and updates its slice of the optimizer state
 
@@ -63,6 +65,8 @@ class CompileOptions:
         if self.fp32_precision not in (None, *FP32_PRECISIONS):
             raise GraphError(f"fp32_precision must be one of {', '.join(FP32_PRECISIONS)} (or None for the tuned "
                              f"default), got {self.fp32_precision!r}")
+        object.__setattr__(self, "penalties", _per_layer("penalties", self.penalties, optim.Penalty, self.loss))
+        object.__setattr__(self, "constraints", _per_layer("constraints", self.constraints, optim.MaxNorm, self.loss))
         object.__setattr__(self, "memory_format", _layout_name(self.memory_format))
         object.__setattr__(self, "precision", half_dtype(self.precision))
         object.__setattr__(self, "loss_scale", _loss_scale(self.precision, self.loss, self.loss_scale))
@@ -81,6 +85,8 @@ class CompileOptions:
                 for f in dataclasses.fields(self.optimizer) if f.name != "state"}}
         if self.loss_scale is not None:
             data["loss_scale"] = dataclasses.asdict(self.loss_scale)
+        for name in ("penalties", "constraints"):
+            data[name] = [[layer, dataclasses.asdict(spec)] for layer, spec in getattr(self, name)]
         return data
 
     @classmethod
@@ -97,8 +103,22 @@ class CompileOptions:
                                           for k, v in spec["hyperparameters"].items()})
         if values["loss_scale"] is not None:
             values["loss_scale"] = LossScale(**values["loss_scale"])
+        for name, kind in (("penalties", optim.Penalty), ("constraints", optim.MaxNorm)):
+            values[name] = tuple((layer, kind(**spec)) for layer, spec in values.get(name, ()))
         return cls(**{**values, **overrides})
 
+
+
+def _per_layer(what: str, given, kind: type, loss: str | None) -> tuple:
+    """{layer name: spec} (or its pairs) as sorted (name, spec) pairs, each spec a `kind`."""
+    pairs = tuple(given.items()) if isinstance(given, dict) else tuple(tuple(pair) for pair in given or ())
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str) or not isinstance(pair[1], kind):
+            raise GraphError(f"{what} maps layer names to fg.optim.{kind.__name__} objects, e.g. "
+                             f"{{'fc1': fg.optim.{kind.__name__}(...)}}; got {given!r}")
+    if pairs and loss is None:
+        raise GraphError(f"{what} apply in training: compile with a loss and an optimizer too")
+    return tuple(sorted(pairs))
 
 
 def _layout_name(value) -> str:

@@ -14,8 +14,8 @@ from .training import Trainer
 def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
             optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
             memory_format: str | torch.memory_format | None = None, precision: str | None = None,
-            loss_scale: LossScale | None = None, distributed: bool = False,
-            shard_optimizer: bool = False) -> CompiledModel:
+            loss_scale: LossScale | None = None, penalties: dict | None = None, constraints: dict | None = None,
+            distributed: bool = False, shard_optimizer: bool = False) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
     (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
     when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
@@ -29,13 +29,17 @@ def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | 
     statistics in float32, and the optimizer updating float32 master weights; calls return half
     outputs. fp16 training scales its loss gradient dynamically (`loss_scale=fg.LossScale(...)`, torch's
     GradScaler rules and defaults). bf16 needs the GPU; fp16 also runs in the interpreter.
+    `penalties={"fc1": fg.optim.Penalty(l1=..., l2=...)}` adds that layer's weight penalty to the training loss
+    (its gradient inside the step); `constraints={"fc1": fg.optim.MaxNorm(3.0)}` rescales each of that layer's
+    units to that norm at most after every update.
     `distributed=True` trains data parallel in the initialised torch.distributed process group (torchrun):
     rank 0's weights at the start, each rank its shard of every batch, the gradients averaged across ranks,
     the same update everywhere (runtime/distributed.py); `shard_optimizer=True` keeps each rank's slice of
     the optimizer state only (ZeRO stage 1)."""
     options = CompileOptions(fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs,
                              fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
-                             loss_scale=loss_scale, distributed=distributed, shard_optimizer=shard_optimizer)
+                             loss_scale=loss_scale, penalties=penalties or {}, constraints=constraints or {},
+                             distributed=distributed, shard_optimizer=shard_optimizer)
     return compiled_with(model, options)
 
 

@@ -105,6 +105,13 @@ class Trainer(CompiledModel):
                 self.squares_kernel = load_kernel(optim_kernels.render_squares(), self.counter)
                 self._squares = torch.zeros((), dtype=torch.float32, device=self.device)
         self._lr = None if optimizer is None else optimizer.lr
+        self._penalties = self._layer_weights(options.penalties, "penalties")
+        self._constraints = self._layer_weights(options.constraints, "constraints")
+        if self._penalties:
+            self.penalty_kernel = load_kernel(optim_kernels.render_penalty(), self.counter)
+            self._penalty_value = torch.zeros((), dtype=torch.float32, device=self.device)
+        if self._constraints:
+            self.max_norm_kernel = load_kernel(optim_kernels.render_max_norm(), self.counter)
         if options.scales_loss:
             self.nonfinite_kernel = load_kernel(optim_kernels.render_nonfinite(), self.counter)
             self._found_nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
@@ -117,6 +124,21 @@ class Trainer(CompiledModel):
             self._join()
         if hasattr(model, "follow"):
             model.follow(self)
+
+    def _layer_weights(self, specs: tuple, what: str) -> list[tuple[str, object]]:
+        """(the weight's name, spec) for each (layer, spec) of `penalties` or `constraints`: a layer's trainable
+        weight (its bias is left alone, as Keras's kernel_regularizer / kernel_constraint do)."""
+        if specs and self.optimizer is None:
+            raise GraphError(f"{what} apply in training steps: compile with an optimizer too")
+        found = []
+        for layer, spec in specs:
+            name = f"{layer}.weight"
+            if name not in self.flat_ranges:
+                layers = sorted(n.rsplit(".", 1)[0] for n in self.flat_ranges if n.endswith(".weight"))
+                raise GraphError(f"{what}: '{layer}' is no layer with a trainable weight in {self.source_graph.name}; those "
+                                 f"with one: {', '.join(layers)}")
+            found.append((name, spec))
+        return found
 
     def _join(self) -> None:
         """A distributed trainer's start: the same model and options on every rank, rank 0's weights and
@@ -227,6 +249,7 @@ class Trainer(CompiledModel):
         half = self.options.precision
         self.flat_half = torch.empty(total, dtype=TORCH_DTYPE[half], device=self.device) if half else None
         self.grad_views: dict[str, torch.Tensor] = {}
+        self.flat_ranges: dict[str, slice] = {}  # each trainable parameter's part of the flat buffers
         offset = 0
         # a weight and its gradient are stored alike (the optimizer walks both flat), as the step reads them
         stored = {n.name: n.outputs[0].type for n in self.train_graph.param_nodes}
@@ -240,6 +263,7 @@ class Trainer(CompiledModel):
                 self.casts[name] = in_layout(self.flat_half[offset:offset + n], layout, shape)
                 self.casts[name].copy_(view)
             self.grad_views[name] = in_layout(self.flat_grads[offset:offset + n], layout, shape)
+            self.flat_ranges[name] = slice(offset, offset + n)
             offset += n
         self._bind = {v.name: self.grad_views[name] for v, name in zip(gradients, self.trainable, strict=True)}
         # batch norms' running statistics: which step output replaces which parameter, and the step counters
@@ -279,6 +303,8 @@ class Trainer(CompiledModel):
             loss = self.parallel.reduce_gradients(self.flat_grads, None if outputs is None else outputs[0], count)
             outputs = [torch.tensor(loss), *(outputs[1:] if outputs is not None else [])]
         launches += self._update(outputs)
+        if self._penalties:  # the training loss includes the weights' penalties, as Keras's does
+            outputs = [outputs[0] + self._penalty_value, *outputs[1:]]
         self.steps_taken = step
         self.weights_version += 1
         if self.options.precision is not None:
@@ -315,8 +341,17 @@ class Trainer(CompiledModel):
 
     def _optimizer_step(self) -> int:
         """One optimizer launch over the flat buffers, after float16's check for overflowed gradients, which
-        skips it and backs the loss scale off when they did (GradScaler.step and update)."""
+        skips it and backs the loss scale off when they did (GradScaler.step and update). Weight penalties join
+        the gradients before; max-norm constraints rescale the weights after."""
         launches = 0
+        if self._penalties:
+            self._penalty_value.zero_()
+            scale = self.loss_scale if self.options.scales_loss else 1.0
+            for name, penalty in self._penalties:
+                part = self.flat_ranges[name]
+                optim_kernels.launch_penalty(self.penalty_kernel, self.target, self.flat[part], self.flat_grads[part],
+                                             self._penalty_value, penalty, scale)
+                launches += 1
         if self.options.scales_loss:
             optim_kernels.launch_nonfinite(self.nonfinite_kernel, self.target, self.flat_grads, self._found_nonfinite)
             launches += 1
@@ -342,10 +377,15 @@ class Trainer(CompiledModel):
             optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat[part],
                                  self.flat_grads[part], self.states, self.optimizer_steps, half_copy=half, **update)
             self.parallel.share_slices([self.flat, *([self.flat_half] if self.flat_half is not None else [])])
-            return launches + 1
-        optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
-                             self.states, self.optimizer_steps, half_copy=self.flat_half, **update)
-        return launches + 1
+        else:
+            optim_kernels.launch(self.optimizer_kernel, self.optimizer, self.target, self.flat, self.flat_grads,
+                                 self.states, self.optimizer_steps, half_copy=self.flat_half, **update)
+        for name, constraint in self._constraints:
+            part = self.flat_ranges[name]
+            optim_kernels.launch_max_norm(self.max_norm_kernel, self.target, self.flat[part],
+                                          None if self.flat_half is None else self.flat_half[part],
+                                          self.params[name].shape[0], constraint)
+        return launches + 1 + len(self._constraints)
 
     def _warn_if_stuck(self, found: bool) -> None:
         """A run of SKIPS_BEFORE_WARNING skipped float16 steps is not a scale finding its level: the

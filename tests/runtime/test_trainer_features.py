@@ -149,3 +149,41 @@ def test_early_stopping_says_where_it_stopped_and_which_epoch_it_restored(tmp_pa
     assert f"stopped after epoch {stopper.stopped_epoch}" in out and f"restored epoch {best + 1}'s weights" in out
     assert trainer.evaluate(x_val, y_val)["loss"] == pytest.approx(history["val_loss"][best], rel=1e-6)
     assert (tmp_path / "run.fg").exists()
+
+
+def test_penalties_and_max_norm_follow_torch(tmp_path):
+    """L1 and L2 on fc weights join the loss (and its gradient); MaxNorm rescales after each step as
+    torch.renorm(w, 2, 0, max) does; the training loss reported includes the penalty."""
+    model = mlp()
+    x, y = data()
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)]
+    penalties = {model.layers[0].name: fg.optim.Penalty(l1=1e-3, l2=1e-2), model.layers[1].name: fg.optim.Penalty(l2=5e-2)}
+    first = model.layers[0].name
+    trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.5), penalties=penalties,
+                         constraints={first: fg.optim.MaxNorm(0.8)})
+    losses = [trainer.train_step(bx, by) for bx, by in batches]
+    oracle = training_oracle(mlp())
+    weights = oracle.fusegraph_parameters()
+    optimizer = torch.optim.SGD(oracle.parameters(), lr=0.5)
+    expected = []
+    for bx, by in batches:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(oracle(bx), by)
+        for layer, penalty in penalties.items():
+            w = weights[f"{layer}.weight"]
+            loss = loss + penalty.l1 * w.abs().sum() + penalty.l2 * (w * w).sum()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            w = weights[f"{first}.weight"]
+            w.copy_(torch.renorm(w, 2, 0, 0.8))
+        expected.append(float(loss.detach()))
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), **TOLERANCE)
+    assert_same_weights(trainer, oracle)
+    assert float(trainer.params[f"{first}.weight"].norm(dim=1).max()) <= 0.8 + 1e-6
+    trainer.save(tmp_path / "p.fg")
+    assert fg.load(tmp_path / "p.fg").options.constraints == ((first, fg.optim.MaxNorm(0.8)),)
+    with pytest.raises(fg.GraphError, match="no layer with a trainable weight"):
+        fg.compile(mlp(), loss="mse", optimizer=fg.optim.SGD(), penalties={"nope": fg.optim.Penalty(l2=1.0)})
+    with pytest.raises(fg.GraphError, match="MaxNorm"):
+        fg.compile(mlp(), loss="mse", optimizer=fg.optim.SGD(), constraints={first: 3.0})
