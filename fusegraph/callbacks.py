@@ -61,7 +61,7 @@ class EarlyStopping(Callback):
         self.best = math.inf
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
-        self._waited, self._snapshot, self._epochs = 0, None, 0
+        self._waited, self._snapshot = 0, None
 
     def on_train_begin(self, trainer) -> None:
         self.best, self.best_epoch, self.stopped_epoch, self._waited, self._snapshot = math.inf, None, None, 0, None

@@ -4,9 +4,11 @@ continued from it takes the very steps the uninterrupted run would have.
 
 The state: every parameter (float32 masters, batch-norm running statistics and counts, in PyTorch
 layouts), the optimizer's buffers per parameter, the step counters (steps taken, which also seeds
-dropout's masks; optimizer updates made, Adam's bias correction), float16's loss scale and growth
-tracker, the epochs trained and the history. What the trainer was compiled with (loss, optimizer and
-its hyperparameters, precision, memory format, fp32 precision, fusion) travels with a save."""
+dropout's masks; optimizer updates made, Adam's bias correction), the learning rate the next step takes,
+float16's loss scale and growth tracker, the epochs trained and the history. What the trainer was
+compiled with (loss, optimizer and its hyperparameters, precision, memory format, fp32 precision, fusion,
+penalties and constraints) travels with a save; how the run went (device, distributed, a sharded
+optimizer) does not: a save loads anywhere."""
 
 from __future__ import annotations
 
