@@ -157,9 +157,17 @@ def test_half_precision_benchmark_blocks_and_optimizers_compile_for_sm90(launche
                               fg.LSTM(width, return_sequences=True, bidirectional=True)])
         run_as_gpu(wide.graph, [f.to(getattr(torch, dtype)) for f in feeds_for(wide, 64)], wide.params)
     flat = torch.zeros(1000)
-    for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam(amsgrad=True), fg.optim.RMSprop(centered=True)):
+    squares = torch.zeros(())
+    for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam(amsgrad=True), fg.optim.RMSprop(centered=True),
+                      fg.optim.AdamW(clip_grad_norm=1.0)):
         optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat, flat.clone(),
-                             [flat.clone() for _ in optimizer.state], 1)
+                             [flat.clone() for _ in optimizer.state], 1, squares=squares)
+    # the clipping norm, a weight penalty and the max-norm constraint around the update
+    optim_kernels.launch_squares(load_kernel(optim_kernels.render_squares()), CUDA, flat.half(), squares, 0.5)
+    optim_kernels.launch_penalty(load_kernel(optim_kernels.render_penalty()), CUDA, flat, flat.half(), squares,
+                                 fg.optim.Penalty(l1=1e-3, l2=1e-2), 1024.0)
+    optim_kernels.launch_max_norm(load_kernel(optim_kernels.render_max_norm()), CUDA, flat, flat.half(), 10,
+                                  fg.optim.MaxNorm(3.0))
     assert_all_compile(launches, tmp_path)
 
 
