@@ -278,3 +278,74 @@ def test_from_torch_to_module_and_the_backend_train_on_gpu_like_torch():
     for _, owner in models[1:]:
         for key, value in owner.state_dict().items():
             torch.testing.assert_close(value, expected[key], rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+
+
+def test_tma_paths_match_the_pointer_paths_and_torch():
+    """On Hopper, convs and matmuls read operands through TMA descriptors: the same model with descriptors off
+    (FUSEGRAPH_TENSOR_DESCRIPTORS=0's path) and torch agree, forward and gradients, fp32 and fp16."""
+    from fusegraph.kernels import codegen
+    from fusegraph.kernels.target import tensor_descriptors
+
+    x = fg.Input((32, 28, 28))
+    h = fg.Conv2D(64, 3, padding="same", activation="relu")(fg.Conv2D(32, 3, padding="same")(x))
+    model = fg.Model(x, fg.Dense(10)(fg.Flatten()(fg.Conv2D(16, 3, padding="same")(h))))
+    model.init(0)
+    feeds = [f.cuda() for f in feeds_for(model, 8)]
+    target = targets_for(model, "mse", 8).cuda()
+    seen = []
+    run = codegen.Kernel.__getitem__
+
+    def record(kernel, grid):
+        launch = run(kernel, grid)
+
+        def recorded(*args, **kwargs):
+            seen.append(any(kwargs.get(k) for k in ("X_DESC", "W_DESC", "DY_DESC", "A_DESC", "B_DESC")))
+            return launch(*args, **kwargs)
+        return recorded
+
+    results = {}
+    for used in (True, False):
+        with tensor_descriptors(used), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(codegen.Kernel, "__getitem__", record)
+            compiled = fg.compile(model, loss="mse", device="cuda", cuda_graphs=False)
+            results[used] = compiled.loss_and_grads(feeds, target)
+    assert any(seen) == (torch.cuda.get_device_capability() >= (9, 0))
+    (loss_tma, grads_tma), (loss_ptr, grads_ptr) = results[True], results[False]
+    assert abs(loss_tma - loss_ptr) <= 1e-5 * max(1.0, abs(loss_ptr))
+    for name in grads_ptr:
+        torch.testing.assert_close(grads_tma[name], grads_ptr[name], rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+    oracle = model.to_torch().cuda()
+    expected = torch_loss(model, oracle(*feeds), target, "mse")
+    assert abs(loss_tma - float(expected)) <= 1e-4 * max(1.0, abs(float(expected)))
+
+
+def test_nccl_data_parallel_at_world_size_one_equals_one_process(tmp_path):
+    """The NCCL path (all-reduces outside the captured CUDA graph) at world size 1: the same steps as a
+    trainer without it; the step times of both are printed (pytest -s) for the issue's record."""
+    import time
+
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("nccl", store=store, rank=0, world_size=1)
+    try:
+        x, y = torch.randn(64, 1, 8, 8, device="cuda"), torch.randint(0, 10, (64,), device="cuda")
+        times, flats = {}, {}
+        for distributed in (False, True):
+            model = fg.zoo.lenet((1, 8, 8))
+            model.init(0)
+            trainer = fg.compile(model, loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1, momentum=0.9),
+                                 distributed=distributed)
+            for _ in range(3):
+                trainer.train_step(x, y)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(20):
+                trainer.train_step(x, y)
+            torch.cuda.synchronize()
+            times[distributed], flats[distributed] = (time.perf_counter() - start) / 20, trainer.flat.clone()
+        torch.testing.assert_close(flats[True], flats[False], rtol=0, atol=1e-6)
+        print(f"lenet_digits step, batch 64: {times[False] * 1e3:.3f} ms alone, {times[True] * 1e3:.3f} ms with NCCL "
+              "(world size 1)")
+    finally:
+        dist.destroy_process_group()
