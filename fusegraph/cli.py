@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="digits: LeNet on 8x8 digits; mnist: LeNet-5 on 28x28 MNIST; finetune: a CNN trained on "
                            "digits 0-4 fine-tuned on 5-9; sentiment: an LSTM on labelled tweets; timeseries: sunspots")
     demo.add_argument("--series", choices=["sunspots", "co2"], default="sunspots", help="with --task timeseries")
-    demo.add_argument("--model", choices=["cnn1d", "gru"], default="cnn1d", help="with --task timeseries")
+    demo.add_argument("--model", choices=["cnn1d", "gru", "lstm", "bigru"], default=None,
+                      help="timeseries: cnn1d (default) or gru; sentiment: lstm (default) or bigru")
     demo.add_argument("--epochs", type=positive_int, default=None)
     demo.add_argument("--augment", action="store_true", help="digits: random 1-pixel shifts (seeded)")
     demo.add_argument("--out", default="fusegraph-demo", help="folder for the PNGs")

@@ -144,8 +144,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"fusegraph demo ({args.task}): fusegraph's own fused Triton kernels, forward and backward.\n")
     if args.task == "timeseries":
-        result = demo.timeseries(out, series=args.series, epochs=args.epochs or 40, model_name=args.model)
+        if args.model not in (None, "cnn1d", "gru"):
+            raise GraphError(f"--model {args.model} is a sentiment model; the timeseries demo takes cnn1d or gru")
+        result = demo.timeseries(out, series=args.series, epochs=args.epochs or 40, model_name=args.model or "cnn1d")
     elif args.task in ("digits", "mnist"):
+        if args.model is not None:
+            raise GraphError(f"--model {args.model} does not apply to --task {args.task}: it trains LeNet")
         result = (demo.digits(out, epochs=args.epochs or 10, augment=args.augment) if args.task == "digits" else
                   demo.mnist(out, epochs=args.epochs or 4))
         reached = result["accuracy"] >= 0.95
@@ -153,7 +157,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "under the full run's 95% (a shortened --epochs run may stop short of it; tests/test_demo.py holds "
               "the bar)"))
     else:
-        result = getattr(demo, args.task)(out, **({"epochs": args.epochs} if args.epochs else {}))
+        if args.model is not None and (args.task != "sentiment" or args.model not in ("lstm", "bigru")):
+            raise GraphError(f"--model {args.model} does not apply to --task {args.task} (sentiment: lstm or bigru; "
+                             "timeseries: cnn1d or gru)")
+        extra = {"rnn": args.model} if args.model else {}
+        result = getattr(demo, args.task)(out, **({"epochs": args.epochs} if args.epochs else {}), **extra)
     print("\nfiles written:")
     for path in result["files"]:
         print(f"  {Path(path).resolve()}")

