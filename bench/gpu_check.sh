@@ -8,7 +8,8 @@
 # The two calls of a 15-minute loan (a device call runs at most 600 s; each adds up to under 560 s):
 #     bash bench/gpu_check.sh OUT install fair     # 1st: `python -m bench.fair --plan` says what (<= 480 s)
 #     bash bench/gpu_check.sh OUT install tests    # 2nd: the GPU tests (150 s)
-# Other stages: fair-amp fair-nhwc blocks training models tune tune-conv tune-conv-grad profile.
+# Other stages: fair-amp fair-nhwc fair-nhwc-pointers (fair-nhwc's convs with TMA descriptors off, to compare)
+# blocks training models tune tune-conv tune-conv-grad profile.
 # `install` puts the project on the bare GPU machine (no network there): an editable install without
 # dependencies or build isolation, so that entry points (the torch.compile backend) exist.
 set -u
@@ -44,6 +45,9 @@ for name in $stages; do
         fair-nhwc) stage fair-nhwc 490 python3 -m bench.fair --budget 480 --dtype float16 --memory-format channels_last \
                   --out "$out" --rows "conv3x3 64ch 56x56 b32" "conv3x3 256ch 14x14 b128" \
                   "vgg conv3x3+relu+pool 64ch 112x112 b32" "cifar_cnn forward b128" ;;
+        fair-nhwc-pointers) stage fair-nhwc-pointers 490 env FUSEGRAPH_TENSOR_DESCRIPTORS=0 python3 -m bench.fair \
+                  --budget 480 --dtype float16 --memory-format channels_last --out "$out/pointers" \
+                  --rows "conv3x3 64ch 56x56 b32" "conv3x3 256ch 14x14 b128" ;;  # the same rows without TMA
         tune-conv) stage tune-conv 300 python3 -m bench.tune_gpu --sweeps conv --budget 240 --out "$out" ;;
         tune-conv-grad) stage tune-conv-grad 300 python3 -m bench.tune_gpu --sweeps conv_grad --budget 240 --out "$out" ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
