@@ -94,13 +94,14 @@ def weights_in(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load(path: str | os.PathLike, *, custom_layers: Mapping[str, type] | None = None, device: str | None = None,
-         distributed: bool = False, shard_optimizer: bool = False):
+         distributed: bool = False, shard_optimizer: bool = False, sync_batch_norm: bool = False):
     """The Model (from `model.save`) or the Trainer, ready to continue (from `trainer.save`) saved at `path`.
     `custom_layers`: name -> class for layers of your own (fusegraph's are found by name). A trainer loads
-    into one process, or with `distributed=True` (and `shard_optimizer`) into a data-parallel run of any
+    into one process, or with `distributed=True` (and `shard_optimizer`, `sync_batch_norm`) into a data-parallel run of any
     number of ranks, every rank loading the same file, whatever run saved it."""
     kind, body, tensors = read(path)
-    run = {"distributed": distributed, "shard_optimizer": shard_optimizer} if distributed or shard_optimizer else {}
+    run = {"distributed": distributed, "shard_optimizer": shard_optimizer, "sync_batch_norm": sync_batch_norm} \
+        if distributed or shard_optimizer or sync_batch_norm else {}
     return from_parts(kind, body, tensors, custom_layers=custom_layers, device=device, where=str(path), **run)
 
 

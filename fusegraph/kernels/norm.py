@@ -139,6 +139,9 @@ def launch_train(fn, node, target, inputs, outputs):
                          "train with a larger batch")
     grid, blocks = _reduce_grid(target, outer, channels, inner)
     fn[grid](x, mean, var, invstd, outer, channels, inner, float(node.attrs.get("eps", 1e-5)), **blocks)
+    sync = getattr(fn, "sync_statistics", None)  # SyncBatchNorm: the statistics of every rank's batch together
+    if sync is not None:
+        sync(mean, var, invstd, outer * inner, float(node.attrs.get("eps", 1e-5)))
     _apply(fn, target, {"x": x, "mean": mean, "invstd": invstd, "weight": weight, "bias": bias}, y, sizes, False)
 
 
@@ -154,6 +157,9 @@ def launch_train_bwd(fn, node, target, inputs, outputs):
     outer, channels, inner = sizes = _view(node, x)
     grid, blocks = _reduce_grid(target, outer, channels, inner)
     fn[grid](dy, x, mean, invstd, dweight, dbias, outer, channels, inner, 0.0, FROM_VARIANCE=False, **blocks)
+    sync = getattr(fn, "sync_sums", None)  # SyncBatchNorm: the sums over every rank's batch, each rank's weighted
+    if sync is not None:
+        sync(dweight, dbias, outer * inner)
     _apply(fn, target, {"x": x, "dy": dy, "mean": mean, "invstd": invstd, "weight": weight, "dweight": dweight,
                         "dbias": dbias}, dx, sizes, True)
 

@@ -21,7 +21,8 @@ FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")  # how fp32 dots run on the GPU (ke
 MEMORY_FORMATS = {None: "contiguous", torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
                   "contiguous": "contiguous", "channels_last": "channels_last"}
 OPTIONAL_IN_SAVES = ("device", "cuda_graphs", "penalties", "constraints")  # saves written before they were kept lack them
-RUN_ONLY = ("device", "distributed", "shard_optimizer")  # how this run goes, not kept in a save: it loads anywhere
+# how this run goes, not kept in a save: it loads anywhere
+RUN_ONLY = ("device", "distributed", "shard_optimizer", "sync_batch_norm")
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,21 @@ class CompileOptions:
     constraints: tuple = ()  # (layer name, fg.optim.MaxNorm) pairs: after every update
     distributed: bool = False  # data parallel over the initialised torch.distributed process group
     shard_optimizer: bool = False  # with distributed: each rank keeps and updates its slice of the optimizer state
+    sync_batch_norm: bool = False  # with distributed: batch norms over every rank's batch together (SyncBatchNorm)
 
     def __post_init__(self) -> None:
-        for name in ("fuse", "cuda_graphs", "distributed", "shard_optimizer"):
+        for name in ("fuse", "cuda_graphs", "distributed", "shard_optimizer", "sync_batch_norm"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (value is None and name == "cuda_graphs"):
                 raise GraphError(f"{name} must be True or False, got {value!r}")
         if self.distributed and self.loss is None:
             raise GraphError("distributed=True trains data parallel: give a loss and an optimizer too")
+        if self.sync_batch_norm and not self.distributed:
+            raise GraphError("sync_batch_norm=True combines batch norms across a distributed run's ranks: compile "
+                             "with distributed=True too")
+        if self.sync_batch_norm and self.cuda_graphs:
+            raise GraphError("sync_batch_norm=True exchanges statistics between a batch norm's kernels, which a "
+                             "captured CUDA graph cannot: leave cuda_graphs unset (it is off then) or False")
         if self.shard_optimizer and not (self.distributed and self.optimizer is not None):
             raise GraphError("shard_optimizer=True shards a distributed run's optimizer state: compile with "
                              "distributed=True and an optimizer")

@@ -65,7 +65,9 @@ class CompiledModel:
             self.train_graph, self.train_decisions = run_pipeline(self.train_source, options, training=True)
         if options.cuda_graphs and self.device != "cuda":
             raise GraphError(f"cuda_graphs=True needs the GPU, but this model is compiled for {self.device}")
-        self.cuda_graphs = self.device == "cuda" if options.cuda_graphs is None else options.cuda_graphs
+        # NOTE: SyncBatchNorm's collectives run between kernels, which a captured graph cannot
+        self.cuda_graphs = (self.device == "cuda" and not options.sync_batch_norm if options.cuda_graphs is None
+                            else options.cuda_graphs)
         self.target = Target(self.device, options.fp32_precision)
         # each weight stored as the graph reads it: a conv's channels-last weights are packed here, once
         stored = {n.name: n.outputs[0].type for n in self.graph.param_nodes}
@@ -212,7 +214,9 @@ class CompiledModel:
                      "but none overlapping the backward, which runs as one program (and, on CUDA, one graph: the "
                      "all-reduces run outside it); then the optimizer "
                      + ("updates this rank's slice and the slices are broadcast (ZeRO-1)" if parallel.sharded
-                        else "runs identically on every rank") + "; batch-norm statistics are rank 0's)")
+                        else "runs identically on every rank")
+                     + ("; batch norms combine every rank's statistics and gradient sums between their kernels)"
+                        if self.options.sync_batch_norm else "; batch-norm statistics are rank 0's)"))
         shapes = ", ".join(str(shape) for shape in dict.fromkeys(
             (tuple(v.type.feature_shape for v in self.source_graph.inputs), *self._shaped,
              *(shapes for shapes, _ in self._shaped_training))))
@@ -348,6 +352,8 @@ class CompiledModel:
                 if step is not None and has_trait(kernel.node, "random"):
                     kernel.kernel.step = step  # the step's dropout masks, as in the model's own program
                     kernel.kernel.first_sample = first
+            if getattr(self, "parallel", None) is not None:
+                self._sync_batch_norms(program)  # a Trainer's, data parallel
             self._shaped_training[key] = (source, graph, self._runner(
                 lambda feeds: program.run(feeds, self.params_for(graph), bind)))
         return self._shaped_training[key]

@@ -7,7 +7,9 @@ weighted by its share of the batch, so the result is the whole batch's mean-loss
 split), in buckets whose all-reduces are all in flight together; the optimizer kernel then runs on every
 rank alike. With `shard_optimizer=True` (ZeRO stage 1) each rank keeps the optimizer state for its slice of
 the flat buffer only, updates that slice, and the slices are then broadcast from their owners. Batch-norm
-running statistics (and their counts) are rank 0's after every step, as torch's DDP broadcasts its buffers.
+running statistics (and their counts) are rank 0's after every step, as torch's DDP broadcasts its buffers;
+with `sync_batch_norm=True` each batch norm combines its ranks' statistics (and, backward, its gradient sums)
+between its two kernels, as torch's SyncBatchNorm.
 
 The collectives run outside any CUDA graph, after the captured step. A rank that dies, raises or stops
 answering makes the others' next collective fail, at the latest after the process group's timeout
@@ -155,6 +157,46 @@ class DataParallel:
 
     def barrier(self, what: str) -> None:
         self.collective(what, _dist().barrier)
+
+    # -- SyncBatchNorm: collectives between a batch norm's two kernels -----------------------------------
+    def sync_statistics(self, mean: torch.Tensor, var: torch.Tensor, invstd: torch.Tensor, count: int,
+                        eps: float) -> None:
+        """This rank's per-channel mean and unbiased variance over `count` values each, replaced (with the
+        inverse standard deviation) by those of every rank's values together (Chan's combination)."""
+        dist = _dist()
+        n = float(count)
+        local_mean = mean.double()
+        biased = var.double() * ((n - 1) / n) if n > 1 else torch.zeros_like(local_mean)
+        totals = torch.stack([local_mean * n, (biased + local_mean * local_mean) * n, torch.full_like(local_mean, n)])
+        self.collective("combining batch-norm statistics across ranks", lambda: dist.all_reduce(totals))
+        samples = totals[2]
+        together = totals[0] / samples
+        variance = (totals[1] / samples - together * together).clamp_min(0.0)
+        mean.copy_(together)
+        var.copy_(variance * samples / (samples - 1))
+        invstd.copy_(torch.rsqrt(variance + eps))
+
+    def sync_sums(self, dweight: torch.Tensor, dbias: torch.Tensor, count: int) -> None:
+        """A batch norm gradient's per-channel sums over this rank's `count` values (of dy * xhat, of dy; dy of
+        this rank's mean loss) replaced by their sum over ranks, each weighted by its share of all the values:
+        the whole batch's mean loss's, which the input gradient then uses with this rank's count (and which
+        the gradient average keeps, its weights summing to one)."""
+        dist = _dist()
+        rows = torch.stack([dweight.double() * count, dbias.double() * count,
+                            torch.full_like(dbias, float(count), dtype=torch.float64)])
+        self.collective("combining batch-norm gradient sums across ranks", lambda: dist.all_reduce(rows))
+        dweight.copy_(rows[0] / rows[2])
+        dbias.copy_(rows[1] / rows[2])
+
+    def idle_batch_norms(self, plan: list[tuple[str, int, torch.device]]) -> None:
+        """A rank with no sample in a step still takes its part, with nothing, in every batch norm's
+        combination the others make, in their order (`plan`: kind and channels of each)."""
+        for kind, channels, device in plan:
+            zeros = [torch.zeros(channels, device=device) for _ in range(3)]
+            if kind == "statistics":
+                self.sync_statistics(*zeros, 0, 1e-5)
+            else:
+                self.sync_sums(zeros[0], zeros[1], 0)
 
     # -- shards ---------------------------------------------------------------------------------------
     def shard(self, size: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | 
             optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
             memory_format: str | torch.memory_format | None = None, precision: str | None = None,
             loss_scale: LossScale | None = None, penalties: dict | None = None, constraints: dict | None = None,
-            distributed: bool = False, shard_optimizer: bool = False) -> CompiledModel:
+            distributed: bool = False, shard_optimizer: bool = False, sync_batch_norm: bool = False) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
     (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
     when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
@@ -35,11 +35,13 @@ def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | 
     `distributed=True` trains data parallel in the initialised torch.distributed process group (torchrun):
     rank 0's weights at the start, each rank its shard of every batch, the gradients averaged across ranks,
     the same update everywhere (runtime/distributed.py); `shard_optimizer=True` keeps each rank's slice of
-    the optimizer state only (ZeRO stage 1)."""
+    the optimizer state only (ZeRO stage 1); `sync_batch_norm=True` normalises over every rank's batch together
+    (torch's SyncBatchNorm; launched kernel by kernel, no CUDA graph)."""
     options = CompileOptions(fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs,
                              fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
                              loss_scale=loss_scale, penalties=penalties or {}, constraints=constraints or {},
-                             distributed=distributed, shard_optimizer=shard_optimizer)
+                             distributed=distributed, shard_optimizer=shard_optimizer,
+                             sync_batch_norm=sync_batch_norm)
     return compiled_with(model, options)
 
 

@@ -145,11 +145,28 @@ class Trainer(CompiledModel):
         running statistics, and with a sharded optimizer only this rank's slice of its state."""
         parallel = self.parallel
         parallel.verify_same({"model": self.source_graph.digest(), "options": checkpoint.compile_options(self),
-                              "shard_optimizer": self.options.shard_optimizer, "parameters": self.flat.numel()})
+                              "shard_optimizer": self.options.shard_optimizer,
+                              "sync_batch_norm": self.options.sync_batch_norm, "parameters": self.flat.numel()})
         if parallel.sharded:
             self.states = [state[parallel.lo:parallel.hi].clone() for state in self.states]
+        self._sync_plan = self._sync_batch_norms(self.train_program)
         parallel.broadcast_from_first([self.flat, *self._running_tensors()], "taking rank 0's weights at the start")
         self.weights_version += 1  # half copies and folded batch norms follow
+
+    def _sync_batch_norms(self, program) -> list[tuple[str, int, str]]:
+        """With sync_batch_norm: `program`'s batch norms combine every rank's statistics and gradient sums
+        between their two kernels; returns what they combine, in order (a rank with no sample does its part)."""
+        if self.parallel is None or not self.options.sync_batch_norm:
+            return []
+        plan = []
+        for kernel in program.kernels:
+            if kernel.node.op == "batch_norm_train":
+                kernel.kernel.sync_statistics = self.parallel.sync_statistics
+                plan.append(("statistics", kernel.node.inputs[0].type.shape[1], self.device))
+            elif kernel.node.op == "batch_norm_train_bwd":
+                kernel.kernel.sync_sums = self.parallel.sync_sums
+                plan.append(("sums", kernel.node.inputs[0].type.shape[1], self.device))
+        return plan
 
     def _running_tensors(self) -> list[torch.Tensor]:
         """The batch norms' running statistics and counts: what a step changes besides the flat weights."""
@@ -292,8 +309,9 @@ class Trainer(CompiledModel):
                 sizes = self.parallel.gather_objects(count, f"sharing the batch sizes of step {step}")
                 first = sum(sizes[:self.parallel.rank])
             self._first_sample.fill_(first)
-        if x is None:  # nothing to run: a zero gradient, and a share of nought in the average
+        if x is None:  # nothing to run: a zero gradient, and a share of nought in the average (and batch norms)
             self.flat_grads.zero_()
+            self.parallel.idle_batch_norms(self._sync_plan)
             outputs, launches = None, 0
         else:
             self.params_for(self.train_graph)  # NOTE: a CUDA graph replay runs no Python: refresh the half copies first

@@ -33,6 +33,18 @@ def samples(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 6, generator=generator), torch.randint(0, 3, (n,), generator=generator)
 
 
+def cnn_with_batch_norm() -> fg.Model:
+    model = fg.Sequential([fg.Input((2, 5, 5)), fg.Conv2D(3, 3, padding="same", name="conv"), fg.BatchNorm2D(name="bn"),
+                           fg.Activation("relu"), fg.Flatten(), fg.Dense(3, name="out")])
+    model.init(0)
+    return model
+
+
+def images(n: int, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, 5, 5, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+
+
 OPTIMIZERS = {"sgd_momentum": lambda: fg.optim.SGD(lr=0.1, momentum=0.9), "adam": lambda: fg.optim.Adam(lr=0.01)}
 
 
@@ -71,6 +83,12 @@ def main() -> None:
     resumed = fg.load(from_one, distributed=True)
     history = resumed.fit(x, y, epochs=2, batch_size=2, verbose=False, initial_epoch=1)
     seen["resumed"] = (history, resumed.flat.clone())
+    # SyncBatchNorm: 9 images in batches of 2 per rank (4, 4, then 1: rank 1 idle but in every combination)
+    x, y = images(9)
+    trainer = fg.compile(cnn_with_batch_norm(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1, momentum=0.9),
+                         distributed=True, sync_batch_norm=True)
+    history = trainer.fit(x, y, epochs=2, batch_size=2, verbose=False)
+    seen["sync_batch_norm"] = (history, trainer.host_weights()[0])
     # ranks that compiled different models
     try:
         fg.compile(mlp(16 if rank == 0 else 17), loss="mse", optimizer=fg.optim.SGD(), distributed=True)

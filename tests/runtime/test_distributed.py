@@ -113,6 +113,24 @@ def test_saves_move_between_two_ranks_and_one_process(two_ranks):
         torch.testing.assert_close(torch.tensor(their_history["loss"]), torch.tensor(history["loss"]), **TOLERANCE)
 
 
+def test_sync_batch_norm_on_two_ranks_equals_batch_norm_over_the_whole_batch(two_ranks):
+    """torch's SyncBatchNorm semantics: the batch's statistics over every rank's samples, their gradient too;
+    the last batch of one sample leaves rank 1 with none, taking its part in each combination all the same."""
+    _, ranks = two_ranks
+    x, y = worker.images(9)
+    trainer = fg.compile(worker.cnn_with_batch_norm(), loss="cross_entropy",
+                         optimizer=fg.optim.SGD(lr=0.1, momentum=0.9))
+    history = trainer.fit(x, y, epochs=2, batch_size=2 * WORLD, verbose=False)
+    expected = trainer.host_weights()[0]
+    for record in ranks:
+        their_history, weights = record["sync_batch_norm"]
+        torch.testing.assert_close(torch.tensor(their_history["loss"]), torch.tensor(history["loss"]), rtol=1e-5,
+                                   atol=1e-6)
+        assert weights.keys() == expected.keys() and "bn.running_var" in weights
+        for name, tensor in expected.items():
+            torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_ranks_with_different_models_are_told_at_the_start(two_ranks):
     _, ranks = two_ranks
     for record in ranks:
@@ -131,6 +149,8 @@ def test_distributed_needs_a_process_group():
         fg.compile(worker.mlp(), loss="mse", optimizer=fg.optim.SGD(), distributed=True)
     with pytest.raises(fg.GraphError, match="shard_optimizer"):
         fg.compile(worker.mlp(), loss="mse", optimizer=fg.optim.SGD(), shard_optimizer=True)
+    with pytest.raises(fg.GraphError, match="sync_batch_norm"):
+        fg.compile(worker.mlp(), loss="mse", optimizer=fg.optim.SGD(), sync_batch_norm=True)
 
 
 def test_the_readmes_torchrun_command_runs_as_written(tmp_path):
