@@ -209,10 +209,13 @@ class CompiledModel:
             text += "\n(on CUDA each call replays these launches as one CUDA graph, captured per input shape)"
         parallel = getattr(self, "parallel", None)
         if parallel is not None:
-            text += (f"\n(data parallel, rank {parallel.rank} of {parallel.world}: after the step's backward the flat "
-                     "gradients are averaged across ranks in 25 MB buckets, all their all-reduces in flight together "
-                     "but none overlapping the backward, which runs as one program (and, on CUDA, one graph: the "
-                     "all-reduces run outside it); then the optimizer "
+            overlap = ("each bucket's all-reduce starting as soon as the backward kernel writing its last gradient "
+                       "has run, while the backward goes on" if not (self.cuda_graphs or self.options.sync_batch_norm)
+                       else "all after the backward (which runs as one captured CUDA graph, the all-reduces outside "
+                       "it)" if self.cuda_graphs else "all after the backward, whose batch norms hold collectives of "
+                       "their own")
+            text += (f"\n(data parallel, rank {parallel.rank} of {parallel.world}: the flat gradients are averaged "
+                     f"across ranks in buckets of whole parameters (25 MB or more), {overlap}; then the optimizer "
                      + ("updates this rank's slice and the slices are broadcast (ZeRO-1)" if parallel.sharded
                         else "runs identically on every rank")
                      + ("; batch norms combine every rank's statistics and gradient sums between their kernels)"
@@ -352,8 +355,9 @@ class CompiledModel:
                 if step is not None and has_trait(kernel.node, "random"):
                     kernel.kernel.step = step  # the step's dropout masks, as in the model's own program
                     kernel.kernel.first_sample = first
-            if getattr(self, "parallel", None) is not None:
-                self._sync_batch_norms(program)  # a Trainer's, data parallel
+            if getattr(self, "parallel", None) is not None:  # a Trainer's, data parallel
+                self._sync_batch_norms(program)
+                self._send_buckets_as_written(program, graph)
             self._shaped_training[key] = (source, graph, self._runner(
                 lambda feeds: program.run(feeds, self.params_for(graph), bind)))
         return self._shaped_training[key]

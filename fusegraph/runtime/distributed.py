@@ -1,17 +1,19 @@
 """Data-parallel training on torch.distributed (`fg.compile(..., distributed=True)`), launched by torchrun.
 
 Every rank holds the whole model and runs its shard of each batch. At the start the ranks check that they
-compiled the same model with the same options and take rank 0's weights and running statistics. After
+compiled the same model with the same options and take rank 0's weights and running statistics. In
 each step's backward the flat gradient buffer is averaged across ranks (each rank's mean-loss gradient
 weighted by its share of the batch, so the result is the whole batch's mean-loss gradient whatever the
-split), in buckets whose all-reduces are all in flight together; the optimizer kernel then runs on every
-rank alike. With `shard_optimizer=True` (ZeRO stage 1) each rank keeps the optimizer state for its slice of
-the flat buffer only, updates that slice, and the slices are then broadcast from their owners. Batch-norm
+split), in buckets of whole parameters: launched kernel by kernel, a bucket's all-reduce starts as soon as
+the backward kernel writing its last gradient has run, while the backward goes on (under a CUDA graph, which
+runs no Python, all of them after it); the optimizer kernel then runs on every rank alike. With
+`shard_optimizer=True` (ZeRO stage 1) each rank keeps the optimizer state for its slice of the flat
+buffer only, updates that slice, and the slices are then broadcast from their owners. Batch-norm
 running statistics (and their counts) are rank 0's after every step, as torch's DDP broadcasts its buffers;
 with `sync_batch_norm=True` each batch norm combines its ranks' statistics (and, backward, its gradient sums)
 between its two kernels, as torch's SyncBatchNorm.
 
-The collectives run outside any CUDA graph, after the captured step. A rank that dies, raises or stops
+The collectives run outside any CUDA graph. A rank that dies, raises or stops
 answering makes the others' next collective fail, at the latest after the process group's timeout
 (`init_process_group(timeout=...)`): they raise DistributedError, never hang past it."""
 
@@ -61,6 +63,9 @@ class DataParallel:
         self.bounds = [(r * total // self.world, (r + 1) * total // self.world) for r in range(self.world)]
         self.lo, self.hi = self.bounds[self.rank]
         self.steps = 0
+        self.buckets: list[tuple[slice, frozenset]] = [(slice(0, total), frozenset())]
+        self.producers: dict[str, list[str]] = {}
+        self.started_during_backward = 0  # buckets whose all-reduce began before their step's backward ended
 
     # -- collectives, each failing as one DistributedError ------------------------------------------
     def collective(self, what: str, run: Callable[[], Any]) -> Any:
@@ -98,27 +103,62 @@ class DataParallel:
                 self.collective(what, lambda t=sent: dist.broadcast(t, 0))
                 tensor.copy_(sent)
 
-    def reduce_gradients(self, grads: torch.Tensor, loss: torch.Tensor | None, count: int) -> float:
-        """The batch's mean-loss gradient in `grads` on every rank, from each rank's mean over its `count`
-        samples; returns the whole batch's mean loss."""
-        dist = _dist()
-        totals = torch.tensor([float(loss) * count if count else 0.0, float(count)], dtype=torch.float64,
-                              device=grads.device)
-        self.collective(f"summing the losses of step {self.steps + 1}", lambda: dist.all_reduce(totals))
-        samples = float(totals[1])
-        if samples == 0:
+    def plan_buckets(self, ranges: dict[str, slice], producers: dict[str, list[str]]) -> None:
+        """Buckets of whole parameters, the last in the flat buffer first (as a backward produces them), of
+        BUCKET_BYTES or more; `producers`: the backward node -> the parameters whose gradients it writes."""
+        size = self.trainer.flat_grads.element_size()
+        buckets, names, held = [], [], 0
+        for name in sorted(ranges, key=lambda n: ranges[n].start, reverse=True):
+            names.append(name)
+            held += (ranges[name].stop - ranges[name].start) * size
+            if held >= BUCKET_BYTES:
+                buckets.append(names)
+                names, held = [], 0
+        if names:
+            buckets.append(names)
+        self.buckets = [(slice(min(ranges[n].start for n in b), max(ranges[n].stop for n in b)), frozenset(b))
+                        for b in buckets]
+        self.producers = producers
+
+    def begin_step(self, count: int) -> None:
+        """Before a step's forward: the whole batch's size (each rank's gradient is weighted by its share of it
+        as its buckets go out during the backward)."""
+        self.count = count
+        self.samples = int(self.sum([float(count)], f"sharing the batch sizes of step {self.steps + 1}")[0])
+        if self.samples == 0:
             raise DistributedError("a step in which no rank had a sample")
-        grads.mul_(count / samples)
-        flat = grads.view(-1)
-        per_bucket = max(1, BUCKET_BYTES // flat.element_size())
-        # the last layers' gradients first, as a backward produces them
-        buckets = [flat[max(0, end - per_bucket):end] for end in range(flat.numel(), 0, -per_bucket)]
-        works = [self.collective(f"averaging the gradients of step {self.steps + 1}",
-                                 lambda b=bucket: dist.all_reduce(b, async_op=True)) for bucket in buckets]
-        for work in works:
+        self.written, self.works = set(), []
+        self.in_step = True
+
+    def gradients_written(self, node: str) -> None:
+        """After backward node `node`'s kernels: every bucket whose gradients are now all written starts its
+        all-reduce, while the backward goes on."""
+        if not getattr(self, "in_step", False):
+            return  # gradients outside a training step (loss_and_grads) stay this rank's
+        self.written.update(self.producers.get(node, ()))
+        # NOTE: in bucket order on every rank, whatever order they complete in: collectives pair up by order
+        while len(self.works) < len(self.buckets) and self.buckets[len(self.works)][1] <= self.written:
+            self._start_next()
+            self.started_during_backward += 1
+
+    def _start_next(self) -> None:
+        dist = _dist()
+        bucket = self.trainer.flat_grads[self.buckets[len(self.works)][0]]
+        bucket.mul_(self.count / self.samples)
+        self.works.append(self.collective(f"averaging the gradients of step {self.steps + 1}",
+                                          lambda: dist.all_reduce(bucket, async_op=True)))
+
+    def finish_step(self, loss: torch.Tensor | None) -> float:
+        """After the backward: the buckets not yet out go (all of them under a CUDA graph, which runs no hook),
+        every all-reduce is waited for, and the whole batch's mean loss is returned."""
+        self.in_step = False
+        while len(self.works) < len(self.buckets):
+            self._start_next()
+        for work in self.works:
             self.collective(f"averaging the gradients of step {self.steps + 1}", work.wait)
+        total = self.sum([float(loss) * self.count if self.count else 0.0], f"summing the losses of step {self.steps + 1}")
         self.steps += 1
-        return float(totals[0]) / samples
+        return total[0] / self.samples
 
     def share_slices(self, buffers: list[torch.Tensor]) -> None:
         """After a sharded update: each rank's slice of every flat `buffer` from its owner to all."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -26,6 +26,7 @@ class Program:
         self.plan = plan_memory(graph, self.schedule)
         self.copy = load_kernel(render_copy(), counter)
         self.steps: list[tuple[Node, object]] = []
+        self.after_step: dict[str, Callable[[], None]] = {}  # node name -> called once its kernels have run
         used = {v.name for n in graph.nodes for v in n.inputs} | {v.name for v in graph.outputs}
         self.placed = self.schedule.placed  # scan outputs written straight into their concat
         self.types = {v.name: v.type for n in graph.nodes for v in n.outputs}
@@ -85,6 +86,9 @@ class Program:
             outputs = [self._buffer(v.type, v.name, batch, arena, bind, device, env) for v in node.outputs]
             step.run(inputs, outputs)
             env.update(zip((v.name for v in node.outputs), outputs))
+            after = self.after_step.get(node.name)
+            if after is not None:  # the runtime's own hook (a data-parallel gradient bucket going out)
+                after()
         results = []
         for v in self.graph.outputs:
             value = env[v.name]

@@ -150,8 +150,21 @@ class Trainer(CompiledModel):
         if parallel.sharded:
             self.states = [state[parallel.lo:parallel.hi].clone() for state in self.states]
         self._sync_plan = self._sync_batch_norms(self.train_program)
+        self._send_buckets_as_written(self.train_program, self.train_graph)
         parallel.broadcast_from_first([self.flat, *self._running_tensors()], "taking rank 0's weights at the start")
         self.weights_version += 1  # half copies and folded batch norms follow
+
+    def _send_buckets_as_written(self, program, graph) -> None:
+        """The backward nodes writing trainable gradients: after each, the buckets it completes go out."""
+        param_of = {v.name: name for v, name in zip(graph.outputs[1:1 + len(self.trainable)], self.trainable)}
+        producers = {node.name: [param_of[v.name] for v in node.outputs if v.name in param_of] for node in graph.nodes}
+        producers = {node: names for node, names in producers.items() if names}
+        if program is self.train_program:
+            self.parallel.plan_buckets(self.flat_ranges, producers)
+        if self.options.sync_batch_norm:
+            return  # NOTE: its gradient sums are collectives inside the backward too: buckets wait, so ranks agree on order
+        for node in producers:
+            program.after_step[node] = lambda node=node: self.parallel.gradients_written(node)
 
     def _sync_batch_norms(self, program) -> list[tuple[str, int, str]]:
         """With sync_batch_norm: `program`'s batch norms combine every rank's statistics and gradient sums
@@ -309,6 +322,8 @@ class Trainer(CompiledModel):
                 sizes = self.parallel.gather_objects(count, f"sharing the batch sizes of step {step}")
                 first = sum(sizes[:self.parallel.rank])
             self._first_sample.fill_(first)
+        if self.parallel is not None:
+            self.parallel.begin_step(count)
         if x is None:  # nothing to run: a zero gradient, and a share of nought in the average (and batch norms)
             self.flat_grads.zero_()
             self.parallel.idle_batch_norms(self._sync_plan)
@@ -318,7 +333,7 @@ class Trainer(CompiledModel):
             outputs = self._run_training(x, y, *self._training_for(x, self._step_runner, self._bind))
             launches = self.last_launches
         if self.parallel is not None:
-            loss = self.parallel.reduce_gradients(self.flat_grads, None if outputs is None else outputs[0], count)
+            loss = self.parallel.finish_step(None if outputs is None else outputs[0])
             outputs = [torch.tensor(loss), *(outputs[1:] if outputs is not None else [])]
         launches += self._update(outputs)
         if self._penalties:  # the training loss includes the weights' penalties, as Keras's does

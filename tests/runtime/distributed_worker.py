@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 import fusegraph as fg
+from fusegraph.runtime import distributed
 
 PER_RANK = 4  # samples per rank a step: the single-process run takes PER_RANK * world
 STEPS = 3
@@ -63,12 +64,16 @@ def main() -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=TIMEOUT_S))
     rank, world = dist.get_rank(), dist.get_world_size()
     seen: dict = {}
-    # k steps of batch PER_RANK on each rank, with and without a sharded optimizer
+    # k steps of batch PER_RANK on each rank, with and without a sharded optimizer; buckets of 64 bytes, so the
+    # all-reduces of the later layers' gradients go out while the backward still runs
+    distributed.BUCKET_BYTES = 64
     for name, make in OPTIMIZERS.items():
         for shard in (False, True):
             trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=make(), distributed=True, shard_optimizer=shard)
             losses = steps(trainer, rank, world)
             seen[f"steps/{name}/{shard}"] = (losses, trainer.flat.clone())
+            seen[f"overlap/{name}/{shard}"] = (trainer.parallel.started_during_backward, len(trainer.parallel.buckets),
+                                                trainer.explain(4))
             if shard:
                 seen[f"memory/{name}"] = trainer.memory_report(4)
     # fit over 11 samples in batches of 2 per rank (4, 4, then 3: ranks 2 and 1), saving after the first epoch

@@ -64,6 +64,17 @@ def test_steps_on_two_ranks_equal_one_process_on_their_whole_batch(two_ranks, op
         torch.testing.assert_close(flat, trainer.flat, **TOLERANCE)
 
 
+def test_gradient_buckets_go_out_while_the_backward_runs(two_ranks):
+    """With 64-byte buckets (the worker's): the output layer's bucket starts its all-reduce while the first
+    layer's gradients are still to be computed, every step (and the steps above still equal one process's)."""
+    _, ranks = two_ranks
+    for record in ranks:
+        for optimizer in worker.OPTIMIZERS:
+            started, buckets, explained = record[f"overlap/{optimizer}/False"]
+            assert buckets >= 2 and started >= (buckets - 1) * worker.STEPS
+            assert "starting as soon as the backward kernel writing its last gradient has run" in explained
+
+
 def test_a_sharded_optimizer_keeps_half_the_state_on_each_rank(two_ranks):
     _, ranks = two_ranks
     for record in ranks:
