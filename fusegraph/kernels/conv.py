@@ -47,27 +47,10 @@ def {name}(
     BOX_N: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    if X_DESC:
-        # rows: a box of BOX_N images x BOX_H x BOX_W output pixels, as the copy engine reads a tap's inputs
-        n0, h0, w0 = _box_origin(N, PH, PW, BOX_N, BOX_H, BOX_W)
-        n, ph, pw = _box_pixels(n0, h0, w0, BOX_N, BOX_H, BOX_W)
-        row_ok = (n < N) & (ph < PH) & (pw < PW)
-    else:
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_ok = rows < N * PH * PW
-        n = rows // (PH * PW)
-        ph = (rows // PW) % PH
-        pw = rows % PW
-    if DEPTHWISE:
-        # each filter reads one channel (cols // OG): a program takes the filters of many groups
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        col_ok = cols < O
-    else:
-        # a program's filters are of one group (OG filters reading its CG channels; one group: all of them)
-        group = tl.program_id(1) // COL_BLOCKS
-        in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-        cols = group * OG + in_group
-        col_ok = in_group < OG
+    # rows: output (pooled) pixels; with X_DESC a box of them, as the copy engine reads a tap's inputs
+    n, ph, pw, row_ok, n0, h0, w0 = _pixel_rows(N, PH, PW, X_DESC, BOX_N, BOX_H, BOX_W, BLOCK_M)
+    # columns: filters of one group (OG reading its CG channels), or depthwise each reading channel cols // OG
+    cols, col_ok, group, in_group = _conv_columns(OG, O, COL_BLOCKS, DEPTHWISE, BLOCK_N)
     K = CG * KH * KW
     {pool_init}
     for pool_kh in {window}(POOL_KH):
@@ -369,27 +352,10 @@ def {name}(
     DY_DESC: tl.constexpr, W_DESC: tl.constexpr, BOX_N: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    if DY_DESC:
-        # rows: a box of BOX_N images x BOX_H x BOX_W input pixels, as the copy engine reads a tap's gradients
-        n0, h0, w0 = _box_origin(N, H, W, BOX_N, BOX_H, BOX_W)
-        n, ih, iw = _box_pixels(n0, h0, w0, BOX_N, BOX_H, BOX_W)
-        row_ok = (n < N) & (ih < H) & (iw < W)
-    else:
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_ok = rows < N * H * W
-        n = rows // (H * W)
-        ih = (rows // W) % H
-        iw = rows % W
-    if DEPTHWISE:
-        # each channel feeds its own OG filters alone: a program takes the channels of many groups
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        col_ok = cols < C
-    else:
-        # a program's channels are of one group, whose OG filters alone read them
-        group = tl.program_id(1) // COL_BLOCKS
-        in_group = (tl.program_id(1) % COL_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-        cols = group * CG + in_group
-        col_ok = in_group < CG
+    # rows: input pixels; with DY_DESC a box of them, as the copy engine reads a tap's output gradients
+    n, ih, iw, row_ok, n0, h0, w0 = _pixel_rows(N, H, W, DY_DESC, BOX_N, BOX_H, BOX_W, BLOCK_M)
+    # columns: channels of one group (its OG filters alone read them), or depthwise each feeding its own OG
+    cols, col_ok, group, in_group = _conv_columns(CG, C, COL_BLOCKS, DEPTHWISE, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if DEPTHWISE:
         for tap in range(0, KH * KW):

@@ -120,15 +120,18 @@ class DataParallel:
                         for b in buckets]
         self.producers = producers
 
-    def begin_step(self, count: int) -> None:
-        """Before a step's forward: the whole batch's size (each rank's gradient is weighted by its share of it
-        as its buckets go out during the backward)."""
+    def begin_step(self, count: int) -> int:
+        """Before a step's forward, one exchange of the ranks' batch sizes: the whole batch's (each rank's
+        gradient is weighted by its share of it as its buckets go out); returns where this rank's samples
+        start in it (dropout keys its masks by that)."""
         self.count = count
-        self.samples = int(self.sum([float(count)], f"sharing the batch sizes of step {self.steps + 1}")[0])
+        sizes = self.gather_objects(count, f"sharing the batch sizes of step {self.steps + 1}")
+        self.samples = sum(sizes)
         if self.samples == 0:
             raise DistributedError("a step in which no rank had a sample")
         self.written, self.works = set(), []
         self.in_step = True
+        return sum(sizes[:self.rank])
 
     def gradients_written(self, node: str) -> None:
         """After backward node `node`'s kernels: every bucket whose gradients are now all written starts its

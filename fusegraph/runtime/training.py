@@ -308,22 +308,19 @@ class Trainer(CompiledModel):
         """Forward, loss, backward and one optimizer update; returns the batch's mean loss."""
         return float(self._step(x, y)[0])
 
-    def _step(self, x, y, first: int | None = None) -> list[torch.Tensor]:
-        """One step on (x, y); distributed, this rank's part of the batch, which starts at sample `first` of
-        the whole batch (None: found from the ranks' sizes), or x None where this rank has no sample of it."""
+    def _step(self, x, y) -> list[torch.Tensor]:
+        """One step on (x, y); distributed, this rank's part of the batch (the ranks' parts in rank order make
+        the whole), or x None where this rank has no sample of it."""
         if self.optimizer is None:
             raise GraphError("compile with an optimizer to train, e.g. fg.compile(model, loss=..., "
                              "optimizer=fg.optim.Adam())")
         step = self.steps_taken + 1
         self._step_number.fill_(step)
         count = 0 if x is None else len(_as_inputs(x)[0])
-        if self.parallel is not None and self._random_kernels:
-            if first is None:
-                sizes = self.parallel.gather_objects(count, f"sharing the batch sizes of step {step}")
-                first = sum(sizes[:self.parallel.rank])
-            self._first_sample.fill_(first)
         if self.parallel is not None:
-            self.parallel.begin_step(count)
+            starts_at = self.parallel.begin_step(count)
+            if self._random_kernels:
+                self._first_sample.fill_(starts_at)
         if x is None:  # nothing to run: a zero gradient, and a share of nought in the average (and batch norms)
             self.flat_grads.zero_()
             self.parallel.idle_batch_norms(self._sync_plan)
@@ -541,12 +538,12 @@ class Trainer(CompiledModel):
                 first, count = (0, len(index)) if parallel is None else parallel.shard(len(index))
                 mine = index[first:first + count]
                 if count == 0:  # a last batch smaller than the ranks: this one has none of it
-                    outputs = self._step(None, None, first)
+                    outputs = self._step(None, None)
                 else:
                     xb, yb = [t[mine] for t in xs], y[mine]
                     if augment is not None:
                         xb = [augment(xb[0], generator)]
-                    outputs = self._step([t.to(self.device) for t in xb], yb.to(self.device), first)
+                    outputs = self._step([t.to(self.device) for t in xb], yb.to(self.device))
                     correct += self._correct(outputs[self._logits_at], yb.to(self.device))
                 total += float(outputs[0]) * len(index)
                 seen, seen_here = seen + len(index), seen_here + count
