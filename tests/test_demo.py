@@ -35,11 +35,12 @@ def test_datasets_ship_with_packages_and_augmentation_is_seeded():
     assert not torch.equal(first, x_train[:8])
 
 
-def test_mnist_demo_shortened_reaches_83_percent_held_out(tmp_path):
-    """1,000 of the 4,000 training images, 2 epochs (85.2% seeded; the full run, 4 epochs on all of them,
-    96.8%: README); the 1,000 held-out images all judged."""
-    result = demo.mnist(tmp_path, train_images=1000, epochs=2, lr=3e-3, verbose=False, say=lambda *a: None)
-    assert result["accuracy"] >= 0.83 and result["gradient_error"] <= 1e-4
+def test_mnist_demo_shortened_reaches_95_percent_held_out(tmp_path):
+    """The demo's recipe with 2 epochs of its 4 (the rate's cosine spread over those 2): 95.5% seeded on
+    the 1,000 held-out images (the full run's figure is the README's); the issue's bar is 95%."""
+    result = demo.mnist(tmp_path, epochs=2, verbose=False, say=lambda *a: None)
+    assert result["accuracy"] >= 0.95 and result["gradient_error"] <= 1e-4
+    assert result["history"]["lr"] == [5e-3, 2.5e-3]  # half a cosine over the 2 epochs
     assert all(matplotlib.image.imread(path).shape[0] > 50 for path in result["files"])
 
 
