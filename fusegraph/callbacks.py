@@ -17,12 +17,17 @@ from .optim import Schedule
 
 
 class Callback:
-    """Override the hooks you need; `logs` holds the epoch's history entries (loss, accuracy, val_...)."""
+    """Override the hooks you need; `logs` holds the epoch's history entries (loss, accuracy, val_...), or
+    in on_batch_end the epoch's running figures so far (what the progress bar shows: a distributed run's
+    over every rank's samples)."""
 
     def on_train_begin(self, trainer) -> None:
         pass
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
+        pass
+
+    def on_batch_end(self, trainer, batch: int, logs: dict[str, float]) -> None:
         pass
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None:

@@ -151,17 +151,19 @@ class DataParallel:
         self.works.append(self.collective(f"averaging the gradients of step {self.steps + 1}",
                                           lambda: dist.all_reduce(bucket, async_op=True)))
 
-    def finish_step(self, loss: torch.Tensor | None) -> float:
+    def finish_step(self, loss: torch.Tensor | None, correct: int = 0) -> tuple[float, int]:
         """After the backward: the buckets not yet out go (all of them under a CUDA graph, which runs no hook),
-        every all-reduce is waited for, and the whole batch's mean loss is returned."""
+        every all-reduce is waited for; returns the whole batch's mean loss and how many of its samples were
+        classified right (each rank's `correct` summed in the same collective as the losses)."""
         self.in_step = False
         while len(self.works) < len(self.buckets):
             self._start_next()
         for work in self.works:
             self.collective(f"averaging the gradients of step {self.steps + 1}", work.wait)
-        total = self.sum([float(loss) * self.count if self.count else 0.0], f"summing the losses of step {self.steps + 1}")
+        total, right = self.sum([float(loss) * self.count if self.count else 0.0, correct],
+                                f"summing the losses of step {self.steps + 1}")
         self.steps += 1
-        return total[0] / self.samples
+        return total / self.samples, int(right)
 
     def share_slices(self, buffers: list[torch.Tensor]) -> None:
         """After a sharded update: each rank's slice of every flat `buffer` from its owner to all."""

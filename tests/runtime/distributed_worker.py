@@ -49,6 +49,16 @@ def images(n: int, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
 OPTIMIZERS = {"sgd_momentum": lambda: fg.optim.SGD(lr=0.1, momentum=0.9), "adam": lambda: fg.optim.Adam(lr=0.01)}
 
 
+class BatchLogs(fg.callbacks.Callback):
+    """The running figures after each batch (what fit's progress bar shows)."""
+
+    def __init__(self) -> None:
+        self.logs = []
+
+    def on_batch_end(self, trainer, batch, logs) -> None:
+        self.logs.append(logs)
+
+
 def steps(trainer, rank: int, world: int) -> list[float]:
     """STEPS train_step calls, this rank on its PER_RANK samples of each batch of PER_RANK * world."""
     x, y = samples(PER_RANK * world * STEPS)
@@ -80,7 +90,9 @@ def main() -> None:
     x, y = samples(11, seed=1)
     trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.Adam(lr=0.01), distributed=True,
                          shard_optimizer=True)
-    trainer.fit(x, y, epochs=1, batch_size=2, verbose=False)
+    running = BatchLogs()
+    trainer.fit(x, y, epochs=1, batch_size=2, verbose=False, callbacks=[running])
+    seen["running"] = running.logs
     trainer.save(out / "saved_by_two.fg")
     history = trainer.fit(x, y, epochs=2, batch_size=2, verbose=False, initial_epoch=1)
     seen["fit"] = (history, trainer.flat.clone(), trainer.evaluate(x, y), trainer.predict(x))

@@ -1,9 +1,10 @@
 """Data-parallel training on torch.distributed (gloo, two processes, Triton's interpreter), against the same
 training in one process: k steps on 2 ranks of batch B equal k steps of batch 2B (SGD with momentum and Adam,
-with and without the sharded optimizer, with dropout) to 1e-6; fit over an uneven last batch, evaluate and
-predict equal one process's; a 2-rank save continued in one process and a one-process save continued on 2
-ranks equal the uninterrupted run; ranks that compiled different models are told at the start; a rank that
-dies gives the other a DistributedError within the process group's timeout."""
+with and without the sharded optimizer, with dropout) to 1e-6; fit over an uneven last batch (its running
+figures after each batch too), evaluate and predict equal one process's; a 2-rank save continued in one
+process and a one-process save continued on 2 ranks equal the uninterrupted run; ranks that compiled
+different models are told at the start; a rank that dies gives the other a DistributedError within the
+process group's timeout."""
 
 import os
 import shlex
@@ -83,11 +84,11 @@ def test_a_sharded_optimizer_keeps_half_the_state_on_each_rank(two_ranks):
         assert abs(report["optimizer_state_bytes"] - report["optimizer_state_bytes_unsharded"] / WORLD) <= 8
 
 
-def _one_process_fit(path_or_none):
+def _one_process_fit(path_or_none, callbacks=()):
     x, y = worker.samples(11, seed=1)
     if path_or_none is None:
         trainer = fg.compile(worker.mlp(), loss="cross_entropy", optimizer=fg.optim.Adam(lr=0.01))
-        history = trainer.fit(x, y, epochs=2, batch_size=2 * WORLD, verbose=False)
+        history = trainer.fit(x, y, epochs=2, batch_size=2 * WORLD, verbose=False, callbacks=callbacks)
     else:
         trainer = fg.load(path_or_none)
         history = trainer.fit(x, y, epochs=2, batch_size=2 * WORLD, verbose=False, initial_epoch=1)
@@ -98,8 +99,13 @@ def test_fit_evaluate_and_predict_on_two_ranks_equal_one_process(two_ranks):
     """11 samples in batches of 2 per rank: 4, 4, then 3 (2 on rank 0, 1 on rank 1), dropout keyed by each
     sample's place in the whole batch; saved after the first epoch and continued."""
     _, ranks = two_ranks
-    trainer, history, x, y = _one_process_fit(None)
+    running = worker.BatchLogs()
+    trainer, history, x, y = _one_process_fit(None, [running])
     for record in ranks:
+        # the progress bar's running loss and accuracy: the whole batches', on every rank
+        assert len(record["running"]) == 3
+        for theirs, ours in zip(record["running"], running.logs[:3], strict=True):
+            assert theirs.keys() == ours.keys() and all(abs(theirs[k] - ours[k]) <= 1e-6 for k in ours)
         their_history, flat, evaluation, predicted = record["fit"]
         assert their_history.keys() == history.keys()
         for key in history:

@@ -111,7 +111,10 @@ def test_clipping_by_global_norm_follows_clip_grad_norm(precision):
 
 class Recorder(fg.callbacks.Callback):
     def __init__(self):
-        self.calls = []
+        self.calls, self.batches = [], []
+
+    def on_batch_end(self, trainer, batch, logs):
+        self.batches.append((batch, logs))
 
     def on_train_begin(self, trainer):
         self.calls.append("begin")
@@ -132,6 +135,11 @@ def test_callbacks_see_each_epoch_and_may_stop_the_run():
     history = trainer.fit(x, y, epochs=5, batch_size=8, verbose=False, validation_data=(x, y), callbacks=[recorder])
     keys = ["accuracy", "loss", "val_accuracy", "val_loss"]
     assert recorder.calls == ["begin", (0, keys), (1, keys), "end"] and len(history["loss"]) == 2
+    # after each batch the epoch's running figures: the last batch's are the epoch's
+    assert [batch for batch, _ in recorder.batches] == [0, 1, 2] * 2
+    for epoch in range(2):
+        last = recorder.batches[3 * epoch + 2][1]
+        assert last == {"loss": pytest.approx(history["loss"][epoch], rel=1e-6), "accuracy": history["accuracy"][epoch]}
     with pytest.raises(fg.InputError, match="Callback"):
         trainer.fit(x, y, callbacks=[print])
 
