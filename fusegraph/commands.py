@@ -140,8 +140,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
+    from .runtime.device import select_device
 
     out = Path(args.out)
+    if args.augment and args.task not in ("digits", "mnist"):
+        raise GraphError(f"--augment shifts digit images: it does not apply to --task {args.task}")
     print(f"fusegraph demo ({args.task}): fusegraph's own fused Triton kernels, forward and backward.\n")
     if args.task == "timeseries":
         if args.model not in (None, "cnn1d", "gru"):
@@ -150,12 +153,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     elif args.task in ("digits", "mnist"):
         if args.model is not None:
             raise GraphError(f"--model {args.model} does not apply to --task {args.task}: it trains LeNet")
-        result = (demo.digits(out, epochs=args.epochs or 10, augment=args.augment) if args.task == "digits" else
-                  demo.mnist(out, epochs=args.epochs or 4))
-        reached = result["accuracy"] >= 0.95
-        print(f"held-out accuracy {result['accuracy']:.2%}: " + ("the full run's bar of 95% reached" if reached else
-              "under the full run's 95% (a shortened --epochs run may stop short of it; tests/test_demo.py holds "
-              "the bar)"))
+        bar = 0.95
+        if args.task == "digits":
+            result = demo.digits(out, epochs=args.epochs or 10, augment=args.augment)
+        else:  # on a GPU the full recipe (8 epochs, shifted images; bar 97%); the interpreter's fits in minutes
+            on_gpu = select_device() == "cuda"
+            bar = 0.97 if on_gpu else 0.95
+            result = demo.mnist(out, epochs=args.epochs or (8 if on_gpu else 4),
+                                augment=args.augment or (on_gpu and args.epochs is None))
+        reached = result["accuracy"] >= bar
+        print(f"held-out accuracy {result['accuracy']:.2%}: " + (f"the full run's bar of {bar:.0%} reached" if reached
+              else f"under the full run's {bar:.0%} (a shortened --epochs run may stop short of it; tests/test_demo.py "
+              "holds the bar)"))
     else:
         if args.model is not None and (args.task != "sentiment" or args.model not in ("lstm", "bigru")):
             raise GraphError(f"--model {args.model} does not apply to --task {args.task} (sentiment: lstm or bigru; "

