@@ -16,6 +16,10 @@ from .nn import zoo
 from .runtime import compile
 
 
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
+
+
 def digits(out: Path, epochs: int = 10, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
            augment: bool = False, verbose: bool = True, say=print) -> dict:
     """Train LeNet on scikit-learn's digits; returns the held-out metrics and the files written."""
@@ -46,7 +50,7 @@ def _images(out: Path, name: str, size: str, model, splits, *, epochs: int, batc
     x_fit, y_fit, x_val, y_val = x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:]
     model.init(seed)
     trainer = compile(model, loss="cross_entropy", optimizer=optim.Adam(lr=lr))
-    falling = f" falling to {schedule.eta_min:g} on half a cosine over {epochs} epochs" if schedule else ""
+    falling = f" falling to {schedule.eta_min:g} on half a cosine over {_count(epochs, 'epoch')}" if schedule else ""
     say(f"LeNet-5 on {len(x_fit)} training / {len(x_val)} validation / {len(x_test)} held-out {name} ({size}), "
         f"Adam lr={lr}{falling}, batch {batch_size}{', images shifted up to a pixel' if augment else ''}, on "
         f"{trainer.device}")
@@ -67,7 +71,7 @@ def _images(out: Path, name: str, size: str, model, splits, *, epochs: int, batc
     ran = len(history["loss"])
     stopped = (f" (early stopping: validation loss had not improved for 3 epochs, so it stopped after epoch "
                f"{ran} of {epochs})" if stopper.stopped_epoch and ran < epochs else "")
-    say(f"trained {ran} epochs in {seconds:.0f} s{stopped}; kept epoch {stopper.best_epoch}'s weights, the best "
+    say(f"trained {_count(ran, 'epoch')} in {seconds:.0f} s{stopped}; kept epoch {stopper.best_epoch}'s weights, the best "
         f"validation loss; held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} "
         f"({trainer.last_launches} kernel launches per training step)")
     files = [plots.curves(history, out / f"{name}_curves.png", restored=stopper.best_epoch),
@@ -115,7 +119,7 @@ def finetune(out: Path, epochs: int = 6, target_images: int = 150, lr: float = 3
                               validation_data=(x_held, y_held))
         runs[label] = {"accuracy": trainer.evaluate(x_held, y_held)["accuracy"], "seconds": time.perf_counter() - start,
                        "history": history, "trainable": model.count_params(trainable_only=True)}
-        say(f"{label}: held-out accuracy on 5-9 {runs[label]['accuracy']:.4f} after {epochs} epochs "
+        say(f"{label}: held-out accuracy on 5-9 {runs[label]['accuracy']:.4f} after {_count(epochs, 'epoch')} "
             f"({runs[label]['trainable']:,} trainable parameters, {runs[label]['seconds']:.1f} s)")
     files = [plots.comparison({label: run["history"] for label, run in runs.items()}, "val_accuracy",
                               out / "finetune_accuracy.png", f"held-out accuracy on digits 5-9 ({len(y_target)} "
@@ -174,7 +178,7 @@ def sentiment(out: Path, epochs: int = 3, train_tweets: int = 6000, first_task_t
     bag_of_words = _bag_of_words_accuracy([texts[i] for i in train], target(train, "positive")[:, 0],
                                           [texts[i] for i in test], truth)
     say(f"held-out accuracy {accuracy:.4f} (embedding frozen, {'LSTM' if rnn == 'lstm' else 'bidirectional GRU'} "
-        f"trained {epochs} epochs; {seconds:.0f} s in all) "
+        f"trained {_count(epochs, 'epoch')}; {seconds:.0f} s in all) "
         f"against {majority:.4f} for the majority class and {bag_of_words:.4f} for scikit-learn's bag-of-words "
         "logistic regression")
     files = [plots.curves(history, out / "sentiment_curves.png")]
@@ -217,7 +221,7 @@ def timeseries(out: Path, series: str = "sunspots", window: int = 24, epochs: in
     truth = y_test.numpy()[:, 0] * std + mean
     rmse = float(np.sqrt(np.mean((predicted - truth) ** 2)))
     naive_rmse = float(np.sqrt(np.mean((naive - truth) ** 2)))
-    say(f"trained {epochs} epochs in {seconds:.0f} s; held-out RMSE {rmse:.3f} vs naive last value {naive_rmse:.3f} "
+    say(f"trained {_count(epochs, 'epoch')} in {seconds:.0f} s; held-out RMSE {rmse:.3f} vs naive last value {naive_rmse:.3f} "
         f"({'beats' if rmse < naive_rmse else 'does not beat'} the naive forecast)")
     files = [plots.curves(history, out / f"{series}_curves.png"),
              plots.forecast(truth, predicted, naive, out / f"{series}_forecast.png", model_name,
