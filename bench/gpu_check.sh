@@ -8,8 +8,10 @@
 # The two calls of a 15-minute loan (a device call runs at most 600 s; each adds up to under 560 s):
 #     bash bench/gpu_check.sh OUT install fair     # 1st: `python -m bench.fair --plan` says what (<= 480 s)
 #     bash bench/gpu_check.sh OUT install tests    # 2nd: the GPU tests (150 s)
+# The tests stage's measurements (step times of the NCCL test, ...) go to OUT/gpu_tests.jsonl.
 # Other stages: fair-amp fair-nhwc fair-nhwc-pointers (fair-nhwc's convs with TMA descriptors off, to compare)
-# blocks training models tune tune-conv tune-conv-grad profile.
+# demo (`fusegraph demo --task mnist`'s GPU recipe to 97%, about a minute) blocks training models tune
+# tune-conv tune-conv-grad profile.
 # `install` puts the project on the bare GPU machine (no network there): an editable install without
 # dependencies or build isolation, so that entry points (the torch.compile backend) exist.
 set -u
@@ -51,7 +53,10 @@ for name in $stages; do
         tune-conv) stage tune-conv 300 python3 -m bench.tune_gpu --sweeps conv --budget 240 --out "$out" ;;
         tune-conv-grad) stage tune-conv-grad 300 python3 -m bench.tune_gpu --sweeps conv_grad --budget 240 --out "$out" ;;
         blocks) stage blocks 100 python3 -m bench.bench_blocks --out "$out" ;;
-        tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 python3 -m pytest -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py ;;
+        tests) stage tests 150 env FUSEGRAPH_TEST_GPU=1 FUSEGRAPH_GPU_RECORD="$out/gpu_tests.jsonl" python3 -m pytest \
+                  -q -p no:cacheprovider -n 8 tests/runtime/test_gpu.py -k "not mnist_demo" ;;
+        demo) stage demo 120 env FUSEGRAPH_TEST_GPU=1 FUSEGRAPH_GPU_RECORD="$out/gpu_tests.jsonl" python3 -m pytest \
+                  -q -p no:cacheprovider tests/runtime/test_gpu.py -k mnist_demo ;;
         training) stage training 150 python3 -m bench.bench_training --batch 256 --out "$out" ;;
         models) stage models 150 python3 -m bench.bench_models --batch 256 --out "$out" ;;
         tune) stage tune 210 python3 -m bench.tune_gpu --budget 150 --out "$out" ;;

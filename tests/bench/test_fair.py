@@ -70,6 +70,9 @@ def test_the_first_call_plan_fits_one_device_call(capsys):
     script = (REPO / "bench" / "gpu_check.sh").read_text()
     assert "tests) stage tests 150 " in script and "timeout -k" in script and "fair) stage fair 490 " in script
     assert "install) stage install 60 " in script and 60 + 490 + 2 * 10 < 600  # limits (and kills) fit one call
+    # the MNIST demo's GPU run is a stage of its own (`demo`), left out of the tests stage's 150 s
+    assert '-k "not mnist_demo"' in script and "demo) stage demo 120 " in script
+    assert script.count('FUSEGRAPH_GPU_RECORD="$out/gpu_tests.jsonl"') == 2
 
 
 def test_the_plan_uses_measured_times_and_retries_failed_jobs(tmp_path):
