@@ -38,18 +38,29 @@ class Callback:
 
 
 class LearningRateScheduler(Callback):
-    """Sets `trainer.lr` at each epoch's start to `schedule.rate(optimizer lr, epoch)` (fg.optim's StepLR,
-    ExponentialLR, CosineAnnealingLR, LinearLR, or a function (base lr, epoch) -> rate)."""
+    """Sets `trainer.lr` to `schedule.rate(optimizer lr, count)` (fg.optim's StepLR, ExponentialLR,
+    CosineAnnealingLR, LinearLR, or a function (base lr, count) -> rate): `every="epoch"` at each epoch's
+    start, counting epochs; `every="batch"` before each step, counting the trainer's steps (as a torch
+    scheduler stepped after every optimizer step: a warm-up over the first steps, a cosine over a run's)."""
 
-    def __init__(self, schedule) -> None:
+    def __init__(self, schedule, every: str = "epoch") -> None:
         if not isinstance(schedule, Schedule) and not callable(schedule):
             raise InputError(f"lr_schedule must be one of fg.optim's schedules (StepLR, CosineAnnealingLR, ...) "
                              f"or a function (base_lr, epoch) -> lr, got {type(schedule).__name__}")
-        self.schedule = schedule
+        if every not in ("epoch", "batch"):
+            raise InputError(f"LearningRateScheduler's every must be 'epoch' or 'batch', got {every!r}")
+        self.schedule, self.every = schedule, every
+
+    def _set(self, trainer, count: int) -> None:
+        rate = self.schedule.rate if isinstance(self.schedule, Schedule) else self.schedule
+        trainer.lr = rate(trainer.optimizer.lr, count)
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
-        rate = self.schedule.rate if isinstance(self.schedule, Schedule) else self.schedule
-        trainer.lr = rate(trainer.optimizer.lr, epoch)
+        self._set(trainer, epoch if self.every == "epoch" else trainer.steps_taken)
+
+    def on_batch_end(self, trainer, batch: int, logs: dict[str, float]) -> None:
+        if self.every == "batch":  # the next step's rate
+            self._set(trainer, trainer.steps_taken)
 
 
 class EarlyStopping(Callback):

@@ -97,6 +97,7 @@ class Loops:
                 continue  # NOTE: its shuffle drawn all the same, so the epochs after it shuffle as they would have
             for hook in hooks:
                 hook.on_epoch_begin(self, epoch)
+            first_rate = self.lr  # a schedule's rate for the epoch (every="batch": its first step's)
             total, correct, seen = 0.0, 0, 0
             bar = tqdm(range(0, len(y), batch_size * world), desc=f"epoch {epoch + 1}/{epochs}",
                        disable=not (verbose and lead), leave=True, dynamic_ncols=True)
@@ -128,7 +129,7 @@ class Loops:
                 for key, value in self.evaluate(*validation_data).items():
                     history.setdefault(f"val_{key}", []).append(value)
             if any(isinstance(hook, LearningRateScheduler) for hook in hooks):
-                history.setdefault("lr", []).append(self.lr)  # the rate this epoch trained at
+                history.setdefault("lr", []).append(first_rate)
             if verbose and lead and validation_data is not None:
                 print("  " + ", ".join(f"{k} {v[-1]:{'.4g' if k == 'lr' else '.4f'}}" for k, v in history.items()))
             logs = {key: values[-1] for key, values in history.items()}

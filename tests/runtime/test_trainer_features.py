@@ -68,6 +68,26 @@ def test_fit_with_a_schedule_follows_torchs_scheduler(schedule, make):
     assert_same_weights(trainer, oracle)
 
 
+def test_a_schedule_every_batch_follows_torchs_scheduler_stepped_after_each_step():
+    """A warm-up over the first 4 steps, then the rate: 6 steps (2 epochs of 3 batches), torch's LinearLR
+    stepped after every optimizer step."""
+    x, y = data()
+    trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.2, momentum=0.5))
+    warm_up = fg.callbacks.LearningRateScheduler(fg.optim.LinearLR(0.1, 1.0, 4), every="batch")
+    history = trainer.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=False, callbacks=[warm_up])
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)] * 2
+    oracle, _, rates = torch_steps(mlp(), batches, lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.5),
+                                   make_scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.1, 1.0, 4))
+    assert rates[:5] == pytest.approx([0.02, 0.065, 0.11, 0.155, 0.2], rel=1e-12)  # the steps' rates
+    assert_same_weights(trainer, oracle)
+    assert history["lr"] == pytest.approx([0.02, 0.155], rel=1e-12)  # each epoch's first step's rate
+    history = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.2)).fit(
+        x, y, epochs=2, batch_size=8, shuffle=False, verbose=False, lr_schedule=fg.optim.LinearLR(0.1, 1.0, 4))
+    assert history["lr"] == pytest.approx([0.02, 0.065], rel=1e-12)  # every epoch: each epoch's rate
+    with pytest.raises(fg.InputError, match="'epoch' or 'batch'"):
+        fg.callbacks.LearningRateScheduler(fg.optim.LinearLR(), every="step")
+
+
 def test_the_rate_set_between_steps_is_the_next_steps_and_is_saved(tmp_path):
     model = mlp()
     x, y = data()
