@@ -1,7 +1,9 @@
 """Callbacks for `Trainer.fit(callbacks=[...])`, as Keras's: objects whose hooks fit calls at the start and
 end of the run and of each epoch. A hook may set `trainer.stop_training = True` to end the run after the
-epoch, or `trainer.lr` for the epochs to come. fit's own `lr_schedule`, `early_stopping` and `checkpoint`
-arguments are these callbacks (LearningRateScheduler, EarlyStopping, ModelCheckpoint).
+epoch, or `trainer.lr` for the epochs to come (a callback whose `sets_lr` is true, as LearningRateScheduler's
+and ReduceLROnPlateau's, has fit record each epoch's rate as history["lr"]). fit's own `lr_schedule`,
+`early_stopping` and `checkpoint` arguments are these callbacks (LearningRateScheduler, EarlyStopping,
+ModelCheckpoint).
 
 `on_train_end` runs however the run ends (finished, stopped, an exception or Ctrl-C), so a callback that
 must leave the trainer in some state (EarlyStopping's best weights) does it there."""
@@ -17,6 +19,8 @@ from .optim import Schedule
 
 
 class Callback:
+    sets_lr = False  # True: fit records each epoch's rate in history["lr"]
+
     """Override the hooks you need; `logs` holds the epoch's history entries (loss, accuracy, val_...), or
     in on_batch_end the epoch's running figures so far (what the progress bar shows: a distributed run's
     over every rank's samples)."""
@@ -43,6 +47,8 @@ class LearningRateScheduler(Callback):
     start, counting epochs; `every="batch"` before each step, counting the trainer's steps (as a torch
     scheduler stepped after every optimizer step: a warm-up over the first steps, a cosine over a run's)."""
 
+    sets_lr = True
+
     def __init__(self, schedule, every: str = "epoch") -> None:
         if not isinstance(schedule, Schedule) and not callable(schedule):
             raise InputError(f"lr_schedule must be one of fg.optim's schedules (StepLR, CosineAnnealingLR, ...) "
@@ -61,6 +67,72 @@ class LearningRateScheduler(Callback):
     def on_batch_end(self, trainer, batch: int, logs: dict[str, float]) -> None:
         if self.every == "batch":  # the next step's rate
             self._set(trainer, trainer.steps_taken)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiplies `trainer.lr` by `factor` (not below `min_lr`) once `monitor` (val_loss by default) has not
+    improved for more than `patience` epochs, then waits `cooldown` epochs before counting again; improving
+    means below the best by more than `threshold` (`threshold_mode` "rel": below best * (1 - threshold),
+    "abs": below best - threshold; `mode="max"` for a figure that should rise, such as val_accuracy): torch's
+    ReduceLROnPlateau stepped with the monitored figure after every epoch."""
+
+    sets_lr = True
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min", factor: float = 0.1, patience: int = 10,
+                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0, min_lr: float = 0.0,
+                 verbose: bool = False) -> None:
+        if mode not in ("min", "max") or threshold_mode not in ("rel", "abs"):
+            raise InputError(f"ReduceLROnPlateau: mode must be 'min' or 'max' and threshold_mode 'rel' or 'abs', got "
+                             f"{mode!r} and {threshold_mode!r}")
+        if not _is_real(factor) or not 0 < factor < 1:
+            raise InputError(f"ReduceLROnPlateau: factor must be a number in (0, 1), got {factor!r}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise InputError(f"ReduceLROnPlateau: {name} must be an integer >= 0, got {value!r}")
+        for name, value in (("threshold", threshold), ("min_lr", min_lr)):
+            if not _is_real(value) or value < 0:
+                raise InputError(f"ReduceLROnPlateau: {name} must be a number >= 0, got {value!r}")
+        self.monitor, self.mode, self.factor, self.patience = monitor, mode, float(factor), int(patience)
+        self.threshold, self.threshold_mode, self.cooldown, self.min_lr = float(threshold), threshold_mode, int(cooldown), \
+            float(min_lr)
+        self.verbose = verbose
+        self.on_train_begin(None)
+
+    def on_train_begin(self, trainer) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self._bad_epochs, self._cooling = 0, 0
+
+    def _improves(self, value: float) -> bool:  # torch's rules, whatever the sign of the best
+        sign = 1 if self.mode == "max" else -1
+        if self.threshold_mode == "rel":
+            bound = self.best * (1 + sign * self.threshold)
+        else:
+            bound = self.best + sign * self.threshold
+        return value > bound if self.mode == "max" else value < bound
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None:
+        if self.monitor not in logs:
+            raise InputError(f"ReduceLROnPlateau watches {self.monitor!r}, which the history lacks (it has "
+                             f"{sorted(logs)}): pass validation_data=(x_val, y_val) for val_ entries")
+        value = logs[self.monitor]
+        if self._improves(value):
+            self.best, self._bad_epochs = value, 0
+        else:
+            self._bad_epochs += 1
+        if self._cooling > 0:
+            self._cooling, self._bad_epochs = self._cooling - 1, 0
+        if self._bad_epochs > self.patience:
+            lowered = max(trainer.lr * self.factor, self.min_lr)
+            if trainer.lr - lowered > 1e-8:  # torch's eps: a change smaller than that is none
+                if self.verbose:
+                    print(f"ReduceLROnPlateau: {self.monitor} had not improved for {self._bad_epochs} epochs: "
+                          f"learning rate {trainer.lr:.4g} -> {lowered:.4g} after epoch {epoch + 1}")
+                trainer.lr = lowered
+            self._cooling, self._bad_epochs = self.cooldown, 0
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class EarlyStopping(Callback):

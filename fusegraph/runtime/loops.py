@@ -56,7 +56,7 @@ class Loops:
             raise InputError("early_stopping watches the validation loss: pass validation_data=(x_val, y_val) too")
         if not all(isinstance(c, fg_callbacks.Callback) for c in callbacks):
             raise InputError("callbacks must be fg.callbacks.Callback objects (EarlyStopping, ModelCheckpoint, "
-                             "LearningRateScheduler, or a subclass of your own)")
+                             "LearningRateScheduler, ReduceLROnPlateau, or a subclass of your own)")
         lead = self.parallel is None or self.parallel.rank == 0
         hooks = list(callbacks)
         if lr_schedule is not None:
@@ -84,8 +84,6 @@ class Loops:
     def _epochs(self, xs, y, history, hooks, *, epochs, batch_size, shuffle, seed, validation_data, verbose, augment,
                 initial_epoch) -> None:
         from tqdm.auto import tqdm
-
-        from ..callbacks import LearningRateScheduler
 
         generator = torch.Generator().manual_seed(seed)
         parallel = self.parallel
@@ -128,7 +126,7 @@ class Loops:
             if validation_data is not None:
                 for key, value in self.evaluate(*validation_data).items():
                     history.setdefault(f"val_{key}", []).append(value)
-            if any(isinstance(hook, LearningRateScheduler) for hook in hooks):
+            if any(hook.sets_lr for hook in hooks):
                 history.setdefault("lr", []).append(first_rate)
             if verbose and lead and validation_data is not None:
                 print("  " + ", ".join(f"{k} {v[-1]:{'.4g' if k == 'lr' else '.4f'}}" for k, v in history.items()))

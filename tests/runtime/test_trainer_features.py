@@ -1,6 +1,7 @@
-"""What the lectures use beyond an optimizer: the learning rate set between steps and by schedules (against
-torch.optim.lr_scheduler), gradient clipping by global norm (against torch.nn.utils.clip_grad_norm_), and
-callbacks (early stopping, checkpoints, your own), each in fp32 against PyTorch's training to 1e-5."""
+"""What the lectures use beyond an optimizer: the learning rate set between steps, by schedules per epoch or
+per step and on a plateau (against torch.optim.lr_scheduler), gradient clipping by global norm (against
+torch.nn.utils.clip_grad_norm_), and callbacks (early stopping, checkpoints, your own), each in fp32 against
+PyTorch's training to 1e-5."""
 
 import pytest
 import torch
@@ -215,3 +216,50 @@ def test_penalties_and_max_norm_follow_torch(tmp_path):
         fg.compile(mlp(), loss="mse", optimizer=fg.optim.SGD(), penalties={"nope": fg.optim.Penalty(l2=1.0)})
     with pytest.raises(fg.GraphError, match="MaxNorm"):
         fg.compile(mlp(), loss="mse", optimizer=fg.optim.SGD(), constraints={first: 3.0})
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"patience": 2, "factor": 0.5, "cooldown": 1, "min_lr": 0.004},
+    {"mode": "max", "patience": 1, "threshold": 0.05},
+    {"patience": 1, "threshold": 0.2, "threshold_mode": "abs"},
+    {"patience": 2, "threshold": 0.0, "threshold_mode": "abs"},  # a tie is no improvement
+], ids=["defaults", "cooldown_min_lr", "max_rel", "min_abs", "ties"])
+def test_reduce_lr_on_plateau_decides_as_torchs(settings):
+    """Figures that fall, stall, tie and rise (negative ones too) through the callback and through
+    torch.optim.lr_scheduler.ReduceLROnPlateau: the same rate after every epoch."""
+    from types import SimpleNamespace
+
+    generator = torch.Generator().manual_seed(5)
+    figures = (torch.randn(60, generator=generator).cumsum(0) * 0.3).round(decimals=1).tolist()
+    figures += [figures[-1]] * 15  # a long plateau
+    settings = {"patience": 3, **settings}
+    ours, trainer = fg.callbacks.ReduceLROnPlateau(monitor="val_loss", **settings), SimpleNamespace(lr=0.1)
+    theirs = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(theirs, **settings)
+    ours.on_train_begin(trainer)
+    for epoch, figure in enumerate(figures):
+        ours.on_epoch_end(trainer, epoch, {"val_loss": figure})
+        scheduler.step(figure)
+        assert trainer.lr == theirs.param_groups[0]["lr"], f"epoch {epoch}"
+    assert trainer.lr < 0.1  # it did lower the rate
+
+
+def test_reduce_lr_on_plateau_in_fit_follows_the_validation_loss():
+    x, y = data()
+    trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=3.0))  # too fast: it stalls
+    history = trainer.fit(x, y, epochs=8, batch_size=8, verbose=False, validation_data=data(12, seed=3),
+                          callbacks=[fg.callbacks.ReduceLROnPlateau(factor=0.5, patience=0)])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3.0)
+    replayed = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    rates = []
+    for val_loss in history["val_loss"]:
+        rates.append(optimizer.param_groups[0]["lr"])
+        replayed.step(val_loss)
+    assert history["lr"] == rates and min(rates) < 3.0
+    with pytest.raises(fg.InputError, match="val_loss"):
+        trainer.fit(x, y, callbacks=[fg.callbacks.ReduceLROnPlateau()], verbose=False)
+    with pytest.raises(fg.InputError, match="mode"):
+        fg.callbacks.ReduceLROnPlateau(mode="up")
+    with pytest.raises(fg.InputError, match="factor"):
+        fg.callbacks.ReduceLROnPlateau(factor=1.5)
