@@ -74,7 +74,8 @@ class ReduceLROnPlateau(Callback):
     improved for more than `patience` epochs, then waits `cooldown` epochs before counting again; improving
     means below the best by more than `threshold` (`threshold_mode` "rel": below best * (1 - threshold),
     "abs": below best - threshold; `mode="max"` for a figure that should rise, such as val_accuracy): torch's
-    ReduceLROnPlateau stepped with the monitored figure after every epoch."""
+    ReduceLROnPlateau stepped with the monitored figure after every epoch. Its count lives in the callback, not
+    in the trainer's saves: a resumed run (`initial_epoch`) counts afresh from the rate saved."""
 
     sets_lr = True
 
