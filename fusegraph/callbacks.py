@@ -10,6 +10,7 @@ must leave the trainer in some state (EarlyStopping's best weights) does it ther
 
 from __future__ import annotations
 
+import csv
 import math
 import numbers
 from pathlib import Path
@@ -195,3 +196,40 @@ class ModelCheckpoint(Callback):
         elif logs.get(self.monitor, math.inf) < self.best:
             self.best = logs[self.monitor]
             trainer.save(self.path)
+
+
+class CSVLogger(Callback):
+    """Writes the history to a CSV file as the run goes (Keras's CSVLogger): a header of `epoch` and the
+    history's entries, then a row per epoch as it ends (1-based epochs, numbers as Python writes them, so
+    they read back exactly), flushed each time; `append=True` continues the file of an earlier run (a
+    resumed one, `initial_epoch`). In a data-parallel run rank 0 writes it."""
+
+    def __init__(self, path, append: bool = False, separator: str = ",") -> None:
+        self.path, self.append, self.separator = Path(path), append, separator
+        self._file, self._columns = None, None
+
+    def on_train_begin(self, trainer) -> None:
+        parallel = getattr(trainer, "parallel", None)
+        if parallel is not None and parallel.rank != 0:
+            return
+        continuing = self.append and self.path.exists() and self.path.stat().st_size > 0
+        self._columns = None
+        if continuing:
+            with open(self.path, newline="") as earlier:
+                self._columns = next(csv.reader(earlier, delimiter=self.separator), None)
+        self._file = open(self.path, "a" if continuing else "w", newline="")  # noqa: SIM115 (closed at the run's end)
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None:
+        if self._file is None:
+            return
+        writer = csv.writer(self._file, delimiter=self.separator)
+        if self._columns is None:
+            self._columns = ["epoch", *logs]
+            writer.writerow(self._columns)
+        writer.writerow([epoch + 1, *(repr(float(logs[key])) if key in logs else "" for key in self._columns[1:])])
+        self._file.flush()
+
+    def on_train_end(self, trainer) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -263,3 +263,22 @@ def test_reduce_lr_on_plateau_in_fit_follows_the_validation_loss():
         fg.callbacks.ReduceLROnPlateau(mode="up")
     with pytest.raises(fg.InputError, match="factor"):
         fg.callbacks.ReduceLROnPlateau(factor=1.5)
+
+
+def test_csv_logger_writes_each_epoch_and_continues_a_resumed_run(tmp_path):
+    import csv
+
+    x, y = data()
+    log = tmp_path / "history.csv"
+    trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    history = trainer.fit(x, y, epochs=2, batch_size=8, verbose=False, validation_data=(x, y),
+                          callbacks=[fg.callbacks.CSVLogger(log)], checkpoint=tmp_path / "run.fg")
+    resumed = fg.load(tmp_path / "run.fg")
+    history = resumed.fit(x, y, epochs=3, batch_size=8, verbose=False, validation_data=(x, y), initial_epoch=2,
+                          callbacks=[fg.callbacks.CSVLogger(log, append=True)])
+    with open(log, newline="") as written:
+        rows = list(csv.reader(written))
+    assert rows[0] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert [int(row[0]) for row in rows[1:]] == [1, 2, 3]
+    for column, key in enumerate(rows[0][1:], start=1):
+        assert [float(row[column]) for row in rows[1:]] == history[key]  # exactly: written as repr
