@@ -20,10 +20,11 @@ class Loops:
 
     @exclusive
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
-            validation_data: tuple | None = None, early_stopping: int | None = None,
-            verbose: bool = True, augment=None, checkpoint=None, initial_epoch: int = 0, lr_schedule=None,
-            callbacks=()) -> dict[str, list[float]]:
-        """Train for `epochs` over (x, y) in batches; with `validation_data`, evaluate after each epoch and,
+            validation_data: tuple | None = None, validation_split: float | None = None,
+            early_stopping: int | None = None, verbose: bool = True, augment=None, checkpoint=None,
+            initial_epoch: int = 0, lr_schedule=None, callbacks=()) -> dict[str, list[float]]:
+        """Train for `epochs` over (x, y) in batches; with `validation_data` (or `validation_split=f`, Keras's:
+        the last fraction f of the samples, as given, held out of training), evaluate after each epoch and,
         with `early_stopping=patience`, stop when validation loss has not improved for that many epochs
         and restore the best weights (saying so). `augment(x_batch, generator)` may transform each training
         batch. `lr_schedule`: one of fg.optim's schedules (StepLR, ExponentialLR, CosineAnnealingLR,
@@ -42,6 +43,8 @@ class Loops:
         from .. import callbacks as fg_callbacks
 
         xs, y = as_samples(x, y)
+        if validation_split is not None:
+            xs, y, validation_data = _split_off(xs, y, validation_split, validation_data)
         if augment is not None and len(xs) != 1:
             raise InputError("augment applies to single-input models")
         positive_int("epochs", epochs)
@@ -53,7 +56,8 @@ class Loops:
         if validation_data is not None:
             as_samples(*pair(validation_data, "validation_data"))
         elif early_stopping is not None:
-            raise InputError("early_stopping watches the validation loss: pass validation_data=(x_val, y_val) too")
+            raise InputError("early_stopping watches the validation loss: pass validation_data=(x_val, y_val) (or "
+                             "validation_split=0.1) too")
         if not all(isinstance(c, fg_callbacks.Callback) for c in callbacks):
             raise InputError("callbacks must be fg.callbacks.Callback objects (EarlyStopping, ModelCheckpoint, "
                              "LearningRateScheduler, ReduceLROnPlateau, or a subclass of your own)")
@@ -196,3 +200,17 @@ class Loops:
         if isinstance(batches[0], list):  # several outputs
             return [torch.cat(parts) for parts in zip(*batches)]
         return torch.cat(batches)
+
+
+def _split_off(xs: list[torch.Tensor], y: torch.Tensor, fraction, validation_data) -> tuple:
+    """(training inputs, training labels, validation pair): the last `fraction` of the samples held out."""
+    if validation_data is not None:
+        raise InputError("give validation_data or validation_split, not both")
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
+        raise InputError(f"validation_split must be a fraction between 0 and 1, got {fraction!r}")
+    cut = int(len(y) * (1 - fraction))  # Keras's cut: training keeps the whole samples of 1 - fraction
+    if cut == 0 or cut == len(y):
+        raise InputError(f"validation_split={fraction} of {len(y)} samples leaves "
+                         f"{'no training' if cut == 0 else 'no validation'} sample: use a larger set or another fraction")
+    held_out = ([t[cut:] for t in xs], y[cut:])
+    return [t[:cut] for t in xs], y[:cut], (held_out[0] if len(xs) > 1 else held_out[0][0], held_out[1])

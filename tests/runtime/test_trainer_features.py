@@ -282,3 +282,19 @@ def test_csv_logger_writes_each_epoch_and_continues_a_resumed_run(tmp_path):
     assert [int(row[0]) for row in rows[1:]] == [1, 2, 3]
     for column, key in enumerate(rows[0][1:], start=1):
         assert [float(row[column]) for row in rows[1:]] == history[key]  # exactly: written as repr
+
+
+def test_validation_split_holds_out_the_last_samples_as_keras_does():
+    x, y = data()
+    split = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    history = split.fit(x, y, epochs=2, batch_size=8, verbose=False, validation_split=0.1)
+    cut = int(24 * (1 - 0.1))  # Keras's: 21 to train, the last 3 to validate
+    given = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    expected = given.fit(x[:cut], y[:cut], epochs=2, batch_size=8, verbose=False, validation_data=(x[cut:], y[cut:]))
+    assert history == expected
+    with pytest.raises(fg.InputError, match="not both"):
+        split.fit(x, y, validation_split=0.1, validation_data=(x, y), verbose=False)
+    with pytest.raises(fg.InputError, match="between 0 and 1"):
+        split.fit(x, y, validation_split=1.5, verbose=False)
+    with pytest.raises(fg.InputError, match="no training sample"):
+        split.fit(x[:1], y[:1], validation_split=0.5, verbose=False)
