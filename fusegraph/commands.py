@@ -204,10 +204,14 @@ def _train(args: argparse.Namespace, distributed: bool, lead: bool) -> int:
 
     say = print if lead else (lambda *_, **__: None)
     model = load_model(args.model)
-    if args.data == "digits":
-        x_train, y_train, x_test, y_test = data.digits(seed=args.seed)
+    if args.data in ("digits", "mnist"):
+        x_train, y_train, x_test, y_test = getattr(data, args.data)(seed=args.seed)
         loss = args.loss or "cross_entropy"
-        what = "8x8 digit images"
+        what = "8x8 digit images" if args.data == "digits" else "28x28 MNIST digit images"
+        if model.input_shape != tuple(x_train.shape[1:]):
+            raise GraphError(f"{args.model} takes inputs of shape {model.input_shape}, but --data {args.data}'s images "
+                             f"are {tuple(x_train.shape[1:])}: give a model for them (the zoo's "
+                             f"{'lenet_digits' if args.data == 'digits' else 'lenet'}, or Input({tuple(x_train.shape[1:])}))")
     else:
         window, layout = series_layout(model, args.model)
         if args.window is not None and args.window != window:

@@ -145,6 +145,20 @@ def test_train_a_conv1d_model_on_a_series_takes_the_window_from_its_sequence_axi
     assert "takes windows of 16 steps" in capsys.readouterr().err
 
 
+def test_train_on_mnist_and_the_shape_its_images_need(tmp_path, capsys):
+    path = tmp_path / "mlp.py"
+    path.write_text("import fusegraph as fg\n"
+                    "def build():\n"
+                    "    return fg.Sequential([fg.Input((1, 28, 28)), fg.Flatten(), fg.Dense(10)])\n")
+    assert main(["train", f"{path}:build", "--data", "mnist", "--epochs", "1", "--batch-size", "128", "--lr", "0.005"]) == 0
+    out = capsys.readouterr().out
+    assert "4000 training and 1000 held-out 28x28 MNIST digit images" in out
+    held_out = float(out.split("held-out: ")[1].split("accuracy ")[1].split()[0])
+    assert held_out >= 0.8  # a linear classifier after one epoch (85.1% seeded); chance is 0.1
+    assert main(["train", "lenet_digits", "--data", "mnist"]) == 2
+    assert "takes inputs of shape (1, 8, 8), but --data mnist's images are (1, 28, 28)" in capsys.readouterr().err
+
+
 def test_tune_runs_the_gpu_sweeps_from_a_checkout_and_says_why_nothing_ran(tmp_path, capsys, monkeypatch):
     with monkeypatch.context() as outside:  # an installed package has no bench/: one clear error
         outside.chdir(tmp_path)
