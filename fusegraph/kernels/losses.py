@@ -16,7 +16,7 @@ from .target import INTERPRETER_TILE_ELEMENTS
 
 CROSS_ENTROPY_SOURCE = '''
 @triton.jit
-def {name}(logits_ptr, target_ptr, scale_ptr, loss_ptr, grad_ptr, N, C, SCALED: tl.constexpr,
+def {name}(logits_ptr, target_ptr, scale_ptr, loss_ptr, grad_ptr, N, C, SMOOTHING, SCALED: tl.constexpr,
            BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     grad_scale = tl.load(scale_ptr).to(tl.float32) if SCALED else 1.0
     cols = tl.arange(0, BLOCK_C)
@@ -32,10 +32,13 @@ def {name}(logits_ptr, target_ptr, scale_ptr, loss_ptr, grad_ptr, N, C, SCALED: 
         s = tl.where(row_ok, tl.sum(e, axis=1), 1.0)
         target = tl.load(target_ptr + rows, mask=row_ok, other=0)
         is_target = cols[None, :] == target[:, None]
-        # loss = logsumexp(x) - x[target], both relative to the row max: no log of a probability
+        # loss = logsumexp(x) - x[target], both relative to the row max: no log of a probability; smoothed,
+        # logsumexp(x) - (1 - SMOOTHING) x[target] - SMOOTHING * mean(x)
         picked = tl.sum(tl.where(is_target & mask, shifted, 0.0), axis=1)
-        total += tl.where(row_ok, tl.log(s) - picked, 0.0)
-        grad = (e / s[:, None] - is_target.to(tl.float32)) / N * grad_scale
+        spread = tl.sum(tl.where(mask, shifted, 0.0), axis=1) / C
+        total += tl.where(row_ok, tl.log(s) - (1.0 - SMOOTHING) * picked - SMOOTHING * spread, 0.0)
+        pulled = (1.0 - SMOOTHING) * is_target.to(tl.float32) + SMOOTHING / C
+        grad = (e / s[:, None] - pulled) / N * grad_scale
         tl.store(grad_ptr + rows[:, None] * C + cols[None, :], grad.to(grad_ptr.dtype.element_ty), mask=mask)
     tl.store(loss_ptr, (tl.sum(total, axis=0) / N).to(loss_ptr.dtype.element_ty))
 '''
@@ -80,7 +83,8 @@ def launch_cross_entropy(fn, node, target, inputs, outputs):
     block_c = triton.next_power_of_2(c)
     block_r = max(1, min(triton.next_power_of_2(n), 4096 // block_c))
     scale = inputs[2] if len(inputs) == 3 else loss  # unread unless SCALED
-    fn[(1,)](logits, labels, scale, loss, grad, n, c, SCALED=len(inputs) == 3, BLOCK_R=block_r, BLOCK_C=block_c)
+    fn[(1,)](logits, labels, scale, loss, grad, n, c, float(node.attrs.get("label_smoothing", 0.0)),
+             SCALED=len(inputs) == 3, BLOCK_R=block_r, BLOCK_C=block_c)
 
 
 def render_elementwise(node):

@@ -196,7 +196,7 @@ def pool_with_positions(graph: Graph) -> Graph:
     return verify(Graph(tuple(nodes), graph.outputs, graph.name))
 
 
-def autodiff(graph: Graph, loss: str) -> Graph:
+def autodiff(graph: Graph, loss: str, label_smoothing: float = 0.0) -> Graph:
     verify(graph)
     if loss not in LOSSES:
         raise GraphError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
@@ -213,7 +213,8 @@ def autodiff(graph: Graph, loss: str) -> Graph:
         target_type = graph.outputs[0].type
     b = _extending(graph)
     target = b.input(_target_name(graph), target_type)
-    loss_value, seed = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
+    loss_value, seed = b.op(loss, [logits, target], name="loss", **_loss_attrs(label_smoothing),
+                            output_names=("value", "grad"))
     trainable = [n for n in graph.param_nodes if n.attrs.get("trainable", True)]
     grads = backprop(GradEmitter(b), list(graph.nodes), {logits.name: seed}, {n.name for n in trainable},
                      skip=absorbed)
@@ -260,7 +261,11 @@ def _target_name(graph: Graph) -> str:
     return name
 
 
-def loss_graph(graph: Graph, loss: str) -> Graph:
+def _loss_attrs(label_smoothing: float) -> dict:
+    return {"label_smoothing": label_smoothing} if label_smoothing else {}
+
+
+def loss_graph(graph: Graph, loss: str, label_smoothing: float = 0.0) -> Graph:
     """The forward graph with its loss: inputs then `target`; outputs (mean loss, the value the loss read)."""
     verify(graph)
     if loss not in LOSSES:
@@ -269,7 +274,7 @@ def loss_graph(graph: Graph, loss: str) -> Graph:
     target_type = TensorType((BATCH,), "int64") if loss == "cross_entropy" else graph.outputs[0].type
     b = _extending(graph)
     target = b.input(_target_name(graph), target_type)
-    value, _ = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"))
+    value, _ = b.op(loss, [logits, target], name="loss", output_names=("value", "grad"), **_loss_attrs(label_smoothing))
     return _inputs_first(b, [value, logits], f"{graph.name}_eval")
 
 

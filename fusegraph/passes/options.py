@@ -6,6 +6,7 @@ activations run in (None: float32), `loss_scale` filled with GradScaler's defaul
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ DEVICES = (None, "cuda", "cpu")
 FP32_PRECISIONS = ("ieee", "tf32x3", "tf32")  # how fp32 dots run on the GPU (kernels/tuning.py's default)
 MEMORY_FORMATS = {None: "contiguous", torch.contiguous_format: "contiguous", torch.channels_last: "channels_last",
                   "contiguous": "contiguous", "channels_last": "channels_last"}
-OPTIONAL_IN_SAVES = ("device", "cuda_graphs", "penalties", "constraints")  # saves written before they were kept lack them
+# saves written before these were kept lack them
+OPTIONAL_IN_SAVES = ("device", "cuda_graphs", "penalties", "constraints", "label_smoothing")
 # how this run goes, not kept in a save: it loads anywhere
 RUN_ONLY = ("device", "distributed", "shard_optimizer", "sync_batch_norm")
 
@@ -32,6 +34,7 @@ class CompileOptions:
     fuse: bool = True
     device: str | None = None  # as asked; None: CUDA when there is one, else Triton's interpreter
     loss: str | None = None
+    label_smoothing: float = 0.0  # cross_entropy's (torch's): the target spread over the classes by this much
     optimizer: optim.Optimizer | None = None
     cuda_graphs: bool | None = None  # None: on CUDA
     fp32_precision: str | None = None  # None: the tuned default
@@ -64,6 +67,12 @@ class CompileOptions:
             raise GraphError(f"device must be 'cuda', 'cpu' or None (automatic), got {self.device!r}")
         if self.loss is not None and self.loss not in LOSSES:
             raise GraphError(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        smoothing = self.label_smoothing
+        if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing <= 1:
+            raise GraphError(f"label_smoothing must be a number from 0 to 1 (torch's), got {smoothing!r}")
+        if smoothing and self.loss != "cross_entropy":
+            raise GraphError(f"label_smoothing applies to loss='cross_entropy' (class targets), not {self.loss!r}")
+        object.__setattr__(self, "label_smoothing", float(smoothing))
         if self.optimizer is not None:
             if not isinstance(self.optimizer, optim.Optimizer):
                 raise GraphError(f"optimizer must be one of fg.optim's (SGD, Adam, ...), "

@@ -61,7 +61,7 @@ class CompiledModel:
                 raise GraphError(f"{half.where}: training keeps float32 master weights, but %{half.name} is "
                                  f"{half.outputs[0].type.dtype}; build the model with dtype='float32' and train "
                                  "it with precision='bf16' or 'fp16'")
-            self.train_source = autodiff(graph, options.loss)
+            self.train_source = autodiff(graph, options.loss, options.label_smoothing)
             self.train_graph, self.train_decisions = run_pipeline(self.train_source, options, training=True)
         if options.cuda_graphs and self.device != "cuda":
             raise GraphError(f"cuda_graphs=True needs the GPU, but this model is compiled for {self.device}")
@@ -342,7 +342,7 @@ class CompiledModel:
             return self.train_source, self.train_graph, runner
         key = (shapes, bind is not None)
         if key not in self._shaped_training:
-            source = autodiff(self._source_for(shapes, x), self.options.loss)
+            source = autodiff(self._source_for(shapes, x), self.options.loss, self.options.label_smoothing)
             graph, _ = run_pipeline(source, self.options, training=True)
             stored = {n.name: n.outputs[0].type.layout for n in graph.param_nodes}
             if [v.name for v in graph.outputs] != [v.name for v in self.train_graph.outputs] or \

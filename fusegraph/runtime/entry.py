@@ -12,12 +12,13 @@ from .training import Trainer
 
 
 def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | None = None,  # noqa: A001
-            optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
+            label_smoothing: float = 0.0, optimizer=None, cuda_graphs: bool | None = None, fp32_precision: str | None = None,
             memory_format: str | torch.memory_format | None = None, precision: str | None = None,
             loss_scale: LossScale | None = None, penalties: dict | None = None, constraints: dict | None = None,
             distributed: bool = False, shard_optimizer: bool = False, sync_batch_norm: bool = False) -> CompiledModel:
     """Compile `model`; `fuse=False` keeps one kernel per node; `loss=` adds the generated backward
-    (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`). Kernels run on CUDA
+    (`loss_and_grads`, `evaluate`), `optimizer=` training (`train_step`, `fit`); `label_smoothing=0.1` spreads
+    cross_entropy's target over the classes as torch's does. Kernels run on CUDA
     when available, else in Triton's interpreter. On CUDA each call replays a CUDA graph of its
     launches, captured on the first call with each input shape (`cuda_graphs=False`: launch one by one).
     `fp32_precision`: how fp32 dots run on the GPU ("tf32x3" by default, "ieee", or one-pass "tf32").
@@ -37,11 +38,11 @@ def compile(model, *, fuse: bool = True, device: str | None = None, loss: str | 
     the same update everywhere (runtime/distributed.py); `shard_optimizer=True` keeps each rank's slice of
     the optimizer state only (ZeRO stage 1); `sync_batch_norm=True` normalises over every rank's batch together
     (torch's SyncBatchNorm; launched kernel by kernel, no CUDA graph)."""
-    options = CompileOptions(fuse=fuse, device=device, loss=loss, optimizer=optimizer, cuda_graphs=cuda_graphs,
-                             fp32_precision=fp32_precision, memory_format=memory_format, precision=precision,
-                             loss_scale=loss_scale, penalties=penalties or {}, constraints=constraints or {},
-                             distributed=distributed, shard_optimizer=shard_optimizer,
-                             sync_batch_norm=sync_batch_norm)
+    options = CompileOptions(fuse=fuse, device=device, loss=loss, label_smoothing=label_smoothing,
+                             optimizer=optimizer, cuda_graphs=cuda_graphs, fp32_precision=fp32_precision,
+                             memory_format=memory_format, precision=precision, loss_scale=loss_scale,
+                             penalties=penalties or {}, constraints=constraints or {}, distributed=distributed,
+                             shard_optimizer=shard_optimizer, sync_batch_norm=sync_batch_norm)
     return compiled_with(model, options)
 
 

@@ -36,7 +36,7 @@ class Trainer(Loops, CompiledModel):
         super().__init__(model, options)
         optimizer = options.optimizer
         self._flatten_parameters()
-        self.eval_source = loss_graph(self.source_graph, options.loss)
+        self.eval_source = loss_graph(self.source_graph, options.loss, options.label_smoothing)
         self.eval_graph, _ = run_pipeline(self.eval_source, options)
         self.eval_program = Program(self.eval_graph, self.target, self.counter)
         self._evaluation = self._runner(lambda feeds: self.eval_program.run(feeds, self.params_for(self.eval_graph)))

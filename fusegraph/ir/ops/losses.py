@@ -1,7 +1,8 @@
 """Losses as single ops producing the mean loss and its gradient together (PyTorch's mean reduction).
 
-cross_entropy takes logits and integer class targets; a model ending in softmax or log_softmax is
-trained through the logits feeding it, so no log of a probability is ever taken. binary_cross_entropy
+cross_entropy takes logits and integer class targets (with `label_smoothing`, torch's: each target's
+probability 1 - label_smoothing, the rest spread evenly over all classes); a model ending in softmax or
+log_softmax is trained through the logits feeding it, so no log of a probability is ever taken. binary_cross_entropy
 takes logits too (a sigmoid output's input); mse takes the prediction itself.
 
 The loss is computed, and its value kept, in float32 whatever the prediction's dtype (as torch's
@@ -40,6 +41,9 @@ def _cross_entropy_rule(types, attrs):
         raise GraphError(f"cross_entropy takes (batch, classes) logits, got {shape_str(logits)}")
     if target.dtype != "int64" or target.shape != logits.shape[:1]:
         raise GraphError(f"cross_entropy targets must be int64 class ids of shape (batch,), got {target}")
+    smoothing = attrs.get("label_smoothing", 0.0)
+    if not isinstance(smoothing, float) or not 0.0 <= smoothing <= 1.0:
+        raise GraphError(f"cross_entropy's label_smoothing must be a float from 0 to 1, got {smoothing!r}")
     return [TensorType(SCALAR, "float32"), logits]
 
 
@@ -49,8 +53,11 @@ def _cross_entropy_reference(inputs, attrs, ctx):
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= classes):
         raise InputError(f"class targets must lie in [0, {classes}), got [{int(target.min())}, {int(target.max())}]")
     wide = widened(logits)
-    loss = F.cross_entropy(wide, target)
-    grad = (torch.softmax(wide, 1) - F.one_hot(target, classes).to(wide.dtype)) / logits.shape[0]
+    smoothing = attrs.get("label_smoothing", 0.0)
+    loss = F.cross_entropy(wide, target, label_smoothing=smoothing)
+    # the target each row is pulled to: 1 - smoothing on its class, smoothing spread evenly over all
+    pulled = (1 - smoothing) * F.one_hot(target, classes).to(wide.dtype) + smoothing / classes
+    grad = (torch.softmax(wide, 1) - pulled) / logits.shape[0]
     return [loss, _scaled(grad, inputs).to(logits.dtype)]
 
 
