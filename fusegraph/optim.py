@@ -142,6 +142,42 @@ class AdamW(Adam):
     weight_decay: float = 1e-2
 
 
+@dataclass(frozen=True)
+class Adamax(Optimizer):
+    """Adam with the infinity norm of the gradients in place of their second moment (torch.optim.Adamax;
+    Keras's Adamax)."""
+
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    state: tuple[str, ...] = ("exp_avg", "exp_inf")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise GraphError(f"Adamax: betas must lie in [0, 1), got {self.betas}")
+
+
+@dataclass(frozen=True)
+class NAdam(Optimizer):
+    """Adam with Nesterov momentum and torch's momentum schedule (torch.optim.NAdam; Keras's Nadam):
+    `momentum_decay` sets how the momentum warms up; `decoupled_weight_decay` decays the weights as AdamW."""
+
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum_decay: float = 4e-3
+    decoupled_weight_decay: bool = False
+    state: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise GraphError(f"NAdam: betas must lie in [0, 1), got {self.betas}")
+
+
 # -- weight penalties and constraints, per layer: fg.compile(..., penalties={layer: ...}, constraints={layer: ...})
 @dataclass(frozen=True)
 class Penalty:
@@ -247,5 +283,5 @@ class LinearLR(Schedule):
         return base * (self.start_factor + (self.end_factor - self.start_factor) * done)
 
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "CosineAnnealingLR", "ExponentialLR", "LinearLR",
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "NAdam", "CosineAnnealingLR", "ExponentialLR", "LinearLR",
            "MaxNorm", "Optimizer", "Penalty", "RMSprop", "Schedule", "StepLR"]

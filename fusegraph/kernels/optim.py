@@ -13,6 +13,9 @@ hold an inf or a NaN is skipped (the runtime reads the flag)."""
 
 from __future__ import annotations
 
+import threading
+
+import torch
 import triton
 
 from .registry import KernelSource
@@ -21,7 +24,7 @@ from .target import INTERPRETER_TILE_ELEMENTS
 
 OPTIM_SOURCE = '''
 @triton.jit
-def {name}(p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, half_ptr, squares_ptr, NUMEL, LR, A, B, C, D, E, A1, B1, FIRST,
+def {name}(p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, half_ptr, squares_ptr, NUMEL, LR, A, B, C, D, E, F, A1, B1, FIRST,
            INV_SCALE, MAX_NORM, HALF_COPY: tl.constexpr, CLIP: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
@@ -92,7 +95,7 @@ def max_norm(p_ptr, half_ptr, UNIT, MAX_VALUE, HALF_COPY: tl.constexpr, BLOCK: t
             tl.store(half_ptr + first + offs, w.to(half_ptr.dtype.element_ty), mask=offs < UNIT)
 '''
 
-# A..E are each optimizer's hyperparameters in the order of `scalars` below; A1 = 1 - A and B1 = 1 - B
+# A..F are each optimizer's hyperparameters in the order of `scalars` below; A1 = 1 - A and B1 = 1 - B
 # come from the host in double precision, as PyTorch computes them (in fp32, 1 - 0.99 rounds differently)
 UPDATES = {
     "SGD": """
@@ -141,19 +144,45 @@ UPDATES = {
     second = tl.where(FIRST < 0, max_sq, exp_avg_sq)   # FIRST < 0: amsgrad
     denom = tl.sqrt(second) / D + C                 # C: eps, D: sqrt(bias correction 2)
     p = p - LR * (exp_avg / denom)                  # LR: lr / bias correction 1""",
+    "Adamax": """
+    g = g + E * p                                   # E: weight_decay
+    exp_avg = tl.load(s0_ptr + offs, mask=mask, other=0.0)
+    exp_avg = exp_avg + A1 * (g - exp_avg)   # A: beta1; torch's lerp
+    decayed = B * tl.load(s1_ptr + offs, mask=mask, other=0.0)   # B: beta2
+    bound = tl.abs(g) + C                           # C: eps
+    exp_inf = tl.where((bound > decayed) | (bound != bound), bound, decayed)   # NaN kept, as torch.maximum
+    tl.store(s0_ptr + offs, exp_avg, mask=mask)
+    tl.store(s1_ptr + offs, exp_inf, mask=mask)
+    p = p - LR * (exp_avg / exp_inf)                # LR: lr / bias correction 1""",
+    "NAdam": """
+    g = g + E * p                                   # E: weight_decay
+    exp_avg = tl.load(s0_ptr + offs, mask=mask, other=0.0)
+    exp_avg = exp_avg + A1 * (g - exp_avg)   # A: beta1; torch's lerp
+    exp_avg_sq = B * tl.load(s1_ptr + offs, mask=mask, other=0.0) + B1 * g * g   # B: beta2
+    tl.store(s0_ptr + offs, exp_avg, mask=mask)
+    tl.store(s1_ptr + offs, exp_avg_sq, mask=mask)
+    denom = tl.sqrt(exp_avg_sq / D) + C             # C: eps, D: bias correction 2
+    p = p + F * (g / denom)                         # F: -lr (1 - mu_t) / (1 - mu_1...mu_t)
+    p = p + LR * (exp_avg / denom)                  # LR: -lr mu_t+1 / (1 - mu_1...mu_t+1)""",
 }
 
 
-# AdamW: the decay scales the weights before Adam's update instead of joining the gradient
-UPDATES["AdamW"] = UPDATES["Adam"].replace(
-    "    g = g + E * p                                   # E: weight_decay",
-    "    p = p * E                                       # E: 1 - lr * weight_decay (decoupled)")
+# AdamW (and NAdam's decoupled_weight_decay): the decay scales the weights before the update instead of
+# joining the gradient
+_DECOUPLED = ("    g = g + E * p                                   # E: weight_decay",
+              "    p = p * E                                       # E: 1 - lr * weight_decay (decoupled)")
+UPDATES["AdamW"] = UPDATES["Adam"].replace(*_DECOUPLED)
+UPDATES["NAdam decoupled"] = UPDATES["NAdam"].replace(*_DECOUPLED)
+
+
+def _update(optimizer) -> str:
+    return UPDATES[optimizer.name + (" decoupled" if getattr(optimizer, "decoupled_weight_decay", False) else "")]
 
 
 def render(optimizer) -> KernelSource:
     name = f"{optimizer.name.lower()}_step"
     return KernelSource(name, module_source(f"the {optimizer.name} step", OPTIM_SOURCE.format(
-        name=name, update=UPDATES[optimizer.name])))
+        name=name, update=_update(optimizer))))
 
 
 def render_squares() -> KernelSource:
@@ -199,24 +228,47 @@ def render_nonfinite() -> KernelSource:
 
 
 def scalars(optimizer, step: int, lr: float) -> tuple:
-    """(LR, A, B, C, D, E, A1, B1, FIRST) for `step` (1-based) at learning rate `lr`."""
-    lr, a, b, c, d, e, first = _scalars(optimizer, step, lr)
-    return lr, a, b, c, d, e, 1.0 - a, 1.0 - b, first
+    """(LR, A, B, C, D, E, F, A1, B1, FIRST) for `step` (1-based) at learning rate `lr`."""
+    lr, a, b, c, d, e, f, first = _scalars(optimizer, step, lr)
+    return lr, a, b, c, d, e, f, 1.0 - a, 1.0 - b, first
 
 
 def _scalars(o, step: int, lr: float) -> tuple:
     if o.name == "SGD":
-        return lr, o.momentum, o.dampening, float(o.nesterov), 0.0, o.weight_decay, int(step == 1)
+        return lr, o.momentum, o.dampening, float(o.nesterov), 0.0, o.weight_decay, 0.0, int(step == 1)
     if o.name == "Adagrad":
-        return lr, lr / (1 + (step - 1) * o.lr_decay), o.eps, 0.0, 0.0, o.weight_decay, 0
+        return lr, lr / (1 + (step - 1) * o.lr_decay), o.eps, 0.0, 0.0, o.weight_decay, 0.0, 0
     if o.name == "Adadelta":
-        return lr, o.rho, o.eps, 0.0, 0.0, o.weight_decay, 0
+        return lr, o.rho, o.eps, 0.0, 0.0, o.weight_decay, 0.0, 0
     if o.name == "RMSprop":
-        return lr, o.alpha, o.eps, o.momentum, float(o.centered), o.weight_decay, 0
+        return lr, o.alpha, o.eps, o.momentum, float(o.centered), o.weight_decay, 0.0, 0
     beta1, beta2 = o.betas
+    if o.name == "Adamax":
+        return lr / (1 - beta1 ** step), beta1, beta2, o.eps, 0.0, o.weight_decay, 0.0, 0
+    if o.name == "NAdam":
+        mu, mu_next = (beta1 * (1.0 - 0.5 * 0.96 ** (t * o.momentum_decay)) for t in (step, step + 1))
+        product = _momentum_products(beta1, o.momentum_decay, step)  # torch keeps it in float32
+        decay = 1 - lr * o.weight_decay if o.decoupled_weight_decay else o.weight_decay
+        return (-lr * mu_next / (1.0 - product * mu_next), beta1, beta2, o.eps, 1 - beta2 ** step, decay,
+                -lr * (1.0 - mu) / (1.0 - product), 0)
     step_size = lr / (1 - beta1 ** step)
     decay = 1 - lr * o.weight_decay if o.name == "AdamW" else o.weight_decay
-    return step_size, beta1, beta2, o.eps, (1 - beta2 ** step) ** 0.5, decay, -1 if o.amsgrad else 0
+    return step_size, beta1, beta2, o.eps, (1 - beta2 ** step) ** 0.5, decay, 0.0, -1 if o.amsgrad else 0
+
+
+_PRODUCTS: dict[tuple[float, float], list[float]] = {}
+_PRODUCTS_LOCK = threading.Lock()  # trainers in several threads extend the same list
+
+
+def _momentum_products(beta1: float, momentum_decay: float, step: int) -> float:
+    """NAdam's mu_1 * ... * mu_step as torch accumulates it, a float32 tensor times each step's mu (rounded)."""
+    with _PRODUCTS_LOCK:
+        products = _PRODUCTS.setdefault((beta1, momentum_decay), [1.0])
+        while len(products) <= step:
+            t = len(products)
+            mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+            products.append(float(torch.tensor(products[-1], dtype=torch.float32) * mu))
+        return products[step]
 
 
 def launch(fn, optimizer, target, params, grads, states, step: int, half_copy=None, inv_scale: float = 1.0,

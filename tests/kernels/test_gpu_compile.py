@@ -159,7 +159,7 @@ def test_half_precision_benchmark_blocks_and_optimizers_compile_for_sm90(launche
     flat = torch.zeros(1000)
     squares = torch.zeros(())
     for optimizer in (fg.optim.SGD(lr=0.1, momentum=0.9), fg.optim.Adam(amsgrad=True), fg.optim.RMSprop(centered=True),
-                      fg.optim.AdamW(clip_grad_norm=1.0)):
+                      fg.optim.AdamW(clip_grad_norm=1.0), fg.optim.Adamax(), fg.optim.NAdam(decoupled_weight_decay=True)):
         optim_kernels.launch(load_kernel(optim_kernels.render(optimizer)), optimizer, CUDA, flat, flat.clone(),
                              [flat.clone() for _ in optimizer.state], 1, squares=squares)
     # the clipping norm, a weight penalty and the max-norm constraint around the update

@@ -323,3 +323,19 @@ def test_label_smoothing_is_refused_where_it_does_not_apply():
         fg.compile(mlp(), loss="mse", label_smoothing=0.1, optimizer=fg.optim.SGD())
     with pytest.raises(fg.GraphError, match="from 0 to 1"):
         fg.compile(mlp(), loss="cross_entropy", label_smoothing=1.5, optimizer=fg.optim.SGD())
+
+
+@pytest.mark.parametrize("optimizer, theirs", [
+    (fg.optim.NAdam(lr=0.02), lambda p: torch.optim.NAdam(p, lr=0.02)),
+    (fg.optim.Adamax(lr=0.02, weight_decay=0.01), lambda p: torch.optim.Adamax(p, lr=0.02, weight_decay=0.01)),
+], ids=["NAdam", "Adamax"])
+def test_the_other_keras_optimizers_train_as_torchs(optimizer, theirs):
+    """Keras's Nadam and Adamax, as torch.optim's NAdam and Adamax: 6 steps through a trainer (NAdam's momentum
+    product carried across them)."""
+    x, y = data()
+    trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=optimizer)
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8)] * 2
+    losses = [trainer.train_step(bx, by) for bx, by in batches]
+    oracle, expected, _ = torch_steps(mlp(), batches, theirs)
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), **TOLERANCE)
+    assert_same_weights(trainer, oracle)

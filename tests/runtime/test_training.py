@@ -23,11 +23,18 @@ OPTIMIZERS = [
                             dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, amsgrad=True)),
     (fg.optim.AdamW(), {}), (fg.optim.AdamW(lr=0.01, betas=(0.8, 0.9), weight_decay=0.5, amsgrad=True),
                              dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.5, amsgrad=True)),
+    (fg.optim.Adamax(), {}), (fg.optim.Adamax(lr=0.01, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1),
+                              dict(lr=0.01, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1)),
+    (fg.optim.NAdam(), {}), (fg.optim.NAdam(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, momentum_decay=0.01),
+                             dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, momentum_decay=0.01)),
+    (fg.optim.NAdam(lr=0.01, weight_decay=0.3, decoupled_weight_decay=True),
+     dict(lr=0.01, weight_decay=0.3, decoupled_weight_decay=True)),
 ]
 STATE_NAMES = {"SGD": ["momentum_buffer"], "Adagrad": ["sum"], "Adadelta": ["square_avg", "acc_delta"],
                "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"], "Adam": ["exp_avg", "exp_avg_sq",
                                                                                    "max_exp_avg_sq"]}
 STATE_NAMES["AdamW"] = STATE_NAMES["Adam"]
+STATE_NAMES["Adamax"], STATE_NAMES["NAdam"] = ["exp_avg", "exp_inf"], ["exp_avg", "exp_avg_sq"]
 
 
 @pytest.mark.parametrize("ours,theirs", OPTIMIZERS, ids=lambda o: getattr(o, "name", ""))
