@@ -1,9 +1,10 @@
 """Callbacks for `Trainer.fit(callbacks=[...])`, as Keras's: objects whose hooks fit calls at the start and
-end of the run and of each epoch. A hook may set `trainer.stop_training = True` to end the run after the
-epoch, or `trainer.lr` for the epochs to come (a callback whose `sets_lr` is true, as LearningRateScheduler's
-and ReduceLROnPlateau's, has fit record each epoch's rate as history["lr"]). fit's own `lr_schedule`,
-`early_stopping` and `checkpoint` arguments are these callbacks (LearningRateScheduler, EarlyStopping,
-ModelCheckpoint).
+end of the run and of each epoch, and after each batch. A hook may set `trainer.stop_training = True` to end
+the run after the epoch (set in on_batch_end: after that batch, the epoch's figures those of the batches
+run; in a data-parallel run decide from `logs`, the same on every rank), or `trainer.lr` for the steps to
+come (a callback whose `sets_lr` is true, as LearningRateScheduler's and ReduceLROnPlateau's, has fit record
+each epoch's rate as history["lr"]). fit's own `lr_schedule`, `early_stopping` and `checkpoint` arguments
+are these callbacks (LearningRateScheduler, EarlyStopping, ModelCheckpoint).
 
 `on_train_end` runs however the run ends (finished, stopped, an exception or Ctrl-C), so a callback that
 must leave the trainer in some state (EarlyStopping's best weights) does it there."""
@@ -177,6 +178,21 @@ class EarlyStopping(Callback):
                         if self._snapshot is not None else "")
             print(f"early stopping: {self.monitor} had not improved for {self.patience} epochs, so the run stopped "
                   f"after epoch {self.stopped_epoch}{restored}")
+
+
+class TerminateOnNaN(Callback):
+    """Ends the run after the first batch whose loss is NaN or infinite (Keras's TerminateOnNaN), saying so;
+    the weights are then those that step left (with early stopping too, its best epoch's at the end)."""
+
+    def __init__(self, verbose: bool = True) -> None:
+        self.verbose, self.stopped_at = verbose, None
+
+    def on_batch_end(self, trainer, batch: int, logs: dict[str, float]) -> None:
+        if not math.isfinite(logs["loss"]):
+            trainer.stop_training, self.stopped_at = True, (trainer.epochs + 1, batch + 1)
+            if self.verbose:
+                print(f"TerminateOnNaN: the loss is {logs['loss']} after batch {batch + 1} of epoch "
+                      f"{trainer.epochs + 1}: the run stops")
 
 
 class ModelCheckpoint(Callback):

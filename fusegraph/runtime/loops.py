@@ -124,6 +124,8 @@ class Loops:
                 bar.set_postfix(running)
                 for hook in hooks:
                     hook.on_batch_end(self, batch, running)
+                if self.stop_training:  # set after a batch: the epoch ends here (validated, recorded as far as it got)
+                    break
             for key, value in self._metrics(total / seen, correct, seen).items():
                 history.setdefault(key, []).append(value)
             self.epochs += 1

@@ -339,3 +339,13 @@ def test_the_other_keras_optimizers_train_as_torchs(optimizer, theirs):
     oracle, expected, _ = torch_steps(mlp(), batches, theirs)
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), **TOLERANCE)
     assert_same_weights(trainer, oracle)
+
+
+def test_terminate_on_nan_ends_the_run_after_the_batch(capsys):
+    x, y = data()
+    x[10, 0] = float("nan")  # in the second batch of 8
+    trainer = fg.compile(mlp(), loss="cross_entropy", optimizer=fg.optim.SGD(lr=0.1))
+    guard = fg.callbacks.TerminateOnNaN()
+    history = trainer.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=False, callbacks=[guard])
+    assert guard.stopped_at == (1, 2) and trainer.steps_taken == 2 and len(history["loss"]) == 1
+    assert "the loss is nan after batch 2 of epoch 1" in capsys.readouterr().out
