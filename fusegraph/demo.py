@@ -77,6 +77,9 @@ def _images(out: Path, name: str, size: str, model, splits, *, epochs: int, batc
     files = [plots.curves(history, out / f"{name}_curves.png", restored=stopper.best_epoch),
              plots.filters(model.params["conv1.weight"].numpy(), out / f"{name}_conv1_filters.png",
                            "LeNet conv1 filters after training")]
+    predicted = trainer.predict(x_test).argmax(dim=1).cpu().numpy()
+    files.append(plots.confusion(y_test.numpy(), predicted, out / f"{name}_confusion.png",
+                                 f"held-out {name}: {int((predicted == y_test.numpy()).sum())} of {len(y_test)} right"))
     features = model.features(["pool1", "pool2"])
     first = x_test[:1]
     maps = compile(features)(first.to(trainer.device))

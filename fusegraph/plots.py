@@ -1,4 +1,5 @@
-"""Pictures of training: curves, first-layer filters, feature maps, forecasts (matplotlib, no screen)."""
+"""Pictures of training: curves, first-layer filters, feature maps, confusion matrices, forecasts
+(matplotlib, no screen)."""
 
 from __future__ import annotations
 
@@ -106,4 +107,21 @@ def comparison(histories: dict[str, dict[str, list[float]]], metric: str, path: 
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(plt, fig, path)
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, path: Path, title: str) -> Path:
+    """How often each true class (rows) was predicted as each class (columns), counts written in the cells."""
+    plt = _pyplot()
+    classes = int(max(truth.max(), predicted.max())) + 1
+    counts = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(counts, (truth, predicted), 1)
+    fig, ax = plt.subplots(figsize=(0.5 * classes + 2.5, 0.5 * classes + 2))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    for (row, column), count in np.ndenumerate(counts):
+        if count:
+            ax.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if count > counts.max() / 2 else "black")
+    ax.set(xticks=range(classes), yticks=range(classes), xlabel="predicted", ylabel="true", title=title)
     return _save(plt, fig, path)

@@ -13,6 +13,7 @@ def test_digits_demo_reaches_95_percent_held_out(tmp_path):
     assert result["gradient_error"] <= 1e-4
     for path in result["files"]:
         assert matplotlib.image.imread(path).shape[0] > 50  # a real picture, not an empty file
+    assert {path.name for path in result["files"]} >= {"digits_curves.png", "digits_confusion.png"}
 
 
 def test_forecaster_beats_the_naive_forecast_on_held_out_data(tmp_path):
