@@ -21,11 +21,11 @@ from .optim import Schedule
 
 
 class Callback:
-    sets_lr = False  # True: fit records each epoch's rate in history["lr"]
-
     """Override the hooks you need; `logs` holds the epoch's history entries (loss, accuracy, val_...), or
     in on_batch_end the epoch's running figures so far (what the progress bar shows: a distributed run's
     over every rank's samples)."""
+
+    sets_lr = False  # True: fit records each epoch's rate in history["lr"]
 
     def on_train_begin(self, trainer) -> None:
         pass
