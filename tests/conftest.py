@@ -25,6 +25,19 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("fusegraph", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("fusegraph")
 
+# the files whose tests take longest (tens of seconds to two minutes each: the demos' seeded runs, the sm_90
+# compiles) run first: pytest-xdist hands tests out in collection order, so a long one collected last
+# would leave the other worker idle at the end
+LONGEST_FIRST = ("tests/test_demo.py", "tests/kernels/test_gpu_compile.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        return next((i for i, path in enumerate(LONGEST_FIRST) if item.nodeid.startswith(path)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each file, and of the rest, kept
+
+
 # NOTE: a private kernel cache per test run, so tests never trust (or litter) the user's cache
 os.environ.setdefault("FUSEGRAPH_CACHE", tempfile.mkdtemp(prefix="fusegraph-test-cache-"))
 
