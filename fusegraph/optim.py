@@ -55,6 +55,8 @@ class Optimizer:
                 object.__setattr__(self, f.name, float(value))
             elif isinstance(value, (tuple, list)):
                 object.__setattr__(self, f.name, tuple(float(v) for v in value))
+        if not all(0.0 <= b < 1.0 for b in getattr(self, "betas", ())):  # the Adam family's moment decays
+            raise GraphError(f"{type(self).__name__}: betas must lie in [0, 1), got {self.betas}")
 
     @property
     def name(self) -> str:
@@ -128,11 +130,6 @@ class Adam(Optimizer):
     amsgrad: bool = False
     state: tuple[str, ...] = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise GraphError(f"Adam: betas must lie in [0, 1), got {self.betas}")
-
 
 @dataclass(frozen=True)
 class AdamW(Adam):
@@ -153,11 +150,6 @@ class Adamax(Optimizer):
     weight_decay: float = 0.0
     state: tuple[str, ...] = ("exp_avg", "exp_inf")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise GraphError(f"Adamax: betas must lie in [0, 1), got {self.betas}")
-
 
 @dataclass(frozen=True)
 class NAdam(Optimizer):
@@ -171,11 +163,6 @@ class NAdam(Optimizer):
     momentum_decay: float = 4e-3
     decoupled_weight_decay: bool = False
     state: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise GraphError(f"NAdam: betas must lie in [0, 1), got {self.betas}")
 
 
 # -- weight penalties and constraints, per layer: fg.compile(..., penalties={layer: ...}, constraints={layer: ...})

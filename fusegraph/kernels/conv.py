@@ -26,7 +26,7 @@ from ..passes.kernel_names import kernel_name
 from ..passes.templates import Anchor, register_anchor, register_check
 from .descriptors import MAX_BOX, descriptor
 from .epilogue import Emitter, Tile
-from .expr import Names, helpers_for
+from .expr import HELPERS, Names, helpers_for
 from .group import argument_roles, group_of, prologue_lines
 from .layout import channels_last
 from .registry import KernelSource, register_template
@@ -343,6 +343,21 @@ def tap_major_conv(channels: int, taps: int = 1, rows: int = 0, target: Target |
     return triton.cdiv(rows, interpreter_budget(tap_k)) * taps * triton.cdiv(channels, tap_k) <= flat
 
 
+HELPERS["_tap_reach("] = '''
+@triton.jit
+def _tap_reach(ih, iw, kh, kw, PAD_H, PAD_W, DIL_H, DIL_W, STRIDE_H, STRIDE_W, OH, OW):
+    # the output position kernel tap (kh, kw) reached from input pixel (ih, iw), and whether it did: the
+    # stride lands on it inside the output (any shapes that broadcast: a tap for every row, or rows x taps)
+    tap_h = ih + PAD_H - kh * DIL_H
+    tap_w = iw + PAD_W - kw * DIL_W
+    at_h = tap_h // STRIDE_H
+    at_w = tap_w // STRIDE_W
+    hit = ((tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0) & (tap_w % STRIDE_W == 0)
+           & (at_h < OH) & (at_w < OW))
+    return at_h, at_w, hit
+'''
+
+
 INPUT_SOURCE = '''
 @triton.jit
 def {name}(
@@ -359,12 +374,9 @@ def {name}(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if DEPTHWISE:
         for tap in range(0, KH * KW):
-            tap_h = ih + PAD_H - (tap // KW) * DIL_H
-            tap_w = iw + PAD_W - (tap % KW) * DIL_W
-            at_h = tap_h // STRIDE_H
-            at_w = tap_w // STRIDE_W
-            hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
-                   & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
+            at_h, at_w, hit = _tap_reach(ih, iw, tap // KW, tap % KW, PAD_H, PAD_W, DIL_H, DIL_W, STRIDE_H, STRIDE_W,
+                                         OH, OW)
+            hit = row_ok & hit
             for j in range(0, OG):
                 filters = cols * OG + j
                 dy_at = _nchw_at(n[:, None], filters[None, :], at_h[:, None], at_w[:, None], O, OH, OW, DY_CL)
@@ -384,13 +396,9 @@ def {name}(
                 dy = dy_desc.load([n0, h0 + PAD_H - (tap // KW) * DIL_H, w0 + PAD_W - (tap % KW) * DIL_W, o0])
                 dy = tl.reshape(dy, [BLOCK_M, BLOCK_K])
             else:
-                # the output position this tap reached from each input pixel, when the stride lands on it
-                tap_h = ih + PAD_H - (tap // KW) * DIL_H
-                tap_w = iw + PAD_W - (tap % KW) * DIL_W
-                at_h = tap_h // STRIDE_H
-                at_w = tap_w // STRIDE_W
-                hit = (row_ok & (tap_h >= 0) & (tap_w >= 0) & (tap_h % STRIDE_H == 0)
-                       & (tap_w % STRIDE_W == 0) & (at_h < OH) & (at_w < OW))
+                at_h, at_w, hit = _tap_reach(ih, iw, tap // KW, tap % KW, PAD_H, PAD_W, DIL_H, DIL_W,
+                                             STRIDE_H, STRIDE_W, OH, OW)
+                hit = row_ok & hit
                 dy_at = _nchw_at(n[:, None], channels[None, :], at_h[:, None], at_w[:, None],
                                  O, OH, OW, DY_CL)
                 dy = tl.load(dy_ptr + dy_at, mask=hit[:, None] & channel_ok[None, :], other=0.0)
@@ -423,13 +431,8 @@ def _flat_input_gradient(acc, dy_ptr, w_ptr, n, ih, iw, row_ok, group, in_group,
         o = group * OG + ks // (KH * KW)
         kh = (ks // KW) % KH
         kw = ks % KW
-        # the output position this kernel tap reached from the input pixel, when the stride lands on it
-        th = ih[:, None] + PAD_H - kh[None, :] * DIL_H
-        tw = iw[:, None] + PAD_W - kw[None, :] * DIL_W
-        oh = th // STRIDE_H
-        ow = tw // STRIDE_W
-        hit = ((th >= 0) & (tw >= 0) & (th % STRIDE_H == 0) & (tw % STRIDE_W == 0)
-               & (oh < OH) & (ow < OW))
+        oh, ow, hit = _tap_reach(ih[:, None], iw[:, None], kh[None, :], kw[None, :], PAD_H, PAD_W, DIL_H, DIL_W,
+                                 STRIDE_H, STRIDE_W, OH, OW)
         mask = row_ok[:, None] & k_ok[None, :] & hit
         dy = tl.load(dy_ptr + _nchw_at(n[:, None], o[None, :], oh, ow, O, OH, OW, DY_CL), mask=mask, other=0.0)
         w = tl.load(w_ptr + _nchw_at(o[:, None], in_group[None, :], kh[:, None], kw[:, None], CG, KH, KW, W_CL),

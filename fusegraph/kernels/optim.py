@@ -95,6 +95,16 @@ def max_norm(p_ptr, half_ptr, UNIT, MAX_VALUE, HALF_COPY: tl.constexpr, BLOCK: t
             tl.store(half_ptr + first + offs, w.to(half_ptr.dtype.element_ty), mask=offs < UNIT)
 '''
 
+# the Adam family's moments (torch's order and rounding): the first a lerp, the second decayed squares
+_FIRST_MOMENT = """
+    g = g + E * p                                   # E: weight_decay
+    exp_avg = tl.load(s0_ptr + offs, mask=mask, other=0.0)
+    exp_avg = exp_avg + A1 * (g - exp_avg)   # A: beta1; torch's lerp"""
+_SECOND_MOMENT = """
+    exp_avg_sq = B * tl.load(s1_ptr + offs, mask=mask, other=0.0) + B1 * g * g   # B: beta2
+    tl.store(s0_ptr + offs, exp_avg, mask=mask)
+    tl.store(s1_ptr + offs, exp_avg_sq, mask=mask)"""
+
 # A..F are each optimizer's hyperparameters in the order of `scalars` below; A1 = 1 - A and B1 = 1 - B
 # come from the host in double precision, as PyTorch computes them (in fp32, 1 - 0.99 rounds differently)
 UPDATES = {
@@ -131,36 +141,21 @@ UPDATES = {
     buf = C * tl.load(s1_ptr + offs, mask=mask, other=0.0) + g / avg   # C: momentum
     tl.store(s1_ptr + offs, buf, mask=mask)
     p = p - LR * tl.where(C > 0, buf, g / avg)""",
-    "Adam": """
-    g = g + E * p                                   # E: weight_decay
-    exp_avg = tl.load(s0_ptr + offs, mask=mask, other=0.0)
-    exp_avg = exp_avg + A1 * (g - exp_avg)   # A: beta1; torch's lerp
-    exp_avg_sq = B * tl.load(s1_ptr + offs, mask=mask, other=0.0) + B1 * g * g   # B: beta2
-    tl.store(s0_ptr + offs, exp_avg, mask=mask)
-    tl.store(s1_ptr + offs, exp_avg_sq, mask=mask)
+    "Adam": _FIRST_MOMENT + _SECOND_MOMENT + """
     max_sq = tl.load(s2_ptr + offs, mask=mask, other=0.0)
     max_sq = tl.where((exp_avg_sq > max_sq) | (exp_avg_sq != exp_avg_sq), exp_avg_sq, max_sq)   # NaN kept, as torch.maximum
     tl.store(s2_ptr + offs, max_sq, mask=mask)
     second = tl.where(FIRST < 0, max_sq, exp_avg_sq)   # FIRST < 0: amsgrad
     denom = tl.sqrt(second) / D + C                 # C: eps, D: sqrt(bias correction 2)
     p = p - LR * (exp_avg / denom)                  # LR: lr / bias correction 1""",
-    "Adamax": """
-    g = g + E * p                                   # E: weight_decay
-    exp_avg = tl.load(s0_ptr + offs, mask=mask, other=0.0)
-    exp_avg = exp_avg + A1 * (g - exp_avg)   # A: beta1; torch's lerp
+    "Adamax": _FIRST_MOMENT + """
     decayed = B * tl.load(s1_ptr + offs, mask=mask, other=0.0)   # B: beta2
     bound = tl.abs(g) + C                           # C: eps
     exp_inf = tl.where((bound > decayed) | (bound != bound), bound, decayed)   # NaN kept, as torch.maximum
     tl.store(s0_ptr + offs, exp_avg, mask=mask)
     tl.store(s1_ptr + offs, exp_inf, mask=mask)
     p = p - LR * (exp_avg / exp_inf)                # LR: lr / bias correction 1""",
-    "NAdam": """
-    g = g + E * p                                   # E: weight_decay
-    exp_avg = tl.load(s0_ptr + offs, mask=mask, other=0.0)
-    exp_avg = exp_avg + A1 * (g - exp_avg)   # A: beta1; torch's lerp
-    exp_avg_sq = B * tl.load(s1_ptr + offs, mask=mask, other=0.0) + B1 * g * g   # B: beta2
-    tl.store(s0_ptr + offs, exp_avg, mask=mask)
-    tl.store(s1_ptr + offs, exp_avg_sq, mask=mask)
+    "NAdam": _FIRST_MOMENT + _SECOND_MOMENT + """
     denom = tl.sqrt(exp_avg_sq / D) + C             # C: eps, D: bias correction 2
     p = p + F * (g / denom)                         # F: -lr (1 - mu_t) / (1 - mu_1...mu_t)
     p = p + LR * (exp_avg / denom)                  # LR: -lr mu_t+1 / (1 - mu_1...mu_t+1)""",
