@@ -189,7 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         try:
-            return _train(args, distributed=True, lead=dist.get_rank() == 0)
+            status = _train(args, distributed=True, lead=dist.get_rank() == 0)
+            dist.barrier()  # every rank done with its last collective before any tears the group down
+            return status
         finally:
             dist.destroy_process_group()
     if args.shard_optimizer:
